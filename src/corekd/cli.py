@@ -1,0 +1,226 @@
+"""The ``corekd`` command. Thin: parse, call the library, print.
+
+A user error prints one line (``error: FILE: FIELD: what was expected``) and exits with 2;
+``--debug`` anywhere on the command line shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from corekd import __version__
+from corekd.errors import CorekdError
+
+app = typer.Typer(
+    help="Robust multimodal emotion recognition in conversations when modalities go missing (CoRe-KD).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Corpus tools: generate the synthetic corpus, inspect and probe a corpus.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+_state = {"debug": False}
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def _guarded(fn):
+    """Turn user errors into one line and a non-zero exit (a traceback only with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except CorekdError as exc:
+            if _state["debug"]:
+                raise
+            err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except (OSError, ValueError, RuntimeError) as exc:
+            if _state["debug"]:
+                raise
+            err_console.print(
+                f"error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"corekd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (accepted anywhere on the line)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Train a complete-view teacher, distil it into a robust student, evaluate under missing modalities."""
+    _state["debug"] = _state["debug"] or debug
+
+
+def parse_seeds(values: list[str] | None) -> list[int] | None:
+    """``--seeds 0,1,2``, ``--seeds "0 1 2"`` or ``--seeds 0 --seeds 1``."""
+    if not values:
+        return None
+    seeds = []
+    for value in values:
+        for part in re.split(r"[,\s]+", value.strip()):
+            if not part:
+                continue
+            if not re.fullmatch(r"-?\d+", part):
+                raise CorekdError(f"expected integers like 0,1,2, got '{value}'", field="--seeds")
+            seeds.append(int(part))
+    return seeds
+
+
+@app.command()
+@_guarded
+def run(
+    config: Optional[Path] = typer.Argument(None, help="Run config (YAML). Default: configs/quickstart.yaml."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder. Default: runs/<config name>."),
+    seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="Seeds overriding the config, e.g. 0,1,2."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the config)."),
+) -> None:
+    """Train the teacher and the students, evaluate every method under every protocol, write the report.
+
+    Writes config.yaml, results.json, report.md and checkpoints/ into the output folder.
+    """
+    from corekd.pipeline import run as run_pipeline
+    from corekd.progress import default_reporter
+
+    command = "corekd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = run_pipeline(
+        config, out, seeds=parse_seeds(seeds), device=device, reporter=default_reporter(), command=command
+    )
+    out_console.print(f"report: {result.out_dir / 'report.md'}")
+
+
+@app.command()
+@_guarded
+def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd run` (holds results.json).")) -> None:
+    """Rebuild report.md from a run's results.json."""
+    from corekd.evaluation.report import write_report
+
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise CorekdError("file not found (run `corekd run` first)", path=path)
+    try:
+        payload = json.loads(path.read_text())
+        meta, records, trainings = payload["meta"], payload["records"], payload.get("trainings", [])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CorekdError(f"not a corekd results file ({exc})", path=path) from None
+    out_console.print(f"report: {write_report(run_dir, meta, records, trainings)}")
+
+
+@data_app.command("synth")
+@_guarded
+def data_synth(
+    out: Path = typer.Option(..., "--out", help="Folder to write the corpus into."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Generator seed (default 0, or the config's)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="A run config whose data.synth section sets the generator's knobs."
+    ),
+) -> None:
+    """Generate the IEMOCAP-shaped synthetic corpus (deterministic for a given seed and knobs)."""
+    from corekd.config import load_config
+    from corekd.data.synth import SynthConfig, generate
+
+    synth = load_config(config).data.synth if config else SynthConfig()
+    if seed is not None:
+        synth = synth.model_copy(update={"seed": seed})
+    corpus = generate(synth)
+    corpus.save(out)
+    counts = {s: len(corpus.split(s)) for s in ("train", "dev", "test")}
+    out_console.print(
+        f"wrote {out}: {len(corpus.dialogues)} dialogues ({counts['train']}/{counts['dev']}/{counts['test']} "
+        f"train/dev/test), {corpus.num_utterances} utterances, seed {synth.seed}"
+    )
+
+
+@data_app.command("inspect")
+@_guarded
+def data_inspect(
+    path: Path = typer.Argument(..., help="A corpus folder (corpus.json + features.safetensors)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Counts per split, label distribution, modality dims, and any problem found."""
+    from corekd.data.corpus import load_corpus
+    from corekd.data.summary import summarize
+
+    info = summarize(load_corpus(path))
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    out_console.print(f"[bold]{info['name']}[/bold] ({info['task']}), {len(info['labels'])} labels")
+    splits = Table("split", "dialogues", "utterances", "utt/dialogue min/mean/max", *info["labels"])
+    for split, s in info["splits"].items():
+        u = s["utterances_per_dialogue"]
+        total = max(s["utterances"], 1)
+        splits.add_row(
+            split, str(s["dialogues"]), str(s["utterances"]), f"{u['min']}/{u['mean']}/{u['max']}",
+            *(f"{s['labels'][n]} ({100 * s['labels'][n] / total:.1f}%)" for n in info["labels"]),
+        )
+    out_console.print(splits)
+    mods = Table("modality", "dim", "kind", "missing utterances", "source")
+    for m, spec in info["modalities"].items():
+        mods.add_row(m, str(spec["dim"]), spec["kind"], str(spec["missing_utterances"]), spec["source"] or "")
+    out_console.print(mods)
+    sp = info["speakers_per_dialogue"]
+    out_console.print(f"speakers per dialogue: {sp['min']}..{sp['max']}")
+    if info["problems"]:
+        for problem in info["problems"]:
+            out_console.print(f"[yellow]problem:[/yellow] {problem}")
+    else:
+        out_console.print("problems: none found")
+
+
+@data_app.command("probe")
+@_guarded
+def data_probe(
+    path: Path = typer.Argument(..., help="A corpus folder."),
+    pairs: bool = typer.Option(False, "--pairs", help="Also score every class pair per modality."),
+) -> None:
+    """Linear probe per modality (utterance level, train -> test): how informative each view is alone."""
+    from corekd.data.corpus import load_corpus
+    from corekd.data.summary import linear_probe
+
+    corpus = load_corpus(path)
+    result = linear_probe(corpus, pairs=pairs)
+    table = Table("features", "test accuracy", "test weighted F1")
+    for name, r in result["modalities"].items():
+        table.add_row(name, f"{r['accuracy']:.3f}", f"{r['weighted_f1']:.3f}")
+    out_console.print(table)
+    if pairs:
+        ptable = Table("class pair", *corpus.modality_names)
+        for pair, accs in result["pairs"].items():
+            ptable.add_row(pair, *(f"{accs[m]:.3f}" for m in corpus.modality_names))
+        out_console.print(ptable)
+
+
+def main() -> None:
+    if "--debug" in sys.argv[1:]:
+        _state["debug"] = True
+        sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--debug"]
+    app()
+
+
+if __name__ == "__main__":
+    main()

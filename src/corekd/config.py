@@ -1,0 +1,152 @@
+"""Typed run configuration, loaded from YAML (``configs/*.yaml``) and validated.
+
+Every problem becomes one :class:`~corekd.errors.CorekdError` naming the file and the field
+(``training.lr``, ``methods[3].options.temperature``) and what was expected. A run writes the
+resolved configuration (every default filled in, method options included) as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from corekd.data.protocols import RandomScheme, TrainingMissing
+from corekd.data.synth import SynthConfig
+from corekd.errors import CorekdError, from_validation_error
+from corekd.methods import method_class
+from corekd.models.model import ModelConfig
+
+SelectMetric = Literal["weighted_f1", "macro_f1", "accuracy", "uar"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    source: Literal["synthetic", "corpus"] = Field("synthetic", description="generate the synthetic corpus, or read a corpus folder")
+    path: str | None = Field(None, description="corpus folder (docs/data-format.md) when source is 'corpus'")
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+
+    @model_validator(mode="after")
+    def _path_given(self) -> "DataConfig":
+        if self.source == "corpus" and not self.path:
+            raise ValueError("source 'corpus' needs a path to a corpus folder")
+        return self
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(40, ge=1, description="most epochs per model")
+    patience: int = Field(8, ge=1, description="stop after this many epochs without a better dev score")
+    batch_size: int = Field(8, ge=1, description="dialogues per batch")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0 = off)")
+    select_metric: SelectMetric = Field("weighted_f1", description="dev metric for model selection and early stopping")
+    missing: TrainingMissing = Field(default_factory=TrainingMissing, description="students' random-missing training range")
+    teacher_cache: bool = Field(True, description="compute the frozen teacher's complete-view outputs once per seed")
+
+
+class EvaluationConfig(_Strict):
+    mask_seed: int = Field(0, description="seed of every evaluation mask (shared by all methods and seeds)")
+    random_rates: list[float] = Field(default_factory=lambda: [round(0.1 * k, 1) for k in range(8)])
+    scheme: RandomScheme = Field("calibrated", description="random-missing scheme (see corekd.data.protocols)")
+    batch_size: int = Field(32, ge=1, description="dialogues per evaluation batch")
+
+    @field_validator("random_rates")
+    @classmethod
+    def _rates(cls, value: list[float]) -> list[float]:
+        for r in value:
+            if not 0 <= r < 1:
+                raise ValueError(f"missing rate {r} is outside [0, 1)")
+        return [round(r, 6) for r in value]
+
+
+class MethodSpec(_Strict):
+    name: str = Field(description="a registered method (corekd.methods.registered())")
+    variant: str | None = Field(None, description="display name, to run one method with several option sets")
+    options: dict = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.variant or self.name
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    methods: list[MethodSpec] = Field(
+        default_factory=lambda: [MethodSpec(name=n) for n in ("teacher", "no_kd", "vanilla_kd", "corekd")], min_length=1
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must not repeat")
+        return value
+
+    def method_options(self, spec: MethodSpec) -> BaseModel:
+        return method_class(spec.name).Options.model_validate(spec.options)
+
+
+def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
+    """Validate a configuration mapping; resolve every method's options (defaults filled in)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise CorekdError(f"expected a mapping of settings at the top level, got {type(raw).__name__}", path=source)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation_error(exc, source, model=RunConfig) from None
+    seen: set[str] = set()
+    for i, spec in enumerate(cfg.methods):
+        try:
+            cls = method_class(spec.name)
+        except CorekdError as exc:
+            raise CorekdError(exc.detail, path=source, field=f"methods[{i}].name") from None
+        try:
+            spec.options = cls.Options.model_validate(spec.options).model_dump(mode="json")
+        except ValidationError as exc:
+            raise from_validation_error(exc, source, model=cls.Options, prefix=("methods", i, "options")) from None
+        if spec.label in seen:
+            raise CorekdError(
+                f"two methods share the name '{spec.label}': give one a distinct 'variant'", path=source, field=f"methods[{i}]"
+            )
+        seen.add(spec.label)
+    return cfg
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise CorekdError("config file not found", path=path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise CorekdError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path=path) from None
+    return validate_config(raw, path)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

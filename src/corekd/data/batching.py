@@ -1,0 +1,146 @@
+"""Padded tensors for a split, and the one place batches are built.
+
+A split is collated once into padded tensors (``[N, U, ...]``, N dialogues, U the longest);
+a batch is an index selection trimmed to its own longest dialogue. Missingness applied by a
+protocol is a *view*: :meth:`Batch.view` zeroes the features where the mask is 0 and carries
+the mask with it, so the model is told what is missing instead of guessing from zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from corekd.data.corpus import Corpus, Dialogue
+
+
+@dataclass
+class Batch:
+    features: dict[str, torch.Tensor]  # m -> [B, U, D_m] float (zero where mask is 0)
+    mask: torch.Tensor  # [B, U, M] bool: modality observed in this view (always within avail)
+    avail: torch.Tensor  # [B, U, M] bool: modality present in the data (False on padding)
+    speakers: torch.Tensor  # [B, U] long: speaker index within the dialogue (0, 1, ...)
+    labels: torch.Tensor  # [B, U] long (0 on padding; use utt_mask)
+    utt_mask: torch.Tensor  # [B, U] bool: real utterance (not padding)
+    modalities: tuple[str, ...]
+    index: torch.Tensor  # [B] long: dialogue positions in the split these rows came from
+    frame_lengths: dict[str, torch.Tensor] = field(default_factory=dict)  # reserved: m -> [B, U] for frame features
+
+    @property
+    def size(self) -> int:
+        return int(self.utt_mask.shape[0])
+
+    def view(self, mask: torch.Tensor) -> "Batch":
+        """The same utterances seen through ``mask`` [B, U, M] (intersected with what the data has)."""
+        mask = mask.to(self.avail.device, torch.bool) & self.avail
+        feats = {m: x * mask[..., j, None].to(x.dtype) for j, (m, x) in enumerate(self.features.items())}
+        return replace(self, features=feats, mask=mask)
+
+    def complete(self) -> "Batch":
+        """The view with everything the data has."""
+        return self.view(self.avail)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return replace(
+            self,
+            features={m: move(x) for m, x in self.features.items()},
+            mask=move(self.mask),
+            avail=move(self.avail),
+            speakers=move(self.speakers),
+            labels=move(self.labels),
+            utt_mask=move(self.utt_mask),
+            index=move(self.index),
+            frame_lengths={m: move(x) for m, x in self.frame_lengths.items()},
+        )
+
+
+@dataclass
+class SplitTensors:
+    """All dialogues of one split, padded to the longest: the source every batch is sliced from."""
+
+    name: str
+    modalities: tuple[str, ...]
+    features: dict[str, torch.Tensor]  # m -> [N, U, D_m]
+    avail: torch.Tensor  # [N, U, M] bool
+    speakers: torch.Tensor  # [N, U] long
+    labels: torch.Tensor  # [N, U] long
+    utt_mask: torch.Tensor  # [N, U] bool
+    lengths: torch.Tensor  # [N] long
+    dialogue_ids: list[str]
+    utterance_ids: list[list[str]]
+
+    @classmethod
+    def from_dialogues(cls, name: str, dialogues: list[Dialogue], corpus: Corpus) -> "SplitTensors":
+        mods = corpus.modality_names
+        n = len(dialogues)
+        u_max = max((len(d) for d in dialogues), default=1)
+        feats = {m: np.zeros((n, u_max, corpus.modalities[m].dim), dtype=np.float32) for m in mods}
+        avail = np.zeros((n, u_max, len(mods)), dtype=bool)
+        speakers = np.zeros((n, u_max), dtype=np.int64)
+        labels = np.zeros((n, u_max), dtype=np.int64)
+        utt_mask = np.zeros((n, u_max), dtype=bool)
+        for i, d in enumerate(dialogues):
+            u = len(d)
+            for m in mods:
+                feats[m][i, :u] = d.features[m]
+            avail[i, :u] = d.available
+            order: dict[str, int] = {}
+            speakers[i, :u] = [order.setdefault(s, len(order)) for s in d.speakers]
+            labels[i, :u] = d.labels
+            utt_mask[i, :u] = True
+        return cls(
+            name=name,
+            modalities=mods,
+            features={m: torch.from_numpy(x) for m, x in feats.items()},
+            avail=torch.from_numpy(avail),
+            speakers=torch.from_numpy(speakers),
+            labels=torch.from_numpy(labels),
+            utt_mask=torch.from_numpy(utt_mask),
+            lengths=torch.tensor([len(d) for d in dialogues], dtype=torch.long),
+            dialogue_ids=[d.id for d in dialogues],
+            utterance_ids=[list(d.utterance_ids) for d in dialogues],
+        )
+
+    @classmethod
+    def from_corpus(cls, corpus: Corpus, split: str) -> "SplitTensors":
+        return cls.from_dialogues(split, corpus.split(split), corpus)
+
+    def __len__(self) -> int:
+        return len(self.dialogue_ids)
+
+    @property
+    def num_utterances(self) -> int:
+        return int(self.lengths.sum())
+
+    def batch(self, index: torch.Tensor | list[int], device: torch.device | str | None = None) -> Batch:
+        """Rows ``index`` as a complete-view batch, trimmed to its longest dialogue."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        u = int(self.lengths[index].max())
+        avail = self.avail[index, :u]
+        batch = Batch(
+            features={m: x[index, :u] for m, x in self.features.items()},
+            mask=avail,
+            avail=avail,
+            speakers=self.speakers[index, :u],
+            labels=self.labels[index, :u],
+            utt_mask=self.utt_mask[index, :u],
+            modalities=self.modalities,
+            index=index,
+        )
+        return batch.to(device) if device is not None else batch
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ):
+        """Yield batches of ``batch_size`` dialogues (shuffled with ``generator`` when asked)."""
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            yield self.batch(order[start : start + batch_size], device)

@@ -1,0 +1,81 @@
+"""What is in a corpus (``corekd data inspect``) and how informative each modality is (``corekd data probe``)."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+
+from corekd.data.corpus import SPLITS, Corpus
+
+
+def summarize(corpus: Corpus) -> dict:
+    splits = {}
+    for split in SPLITS:
+        dialogues = corpus.split(split)
+        lengths = [len(d) for d in dialogues]
+        splits[split] = {
+            "dialogues": len(dialogues),
+            "utterances": int(sum(lengths)),
+            "utterances_per_dialogue": {
+                "min": int(min(lengths)) if lengths else 0,
+                "mean": round(float(np.mean(lengths)), 1) if lengths else 0.0,
+                "max": int(max(lengths)) if lengths else 0,
+            },
+            "labels": {name: corpus.label_counts(split)[name] for name in corpus.labels},
+        }
+    missing = {
+        m: int(sum(int((~d.available[:, j]).sum()) for d in corpus.dialogues))
+        for j, m in enumerate(corpus.modality_names)
+    }
+    speakers = [len(set(d.speakers)) for d in corpus.dialogues]
+    return {
+        "name": corpus.name,
+        "task": corpus.task,
+        "labels": corpus.labels,
+        "modalities": {m: {"dim": s.dim, "kind": s.kind, "source": s.source, "missing_utterances": missing[m]}
+                       for m, s in corpus.modalities.items()},
+        "speakers_per_dialogue": {"min": min(speakers, default=0), "max": max(speakers, default=0)},
+        "splits": splits,
+        "problems": corpus.problems(),
+    }
+
+
+def _stack(corpus: Corpus, split: str, modalities: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    dialogues = corpus.split(split)
+    x = np.concatenate([np.concatenate([d.features[m] for m in modalities], axis=1) for d in dialogues])
+    y = np.concatenate([d.labels for d in dialogues])
+    return x, y
+
+
+def linear_probe(corpus: Corpus, *, pairs: bool = False, C: float = 0.1, max_iter: int = 500) -> dict:
+    """Utterance-level logistic regression per modality (and all together), fit on train, scored on test.
+
+    No context, no missingness: how much each view alone says about the label. With ``pairs``,
+    also the binary accuracy for every class pair, per modality (which modality separates what).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def fit_score(mods: list[str], keep: tuple[int, int] | None = None) -> dict:
+        x_tr, y_tr = _stack(corpus, "train", mods)
+        x_te, y_te = _stack(corpus, "test", mods)
+        if keep is not None:
+            tr, te = np.isin(y_tr, keep), np.isin(y_te, keep)
+            x_tr, y_tr, x_te, y_te = x_tr[tr], y_tr[tr], x_te[te], y_te[te]
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+        pred = clf.fit(x_tr, y_tr).predict(x_te)
+        return {"accuracy": float((pred == y_te).mean()), "weighted_f1": float(f1_score(y_te, pred, average="weighted"))}
+
+    mods = list(corpus.modality_names)
+    result: dict = {"modalities": {m: fit_score([m]) for m in mods}}
+    if len(mods) > 1:
+        result["modalities"]["+".join(mods)] = fit_score(mods)
+    if pairs:
+        result["pairs"] = {
+            f"{corpus.labels[a]}/{corpus.labels[b]}": {m: fit_score([m], (a, b))["accuracy"] for m in mods}
+            for a, b in combinations(range(len(corpus.labels)), 2)
+        }
+    return result

@@ -1,0 +1,198 @@
+"""A deterministic, IEMOCAP-shaped synthetic conversation corpus (``docs/synthetic-corpus.md``).
+
+The generator is written so the project's questions are answerable on it, and nothing else:
+- emotions persist along a speaker's turns and spread to the partner (context carries signal);
+- each modality sees the emotion through its own partition of the classes (a "code" shared by
+  the classes it cannot tell apart), with its own noise: language is the least noisy,
+  visual the noisiest, and some class pairs are separable by one modality only;
+- a fraction of utterances display a different emotion in the acoustic and/or visual channel
+  than their label (masking, irony): conflicting nonverbal evidence.
+No label information enters through ids, order of dialogues, split assignment or missingness
+(the corpus has no missing modalities; protocols add them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from corekd.data.corpus import Corpus, Dialogue, ModalitySpec
+
+IEMOCAP6_LABELS = ["happy", "sad", "neutral", "angry", "excited", "frustrated"]
+# Share of each class among IEMOCAP-6's 7,433 utterances (648, 1084, 1708, 1103, 1041, 1849).
+IEMOCAP6_PRIOR = [0.087, 0.146, 0.230, 0.148, 0.140, 0.249]
+
+# Which classes each modality cannot tell apart (same group = same code). Every class pair is
+# separated by at least one modality; happy/excited only by `a`, angry/frustrated only by `v`,
+# sad/neutral only by `l`.
+DEFAULT_GROUPS: dict[str, list[list[str]]] = {
+    "l": [["happy", "excited"], ["sad"], ["neutral"], ["angry", "frustrated"]],
+    "a": [["happy"], ["excited"], ["sad", "neutral"], ["angry", "frustrated"]],
+    "v": [["happy", "excited"], ["sad", "neutral"], ["angry"], ["frustrated"]],
+}
+
+
+class SynthConfig(BaseModel):
+    """Knobs of the synthetic corpus. Defaults give the IEMOCAP-shaped quickstart corpus."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    n_dialogues: int = Field(151, ge=3)
+    mean_length: float = Field(50.0, gt=1)
+    length_std: float = Field(12.0, ge=0)
+    min_length: int = Field(20, ge=1)
+    max_length: int = Field(100, ge=1)
+    dev_fraction: float = Field(0.08, gt=0, lt=1)
+    test_fraction: float = Field(0.20, gt=0, lt=1)
+    labels: list[str] = Field(default_factory=lambda: list(IEMOCAP6_LABELS), min_length=2)
+    class_prior: list[float] = Field(default_factory=lambda: list(IEMOCAP6_PRIOR))
+    mood_concentration: float = Field(
+        4.0, gt=0, description="Dirichlet concentration of each dialogue's emotion mix around the prior"
+    )
+    switch_prob: float = Field(0.8, ge=0, le=1, description="probability the next turn is the other speaker's")
+    persistence: float = Field(0.65, ge=0, le=1, description="probability a speaker keeps their last emotion")
+    influence: float = Field(0.15, ge=0, le=1, description="probability a speaker adopts the partner's last emotion")
+    dims: dict[str, int] = Field(default_factory=lambda: {"l": 100, "a": 100, "v": 512})
+    latent_dim: int = Field(16, ge=2)
+    groups: dict[str, list[list[str]]] = Field(default_factory=lambda: {k: [list(g) for g in v] for k, v in DEFAULT_GROUPS.items()})
+    signal: float = Field(1.0, gt=0, description="length of a class code in the latent space")
+    noise: dict[str, float] = Field(
+        default_factory=lambda: {"l": 0.55, "a": 0.75, "v": 0.95},
+        description="latent noise std per modality (higher = weaker view)",
+    )
+    observation_noise: float = Field(0.5, ge=0, description="noise std added in the feature space")
+    intensity_shape: float = Field(
+        4.0, gt=0, description="Gamma shape of per-utterance expressiveness (mean 1; lower = more varied)"
+    )
+    speaker_offset: float = Field(0.4, ge=0, description="std of a constant per-speaker offset in a and v")
+    topic_offset: float = Field(0.4, ge=0, description="std of a constant per-dialogue topic offset in l")
+    conflict_rate: float = Field(0.10, ge=0, le=1, description="share of utterances with conflicting nonverbal cues")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SynthConfig":
+        if len(self.class_prior) != len(self.labels):
+            raise ValueError(f"class_prior has {len(self.class_prior)} entries for {len(self.labels)} labels")
+        if any(p <= 0 for p in self.class_prior):
+            raise ValueError("class_prior entries must be positive")
+        if self.min_length > self.max_length:
+            raise ValueError("min_length must not exceed max_length")
+        if self.persistence + self.influence > 1:
+            raise ValueError("persistence + influence must not exceed 1")
+        if self.dev_fraction + self.test_fraction >= 1:
+            raise ValueError("dev_fraction + test_fraction must leave dialogues for train")
+        mods = set(self.dims)
+        if not mods or not mods <= {"l", "a", "v"}:
+            raise ValueError("dims must name modalities among l, a, v")
+        for key in ("groups", "noise"):
+            if set(getattr(self, key)) != mods:
+                raise ValueError(f"{key} must give exactly the modalities of dims ({sorted(mods)})")
+        for m, groups in self.groups.items():
+            flat = [c for g in groups for c in g]
+            if sorted(flat) != sorted(self.labels):
+                raise ValueError(f"groups.{m} must list every label exactly once")
+        return self
+
+
+def generate(cfg: SynthConfig | None = None) -> Corpus:
+    """Generate the corpus described by ``cfg`` (same config -> identical corpus)."""
+    cfg = cfg or SynthConfig()
+    rng = np.random.default_rng(cfg.seed)
+    n_cls = len(cfg.labels)
+    prior = np.asarray(cfg.class_prior, dtype=np.float64)
+    prior = prior / prior.sum()
+    modalities = [m for m in ("l", "a", "v") if m in cfg.dims]
+
+    # Per-modality class codes [C, K] (classes in one group share a code) and projections [K, D].
+    codes, proj = {}, {}
+    for m in modalities:
+        group_vec = rng.standard_normal((len(cfg.groups[m]), cfg.latent_dim))
+        group_vec *= cfg.signal / np.linalg.norm(group_vec, axis=1, keepdims=True)
+        code = np.zeros((n_cls, cfg.latent_dim))
+        for g, members in enumerate(cfg.groups[m]):
+            for name in members:
+                code[cfg.labels.index(name)] = group_vec[g]
+        codes[m] = code
+        proj[m] = rng.standard_normal((cfg.latent_dim, cfg.dims[m])) / np.sqrt(cfg.latent_dim)
+
+    dialogues: list[Dialogue] = []
+    n_conflicts = 0
+    for d in range(cfg.n_dialogues):
+        length = int(np.clip(round(rng.normal(cfg.mean_length, cfg.length_std)), cfg.min_length, cfg.max_length))
+        mood = rng.dirichlet(cfg.mood_concentration * prior * n_cls)
+        speakers, labels = _turns(rng, length, mood, cfg)
+        display = np.repeat(labels[:, None], len(modalities), axis=1)  # [U, M] emotion each channel shows
+        conflict = rng.random(length) < cfg.conflict_rate
+        nonverbal = [j for j, m in enumerate(modalities) if m != "l"]
+        for i in np.flatnonzero(conflict):
+            shown = _draw_other(rng, prior, labels[i])
+            options = [[j] for j in nonverbal] + ([nonverbal] if len(nonverbal) > 1 else [])
+            if options:
+                for j in options[rng.integers(len(options))]:
+                    display[i, j] = shown
+                n_conflicts += 1
+        speaker_off = {m: rng.standard_normal((2, cfg.latent_dim)) * cfg.speaker_offset for m in modalities}
+        topic = rng.standard_normal(cfg.latent_dim) * cfg.topic_offset
+        feats = {}
+        for j, m in enumerate(modalities):
+            intensity = rng.gamma(cfg.intensity_shape, 1.0 / cfg.intensity_shape, size=(length, 1))
+            latent = intensity * codes[m][display[:, j]]
+            latent = latent + (topic if m == "l" else speaker_off[m][speakers])
+            latent = latent + rng.standard_normal(latent.shape) * cfg.noise[m]
+            x = latent @ proj[m] + rng.standard_normal((length, cfg.dims[m])) * cfg.observation_noise
+            feats[m] = x.astype(np.float32)
+        did = f"dlg{d:03d}"
+        dialogues.append(
+            Dialogue(
+                id=did,
+                split="train",
+                utterance_ids=[f"{did}_u{k:03d}" for k in range(length)],
+                speakers=["AB"[s] for s in speakers],
+                labels=labels.astype(np.int64),
+                features=feats,
+                available=np.ones((length, len(modalities)), dtype=bool),
+            )
+        )
+
+    # Splits by dialogue, from a shuffle independent of content.
+    order = rng.permutation(cfg.n_dialogues)
+    n_test = max(1, round(cfg.test_fraction * cfg.n_dialogues))
+    n_dev = max(1, round(cfg.dev_fraction * cfg.n_dialogues))
+    for k, idx in enumerate(order):
+        dialogues[idx].split = "test" if k < n_test else ("dev" if k < n_test + n_dev else "train")
+
+    return Corpus(
+        name=f"synthetic-iemocap6-seed{cfg.seed}",
+        labels=list(cfg.labels),
+        modalities={m: ModalitySpec(dim=cfg.dims[m], source="corekd.data.synth") for m in modalities},
+        dialogues=dialogues,
+        info={"generator": "corekd.data.synth", "config": cfg.model_dump(), "conflict_utterances": n_conflicts},
+    )
+
+
+def _turns(rng: np.random.Generator, length: int, mood: np.ndarray, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Speaker turns and emotions: persistence along a speaker, influence from the partner."""
+    speakers = np.zeros(length, dtype=np.int64)
+    labels = np.zeros(length, dtype=np.int64)
+    last = [-1, -1]  # last emotion of speaker 0 / 1
+    speaker = int(rng.integers(2))
+    for i in range(length):
+        if i > 0 and rng.random() < cfg.switch_prob:
+            speaker = 1 - speaker
+        own, partner = last[speaker], last[1 - speaker]
+        r = rng.random()
+        if own >= 0 and r < cfg.persistence:
+            emotion = own
+        elif partner >= 0 and r < cfg.persistence + cfg.influence:
+            emotion = partner
+        else:
+            emotion = int(rng.choice(len(mood), p=mood))
+        speakers[i], labels[i] = speaker, emotion
+        last[speaker] = emotion
+    return speakers, labels
+
+
+def _draw_other(rng: np.random.Generator, prior: np.ndarray, label: int) -> int:
+    p = prior.copy()
+    p[label] = 0.0
+    return int(rng.choice(len(p), p=p / p.sum()))

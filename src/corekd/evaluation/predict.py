@@ -1,0 +1,64 @@
+"""Run a model over a split under given masks: predictions in split order, with the labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from corekd.data.batching import SplitTensors
+from corekd.models.model import ERCModel, Output
+
+
+@dataclass
+class Predictions:
+    y_true: np.ndarray  # [n_utterances] int, dialogue by dialogue in split order
+    y_pred: np.ndarray  # [n_utterances] int
+    probs: np.ndarray  # [n_utterances, C]
+
+
+def length_sorted_batches(split: SplitTensors, batch_size: int) -> list[torch.Tensor]:
+    """Dialogue indices grouped by similar length (less padding), each group in split order."""
+    order = torch.argsort(split.lengths, stable=True)
+    return [order[i : i + batch_size].sort().values for i in range(0, len(split), batch_size)]
+
+
+@torch.inference_mode()
+def run_model(
+    model: ERCModel,
+    split: SplitTensors,
+    masks: torch.Tensor | None,
+    batch_size: int,
+    device: torch.device | str,
+) -> Output:
+    """Outputs on the whole split, padded like the split: logits [N, U, C], fused [N, U, H], states [N, U, M, H].
+
+    ``masks`` [N, U, M] is the view (None = complete). The model is put in eval mode.
+    """
+    model.eval()
+    n, u_max = split.utt_mask.shape
+    parts: list[tuple[torch.Tensor, Output]] = []
+    for index in length_sorted_batches(split, batch_size):
+        batch = split.batch(index, device)
+        if masks is not None:
+            batch = batch.view(masks[index, : batch.utt_mask.shape[1]].to(device))
+        parts.append((index, model(batch)))
+    first = parts[0][1]
+
+    def gather(field: str) -> torch.Tensor:
+        ref = getattr(first, field)
+        full = ref.new_zeros((n, u_max, *ref.shape[2:]))
+        for index, out in parts:
+            value = getattr(out, field)
+            full[index.to(full.device), : value.shape[1]] = value
+        return full
+
+    return Output(logits=gather("logits"), fused=gather("fused"), states=gather("states"))
+
+
+def predict(model: ERCModel, split: SplitTensors, masks: torch.Tensor | None, batch_size: int, device) -> Predictions:
+    out = run_model(model, split, masks, batch_size, device)
+    valid = split.utt_mask
+    probs = out.logits.float().softmax(-1).cpu()[valid]
+    return Predictions(y_true=split.labels[valid].numpy(), y_pred=probs.argmax(-1).numpy(), probs=probs.numpy())

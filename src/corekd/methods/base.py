@@ -1,0 +1,62 @@
+"""What a method is: a name, its options, the view its model trains on, and its loss.
+
+The one training loop calls ``train_view`` then the model, then ``loss``; nothing else differs
+between methods. A new method is one module with a :class:`Method` subclass decorated with
+``@register`` (``corekd.methods.registry``) and one import line in ``corekd/methods/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from corekd.data.batching import Batch
+from corekd.data.protocols import TrainingMissing
+from corekd.models.model import ERCModel, Output
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class TrainView:
+    batch: Batch  # what the model sees this step
+    extra: dict[str, Any] = field(default_factory=dict)  # method-specific, e.g. NCE's conflict view
+
+
+@dataclass
+class StepContext:
+    """Everything a loss may use for one training step."""
+
+    batch: Batch  # the complete view (what the data has)
+    view: TrainView  # what the model saw
+    output: Output  # the model on ``view.batch``
+    teacher: Output | None  # the frozen teacher on the complete view (detached), if the method needs it
+    model: ERCModel  # the model being trained, for methods that need a second forward
+    generator: torch.Generator  # the method's own random stream (CPU)
+
+
+class Method:
+    name: ClassVar[str]
+    needs_teacher: bool = False  # a method may make this a property of its options
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: BaseModel, missing: TrainingMissing):
+        self.options = options
+        self.missing = missing
+
+    def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
+        """The incomplete view this method trains on (default: random missing from ``missing``)."""
+        return TrainView(batch.view(self.missing.masks(batch.avail, mask_generator)))
+
+    def dev_masks(self, avail: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Masks the dev split is scored under for model selection: the training distribution."""
+        return self.missing.masks(avail, generator, per="row")
+
+    def loss(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+

@@ -1,0 +1,126 @@
+"""``corekd``: CoRe-KD, Complete-view Reference-guided Knowledge Distillation.
+
+``L = CE + l_kd * L_kd + l_state * L_state + l_mstate * L_mstate + l_nce * L_nce``
+
+- CSA (Complete-view State Anchoring) ties the incomplete-view student to the frozen teacher's
+  complete view of the same utterances: predictions (``L_kd``), fused state (``L_state``) and
+  modality-specific states (``L_mstate``).
+- NCE (Nonverbal Conflict Exposure): with probability ``nce_prob`` an utterance's acoustic and/or
+  visual input is swapped for a different-label donor's; ``L_nce`` is the CE of the student's
+  prediction on that conflict view against the target's own label.
+
+A weight of 0 switches its term off: it is not computed (the paper's ablations are configs).
+
+``nce_mode`` (a fill-in): ``inline`` puts the conflict views into the student's training view
+itself (the selected utterances are scored by ``L_nce`` instead of CE/CSA; one forward per step);
+``separate`` runs a second student forward on a copy of the view with the conflicts (CE and CSA
+see the unmodified view; about twice the cost per step).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from corekd.data.batching import Batch
+from corekd.methods.base import Method, StepContext, TrainView
+from corekd.methods.losses import (
+    StateDistance,
+    conflict_margin,
+    cross_entropy,
+    kd_loss,
+    masked_mean,
+    modality_anchor,
+    state_anchor,
+)
+from corekd.methods.nce import nce_view
+from corekd.methods.registry import register
+
+
+class CoReKDOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    l_kd: float = Field(1.0, ge=0, description="weight of L_kd (prediction-level reference)")
+    l_state: float = Field(0.5, ge=0, description="weight of L_state (fused-state anchoring)")
+    l_mstate: float = Field(0.5, ge=0, description="weight of L_mstate (modality-specific-state anchoring)")
+    l_nce: float = Field(1.0, ge=0, description="weight of L_nce (CE on conflict views)")
+    temperature: float = Field(2.0, gt=0, description="KD temperature T (fill-in)")
+    state_distance: StateDistance = Field("normalized_sq", description="distance for L_state and L_mstate (fill-in)")
+    mstate_over: Literal["observed", "all"] = Field("observed", description="modalities L_mstate averages over (fill-in)")
+    nce_prob: float = Field(0.2, ge=0, le=1, description="probability an utterance gets a conflict view")
+    nce_types: list[str] = Field(default_factory=lambda: ["a", "v", "av"], min_length=1, description="conflict types")
+    nce_mode: Literal["inline", "separate"] = Field("inline", description="conflict views in the training view, or a second forward")
+    l_nce_kd: float = Field(0.0, ge=0, description="option, off in the paper: KD from the teacher's complete view on conflict views")
+    l_nce_margin: float = Field(0.0, ge=0, description="option, off in the paper: margin of target over donor label on conflict views")
+    nce_margin: float = Field(1.0, ge=0, description="margin (in log-probability) for l_nce_margin")
+
+    @field_validator("nce_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        for t in value:
+            if t not in ("a", "v", "av"):
+                raise ValueError(f"conflict type '{t}' is not one of a, v, av")
+        if len(set(value)) != len(value):
+            raise ValueError("conflict types must not repeat")
+        return value
+
+    @property
+    def nce_on(self) -> bool:
+        return self.nce_prob > 0 and (self.l_nce > 0 or self.l_nce_kd > 0 or self.l_nce_margin > 0)
+
+
+@register
+class CoReKD(Method):
+    name = "corekd"
+    Options = CoReKDOptions
+
+    @property
+    def needs_teacher(self) -> bool:  # type: ignore[override]
+        o = self.options
+        return any(w > 0 for w in (o.l_kd, o.l_state, o.l_mstate, o.l_nce_kd))
+
+    def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
+        view = super().train_view(batch, mask_generator, generator)
+        if not self.options.nce_on:
+            return view
+        conflict = nce_view(view.batch, batch, self.options.nce_prob, tuple(self.options.nce_types), generator)
+        if self.options.nce_mode == "inline":
+            return TrainView(conflict.batch, {"conflict": conflict})
+        return TrainView(view.batch, {"conflict": conflict})
+
+    def loss(self, ctx: StepContext):
+        o, out, teacher = self.options, ctx.output, ctx.teacher
+        labels, valid = ctx.batch.labels, ctx.batch.utt_mask
+        conflict = ctx.view.extra.get("conflict")
+        clean = valid & ~conflict.selected if conflict is not None and o.nce_mode == "inline" else valid
+
+        terms = {"ce": masked_mean(cross_entropy(out.logits, labels), clean)}
+        total = terms["ce"]
+        if o.l_kd > 0:
+            terms["kd"] = masked_mean(kd_loss(out.logits, teacher.logits, o.temperature), clean)
+            total = total + o.l_kd * terms["kd"]
+        if o.l_state > 0:
+            terms["state"] = masked_mean(state_anchor(out.fused, teacher.fused, o.state_distance), clean)
+            total = total + o.l_state * terms["state"]
+        if o.l_mstate > 0:
+            values, usable = modality_anchor(out.states, teacher.states, ctx.view.batch.mask, o.state_distance, o.mstate_over)
+            terms["mstate"] = masked_mean(values, clean & usable)
+            total = total + o.l_mstate * terms["mstate"]
+        if conflict is not None:
+            c_out = out if o.nce_mode == "inline" else ctx.model(conflict.batch)
+            selected = conflict.selected
+            if o.l_nce > 0:
+                terms["nce"] = masked_mean(cross_entropy(c_out.logits, labels), selected)
+                total = total + o.l_nce * terms["nce"]
+            if o.l_nce_kd > 0:
+                terms["nce_kd"] = masked_mean(kd_loss(c_out.logits, teacher.logits, o.temperature), selected)
+                total = total + o.l_nce_kd * terms["nce_kd"]
+            if o.l_nce_margin > 0:
+                donor_labels = labels.reshape(-1)[conflict.donor.clamp(min=0)]  # [B, U]
+                margin = conflict_margin(F.log_softmax(c_out.logits, -1), labels, donor_labels, o.nce_margin)
+                terms["nce_margin"] = masked_mean(margin, selected)
+                total = total + o.l_nce_margin * terms["nce_margin"]
+        return total, terms

@@ -1,0 +1,84 @@
+"""Nonverbal Conflict Exposure: target-preserving conflict views built from in-batch donors.
+
+For each real utterance, with probability ``prob``, pick a conflict type (which nonverbal
+modalities to swap, e.g. ``a``, ``v`` or ``av``) and a donor: another utterance of the same batch
+whose label differs. The conflict view keeps the target's language, its place in its dialogue
+(so its context) and its label; only the chosen nonverbal modalities are replaced by the donor's
+(features and observed flag as the donor has them in the data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from corekd.data.batching import Batch
+from corekd.errors import CorekdError
+
+
+@dataclass
+class ConflictView:
+    batch: Batch  # the view with swapped nonverbal modalities
+    selected: torch.Tensor  # [B, U] bool: utterances given a conflict
+    donor: torch.Tensor  # [B, U] long: flat index (b * U + u) of the donor, -1 where not selected
+    kind: torch.Tensor  # [B, U] long: index into ``types``, -1 where not selected
+    types: tuple[str, ...]
+
+
+def nce_view(
+    view: Batch,
+    source: Batch,
+    prob: float,
+    types: tuple[str, ...],
+    generator: torch.Generator,
+) -> ConflictView:
+    """Build a conflict view on top of ``view``; donors' modalities come from ``source`` (complete view).
+
+    ``types`` are strings of nonverbal modality letters (``"a"``, ``"v"``, ``"av"``). Draws on the CPU
+    generator, so the same generator state gives the same conflicts on any device.
+    """
+    mods = view.modalities
+    for t in types:
+        if "l" in t or not t or any(m not in mods for m in t):
+            raise CorekdError(f"conflict type '{t}' must name nonverbal modalities of this corpus ({[m for m in mods if m != 'l']})")
+    b, u = view.utt_mask.shape
+    valid = view.utt_mask.cpu().reshape(-1)  # [B*U]
+    labels = view.labels.cpu().reshape(-1)
+    chosen = valid & (torch.rand(b * u, generator=generator) < prob)
+    # Donor: uniform among real utterances of the batch whose label differs from the target's.
+    allowed = valid[None, :] & (labels[None, :] != labels[:, None])  # [B*U, B*U]
+    score = torch.rand(b * u, b * u, generator=generator).masked_fill(~allowed, -1.0)
+    donor = score.argmax(-1)
+    chosen &= allowed.any(-1)  # a target with no possible donor (one-label batch) gets no conflict
+    kind = torch.randint(len(types), (b * u,), generator=generator)
+    donor = torch.where(chosen, donor, -1)
+    kind = torch.where(chosen, kind, -1)
+
+    device = view.utt_mask.device
+    features = dict(view.features)
+    mask = view.mask.clone()
+    avail = view.avail.clone()
+    flat_src_mask = source.avail.reshape(b * u, -1)
+    for j, m in enumerate(mods):
+        swap = torch.zeros(b * u, dtype=torch.bool)
+        for t_idx, t in enumerate(types):
+            if m in t:
+                swap |= kind == t_idx
+        if not swap.any():
+            continue
+        swap_d = swap.to(device)
+        src_idx = donor.clamp(min=0).to(device)
+        donor_obs = flat_src_mask[src_idx, j] & swap_d
+        donor_x = source.features[m].reshape(b * u, -1)[src_idx] * donor_obs[:, None].to(source.features[m].dtype)
+        x = features[m].reshape(b * u, -1)
+        features[m] = torch.where(swap_d[:, None], donor_x, x).view_as(features[m])
+        mask[..., j] = torch.where(swap_d, donor_obs, mask[..., j].reshape(-1)).view(b, u)
+        avail[..., j] = torch.where(swap_d, donor_obs, avail[..., j].reshape(-1)).view(b, u)
+    return ConflictView(
+        batch=replace(view, features=features, mask=mask, avail=avail),
+        selected=chosen.view(b, u).to(device),
+        donor=donor.view(b, u).to(device),
+        kind=kind.view(b, u).to(device),
+        types=tuple(types),
+    )

@@ -1,0 +1,25 @@
+"""``teacher``: cross-entropy on complete views. Trained once per seed, then frozen."""
+
+from __future__ import annotations
+
+import torch
+
+from corekd.data.batching import Batch
+from corekd.methods.base import Method, StepContext, TrainView
+from corekd.methods.losses import cross_entropy, masked_mean
+from corekd.methods.registry import register
+
+
+@register
+class Teacher(Method):
+    name = "teacher"
+
+    def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
+        return TrainView(batch.complete())
+
+    def dev_masks(self, avail: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return avail.clone()
+
+    def loss(self, ctx: StepContext):
+        ce = masked_mean(cross_entropy(ctx.output.logits, ctx.batch.labels), ctx.batch.utt_mask)
+        return ce, {"ce": ce}

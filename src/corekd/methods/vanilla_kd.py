@@ -1,0 +1,36 @@
+"""``vanilla_kd``: random-missing student with CE + temperature KD from the complete-view teacher (Hinton)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corekd.methods.base import Method, StepContext
+from corekd.methods.losses import cross_entropy, kd_loss, masked_mean
+from corekd.methods.registry import register
+
+
+class VanillaKDOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    l_kd: float = Field(1.0, ge=0, description="weight of the KD term")
+    temperature: float = Field(2.0, gt=0)
+
+
+@register
+class VanillaKD(Method):
+    name = "vanilla_kd"
+    Options = VanillaKDOptions
+
+    @property
+    def needs_teacher(self) -> bool:  # type: ignore[override]
+        return self.options.l_kd > 0
+
+    def loss(self, ctx: StepContext):
+        o, valid = self.options, ctx.batch.utt_mask
+        ce = masked_mean(cross_entropy(ctx.output.logits, ctx.batch.labels), valid)
+        terms = {"ce": ce}
+        total = ce
+        if o.l_kd > 0:
+            terms["kd"] = masked_mean(kd_loss(ctx.output.logits, ctx.teacher.logits, o.temperature), valid)
+            total = total + o.l_kd * terms["kd"]
+        return total, terms

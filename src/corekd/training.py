@@ -1,0 +1,179 @@
+"""The one training loop: epochs, dev-set selection, early stopping, checkpoints.
+
+Every method trains here; a method only chooses the view and the loss. The loop is given the
+train and dev splits only: the test split cannot influence training or model selection.
+Determinism: all randomness comes from generators and a forked global RNG seeded from
+``(seed, role)``, so the same seed gives the same numbers on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from corekd import __version__
+from corekd.config import TrainingConfig
+from corekd.data.batching import Batch, SplitTensors
+from corekd.data.corpus import atomic_write
+from corekd.errors import CorekdError
+from corekd.evaluation.metrics import classification_metrics
+from corekd.evaluation.predict import predict, run_model
+from corekd.methods.base import Method, StepContext
+from corekd.models.model import ERCModel, ModelConfig, Output
+from corekd.seeding import derive_seed, torch_generator
+
+
+class TeacherReference:
+    """The frozen teacher's complete-view outputs for training batches.
+
+    With ``cache=True`` they are computed once over the whole train split (the teacher is frozen
+    and in eval mode, and a dialogue's outputs depend on that dialogue only), then sliced per
+    batch; otherwise the teacher runs without autograd once per batch.
+    """
+
+    def __init__(self, teacher: ERCModel, train: SplitTensors, *, cache: bool, batch_size: int, device):
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.cached = run_model(teacher, train, None, batch_size, device) if cache else None
+
+    def outputs(self, batch: Batch) -> Output:
+        if self.cached is not None:
+            u = batch.utt_mask.shape[1]
+            rows = batch.index.to(self.cached.logits.device)
+            return Output(
+                logits=self.cached.logits[rows, :u], fused=self.cached.fused[rows, :u], states=self.cached.states[rows, :u]
+            )
+        with torch.inference_mode():
+            return self.teacher(batch.complete())
+
+
+@dataclass
+class TrainResult:
+    model: ERCModel  # with the selected (best dev) weights, in eval mode
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    seconds: float
+    history: list[dict] = field(default_factory=list)  # per epoch: mean loss terms and the dev score
+
+
+def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str) -> ERCModel:
+    """A freshly initialised model; the same (seed, role) gives the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed("init", seed, role))
+        return ERCModel(model_cfg, dims, num_classes)
+
+
+def train_model(
+    method: Method,
+    model: ERCModel,
+    train: SplitTensors,
+    dev: SplitTensors,
+    cfg: TrainingConfig,
+    *,
+    seed: int,
+    label_names: list[str],
+    device: torch.device,
+    teacher: TeacherReference | None = None,
+    eval_batch_size: int = 32,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` with ``method`` on ``train``; select the epoch by ``cfg.select_metric`` on ``dev``."""
+    if method.needs_teacher and teacher is None:
+        raise ValueError(f"method '{method.name}' needs a teacher")
+    start = time.perf_counter()
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    shuffle_gen = torch_generator("shuffle", seed)
+    mask_gen = torch_generator("train-mask", seed)  # same stream for every student of this seed
+    method_gen = torch_generator("method", seed, method.name)
+    dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed))
+
+    best_state, best_score, best_epoch = None, -np.inf, 0
+    history: list[dict] = []
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):  # dropout draws from here, not the caller's RNG
+        torch.manual_seed(derive_seed("dropout", seed, method.name))
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            sums: dict[str, torch.Tensor] = {}
+            steps = 0
+            for batch in train.batches(cfg.batch_size, shuffle=True, generator=shuffle_gen, device=device):
+                view = method.train_view(batch, mask_gen, method_gen)
+                output = model(view.batch)
+                ctx = StepContext(
+                    batch=batch,
+                    view=view,
+                    output=output,
+                    teacher=teacher.outputs(batch) if method.needs_teacher else None,
+                    model=model,
+                    generator=method_gen,
+                )
+                total, terms = method.loss(ctx)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                for k, v in {"loss": total, **terms}.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach()
+                steps += 1
+            preds = predict(model, dev, dev_masks, eval_batch_size, device)
+            score = classification_metrics(preds.y_true, preds.y_pred, label_names)[cfg.select_metric]
+            record = {"epoch": epoch, **{k: float(v) / steps for k, v in sums.items()}, f"dev_{cfg.select_metric}": score}
+            if not all(np.isfinite(v) for v in record.values()):
+                raise CorekdError(
+                    f"training diverged at epoch {epoch} ({record}); lower training.lr or check the features",
+                    field=f"method {method.name}, seed {seed}",
+                )
+            history.append(record)
+            if on_epoch:
+                on_epoch(epoch, score)
+            if score > best_score:
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, best_epoch, float(best_score), len(history), time.perf_counter() - start, history)
+
+
+# ------------------------------------------------------------------ checkpoints
+WEIGHTS_FILE = "model.safetensors"
+MODEL_META_FILE = "model.json"
+
+
+def save_checkpoint(model: ERCModel, folder: str | Path, meta: dict) -> Path:
+    """``model.safetensors`` + ``model.json`` (architecture, dims, labels, provenance), each written atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    info = {
+        "corekd_version": __version__,
+        "model": model.cfg.model_dump(mode="json"),
+        "dims": model.dims,
+        "num_classes": model.num_classes,
+        **meta,
+    }
+    atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(weights, str(p)))
+    atomic_write(folder / MODEL_META_FILE, lambda p: Path(p).write_text(json.dumps(info, indent=2)))
+    return folder
+
+
+def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[ERCModel, dict]:
+    folder = Path(folder)
+    meta_path = folder / MODEL_META_FILE
+    if not meta_path.is_file():
+        raise CorekdError("file not found (a checkpoint folder holds model.json and model.safetensors)", path=meta_path)
+    info = json.loads(meta_path.read_text())
+    model = ERCModel(ModelConfig(**info["model"]), info["dims"], info["num_classes"])
+    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(device)))
+    return model.to(device).eval(), info
