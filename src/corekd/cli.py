@@ -106,11 +106,13 @@ def run(
     from corekd.pipeline import run as run_pipeline
     from corekd.progress import default_reporter
 
-    command = "corekd " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    result = run_pipeline(
-        config, out, seeds=parse_seeds(seeds), device=device, reporter=default_reporter(), command=command
-    )
-    out_console.print(f"report: {result.out_dir / 'report.md'}")
+    seed_list = parse_seeds(seeds)
+    words = ["corekd", "run", *([str(config)] if config else [])]
+    words += [*(["--out", str(out)] if out else []), *(["--seeds", ",".join(map(str, seed_list))] if seed_list else [])]
+    words += ["--device", device] if device else []
+    command = " ".join(shlex.quote(w) for w in words)
+    result = run_pipeline(config, out, seeds=seed_list, device=device, reporter=default_reporter(), command=command)
+    print(f"report: {result.out_dir / 'report.md'}")
 
 
 @app.command()
@@ -127,7 +129,7 @@ def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd
         meta, records, trainings = payload["meta"], payload["records"], payload.get("trainings", [])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CorekdError(f"not a corekd results file ({exc})", path=path) from None
-    out_console.print(f"report: {write_report(run_dir, meta, records, trainings)}")
+    print(f"report: {write_report(run_dir, meta, records, trainings)}")
 
 
 @data_app.command("synth")
@@ -149,7 +151,7 @@ def data_synth(
     corpus = generate(synth)
     corpus.save(out)
     counts = {s: len(corpus.split(s)) for s in ("train", "dev", "test")}
-    out_console.print(
+    print(
         f"wrote {out}: {len(corpus.dialogues)} dialogues ({counts['train']}/{counts['dev']}/{counts['test']} "
         f"train/dev/test), {corpus.num_utterances} utterances, seed {synth.seed}"
     )
@@ -170,15 +172,19 @@ def data_inspect(
         print(json.dumps(info, indent=2))
         return
     out_console.print(f"[bold]{info['name']}[/bold] ({info['task']}), {len(info['labels'])} labels")
-    splits = Table("split", "dialogues", "utterances", "utt/dialogue min/mean/max", *info["labels"])
+    splits = Table("split", "dialogues", "utterances", "utterances per dialogue (min/mean/max)")
     for split, s in info["splits"].items():
         u = s["utterances_per_dialogue"]
-        total = max(s["utterances"], 1)
-        splits.add_row(
-            split, str(s["dialogues"]), str(s["utterances"]), f"{u['min']}/{u['mean']}/{u['max']}",
-            *(f"{s['labels'][n]} ({100 * s['labels'][n] / total:.1f}%)" for n in info["labels"]),
-        )
+        splits.add_row(split, str(s["dialogues"]), str(s["utterances"]), f"{u['min']} / {u['mean']} / {u['max']}")
     out_console.print(splits)
+    dist = Table("label", *info["splits"])
+    for name in info["labels"]:
+        cells = []
+        for s in info["splits"].values():
+            n = s["labels"][name]
+            cells.append(f"{n} ({100 * n / max(s['utterances'], 1):.1f}%)")
+        dist.add_row(name, *cells)
+    out_console.print(dist)
     mods = Table("modality", "dim", "kind", "missing utterances", "source")
     for m, spec in info["modalities"].items():
         mods.add_row(m, str(spec["dim"]), spec["kind"], str(spec["missing_utterances"]), spec["source"] or "")
@@ -200,10 +206,10 @@ def data_probe(
 ) -> None:
     """Linear probe per modality (utterance level, train -> test): how informative each view is alone."""
     from corekd.data.corpus import load_corpus
-    from corekd.data.summary import linear_probe
+    from corekd.data.summary import all_pairs, linear_probe
 
     corpus = load_corpus(path)
-    result = linear_probe(corpus, pairs=pairs)
+    result = linear_probe(corpus, pairs=all_pairs(corpus) if pairs else None)
     table = Table("features", "test accuracy", "test weighted F1")
     for name, r in result["modalities"].items():
         table.add_row(name, f"{r['accuracy']:.3f}", f"{r['weighted_f1']:.3f}")

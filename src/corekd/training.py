@@ -71,6 +71,56 @@ def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, s
         return ERCModel(model_cfg, dims, num_classes)
 
 
+class Trainer:
+    """One model, its method, optimiser and named random streams; :meth:`epoch` is one pass over the train split.
+
+    The streams are derived from ``seed``: batch order and training masks are the same for every
+    student of a seed (a fair comparison); the method's own draws (e.g. NCE) have their own stream.
+    """
+
+    def __init__(self, method: Method, model: ERCModel, cfg: TrainingConfig, *, seed: int, device: torch.device,
+                 teacher: TeacherReference | None = None):
+        if method.needs_teacher and teacher is None:
+            raise ValueError(f"method '{method.name}' needs a teacher")
+        self.method, self.cfg, self.device, self.teacher = method, cfg, device, teacher
+        self.model = model.to(device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.shuffle_gen = torch_generator("shuffle", seed)
+        self.mask_gen = torch_generator("train-mask", seed)
+        self.method_gen = torch_generator("method", seed, method.name)
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One optimisation step on ``batch`` (complete view); returns the detached loss terms."""
+        method, model = self.method, self.model
+        view = method.train_view(batch, self.mask_gen, self.method_gen)
+        ctx = StepContext(
+            batch=batch,
+            view=view,
+            output=model(view.batch),
+            teacher=self.teacher.outputs(batch) if method.needs_teacher else None,
+            model=model,
+            generator=self.method_gen,
+        )
+        total, terms = method.loss(ctx)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        return {k: v.detach() for k, v in {"loss": total, **terms}.items()}
+
+    def epoch(self, train: SplitTensors) -> dict[str, float]:
+        """One shuffled pass over ``train``; the mean of every loss term (one device sync, at the end)."""
+        self.model.train()
+        sums: dict[str, torch.Tensor] = {}
+        steps = 0
+        for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_gen, device=self.device):
+            for k, v in self.step(batch).items():
+                sums[k] = sums.get(k, 0.0) + v
+            steps += 1
+        return {k: float(v) / steps for k, v in sums.items()}
+
+
 def train_model(
     method: Method,
     model: ERCModel,
@@ -86,48 +136,19 @@ def train_model(
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``method`` on ``train``; select the epoch by ``cfg.select_metric`` on ``dev``."""
-    if method.needs_teacher and teacher is None:
-        raise ValueError(f"method '{method.name}' needs a teacher")
     start = time.perf_counter()
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    shuffle_gen = torch_generator("shuffle", seed)
-    mask_gen = torch_generator("train-mask", seed)  # same stream for every student of this seed
-    method_gen = torch_generator("method", seed, method.name)
+    trainer = Trainer(method, model, cfg, seed=seed, device=device, teacher=teacher)
     dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed))
-
     best_state, best_score, best_epoch = None, -np.inf, 0
     history: list[dict] = []
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):  # dropout draws from here, not the caller's RNG
         torch.manual_seed(derive_seed("dropout", seed, method.name))
         for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            sums: dict[str, torch.Tensor] = {}
-            steps = 0
-            for batch in train.batches(cfg.batch_size, shuffle=True, generator=shuffle_gen, device=device):
-                view = method.train_view(batch, mask_gen, method_gen)
-                output = model(view.batch)
-                ctx = StepContext(
-                    batch=batch,
-                    view=view,
-                    output=output,
-                    teacher=teacher.outputs(batch) if method.needs_teacher else None,
-                    model=model,
-                    generator=method_gen,
-                )
-                total, terms = method.loss(ctx)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                for k, v in {"loss": total, **terms}.items():
-                    sums[k] = sums.get(k, 0.0) + v.detach()
-                steps += 1
-            preds = predict(model, dev, dev_masks, eval_batch_size, device)
+            terms = trainer.epoch(train)
+            preds = predict(trainer.model, dev, dev_masks, eval_batch_size, device)
             score = classification_metrics(preds.y_true, preds.y_pred, label_names)[cfg.select_metric]
-            record = {"epoch": epoch, **{k: float(v) / steps for k, v in sums.items()}, f"dev_{cfg.select_metric}": score}
+            record = {"epoch": epoch, **terms, f"dev_{cfg.select_metric}": score}
             if not all(np.isfinite(v) for v in record.values()):
                 raise CorekdError(
                     f"training diverged at epoch {epoch} ({record}); lower training.lr or check the features",
@@ -138,9 +159,10 @@ def train_model(
                 on_epoch(epoch, score)
             if score > best_score:
                 best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(trainer.model.state_dict())
             elif epoch - best_epoch >= cfg.patience:
                 break
+    model = trainer.model
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, best_epoch, float(best_score), len(history), time.perf_counter() - start, history)

@@ -48,11 +48,18 @@ def _stack(corpus: Corpus, split: str, modalities: list[str]) -> tuple[np.ndarra
     return x, y
 
 
-def linear_probe(corpus: Corpus, *, pairs: bool = False, C: float = 0.1, max_iter: int = 500) -> dict:
+def linear_probe(
+    corpus: Corpus,
+    *,
+    combined: bool = True,
+    pairs: list[tuple[str, str]] | None = None,
+    C: float = 0.1,
+    max_iter: int = 500,
+) -> dict:
     """Utterance-level logistic regression per modality (and all together), fit on train, scored on test.
 
-    No context, no missingness: how much each view alone says about the label. With ``pairs``,
-    also the binary accuracy for every class pair, per modality (which modality separates what).
+    No context, no missingness: how much each view alone says about the label. ``pairs`` (label
+    names) adds the binary accuracy of each class pair per modality: which modality separates what.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
@@ -71,11 +78,15 @@ def linear_probe(corpus: Corpus, *, pairs: bool = False, C: float = 0.1, max_ite
 
     mods = list(corpus.modality_names)
     result: dict = {"modalities": {m: fit_score([m]) for m in mods}}
-    if len(mods) > 1:
+    if combined and len(mods) > 1:
         result["modalities"]["+".join(mods)] = fit_score(mods)
     if pairs:
+        index = {name: i for i, name in enumerate(corpus.labels)}
         result["pairs"] = {
-            f"{corpus.labels[a]}/{corpus.labels[b]}": {m: fit_score([m], (a, b))["accuracy"] for m in mods}
-            for a, b in combinations(range(len(corpus.labels)), 2)
+            f"{a}/{b}": {m: fit_score([m], (index[a], index[b]))["accuracy"] for m in mods} for a, b in pairs
         }
     return result
+
+
+def all_pairs(corpus: Corpus) -> list[tuple[str, str]]:
+    return list(combinations(corpus.labels, 2))

@@ -46,14 +46,17 @@ def nce_view(
     valid = view.utt_mask.cpu().reshape(-1)  # [B*U]
     labels = view.labels.cpu().reshape(-1)
     chosen = valid & (torch.rand(b * u, generator=generator) < prob)
+    targets = torch.nonzero(chosen).squeeze(1)  # [S]
     # Donor: uniform among real utterances of the batch whose label differs from the target's.
-    allowed = valid[None, :] & (labels[None, :] != labels[:, None])  # [B*U, B*U]
-    score = torch.rand(b * u, b * u, generator=generator).masked_fill(~allowed, -1.0)
-    donor = score.argmax(-1)
-    chosen &= allowed.any(-1)  # a target with no possible donor (one-label batch) gets no conflict
-    kind = torch.randint(len(types), (b * u,), generator=generator)
-    donor = torch.where(chosen, donor, -1)
-    kind = torch.where(chosen, kind, -1)
+    allowed = valid[None, :] & (labels[None, :] != labels[targets, None])  # [S, B*U]
+    score = torch.rand(len(targets), b * u, generator=generator).masked_fill(~allowed, -1.0)
+    has_donor = allowed.any(-1)  # a target with no possible donor (one-label batch) gets no conflict
+    targets, score = targets[has_donor], score[has_donor]
+    donor = torch.full((b * u,), -1, dtype=torch.long)
+    donor[targets] = score.argmax(-1)
+    kind = torch.full((b * u,), -1, dtype=torch.long)
+    kind[targets] = torch.randint(len(types), (len(targets),), generator=generator)
+    chosen = donor >= 0
 
     device = view.utt_mask.device
     features = dict(view.features)

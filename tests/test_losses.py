@@ -1,0 +1,116 @@
+"""Each objective on a tiny case computed by hand, a degenerate case, and a backward pass."""
+
+import math
+
+import pytest
+import torch
+
+from corekd.methods.losses import (
+    conflict_margin,
+    cross_entropy,
+    kd_loss,
+    masked_mean,
+    modality_anchor,
+    state_anchor,
+    state_distance,
+)
+
+
+def test_cross_entropy_by_hand():
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0]])
+    labels = torch.tensor([1, 1])
+    # softmax([0, ln3]) = [1/4, 3/4]  ->  -ln(3/4);  softmax([ln3, 0]) = [3/4, 1/4] -> -ln(1/4)
+    expected = torch.tensor([-math.log(0.75), -math.log(0.25)])
+    assert torch.allclose(cross_entropy(logits, labels), expected, atol=1e-6)
+
+
+def test_cross_entropy_keeps_leading_shape():
+    logits = torch.randn(2, 3, 4)
+    labels = torch.randint(4, (2, 3))
+    ref = torch.nn.functional.cross_entropy(logits.reshape(6, 4), labels.reshape(6), reduction="none").view(2, 3)
+    assert torch.allclose(cross_entropy(logits, labels), ref, atol=1e-6)
+
+
+def test_kd_loss_by_hand_and_temperature_scaling():
+    student = torch.tensor([[0.0, 0.0]])
+    teacher = torch.tensor([[math.log(3.0), 0.0]])
+    # p_t = [3/4, 1/4], p_s = [1/2, 1/2]: KL = 3/4 ln(3/2) + 1/4 ln(1/2)
+    kl = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    assert kd_loss(student, teacher, 1.0).item() == pytest.approx(kl, abs=1e-6)
+    # With T = 2 and teacher logits doubled the softened distributions are the same; T^2 = 4 scales it.
+    assert kd_loss(student, 2 * teacher, 2.0).item() == pytest.approx(4 * kl, abs=1e-6)
+    # Identical predictions: zero.
+    assert kd_loss(teacher, teacher, 2.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kd_loss_direction_is_teacher_to_student():
+    # KL(p_t || p_s) is not symmetric; swapping the arguments must change the value.
+    a, b = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, -1.0]])
+    assert not torch.allclose(kd_loss(a, b, 1.0), kd_loss(b, a, 1.0))
+
+
+def test_state_distances_by_hand():
+    s, t = torch.tensor([3.0, 4.0]), torch.tensor([4.0, 3.0])
+    # cos = 24/25 = 0.96
+    assert state_distance(s, t, "normalized_sq").item() == pytest.approx(2 - 2 * 0.96, abs=1e-6)
+    assert state_distance(s, t, "cosine").item() == pytest.approx(1 - 0.96, abs=1e-6)
+    assert state_distance(s, t, "mse").item() == pytest.approx(1.0, abs=1e-6)  # ((-1)^2 + 1^2) / 2
+    with pytest.raises(ValueError):
+        state_distance(s, t, "manhattan")
+
+
+def test_normalized_distance_does_not_shrink_with_width():
+    """The default keeps the per-utterance distance independent of H; plain MSE divides it by H."""
+    torch.manual_seed(0)
+    s, t = torch.randn(4, 8), torch.randn(4, 8)
+    wide_s, wide_t = s.repeat(1, 16), t.repeat(1, 16)  # the same directions in 128 dimensions
+    assert torch.allclose(state_anchor(s, t), state_anchor(wide_s, wide_t), atol=1e-5)
+    assert state_anchor(s, t).mean() > 0.5  # random directions: about 2
+
+
+def test_modality_anchor_by_hand():
+    student = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]])  # [1, M=3, H=2]
+    teacher = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]])  # distances 0, 2, 4
+    observed = torch.tensor([[True, True, False]])
+    values, usable = modality_anchor(student, teacher, observed)
+    assert values.item() == pytest.approx(1.0)  # mean(0, 2) over observed
+    assert usable.tolist() == [True]
+    values, _ = modality_anchor(student, teacher, observed, over="all")
+    assert values.item() == pytest.approx(2.0)  # mean(0, 2, 4)
+    values, usable = modality_anchor(student, teacher, torch.zeros(1, 3, dtype=torch.bool))
+    assert values.item() == 0.0 and usable.tolist() == [False]
+
+
+def test_conflict_margin_by_hand():
+    log_probs = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+    target, donor = torch.tensor([0]), torch.tensor([1])
+    # gap = ln 0.5 - ln 0.25 = ln 2
+    assert conflict_margin(log_probs, target, donor, 1.0).item() == pytest.approx(1 - math.log(2), abs=1e-6)
+    assert conflict_margin(log_probs, target, donor, 0.5).item() == 0.0
+
+
+def test_masked_mean_by_hand_and_empty():
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    assert masked_mean(values, torch.tensor([1, 0, 1, 0])).item() == pytest.approx(2.0)
+    empty = masked_mean(values, torch.zeros(4))
+    assert empty.item() == 0.0
+    empty.backward()
+    assert torch.isfinite(values.grad).all()
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda s, t: kd_loss(s, t, 2.0),
+        lambda s, t: state_anchor(s, t),
+        lambda s, t: state_anchor(s, t, "cosine"),
+        lambda s, t: cross_entropy(s, t.argmax(-1)),
+    ],
+)
+def test_gradients_flow_to_the_student_only(fn):
+    student = torch.randn(5, 4, requires_grad=True)
+    teacher = torch.randn(5, 4, requires_grad=True)
+    loss = fn(student, teacher.detach()).mean()
+    loss.backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    assert teacher.grad is None

@@ -1,0 +1,158 @@
+"""Every registered method: a finite loss, gradients, its named terms; registry rules; ablations by weight."""
+
+import pytest
+import torch
+
+import corekd.methods.corekd as corekd_module
+from corekd.data.protocols import TrainingMissing
+from corekd.errors import CorekdError
+from corekd.methods import method_class, register, registered
+from corekd.methods.base import Method, StepContext
+from corekd.models.model import ERCModel, ModelConfig
+from corekd.seeding import torch_generator
+from corekd.training import TeacherReference
+
+# The terms each method logs with default options. A registered method missing here fails the
+# meta-test below: a new method must come with its expectations.
+EXPECTED_TERMS = {
+    "teacher": {"ce"},
+    "no_kd": {"ce"},
+    "vanilla_kd": {"ce", "kd"},
+    "corekd": {"ce", "kd", "state", "mstate", "nce"},
+}
+
+
+def test_every_registered_method_is_covered_here():
+    assert set(registered()) == set(EXPECTED_TERMS)
+
+
+def _models(corpus):
+    dims = {m: s.dim for m, s in corpus.modalities.items()}
+    torch.manual_seed(0)
+    student = ERCModel(ModelConfig(hidden=16, heads=2), dims, len(corpus.labels))
+    teacher = ERCModel(ModelConfig(hidden=16, heads=2), dims, len(corpus.labels))
+    return student, teacher
+
+
+def _step(method, student, batch, teacher_ref, seed=0):
+    view = method.train_view(batch, torch_generator("mask", seed), torch_generator("method", seed))
+    out = student(view.batch)
+    ctx = StepContext(
+        batch=batch, view=view, output=out,
+        teacher=teacher_ref.outputs(batch) if method.needs_teacher else None,
+        model=student, generator=torch_generator("method", seed),
+    )
+    return view, method.loss(ctx)
+
+
+def _build(name, **options):
+    cls = method_class(name)
+    return cls(cls.Options(**options), TrainingMissing())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_TERMS))
+def test_method_gives_finite_loss_gradients_and_terms(name, tiny_corpus, tiny_splits, tiny_batch):
+    student, teacher = _models(tiny_corpus)
+    ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
+    method = _build(name)
+    _, (total, terms) = _step(method, student, tiny_batch, ref)
+    assert total.dim() == 0 and torch.isfinite(total)
+    assert set(terms) == EXPECTED_TERMS[name]
+    assert all(torch.isfinite(v) for v in terms.values())
+    total.backward()
+    grads = [p.grad for p in student.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher stays frozen
+
+
+def test_teacher_trains_on_complete_views_students_on_incomplete(tiny_batch):
+    teacher_view = _build("teacher").train_view(tiny_batch, torch_generator("m"), torch_generator("x")).batch
+    assert torch.equal(teacher_view.mask, tiny_batch.avail)
+    student_view = _build("no_kd").train_view(tiny_batch, torch_generator("m", 5), torch_generator("x")).batch
+    real = tiny_batch.utt_mask
+    assert (student_view.mask[real].sum(-1) >= 1).all()
+    # Students of one seed draw the same masks (fair comparison), whatever else they draw.
+    other = _build("corekd", l_nce=0).train_view(tiny_batch, torch_generator("m", 5), torch_generator("y")).batch
+    assert torch.equal(student_view.mask, other.mask)
+
+
+@pytest.mark.parametrize("weight,fn", [("l_state", "state_anchor"), ("l_mstate", "modality_anchor"), ("l_kd", "kd_loss")])
+def test_zero_weight_term_is_not_computed(weight, fn, monkeypatch, tiny_corpus, tiny_splits, tiny_batch):
+    def boom(*a, **k):
+        raise AssertionError(f"{fn} computed although {weight} = 0")
+
+    monkeypatch.setattr(corekd_module, fn, boom)
+    student, teacher = _models(tiny_corpus)
+    ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
+    options = {weight: 0.0}
+    if fn == "kd_loss":
+        options["l_nce_kd"] = 0.0
+    _, (_, terms) = _step(_build("corekd", **options), student, tiny_batch, ref)
+    assert weight.removeprefix("l_") not in terms
+
+
+def test_nce_off_gives_no_conflicts_and_no_term(tiny_batch):
+    method = _build("corekd", l_nce=0)
+    view = method.train_view(tiny_batch, torch_generator("m"), torch_generator("x"))
+    assert "conflict" not in view.extra
+
+
+def test_corekd_without_state_terms_and_nce_equals_vanilla_kd(tiny_corpus, tiny_splits, tiny_batch):
+    student, teacher = _models(tiny_corpus)
+    student.eval()  # no dropout: the two forwards must see the same function
+    ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
+    _, (a, _) = _step(_build("corekd", l_state=0, l_mstate=0, l_nce=0), student, tiny_batch, ref, seed=3)
+    _, (b, _) = _step(_build("vanilla_kd"), student, tiny_batch, ref, seed=3)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode,forwards", [("inline", 1), ("separate", 2)])
+def test_nce_modes_cost_one_or_two_forwards(mode, forwards, tiny_corpus, tiny_splits, tiny_batch):
+    student, teacher = _models(tiny_corpus)
+    ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
+    calls = []
+    student.register_forward_hook(lambda *a: calls.append(1))
+    method = _build("corekd", nce_mode=mode, nce_prob=0.5)
+    view, (total, terms) = _step(method, student, tiny_batch, ref)
+    assert len(calls) == forwards and "nce" in terms
+    conflict = view.extra["conflict"]
+    if mode == "inline":
+        assert view.batch is conflict.batch  # the student trains on the conflict view itself
+    else:
+        assert view.batch is not conflict.batch
+
+
+def test_optional_nce_terms(tiny_corpus, tiny_splits, tiny_batch):
+    student, teacher = _models(tiny_corpus)
+    ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
+    _, (_, terms) = _step(_build("corekd", l_nce_kd=0.5, l_nce_margin=0.5, nce_prob=0.5), student, tiny_batch, ref)
+    assert {"nce_kd", "nce_margin"} <= set(terms)
+
+
+def test_teacher_need_follows_weights():
+    assert _build("corekd").needs_teacher
+    assert not _build("corekd", l_kd=0, l_state=0, l_mstate=0).needs_teacher
+    assert not _build("vanilla_kd", l_kd=0).needs_teacher
+    assert not _build("no_kd").needs_teacher
+
+
+def test_registry_rejects_duplicates_and_names_unknown_methods():
+    class Impostor(Method):
+        name = "corekd"
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(Impostor)
+    with pytest.raises(CorekdError, match="registered: corekd, no_kd, teacher, vanilla_kd"):
+        method_class("mystery")
+
+
+def test_teacher_cache_equals_running_the_teacher(tiny_corpus, tiny_splits):
+    _, teacher = _models(tiny_corpus)
+    train = tiny_splits["train"]
+    cached = TeacherReference(teacher, train, cache=True, batch_size=3, device="cpu")
+    direct = TeacherReference(teacher, train, cache=False, batch_size=3, device="cpu")
+    batch = train.batch([2, 0, 5])
+    a, b = cached.outputs(batch), direct.outputs(batch)
+    real = batch.utt_mask
+    for field in ("logits", "fused", "states"):
+        assert torch.allclose(getattr(a, field)[real], getattr(b, field)[real], atol=1e-5)
