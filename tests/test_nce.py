@@ -79,3 +79,14 @@ def test_no_donor_no_conflict(tiny_batch):
 def test_language_cannot_be_a_conflict_type(tiny_batch):
     with pytest.raises(CorekdError):
         nce_view(tiny_batch, tiny_batch, 0.2, ("l",), torch_generator("x"))
+
+
+def test_targets_keep_their_language_by_default(tiny_batch):
+    mask = tiny_batch.avail.clone()
+    mask[:, ::2, 0] = False  # language hidden on every other utterance
+    view = tiny_batch.view(mask)
+    cv = nce_view(view, tiny_batch, 1.0, ("av",), torch_generator("lang"))
+    assert cv.selected.any()
+    assert view.mask[..., 0][cv.selected].all()  # no target without its language
+    loose = nce_view(view, tiny_batch, 1.0, ("av",), torch_generator("lang"), require_language=False)
+    assert (~view.mask[..., 0][loose.selected]).any()

@@ -129,7 +129,8 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
             lines.append(
                 f"| {variant} | {row.best_epoch:.1f} | {row.epochs_run:.1f} | {100 * row.dev:.2f} | {row.seconds:.1f} |"
             )
-        parts += ["## Training", "", *lines, ""]
+        parts += ["## Training", "", "Dev scores: the teacher on the complete dev view, students on dev views masked like "
+                  "their training (the score each was selected on).", "", *lines, ""]
         if "seconds" in meta:
             parts += [f"Whole run: {meta['seconds']:.0f} s on {meta.get('device')} (torch {meta.get('torch')}).", ""]
     return "\n".join(parts)

@@ -6,8 +6,9 @@
   complete view of the same utterances: predictions (``L_kd``), fused state (``L_state``) and
   modality-specific states (``L_mstate``).
 - NCE (Nonverbal Conflict Exposure): with probability ``nce_prob`` an utterance's acoustic and/or
-  visual input is swapped for a different-label donor's; ``L_nce`` is the CE of the student's
-  prediction on that conflict view against the target's own label.
+  visual input is swapped for a different-label donor's while its language is kept (by default
+  only utterances whose language the student observes are targets); ``L_nce`` is the CE of the
+  student's prediction on that conflict view against the target's own label.
 
 A weight of 0 switches its term off: it is not computed (the paper's ablations are configs).
 
@@ -52,6 +53,11 @@ class CoReKDOptions(BaseModel):
     mstate_over: Literal["observed", "all"] = Field("observed", description="modalities L_mstate averages over (fill-in)")
     nce_prob: float = Field(0.2, ge=0, le=1, description="probability an utterance gets a conflict view")
     nce_types: list[str] = Field(default_factory=lambda: ["a", "v", "av"], min_length=1, description="conflict types")
+    nce_targets: Literal["language_observed", "all"] = Field(
+        "language_observed",
+        description="fill-in: which utterances can be conflict targets: those whose language the student's view "
+        "observes (a view without the target's language preserves nothing of it), or every utterance",
+    )
     nce_mode: Literal["inline", "separate"] = Field("inline", description="conflict views in the training view, or a second forward")
     l_nce_kd: float = Field(0.0, ge=0, description="option, off in the paper: KD from the teacher's complete view on conflict views")
     l_nce_margin: float = Field(0.0, ge=0, description="option, off in the paper: margin of target over donor label on conflict views")
@@ -83,11 +89,13 @@ class CoReKD(Method):
         return any(w > 0 for w in (o.l_kd, o.l_state, o.l_mstate, o.l_nce_kd))
 
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
+        o = self.options
         view = super().train_view(batch, mask_generator, generator)
-        if not self.options.nce_on:
+        if not o.nce_on:
             return view
-        conflict = nce_view(view.batch, batch, self.options.nce_prob, tuple(self.options.nce_types), generator)
-        if self.options.nce_mode == "inline":
+        conflict = nce_view(view.batch, batch, o.nce_prob, tuple(o.nce_types), generator,
+                            require_language=o.nce_targets == "language_observed")
+        if o.nce_mode == "inline":
             return TrainView(conflict.batch, {"conflict": conflict})
         return TrainView(view.batch, {"conflict": conflict})
 

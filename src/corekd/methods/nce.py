@@ -1,6 +1,8 @@
 """Nonverbal Conflict Exposure: target-preserving conflict views built from in-batch donors.
 
-For each real utterance, with probability ``prob``, pick a conflict type (which nonverbal
+For each eligible utterance (a real one whose language the view observes, by default: a view
+without the target's language would preserve nothing of the target), with probability ``prob``,
+pick a conflict type (which nonverbal
 modalities to swap, e.g. ``a``, ``v`` or ``av``) and a donor: another utterance of the same batch
 whose label differs. The conflict view keeps the target's language, its place in its dialogue
 (so its context) and its label; only the chosen nonverbal modalities are replaced by the donor's
@@ -20,7 +22,7 @@ from corekd.errors import CorekdError
 @dataclass
 class ConflictView:
     batch: Batch  # the view with swapped nonverbal modalities
-    selected: torch.Tensor  # [B, U] bool: utterances given a conflict
+    selected: torch.Tensor  # [B, U] bool: utterances given a conflict (targets)
     donor: torch.Tensor  # [B, U] long: flat index (b * U + u) of the donor, -1 where not selected
     kind: torch.Tensor  # [B, U] long: index into ``types``, -1 where not selected
     types: tuple[str, ...]
@@ -32,11 +34,13 @@ def nce_view(
     prob: float,
     types: tuple[str, ...],
     generator: torch.Generator,
+    require_language: bool = True,
 ) -> ConflictView:
     """Build a conflict view on top of ``view``; donors' modalities come from ``source`` (complete view).
 
-    ``types`` are strings of nonverbal modality letters (``"a"``, ``"v"``, ``"av"``). Draws on the CPU
-    generator, so the same generator state gives the same conflicts on any device.
+    ``types`` are strings of nonverbal modality letters (``"a"``, ``"v"``, ``"av"``). With
+    ``require_language`` only utterances whose language ``view`` observes can be targets. Draws on
+    the CPU generator, so the same generator state gives the same conflicts on any device.
     """
     mods = view.modalities
     for t in types:
@@ -45,7 +49,10 @@ def nce_view(
     b, u = view.utt_mask.shape
     valid = view.utt_mask.cpu().reshape(-1)  # [B*U]
     labels = view.labels.cpu().reshape(-1)
-    chosen = valid & (torch.rand(b * u, generator=generator) < prob)
+    eligible = valid
+    if require_language and "l" in mods:
+        eligible = valid & view.mask[..., mods.index("l")].cpu().reshape(-1)
+    chosen = eligible & (torch.rand(b * u, generator=generator) < prob)
     targets = torch.nonzero(chosen).squeeze(1)  # [S]
     # Donor: uniform among real utterances of the batch whose label differs from the target's.
     allowed = valid[None, :] & (labels[None, :] != labels[targets, None])  # [S, B*U]
