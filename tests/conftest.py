@@ -6,8 +6,8 @@ import pytest
 
 from corekd.data.batching import SplitTensors
 from corekd.data.synth import SynthConfig, generate
+from helpers import TINY_SYNTH
 
-TINY_SYNTH = dict(n_dialogues=14, mean_length=10, length_std=3, min_length=4, max_length=16, dims={"l": 12, "a": 10, "v": 16}, latent_dim=4)
 
 
 @pytest.fixture(scope="session")

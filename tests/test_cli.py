@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
 from corekd.cli import app
 from corekd.config import load_config
+from helpers import edit_features, edit_meta
 
 runner = CliRunner()
 CONDITIONS = [
@@ -90,29 +90,17 @@ def corpus_dir(tmp_path, tiny_corpus):
     return tiny_corpus.save(tmp_path / "bad")
 
 
-def _meta(folder, fn):
-    meta = json.loads((folder / "corpus.json").read_text())
-    fn(meta)
-    (folder / "corpus.json").write_text(json.dumps(meta))
-
-
-def _features(folder, fn):
-    t = load_file(str(folder / "features.safetensors"))
-    fn(t)
-    save_file(t, str(folder / "features.safetensors"))
-
-
 def _nan(t):
     t["l"][0, 0] = np.nan
 
 
 BAD_CORPORA = {
     "missing file": (lambda f: (f / "features.safetensors").unlink(), "features.safetensors: file not found"),
-    "dims": (lambda f: _features(f, lambda t: t.update(v=t["v"][:, :8].copy())), "features.safetensors: v: expected shape"),
-    "nan": (lambda f: _features(f, _nan), "features.safetensors: l: 1 non-finite values"),
-    "label": (lambda f: _meta(f, lambda m: m["dialogues"][0]["utterances"][0].update(label="bored")),
+    "dims": (lambda f: edit_features(f, lambda t: t.update(v=t["v"][:, :8].copy())), "features.safetensors: v: expected shape"),
+    "nan": (lambda f: edit_features(f, _nan), "features.safetensors: l: 1 non-finite values"),
+    "label": (lambda f: edit_meta(f, lambda m: m["dialogues"][0]["utterances"][0].update(label="bored")),
               "corpus.json: dialogues[0].utterances[0].label: unknown label 'bored'"),
-    "empty": (lambda f: _meta(f, lambda m: m["dialogues"][3].update(utterances=[])),
+    "empty": (lambda f: edit_meta(f, lambda m: m["dialogues"][3].update(utterances=[])),
               "corpus.json: dialogues[3].utterances: empty dialogue"),
 }
 
@@ -129,7 +117,7 @@ def test_bad_corpus_gives_one_line_error(case, corpus_dir):
 
 
 def test_run_on_a_bad_corpus_and_bad_configs(tmp_path, corpus_dir, tiny_config_dict):
-    _features(corpus_dir, _nan)
+    edit_features(corpus_dir, _nan)
     cfg = {**tiny_config_dict, "data": {"source": "corpus", "path": str(corpus_dir)}}
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -157,7 +145,7 @@ def _corekd(*args, cwd):
 
 
 def test_no_traceback_unless_debug(tmp_path, corpus_dir):
-    _meta(corpus_dir, lambda m: m["dialogues"][0]["utterances"][0].update(label="bored"))
+    edit_meta(corpus_dir, lambda m: m["dialogues"][0]["utterances"][0].update(label="bored"))
     plain = _corekd("data", "inspect", str(corpus_dir), cwd=tmp_path)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert plain.stderr.strip().count("\n") == 0 and "unknown label 'bored'" in plain.stderr

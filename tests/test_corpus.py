@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
 
 from corekd.data.batching import SplitTensors
 from corekd.data.corpus import load_corpus
 from corekd.data.summary import summarize
 from corekd.errors import CorekdError
+from helpers import edit_features, edit_meta
 
 
 @pytest.fixture()
@@ -42,18 +42,6 @@ def test_genuinely_missing_modalities_survive_and_stay_missing(corpus_dir):
     assert summarize(corpus)["modalities"]["v"]["missing_utterances"] == 1
 
 
-def _edit_meta(corpus_dir, fn):
-    meta = json.loads((corpus_dir / "corpus.json").read_text())
-    fn(meta)
-    (corpus_dir / "corpus.json").write_text(json.dumps(meta))
-
-
-def _edit_features(corpus_dir, fn):
-    tensors = load_file(str(corpus_dir / "features.safetensors"))
-    fn(tensors)
-    save_file(tensors, str(corpus_dir / "features.safetensors"))
-
-
 def test_missing_folder_and_files(tmp_path, corpus_dir):
     with pytest.raises(CorekdError, match="no such corpus folder"):
         load_corpus(tmp_path / "nowhere")
@@ -66,7 +54,7 @@ def test_missing_folder_and_files(tmp_path, corpus_dir):
 
 
 def test_dims_disagreeing_with_metadata(corpus_dir):
-    _edit_features(corpus_dir, lambda t: t.update(a=t["a"][:, :-1].copy()))
+    edit_features(corpus_dir, lambda t: t.update(a=t["a"][:, :-1].copy()))
     with pytest.raises(CorekdError) as info:
         load_corpus(corpus_dir)
     assert info.value.field == "a" and "expected shape" in str(info.value) and "features.safetensors" in str(info.value)
@@ -77,14 +65,14 @@ def test_nan_and_inf_features(corpus_dir):
         t["v"][3, 2] = np.nan
         t["v"][5, 0] = np.inf
 
-    _edit_features(corpus_dir, poison)
+    edit_features(corpus_dir, poison)
     with pytest.raises(CorekdError) as info:
         load_corpus(corpus_dir)
     assert info.value.field == "v" and "2 non-finite values" in str(info.value) and "utterance" in str(info.value)
 
 
 def test_unknown_label(corpus_dir):
-    _edit_meta(corpus_dir, lambda m: m["dialogues"][2]["utterances"][0].update(label="bored"))
+    edit_meta(corpus_dir, lambda m: m["dialogues"][2]["utterances"][0].update(label="bored"))
     with pytest.raises(CorekdError) as info:
         load_corpus(corpus_dir)
     assert info.value.field == "dialogues[2].utterances[0].label" and "unknown label 'bored'" in str(info.value)
@@ -94,7 +82,7 @@ def test_empty_dialogue(corpus_dir):
     def empty(meta):
         meta["dialogues"][1]["utterances"] = []
 
-    _edit_meta(corpus_dir, empty)
+    edit_meta(corpus_dir, empty)
     with pytest.raises(CorekdError) as info:
         load_corpus(corpus_dir)
     assert info.value.field == "dialogues[1].utterances" and "empty dialogue" in str(info.value)
@@ -111,7 +99,7 @@ def test_empty_dialogue(corpus_dir):
     ],
 )
 def test_schema_errors_name_the_field(corpus_dir, edit, field):
-    _edit_meta(corpus_dir, edit)
+    edit_meta(corpus_dir, edit)
     with pytest.raises(CorekdError) as info:
         load_corpus(corpus_dir)
     assert info.value.field == field
@@ -124,7 +112,7 @@ def test_invalid_json_names_the_line(corpus_dir):
 
 
 def test_duplicate_ids(corpus_dir):
-    _edit_meta(corpus_dir, lambda m: m["dialogues"][1].update(id=m["dialogues"][0]["id"]))
+    edit_meta(corpus_dir, lambda m: m["dialogues"][1].update(id=m["dialogues"][0]["id"]))
     with pytest.raises(CorekdError, match="duplicate dialogue id"):
         load_corpus(corpus_dir)
 

@@ -5,6 +5,7 @@ import pytest
 
 from corekd.data.summary import linear_probe
 from corekd.data.synth import IEMOCAP6_PRIOR, SynthConfig, generate
+from helpers import TINY_SYNTH
 
 
 @pytest.fixture(scope="module")
@@ -13,8 +14,6 @@ def corpus():
 
 
 def test_deterministic_and_seeded(tiny_corpus):
-    from tests.conftest import TINY_SYNTH
-
     again = generate(SynthConfig(**TINY_SYNTH))
     other = generate(SynthConfig(**{**TINY_SYNTH, "seed": 1}))
     for a, b in zip(tiny_corpus.dialogues, again.dialogues):

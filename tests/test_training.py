@@ -141,3 +141,14 @@ def test_results_and_checkpoints_written(tmp_path, tiny_corpus):
     assert {t["variant"] for t in payload["trainings"]} == {"teacher", "corekd"}
     info = json.loads(Path(tmp_path / "out/checkpoints/corekd/seed0/model.json").read_text())
     assert info["options"]["l_state"] == 0.5 and info["labels"] == tiny_corpus.labels
+
+
+def test_an_unlisted_teacher_is_trained_for_its_students_but_not_reported(tmp_path, tiny_corpus):
+    tiny_corpus.save(tmp_path / "e")
+    cfg = _tiny_run_config(tmp_path / "e", methods=[{"name": "vanilla_kd"}, {"name": "no_kd"}])
+    result = pipeline.run(cfg, tmp_path / "out")
+    assert [t["variant"] for t in result.trainings] == ["teacher", "vanilla_kd", "no_kd"]
+    assert {r["variant"] for r in result.records} == {"vanilla_kd", "no_kd"}
+    # No method needs a teacher: none is trained.
+    result = pipeline.run(_tiny_run_config(tmp_path / "e", methods=[{"name": "no_kd"}]), tmp_path / "out2")
+    assert [t["variant"] for t in result.trainings] == ["no_kd"]

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from corekd.config import RunConfig, dump_config, load_config
+from corekd.config import MethodSpec, RunConfig, dump_config, load_config
 from corekd.data.batching import SplitTensors
 from corekd.data.corpus import Corpus, atomic_write, load_corpus
-from corekd.data.protocols import Condition, missing_rate, split_condition_mask, standard_conditions
+from corekd.data.protocols import missing_rate, split_condition_mask, standard_conditions
 from corekd.data.synth import generate
 from corekd.errors import CorekdError
 from corekd.evaluation.metrics import classification_metrics
@@ -58,12 +58,12 @@ def load_data(cfg: RunConfig) -> Corpus:
 
 
 def evaluate_model(
-    model: ERCModel, test: SplitTensors, masks: dict[str, tuple[Condition, torch.Tensor]], labels: list[str],
+    model: ERCModel, test: SplitTensors, masks: dict[str, torch.Tensor], labels: list[str],
     batch_size: int, device: torch.device,
 ) -> list[dict]:
     """One record per condition: metrics on the test split under that condition's mask."""
     rows = []
-    for name, (condition, mask) in masks.items():
+    for name, mask in masks.items():
         preds = predict(model, test, mask, batch_size, device)
         rows.append({
             "condition": name,
@@ -109,16 +109,20 @@ def run(
     ev = config.evaluation
     conditions = standard_conditions(corpus.modality_names, ev.random_rates)
     test_masks = {
-        c.name: (c, split_condition_mask(c, test.avail, corpus.modality_names, ev.mask_seed, "test", ev.scheme))
+        c.name: split_condition_mask(c, test.avail, corpus.modality_names, ev.mask_seed, "test", ev.scheme)
         for c in conditions
     }
 
-    specs = list(config.methods)
-    methods = {s.label: method_class(s.name)(config.method_options(s), config.training.missing) for s in specs}
-    teacher_spec = next((s for s in specs if s.name == "teacher"), None)
-    needs_teacher = any(m.needs_teacher for m in methods.values())
-    students = [s for s in specs if s.name != "teacher"]
-    per_seed = len(students) + (1 if teacher_spec is not None or needs_teacher else 0)
+    methods = {s.label: method_class(s.name)(config.method_options(s), config.training.missing) for s in config.methods}
+    teachers = [s for s in config.methods if s.name == "teacher"]
+    students = [s for s in config.methods if s.name != "teacher"]
+    reported = {s.label for s in config.methods}
+    if not teachers and any(m.needs_teacher for m in methods.values()):
+        if "teacher" in methods:
+            raise CorekdError("a student variant may not be called 'teacher'", field="methods")
+        teachers = [MethodSpec(name="teacher")]  # trained for the students, not reported
+        methods["teacher"] = method_class("teacher")(method_class("teacher").Options(), config.training.missing)
+    order = teachers[:1] + students  # the teacher first: its students need it
     meta = {
         "corpus": corpus.name,
         "labels": labels,
@@ -143,17 +147,12 @@ def run(
 
     started = time.perf_counter()
     with reporter:
-        reporter.plan(per_seed * len(config.seeds))
+        reporter.plan(len(order) * len(config.seeds))
         for seed in config.seeds:
             teacher_ref = None
-            order = ([teacher_spec] if teacher_spec else []) + students
-            if teacher_spec is None and needs_teacher:
-                order = [None] + order  # trained for the students, not reported
             for spec in order:
-                label = spec.label if spec else "teacher"
-                method = methods[label] if spec else method_class("teacher")(method_class("teacher").Options(), config.training.missing)
-                role = "teacher" if method.name == "teacher" else "student"
-                model = init_model(config.model, dims, len(labels), seed, role)
+                label, method = spec.label, methods[spec.label]
+                model = init_model(config.model, dims, len(labels), seed, "teacher" if method.name == "teacher" else "student")
                 reporter.start_model(f"{label} seed {seed}", config.training.epochs)
                 result = train_model(
                     method, model, train, dev_split, config.training, seed=seed, label_names=labels, device=dev,
@@ -175,7 +174,7 @@ def run(
                     teacher_ref = TeacherReference(
                         result.model, train, cache=config.training.teacher_cache, batch_size=ev.batch_size, device=dev
                     )
-                if spec is not None:
+                if label in reported:  # the test split, once, after this model's training
                     for row in evaluate_model(result.model, test, test_masks, labels, ev.batch_size, dev):
                         records.append({"method": method.name, "variant": label, "seed": seed, **row})
                 save_results()

@@ -1,0 +1,23 @@
+"""Small helpers shared by test modules (fixtures live in conftest.py)."""
+
+import json
+
+from safetensors.numpy import load_file, save_file
+
+# A whole corpus in milliseconds: 14 short dialogues, small feature dims.
+TINY_SYNTH = dict(n_dialogues=14, mean_length=10, length_std=3, min_length=4, max_length=16,
+                  dims={"l": 12, "a": 10, "v": 16}, latent_dim=4)
+
+
+def edit_meta(folder, fn):
+    """Apply ``fn`` to a saved corpus's parsed corpus.json and write it back."""
+    meta = json.loads((folder / "corpus.json").read_text())
+    fn(meta)
+    (folder / "corpus.json").write_text(json.dumps(meta))
+
+
+def edit_features(folder, fn):
+    """Apply ``fn`` to a saved corpus's feature tensors (a dict) and write them back."""
+    tensors = load_file(str(folder / "features.safetensors"))
+    fn(tensors)
+    save_file(tensors, str(folder / "features.safetensors"))
