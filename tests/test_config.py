@@ -53,6 +53,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("methods:\n  - name: corekd\n    options: {nce_types: [l]}\n", "methods[0].options.nce_types", "not one of a, v, av"),
         ("methods:\n  - name: magic\n", "methods[0].name", "unknown method 'magic'"),
         ("methods:\n  - name: no_kd\n  - name: no_kd\n", "methods[1]", "distinct 'variant'"),
+        ("methods:\n  - name: no_kd\n    variant: teacher\n", "methods[0].variant", "reserved for the teacher"),
         ("data:\n  source: corpus\n", "data", "needs a path"),
     ],
 )

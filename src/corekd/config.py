@@ -127,6 +127,8 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
             spec.options = cls.Options.model_validate(spec.options).model_dump(mode="json")
         except ValidationError as exc:
             raise from_validation_error(exc, source, model=cls.Options, prefix=("methods", i, "options")) from None
+        if spec.label == "teacher" and spec.name != "teacher":
+            raise CorekdError("the name 'teacher' is reserved for the teacher method", path=source, field=f"methods[{i}].variant")
         if spec.label in seen:
             raise CorekdError(
                 f"two methods share the name '{spec.label}': give one a distinct 'variant'", path=source, field=f"methods[{i}]"

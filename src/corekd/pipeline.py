@@ -118,10 +118,8 @@ def run(
     students = [s for s in config.methods if s.name != "teacher"]
     reported = {s.label for s in config.methods}
     if not teachers and any(m.needs_teacher for m in methods.values()):
-        if "teacher" in methods:
-            raise CorekdError("a student variant may not be called 'teacher'", field="methods")
         teachers = [MethodSpec(name="teacher")]  # trained for the students, not reported
-        methods["teacher"] = method_class("teacher")(method_class("teacher").Options(), config.training.missing)
+        methods["teacher"] = method_class("teacher")(config.method_options(teachers[0]), config.training.missing)
     order = teachers[:1] + students  # the teacher first: its students need it
     meta = {
         "corpus": corpus.name,

@@ -1,10 +1,9 @@
 """Nonverbal Conflict Exposure: target-preserving conflict views built from in-batch donors.
 
-For each eligible utterance (a real one whose language the view observes, by default: a view
+For each eligible utterance (by default a real one whose language the view observes: a view
 without the target's language would preserve nothing of the target), with probability ``prob``,
-pick a conflict type (which nonverbal
-modalities to swap, e.g. ``a``, ``v`` or ``av``) and a donor: another utterance of the same batch
-whose label differs. The conflict view keeps the target's language, its place in its dialogue
+pick a conflict type (which nonverbal modalities to swap, e.g. ``a``, ``v`` or ``av``) and a
+donor: another utterance of the same batch whose label differs. The conflict view keeps the target's language, its place in its dialogue
 (so its context) and its label; only the chosen nonverbal modalities are replaced by the donor's
 (features and observed flag as the donor has them in the data).
 """
