@@ -10,6 +10,7 @@ import functools
 import json
 import re
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -18,16 +19,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pydantic import ValidationError
+
 from corekd import __version__
-from corekd.errors import CorekdError
+from corekd.errors import CorekdError, from_validation_error
 
 app = typer.Typer(
     help="Robust multimodal emotion recognition in conversations when modalities go missing (CoRe-KD).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: boolean options read as flags (--json), not as "--json <bool>"
 )
-data_app = typer.Typer(help="Corpus tools: generate the synthetic corpus, inspect and probe a corpus.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Corpus tools: generate the synthetic corpus, inspect and probe a corpus.", no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(data_app, name="data")
 
 _state = {"debug": False}
@@ -35,8 +42,30 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
+def _one_line(text: str) -> None:
+    err_console.print(" ".join(str(text).split()), markup=False, highlight=False, soft_wrap=True)
+
+
+def user_error(exc: BaseException) -> CorekdError | None:
+    """The user-facing form of an exception caused by input (files, options, values), or None (a bug)."""
+    if isinstance(exc, CorekdError):
+        return exc
+    if isinstance(exc, ValidationError):  # a model validated outside the config loader
+        return from_validation_error(exc, None)
+    if isinstance(exc, UnicodeDecodeError):
+        return CorekdError(f"not a UTF-8 text file (undecodable byte at position {exc.start})")
+    if isinstance(exc, OSError):  # the user's files and folders: missing, unreadable, a file where a folder goes
+        where = exc.filename if exc.filename is not None else None
+        return CorekdError(f"{exc.strerror or type(exc).__name__} (check the path and its permissions)", path=where)
+    return None
+
+
 def _guarded(fn):
-    """Turn user errors into one line and a non-zero exit (a traceback only with --debug)."""
+    """The CLI's one error boundary: every user error becomes one line and exit code 2.
+
+    Anything else is a bug in corekd: one line, exit code 1 and a hint to re-run with --debug.
+    ``--debug`` shows the traceback instead.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -44,18 +73,15 @@ def _guarded(fn):
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except CorekdError as exc:
+        except Exception as exc:  # noqa: BLE001 - the boundary: classify, never leak a traceback
             if _state["debug"]:
                 raise
-            err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except (OSError, ValueError, RuntimeError) as exc:
-            if _state["debug"]:
-                raise
-            err_console.print(
-                f"error: {type(exc).__name__}: {exc} (re-run with --debug for the traceback)",
-                markup=False, highlight=False, soft_wrap=True,
-            )
+            error = user_error(exc)
+            if error is not None:
+                _one_line(f"error: {error}")
+                raise typer.Exit(2) from None
+            _one_line(f"internal error (a bug in corekd, please report it): {type(exc).__name__}: {exc} "
+                      "(re-run with --debug for the traceback)")
             raise typer.Exit(1) from None
 
     return wrapper
@@ -94,41 +120,63 @@ def parse_seeds(values: list[str] | None) -> list[int] | None:
 @app.command()
 @_guarded
 def run(
-    config: Optional[Path] = typer.Argument(None, help="Run config (YAML). Default: configs/quickstart.yaml."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder. Default: runs/<config name>."),
+    config: Optional[Path] = typer.Argument(
+        None, help="Run config (YAML). Without one, `corekd run` starts the full quickstart: configs/quickstart.yaml "
+        "(12 models, about 4 minutes on 2 CPU cores)."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder: new or empty, or an earlier run with "
+                                       "--resume/--overwrite. Default: runs/<config name>."),
     seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="Seeds overriding the config, e.g. 0,1,2."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the config)."),
+    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run in --out (same config): "
+                                "finished models are kept, only missing ones are trained."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in --out: an earlier run there is first "
+                                   "moved aside to <out>.old-<time> (never deleted)."),
 ) -> None:
     """Train the teacher and the students, evaluate every method under every protocol, write the report.
 
-    Writes config.yaml, results.json, report.md and checkpoints/ into the output folder.
+    A bare `corekd run` starts the full quickstart (configs/quickstart.yaml). Writes
+    corekd-run.json, config.yaml, results.json, report.md and checkpoints/ into the output folder.
+    Everything is checked before anything is written. Ctrl-C (or SIGTERM) keeps every finished
+    model; `--resume` continues from there.
     """
     from corekd.pipeline import run as run_pipeline
     from corekd.progress import default_reporter
+    from corekd.rundir import RunInterrupted
 
     seed_list = parse_seeds(seeds)
     words = ["corekd", "run", *([str(config)] if config else [])]
     words += [*(["--out", str(out)] if out else []), *(["--seeds", ",".join(map(str, seed_list))] if seed_list else [])]
     words += ["--device", device] if device else []
     command = " ".join(shlex.quote(w) for w in words)
-    result = run_pipeline(config, out, seeds=seed_list, device=device, reporter=default_reporter(), command=command)
+    received: list[int] = []
+
+    def on_term(signum, frame):  # SIGTERM stops a run like Ctrl-C: finished models are kept
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        result = run_pipeline(config, out, seeds=seed_list, device=device, reporter=default_reporter(),
+                              command=command, resume=resume, overwrite=overwrite)
+    except RunInterrupted as stop:
+        _one_line(stop.line())
+        raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"report: {result.out_dir / 'report.md'}")
 
 
 @app.command()
 @_guarded
 def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd run` (holds results.json).")) -> None:
-    """Rebuild report.md from a run's results.json."""
+    """Rebuild report.md from a run's results.json (a partial run is reported as partial)."""
     from corekd.evaluation.report import write_report
+    from corekd.rundir import read_results
 
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise CorekdError("file not found (run `corekd run` first)", path=path)
-    try:
-        payload = json.loads(path.read_text())
-        meta, records, trainings = payload["meta"], payload["records"], payload.get("trainings", [])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CorekdError(f"not a corekd results file ({exc})", path=path) from None
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CorekdError("expected a run folder, got a file", path=run_dir)
+    meta, records, trainings = read_results(run_dir)
     print(f"report: {write_report(run_dir, meta, records, trainings)}")
 
 
@@ -147,7 +195,12 @@ def data_synth(
 
     synth = load_config(config).data.synth if config else SynthConfig()
     if seed is not None:
-        synth = synth.model_copy(update={"seed": seed})
+        try:
+            synth = SynthConfig.model_validate({**synth.model_dump(), "seed": seed})
+        except ValidationError as exc:
+            raise CorekdError(from_validation_error(exc, None).detail, field="--seed") from None
+    if out.exists() and not out.is_dir():
+        raise CorekdError("--out must be a folder, but this is a file", path=out, field="--out")
     corpus = generate(synth)
     corpus.save(out)
     counts = {s: len(corpus.split(s)) for s in ("train", "dev", "test")}
@@ -209,7 +262,10 @@ def data_probe(
     from corekd.data.summary import all_pairs, linear_probe
 
     corpus = load_corpus(path)
-    result = linear_probe(corpus, pairs=all_pairs(corpus) if pairs else None)
+    try:
+        result = linear_probe(corpus, pairs=all_pairs(corpus) if pairs else None)
+    except CorekdError as exc:
+        raise CorekdError(exc.detail, path=path, field=exc.field) from None
     table = Table("features", "test accuracy", "test weighted F1")
     for name, r in result["modalities"].items():
         table.add_row(name, f"{r['accuracy']:.3f}", f"{r['weighted_f1']:.3f}")
@@ -217,7 +273,7 @@ def data_probe(
     if pairs:
         ptable = Table("class pair", *corpus.modality_names)
         for pair, accs in result["pairs"].items():
-            ptable.add_row(pair, *(f"{accs[m]:.3f}" for m in corpus.modality_names))
+            ptable.add_row(pair, *("n/a" if accs[m] is None else f"{accs[m]:.3f}" for m in corpus.modality_names))
         out_console.print(ptable)
 
 

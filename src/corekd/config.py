@@ -24,7 +24,7 @@ SelectMetric = Literal["weighted_f1", "macro_f1", "accuracy", "uar"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -34,8 +34,12 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _path_given(self) -> "DataConfig":
+        if self.path and "source" not in self.model_fields_set:
+            self.source = "corpus"  # a path alone means: read this corpus (never a silent synthetic run)
         if self.source == "corpus" and not self.path:
             raise ValueError("source 'corpus' needs a path to a corpus folder")
+        if self.source == "synthetic" and self.path:
+            raise ValueError(f"path '{self.path}' is only read with source 'corpus' (source is 'synthetic')")
         return self
 
 
@@ -68,7 +72,10 @@ class EvaluationConfig(_Strict):
 
 class MethodSpec(_Strict):
     name: str = Field(description="a registered method (corekd.methods.registered())")
-    variant: str | None = Field(None, description="display name, to run one method with several option sets")
+    variant: str | None = Field(
+        None, description="display name, to run one method with several option sets (it names a checkpoint folder)",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._+=,-]{0,63}$",
+    )
     options: dict = Field(default_factory=dict)
 
     @property
@@ -142,7 +149,9 @@ def load_config(path: str | Path) -> RunConfig:
     if not path.is_file():
         raise CorekdError("config file not found", path=path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CorekdError(f"not a text (UTF-8) YAML file: undecodable byte at position {exc.start}", path=path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -77,7 +77,10 @@ def from_validation_error(
     elif kind == "missing":
         message = "required field is missing"
     else:
-        message = f"{first['msg']}, got {first.get('input')!r}"
+        message = first["msg"].removeprefix("Value error, ")
+        value = first.get("input")
+        if not isinstance(value, (dict, list)):  # a whole section would drown the line
+            message += f", got {value!r}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return CorekdError(message, path=path, field=_format_loc(loc) or None)

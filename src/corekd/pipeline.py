@@ -8,27 +8,28 @@ every method and seed.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
-from corekd.config import MethodSpec, RunConfig, dump_config, load_config
+from corekd.config import MethodSpec, RunConfig, load_config
 from corekd.data.batching import SplitTensors
-from corekd.data.corpus import Corpus, atomic_write, load_corpus
+from corekd.data.corpus import Corpus, load_corpus
 from corekd.data.protocols import missing_rate, split_condition_mask, standard_conditions
 from corekd.data.synth import generate
-from corekd.errors import CorekdError
+from corekd.errors import CorekdError, from_validation_error
 from corekd.evaluation.metrics import classification_metrics
 from corekd.evaluation.predict import predict
 from corekd.evaluation.report import write_report
 from corekd.methods import method_class
 from corekd.models.model import ERCModel
 from corekd.progress import Reporter
-from corekd.training import TeacherReference, init_model, save_checkpoint, train_model
+from corekd.rundir import RunFolder, RunInterrupted
+from corekd.training import TeacherReference, init_model, load_checkpoint, save_checkpoint, train_model
 
 DEFAULT_CONFIG = Path("configs/quickstart.yaml")
 
@@ -43,18 +44,47 @@ class RunResult:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CorekdError(f"unknown device '{name}': expected auto, cpu, cuda, cuda:N or mps", field="device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CorekdError(f"device '{name}' requested, but CUDA is not available here (use --device cpu or auto)")
+        raise CorekdError(f"device '{name}' requested, but CUDA is not available here (use --device cpu or auto)",
+                          field="device")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CorekdError(f"device '{name}' requested, but there are {torch.cuda.device_count()} CUDA device(s)",
+                          field="device")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise CorekdError(f"device '{name}' requested, but MPS is not available here (use --device cpu or auto)",
+                          field="device")
     return device
 
 
-def load_data(cfg: RunConfig) -> Corpus:
+def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
+    """The run's corpus, checked against the configured methods (``source``: the config file, for errors)."""
     corpus = generate(cfg.data.synth) if cfg.data.source == "synthetic" else load_corpus(cfg.data.path)
+    where = cfg.data.path if cfg.data.source == "corpus" else source
     for split in ("train", "dev", "test"):
         if not corpus.split(split):
-            raise CorekdError(f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are needed)")
+            raise CorekdError(f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are needed)",
+                              path=where, field="dialogues[].split" if cfg.data.source == "corpus" else "data.synth")
+    for i, spec in enumerate(cfg.methods):
+        method = method_class(spec.name)(cfg.method_options(spec), cfg.training.missing)
+        problem = method.check_modalities(corpus.modality_names)
+        if problem:
+            option, text = problem
+            raise CorekdError(f"{text} (corpus '{corpus.name}')", path=source, field=f"methods[{i}].options.{option}")
     return corpus
+
+
+def not_applicable(condition, mask: torch.Tensor, split: SplitTensors) -> str | None:
+    """Why a condition observes nothing worth scoring on ``split`` (None: it is applicable)."""
+    valid = split.utt_mask  # [N, U]
+    if not bool(mask[valid].any()):
+        return "nothing is observed under this condition"
+    if condition.kind == "random" and condition.rate > 0 and int(split.avail[valid].sum(-1).max()) <= 1:
+        return "at most one modality per utterance: random missing drops nothing (same as complete)"
+    return None
 
 
 def evaluate_model(
@@ -63,15 +93,51 @@ def evaluate_model(
 ) -> list[dict]:
     """One record per condition: metrics on the test split under that condition's mask."""
     rows = []
+    reasons = getattr(masks, "not_applicable", {})
     for name, mask in masks.items():
+        reason = reasons.get(name)
+        rate = round(missing_rate(mask[test.utt_mask], test.avail[test.utt_mask]), 4)
+        if reason:  # no number: nothing observed, or the same as another condition
+            rows.append({"condition": name, "applicable": False, "reason": reason, "missing_rate": rate,
+                         "n_utterances": int(test.utt_mask.sum())})
+            continue
         preds = predict(model, test, mask, batch_size, device)
         rows.append({
             "condition": name,
             **classification_metrics(preds.y_true, preds.y_pred, labels),
-            "missing_rate": round(missing_rate(mask[test.utt_mask], test.avail[test.utt_mask]), 4),
+            "missing_rate": rate,
             "n_utterances": int(len(preds.y_true)),
         })
     return rows
+
+
+class ConditionMasks(dict):
+    """Condition name -> mask, with ``not_applicable``: name -> reason for conditions that get no number."""
+
+    def __init__(self, masks: dict[str, torch.Tensor], not_applicable: dict[str, str]):
+        super().__init__(masks)
+        self.not_applicable = not_applicable
+
+
+def resolve_config(
+    config: RunConfig | str | Path | None, *, seeds: list[int] | None = None, device: str | None = None,
+) -> tuple[RunConfig, Path | None]:
+    """The run's configuration (file, object or the quickstart) with the command-line overrides applied."""
+    config_path = None
+    if config is None and not DEFAULT_CONFIG.is_file():
+        config = RunConfig(name="quickstart")  # the built-in defaults are the quickstart
+    elif config is None or isinstance(config, (str, Path)):
+        config_path = Path(config) if config is not None else DEFAULT_CONFIG
+        config = load_config(config_path)
+    overrides = {k: v for k, v in {"seeds": seeds, "device": device}.items() if v is not None}
+    if overrides:
+        try:
+            config = RunConfig.model_validate({**config.model_dump(), **overrides})
+        except ValidationError as exc:
+            err = from_validation_error(exc, None, model=RunConfig)
+            root = (err.field or "").split("[")[0].split(".")[0]
+            raise CorekdError(err.detail, field=f"--{root}" if root in overrides else err.field) from None
+    return config, config_path
 
 
 def run(
@@ -82,36 +148,36 @@ def run(
     device: str | None = None,
     reporter: Reporter | None = None,
     command: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
-    """Train and evaluate every configured method for every seed; write config, results, report, checkpoints."""
-    config_path = None
-    if config is None and not DEFAULT_CONFIG.is_file():
-        config = RunConfig(name="quickstart")  # the built-in defaults are the quickstart
-    elif config is None or isinstance(config, (str, Path)):
-        config_path = Path(config) if config is not None else DEFAULT_CONFIG
-        config = load_config(config_path)
-    overrides = {k: v for k, v in {"seeds": seeds, "device": device}.items() if v is not None}
-    if overrides:
-        config = RunConfig.model_validate({**config.model_dump(), **overrides})
+    """Train and evaluate every configured method for every seed; write config, results, report, checkpoints.
+
+    ``out_dir`` must be new or empty, or an earlier run of the same config with ``resume=True``
+    (finished models are kept), or any earlier run with ``overwrite=True`` (it is moved aside).
+    Everything (config, corpus, methods against the corpus, device, output folder) is checked
+    before anything is written. A KeyboardInterrupt becomes :class:`~corekd.rundir.RunInterrupted`.
+    """
+    config, config_path = resolve_config(config, seeds=seeds, device=device)
     out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
-    out.mkdir(parents=True, exist_ok=True)
     reporter = reporter or Reporter()
     command = command or f"corekd run {config_path or '<config>'} --out {out}"
+    folder = RunFolder.check(out, config, resume=resume, overwrite=overwrite, config_path=config_path)
     dev = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    atomic_write(out / "config.yaml", lambda p: Path(p).write_text(dump_config(config)))
+    corpus = load_data(config, config_path)
 
-    corpus = load_data(config)
     labels = corpus.labels
     dims = {m: s.dim for m, s in corpus.modalities.items()}
     train, dev_split, test = (SplitTensors.from_corpus(corpus, s) for s in ("train", "dev", "test"))
     ev = config.evaluation
     conditions = standard_conditions(corpus.modality_names, ev.random_rates)
-    test_masks = {
+    masks = {
         c.name: split_condition_mask(c, test.avail, corpus.modality_names, ev.mask_seed, "test", ev.scheme)
         for c in conditions
     }
+    test_masks = ConditionMasks(masks, {
+        c.name: reason for c in conditions if (reason := not_applicable(c, masks[c.name], test))
+    })
 
     methods = {s.label: method_class(s.name)(config.method_options(s), config.training.missing) for s in config.methods}
     teachers = [s for s in config.methods if s.name == "teacher"]
@@ -121,6 +187,9 @@ def run(
         teachers = [MethodSpec(name="teacher")]  # trained for the students, not reported
         methods["teacher"] = method_class("teacher")(config.method_options(teachers[0]), config.training.missing)
     order = teachers[:1] + students  # the teacher first: its students need it
+    warnings = corpus.problems() + [
+        f"condition {name} is not applicable on the test split: {reason}" for name, reason in test_masks.not_applicable.items()
+    ]
     meta = {
         "corpus": corpus.name,
         "labels": labels,
@@ -128,6 +197,7 @@ def run(
         "splits": {s: {"dialogues": len(x), "utterances": x.num_utterances} for s, x in
                    (("train", train), ("dev", dev_split), ("test", test))},
         "seeds": config.seeds,
+        "methods": [s.label for s in config.methods],
         "mask_seed": ev.mask_seed,
         "random_scheme": ev.scheme,
         "selection": f"dev split, {config.training.select_metric}; test used once per model after training",
@@ -135,51 +205,87 @@ def run(
         "torch": torch.__version__,
         "python": platform.python_version(),
         "command": command,
+        "warnings": warnings,
+        "status": "running",
     }
     records: list[dict] = []
     trainings: list[dict] = []
+    kept: list[str] = []
 
     def save_results() -> None:
-        payload = {"meta": meta, "records": records, "trainings": trainings}
-        atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
+        folder.write_results({"meta": meta, "records": records, "trainings": trainings})
+
+    # Everything is validated: from here on the output folder is written.
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    folder.prepare(config, command)
+    if folder.moved_to:
+        reporter.message(f"moved the earlier run in {out} aside to {folder.moved_to}")
+    for warning in warnings:
+        reporter.message(f"warning: {warning}")
 
     started = time.perf_counter()
-    with reporter:
-        reporter.plan(len(order) * len(config.seeds))
-        for seed in config.seeds:
-            teacher_ref = None
-            for spec in order:
-                label, method = spec.label, methods[spec.label]
-                model = init_model(config.model, dims, len(labels), seed, "teacher" if method.name == "teacher" else "student")
-                reporter.start_model(f"{label} seed {seed}", config.training.epochs)
-                result = train_model(
-                    method, model, train, dev_split, config.training, seed=seed, label_names=labels, device=dev,
-                    teacher=teacher_ref if method.needs_teacher else None, eval_batch_size=ev.batch_size,
-                    on_epoch=reporter.epoch,
-                )
-                save_checkpoint(result.model, out / "checkpoints" / label / f"seed{seed}", {
-                    "method": method.name, "variant": label, "options": method.options.model_dump(mode="json"),
-                    "seed": seed, "best_epoch": result.best_epoch, "labels": labels,
-                    "modalities": list(corpus.modality_names), "corpus": corpus.name,
-                    f"dev_{config.training.select_metric}": result.best_score,
-                })
-                trainings.append({
-                    "method": method.name, "variant": label, "seed": seed, "best_epoch": result.best_epoch,
-                    "epochs_run": result.epochs_run, f"dev_{config.training.select_metric}": round(result.best_score, 6),
-                    "seconds": round(result.seconds, 2), "history": result.history,
-                })
-                if method.name == "teacher":
-                    teacher_ref = TeacherReference(
-                        result.model, train, cache=config.training.teacher_cache, batch_size=ev.batch_size, device=dev
+    try:
+        with reporter:
+            reporter.plan(len(order) * len(config.seeds))
+            for seed in config.seeds:
+                teacher_ref = None
+                for spec in order:
+                    label, method = spec.label, methods[spec.label]
+                    done = folder.finished(label, seed)
+                    if done is not None:  # finished by an earlier attempt of this run: keep it
+                        records.extend(done["records"])
+                        trainings.append(done["training"])
+                        kept.append(f"{label} seed {seed}")
+                        if method.name == "teacher":
+                            with torch.random.fork_rng(devices=[]):
+                                model, _ = load_checkpoint(folder.unit_dir(label, seed), dev)
+                            teacher_ref = TeacherReference(
+                                model, train, cache=config.training.teacher_cache, batch_size=ev.batch_size, device=dev
+                            )
+                        reporter.end_model(f"{label} seed {seed}: kept from the earlier attempt")
+                        continue
+                    model = init_model(config.model, dims, len(labels), seed, "teacher" if method.name == "teacher" else "student")
+                    reporter.start_model(f"{label} seed {seed}", config.training.epochs)
+                    result = train_model(
+                        method, model, train, dev_split, config.training, seed=seed, label_names=labels, device=dev,
+                        teacher=teacher_ref if method.needs_teacher else None, eval_batch_size=ev.batch_size,
+                        on_epoch=reporter.epoch,
                     )
-                if label in reported:  # the test split, once, after this model's training
-                    for row in evaluate_model(result.model, test, test_masks, labels, ev.batch_size, dev):
-                        records.append({"method": method.name, "variant": label, "seed": seed, **row})
-                save_results()
-                reporter.end_model(
-                    f"{label} seed {seed}: epoch {result.best_epoch}/{result.epochs_run} selected, "
-                    f"dev {config.training.select_metric} {result.best_score:.4f}, {result.seconds:.1f} s"
-                )
+                    save_checkpoint(result.model, folder.unit_dir(label, seed), {
+                        "method": method.name, "variant": label, "options": method.options.model_dump(mode="json"),
+                        "seed": seed, "best_epoch": result.best_epoch, "labels": labels,
+                        "modalities": list(corpus.modality_names), "corpus": corpus.name,
+                        f"dev_{config.training.select_metric}": result.best_score,
+                    })
+                    training = {
+                        "method": method.name, "variant": label, "seed": seed, "best_epoch": result.best_epoch,
+                        "epochs_run": result.epochs_run, f"dev_{config.training.select_metric}": round(result.best_score, 6),
+                        "seconds": round(result.seconds, 2), "history": result.history,
+                    }
+                    if method.name == "teacher":
+                        teacher_ref = TeacherReference(
+                            result.model, train, cache=config.training.teacher_cache, batch_size=ev.batch_size, device=dev
+                        )
+                    model_records = []
+                    if label in reported:  # the test split, once, after this model's training
+                        for row in evaluate_model(result.model, test, test_masks, labels, ev.batch_size, dev):
+                            model_records.append({"method": method.name, "variant": label, "seed": seed, **row})
+                    folder.save_unit(label, seed, model_records, training)  # the model is finished from here
+                    records.extend(model_records)
+                    trainings.append(training)
+                    kept.append(f"{label} seed {seed}")
+                    save_results()
+                    reporter.end_model(
+                        f"{label} seed {seed}: epoch {result.best_epoch}/{result.epochs_run} selected, "
+                        f"dev {config.training.select_metric} {result.best_score:.4f}, {result.seconds:.1f} s"
+                    )
+    except KeyboardInterrupt:
+        meta["status"] = "interrupted"
+        save_results()
+        write_report(out, meta, records, trainings)
+        raise RunInterrupted(out, kept, len(order) * len(config.seeds), f"{command} --resume") from None
+    meta["status"] = "complete"
     meta["seconds"] = round(time.perf_counter() - started, 1)
     save_results()
     write_report(out, meta, records, trainings)

@@ -98,13 +98,28 @@ class Corpus:
         for split in SPLITS:
             if not self.split(split):
                 found.append(f"split '{split}' has no dialogues")
-        for name in self.labels:
-            if self.label_counts("train")[name] == 0:
-                found.append(f"label '{name}' never occurs in the train split")
+        for split, consequence in (("train", "no model learns to predict it"), ("dev", "model selection never scores it")):
+            counts = self.label_counts(split)
+            absent = [name for name in self.labels if counts[name] == 0]
+            if absent and self.split(split):
+                found.append(
+                    f"label{'s' if len(absent) > 1 else ''} {', '.join(repr(n) for n in absent)} never "
+                    f"occur{'' if len(absent) > 1 else 's'} in the {split} split ({consequence})"
+                )
         for j, m in enumerate(self.modality_names):
             missing = sum(int((~d.available[:, j]).sum()) for d in self.dialogues)
             if missing == self.num_utterances and missing:
-                found.append(f"modality '{m}' is missing for every utterance")
+                found.append(f"modality '{m}' is missing for every utterance (conditions that keep only '{m}' are not applicable)")
+                continue
+            for split in SPLITS:
+                dialogues = self.split(split)
+                if dialogues and all(not d.available[:, j].any() for d in dialogues):
+                    found.append(f"modality '{m}' is missing for every utterance of the {split} split")
+        for split in SPLITS:
+            empty = sum(int((~d.available.any(axis=1)).sum()) for d in self.split(split))
+            if empty:
+                n = sum(len(d) for d in self.split(split))
+                found.append(f"{empty} of {n} utterances of the {split} split have no modality at all (nothing observed)")
         return found
 
     # ------------------------------------------------------------------ on disk
@@ -147,12 +162,21 @@ def _dialogue_meta(d: Dialogue, corpus: Corpus) -> dict:
 
 
 def atomic_write(target: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``target``: readers never see a half-written file."""
+    """Call ``write(tmp_path)`` then rename over ``target``: readers never see a half-written file.
+
+    The file is flushed to disk before the rename and gets the usual permissions (0666 less the
+    umask, e.g. 0644), not the 0600 of a temporary file.
+    """
     target = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

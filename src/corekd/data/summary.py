@@ -7,6 +7,7 @@ from itertools import combinations
 import numpy as np
 
 from corekd.data.corpus import SPLITS, Corpus
+from corekd.errors import CorekdError
 
 
 def summarize(corpus: Corpus) -> dict:
@@ -66,12 +67,25 @@ def linear_probe(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    def fit_score(mods: list[str], keep: tuple[int, int] | None = None) -> dict:
+    for split in ("train", "test"):
+        if not corpus.split(split):
+            raise CorekdError(f"the probe fits on train and scores on test, but the {split} split has no dialogues",
+                              field=f"{split} split")
+    train_classes = set(np.concatenate([d.labels for d in corpus.split("train")]).tolist())
+    if len(train_classes) < 2:
+        raise CorekdError(
+            f"the train split has {len(train_classes)} class ({', '.join(corpus.labels[i] for i in train_classes)}); "
+            "a probe needs at least 2", field="train split",
+        )
+
+    def fit_score(mods: list[str], keep: tuple[int, int] | None = None) -> dict | None:
         x_tr, y_tr = _stack(corpus, "train", mods)
         x_te, y_te = _stack(corpus, "test", mods)
         if keep is not None:
             tr, te = np.isin(y_tr, keep), np.isin(y_te, keep)
             x_tr, y_tr, x_te, y_te = x_tr[tr], y_tr[tr], x_te[te], y_te[te]
+            if len(set(y_tr.tolist())) < 2 or not len(y_te):
+                return None  # a pair not present in both splits cannot be probed
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
         pred = clf.fit(x_tr, y_tr).predict(x_te)
         return {"accuracy": float((pred == y_te).mean()), "weighted_f1": float(f1_score(y_te, pred, average="weighted"))}
@@ -82,9 +96,10 @@ def linear_probe(
         result["modalities"]["+".join(mods)] = fit_score(mods)
     if pairs:
         index = {name: i for i, name in enumerate(corpus.labels)}
-        result["pairs"] = {
-            f"{a}/{b}": {m: fit_score([m], (index[a], index[b]))["accuracy"] for m in mods} for a, b in pairs
-        }
+        result["pairs"] = {}
+        for a, b in pairs:
+            scores = {m: fit_score([m], (index[a], index[b])) for m in mods}
+            result["pairs"][f"{a}/{b}"] = {m: (r["accuracy"] if r else None) for m, r in scores.items()}
     return result
 
 

@@ -35,9 +35,9 @@ DEFAULT_GROUPS: dict[str, list[list[str]]] = {
 class SynthConfig(BaseModel):
     """Knobs of the synthetic corpus. Defaults give the IEMOCAP-shaped quickstart corpus."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="generator seed (a non-negative integer)")
     n_dialogues: int = Field(151, ge=3)
     mean_length: float = Field(50.0, gt=1)
     length_std: float = Field(12.0, ge=0)
@@ -84,6 +84,12 @@ class SynthConfig(BaseModel):
         mods = set(self.dims)
         if not mods or not mods <= {"l", "a", "v"}:
             raise ValueError("dims must name modalities among l, a, v")
+        for m, d in self.dims.items():
+            if d < 1:
+                raise ValueError(f"dims.{m} must be a positive feature size, got {d}")
+        for m, n in self.noise.items():
+            if n < 0:
+                raise ValueError(f"noise.{m} must be a non-negative std, got {n}")
         for key in ("groups", "noise"):
             if set(getattr(self, key)) != mods:
                 raise ValueError(f"{key} must give exactly the modalities of dims ({sorted(mods)})")

@@ -16,13 +16,30 @@ FIXED_ORDER = ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:a
 FIXED_AVG = "fixed:avg"
 
 
+NOT_APPLICABLE = "n/a"
+
+
+def md(text: object) -> str:
+    """``text`` safe inside a Markdown table cell: ``|`` escaped, line breaks as spaces."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").split())
+
+
+def _applicable(records: list[dict]) -> list[dict]:
+    return [r for r in records if r.get("applicable", True)]
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    """Flat records -> a frame with one row per (variant, seed, condition), plus the per-seed fixed average."""
-    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "per_class_f1"} for r in records])
+    """Flat records -> a frame with one row per (variant, seed, condition), plus the per-seed fixed average.
+
+    Records of conditions that are not applicable (nothing observed) carry no number and are left
+    out; the fixed average is then the mean of the applicable fixed conditions.
+    """
+    present = {r["condition"] for r in records}
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "per_class_f1"} for r in _applicable(records)])
     if frame.empty:
         return frame
     fixed = frame[frame.condition.isin(FIXED_ORDER)]
-    if fixed.condition.nunique() == len(FIXED_ORDER):
+    if set(FIXED_ORDER) <= present and not fixed.empty:
         numeric = [c for c in ("accuracy", "weighted_f1", "macro_f1", "uar") if c in frame]
         avg = fixed.groupby(["method", "variant", "seed"], as_index=False, sort=False)[numeric].mean()
         avg["condition"] = FIXED_AVG
@@ -31,28 +48,57 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def mean_std_table(frame: pd.DataFrame, metric: str, conditions: list[str]) -> pd.DataFrame:
-    """Rows: variants (in first-seen order); columns: conditions; cells: (mean, std over seeds, n)."""
+    """Rows: variants (in first-seen order); columns: conditions; cells: (mean, std over seeds, n).
+
+    The std is the sample std (ddof=1): None for a single seed, where it is undefined.
+    """
     sub = frame[frame.condition.isin(conditions)]
     stats = sub.groupby(["variant", "condition"], sort=False)[metric].agg(["mean", "std", "count"])
     variants = list(dict.fromkeys(frame.variant))
     table = pd.DataFrame(index=variants, columns=conditions, dtype=object)
     for (variant, condition), row in stats.iterrows():
-        table.loc[variant, condition] = (row["mean"], 0.0 if np.isnan(row["std"]) else row["std"], int(row["count"]))
+        std = None if row["count"] < 2 or np.isnan(row["std"]) else float(row["std"])
+        table.loc[variant, condition] = (float(row["mean"]), std, int(row["count"]))
     return table
 
 
-def _cell(value) -> str:
+def _cell(value, n_expected: int | None = None) -> str:
     if not isinstance(value, tuple):
-        return "–"
-    mean, std, _ = value
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+        return NOT_APPLICABLE if value == NOT_APPLICABLE else "–"
+    mean, std, n = value
+    text = f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+    return text if n_expected is None or n == n_expected else f"{text} (n={n})"
 
 
-def markdown_table(table: pd.DataFrame, headers: list[str], first: str = "method") -> str:
-    lines = ["| " + " | ".join([first, *headers]) + " |", "|" + "---|" * (len(headers) + 1)]
+def markdown_table(table: pd.DataFrame, headers: list[str], first: str = "method", n_expected: int | None = None) -> str:
+    lines = ["| " + " | ".join(md(h) for h in [first, *headers]) + " |", "|" + "---|" * (len(headers) + 1)]
     for variant, row in table.iterrows():
-        lines.append("| " + " | ".join([str(variant), *(_cell(v) for v in row.tolist())]) + " |")
+        lines.append("| " + " | ".join([md(variant), *(_cell(v, n_expected) for v in row.tolist())]) + " |")
     return "\n".join(lines)
+
+
+def _mark_not_applicable(table: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """Cells whose every record is not applicable read n/a (not "–", which means: no record)."""
+    na = {(r["variant"], r["condition"]) for r in records if not r.get("applicable", True)}
+    scored = {(r["variant"], r["condition"]) for r in _applicable(records)}
+    for variant, condition in na - scored:
+        if variant in table.index and condition in table.columns:
+            table.loc[variant, condition] = NOT_APPLICABLE
+    return table
+
+
+def coverage(meta: dict, records: list[dict], trainings: list[dict]) -> dict:
+    """What a run holds: seeds with records, per seed the methods present, and what is missing from the plan."""
+    planned_seeds = list(meta.get("seeds") or [])
+    planned_methods = list(meta.get("methods") or dict.fromkeys(r["variant"] for r in records))
+    have: dict[int, list[str]] = {}
+    for r in records:
+        have.setdefault(r["seed"], [])
+        if r["variant"] not in have[r["seed"]]:
+            have[r["seed"]].append(r["variant"])
+    missing = [(s, m) for s in planned_seeds for m in planned_methods if m not in have.get(s, [])]
+    return {"seeds": sorted(have), "per_seed": have, "missing": missing,
+            "partial": bool(missing) or meta.get("status") in ("running", "interrupted")}
 
 
 def _fixed_header(condition: str) -> str:
@@ -61,23 +107,44 @@ def _fixed_header(condition: str) -> str:
 
 def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str:
     frame = records_frame(records)
-    seeds = meta.get("seeds", [])
+    cover = coverage(meta, records, trainings)
+    seeds = cover["seeds"]
+    n_seeds = len(seeds)
+    test = (meta.get("splits") or {}).get("test") or {}
+    spread = "mean ± sample std (ddof=1)" if n_seeds > 1 else "one seed, so no std"
     parts = [
-        f"# Results: {meta.get('corpus', '')}",
+        f"# Results: {md(meta.get('corpus', ''))}",
         "",
-        f"Mean ± sample std (ddof=1) over {len(seeds)} seed(s) {seeds}, in percent. Model selection on the dev "
+        f"{spread[0].upper() + spread[1:]} over {n_seeds} seed(s) {seeds}, in percent. Model selection on the dev "
         f"split only ({meta.get('selection', '')}). Evaluation masks: seed {meta.get('mask_seed')}, identical for "
         f"every method and seed; random missing uses the `{meta.get('random_scheme')}` scheme. "
-        f"Test split: {meta['splits']['test']['dialogues']} dialogues, {meta['splits']['test']['utterances']} utterances.",
+        f"Test split: {test.get('dialogues', '?')} dialogues, {test.get('utterances', '?')} utterances. "
+        f"\"{NOT_APPLICABLE}\": nothing is observed under that condition (or it equals another); it enters no average.",
         "",
         f"Re-run: `{meta.get('command', '')}`",
         "",
     ]
+    if cover["partial"]:
+        held = "; ".join(f"seed {s}: {', '.join(cover['per_seed'][s])}" for s in seeds) or "no records yet"
+        lacking = ", ".join(f"{m} seed {s}" for s, m in cover["missing"]) or "none (the run did not finish writing)"
+        parts += [
+            "## Partial run",
+            "",
+            f"This run is incomplete (planned: seeds {meta.get('seeds', [])}, methods {meta.get('methods', [])}). "
+            f"Records exist for {held}. Missing: {lacking}. Figures below cover only what exists; a cell with "
+            "fewer seeds than the others says (n=...). Finish it with `corekd run ... --resume`.",
+            "",
+        ]
+    if meta.get("warnings"):
+        parts += ["## Warnings", "", *(f"- {md(w)}" for w in meta["warnings"]), ""]
     if frame.empty:
         return "\n".join(parts + ["No records."]) + "\n"
-    fixed_cols = [c for c in FIXED_ORDER if c in set(frame.condition)]
+    conditions = {r["condition"] for r in records}
+    fixed_cols = [c for c in FIXED_ORDER if c in conditions]
     have_avg = FIXED_AVG in set(frame.condition)
-    random_cols = sorted({c for c in frame.condition if c.startswith("random:")}, key=lambda c: float(c.split(":")[1]))
+    random_cols = sorted({c for c in conditions if c.startswith("random:")}, key=lambda c: float(c.split(":")[1]))
+    na_fixed = [c for c in FIXED_ORDER if c in conditions and c not in set(frame.condition)]
+    table = lambda metric, cols: _mark_not_applicable(mean_std_table(frame, metric, cols), records)  # noqa: E731
     for metric, title in (("weighted_f1", "weighted F1"), ("accuracy", "accuracy")):
         cols = fixed_cols + ([FIXED_AVG] if have_avg else []) + ["complete"]
         headers = [_fixed_header(c) for c in fixed_cols] + (["Avg"] if have_avg else []) + ["complete"]
@@ -85,9 +152,10 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
             f"## Fixed missing modalities ({title})",
             "",
             "Columns name the modalities kept. Avg is the mean of the six per-condition figures, computed per seed "
-            "(not MMIN's pooled test set replicated six times).",
+            "(not MMIN's pooled test set replicated six times)"
+            + (f"; here of the {6 - len(na_fixed)} applicable ones ({', '.join(na_fixed)} not applicable)." if na_fixed else "."),
             "",
-            markdown_table(mean_std_table(frame, metric, cols), headers),
+            markdown_table(table(metric, cols), headers, n_expected=n_seeds),
             "",
         ]
     for metric, title in (("weighted_f1", "weighted F1"), ("accuracy", "accuracy")):
@@ -95,7 +163,7 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
         parts += [
             f"## Random missing, rate p ({title})",
             "",
-            markdown_table(mean_std_table(frame, metric, random_cols), [c.split(":")[1] for c in random_cols], "method \\ p"),
+            markdown_table(table(metric, random_cols), [c.split(":")[1] for c in random_cols], "method \\ p", n_seeds),
             "",
             "Realised missing rate on the test masks: "
             + ", ".join(f"p={c.split(':')[1]}: {realised[c]:.3f}" for c in random_cols if c in realised)
@@ -105,20 +173,24 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
     headline = "random:0.5" if "random:0.5" in set(frame.condition) else None
     if headline:
         per_class = pd.DataFrame([
-            {"variant": r["variant"], **r["per_class_f1"]} for r in records if r["condition"] == headline
+            {"variant": r["variant"], **r["per_class_f1"]} for r in _applicable(records) if r["condition"] == headline
         ])
         names = [c for c in per_class.columns if c != "variant"]
         stats = per_class.groupby("variant", sort=False)[names].agg(["mean", "std"])
-        lines = ["| method | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        lines = ["| method | " + " | ".join(md(n) for n in names) + " |", "|" + "---|" * (len(names) + 1)]
         for variant in dict.fromkeys(per_class.variant):
+            count = int((per_class.variant == variant).sum())
             cells = [
-                f"{100 * stats.loc[variant, (n, 'mean')]:.2f} ± {100 * np.nan_to_num(stats.loc[variant, (n, 'std')]):.2f}"
+                _cell((stats.loc[variant, (n, "mean")], None if count < 2 else stats.loc[variant, (n, "std")], count),
+                      n_seeds)
                 for n in names
             ]
-            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+            lines.append(f"| {md(variant)} | " + " | ".join(cells) + " |")
         parts += [f"## Per-class F1 at {headline}", "", *lines, ""]
     if trainings:
         train_frame = pd.DataFrame(trainings)
+        if "seconds" not in train_frame:
+            train_frame["seconds"] = np.nan
         score_col = next(c for c in train_frame.columns if c.startswith("dev_"))
         summary = train_frame.groupby("variant", sort=False).agg(
             best_epoch=("best_epoch", "mean"), epochs_run=("epochs_run", "mean"),
@@ -127,7 +199,7 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
         lines = [f"| model | mean selected epoch | mean epochs run | mean {score_col} | mean seconds |", "|---|---|---|---|---|"]
         for variant, row in summary.iterrows():
             lines.append(
-                f"| {variant} | {row.best_epoch:.1f} | {row.epochs_run:.1f} | {100 * row.dev:.2f} | {row.seconds:.1f} |"
+                f"| {md(variant)} | {row.best_epoch:.1f} | {row.epochs_run:.1f} | {100 * row.dev:.2f} | {row.seconds:.1f} |"
             )
         parts += ["## Training", "", "Dev scores: the teacher on the complete dev view, students on dev views masked like "
                   "their training (the score each was selected on).", "", *lines, ""]

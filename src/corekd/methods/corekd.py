@@ -88,6 +88,18 @@ class CoReKD(Method):
         o = self.options
         return any(w > 0 for w in (o.l_kd, o.l_state, o.l_mstate, o.l_nce_kd))
 
+    def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
+        o = self.options
+        if not o.nce_on:
+            return None
+        bad = [t for t in o.nce_types if any(m not in modalities for m in t)]
+        if bad:
+            return "nce_types", (
+                f"conflict types {bad} need modalities the corpus does not have (it has {list(modalities)}); "
+                "list only types of its nonverbal modalities, or switch NCE off with l_nce: 0"
+            )
+        return None
+
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
         o = self.options
         view = super().train_view(batch, mask_generator, generator)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from corekd.data.batching import Batch
@@ -21,7 +21,7 @@ from corekd.models.fusion import MaskedFusion
 
 
 class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     hidden: int = Field(128, ge=8, description="width of every state (H)")
     context_layers: int = Field(1, ge=0, description="transformer blocks over the utterance sequence (0 = no context)")
@@ -34,6 +34,12 @@ class ModelConfig(BaseModel):
     fuse_over: Literal["observed", "all"] = Field(
         "all", description="fuse only observed modalities, or also context-derived states of missing ones"
     )
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "ModelConfig":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
 
 
 @dataclass
