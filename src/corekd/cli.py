@@ -200,7 +200,7 @@ def data_synth(
         except ValidationError as exc:
             raise CorekdError(from_validation_error(exc, None).detail, field="--seed") from None
     if out.exists() and not out.is_dir():
-        raise CorekdError("--out must be a folder, but this is a file", path=out, field="--out")
+        raise CorekdError("expected a folder, but this is a file", path=out, field="--out")
     corpus = generate(synth)
     corpus.save(out)
     counts = {s: len(corpus.split(s)) for s in ("train", "dev", "test")}

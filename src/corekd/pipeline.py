@@ -162,8 +162,12 @@ def run(
     out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
     reporter = reporter or Reporter()
     command = command or f"corekd run {config_path or '<config>'} --out {out}"
+    try:
+        dev = resolve_device(config.device)
+    except CorekdError as exc:
+        where = {"field": "--device"} if device else {"path": config_path, "field": "device"}
+        raise CorekdError(exc.detail, **where) from None
     folder = RunFolder.check(out, config, resume=resume, overwrite=overwrite, config_path=config_path)
-    dev = resolve_device(config.device)
     corpus = load_data(config, config_path)
 
     labels = corpus.labels

@@ -68,8 +68,16 @@ def _json(path: Path, what: str) -> object:
 
 
 def is_run_folder(out: Path) -> bool:
-    """A folder written by ``corekd run`` (this version's marker, or an older run's results + config)."""
-    return (out / MARKER_FILE).is_file() or ((out / RESULTS_FILE).is_file() and (out / CONFIG_FILE).is_file())
+    """A folder written by ``corekd run``: this version's marker, or an older run's config.yaml and results.json."""
+    if (out / MARKER_FILE).is_file():
+        return True
+    if not ((out / RESULTS_FILE).is_file() and (out / CONFIG_FILE).is_file()):
+        return False
+    try:
+        payload = json.loads((out / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(payload, dict) and {"meta", "records"} <= set(payload)
 
 
 def config_difference(stored: object, given: object, where: str = "") -> tuple[str, object, object] | None:
@@ -113,7 +121,7 @@ class RunFolder:
             raise CorekdError("choose one of --resume (finish the earlier run) and --overwrite (move it aside)",
                               field="--resume/--overwrite")
         if out.exists() and not out.is_dir():
-            raise CorekdError("--out must be a folder, but this is a file", path=out, field="--out")
+            raise CorekdError("expected a folder (new, empty or an earlier run), but this is a file", path=out, field="--out")
         if not out.exists() or not any(out.iterdir()):
             return cls(out, "new")
         inside = config_path is not None and out.resolve() in Path(config_path).resolve().parents
@@ -282,5 +290,5 @@ def read_results(run_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
         _Results.model_validate(payload)
     except ValidationError as exc:
         err = from_validation_error(exc, path, model=_Results)
-        raise CorekdError(f"not a corekd results file: {err.detail}", path=path, field=err.field) from None
+        raise CorekdError(f"not a corekd results file ({err.detail})", path=path, field=err.field) from None
     return payload["meta"], payload["records"], payload.get("trainings", [])

@@ -1,0 +1,149 @@
+"""Resumable runs: kill a run (SIGKILL, SIGTERM), resume it, get the records of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from corekd.cli import app
+from helpers import TINY_SYNTH
+
+runner = CliRunner()
+
+# Two seeds, the four methods, a few epochs: long enough (several seconds) to be killed mid-way.
+RESUME_CONFIG = {
+    "name": "resume", "seeds": [0, 1], "device": "cpu", "threads": 1,
+    "data": {"source": "synthetic", "synth": dict(TINY_SYNTH)},
+    "model": {"hidden": 16, "heads": 2},
+    "training": {"epochs": 4, "patience": 4, "batch_size": 4},
+    "evaluation": {"batch_size": 8},
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "resume.yaml"
+    path.write_text(yaml.safe_dump(RESUME_CONFIG))
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(config_file, tmp_path_factory):
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("whole") / "run"
+    result = runner.invoke(app, ["run", str(config_file), "--out", str(out)])
+    torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "results.json").read_text())
+
+
+def _untimed(trainings):
+    return [{k: v for k, v in t.items() if k != "seconds"} for t in trainings]
+
+
+def _start(config_file, out):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "corekd.cli", "run", str(config_file), "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def _wait_for(path: Path, proc, timeout=120.0):
+    start = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path} appeared: {proc.communicate()}"
+        assert time.monotonic() - start < timeout, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def _finished_units(out):
+    return sorted(str(p.parent.relative_to(out / "checkpoints")) for p in (out / "checkpoints").glob("*/seed*/complete.json"))
+
+
+def test_sigkill_then_resume_gives_the_records_of_an_uninterrupted_run(tmp_path, config_file, uninterrupted):
+    out = tmp_path / "run"
+    proc = _start(config_file, out)
+    # Kill it hard right after the second model (no_kd, seed 0) is finished: mid-way through vanilla_kd.
+    _wait_for(out / "checkpoints" / "no_kd" / "seed0" / "complete.json", proc)
+    proc.kill()
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    kept = _finished_units(out)
+    assert "teacher/seed0" in kept and "no_kd/seed0" in kept and len(kept) < 8
+    before = json.loads((out / "results.json").read_text())
+    finished = {(u.split("/seed")[0], int(u.split("/seed")[1])) for u in kept}
+    assert {(r["variant"], r["seed"]) for r in before["records"]} <= finished  # results.json: finished models only
+    stamp = (out / "checkpoints" / "teacher" / "seed0" / "model.safetensors").stat().st_mtime_ns
+
+    # Without --resume the folder is refused and left as it is.
+    refused = runner.invoke(app, ["run", str(config_file), "--out", str(out)])
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    result = runner.invoke(app, ["run", str(config_file), "--out", str(out), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "teacher seed 0: kept from the earlier attempt" in result.output
+    assert (out / "checkpoints" / "teacher" / "seed0" / "model.safetensors").stat().st_mtime_ns == stamp  # not retrained
+
+    after = json.loads((out / "results.json").read_text())
+    assert after["records"] == uninterrupted["records"]  # identical, in the same order
+    assert _untimed(after["trainings"]) == _untimed(uninterrupted["trainings"])
+    assert len(after["records"]) >= len(before["records"]) and after["meta"]["status"] == "complete"
+    assert "Partial run" not in (out / "report.md").read_text()
+
+
+def test_sigterm_prints_what_was_kept_and_how_to_resume(tmp_path, config_file, uninterrupted):
+    out = tmp_path / "run"
+    proc = _start(config_file, out)
+    _wait_for(out / "checkpoints" / "teacher" / "seed0" / "complete.json", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted: kept ") and f"--out {out} --resume" in last and "Traceback" not in stderr
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["meta"]["status"] == "interrupted"
+    report = (out / "report.md").read_text()
+    assert "## Partial run" in report and "Missing:" in report
+    # The printed command finishes the run.
+    command = last.split("resume with: ", 1)[1].split()
+    assert command[:2] == ["corekd", "run"]
+    result = runner.invoke(app, command[1:])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "results.json").read_text())["records"] == uninterrupted["records"]
+
+
+def test_resume_refuses_a_different_config_and_names_the_field(tmp_path, config_file):
+    out = tmp_path / "run"
+    small = {**RESUME_CONFIG, "seeds": [0], "methods": [{"name": "no_kd"}], "training": {"epochs": 1}}
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(small))
+    assert runner.invoke(app, ["run", str(path), "--out", str(out)]).exit_code == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    path.write_text(yaml.safe_dump({**small, "training": {"epochs": 2}}))
+    result = runner.invoke(app, ["run", str(path), "--out", str(out), "--resume"])
+    assert result.exit_code == 2
+    line = result.output.strip()
+    assert "\n" not in line and "training.epochs" in line and "stored 1, given 2" in line
+    result = runner.invoke(app, ["run", str(path), "--out", str(out), "--resume", "--seeds", "0,1"])
+    assert result.exit_code == 2 and ": seeds:" in result.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing touched
+    # Resuming a finished run trains nothing and keeps every record.
+    path.write_text(yaml.safe_dump(small))
+    result = runner.invoke(app, ["run", str(path), "--out", str(out), "--resume"])
+    assert result.exit_code == 0 and "no_kd seed 0: kept" in result.output
+    assert json.loads((out / "results.json").read_text())["records"] == json.loads(before[out / "results.json"])["records"]
