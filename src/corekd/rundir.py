@@ -102,6 +102,10 @@ def config_difference(stored: object, given: object, where: str = "") -> tuple[s
     return None if stored == given else (where, stored, given)
 
 
+def _record_key(record: object) -> str:
+    return json.dumps(record, sort_keys=True)
+
+
 @dataclass
 class RunFolder:
     """Where a run writes, and what an earlier attempt of the same run already finished."""
@@ -161,12 +165,24 @@ class RunFolder:
                 f"the configuration differs from the run being resumed (stored {was!r}, given {now!r}); "
                 "resume with the same config, or use --overwrite", path=stored_path, field=name or "<root>",
             )
-        if (out / RESULTS_FILE).is_file():
-            payload = _json(out / RESULTS_FILE, "results file")
+        folder = cls(out, "resume")
+        if (out / RESULTS_FILE).exists():
+            payload = _json(out / RESULTS_FILE, "results file") if (out / RESULTS_FILE).is_file() else None
             if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
                 raise CorekdError("not a corekd results file (expected an object with a 'records' list)",
                                   path=out / RESULTS_FILE)
-        return cls(out, "resume")
+            # Every record already reported must belong to a finished model, or resuming would drop it.
+            kept = {_record_key(r) for unit in folder._units() for r in unit["records"]}
+            orphans = [r for r in payload["records"] if _record_key(r) not in kept]
+            if orphans:
+                raise CorekdError(
+                    f"holds {len(orphans)} record(s) of no finished model (no matching {CHECKPOINTS}/<method>/seed<S>/"
+                    f"{UNIT_DONE_FILE}), so resuming could lose them; use --overwrite", path=out / RESULTS_FILE,
+                )
+        return folder
+
+    def _units(self) -> list[dict]:
+        return [self._read_unit(p) for p in sorted((self.path / CHECKPOINTS).glob(f"*/seed*/{UNIT_DONE_FILE}"))]
 
     # ------------------------------------------------------------ writing
     def prepare(self, config: RunConfig, command: str) -> None:
@@ -198,6 +214,10 @@ class RunFolder:
         path = self.unit_dir(label, seed) / UNIT_DONE_FILE
         if not path.is_file():
             return None
+        return self._read_unit(path)
+
+    @staticmethod
+    def _read_unit(path: Path) -> dict:
         unit = _json(path, "completion record")
         if (not isinstance(unit, dict) or not isinstance(unit.get("records"), list)
                 or not isinstance(unit.get("training"), dict)):
@@ -215,10 +235,9 @@ class RunFolder:
         path = self.path / RESULTS_FILE
         if path.is_file():
             old = _json(path, "results file")
-            key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
             old_records = old.get("records", []) if isinstance(old, dict) else []
-            new = {key(r) for r in payload["records"]}
-            lost = [r for r in old_records if key(r) not in new]
+            new = {_record_key(r) for r in payload["records"]}
+            lost = [r for r in old_records if _record_key(r) not in new]
             if lost:  # a bug, not a user error: never shrink the results
                 raise RuntimeError(f"refusing to drop {len(lost)} record(s) from {path}")
         atomic_write(path, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
