@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = load_config(CONFIG)
-    command = [sys.executable, "-m", "corekd.cli", "run", str(CONFIG), "--out", str(args.run_dir)]
+    # --overwrite: an earlier benchmark run in run_dir is moved aside (never deleted), not refused.
+    command = [sys.executable, "-m", "corekd.cli", "run", str(CONFIG), "--out", str(args.run_dir), "--overwrite"]
     print("running:", shlex.join(command), flush=True)
 
     load_start = load_average()

@@ -155,7 +155,11 @@ def run(
         received.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    installed = False
+    try:
+        previous, installed = signal.signal(signal.SIGTERM, on_term), True
+    except ValueError:  # not the main thread (an embedding application): leave its signal handling alone
+        previous = None
     try:
         result = run_pipeline(config, out, seeds=seed_list, device=device, reporter=default_reporter(),
                               command=command, resume=resume, overwrite=overwrite)
@@ -163,7 +167,8 @@ def run(
         _one_line(stop.line())
         raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     print(f"report: {result.out_dir / 'report.md'}")
 
 
