@@ -147,3 +147,18 @@ def test_resume_refuses_a_different_config_and_names_the_field(tmp_path, config_
     result = runner.invoke(app, ["run", str(path), "--out", str(out), "--resume"])
     assert result.exit_code == 0 and "no_kd seed 0: kept" in result.output
     assert json.loads((out / "results.json").read_text())["records"] == json.loads(before[out / "results.json"])["records"]
+
+
+def test_resume_refuses_a_corpus_that_changed(tmp_path, tiny_corpus):
+    from helpers import edit_features
+
+    folder = tiny_corpus.save(tmp_path / "corpus")
+    cfg = {**RESUME_CONFIG, "seeds": [0], "methods": [{"name": "no_kd"}], "training": {"epochs": 1},
+           "data": {"source": "corpus", "path": str(folder)}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["run", str(path), "--out", str(out)]).exit_code == 0
+    edit_features(folder, lambda t: t["l"].__setitem__((0, 0), t["l"][0, 0] + 1))
+    result = runner.invoke(app, ["run", str(path), "--out", str(out), "--resume"])
+    assert result.exit_code == 2 and f"{folder}: data: the corpus differs" in result.output

@@ -28,7 +28,7 @@ from corekd.evaluation.report import write_report
 from corekd.methods import method_class
 from corekd.models.model import ERCModel
 from corekd.progress import Reporter
-from corekd.rundir import RunFolder, RunInterrupted
+from corekd.rundir import RunFolder, RunInterrupted, corpus_fingerprint
 from corekd.training import TeacherReference, init_model, load_checkpoint, save_checkpoint, train_model
 
 DEFAULT_CONFIG = Path("configs/quickstart.yaml")
@@ -169,6 +169,8 @@ def run(
         raise CorekdError(exc.detail, **where) from None
     folder = RunFolder.check(out, config, resume=resume, overwrite=overwrite, config_path=config_path)
     corpus = load_data(config, config_path)
+    fingerprint = corpus_fingerprint(corpus)
+    folder.check_corpus(fingerprint, config.data.path if config.data.source == "corpus" else config_path)
 
     labels = corpus.labels
     dims = {m: s.dim for m, s in corpus.modalities.items()}
@@ -222,7 +224,7 @@ def run(
     # Everything is validated: from here on the output folder is written.
     if config.threads:
         torch.set_num_threads(config.threads)
-    folder.prepare(config, command)
+    folder.prepare(config, command, fingerprint)
     if folder.moved_to:
         reporter.message(f"moved the earlier run in {out} aside to {folder.moved_to}")
     for warning in warnings:

@@ -20,6 +20,7 @@ Rules, checked before anything is written:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -100,6 +101,19 @@ def config_difference(stored: object, given: object, where: str = "") -> tuple[s
                 return found
         return None
     return None if stored == given else (where, stored, given)
+
+
+def corpus_fingerprint(corpus) -> str:
+    """A hash of everything a run reads from a corpus: names, labels, dims, dialogues, features."""
+    h = hashlib.sha256()
+    h.update(json.dumps([corpus.name, corpus.labels, {m: s.dim for m, s in corpus.modalities.items()}]).encode())
+    for d in corpus.dialogues:
+        h.update(json.dumps([d.id, d.split, d.utterance_ids, d.speakers]).encode())
+        h.update(d.labels.tobytes())
+        h.update(d.available.tobytes())
+        for m in corpus.modality_names:
+            h.update(d.features[m].tobytes())
+    return h.hexdigest()
 
 
 def _record_key(record: object) -> str:
@@ -185,7 +199,18 @@ class RunFolder:
         return [self._read_unit(p) for p in sorted((self.path / CHECKPOINTS).glob(f"*/seed*/{UNIT_DONE_FILE}"))]
 
     # ------------------------------------------------------------ writing
-    def prepare(self, config: RunConfig, command: str) -> None:
+    def check_corpus(self, fingerprint: str, where: str | Path | None) -> None:
+        """On resume, the corpus must be the one the run started with (a folder's contents can change)."""
+        if self.mode != "resume":
+            return
+        stored = _json(self.path / MARKER_FILE, "run marker").get("corpus_fingerprint")
+        if stored is not None and stored != fingerprint:
+            raise CorekdError(
+                f"the corpus differs from the one the run in {self.path} started with (fingerprint {stored[:12]} -> "
+                f"{fingerprint[:12]}); resume with the same data, or use --overwrite", path=where, field="data",
+            )
+
+    def prepare(self, config: RunConfig, command: str, corpus_fingerprint: str | None = None) -> None:
         """Create the folder (moving an earlier run aside first when overwriting); write marker and config."""
         if self.mode == "overwrite":
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -200,9 +225,10 @@ class RunFolder:
         if self.mode == "resume":
             return  # the stored config equals this one; the marker stays as it was
         marker = {"format": FORMAT, "version": VERSION, "corekd_version": __version__,
-                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command}
-        atomic_write(self.path / MARKER_FILE, lambda p: Path(p).write_text(json.dumps(marker, indent=1)))
+                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
+                  "corpus_fingerprint": corpus_fingerprint}
         atomic_write(self.path / CONFIG_FILE, lambda p: Path(p).write_text(dump_config(config)))
+        atomic_write(self.path / MARKER_FILE, lambda p: Path(p).write_text(json.dumps(marker, indent=1)))
 
     def unit_dir(self, label: str, seed: int) -> Path:
         return self.path / CHECKPOINTS / label / f"seed{seed}"
