@@ -318,14 +318,14 @@ def _rows(variant, seed, value, labels=("a", "b")):
 def test_an_interrupted_run_is_reported_as_partial(tmp_path):
     meta = {**_meta([0, 1, 2], ["m", "k"]), "status": "interrupted"}
     text = render_report(meta, _rows("m", 0, 0.5) + _rows("k", 0, 0.6) + _rows("m", 1, 0.7), [])
-    assert "over 2 seed(s) [0, 1]" in text and "over 3 seed(s)" not in text
+    assert "over 2 seed(s) [0, 1]" in text and "over 3 seed(s)" not in text and "`corekd run x --resume`" in text
     assert "## Partial run" in text and "Missing: k seed 1, m seed 2, k seed 2" in text
     assert "| k | 60.00 (n=1) |" in text and "| m | 60.00 ± 14.14 |" in text
 
 
 def test_one_seed_shows_no_std():
     text = render_report(_meta([0]), _rows("m", 0, 0.5), [])
-    assert "±" not in text.split("Re-run")[1] and "| m | 50.00 |" in text and "One seed, so no std" in text
+    assert "±" not in text.split("Re-run")[1] and "| m | 50.00 |" in text and "from one seed [0], so no std" in text
 
 
 def test_markdown_cells_are_escaped():

@@ -56,7 +56,7 @@ class RunInterrupted(Exception):
 
     def line(self) -> str:
         return (
-            f"interrupted: kept {len(self.kept)} of {self.total} finished model(s) in {self.out} "
+            f"interrupted: kept {len(self.kept)} finished model(s) of {self.total} in {self.out} "
             f"(checkpoints, records, results.json); resume with: {self.resume_command}"
         )
 

@@ -98,13 +98,14 @@ class Corpus:
         for split in SPLITS:
             if not self.split(split):
                 found.append(f"split '{split}' has no dialogues")
-        for split, consequence in (("train", "no model learns to predict it"), ("dev", "model selection never scores it")):
+        for split, consequence in (("train", "no model learns to predict {}"), ("dev", "model selection never scores {}")):
             counts = self.label_counts(split)
             absent = [name for name in self.labels if counts[name] == 0]
             if absent and self.split(split):
+                many = len(absent) > 1
                 found.append(
-                    f"label{'s' if len(absent) > 1 else ''} {', '.join(repr(n) for n in absent)} never "
-                    f"occur{'' if len(absent) > 1 else 's'} in the {split} split ({consequence})"
+                    f"label{'s' if many else ''} {', '.join(repr(n) for n in absent)} never "
+                    f"occur{'' if many else 's'} in the {split} split ({consequence.format('them' if many else 'it')})"
                 )
         for j, m in enumerate(self.modality_names):
             missing = sum(int((~d.available[:, j]).sum()) for d in self.dialogues)

@@ -111,11 +111,12 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
     seeds = cover["seeds"]
     n_seeds = len(seeds)
     test = (meta.get("splits") or {}).get("test") or {}
-    spread = "mean ± sample std (ddof=1)" if n_seeds > 1 else "one seed, so no std"
+    spread = (f"Mean ± sample std (ddof=1) over {n_seeds} seed(s) {seeds}" if n_seeds != 1
+              else f"Figures from one seed {seeds}, so no std (it is undefined for one seed)")
     parts = [
         f"# Results: {md(meta.get('corpus', ''))}",
         "",
-        f"{spread[0].upper() + spread[1:]} over {n_seeds} seed(s) {seeds}, in percent. Model selection on the dev "
+        f"{spread}, in percent. Model selection on the dev "
         f"split only ({meta.get('selection', '')}). Evaluation masks: seed {meta.get('mask_seed')}, identical for "
         f"every method and seed; random missing uses the `{meta.get('random_scheme')}` scheme. "
         f"Test split: {test.get('dialogues', '?')} dialogues, {test.get('utterances', '?')} utterances. "
@@ -132,7 +133,7 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
             "",
             f"This run is incomplete (planned: seeds {meta.get('seeds', [])}, methods {meta.get('methods', [])}). "
             f"Records exist for {held}. Missing: {lacking}. Figures below cover only what exists; a cell with "
-            "fewer seeds than the others says (n=...). Finish it with `corekd run ... --resume`.",
+            f"fewer seeds than the others says (n=...). Finish it with `{meta.get('command') or 'corekd run ...'} --resume`.",
             "",
         ]
     if meta.get("warnings"):
