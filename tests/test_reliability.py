@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from corekd.cli import app
 from corekd.config import load_config
 from corekd.evaluation.report import render_report
-from corekd.rundir import RunFolder
 from helpers import TINY_SYNTH, edit_meta
 
 runner = CliRunner()
@@ -209,6 +208,8 @@ def test_files_get_normal_permissions(tmp_path):
 
 
 def test_results_never_shrink(tmp_path):
+    from corekd.rundir import RunFolder
+
     cfg = load_config(_write(tmp_path / "q.yaml", _quick()))
     folder = RunFolder(tmp_path / "run", "new")
     folder.prepare(cfg, "corekd run q.yaml")
