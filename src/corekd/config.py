@@ -67,7 +67,10 @@ class EvaluationConfig(_Strict):
         for r in value:
             if not 0 <= r < 1:
                 raise ValueError(f"missing rate {r} is outside [0, 1)")
-        return [round(r, 6) for r in value]
+        rounded = [round(r, 6) for r in value]
+        if len(set(rounded)) != len(rounded):
+            raise ValueError("missing rates must not repeat")
+        return rounded
 
 
 class MethodSpec(_Strict):

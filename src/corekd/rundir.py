@@ -146,7 +146,7 @@ class RunFolder:
         if not is_run_folder(out):
             hint = (f"; your config {config_path} lies inside it: give the run its own folder, e.g. --out {out / 'run'}"
                     if inside else "; choose a new or empty folder")
-            raise CorekdError(f"--out is a non-empty folder that is not a corekd run (nothing was written){hint}",
+            raise CorekdError(f"a non-empty folder that is not a corekd run (nothing was written){hint}",
                               path=out, field="--out")
         if overwrite:
             return cls(out, "overwrite")
