@@ -204,7 +204,7 @@ def test_cosine_schedule_and_weight_average(tiny_corpus, tiny_splits):
     raw, avg = dict(trainer.model.named_parameters()), dict(trainer.eval_model.named_parameters())
     assert trainer.eval_model is not trainer.model
     assert not all(torch.equal(raw[k], avg[k]) for k in raw)  # the average lags the raw weights
-    plain = _trainer(tiny_corpus, tiny_splits, epochs=4, lr=0.01)
+    plain = _trainer(tiny_corpus, tiny_splits, epochs=4, lr=0.01, schedule="constant", ema=0.0)
     plain.epoch(train)
     assert plain.eval_model is plain.model and plain.optimizer.param_groups[0]["lr"] == 0.01
 

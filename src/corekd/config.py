@@ -32,7 +32,7 @@ class DataConfig(_Strict):
     path: str | None = Field(None, description="corpus folder (docs/data-format.md) when source is 'corpus'")
     synth: SynthConfig = Field(default_factory=SynthConfig)
     standardize: bool = Field(
-        False, description="z-score every input column with the train split's statistics (observed utterances only); "
+        True, description="z-score every input column with the train split's statistics (observed utterances only); "
         "the statistics are saved in every checkpoint"
     )
 
@@ -44,9 +44,9 @@ class DataConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(40, ge=1, description="most epochs per model")
-    patience: int = Field(8, ge=1, description="stop after this many epochs without a better dev score")
-    batch_size: int = Field(8, ge=1, description="dialogues per batch")
+    epochs: int = Field(60, ge=1, description="most epochs per model")
+    patience: int = Field(12, ge=1, description="stop after this many epochs without a better dev score")
+    batch_size: int = Field(16, ge=1, description="dialogues per batch")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0 = off)")
@@ -55,9 +55,9 @@ class TrainingConfig(_Strict):
     teacher_cache: bool = Field(True, description="compute the frozen teacher's complete-view outputs once per seed")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy terms")
     schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="learning rate: constant, or cosine decay to 0 over `epochs` (per step)"
+        "cosine", description="learning rate: constant, or cosine decay to 0 over `epochs` (per step)"
     )
-    ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights, updated "
+    ema: float = Field(0.98, ge=0, lt=1, description="decay of an exponential moving average of the weights, updated "
                        "every step; when > 0 the average is what is scored on dev, selected and saved (0 = off)")
     select_window: int = Field(1, ge=1, description="select on the trailing mean of this many epochs' dev scores "
                                "(1 = the raw dev score); early stopping follows the same curve")

@@ -44,10 +44,10 @@ class ModelConfig(BaseModel):
     fuse_over: Literal["observed", "all"] = Field(
         "all", description="token fusion only: fuse only observed modalities, or also context-derived states of missing ones"
     )
-    context: ContextKind = Field("attention", description="dialogue context: speaker-aware attention, bidirectional GRU, or none")
+    context: ContextKind = Field("gru", description="dialogue context: speaker-aware attention, bidirectional GRU, or none")
     context_over: ContextOver = Field("modality", description="context per modality before fusion, or once after fusion")
     fusion: FusionKind = Field(
-        "token", description="learned-token attention fusion, or mean / attention over the observed modalities only"
+        "observed_mean", description="learned-token attention fusion, or mean / attention over the observed modalities only"
     )
     input_norm: bool = Field(True, description="per-utterance LayerNorm over each modality's input features")
 
@@ -79,12 +79,14 @@ class ERCModel(nn.Module):
             for m, d in dims.items()
         })
         streams = len(dims) if cfg.context_over == "modality" else 1
-        if cfg.context == "attention":
+        # context_layers 0: no context (the attention encoder keeps its final LayerNorm, as before)
+        self.context_kind = "none" if cfg.context == "gru" and cfg.context_layers == 0 else cfg.context
+        if self.context_kind == "attention":
             self.context = SpeakerContextEncoder(
                 cfg.hidden, cfg.heads, cfg.context_layers, cfg.ffn_mult, cfg.dropout,
                 streams, cfg.max_relative_position, cfg.speaker_aware,
             )
-        elif cfg.context == "gru":
+        elif self.context_kind == "gru":
             self.context = GRUContextEncoder(cfg.hidden, cfg.context_layers, cfg.dropout, cfg.speaker_aware)
             self.stream_embed = nn.Parameter(torch.zeros(streams, cfg.hidden))
         else:
@@ -103,9 +105,9 @@ class ERCModel(nn.Module):
 
     def _contextualise(self, x: torch.Tensor, mask: torch.Tensor, batch: Batch) -> torch.Tensor:
         # x: [B, U, S, H] (S streams: modalities, or 1 after fusion); mask: [B, U, S] bool -> [B, U, S, H]
-        if self.cfg.context == "attention":
+        if self.context_kind == "attention":
             return self.context(x, mask, batch.speakers)
-        if self.cfg.context == "gru":
+        if self.context_kind == "gru":
             b, u, s, h = x.shape
             seq = (x + self.stream_embed).permute(0, 2, 1, 3).reshape(b * s, u, h)  # [B*S, U, H]
             lengths = batch.utt_mask.sum(1).repeat_interleave(s)  # [B*S]

@@ -30,7 +30,7 @@ class GRUContextEncoder(nn.Module):
         self.speaker_embed = nn.Embedding(self.MAX_SPEAKERS, hidden) if speaker_aware else None
         if self.speaker_embed is not None:
             nn.init.normal_(self.speaker_embed.weight, std=0.02)
-        self.gru = nn.GRU(hidden, hidden // 2, num_layers=max(1, layers), batch_first=True, bidirectional=True,
+        self.gru = nn.GRU(hidden, hidden // 2, num_layers=layers, batch_first=True, bidirectional=True,
                           dropout=dropout if layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(hidden)
