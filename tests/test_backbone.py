@@ -267,3 +267,15 @@ def test_heavy_tailed_synthetic_setting_changes_features_only():
     assert (np.abs(l1).mean(0) > 50).sum() == 2
     with pytest.raises(ValueError):
         SynthConfig(**TINY_SYNTH, scale={"x": 2.0})
+
+
+def test_input_norm_off_lets_a_constant_shift_through(tiny_corpus, tiny_batch):
+    """The per-utterance LayerNorm removes a constant shift of an utterance's features; without it the shift counts."""
+    shifted = dict(tiny_batch.features)
+    shifted["l"] = shifted["l"] + 5.0
+    other = replace(tiny_batch, features=shifted)
+    with_norm = _model(tiny_corpus, context="none", fusion="observed_mean")
+    without = _model(tiny_corpus, context="none", fusion="observed_mean", input_norm=False)
+    with torch.no_grad():
+        assert torch.allclose(with_norm(tiny_batch).logits, with_norm(other).logits, atol=1e-4)
+        assert not torch.allclose(without(tiny_batch).logits, without(other).logits, atol=1e-4)
