@@ -55,9 +55,9 @@ class TrainingConfig(_Strict):
     teacher_cache: bool = Field(True, description="compute the frozen teacher's complete-view outputs once per seed")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy terms")
     schedule: Literal["constant", "cosine"] = Field(
-        "cosine", description="learning rate: constant, or cosine decay to 0 over `epochs` (per step)"
+        "constant", description="learning rate: constant, or cosine decay to 0 over `epochs` (per step)"
     )
-    ema: float = Field(0.98, ge=0, lt=1, description="decay of an exponential moving average of the weights, updated "
+    ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights, updated "
                        "every step; when > 0 the average is what is scored on dev, selected and saved (0 = off)")
     select_window: int = Field(1, ge=1, description="select on the trailing mean of this many epochs' dev scores "
                                "(1 = the raw dev score); early stopping follows the same curve")
