@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = {"one_seed_1_thread": (one_seed, args.run_dir / "one-seed-1-thread"),
             "quickstart_2_threads": (two_threads, args.run_dir / "quickstart")}
     results = {}
+    if args.only and args.out.is_file():  # keep the other job's last figures
+        results = {k: v for k, v in json.loads(args.out.read_text()).get("jobs", {}).items() if k != args.only}
     for name, (cfg_path, run_dir) in jobs.items():
         if args.only and name != args.only:
             continue
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {job['wall_s']:.1f} s, target <= {TARGETS_S[name]:g} s "
               f"{'met' if job['target_met'] else 'NOT met'} (load {job['load_average_start']} -> {job['load_average_end']})",
               flush=True)
-    device = torch.device(next((j["device"] for j in results.values() if j["device"]), None) or resolve_device(config.device))
+    device = torch.device(next((j["device"] for j in results.values() if j.get("device")), None) or resolve_device(config.device))
     result = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "jobs": results,
