@@ -40,7 +40,8 @@ def test_tiny_end_to_end_run(tmp_path, tiny_yaml):
     result = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out), "--seeds", "0,1"])
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "results.json").read_text())
-    records = payload["records"]
+    assert {r["split"] for r in payload["records"]} == {"dev", "test"}  # every model on dev and test
+    records = [r for r in payload["records"] if r["split"] == "test"]
     assert all(METRIC_KEYS <= set(r) for r in records)
     got = {(r["method"], r["seed"], r["condition"]) for r in records}
     want = {(m, s, c) for m in ("teacher", "no_kd", "vanilla_kd", "corekd") for s in (0, 1) for c in CONDITIONS}

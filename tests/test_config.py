@@ -7,6 +7,7 @@ import yaml
 
 from corekd.config import RunConfig, dump_config, load_config, validate_config
 from corekd.errors import CorekdError
+from corekd.study import expand_study, is_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,5 +78,8 @@ def test_unreadable_configs(tmp_path):
 
 def test_every_config_file_in_the_repo_is_valid():
     for path in (ROOT / "configs").glob("*.yaml"):
+        if is_study(yaml.safe_load(path.read_text())):  # a study: every (corpus, candidate) run config is valid
+            assert all(isinstance(c, RunConfig) for c in expand_study(path).values())
+            continue
         assert isinstance(load_config(path), RunConfig)
         yaml.safe_load(path.read_text())

@@ -124,14 +124,15 @@ def test_test_split_is_predicted_only_after_each_model_is_trained(tmp_path, tiny
     monkeypatch.setattr(training, "predict", spy_predict("training"))
     pipeline.run(_tiny_run_config(tmp_path / "c"), tmp_path / "out")
     assert {s for kind, s in events if kind == "predict:training"} == {"dev"}  # selection sees dev only
-    assert {s for kind, s in events if kind == "predict:pipeline"} == {"test"}
+    assert {s for kind, s in events if kind == "predict:pipeline"} == {"dev", "test"}  # dev records, then test
     inside = False
     for kind, what in events:
         inside = {"train-start": True, "train-end": False}.get(kind, inside)
         assert not (inside and what == "test"), "the test split was used while a model was training"
     # each model's test evaluation follows its training: 15 conditions after each train-end
     ends = [i for i, e in enumerate(events) if e[0] == "train-end"]
-    assert events[ends[0] + 1] == ("predict:pipeline", "test")
+    assert events[ends[0] + 1] == ("predict:pipeline", "dev")
+    assert ("predict:pipeline", "test") in events[ends[0] + 1 : ends[1]]
 
 
 def test_results_and_checkpoints_written(tmp_path, tiny_corpus):

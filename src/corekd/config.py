@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,6 +31,10 @@ class DataConfig(_Strict):
     source: Literal["synthetic", "corpus"] = Field("synthetic", description="generate the synthetic corpus, or read a corpus folder")
     path: str | None = Field(None, description="corpus folder (docs/data-format.md) when source is 'corpus'")
     synth: SynthConfig = Field(default_factory=SynthConfig)
+    standardize: bool = Field(
+        True, description="z-score every input column with the train split's statistics (observed utterances only); "
+        "the statistics are saved in every checkpoint"
+    )
 
     @model_validator(mode="after")
     def _path_given(self) -> "DataConfig":
@@ -44,15 +48,38 @@ class DataConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(40, ge=1, description="most epochs per model")
-    patience: int = Field(8, ge=1, description="stop after this many epochs without a better dev score")
-    batch_size: int = Field(8, ge=1, description="dialogues per batch")
+    epochs: int = Field(60, ge=1, description="most epochs per model")
+    patience: int = Field(12, ge=1, description="stop after this many epochs without a better dev score")
+    batch_size: int = Field(16, ge=1, description="dialogues per batch")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0 = off)")
     select_metric: SelectMetric = Field("weighted_f1", description="dev metric for model selection and early stopping")
     missing: TrainingMissing = Field(default_factory=TrainingMissing, description="students' random-missing training range")
     teacher_cache: bool = Field(True, description="compute the frozen teacher's complete-view outputs once per seed")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy terms")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate: constant, or cosine decay to 0 over `epochs` (per step)"
+    )
+    ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights, updated "
+                       "every step; when > 0 the average is what is scored on dev, selected and saved (0 = off)")
+    select_window: int = Field(1, ge=1, description="select on the trailing mean of this many epochs' dev scores "
+                               "(1 = the raw dev score); early stopping follows the same curve")
+
+
+class TeacherConfig(_Strict):
+    """Overrides of the model and training settings for the teacher only (unset = the shared setting)."""
+
+    dropout: float | None = Field(None, ge=0, lt=1)
+    input_dropout: float | None = Field(None, ge=0, lt=1)
+    weight_decay: float | None = Field(None, ge=0)
+    label_smoothing: float | None = Field(None, ge=0, lt=1)
+    lr: float | None = Field(None, gt=0)
+    epochs: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1)
+    ema: float | None = Field(None, ge=0, lt=1)
+
+    MODEL_FIELDS: ClassVar[tuple[str, ...]] = ("dropout", "input_dropout")
 
 
 class EvaluationConfig(_Strict):
@@ -94,6 +121,7 @@ class RunConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="teacher-only overrides")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     methods: list[MethodSpec] = Field(
         default_factory=lambda: [MethodSpec(name=n) for n in ("teacher", "no_kd", "vanilla_kd", "corekd")], min_length=1
@@ -112,6 +140,22 @@ class RunConfig(_Strict):
         if len(set(value)) != len(value):
             raise ValueError("seeds must not repeat")
         return value
+
+    def model_for(self, method_name: str) -> ModelConfig:
+        """The model settings of a method's model: the shared ones, with the teacher's overrides for the teacher."""
+        if method_name != "teacher":
+            return self.model
+        changes = {k: getattr(self.teacher, k) for k in TeacherConfig.MODEL_FIELDS if getattr(self.teacher, k) is not None}
+        return self.model.model_copy(update=changes)
+
+    def training_for(self, method_name: str) -> TrainingConfig:
+        """The training settings of a method: the shared ones, with the teacher's overrides for the teacher."""
+        if method_name != "teacher":
+            return self.training
+        changes = {
+            k: v for k, v in self.teacher.model_dump().items() if v is not None and k not in TeacherConfig.MODEL_FIELDS
+        }
+        return self.training.model_copy(update=changes)
 
     def method_options(self, spec: MethodSpec) -> BaseModel:
         return method_class(spec.name).Options.model_validate(spec.options)

@@ -20,6 +20,7 @@ from corekd.config import MethodSpec, RunConfig, load_config
 from corekd.data.batching import SplitTensors
 from corekd.data.corpus import Corpus, load_corpus
 from corekd.data.protocols import missing_rate, split_condition_mask, standard_conditions
+from corekd.data.standardize import train_statistics
 from corekd.data.synth import generate
 from corekd.errors import CorekdError, from_validation_error
 from corekd.evaluation.metrics import classification_metrics
@@ -140,6 +141,17 @@ def resolve_config(
     return config, config_path
 
 
+def evaluation_masks(
+    conditions, split: SplitTensors, modalities: tuple[str, ...], mask_seed: int, scheme: str
+) -> ConditionMasks:
+    """Condition name -> mask on ``split`` (named ``split.name``): a function of (mask_seed, split, condition).
+
+    Conditions under which nothing is worth scoring on this split are listed as not applicable.
+    """
+    masks = {c.name: split_condition_mask(c, split.avail, modalities, mask_seed, split.name, scheme) for c in conditions}
+    return ConditionMasks(masks, {c.name: reason for c in conditions if (reason := not_applicable(c, masks[c.name], split))})
+
+
 def run(
     config: RunConfig | str | Path | None = None,
     out_dir: str | Path | None = None,
@@ -177,13 +189,9 @@ def run(
     train, dev_split, test = (SplitTensors.from_corpus(corpus, s) for s in ("train", "dev", "test"))
     ev = config.evaluation
     conditions = standard_conditions(corpus.modality_names, ev.random_rates)
-    masks = {
-        c.name: split_condition_mask(c, test.avail, corpus.modality_names, ev.mask_seed, "test", ev.scheme)
-        for c in conditions
-    }
-    test_masks = ConditionMasks(masks, {
-        c.name: reason for c in conditions if (reason := not_applicable(c, masks[c.name], test))
-    })
+    test_masks = evaluation_masks(conditions, test, corpus.modality_names, ev.mask_seed, ev.scheme)
+    dev_masks = evaluation_masks(conditions, dev_split, corpus.modality_names, ev.mask_seed, ev.scheme)
+    input_stats = train_statistics(train) if config.data.standardize else None
 
     methods = {s.label: method_class(s.name)(config.method_options(s), config.training.missing) for s in config.methods}
     teachers = [s for s in config.methods if s.name == "teacher"]
@@ -207,6 +215,7 @@ def run(
         "mask_seed": ev.mask_seed,
         "random_scheme": ev.scheme,
         "selection": f"dev split, {config.training.select_metric}; test used once per model after training",
+        "standardize": "train-split statistics" if input_stats is not None else None,
         "device": str(dev),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -251,22 +260,26 @@ def run(
                             )
                         reporter.end_model(f"{label} seed {seed}: kept from the earlier attempt")
                         continue
-                    model = init_model(config.model, dims, len(labels), seed, "teacher" if method.name == "teacher" else "student")
-                    reporter.start_model(f"{label} seed {seed}", config.training.epochs)
+                    model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
+                    model = init_model(model_cfg, dims, len(labels), seed, "teacher" if method.name == "teacher" else "student")
+                    if input_stats is not None:
+                        model.set_input_statistics(input_stats)
+                    reporter.start_model(f"{label} seed {seed}", train_cfg.epochs)
                     result = train_model(
-                        method, model, train, dev_split, config.training, seed=seed, label_names=labels, device=dev,
+                        method, model, train, dev_split, train_cfg, seed=seed, label_names=labels, device=dev,
                         teacher=teacher_ref if method.needs_teacher else None, eval_batch_size=ev.batch_size,
                         on_epoch=reporter.epoch,
                     )
                     save_checkpoint(result.model, folder.unit_dir(label, seed), {
                         "method": method.name, "variant": label, "options": method.options.model_dump(mode="json"),
-                        "seed": seed, "best_epoch": result.best_epoch, "labels": labels,
+                        "seed": seed, "best_epoch": result.best_epoch, "selected_epoch": result.selected_epoch,
+                        "labels": labels, "input_statistics": "train split" if input_stats is not None else "identity",
                         "modalities": list(corpus.modality_names), "corpus": corpus.name,
                         f"dev_{config.training.select_metric}": result.best_score,
                     })
                     training = {
                         "method": method.name, "variant": label, "seed": seed, "best_epoch": result.best_epoch,
-                        "epochs_run": result.epochs_run, f"dev_{config.training.select_metric}": round(result.best_score, 6),
+                        "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run, f"dev_{config.training.select_metric}": round(result.best_score, 6),
                         "seconds": round(result.seconds, 2), "history": result.history,
                     }
                     if method.name == "teacher":
@@ -274,16 +287,19 @@ def run(
                             result.model, train, cache=config.training.teacher_cache, batch_size=ev.batch_size, device=dev
                         )
                     model_records = []
-                    if label in reported:  # the test split, once, after this model's training
-                        for row in evaluate_model(result.model, test, test_masks, labels, ev.batch_size, dev):
-                            model_records.append({"method": method.name, "variant": label, "seed": seed, **row})
+                    if label in reported:  # dev under the same conditions; the test split, once, after this model's training
+                        for split_name, split, masks in (("dev", dev_split, dev_masks), ("test", test, test_masks)):
+                            for row in evaluate_model(result.model, split, masks, labels, ev.batch_size, dev):
+                                model_records.append(
+                                    {"method": method.name, "variant": label, "seed": seed, "split": split_name, **row}
+                                )
                     folder.save_unit(label, seed, model_records, training)  # the model is finished from here
                     records.extend(model_records)
                     trainings.append(training)
                     kept.append(f"{label} seed {seed}")
                     save_results()
                     reporter.end_model(
-                        f"{label} seed {seed}: epoch {result.best_epoch}/{result.epochs_run} selected, "
+                        f"{label} seed {seed}: epoch {result.selected_epoch}/{result.epochs_run} selected, "
                         f"dev {config.training.select_metric} {result.best_score:.4f}, {result.seconds:.1f} s"
                     )
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +57,13 @@ class TeacherReference:
 
 @dataclass
 class TrainResult:
-    model: ERCModel  # with the selected (best dev) weights, in eval mode
-    best_epoch: int
-    best_score: float
+    model: ERCModel  # with the selected weights, in eval mode
+    best_epoch: int  # the epoch with the best raw dev score
+    best_score: float  # the raw dev score of the selected epoch
     epochs_run: int
     seconds: float
     history: list[dict] = field(default_factory=list)  # per epoch: mean loss terms and the dev score
+    selected_epoch: int = 0  # the epoch whose weights were kept (= best_epoch unless training.select_window > 1)
 
 
 def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str) -> ERCModel:
@@ -85,6 +87,9 @@ class Trainer:
         self.method, self.cfg, self.device, self.teacher = method, cfg, device, teacher
         self.model = model.to(device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps_done = 0
+        # The weight average (training.ema): scored on dev, selected and saved in place of the raw weights.
+        self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema > 0 else None
         self.shuffle_gen = torch_generator("shuffle", seed)
         self.mask_gen = torch_generator("train-mask", seed)
         self.method_gen = torch_generator("method", seed, method.name)
@@ -100,6 +105,7 @@ class Trainer:
             teacher=self.teacher.outputs(batch) if method.needs_teacher else None,
             model=model,
             generator=self.method_gen,
+            label_smoothing=self.cfg.label_smoothing,
         )
         total, terms = method.loss(ctx)
         self.optimizer.zero_grad(set_to_none=True)
@@ -107,14 +113,41 @@ class Trainer:
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
+        self.steps_done += 1
+        if self.ema_model is not None:
+            self._update_average()
         return {k: v.detach() for k, v in {"loss": total, **terms}.items()}
+
+    @property
+    def eval_model(self) -> ERCModel:
+        """The weights that are scored, selected and saved: the average when ``training.ema`` > 0."""
+        return self.ema_model if self.ema_model is not None else self.model
+
+    def _update_average(self) -> None:
+        # Warm-up: the effective decay grows with the step count, so the average leaves the initial weights quickly.
+        decay = min(self.cfg.ema, (1 + self.steps_done) / (10 + self.steps_done))
+        with torch.no_grad():
+            ema = [p for p in self.ema_model.parameters()]
+            cur = [p.detach() for p in self.model.parameters()]
+            torch._foreach_lerp_(ema, cur, 1.0 - decay)
+            for b_ema, b in zip(self.ema_model.buffers(), self.model.buffers()):
+                b_ema.copy_(b)
+
+    def _set_lr(self, steps_per_epoch: int) -> None:
+        if self.cfg.schedule == "cosine":
+            total = max(1, self.cfg.epochs * steps_per_epoch)
+            lr = 0.5 * self.cfg.lr * (1 + math.cos(math.pi * min(self.steps_done, total) / total))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
 
     def epoch(self, train: SplitTensors) -> dict[str, float]:
         """One shuffled pass over ``train``; the mean of every loss term (one device sync, at the end)."""
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
         steps = 0
+        steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
         for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_gen, device=self.device):
+            self._set_lr(steps_per_epoch)
             for k, v in self.step(batch).items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
@@ -135,20 +168,31 @@ def train_model(
     eval_batch_size: int = 32,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` with ``method`` on ``train``; select the epoch by ``cfg.select_metric`` on ``dev``."""
+    """Train ``model`` with ``method`` on ``train``; select the epoch by ``cfg.select_metric`` on ``dev``.
+
+    The selection curve is the dev score, or its trailing mean over ``cfg.select_window`` epochs;
+    the epoch maximising it (the first, on ties) is kept, and training stops ``cfg.patience``
+    epochs after it. ``best_epoch`` is the raw dev curve's best, ``selected_epoch`` the kept one.
+    """
     start = time.perf_counter()
     trainer = Trainer(method, model, cfg, seed=seed, device=device, teacher=teacher)
     dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed))
     best_state, best_score, best_epoch = None, -np.inf, 0
+    raw_best, raw_best_epoch, selected_curve = -np.inf, 0, -np.inf
+    scores: list[float] = []
     history: list[dict] = []
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):  # dropout draws from here, not the caller's RNG
         torch.manual_seed(derive_seed("dropout", seed, method.name))
         for epoch in range(1, cfg.epochs + 1):
             terms = trainer.epoch(train)
-            preds = predict(trainer.model, dev, dev_masks, eval_batch_size, device)
+            preds = predict(trainer.eval_model, dev, dev_masks, eval_batch_size, device)
             score = classification_metrics(preds.y_true, preds.y_pred, label_names)[cfg.select_metric]
             record = {"epoch": epoch, **terms, f"dev_{cfg.select_metric}": score}
+            scores.append(score)
+            curve = float(np.mean(scores[-cfg.select_window:]))
+            if cfg.select_window > 1:
+                record[f"dev_{cfg.select_metric}_smoothed"] = curve
             if not all(np.isfinite(v) for v in record.values()):
                 raise CorekdError(
                     f"training diverged at epoch {epoch} ({record}); lower training.lr or check the features",
@@ -157,15 +201,18 @@ def train_model(
             history.append(record)
             if on_epoch:
                 on_epoch(epoch, score)
-            if score > best_score:
-                best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy(trainer.model.state_dict())
+            if score > raw_best:
+                raw_best, raw_best_epoch = score, epoch
+            if curve > selected_curve:
+                selected_curve, best_score, best_epoch = curve, score, epoch
+                best_state = copy.deepcopy(trainer.eval_model.state_dict())
             elif epoch - best_epoch >= cfg.patience:
                 break
     model = trainer.model
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, best_epoch, float(best_score), len(history), time.perf_counter() - start, history)
+    return TrainResult(model, raw_best_epoch, float(best_score), len(history), time.perf_counter() - start, history,
+                       selected_epoch=best_epoch)
 
 
 # ------------------------------------------------------------------ checkpoints

@@ -68,6 +68,12 @@ class SynthConfig(BaseModel):
     speaker_offset: float = Field(0.4, ge=0, description="std of a constant per-speaker offset in a and v")
     topic_offset: float = Field(0.4, ge=0, description="std of a constant per-dialogue topic offset in l")
     conflict_rate: float = Field(0.10, ge=0, le=1, description="share of utterances with conflicting nonverbal cues")
+    scale: dict[str, float] = Field(
+        default_factory=dict, description="unscaled features: multiply a modality's features by this (default 1)"
+    )
+    heavy_columns: int = Field(0, ge=0, description="per modality, this many columns become large-valued and heavy-tailed")
+    heavy_scale: float = Field(100.0, gt=0, description="scale (and offset) of the heavy-tailed columns")
+    heavy_df: float = Field(2.0, gt=0, description="degrees of freedom of the Student-t noise in the heavy-tailed columns")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SynthConfig":
@@ -90,6 +96,10 @@ class SynthConfig(BaseModel):
         for m, n in self.noise.items():
             if n < 0:
                 raise ValueError(f"noise.{m} must be a non-negative std, got {n}")
+        if not set(self.scale) <= mods or any(v <= 0 for v in self.scale.values()):
+            raise ValueError(f"scale must give positive factors for modalities of dims ({sorted(mods)})")
+        if any(self.heavy_columns > d for d in self.dims.values()):
+            raise ValueError("heavy_columns must not exceed any modality's dim")
         for key in ("groups", "noise"):
             if set(getattr(self, key)) != mods:
                 raise ValueError(f"{key} must give exactly the modalities of dims ({sorted(mods)})")
@@ -160,6 +170,9 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
             )
         )
 
+    if cfg.scale or cfg.heavy_columns:
+        _unscale(dialogues, modalities, cfg)
+
     # Splits by dialogue, from a shuffle independent of content.
     order = rng.permutation(cfg.n_dialogues)
     n_test = max(1, round(cfg.test_fraction * cfg.n_dialogues))
@@ -174,6 +187,25 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
         dialogues=dialogues,
         info={"generator": "corekd.data.synth", "config": cfg.model_dump(), "conflict_utterances": n_conflicts},
     )
+
+
+def _unscale(dialogues: list[Dialogue], modalities: list[str], cfg: SynthConfig) -> None:
+    """Real-shaped feature scales, in place: a per-modality factor, and ``heavy_columns`` columns per
+    modality that carry their usual signal on a large offset with added heavy-tailed (Student-t) noise.
+
+    Draws from its own stream, so the dialogues, labels and splits are those of the same seed
+    without the knobs; only the feature values change.
+    """
+    rng = np.random.default_rng([cfg.seed, 0x5CA1E])
+    heavy = {m: rng.choice(cfg.dims[m], size=cfg.heavy_columns, replace=False) for m in modalities}
+    for d in dialogues:
+        for m in modalities:
+            x = d.features[m].astype(np.float64) * cfg.scale.get(m, 1.0)
+            cols = heavy[m]
+            if len(cols):
+                noise = rng.standard_t(cfg.heavy_df, size=(len(d), len(cols)))
+                x[:, cols] = cfg.heavy_scale * (1.0 + x[:, cols] + noise)
+            d.features[m] = x.astype(np.float32)
 
 
 def _turns(rng: np.random.Generator, length: int, mood: np.ndarray, cfg: SynthConfig) -> tuple[np.ndarray, np.ndarray]:

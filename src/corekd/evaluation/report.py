@@ -105,7 +105,52 @@ def _fixed_header(condition: str) -> str:
     return "{" + ",".join(condition.split(":")[1]) + "}"
 
 
+def split_records(records: list[dict], split: str) -> list[dict]:
+    """The records of one split; records without a ``split`` field (older runs) are test records."""
+    return [r for r in records if r.get("split", "test") == split]
+
+
+def dev_section(records: list[dict], trainings: list[dict], metric: str = "weighted_f1") -> list[str]:
+    """Teacher and students on complete DEV views, per model best/selected epochs, and a warning when a
+    student beats the teacher there (the teacher is then a weak reference to distil)."""
+    dev = split_records(records, "dev")
+    parts: list[str] = []
+    if dev:
+        frame = records_frame(dev)
+        cols = [c for c in ("complete", FIXED_AVG) if c in set(frame.condition)]
+        table = mean_std_table(frame, metric, cols)
+        parts += [
+            "## Dev split (complete views and fixed-condition average)",
+            "",
+            f"Every model on the dev split under the test conditions (dev masks drawn like the test masks), {metric}. "
+            "The tables above are test tables; these are the figures defaults may be chosen on.",
+            "",
+            markdown_table(table, ["complete" if c == "complete" else "fixed Avg" for c in cols]),
+            "",
+        ]
+        teacher = [v for v in table.index if v == "teacher"]
+        if teacher and "complete" in cols and isinstance(table.loc["teacher", "complete"], tuple):
+            t_mean = table.loc["teacher", "complete"][0]
+            better = [
+                (v, cell[0]) for v, cell in table["complete"].items()
+                if v != "teacher" and isinstance(cell, tuple) and cell[0] > t_mean
+            ]
+            for v, mean in better:
+                parts += [
+                    f"**Warning:** student `{v}` beats the teacher on complete dev views "
+                    f"({100 * mean:.2f} vs {100 * t_mean:.2f}): the teacher is a weak reference to distil.",
+                    "",
+                ]
+    if trainings and "selected_epoch" in trainings[0]:
+        lines = ["| model | seed | best dev epoch | selected epoch | epochs run |", "|---|---|---|---|---|"]
+        for t in trainings:
+            lines.append(f"| {t['variant']} | {t['seed']} | {t['best_epoch']} | {t['selected_epoch']} | {t['epochs_run']} |")
+        parts += ["## Dev curves: best and selected epochs", "", *lines, ""]
+    return parts
+
+
 def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str:
+    all_records, records = records, split_records(records, "test")
     frame = records_frame(records)
     cover = coverage(meta, records, trainings)
     seeds = cover["seeds"]
@@ -206,6 +251,7 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
                   "their training (the score each was selected on).", "", *lines, ""]
         if "seconds" in meta:
             parts += [f"Whole run: {meta['seconds']:.0f} s on {meta.get('device')} (torch {meta.get('torch')}).", ""]
+    parts += dev_section(all_records, trainings)
     return "\n".join(parts)
 
 

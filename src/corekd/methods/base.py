@@ -38,6 +38,7 @@ class StepContext:
     teacher: Output | None  # the frozen teacher on the complete view (detached), if the method needs it
     model: ERCModel  # the model being trained, for methods that need a second forward
     generator: torch.Generator  # the method's own random stream (CPU)
+    label_smoothing: float = 0.0  # training.label_smoothing: for the methods' cross-entropy on labels
 
 
 class Method:

@@ -117,7 +117,7 @@ class CoReKD(Method):
         conflict = ctx.view.extra.get("conflict")
         clean = valid & ~conflict.selected if conflict is not None and o.nce_mode == "inline" else valid
 
-        terms = {"ce": masked_mean(cross_entropy(out.logits, labels), clean)}
+        terms = {"ce": masked_mean(cross_entropy(out.logits, labels, ctx.label_smoothing), clean)}
         total = terms["ce"]
         if o.l_kd > 0:
             terms["kd"] = masked_mean(kd_loss(out.logits, teacher.logits, o.temperature), clean)

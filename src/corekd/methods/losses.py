@@ -21,9 +21,17 @@ def masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (values * weight).sum() / weight.sum().clamp(min=torch.finfo(values.dtype).tiny)
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[..., C], [...] -> [...]: ``-log softmax(logits)[label]``."""
-    return -F.log_softmax(logits, dim=-1).gather(-1, labels[..., None]).squeeze(-1)
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """[..., C], [...] -> [...]: ``-log softmax(logits)[label]``.
+
+    With ``smoothing`` e the target is ``(1 - e) one_hot(label) + e / C``:
+    ``(1 - e) * -log p[label] + e * mean_c(-log p[c])``.
+    """
+    log_p = F.log_softmax(logits, dim=-1)
+    nll = -log_p.gather(-1, labels[..., None]).squeeze(-1)
+    if smoothing == 0:
+        return nll
+    return (1 - smoothing) * nll - smoothing * log_p.mean(-1)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

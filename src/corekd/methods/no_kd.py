@@ -12,5 +12,5 @@ class NoKD(Method):
     name = "no_kd"
 
     def loss(self, ctx: StepContext):
-        ce = masked_mean(cross_entropy(ctx.output.logits, ctx.batch.labels), ctx.batch.utt_mask)
+        ce = masked_mean(cross_entropy(ctx.output.logits, ctx.batch.labels, ctx.label_smoothing), ctx.batch.utt_mask)
         return ce, {"ce": ce}

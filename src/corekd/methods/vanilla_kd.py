@@ -27,7 +27,7 @@ class VanillaKD(Method):
 
     def loss(self, ctx: StepContext):
         o, valid = self.options, ctx.batch.utt_mask
-        ce = masked_mean(cross_entropy(ctx.output.logits, ctx.batch.labels), valid)
+        ce = masked_mean(cross_entropy(ctx.output.logits, ctx.batch.labels, ctx.label_smoothing), valid)
         terms = {"ce": ce}
         total = ce
         if o.l_kd > 0:

@@ -10,16 +10,21 @@ class VectorEncoder(nn.Module):
     """One feature vector per utterance -> hidden state. Missing inputs get a learned token.
 
     The token replaces the encoding wherever the mask says "missing", so nothing downstream
-    depends on the (zeroed) input values of a missing modality.
+    depends on the (zeroed) input values of a missing modality. ``missing_token=False``: zeros
+    instead of a token (for the observed-only fusions). ``input_norm=False`` drops the
+    per-utterance LayerNorm over the features (for standardised inputs).
     """
 
-    def __init__(self, in_dim: int, hidden: int, dropout: float, input_dropout: float = 0.0):
+    def __init__(self, in_dim: int, hidden: int, dropout: float, input_dropout: float = 0.0,
+                 missing_token: bool = True, input_norm: bool = True):
         super().__init__()
         self.proj = nn.Sequential(
-            nn.LayerNorm(in_dim), nn.Dropout(input_dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout)
+            nn.LayerNorm(in_dim) if input_norm else nn.Identity(), nn.Dropout(input_dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout)
         )
-        self.missing = nn.Parameter(torch.zeros(hidden))
+        # Without a token, a missing input encodes to zeros (observed-only fusions never read it).
+        self.missing = nn.Parameter(torch.zeros(hidden)) if missing_token else None
 
     def forward(self, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         # x: [B, U, D], observed: [B, U] bool -> [B, U, H]
-        return torch.where(observed[..., None], self.proj(x), self.missing)
+        fill = self.missing if self.missing is not None else x.new_zeros(())
+        return torch.where(observed[..., None], self.proj(x), fill)

@@ -1,8 +1,12 @@
 """The emotion-recognition model shared by teacher and student (same class, separate weights).
 
-Per-modality encoder -> speaker-aware dialogue-context encoder (masks respected) -> mask-aware
-fusion -> classifier. Every forward returns an :class:`Output` with the logits, the fused state
-and one state per modality; nothing downstream reaches into the model's internals.
+Input standardisation (train statistics held as buffers; identity unless ``data.standardize``)
+-> per-modality encoder -> dialogue context (``context``: speaker-aware attention, a
+bidirectional speaker-aware GRU, or none), either per modality before fusion or once after it
+(``context_over``) -> fusion (``fusion``: the learned-token attention fusion, or the mean /
+attention over the observed modalities only) -> classifier. Every forward returns an
+:class:`Output` with the logits, the fused state and one state per modality (``[B, U, M, H]`` in
+every configuration); nothing downstream reaches into the model's internals.
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from corekd.data.batching import Batch
+from corekd.data.standardize import InputStandardizer
 from corekd.models.context import SpeakerContextEncoder
 from corekd.models.encoders import VectorEncoder
-from corekd.models.fusion import MaskedFusion
+from corekd.models.fusion import MaskedFusion, ObservedAttentionFusion, ObservedMeanFusion
+from corekd.models.recurrent import GRUContextEncoder
+
+ContextKind = Literal["attention", "gru", "none"]
+ContextOver = Literal["modality", "fused"]
+FusionKind = Literal["token", "observed_mean", "observed_attention"]
 
 
 class ModelConfig(BaseModel):
@@ -32,8 +42,14 @@ class ModelConfig(BaseModel):
     max_relative_position: int = Field(8, ge=0, description="relative positions beyond this share one bias")
     speaker_aware: bool = Field(True, description="learned same-speaker/other-speaker attention bias")
     fuse_over: Literal["observed", "all"] = Field(
-        "all", description="fuse only observed modalities, or also context-derived states of missing ones"
+        "all", description="token fusion only: fuse only observed modalities, or also context-derived states of missing ones"
     )
+    context: ContextKind = Field("gru", description="dialogue context: speaker-aware attention, bidirectional GRU, or none")
+    context_over: ContextOver = Field("modality", description="context per modality before fusion, or once after fusion")
+    fusion: FusionKind = Field(
+        "observed_mean", description="learned-token attention fusion, or mean / attention over the observed modalities only"
+    )
+    input_norm: bool = Field(True, description="per-utterance LayerNorm over each modality's input features")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> "ModelConfig":
@@ -62,21 +78,62 @@ class ERCModel(nn.Module):
         self.modalities = tuple(dims)
         self.dims = dict(dims)
         self.num_classes = num_classes
-        self.encoders = nn.ModuleDict({m: VectorEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout) for m, d in dims.items()})
-        self.context = SpeakerContextEncoder(
-            cfg.hidden, cfg.heads, cfg.context_layers, cfg.ffn_mult, cfg.dropout,
-            len(dims), cfg.max_relative_position, cfg.speaker_aware,
-        )
-        self.fusion = MaskedFusion(cfg.hidden, len(dims), cfg.dropout, cfg.fuse_over)
+        self.standardizer = InputStandardizer(dims)
+        token = cfg.fusion == "token"
+        self.encoders = nn.ModuleDict({
+            m: VectorEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout, missing_token=token, input_norm=cfg.input_norm)
+            for m, d in dims.items()
+        })
+        streams = len(dims) if cfg.context_over == "modality" else 1
+        # context_layers 0: no context (the attention encoder keeps its final LayerNorm, as before)
+        self.context_kind = "none" if cfg.context == "gru" and cfg.context_layers == 0 else cfg.context
+        if self.context_kind == "attention":
+            self.context = SpeakerContextEncoder(
+                cfg.hidden, cfg.heads, cfg.context_layers, cfg.ffn_mult, cfg.dropout,
+                streams, cfg.max_relative_position, cfg.speaker_aware,
+            )
+        elif self.context_kind == "gru":
+            self.context = GRUContextEncoder(cfg.hidden, cfg.context_layers, cfg.dropout, cfg.speaker_aware)
+            self.stream_embed = nn.Parameter(torch.zeros(streams, cfg.hidden))
+        else:
+            self.context = None
+        if token:
+            self.fusion = MaskedFusion(cfg.hidden, len(dims), cfg.dropout, cfg.fuse_over)
+        elif cfg.fusion == "observed_mean":
+            self.fusion = ObservedMeanFusion()
+        else:
+            self.fusion = ObservedAttentionFusion(cfg.hidden, len(dims), cfg.dropout)
         self.head = nn.Linear(cfg.hidden, num_classes)
+
+    def set_input_statistics(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Standardise inputs with these (train-split) statistics from now on; they are saved with the weights."""
+        self.standardizer.set_statistics(stats)
+
+    def _contextualise(self, x: torch.Tensor, mask: torch.Tensor, batch: Batch) -> torch.Tensor:
+        # x: [B, U, S, H] (S streams: modalities, or 1 after fusion); mask: [B, U, S] bool -> [B, U, S, H]
+        if self.context_kind == "attention":
+            return self.context(x, mask, batch.speakers)
+        if self.context_kind == "gru":
+            b, u, s, h = x.shape
+            seq = (x + self.stream_embed).permute(0, 2, 1, 3).reshape(b * s, u, h)  # [B*S, U, H]
+            lengths = batch.utt_mask.sum(1).repeat_interleave(s)  # [B*S]
+            speakers = batch.speakers.repeat_interleave(s, dim=0)  # [B*S, U]
+            return self.context(seq, lengths, speakers).view(b, s, u, h).permute(0, 2, 1, 3)
+        return x
 
     def forward(self, batch: Batch) -> Output:
         if batch.modalities != self.modalities:
             raise ValueError(f"batch modalities {batch.modalities} != model modalities {self.modalities}")
         mask = batch.mask & batch.utt_mask[..., None]  # [B, U, M]
         encoded = torch.stack(
-            [self.encoders[m](batch.features[m], mask[..., j]) for j, m in enumerate(self.modalities)], dim=2
+            [self.encoders[m](self.standardizer(m, batch.features[m], mask[..., j]), mask[..., j])
+             for j, m in enumerate(self.modalities)], dim=2
         )  # [B, U, M, H]
-        states = self.context(encoded, mask, batch.speakers)  # [B, U, M, H]
-        fused = self.fusion(states, mask)  # [B, U, H]
+        if self.cfg.context_over == "modality":
+            states = self._contextualise(encoded, mask, batch)  # [B, U, M, H]
+            fused = self.fusion(states, mask)  # [B, U, H]
+        else:  # one context over the fused sequence; the per-modality states are the encodings
+            states = encoded
+            fused = self.fusion(encoded, mask)  # [B, U, H]
+            fused = self._contextualise(fused[:, :, None], batch.utt_mask[..., None], batch)[:, :, 0]
         return Output(logits=self.head(fused), fused=fused, states=states)

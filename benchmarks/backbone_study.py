@@ -1,0 +1,164 @@
+"""The backbone study: candidate backbones x two corpora x {teacher, no_kd} x seeds; dev and test tables.
+
+Run from the repository root::
+
+    python benchmarks/backbone_study.py [--config configs/backbone_study.yaml] [--corpus NAME] [--candidate NAME]
+
+Each (corpus, candidate) is one ``corekd run`` into ``runs/backbone_study/<corpus>/<candidate>``
+(skipped when its results.json is already complete, so the study resumes), with one torch
+thread. Then the tables are built from every complete run: a DEV table (what defaults are
+chosen on) and a TEST table, as markdown and JSON in ``benchmarks/results/backbone_study.*``,
+with each backbone's seconds per epoch (training pass + dev scoring, 1 thread) and the load
+average (timings taken while other work uses the CPU are inflated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from corekd.config import validate_config
+from corekd.evaluation.report import FIXED_AVG, records_frame, split_records
+from corekd.pipeline import run
+from corekd.study import candidate_config, candidate_methods as methods_of
+
+from speed import load_average, machine_info
+
+FIGURES = [("teacher", "complete"), ("teacher", FIXED_AVG), ("no_kd", "complete"), ("no_kd", FIXED_AVG)]
+CRITERION = [("teacher", "complete"), ("teacher", FIXED_AVG), ("no_kd", FIXED_AVG)]
+
+
+def complete(results: Path, study: dict, candidate: str) -> bool:
+    if not results.is_file():
+        return False
+    payload = json.loads(results.read_text())
+    done = {(t["variant"], t["seed"]) for t in payload.get("trainings", [])}
+    want = {(m, s) for m in methods_of(study, candidate) for s in study["seeds"]}
+    return done >= want and "seconds" in payload["meta"]
+
+
+def summarise(results: Path, split: str) -> dict:
+    payload = json.loads(results.read_text())
+    frame = records_frame(split_records(payload["records"], split))
+    out = {}
+    for method, cond in FIGURES:
+        if method not in set(frame.variant):
+            continue
+        vals = frame[(frame.variant == method) & (frame.condition == cond)].sort_values("seed")["weighted_f1"].to_numpy()
+        out[f"{method} {cond}"] = {"mean": float(100 * vals.mean()), "std": float(100 * vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+                                   "per_seed": [round(100 * v, 2) for v in vals]}
+    per_epoch = {}
+    for method in ("teacher", "no_kd"):
+        ts = [t for t in payload["trainings"] if t["variant"] == method]
+        if not ts:
+            continue
+        per_epoch[method] = round(sum(t["seconds"] for t in ts) / sum(t["epochs_run"] for t in ts), 3)
+    out["seconds_per_epoch"] = per_epoch
+    out["epochs"] = {m: {"best": [t["best_epoch"] for t in payload["trainings"] if t["variant"] == m],
+                         "selected": [t.get("selected_epoch", t["best_epoch"]) for t in payload["trainings"] if t["variant"] == m],
+                         "run": [t["epochs_run"] for t in payload["trainings"] if t["variant"] == m]}
+                     for m in ("teacher", "no_kd")}
+    return out
+
+
+def table(summary: dict, corpora: list[str], candidates: list[str], split: str) -> str:
+    head = ["candidate"]
+    for c in corpora:
+        head += [f"{c}: {m} {'complete' if cond == 'complete' else 'fixed avg'}" for m, cond in FIGURES]
+    if split == "dev":
+        head += ["criterion"]
+    head += ["s/epoch teacher", "s/epoch no_kd"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cand in candidates:
+        cells = [cand]
+        crit = []
+        for c in corpora:
+            s = summary.get(c, {}).get(cand, {}).get(split)
+            for m, cond in FIGURES:
+                v = s[f"{m} {cond}"] if s else None
+                cells.append(f"{v['mean']:.1f} ± {v['std']:.1f}" if v else "n/a")
+                if v and (m, cond) in CRITERION:
+                    crit.append(v["mean"])
+        if split == "dev":
+            cells.append(f"{np.mean(crit):.2f}" if len(crit) == len(CRITERION) * len(corpora) else "n/a")
+        timing = summary.get(corpora[0], {}).get(cand, {}).get("seconds_per_epoch") or {}
+        cells += [f"{timing[m]:.2f}" if m in timing else "n/a" for m in ("teacher", "no_kd")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=Path("configs/backbone_study.yaml"), type=Path)
+    parser.add_argument("--corpus", action="append", help="run only this corpus (repeatable)")
+    parser.add_argument("--candidate", action="append", help="run only this candidate (repeatable)")
+    parser.add_argument("--runs", default=Path("runs/backbone_study"), type=Path)
+    parser.add_argument("--out", default=Path("benchmarks/results/backbone_study"), type=Path, help="path stem of .md/.json")
+    parser.add_argument("--tables-only", action="store_true", help="build the tables from finished runs, train nothing")
+    args = parser.parse_args(argv)
+    study = yaml.safe_load(args.config.read_text())
+    torch.set_num_threads(study["threads"])
+    corpora = list(study["corpora"])
+    candidates = list(study["candidates"])
+    load_start = load_average()
+    started = time.perf_counter()
+    if not args.tables_only:
+        for corpus in args.corpus or corpora:
+            for cand in args.candidate or candidates:
+                folder = args.runs / corpus / cand
+                if complete(folder / "results.json", study, cand):
+                    continue
+                cfg = validate_config(candidate_config(study, corpus, cand), args.config)
+                t0 = time.perf_counter()
+                run(cfg, folder, command=f"python benchmarks/backbone_study.py --corpus {corpus} --candidate {cand}")
+                print(f"{corpus}/{cand}: {time.perf_counter() - t0:.0f} s (load {load_average()})", flush=True)
+    summary: dict = {}
+    for corpus in corpora:
+        for cand in candidates:
+            path = args.runs / corpus / cand / "results.json"
+            if complete(path, study, cand):
+                summary.setdefault(corpus, {})[cand] = {s: summarise(path, s) for s in ("dev", "test")}
+                for s in ("dev", "test"):
+                    summary[corpus][cand]["seconds_per_epoch"] = summary[corpus][cand][s].pop("seconds_per_epoch")
+                    summary[corpus][cand]["epochs"] = summary[corpus][cand][s].pop("epochs")
+        for cand in candidates:  # teacher-only candidates: their students are another candidate's (identical runs)
+            source = (study["candidates"][cand] or {}).get("students_from")
+            if source and cand in summary.get(corpus, {}) and source in summary[corpus]:
+                for s in ("dev", "test"):
+                    for key, value in summary[corpus][source][s].items():
+                        if key.startswith("no_kd"):
+                            summary[corpus][cand][s].setdefault(key, value)
+    dev_table = table(summary, corpora, candidates, "dev")
+    test_table = table(summary, corpora, candidates, "test")
+    text = "\n".join([
+        "# Backbone study", "",
+        f"`python benchmarks/backbone_study.py` ({args.config}); weighted F1 in %, mean ± sample std over seeds "
+        f"{study['seeds']}; fixed avg = mean of the six fixed-condition figures per seed. Criterion (dev only): "
+        "mean over corpora of teacher complete, teacher fixed avg and no_kd fixed avg. Seconds per epoch: "
+        "training pass + dev scoring, quickstart corpus, 1 thread (inflated when the machine is shared; see the JSON's "
+        "load average).", "",
+        "## Dev split (defaults are chosen here)", "", dev_table, "",
+        "## Test split (not used for any choice)", "", test_table, "",
+    ])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps({
+        "config": str(args.config), "study": study, "summary": summary,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s_this_call": round(time.perf_counter() - started, 1),
+        "machine": {**machine_info(torch.device("cpu")), "load_average_start": load_start, "load_average_end": load_average()},
+    }, indent=1) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
