@@ -252,7 +252,7 @@ def test_report_warns_when_a_student_beats_the_teacher_on_complete_dev_views():
     assert "**Warning:** student `no_kd` beats the teacher on complete dev views (60.00 vs 50.00)" in weak
     strong = render_report(meta, [rec("teacher", "dev", 0.7), rec("no_kd", "dev", 0.6)], [])
     assert "Warning" not in strong
-    assert "| teacher | 90.00 ± 0.00" in weak  # the main tables stay test tables
+    assert "| teacher | 90.00 |" in weak  # the main tables stay test tables (one seed: no std)
 
 
 def test_heavy_tailed_synthetic_setting_changes_features_only():

@@ -247,7 +247,7 @@ def test_corekd_on_a_language_only_corpus_is_refused_before_anything_is_written(
     cfg["methods"] = [{"name": "no_kd"}]
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    records = json.loads((tmp_path / "run" / "results.json").read_text())["records"]
+    records = [r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"]
     by = {r["condition"]: r for r in records}
     assert set(by) == {"complete", "random:0.0", "random:0.5"}
     assert "weighted_f1" in by["random:0.0"] and "weighted_f1" in by["complete"]
@@ -265,7 +265,7 @@ def test_a_modality_missing_everywhere_is_not_applicable_and_leaves_the_average(
     cfg = _quick(data={"source": "corpus", "path": str(corpus_dir)})
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0 and "warning: modality 'v' is missing for every utterance" in result.output
-    records = json.loads((tmp_path / "run" / "results.json").read_text())["records"]
+    records = [r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"]
     by = {r["condition"]: r for r in records}
     assert by["fixed:v"]["applicable"] is False and "weighted_f1" not in by["fixed:v"]
     report = (tmp_path / "run" / "report.md").read_text()
@@ -283,7 +283,7 @@ def test_a_test_split_without_features_gives_no_numbers(tmp_path, corpus_dir):
     cfg = _quick(data={"source": "corpus", "path": str(corpus_dir)})
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    records = json.loads((tmp_path / "run" / "results.json").read_text())["records"]
+    records = [r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"]
     assert records and all(r["applicable"] is False for r in records)
     report = (tmp_path / "run" / "report.md").read_text()
     assert "have no modality at all" in report and not re.search(r"\| \d+\.\d\d", report)  # no figure anywhere
