@@ -1,0 +1,193 @@
+"""Mutation testing of the modules the fairness guarantees live in; writes benchmarks/results/mutation.json.
+
+    python benchmarks/mutation.py [--jobs N] [--keep] [--no-install]
+
+Runs mutmut (pinned in pyproject.toml's ``mutation`` extra; configured under ``[tool.mutmut]``)
+on ``src/corekd/methods/``, ``data/protocols.py``, ``evaluation/`` and ``training.py``: every
+mutant (a small change to one function) runs the tests that cover that function, fastest first,
+and counts as killed when one fails. Slow (about 20 minutes on 2 shared cores), so not in CI.
+
+If mutmut is missing (or another version is installed) this script says so and installs the
+pinned version with pip into the running interpreter, unless ``--no-install`` is given. A fresh
+``mutants/`` folder is used for every run (``--keep`` reuses mutmut's cached results). Torch
+runs with one thread per worker. The JSON records the tool and version, the git commit, the
+modules, the counts per status, the score (killed + timeout over all mutants), the wall time and
+every mutant that was not killed, with its file, line and change. docs/testing.md explains the
+survivors judged equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "mutation.json"
+NOT_KILLED = ("survived", "no tests", "suspicious", "skipped", "not checked", "segfault",
+              "check was interrupted by user")
+
+
+def pinned_requirement() -> str:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return next(r for r in extras["mutation"] if r.startswith("mutmut"))
+
+
+def installed_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mutmut")
+    except PackageNotFoundError:
+        return None
+
+
+def ensure_tool(install: bool) -> str:
+    requirement = pinned_requirement()
+    wanted = requirement.split("==", 1)[1]
+    have = installed_version()
+    if have == wanted:
+        return have
+    problem = "is not installed" if have is None else f"is installed at version {have}, not the pinned {wanted}"
+    print(f"mutmut {problem} (it is the optional extra 'mutation': pip install -e '.[mutation]').", flush=True)
+    if not install:
+        print("Not installing it (--no-install); nothing was run.")
+        sys.exit(2)
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", requirement]
+    print("Installing it now: " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    have = installed_version()
+    if have != wanted:
+        sys.exit(f"mutmut {wanted} could not be installed (found {have})")
+    return have
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def mutant_location(name: str, path: str) -> dict:
+    """File, line and the changed line(s) of one mutant, from mutmut's own diff."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    diff = get_diff_for_mutant(name, path=path)
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    function = re.sub(r"__mutmut_\d+$", "", name.rsplit(".", 1)[-1])  # x_name or xǁClassǁname
+    parts = [p for p in function.split("ǁ") if p]
+    qualname = parts[1:] if parts[0] == "x" else [parts[0].removeprefix("x_")]
+    line = None
+    source = (ROOT / path).read_text().splitlines()
+    span = _function_span(ROOT / path, qualname)
+    if removed and span:
+        first = removed[0].strip()
+        line = next((i + 1 for i in range(span[0] - 1, span[1]) if source[i].strip() == first), None)
+    return {
+        "mutant": name, "file": path, "line": line, "function": ".".join(qualname),
+        "original": "\n".join(s.strip() for s in removed), "mutated": "\n".join(s.strip() for s in added),
+    }
+
+
+def _function_span(path: Path, qualname: list[str]) -> tuple[int, int] | None:
+    body = ast.parse(path.read_text()).body
+    node = None
+    for part in qualname:
+        node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                     and n.name == part), None)
+        if node is None:
+            return None
+        body = node.body
+    start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+    return start, node.end_lineno
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (mutmut --max-children); default 2")
+    ap.add_argument("--keep", action="store_true", help="reuse mutants/ and mutmut's cached results")
+    ap.add_argument("--no-install", action="store_true", help="do not install mutmut if it is missing")
+    args = ap.parse_args()
+
+    version = ensure_tool(install=not args.no_install)
+    os.chdir(ROOT)
+    if not args.keep and Path("mutants").exists():
+        shutil.rmtree("mutants")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    mutmut = [sys.executable, "-m", "mutmut"]
+    cmd = [*mutmut, "run", "--max-children", str(args.jobs)]
+    print(f"mutmut {version}: " + " ".join(cmd[1:]) + f" (torch threads 1, {args.jobs} workers)", flush=True)
+    load_start = os.getloadavg()
+    started = time.perf_counter()
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    load_end = os.getloadavg()
+    log = ROOT / "mutants" / "benchmark-run.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(run.stdout + "\n--- stderr ---\n" + run.stderr)
+    if run.returncode != 0:
+        print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
+        print(f"mutmut run failed (exit {run.returncode}); full output in {log}")
+        return 1
+
+    sys.path.insert(0, str(ROOT))
+    from mutmut.stats import status_by_exit_code
+
+    config = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mutmut"]
+    statuses: dict[str, tuple[str, str]] = {}  # mutant -> (status, source path)
+    for meta in sorted(Path("mutants").rglob("*.py.meta")):
+        path = str(meta.relative_to("mutants"))[: -len(".meta")]
+        data = json.loads(meta.read_text())
+        for name, code in data["exit_code_by_key"].items():
+            statuses[name] = (status_by_exit_code[code], path)
+    counts = Counter(status for status, _ in statuses.values())
+    total = len(statuses)
+    detected = counts["killed"] + counts["timeout"]
+    survivors = sorted(
+        ({"status": status, **mutant_location(name, path)} for name, (status, path) in statuses.items()
+         if status in NOT_KILLED),
+        key=lambda s: (s["file"], s["line"] or 0, s["mutant"]),
+    )
+    per_file = {}
+    for name, (status, path) in statuses.items():
+        per_file.setdefault(path, Counter())[status] += 1
+    result = {
+        "tool": "mutmut",
+        "version": version,
+        "command": "python benchmarks/mutation.py" + (f" --jobs {args.jobs}" if args.jobs != 2 else ""),
+        "mutmut_command": " ".join(cmd[1:]).replace(sys.executable, "python"),
+        "commit": git("rev-parse", "HEAD"),
+        "worktree_clean": git("status", "--porcelain", "--untracked-files=no", "src", "tests") == "",
+        "modules": config["only_mutate"],
+        "test_selection": config.get("pytest_add_cli_args_test_selection", []),
+        "counts": dict(sorted(counts.items())),
+        "total": total,
+        "score": round(detected / total, 4) if total else None,
+        "score_definition": "(killed + timeout) / all mutants; 'no tests' and survivors count against it",
+        "per_file": {p: dict(sorted(c.items())) for p, c in sorted(per_file.items())},
+        "wall_seconds": round(wall, 1),
+        "workers": args.jobs,
+        "torch_threads": 1,
+        "load_average_start_end": [round(load_start[0], 2), round(load_end[0], 2)],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "not_killed": survivors,
+    }
+    OUT.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(f"{total} mutants: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"score {result['score']:.1%} (killed + timeout over all), {wall / 60:.1f} min; wrote {OUT.relative_to(ROOT)}")
+    for s in survivors:
+        print(f"  {s['status']}: {s['file']}:{s['line']} {s['function']}: {s['original']!r} -> {s['mutated']!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
