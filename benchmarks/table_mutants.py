@@ -64,7 +64,7 @@ def run_one(k: int, fast: bool) -> dict:
         entry.update(applies=False, note="the original line is not in the code (any more): update this table")
         return entry
     tests = ["tests/test_fairness.py"] if fast else ["tests/test_fairness.py", "tests"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "400"}
     start = time.perf_counter()
     try:
         path.write_text(original.replace(old, new))
@@ -74,10 +74,11 @@ def run_one(k: int, fast: bool) -> dict:
         )
     finally:
         path.write_text(original)
-    failed = sorted(set(re.findall(r"^FAILED (\S+)", proc.stdout, flags=re.M)))
-    failed = [re.sub(r" - .*", "", f) for f in failed]
+    found = re.findall(r"^FAILED (\S+)(?: - (.*))?$", proc.stdout, flags=re.M)
+    failed = sorted({name for name, _ in found})
     entry.update(applies=True, killed=proc.returncode != 0 and bool(failed), pytest_exit=proc.returncode,
-                 failed_tests=failed, seconds=round(time.perf_counter() - start, 1))
+                 failed_tests=failed, messages={name: why[:200] for name, why in found},
+                 seconds=round(time.perf_counter() - start, 1))
     return entry
 
 
@@ -94,7 +95,7 @@ def main() -> int:
         status = "n/a (does not apply)" if not entry["applies"] else ("killed" if entry["killed"] else "SURVIVED")
         print(f"{k + 1}. {entry['breaks']}: {status}", flush=True)
         for t in entry.get("failed_tests", []):
-            print(f"     {t}", flush=True)
+            print(f"     {t}: {entry['messages'].get(t, '')[:100]}", flush=True)
     git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     out = ROOT / "benchmarks" / "results" / "table_mutants.json"
     if not args.only and not args.fast:

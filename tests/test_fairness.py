@@ -176,8 +176,7 @@ def test_evaluate_model_scores_every_condition_under_its_own_mask(tiny_corpus, t
 FAIR_SYNTH = {**TINY_SYNTH, "n_dialogues": 20}
 
 
-@pytest.fixture(scope="module")
-def recorded_run(tmp_path_factory):
+def _recorded_run(tmp_path):
     """One seed of teacher + three students, every Trainer's initial weights and forwards recorded."""
     raw = {
         "name": "fair", "seeds": [1], "device": "cpu",
@@ -206,9 +205,8 @@ def recorded_run(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(training.Trainer, "__init__", spy_init)
-        pipeline.run(validate_config(raw), tmp_path_factory.mktemp("fair") / "out")
-    dev = SplitTensors.from_corpus(generate(SynthConfig(**FAIR_SYNTH)), "dev")
-    return records, dev
+        pipeline.run(validate_config(raw), tmp_path / "out")
+    return records
 
 
 def _dev_view(forwards, dev):
@@ -230,46 +228,47 @@ def _dev_view(forwards, dev):
 STUDENTS = ("no_kd", "vanilla_kd", "corekd")
 
 
-def test_students_of_a_seed_start_from_the_same_weights(recorded_run):
-    records, _ = recorded_run
+def test_students_of_a_seed_share_initial_weights_batches_training_masks_and_dev_views(tmp_path):
+    """pipeline.run, one seed: what each Trainer was given and what each model was shown.
+
+    One run in the test body (not a fixture), so that mutation testing sees its cost and what it calls.
+    """
+    records = _recorded_run(tmp_path)
+    dev = SplitTensors.from_corpus(generate(SynthConfig(**FAIR_SYNTH)), "dev")
+
+    # 1. Every student of the seed starts from the same weights.
     first = records[STUDENTS[0]]["init"]
     for name in STUDENTS[1:]:
         other = records[name]["init"]
         assert other.keys() == first.keys()
-        assert all(torch.equal(first[k], other[k]) for k in first), name
+        assert all(torch.equal(first[k], other[k]) for k in first), f"{name} starts from other weights than no_kd"
 
-
-def test_students_of_a_seed_see_the_same_batches_and_training_masks(recorded_run):
-    records, _ = recorded_run
+    # 2. ... sees the same batches in the same order, under the same training masks.
     ref = records["no_kd"]["train"]
     assert len(ref) >= 4  # several batches: a shifted stream would show
-    hidden = sum(int((avail & ~m).sum()) for _, m, avail, _, _ in ref)
-    assert hidden > 0  # students train on incomplete views
+    assert sum(int((avail & ~m).sum()) for _, m, avail, _, _ in ref) > 0  # students train on incomplete views
     for name in ("vanilla_kd", "corekd"):
         got = records[name]["train"]
         assert len(got) == len(ref), name
         for (i_a, m_a, *_), (i_b, m_b, *_) in zip(ref, got):
-            assert torch.equal(i_a, i_b), name  # same batches in the same order
+            assert torch.equal(i_a, i_b), f"{name} sees other batches"
             if name == "corekd":
                 # NCE swaps only the nonverbal inputs of its targets, for the donor's (every modality is
                 # present in this corpus): the language mask is the drawn one, and nothing drawn is lost.
-                assert torch.equal(m_a[..., 0], m_b[..., 0])
-                assert not (m_a & ~m_b).any()
+                assert torch.equal(m_a[..., 0], m_b[..., 0]), "corekd's training masks differ from no_kd's"
+                assert not (m_a & ~m_b).any(), "corekd's training masks differ from no_kd's"
             else:
-                assert torch.equal(m_a, m_b), name
+                assert torch.equal(m_a, m_b), f"{name}'s training masks differ from no_kd's"
     for _, m, avail, _, _ in records["teacher"]["train"]:
         assert torch.equal(m, avail)  # the teacher trains on complete views
 
-
-def test_students_are_selected_on_the_same_masked_dev_views(recorded_run):
-    records, dev = recorded_run
-    teacher_view = _dev_view(records["teacher"]["eval"], dev)
-    assert torch.equal(teacher_view, dev.avail)  # the teacher is selected on complete dev views
+    # 3. ... and is selected on the same dev views, masked like its training; the teacher on complete ones.
+    assert torch.equal(_dev_view(records["teacher"]["eval"], dev), dev.avail)
     views = {name: _dev_view(records[name]["eval"], dev) for name in STUDENTS}
     real = dev.utt_mask
-    assert missing_rate(views["no_kd"][real], dev.avail[real]) > 0.05  # masked like their training
+    assert missing_rate(views["no_kd"][real], dev.avail[real]) > 0.05, "students selected on complete dev views"
     for name in STUDENTS[1:]:
-        assert torch.equal(views[name], views["no_kd"]), name
+        assert torch.equal(views[name], views["no_kd"]), f"{name} selected on other dev views"
 
 
 # ---------------------------------------------------------------- the frozen teacher
