@@ -1,6 +1,6 @@
 """Mutation testing of the modules the fairness guarantees live in; writes benchmarks/results/mutation.json.
 
-    python benchmarks/mutation.py [--jobs N] [--keep] [--no-install]
+    python benchmarks/mutation.py [--jobs N] [--rerun-not-killed] [--no-install]
 
 Runs mutmut (pinned in pyproject.toml's ``mutation`` extra; configured under ``[tool.mutmut]``)
 on ``src/corekd/methods/``, ``data/protocols.py``, ``evaluation/`` and ``training.py``: every
@@ -9,7 +9,8 @@ and counts as killed when one fails. Slow (about 20 minutes on 2 shared cores), 
 
 If mutmut is missing (or another version is installed) this script says so and installs the
 pinned version with pip into the running interpreter, unless ``--no-install`` is given. A fresh
-``mutants/`` folder is used for every run (``--keep`` reuses mutmut's cached results). Torch
+``mutants/`` folder is used for every run; ``--rerun-not-killed`` keeps it and re-tests only the
+mutants the last run did not kill (after tests were added), recording both runs. Torch
 runs with one thread per worker. The JSON records the tool and version, the git commit, the
 modules, the counts per status, the score (killed + timeout over all mutants), the wall time and
 every mutant that was not killed, with its file, line and change. docs/testing.md explains the
@@ -144,53 +145,69 @@ def _function_span(path: Path, qualname: list[str]) -> tuple[int, int] | None:
     return start, node.end_lineno
 
 
+def run_mutmut(names: list[str], jobs: int, log: Path) -> tuple[float, list[float]]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs), *names]
+    log.parent.mkdir(exist_ok=True)
+    print(f"progress: tail -f {log.relative_to(ROOT)}", flush=True)
+    load_start = os.getloadavg()[0]
+    started = time.perf_counter()
+    with open(log, "w") as fh:
+        run = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - started
+    if run.returncode != 0:
+        print(log.read_text()[-3000:])
+        sys.exit(f"mutmut run failed (exit {run.returncode}); full output in {log}")
+    return wall, [round(load_start, 2), round(os.getloadavg()[0], 2)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (mutmut --max-children); default 2")
-    ap.add_argument("--keep", action="store_true", help="reuse mutants/ and mutmut's cached results")
+    ap.add_argument("--rerun-not-killed", action="store_true",
+                    help="keep the last run's results and re-test only the mutants it did not kill (after adding tests)")
     ap.add_argument("--no-install", action="store_true", help="do not install mutmut if it is missing")
     args = ap.parse_args()
 
     version = ensure_tool(install=not args.no_install)
     os.chdir(ROOT)
-    if not args.keep and Path("mutants").exists():
-        shutil.rmtree("mutants")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     config = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mutmut"]
     patterns, excluded = mutant_patterns(config["only_mutate"])
-    cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.jobs), *patterns]
-    print(f"mutmut {version}: mutmut run --max-children {args.jobs} <{len(patterns)} name patterns> "
-          f"(torch threads 1); left out: {', '.join(excluded) or 'nothing'}", flush=True)
-    log = ROOT / "mutants" / "benchmark-run.log"
-    log.parent.mkdir(exist_ok=True)
-    print(f"progress: tail -f {log.relative_to(ROOT)}", flush=True)
-    load_start = os.getloadavg()
-    started = time.perf_counter()
-    with open(log, "w") as fh:
-        run = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
-    wall = time.perf_counter() - started
-    load_end = os.getloadavg()
-    if run.returncode != 0:
-        print(log.read_text()[-3000:])
-        print(f"mutmut run failed (exit {run.returncode}); full output in {log}")
-        return 1
+    commit = git("rev-parse", "HEAD")
+    if args.rerun_not_killed:
+        previous = json.loads(OUT.read_text()) if OUT.is_file() else None
+        if previous is None or not Path("mutants").is_dir():
+            sys.exit("--rerun-not-killed needs a previous run's mutants/ and benchmarks/results/mutation.json")
+        names = [s["mutant"] for s in previous["not_killed"]]
+        runs = previous.get("runs") or [{"kind": "full", "commit": previous["commit"],
+                                          "wall_seconds": previous["wall_seconds"],
+                                          "load_average_start_end": previous.get("load_average_start_end")}]
+        print(f"mutmut {version}: re-testing the {len(names)} mutants the last run did not kill", flush=True)
+        kind = f"re-test of the {len(names)} mutants not killed before"
+    else:
+        if Path("mutants").exists():
+            shutil.rmtree("mutants")
+        names, runs = patterns, []
+        print(f"mutmut {version}: mutmut run --max-children {args.jobs} <{len(patterns)} name patterns> "
+              f"(torch threads 1); left out: {', '.join(excluded) or 'nothing'}", flush=True)
+        kind = "full"
+    if names:
+        wall, load = run_mutmut(names, args.jobs, ROOT / "mutants" / f"benchmark-run-{len(runs) + 1}.log")
+    else:
+        wall, load = 0.0, [round(os.getloadavg()[0], 2)] * 2
+    runs.append({"kind": kind, "commit": commit, "wall_seconds": round(wall, 1), "load_average_start_end": load})
 
     from mutmut.stats import status_by_exit_code
 
     statuses: dict[str, tuple[str, str]] = {}  # mutant -> (status, source path)
+    left_out = 0
     for meta in sorted(Path("mutants").rglob("*.py.meta")):
         path = str(meta.relative_to("mutants"))[: -len(".meta")]
-        data = json.loads(meta.read_text())
-        for name, code in data["exit_code_by_key"].items():
-            if code is None and any(fnmatch.fnmatch(name, p) for p in patterns):
-                statuses[name] = ("not checked", path)
-            elif code is not None:
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if not any(fnmatch.fnmatch(name, p) for p in patterns):
+                left_out += 1
+            else:
                 statuses[name] = (status_by_exit_code[code], path)
-    left_out = sum(
-        1 for meta in Path("mutants").rglob("*.py.meta")
-        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
-        if not any(fnmatch.fnmatch(name, p) for p in patterns)
-    )
     counts = Counter(status for status, _ in statuses.values())
     total = len(statuses)
     detected = counts["killed"] + counts["timeout"]
@@ -206,8 +223,7 @@ def main() -> int:
         "tool": "mutmut",
         "version": version,
         "command": "python benchmarks/mutation.py" + (f" --jobs {args.jobs}" if args.jobs != 2 else ""),
-        "mutmut_command": " ".join(cmd[1:]).replace(sys.executable, "python"),
-        "commit": git("rev-parse", "HEAD"),
+        "commit": commit,
         "worktree_clean": git("status", "--porcelain", "--untracked-files=no", "src", "tests") == "",
         "modules": config["only_mutate"],
         "test_selection": config.get("pytest_add_cli_args_test_selection", []),
@@ -215,18 +231,19 @@ def main() -> int:
         "counts": dict(sorted(counts.items())),
         "total": total,
         "score": round(detected / total, 4) if total else None,
-        "score_definition": "(killed + timeout) / all mutants; 'no tests' and survivors count against it",
+        "score_definition": "(killed + timeout) / all mutants run; 'no tests' and survivors count against it",
         "per_file": {p: dict(sorted(c.items())) for p, c in sorted(per_file.items())},
-        "wall_seconds": round(wall, 1),
+        "wall_seconds": round(sum(r["wall_seconds"] for r in runs), 1),
+        "runs": runs,
         "workers": args.jobs,
         "torch_threads": 1,
-        "load_average_start_end": [round(load_start[0], 2), round(load_end[0], 2)],
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "not_killed": survivors,
     }
     OUT.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     print(f"{total} mutants: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    print(f"score {result['score']:.1%} (killed + timeout over all), {wall / 60:.1f} min; wrote {OUT.relative_to(ROOT)}")
+    print(f"score {result['score']:.1%} (killed + timeout over all run), {result['wall_seconds'] / 60:.1f} min; "
+          f"wrote {OUT.relative_to(ROOT)}")
     for s in survivors:
         print(f"  {s['status']}: {s['file']}:{s['line']} {s['function']}: {s['original']!r} -> {s['mutated']!r}")
     return 0

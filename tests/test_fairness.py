@@ -80,7 +80,7 @@ def _output(logits, fused, states):
     return Output(logits=torch.tensor(logits), fused=torch.tensor(fused), states=torch.tensor(states))
 
 
-def _context(mode, c_logits=None):
+def _context(mode, c_logits=None, **options):
     """A CoRe-KD step with the fixed conflict view above; ``c_logits`` = the second forward (separate mode)."""
     complete = _batch(UTT[..., None].expand(2, 2, 3))
     conflict = ConflictView(
@@ -100,7 +100,7 @@ def _context(mode, c_logits=None):
             return c_out
 
     method_cls = method_class("corekd")
-    method = method_cls(method_cls.Options(nce_mode=mode, **WEIGHTS), TrainingMissing())
+    method = method_cls(method_cls.Options(nce_mode=mode, **{**WEIGHTS, **options}), TrainingMissing())
     ctx = StepContext(batch=complete, view=view, output=student, teacher=teacher, model=model,
                       generator=torch_generator("unused"))
     return method.loss(ctx)
@@ -141,6 +141,20 @@ def test_corekd_loss_by_hand_separate():
         "nce_kd": _kd(c, [0, 2], 2.0),
         "nce_margin": 2.0 - math.log(2.0),
     })
+
+
+def test_corekd_loss_follows_the_state_distance_and_mstate_options():
+    """cosine = half of normalized_sq per utterance; mstate_over=all averages over every modality."""
+    _, terms = _context("inline", state_distance="cosine", mstate_over="all")
+    assert terms["state"].item() == pytest.approx((1.0 + 0.0) / 2, abs=1e-6)
+    assert terms["mstate"].item() == pytest.approx((1.0 + 1.0 / 3) / 2, abs=1e-6)  # (0+1+2)/3 and (1+0+0)/3
+
+
+def test_nce_terms_with_zero_weight_are_not_computed():
+    _, terms = _context("inline", l_nce=0.0)
+    assert "nce" not in terms and {"nce_kd", "nce_margin"} <= set(terms)
+    _, terms = _context("inline", l_nce_kd=0.0, l_nce_margin=0.0)
+    assert "nce" in terms and not {"nce_kd", "nce_margin"} & set(terms)
 
 
 # ---------------------------------------------------------------- evaluation masks

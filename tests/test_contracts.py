@@ -1,0 +1,251 @@
+"""Edge cases of the methods, protocols and training contracts that mutation testing found unpinned.
+
+Each test states a behaviour the code documents (donor choice, sentinels, messages, registry
+rules, shapes) on a case small enough to check by hand; docs/testing.md lists the mutants they kill.
+"""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+import corekd.methods.registry as registry
+from corekd.data.batching import Batch
+from corekd.data.protocols import Condition, TrainingMissing
+from corekd.evaluation.report import FIXED_AVG, markdown_table, mean_std_table, records_frame, render_report, write_report
+from corekd.errors import CorekdError
+from corekd.methods import Method, StepContext, TrainView, method_class, register
+from corekd.methods.losses import conflict_margin, modality_anchor, state_distance
+from corekd.methods.nce import ConflictView, nce_view
+from corekd.models.model import Output
+from corekd.seeding import torch_generator
+from corekd.training import load_checkpoint
+
+
+# ---------------------------------------------------------------- NCE conflict views
+def _labelled(batch, labels):
+    return replace(batch, labels=labels)
+
+
+def test_the_first_utterance_can_be_a_donor(tiny_batch):
+    """Flat index 0 is a real donor: only (0, 0) differs in label, so every other target takes it."""
+    labels = torch.ones_like(tiny_batch.labels)
+    labels[0, 0] = 0
+    batch = _labelled(tiny_batch, labels)
+    cv = nce_view(batch, batch, 1.0, ("av",), torch_generator("first"))
+    others = batch.utt_mask.clone()
+    others[0, 0] = False
+    assert cv.selected[others].all()  # every other real utterance is a target...
+    assert (cv.donor[others] == 0).all()  # ...with the one donor of another label: utterance (0, 0)
+    b, u = batch.utt_mask.shape
+    for m in ("a", "v"):
+        got = cv.batch.features[m].reshape(b * u, -1)[others.reshape(-1)]
+        assert torch.equal(got, batch.features[m][0, 0].expand_as(got))
+
+
+def test_unselected_utterances_carry_minus_one(tiny_batch):
+    cv = nce_view(tiny_batch, tiny_batch, 0.3, ("a", "v"), torch_generator("sentinel", 1))
+    assert cv.selected.any() and (~cv.selected).any()
+    assert (cv.donor[~cv.selected] == -1).all() and (cv.kind[~cv.selected] == -1).all()
+    assert (cv.donor[cv.selected] >= 0).all() and (cv.kind[cv.selected] >= 0).all()
+    assert cv.donor.dtype == torch.long and cv.kind.dtype == torch.long
+    assert cv.types == ("a", "v")  # kind indexes into these
+
+
+def test_each_target_draws_its_own_donor(tiny_batch):
+    """Targets with the same candidate donors do not all get the same one."""
+    labels = (torch.arange(tiny_batch.labels.numel()) % 2).view_as(tiny_batch.labels)
+    batch = _labelled(tiny_batch, labels)
+    cv = nce_view(batch, batch, 1.0, ("a",), torch_generator("own"))
+    zero_targets = cv.selected & (labels == 0)
+    assert zero_targets.sum() >= 5
+    assert len(set(cv.donor[zero_targets].tolist())) > 1
+
+
+def test_a_donor_without_the_modality_leaves_it_missing(tiny_batch):
+    """The swapped modality is observed only where the donor's data has it."""
+    labels = (torch.arange(tiny_batch.labels.numel()) % 2).view_as(tiny_batch.labels)
+    avail = tiny_batch.avail.clone()
+    avail[..., 1] &= labels == 0  # label-1 utterances (the donors of label-0 targets) have no acoustic features
+    source = replace(tiny_batch, labels=labels, avail=avail, mask=avail.clone())
+    cv = nce_view(source, source, 1.0, ("a",), torch_generator("missing"))
+    zero_targets = cv.selected & (labels == 0)
+    assert zero_targets.any()
+    assert not cv.batch.mask[..., 1][zero_targets].any() and not cv.batch.avail[..., 1][zero_targets].any()
+    assert (cv.batch.features["a"][zero_targets] == 0).all()
+
+
+@pytest.mark.parametrize("types", [("x",), ("",), ("la",)])
+def test_conflict_types_must_be_nonverbal_modalities_of_the_corpus(tiny_batch, types):
+    with pytest.raises(CorekdError, match="must name nonverbal modalities of this corpus"):
+        nce_view(tiny_batch, tiny_batch, 0.2, types, torch_generator("x"))
+
+
+# ---------------------------------------------------------------- losses on [B, U, ...] inputs
+def test_conflict_margin_on_dialogue_shaped_inputs():
+    probs = torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]], [[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]])  # [B=2, U=2, C=3]
+    target = torch.tensor([[0, 2], [1, 2]])
+    donor = torch.tensor([[1, 0], [0, 1]])
+    got = conflict_margin(probs.log(), target, donor, 2.0)
+    want = torch.tensor([[2.0 - torch.log(torch.tensor(2.0)), 2.0 - torch.log(torch.tensor(7.0))],
+                         [2.0 - torch.log(torch.tensor(0.5)), 2.0 - torch.log(torch.tensor(3.0))]])
+    assert torch.allclose(got, want.clamp(min=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse"])
+def test_modality_anchor_uses_the_chosen_distance(kind):
+    student = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]])  # [1, M=2, H=2]
+    teacher = torch.tensor([[[4.0, 3.0], [0.0, 2.0]]])
+    values, _ = modality_anchor(student, teacher, torch.tensor([[True, True]]), kind)
+    assert values.item() == pytest.approx(state_distance(student, teacher, kind).mean().item())
+    assert values.item() != pytest.approx(state_distance(student, teacher).mean().item())
+
+
+# ---------------------------------------------------------------- methods and registry
+def test_vanilla_kd_with_no_kd_weight_needs_no_teacher(tiny_batch):
+    method = method_class("vanilla_kd")(method_class("vanilla_kd").Options(l_kd=0.0), TrainingMissing())
+    logits = torch.zeros(*tiny_batch.labels.shape, 6)
+    out = Output(logits=logits, fused=torch.zeros(*logits.shape[:2], 4), states=torch.zeros(*logits.shape[:2], 3, 4))
+    ctx = StepContext(batch=tiny_batch, view=TrainView(tiny_batch), output=out, teacher=None, model=None,
+                      generator=torch_generator("v"))
+    total, terms = method.loss(ctx)
+    assert set(terms) == {"ce"} and total.item() == pytest.approx(torch.log(torch.tensor(6.0)).item())
+
+
+def test_registry_adds_new_names_and_rejects_nameless_classes(monkeypatch):
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+
+    class Fresh(Method):
+        name = "fresh_method_for_a_test"
+
+    assert register(Fresh) is Fresh
+    assert method_class("fresh_method_for_a_test") is Fresh
+    assert register(Fresh) is Fresh  # registering the same class again is harmless
+
+    class Nameless(Method):
+        pass
+
+    with pytest.raises(TypeError, match="Nameless has no name"):
+        register(Nameless)
+
+
+# ---------------------------------------------------------------- protocols
+def test_parsed_conditions_are_the_conditions_they_name():
+    assert Condition.parse("random:0.5") == Condition("random", rate=0.5)
+    assert Condition.parse(" random:0.25 ") == Condition("random", rate=0.25)
+    assert Condition.parse("fixed:av") == Condition("fixed", keep=("a", "v"))
+    assert Condition.parse("complete") == Condition("complete")
+
+
+@pytest.mark.parametrize("name,message", [
+    ("fixed:lx", r"bad condition 'fixed:lx': expected fixed:<one or more of lav>, e.g. fixed:la"),
+    ("random:1.5", r"bad condition 'random:1.5': expected random:<rate in \[0, 1\)>, e.g. random:0.5"),
+    ("random:0.5:1", r"bad condition 'random:0.5:1': expected random:<rate"),
+    ("dropped:l", r"unknown condition 'dropped:l': expected complete, fixed:<modalities> or random:<rate>"),
+])
+def test_bad_condition_messages_say_what_was_expected(name, message):
+    with pytest.raises(CorekdError, match=message):
+        Condition.parse(name)
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(CorekdError, match=r"model\.json: file not found \(a checkpoint folder holds model\.json and "
+                                          r"model\.safetensors\)"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+# ---------------------------------------------------------------- CoRe-KD's conflict views and margin
+def _corekd(**options):
+    cls = method_class("corekd")
+    return cls(cls.Options(**options), TrainingMissing())
+
+
+def test_corekd_conflicts_come_from_its_own_stream_only(tiny_batch):
+    method = _corekd(nce_prob=0.5)
+    views = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # the global RNG must not matter
+        views.append(method.train_view(tiny_batch, torch_generator("m", 3), torch_generator("nce", 3)).extra["conflict"])
+    assert views[0].selected.any()
+    assert torch.equal(views[0].selected, views[1].selected) and torch.equal(views[0].donor, views[1].donor)
+
+
+def test_nce_targets_option_decides_whether_targets_keep_their_language(tiny_batch):
+    found = {}
+    for targets in ("language_observed", "all"):
+        method = _corekd(nce_prob=1.0, nce_targets=targets)
+        method.missing = TrainingMissing(low=0.6, high=0.6)  # language hidden on a good share of utterances
+        view = method.train_view(tiny_batch, torch_generator("m", 0), torch_generator("nce", 0))
+        conflict = view.extra["conflict"]
+        drawn = method.missing.masks(tiny_batch.avail, torch_generator("m", 0))
+        found[targets] = drawn[..., 0][conflict.selected]
+    assert found["language_observed"].numel() > 0 and found["language_observed"].all()
+    assert not found["all"].all()
+
+
+def test_margin_reads_the_donor_label_at_flat_index_zero():
+    """Target (0, 1) has label 0; its donor is flat index 0, label 1: the margin uses that label."""
+    labels = torch.tensor([[1, 0]])
+    avail = torch.ones(1, 2, 3, dtype=torch.bool)
+    batch = Batch(features={m: torch.zeros(1, 2, 1) for m in "lav"}, mask=avail, avail=avail,
+                  speakers=torch.zeros(1, 2, dtype=torch.long), labels=labels, utt_mask=torch.ones(1, 2, dtype=torch.bool),
+                  modalities=("l", "a", "v"), index=torch.tensor([0]))
+    conflict = ConflictView(batch=batch, selected=torch.tensor([[False, True]]), donor=torch.tensor([[-1, 0]]),
+                            kind=torch.tensor([[-1, 0]]), types=("av",))
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])
+    out = Output(logits=logits, fused=torch.zeros(1, 2, 2), states=torch.zeros(1, 2, 3, 2))
+    method = _corekd(l_kd=0.0, l_state=0.0, l_mstate=0.0, l_nce=0.0, l_nce_margin=1.0, nce_margin=2.0)
+    ctx = StepContext(batch=batch, view=TrainView(batch, {"conflict": conflict}), output=out, teacher=None,
+                      model=None, generator=torch_generator("x"))
+    _, terms = method.loss(ctx)
+    assert terms["nce_margin"].item() == pytest.approx(2.0 - math.log(3.0), abs=1e-6)
+
+
+# ---------------------------------------------------------------- state distances
+def test_state_distance_defaults_and_shapes():
+    s, t = torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[4.0, 3.0], [1.0, 2.0]])
+    assert torch.allclose(state_distance(s, t), state_distance(s, t, "normalized_sq"))
+    assert torch.allclose(state_distance(s, t, "mse"), torch.tensor([1.0, 2.0]))  # one value per row
+    with pytest.raises(ValueError, match="unknown state distance 'manhattan'"):
+        state_distance(s, t, "manhattan")
+
+
+# ---------------------------------------------------------------- report tables
+def _rows(variant, seed, values):
+    return [{"method": variant, "variant": variant, "seed": seed, "condition": c, "accuracy": v, "weighted_f1": v,
+             "macro_f1": v / 2, "uar": v / 4, "per_class_f1": {"x": v}, "missing_rate": 0.0} for c, v in values.items()]
+
+
+FIXED = ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av"]
+
+
+def test_fixed_average_covers_every_metric_and_drops_per_class():
+    records = _rows("m", 0, {c: 0.1 * (k + 1) for k, c in enumerate(FIXED)})
+    frame = records_frame(records)
+    assert "per_class_f1" not in frame.columns
+    avg = frame[frame.condition == FIXED_AVG].iloc[0]
+    assert avg.accuracy == pytest.approx(0.35) and avg.weighted_f1 == pytest.approx(0.35)
+    assert avg.macro_f1 == pytest.approx(0.175) and avg.uar == pytest.approx(0.0875)
+
+
+def test_mean_std_table_keeps_every_variant_and_one_seed_has_zero_std():
+    records = _rows("a", 0, {"complete": 0.5}) + _rows("b", 0, {"fixed:l": 0.2})
+    table = mean_std_table(records_frame(records), "weighted_f1", ["complete"])
+    assert list(table.index) == ["a", "b"]  # b has no complete record: a row of gaps, not a missing row
+    assert table.loc["a", "complete"] == (0.5, 0.0, 1)
+    assert markdown_table(table, ["complete"]) == "| method | complete |\n|---|---|\n| a | 50.00 ± 0.00 |\n| b | – |"
+    assert markdown_table(table, ["all"], first="x").splitlines()[0] == "| x | all |"
+
+
+def test_report_headers_and_file(tmp_path):
+    records = _rows("m", 0, {**{c: 0.5 for c in FIXED}, "complete": 0.6})
+    meta = {"corpus": "c", "seeds": [0], "splits": {"test": {"dialogues": 1, "utterances": 2}}}
+    trainings = [{"variant": "m", "best_epoch": 1, "epochs_run": 2, "dev_weighted_f1": 0.5, "seconds": 1.0}]
+    path = write_report(tmp_path, meta, records, trainings)
+    assert path == tmp_path / "report.md"
+    text = path.read_text()
+    assert text == render_report(meta, records, trainings)
+    assert "| method | {l} | {a} | {v} | {l,a} | {l,v} | {a,v} | Avg | complete |" in text
+    assert "## Training" in text
