@@ -308,3 +308,17 @@ def test_a_student_step_leaves_the_frozen_teacher_unchanged(cache, tiny_corpus, 
     assert all(torch.equal(t_before[k], v) for k, v in teacher.state_dict().items())
     assert all(p.grad is None for p in teacher.parameters())
     assert not all(torch.equal(s_before[k], v) for k, v in student.state_dict().items())  # the student did move
+
+
+# ---------------------------------------------------------------- splits
+def test_splits_hold_whole_dialogues_each_in_one_split(tiny_corpus, tiny_splits):
+    by_id = {d.id: d for d in tiny_corpus.dialogues}
+    seen = []
+    for name, split in tiny_splits.items():
+        for i, did in enumerate(split.dialogue_ids):
+            d = by_id[did]
+            assert d.split == name
+            assert split.utterance_ids[i] == list(d.utterance_ids)  # every utterance of the dialogue, in order
+            assert int(split.lengths[i]) == len(d) == int(split.utt_mask[i].sum())
+        seen += split.dialogue_ids
+    assert sorted(seen) == sorted(by_id)  # each dialogue exactly once
