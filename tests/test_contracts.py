@@ -10,17 +10,18 @@ from dataclasses import replace
 import pytest
 import torch
 
+import corekd
 import corekd.methods.registry as registry
 from corekd.data.batching import Batch
-from corekd.data.protocols import Condition, TrainingMissing
+from corekd.data.protocols import Condition, TrainingMissing, condition_mask, fixed_mask, standard_conditions
 from corekd.evaluation.report import FIXED_AVG, markdown_table, mean_std_table, records_frame, render_report, write_report
 from corekd.errors import CorekdError
 from corekd.methods import Method, StepContext, TrainView, method_class, register
 from corekd.methods.losses import conflict_margin, modality_anchor, state_distance
 from corekd.methods.nce import ConflictView, nce_view
-from corekd.models.model import Output
+from corekd.models.model import ModelConfig, Output
 from corekd.seeding import torch_generator
-from corekd.training import load_checkpoint
+from corekd.training import init_model, load_checkpoint, save_checkpoint
 
 
 # ---------------------------------------------------------------- NCE conflict views
@@ -249,3 +250,34 @@ def test_report_headers_and_file(tmp_path):
     assert text == render_report(meta, records, trainings)
     assert "| method | {l} | {a} | {v} | {l,a} | {l,v} | {a,v} | Avg | complete |" in text
     assert "## Training" in text
+
+
+# ---------------------------------------------------------------- conditions and masks
+def test_standard_conditions_are_real_conditions():
+    conds = standard_conditions(("l", "a", "v"), [0.5])
+    assert conds[0] == Condition("complete") and conds[-1] == Condition("random", rate=0.5)
+    assert conds[1:7] == [Condition("fixed", keep=k) for k in (("l",), ("a",), ("v",), ("l", "a"), ("l", "v"), ("a", "v"))]
+
+
+def test_condition_mask_defaults_to_the_calibrated_scheme():
+    avail = torch.ones(200, 10, 3, dtype=torch.bool)
+    cond = Condition("random", rate=0.5)
+    default = condition_mask(cond, avail, ("l", "a", "v"), torch_generator("d"))
+    calibrated = condition_mask(cond, avail, ("l", "a", "v"), torch_generator("d"), "calibrated")
+    assert torch.equal(default, calibrated)
+
+
+def test_fixed_mask_names_the_unknown_modality():
+    with pytest.raises(CorekdError, match=r"condition keeps \['x'\], but the corpus has only \['l', 'a', 'v'\]"):
+        fixed_mask(torch.ones(1, 1, 3, dtype=torch.bool), ("x",), ("l", "a", "v"))
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_a_checkpoint_can_be_saved_again_and_records_the_version(tmp_path, tiny_corpus):
+    dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
+    model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
+    save_checkpoint(model, tmp_path / "ck", {"method": "no_kd"})
+    save_checkpoint(model, tmp_path / "ck", {"method": "no_kd", "seed": 1})  # the same folder again
+    _, info = load_checkpoint(tmp_path / "ck")
+    assert info["corekd_version"] == corekd.__version__ and info["seed"] == 1
+    assert info["model"] == ModelConfig(hidden=16, heads=2).model_dump(mode="json")
