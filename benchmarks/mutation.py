@@ -165,7 +165,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (mutmut --max-children); default 2")
     ap.add_argument("--rerun-not-killed", action="store_true",
-                    help="keep the last run's results and re-test only the mutants it did not kill (after adding tests)")
+                    help="keep the last run's results; re-test only the mutants it did not kill or did not reach")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: rebuild the JSON from mutants/ (e.g. after a run was stopped)")
     ap.add_argument("--no-install", action="store_true", help="do not install mutmut if it is missing")
     args = ap.parse_args()
 
@@ -174,16 +176,27 @@ def main() -> int:
     config = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mutmut"]
     patterns, excluded = mutant_patterns(config["only_mutate"])
     commit = git("rev-parse", "HEAD")
-    if args.rerun_not_killed:
-        previous = json.loads(OUT.read_text()) if OUT.is_file() else None
-        if previous is None or not Path("mutants").is_dir():
-            sys.exit("--rerun-not-killed needs a previous run's mutants/ and benchmarks/results/mutation.json")
-        names = [s["mutant"] for s in previous["not_killed"]]
-        runs = previous.get("runs") or [{"kind": "full", "commit": previous["commit"],
-                                          "wall_seconds": previous["wall_seconds"],
-                                          "load_average_start_end": previous.get("load_average_start_end")}]
-        print(f"mutmut {version}: re-testing the {len(names)} mutants the last run did not kill", flush=True)
-        kind = f"re-test of the {len(names)} mutants not killed before"
+    runs_file = ROOT / "mutants" / "runs.json"
+    from mutmut.stats import status_by_exit_code
+
+    if args.report_only:
+        runs = json.loads(runs_file.read_text())
+        for r, log in zip(runs, (ROOT / "mutants" / f"benchmark-run-{i + 1}.log" for i in range(len(runs)))):
+            if not r["finished"] and log.is_file():  # stopped: it ran until its log was last written
+                r["wall_seconds"] = round(log.stat().st_mtime - r["started_unix"], 1)
+                r["kind"] += " (stopped before the end)"
+    elif args.rerun_not_killed:
+        if not runs_file.is_file():
+            sys.exit("--rerun-not-killed needs a previous run's mutants/ folder (with mutants/runs.json)")
+        runs = json.loads(runs_file.read_text())
+        names = [
+            name for meta in sorted(Path("mutants").rglob("*.py.meta"))
+            for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
+            if any(fnmatch.fnmatch(name, p) for p in patterns)
+            and (code is None or status_by_exit_code[code] not in ("killed", "timeout"))
+        ]
+        print(f"mutmut {version}: re-testing the {len(names)} mutants the last run did not kill or reach", flush=True)
+        kind = f"re-test of the {len(names)} mutants not killed or not reached before, with the tests added since"
     else:
         if Path("mutants").exists():
             shutil.rmtree("mutants")
@@ -191,13 +204,17 @@ def main() -> int:
         print(f"mutmut {version}: mutmut run --max-children {args.jobs} <{len(patterns)} name patterns> "
               f"(torch threads 1); left out: {', '.join(excluded) or 'nothing'}", flush=True)
         kind = "full"
-    if names:
-        wall, load = run_mutmut(names, args.jobs, ROOT / "mutants" / f"benchmark-run-{len(runs) + 1}.log")
-    else:
-        wall, load = 0.0, [round(os.getloadavg()[0], 2)] * 2
-    runs.append({"kind": kind, "commit": commit, "wall_seconds": round(wall, 1), "load_average_start_end": load})
-
-    from mutmut.stats import status_by_exit_code
+    if not args.report_only:
+        Path("mutants").mkdir(exist_ok=True)
+        runs.append({"kind": kind, "commit": commit, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "started_unix": round(time.time(), 1), "wall_seconds": None, "finished": False})
+        runs_file.write_text(json.dumps(runs, indent=1))
+        if names:
+            wall, load = run_mutmut(names, args.jobs, ROOT / "mutants" / f"benchmark-run-{len(runs)}.log")
+        else:
+            wall, load = 0.0, [round(os.getloadavg()[0], 2)] * 2
+        runs[-1].update(wall_seconds=round(wall, 1), finished=True, load_average_start_end=load)
+        runs_file.write_text(json.dumps(runs, indent=1))
 
     statuses: dict[str, tuple[str, str]] = {}  # mutant -> (status, source path)
     left_out = 0
@@ -233,7 +250,7 @@ def main() -> int:
         "score": round(detected / total, 4) if total else None,
         "score_definition": "(killed + timeout) / all mutants run; 'no tests' and survivors count against it",
         "per_file": {p: dict(sorted(c.items())) for p, c in sorted(per_file.items())},
-        "wall_seconds": round(sum(r["wall_seconds"] for r in runs), 1),
+        "wall_seconds": round(sum(r["wall_seconds"] or 0 for r in runs), 1),
         "runs": runs,
         "workers": args.jobs,
         "torch_threads": 1,
