@@ -166,6 +166,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (mutmut --max-children); default 2")
     ap.add_argument("--rerun-not-killed", action="store_true",
                     help="keep the last run's results; re-test only the mutants it did not kill or did not reach")
+    ap.add_argument("--survivors-only", action="store_true",
+                    help="with --rerun-not-killed: re-test only the mutants that were run and survived")
     ap.add_argument("--report-only", action="store_true",
                     help="run nothing: rebuild the JSON from mutants/ (e.g. after a run was stopped)")
     ap.add_argument("--no-install", action="store_true", help="do not install mutmut if it is missing")
@@ -194,9 +196,11 @@ def main() -> int:
             for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
             if any(fnmatch.fnmatch(name, p) for p in patterns)
             and (code is None or status_by_exit_code[code] not in ("killed", "timeout"))
+            and not (args.survivors_only and code is None)
         ]
         print(f"mutmut {version}: re-testing the {len(names)} mutants the last run did not kill or reach", flush=True)
-        kind = f"re-test of the {len(names)} mutants not killed or not reached before, with the tests added since"
+        kind = (f"re-test of the {len(names)} mutants not killed" + ("" if args.survivors_only else " or not reached")
+                + " before, with the tests added since")
     else:
         if Path("mutants").exists():
             shutil.rmtree("mutants")

@@ -13,7 +13,15 @@ import torch
 import corekd
 import corekd.methods.registry as registry
 from corekd.data.batching import Batch
-from corekd.data.protocols import Condition, TrainingMissing, condition_mask, fixed_mask, standard_conditions
+from corekd.data.protocols import (
+    Condition,
+    TrainingMissing,
+    condition_mask,
+    fixed_mask,
+    random_mask,
+    split_condition_mask,
+    standard_conditions,
+)
 from corekd.evaluation.report import FIXED_AVG, markdown_table, mean_std_table, records_frame, render_report, write_report
 from corekd.errors import CorekdError
 from corekd.methods import Method, StepContext, TrainView, method_class, register
@@ -281,3 +289,29 @@ def test_a_checkpoint_can_be_saved_again_and_records_the_version(tmp_path, tiny_
     _, info = load_checkpoint(tmp_path / "ck")
     assert info["corekd_version"] == corekd.__version__ and info["seed"] == 1
     assert info["model"] == ModelConfig(hidden=16, heads=2).model_dump(mode="json")
+
+
+def test_complete_needs_no_generator_and_random_follows_the_scheme():
+    avail = torch.rand(50, 8, 3, generator=torch_generator("avail")) < 0.8
+    mods = ("l", "a", "v")
+    assert torch.equal(condition_mask(Condition("complete"), avail, mods), avail)
+    with pytest.raises(ValueError, match="a random condition needs a generator"):
+        condition_mask(Condition("random", rate=0.5), avail, mods)
+    cond = Condition("random", rate=0.5)
+    for scheme in ("calibrated", "redraw"):
+        want = random_mask(avail, 0.5, torch_generator("s"), scheme)
+        assert torch.equal(condition_mask(cond, avail, mods, torch_generator("s"), scheme), want)
+        name_seeded = split_condition_mask(cond, avail, mods, 0, "test", scheme)
+        assert torch.equal(name_seeded, random_mask(avail, 0.5, torch_generator("eval-mask", 0, "test", cond.name, scheme),
+                                                    scheme))
+
+
+def test_evaluation_masks_of_other_splits_and_rates_come_from_their_own_streams():
+    """Masks at two rates are not nested (one stream per condition), and dev and test masks differ."""
+    avail = torch.ones(100, 10, 3, dtype=torch.bool)
+    mods = ("l", "a", "v")
+    low = split_condition_mask(Condition("random", rate=0.3), avail, mods, 0, "test")
+    high = split_condition_mask(Condition("random", rate=0.5), avail, mods, 0, "test")
+    assert (high & ~low).any()  # a shared stream would hide a superset of the entries at the higher rate
+    dev = split_condition_mask(Condition("random", rate=0.3), avail, mods, 0, "dev")
+    assert not torch.equal(dev, low)

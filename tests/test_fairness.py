@@ -297,6 +297,7 @@ def test_a_student_step_leaves_the_frozen_teacher_unchanged(cache, tiny_corpus, 
     s_before = {k: v.clone() for k, v in student.state_dict().items()}
     ref = training.TeacherReference(teacher, train, cache=cache, batch_size=4, device="cpu")
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert (ref.cached is not None) == cache  # computed once per seed when asked
     batch = train.batch([0, 1, 2, 3])
     first, again = ref.outputs(batch), ref.outputs(batch)
     assert not first.logits.requires_grad and torch.equal(first.logits, again.logits)  # no dropout, no graph
