@@ -12,6 +12,8 @@ import torch
 
 import corekd
 import corekd.methods.registry as registry
+import corekd.training as training
+from corekd.config import TrainingConfig
 from corekd.data.batching import Batch
 from corekd.data.protocols import (
     Condition,
@@ -29,7 +31,7 @@ from corekd.methods.losses import conflict_margin, modality_anchor, state_distan
 from corekd.methods.nce import ConflictView, nce_view
 from corekd.models.model import ModelConfig, Output
 from corekd.seeding import torch_generator
-from corekd.training import init_model, load_checkpoint, save_checkpoint
+from corekd.training import Trainer, init_model, load_checkpoint, save_checkpoint
 
 
 # ---------------------------------------------------------------- NCE conflict views
@@ -315,3 +317,54 @@ def test_evaluation_masks_of_other_splits_and_rates_come_from_their_own_streams(
     assert (high & ~low).any()  # a shared stream would hide a superset of the entries at the higher rate
     dev = split_condition_mask(Condition("random", rate=0.3), avail, mods, 0, "dev")
     assert not torch.equal(dev, low)
+
+
+# ---------------------------------------------------------------- the training loop
+def _trainer(tiny_corpus, seed=0, name="no_kd"):
+    dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
+    model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
+    cls = method_class(name)
+    return Trainer(cls(cls.Options(), TrainingMissing()), model, TrainingConfig(batch_size=3), seed=seed,
+                   device=torch.device("cpu"))
+
+
+def test_an_epoch_visits_every_dialogue_once_in_a_seeded_shuffle_and_averages_the_terms(tiny_corpus, tiny_splits):
+    train = tiny_splits["train"]
+    orders = {}
+    for seed in (0, 1):
+        trainer = _trainer(tiny_corpus, seed)
+        seen, values = [], iter([1.0, 2.0, 6.0, 3.0])
+
+        def fake_step(batch):
+            seen.append(batch.index.tolist())
+            v = next(values)
+            return {"loss": torch.tensor(v), "ce": torch.tensor(2 * v)}
+
+        trainer.step = fake_step
+        terms = trainer.epoch(train)
+        assert len(seen) == 4  # 10 dialogues in batches of 3
+        assert terms == pytest.approx({"loss": 3.0, "ce": 6.0})  # means over the epoch's steps
+        flat = [i for b in seen for i in b]
+        assert sorted(flat) == list(range(len(train)))
+        orders[seed] = flat
+    assert orders[0] != list(range(len(train)))  # shuffled...
+    assert orders[0] != orders[1]  # ...by the seed's own stream
+
+
+def test_train_model_passes_its_seed_to_the_trainer(tiny_corpus, tiny_splits, monkeypatch):
+    seeds = []
+    real_init = training.Trainer.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        seeds.append(self.shuffle_gen.initial_seed())
+
+    monkeypatch.setattr(training.Trainer, "__init__", spy)
+    dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
+    cls = method_class("no_kd")
+    for seed in (3, 4):
+        model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), seed, "student")
+        training.train_model(cls(cls.Options(), TrainingMissing()), model, tiny_splits["train"], tiny_splits["dev"],
+                             TrainingConfig(epochs=1, batch_size=4), seed=seed, label_names=tiny_corpus.labels,
+                             device=torch.device("cpu"))
+    assert seeds == [torch_generator("shuffle", 3).initial_seed(), torch_generator("shuffle", 4).initial_seed()]
