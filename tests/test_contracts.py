@@ -368,3 +368,59 @@ def test_train_model_passes_its_seed_to_the_trainer(tiny_corpus, tiny_splits, mo
                              TrainingConfig(epochs=1, batch_size=4), seed=seed, label_names=tiny_corpus.labels,
                              device=torch.device("cpu"))
     assert seeds == [torch_generator("shuffle", 3).initial_seed(), torch_generator("shuffle", 4).initial_seed()]
+
+
+def test_trainer_uses_the_configured_optimiser_settings_and_needs_its_teacher(tiny_corpus):
+    dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
+    model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
+    cls = method_class("no_kd")
+    trainer = Trainer(cls(cls.Options(), TrainingMissing()), model, TrainingConfig(lr=0.05, weight_decay=0.3),
+                      seed=0, device=torch.device("cpu"))
+    group = trainer.optimizer.param_groups[0]
+    assert group["lr"] == 0.05 and group["weight_decay"] == 0.3
+    kd = method_class("vanilla_kd")
+    with pytest.raises(ValueError, match="method 'vanilla_kd' needs a teacher"):
+        Trainer(kd(kd.Options(), TrainingMissing()), model, TrainingConfig(), seed=0, device=torch.device("cpu"))
+
+
+def test_dev_masks_draw_one_rate_per_dialogue():
+    method = method_class("no_kd")(method_class("no_kd").Options(), TrainingMissing(low=0.0, high=0.6))
+    avail = torch.ones(12, 400, 3, dtype=torch.bool)
+    masks = method.dev_masks(avail, torch_generator("dev"))
+    rates = [float((~masks[i]).float().mean()) for i in range(12)]
+    assert max(rates) - min(rates) > 0.2  # per dialogue, not one rate for the whole split
+
+
+def _scripted_training(tiny_corpus, tiny_splits, monkeypatch, scores, epochs, patience):
+    """train_model with the dev scores given in advance; returns the result, the on_epoch calls, weight snapshots."""
+    it = iter(scores)
+    monkeypatch.setattr(training, "classification_metrics", lambda *a, **k: {"weighted_f1": next(it)})
+    dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
+    model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
+    calls, snapshots = [], []
+
+    def on_epoch(epoch, score):
+        calls.append((epoch, score))
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    cls = method_class("no_kd")
+    result = training.train_model(
+        cls(cls.Options(), TrainingMissing()), model, tiny_splits["train"], tiny_splits["dev"],
+        TrainingConfig(epochs=epochs, patience=patience, batch_size=4), seed=0, label_names=tiny_corpus.labels,
+        device=torch.device("cpu"), on_epoch=on_epoch,
+    )
+    return result, calls, snapshots
+
+
+def test_selection_keeps_the_first_best_epoch_and_its_weights(tiny_corpus, tiny_splits, monkeypatch):
+    result, calls, snapshots = _scripted_training(tiny_corpus, tiny_splits, monkeypatch, [0.4, 0.6, 0.6, 0.5], 4, 5)
+    assert calls == [(1, 0.4), (2, 0.6), (3, 0.6), (4, 0.5)]
+    assert result.best_epoch == 2 and result.best_score == 0.6 and result.epochs_run == 4  # a tie keeps the first
+    final = result.model.state_dict()
+    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)  # epoch 2's weights, not the last ones
+    assert not all(torch.equal(final[k], snapshots[3][k]) for k in final)
+
+
+def test_diverged_training_names_the_epoch_method_and_seed(tiny_corpus, tiny_splits, monkeypatch):
+    with pytest.raises(CorekdError, match=r"method no_kd, seed 0: training diverged at epoch 2 .*lower training\.lr"):
+        _scripted_training(tiny_corpus, tiny_splits, monkeypatch, [0.4, float("nan")], 3, 5)
