@@ -7,6 +7,7 @@ rules, shapes) on a case small enough to check by hand; docs/testing.md lists th
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,6 +25,8 @@ from corekd.data.protocols import (
     split_condition_mask,
     standard_conditions,
 )
+from corekd.evaluation.metrics import classification_metrics
+from corekd.evaluation.predict import predict, run_model
 from corekd.evaluation.report import FIXED_AVG, markdown_table, mean_std_table, records_frame, render_report, write_report
 from corekd.errors import CorekdError
 from corekd.methods import Method, StepContext, TrainView, method_class, register
@@ -320,11 +323,11 @@ def test_evaluation_masks_of_other_splits_and_rates_come_from_their_own_streams(
 
 
 # ---------------------------------------------------------------- the training loop
-def _trainer(tiny_corpus, seed=0, name="no_kd"):
+def _trainer(tiny_corpus, seed=0, name="no_kd", **options):
     dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
     model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
     cls = method_class(name)
-    return Trainer(cls(cls.Options(), TrainingMissing()), model, TrainingConfig(batch_size=3), seed=seed,
+    return Trainer(cls(cls.Options(**options), TrainingMissing()), model, TrainingConfig(batch_size=3), seed=seed,
                    device=torch.device("cpu"))
 
 
@@ -424,3 +427,52 @@ def test_selection_keeps_the_first_best_epoch_and_its_weights(tiny_corpus, tiny_
 def test_diverged_training_names_the_epoch_method_and_seed(tiny_corpus, tiny_splits, monkeypatch):
     with pytest.raises(CorekdError, match=r"method no_kd, seed 0: training diverged at epoch 2 .*lower training\.lr"):
         _scripted_training(tiny_corpus, tiny_splits, monkeypatch, [0.4, float("nan")], 3, 5)
+
+
+def test_a_step_hands_the_loss_its_model_and_own_stream_and_clips_gradients(tiny_corpus, tiny_splits):
+    batch = tiny_splits["train"].batch([0, 1, 2, 3])
+    seen = []
+    for global_seed, clip in ((1, 1e-3), (2, 1e-3)):
+        trainer = _trainer(tiny_corpus, 0, "corekd", l_kd=0.0, l_state=0.0, l_mstate=0.0, nce_prob=0.5)
+        trainer.cfg = TrainingConfig(batch_size=3, grad_clip=clip)
+        real_loss = trainer.method.loss
+
+        def spy(ctx, real_loss=real_loss, trainer=trainer):
+            assert ctx.model is trainer.model and ctx.generator is trainer.method_gen
+            seen.append(ctx.view.extra["conflict"].selected.clone())
+            return real_loss(ctx)
+
+        trainer.method.loss = spy
+        torch.manual_seed(global_seed)  # the global RNG must not reach the method's draws
+        trainer.step(batch)
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()
+                                                     if p.grad is not None]))
+        assert norm <= clip * 1.001  # clipped to grad_clip
+    assert seen[0].any() and torch.equal(seen[0], seen[1])
+
+
+def test_no_clipping_at_zero_still_updates(tiny_corpus, tiny_splits):
+    trainer = _trainer(tiny_corpus)
+    trainer.cfg = TrainingConfig(batch_size=3, grad_clip=0.0)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.step(tiny_splits["train"].batch([0, 1, 2, 3]))
+    assert not all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+
+
+def test_predictions_are_the_argmax_of_per_utterance_probabilities(tiny_corpus, tiny_splits):
+    dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
+    model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
+    test = tiny_splits["test"]
+    preds = predict(model, test, None, 2, "cpu")
+    logits = run_model(model, test, None, 2, "cpu").logits[test.utt_mask]
+    assert preds.probs.shape == (test.num_utterances, len(tiny_corpus.labels))
+    assert torch.allclose(torch.from_numpy(preds.probs), logits.softmax(-1), atol=1e-6)
+    assert (preds.y_pred == logits.argmax(-1).numpy()).all()
+
+
+def test_macro_scores_average_over_the_classes_present_in_the_truth():
+    # class 2 is predicted but absent from the truth: it must not enter macro F1 or UAR
+    m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 2, 1, 1]), ["a", "b", "c"])
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)  # a: P=1 R=1/2; b: 1
+    assert m["uar"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["weighted_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
