@@ -451,9 +451,10 @@ def test_a_step_hands_the_loss_its_model_and_own_stream_and_clips_gradients(tiny
     assert seen[0].any() and torch.equal(seen[0], seen[1])
 
 
-def test_no_clipping_at_zero_still_updates(tiny_corpus, tiny_splits):
+def test_grad_clip_zero_means_no_clipping(tiny_corpus, tiny_splits):
     trainer = _trainer(tiny_corpus)
     trainer.cfg = TrainingConfig(batch_size=3, grad_clip=0.0)
+    trainer.optimizer = torch.optim.AdamW(trainer.model.parameters(), lr=1e-3, weight_decay=0.0)  # only gradients move it
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.step(tiny_splits["train"].batch([0, 1, 2, 3]))
     assert not all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
