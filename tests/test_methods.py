@@ -62,7 +62,9 @@ def test_method_gives_finite_loss_gradients_and_terms(name, tiny_corpus, tiny_sp
     total.backward()
     grads = [p.grad for p in student.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
-    assert all(p.grad is None for p in teacher.parameters())  # the teacher stays frozen
+    # The teacher stays frozen: TeacherReference took it out of autograd and out of train mode.
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    assert all(p.grad is None for p in teacher.parameters())
 
 
 def test_teacher_trains_on_complete_views_students_on_incomplete(tiny_batch):
@@ -91,10 +93,21 @@ def test_zero_weight_term_is_not_computed(weight, fn, monkeypatch, tiny_corpus, 
     assert weight.removeprefix("l_") not in terms
 
 
-def test_nce_off_gives_no_conflicts_and_no_term(tiny_batch):
-    method = _build("corekd", l_nce=0)
-    view = method.train_view(tiny_batch, torch_generator("m"), torch_generator("x"))
+@pytest.mark.parametrize("off", [{"l_nce": 0.0}, {"nce_prob": 0.0}])
+def test_nce_off_gives_no_conflicts_and_no_term(off, tiny_corpus, tiny_splits, tiny_batch):
+    student, teacher = _models(tiny_corpus)
+    student.eval()
+    ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
+    method = _build("corekd", **off)
+    view, (total, terms) = _step(method, student, tiny_batch, ref)
     assert "conflict" not in view.extra
+    assert set(terms) == {"ce", "kd", "state", "mstate"}
+    # The student trains on the plain random-missing view, every real utterance scored by CE and CSA.
+    plain = _build("no_kd").train_view(tiny_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    assert torch.equal(view.batch.mask, plain.mask)
+    _, (ce, _) = _step(_build("no_kd"), student, tiny_batch, ref)
+    assert torch.allclose(terms["ce"], ce)
+    assert torch.allclose(total, terms["ce"] + terms["kd"] + 0.5 * terms["state"] + 0.5 * terms["mstate"])
 
 
 def test_corekd_without_state_terms_and_nce_equals_vanilla_kd(tiny_corpus, tiny_splits, tiny_batch):

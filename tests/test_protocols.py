@@ -107,14 +107,21 @@ def test_evaluation_masks_depend_only_on_seed_split_condition():
 
 
 def test_training_masks_draw_one_rate_per_batch():
+    """per="batch": every row of a batch is masked at the batch's one rate; the rate varies between batches."""
     missing = TrainingMissing(low=0.2, high=0.6)
-    avail = torch.ones(8, 500, 3, dtype=torch.bool)
-    mask = missing.masks(avail, torch_generator("train"))
-    rate = missing_rate(mask, avail)
-    assert 0.2 - 0.02 <= rate <= 0.6 + 0.02
+    avail = torch.ones(8, 500, 3, dtype=torch.bool)  # 1,500 entries a row: a row's realised rate is within ~0.04
+    gen = torch_generator("train")
+    batch_rates = []
+    for _ in range(12):
+        mask = missing.masks(avail, gen)
+        row_rates = [missing_rate(mask[i], avail[i]) for i in range(8)]
+        assert max(row_rates) - min(row_rates) < 0.08  # one rate for the whole batch
+        batch_rates.append(missing_rate(mask, avail))
+    assert min(batch_rates) >= 0.2 - 0.02 and max(batch_rates) <= 0.6 + 0.02
+    assert max(batch_rates) - min(batch_rates) > 0.15  # ... drawn afresh per batch
     per_row = missing.masks(avail, torch_generator("train"), per="row")
     row_rates = [missing_rate(per_row[i], avail[i]) for i in range(8)]
-    assert max(row_rates) - min(row_rates) > 0.03  # rows drew their own rates
+    assert max(row_rates) - min(row_rates) > 0.15  # rows drew their own rates
 
 
 def test_training_missing_validates_range():
