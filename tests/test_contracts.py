@@ -244,12 +244,12 @@ def test_fixed_average_covers_every_metric_and_drops_per_class():
     assert avg.macro_f1 == pytest.approx(0.175) and avg.uar == pytest.approx(0.0875)
 
 
-def test_mean_std_table_keeps_every_variant_and_one_seed_has_zero_std():
+def test_mean_std_table_keeps_every_variant_and_one_seed_has_no_std():
     records = _rows("a", 0, {"complete": 0.5}) + _rows("b", 0, {"fixed:l": 0.2})
     table = mean_std_table(records_frame(records), "weighted_f1", ["complete"])
     assert list(table.index) == ["a", "b"]  # b has no complete record: a row of gaps, not a missing row
-    assert table.loc["a", "complete"] == (0.5, 0.0, 1)
-    assert markdown_table(table, ["complete"]) == "| method | complete |\n|---|---|\n| a | 50.00 ± 0.00 |\n| b | – |"
+    assert table.loc["a", "complete"] == (0.5, None, 1)  # sample std is undefined for one seed
+    assert markdown_table(table, ["complete"]) == "| method | complete |\n|---|---|\n| a | 50.00 |\n| b | – |"
     assert markdown_table(table, ["all"], first="x").splitlines()[0] == "| x | all |"
 
 

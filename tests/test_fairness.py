@@ -202,7 +202,16 @@ def _recorded_run(tmp_path):
                     {"name": "corekd", "options": {"nce_prob": 0.5}}],
     }
     records = {}
+    scoring = {"on": False}  # the run's own dev/test scoring after training: not a selection pass
     real_init = training.Trainer.__init__
+    real_evaluate = pipeline.evaluate_model
+
+    def spy_evaluate(*args, **kwargs):
+        scoring["on"] = True
+        try:
+            return real_evaluate(*args, **kwargs)
+        finally:
+            scoring["on"] = False
 
     def spy_init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
@@ -210,6 +219,8 @@ def _recorded_run(tmp_path):
         rec["init"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
         def hook(module, args):
+            if scoring["on"]:
+                return
             batch = args[0]
             (rec["train"] if module.training else rec["eval"]).append(
                 (batch.index.clone(), batch.mask.clone(), batch.avail.clone(), batch.labels.clone(), batch.utt_mask.clone())
@@ -219,6 +230,7 @@ def _recorded_run(tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(training.Trainer, "__init__", spy_init)
+        mp.setattr(pipeline, "evaluate_model", spy_evaluate)
         pipeline.run(validate_config(raw), tmp_path / "out")
     return records
 
