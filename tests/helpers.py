@@ -1,5 +1,6 @@
 """Small helpers shared by test modules (fixtures live in conftest.py)."""
 
+import copy
 import json
 
 from safetensors.numpy import load_file, save_file
@@ -7,6 +8,21 @@ from safetensors.numpy import load_file, save_file
 # A whole corpus in milliseconds: 14 short dialogues, small feature dims.
 TINY_SYNTH = dict(n_dialogues=14, mean_length=10, length_std=3, min_length=4, max_length=16,
                   dims={"l": 12, "a": 10, "v": 16}, latent_dim=4)
+
+
+
+def quick_config(**extra):
+    """A whole ``corekd run`` in about a second: tiny corpus, one seed, one student, one epoch."""
+    cfg = {
+        "name": "quick", "seeds": [0], "device": "cpu",
+        "data": {"source": "synthetic", "synth": dict(TINY_SYNTH)},
+        "model": {"hidden": 16, "heads": 2},
+        "training": {"epochs": 1, "patience": 1, "batch_size": 4},
+        "evaluation": {"batch_size": 8, "random_rates": [0.0, 0.5]},
+        "methods": [{"name": "no_kd"}],
+    }
+    cfg.update(copy.deepcopy(extra))
+    return cfg
 
 
 def edit_meta(folder, fn):

@@ -21,20 +21,13 @@ from typer.testing import CliRunner
 from corekd.cli import app
 from corekd.config import dump_config, validate_config
 from corekd.data.synth import SynthConfig, generate
-from helpers import TINY_SYNTH
+from helpers import TINY_SYNTH, quick_config
 
 runner = CliRunner()
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-BASE = {
-    "name": "fuzz", "seeds": [0], "device": "cpu",
-    "data": {"source": "synthetic", "synth": dict(TINY_SYNTH)},
-    "model": {"hidden": 16, "heads": 2},
-    "training": {"epochs": 1, "patience": 1, "batch_size": 4},
-    "evaluation": {"batch_size": 8, "random_rates": [0.0, 0.5]},
-    "methods": [{"name": "no_kd"}],
-}
+BASE = quick_config(name="fuzz")
 
 # Junk of every JSON/YAML type; numbers small (nothing generated may make a run long), NaN and inf included.
 JUNK = st.one_of(

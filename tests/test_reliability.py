@@ -14,23 +14,14 @@ from typer.testing import CliRunner
 from corekd.cli import app
 from corekd.config import load_config
 from corekd.evaluation.report import render_report
-from helpers import TINY_SYNTH, edit_meta
+from helpers import edit_meta, quick_config
 
 runner = CliRunner()
 
 
 def _quick(**extra):
     """A run in about a second: one seed, one student, one epoch."""
-    cfg = {
-        "name": "quick", "seeds": [0], "device": "cpu",
-        "data": {"source": "synthetic", "synth": dict(TINY_SYNTH)},
-        "model": {"hidden": 16, "heads": 2},
-        "training": {"epochs": 1, "patience": 1, "batch_size": 4},
-        "evaluation": {"batch_size": 8, "random_rates": [0.0, 0.5]},
-        "methods": [{"name": "no_kd"}],
-    }
-    cfg.update(extra)
-    return cfg
+    return quick_config(**extra)
 
 
 def _write(path, cfg):
