@@ -81,6 +81,8 @@ CASES = {
     "device mps": (lambda t, c: ["run", str(c), "--out", str(t / "o"), "--device", "mps"], ["--device", "MPS is not available"]),
     "hidden 16 heads 3": (lambda t, c: ["run", str(_bad_config(t, "model: {hidden: 16, heads: 3}\n")), "--out", str(t / "o")],
                           ["bad.yaml: model:", "multiple of heads (3)"]),
+    "odd hidden with gru": (lambda t, c: ["run", str(_bad_config(t, "model: {hidden: 15, heads: 1}\n")), "--out", str(t / "o")],
+                            ["bad.yaml: model:", "must be even for the bidirectional GRU"]),
     "synth seed -5": (lambda t, c: ["data", "synth", "--out", str(t / "o"), "--seed", "-5"], ["--seed", "greater than or equal to 0"]),
     "binary config": (lambda t, c: ["run", str(_bad_config(t, bytes(range(256)))), "--out", str(t / "o")],
                       ["bad.yaml", "not a text (UTF-8) YAML file"]),

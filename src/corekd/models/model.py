@@ -52,9 +52,11 @@ class ModelConfig(BaseModel):
     input_norm: bool = Field(True, description="per-utterance LayerNorm over each modality's input features")
 
     @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "ModelConfig":
+    def _shapes_fit(self) -> "ModelConfig":
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        if self.context == "gru" and self.hidden % 2:
+            raise ValueError(f"hidden ({self.hidden}) must be even for the bidirectional GRU context")
         return self
 
 
