@@ -19,11 +19,6 @@ from helpers import edit_meta, quick_config
 runner = CliRunner()
 
 
-def _quick(**extra):
-    """A run in about a second: one seed, one student, one epoch."""
-    return quick_config(**extra)
-
-
 def _write(path, cfg):
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -47,7 +42,7 @@ def _files(folder):
 def quick_results(tmp_path_factory):
     """results.json of one quick run, shared by tests that break copies of it."""
     tmp = tmp_path_factory.mktemp("quick")
-    result = runner.invoke(app, ["run", str(_write(tmp / "q.yaml", _quick())), "--out", str(tmp / "run")])
+    result = runner.invoke(app, ["run", str(_write(tmp / "q.yaml", quick_config())), "--out", str(tmp / "run")])
     assert result.exit_code == 0, result.output
     return tmp / "run" / "results.json"
 
@@ -104,7 +99,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_user_errors_are_one_line_and_exit_2_and_write_nothing(case, tmp_path):
-    config = _write(tmp_path / "quick.yaml", _quick())
+    config = _write(tmp_path / "quick.yaml", quick_config())
     build, expected = CASES[case]
     result = runner.invoke(app, build(tmp_path, config))
     _one_line_error(result, *expected)
@@ -150,11 +145,11 @@ def test_help_says_a_bare_run_is_the_quickstart_and_flags_read_as_flags():
 # ============================================================== output folders
 def test_a_failing_rerun_does_not_touch_the_earlier_run(tmp_path):
     out = tmp_path / "run"
-    config = _write(tmp_path / "q.yaml", _quick())
+    config = _write(tmp_path / "q.yaml", quick_config())
     assert runner.invoke(app, ["run", str(config), "--out", str(out)]).exit_code == 0
     before = _files(out)
     # An invalid config, an unknown device, the same valid config without --resume/--overwrite: all refused.
-    bad = _write(tmp_path / "bad.yaml", {**_quick(), "training": {"epochs": 0}})
+    bad = _write(tmp_path / "bad.yaml", {**quick_config(), "training": {"epochs": 0}})
     _one_line_error(runner.invoke(app, ["run", str(bad), "--out", str(out)]), "training.epochs")
     _one_line_error(runner.invoke(app, ["run", str(config), "--out", str(out), "--device", "cuda:7"]), "--device")
     _one_line_error(runner.invoke(app, ["run", str(config), "--out", str(out)]), "earlier corekd run", "--resume", "--overwrite")
@@ -163,10 +158,10 @@ def test_a_failing_rerun_does_not_touch_the_earlier_run(tmp_path):
 
 def test_overwrite_moves_the_earlier_run_aside(tmp_path):
     out = tmp_path / "run"
-    config = _write(tmp_path / "q.yaml", _quick())
+    config = _write(tmp_path / "q.yaml", quick_config())
     assert runner.invoke(app, ["run", str(config), "--out", str(out)]).exit_code == 0
     before = _files(out)
-    other = _write(tmp_path / "q2.yaml", _quick(seeds=[3]))
+    other = _write(tmp_path / "q2.yaml", quick_config(seeds=[3]))
     result = runner.invoke(app, ["run", str(other), "--out", str(out), "--overwrite"])
     assert result.exit_code == 0 and "moved the earlier run" in result.output
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
@@ -177,7 +172,7 @@ def test_overwrite_moves_the_earlier_run_aside(tmp_path):
 def test_a_user_folder_is_never_written_into(tmp_path):
     myexp = tmp_path / "myexp"
     myexp.mkdir()
-    commented = "# my notes\n" + yaml.safe_dump(_quick())
+    commented = "# my notes\n" + yaml.safe_dump(quick_config())
     (myexp / "config.yaml").write_text(commented)
     (myexp / "results.json").write_text("my own file")
     line = _one_line_error(runner.invoke(app, ["run", str(myexp / "config.yaml"), "--out", str(myexp)]),
@@ -192,7 +187,7 @@ def test_files_get_normal_permissions(tmp_path):
     old = os.umask(0o022)
     try:
         out = tmp_path / "run"
-        assert runner.invoke(app, ["run", str(_write(tmp_path / "q.yaml", _quick())), "--out", str(out)]).exit_code == 0
+        assert runner.invoke(app, ["run", str(_write(tmp_path / "q.yaml", quick_config())), "--out", str(out)]).exit_code == 0
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
@@ -203,7 +198,7 @@ def test_files_get_normal_permissions(tmp_path):
 def test_results_never_shrink(tmp_path):
     from corekd.rundir import RunFolder
 
-    cfg = load_config(_write(tmp_path / "q.yaml", _quick()))
+    cfg = load_config(_write(tmp_path / "q.yaml", quick_config()))
     folder = RunFolder(tmp_path / "run", "new")
     folder.prepare(cfg, "corekd run q.yaml")
     rows = [{"variant": "a", "seed": 0, "condition": "complete"}, {"variant": "b", "seed": 0, "condition": "complete"}]
@@ -215,7 +210,7 @@ def test_results_never_shrink(tmp_path):
 
 # ============================================================== silently wrong runs
 def test_a_data_path_alone_reads_that_corpus(tmp_path, corpus_dir, tiny_corpus):
-    cfg = _quick(data={"path": str(corpus_dir)})
+    cfg = quick_config(data={"path": str(corpus_dir)})
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert load_config(tmp_path / "run" / "config.yaml").data.source == "corpus"
@@ -231,7 +226,7 @@ def test_corekd_on_a_language_only_corpus_is_refused_before_anything_is_written(
     l_only = replace(tiny_corpus, modalities={"l": ModalitySpec(dim=12)}, dialogues=[
         replace(d, features={"l": d.features["l"]}, available=d.available[:, :1]) for d in tiny_corpus.dialogues])
     folder = l_only.save(tmp_path / "l_only")
-    cfg = _quick(data={"source": "corpus", "path": str(folder)}, methods=[{"name": "teacher"}, {"name": "corekd"}])
+    cfg = quick_config(data={"source": "corpus", "path": str(folder)}, methods=[{"name": "teacher"}, {"name": "corekd"}])
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     _one_line_error(result, "c.yaml: methods[1].options.nce_types", "'l'", "l_nce: 0")
     assert not (tmp_path / "run").exists()
@@ -255,7 +250,7 @@ def test_a_modality_missing_everywhere_is_not_applicable_and_leaves_the_average(
     _set_missing(corpus_dir, None, ["v"])
     inspect = runner.invoke(app, ["data", "inspect", str(corpus_dir), "--json"])
     assert any("'v' is missing for every utterance" in p for p in json.loads(inspect.output)["problems"])
-    cfg = _quick(data={"source": "corpus", "path": str(corpus_dir)})
+    cfg = quick_config(data={"source": "corpus", "path": str(corpus_dir)})
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0 and "warning: modality 'v' is missing for every utterance" in result.output
     records = [r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"]
@@ -273,7 +268,7 @@ def test_a_test_split_without_features_gives_no_numbers(tmp_path, corpus_dir):
     _set_missing(corpus_dir, "test", ["l", "a", "v"])
     inspect = runner.invoke(app, ["data", "inspect", str(corpus_dir)])
     assert "problems: none found" not in inspect.output and "have no modality at all" in inspect.output
-    cfg = _quick(data={"source": "corpus", "path": str(corpus_dir)})
+    cfg = quick_config(data={"source": "corpus", "path": str(corpus_dir)})
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     records = [r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"]
@@ -291,7 +286,7 @@ def test_a_class_absent_from_train_is_warned_everywhere(tmp_path, corpus_dir):
     edit_meta(corpus_dir, drop_angry)
     warning = "label 'angry' never occurs in the train split"
     assert warning in runner.invoke(app, ["data", "inspect", str(corpus_dir)]).output
-    cfg = _quick(data={"source": "corpus", "path": str(corpus_dir)})
+    cfg = quick_config(data={"source": "corpus", "path": str(corpus_dir)})
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0 and f"warning: {warning}" in result.output
     assert warning in (tmp_path / "run" / "report.md").read_text()
