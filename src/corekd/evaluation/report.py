@@ -128,8 +128,7 @@ def dev_section(records: list[dict], trainings: list[dict], metric: str = "weigh
             markdown_table(table, ["complete" if c == "complete" else "fixed Avg" for c in cols]),
             "",
         ]
-        teacher = [v for v in table.index if v == "teacher"]
-        if teacher and "complete" in cols and isinstance(table.loc["teacher", "complete"], tuple):
+        if "teacher" in table.index and "complete" in cols and isinstance(table.loc["teacher", "complete"], tuple):
             t_mean = table.loc["teacher", "complete"][0]
             better = [
                 (v, cell[0]) for v, cell in table["complete"].items()
