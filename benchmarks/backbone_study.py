@@ -4,10 +4,11 @@ Run from the repository root::
 
     python benchmarks/backbone_study.py [--config configs/backbone_study.yaml] [--corpus NAME] [--candidate NAME]
 
-Each (corpus, candidate) is one ``corekd run`` into ``runs/backbone_study/<corpus>/<candidate>``
+Each (corpus, candidate) is one ``corekd run`` into ``runs/<config stem>/<corpus>/<candidate>``
 (skipped when its results.json is already complete, so the study resumes), with one torch
 thread. Then the tables are built from every complete run: a DEV table (what defaults are
-chosen on) and a TEST table, as markdown and JSON in ``benchmarks/results/backbone_study.*``,
+chosen on, by the study's ``criterion``: a list of "method condition" dev figures averaged over
+corpora) and a TEST table, as markdown and JSON in ``benchmarks/results/<config stem>.*``,
 with each backbone's seconds per epoch (training pass + dev scoring, 1 thread) and the load
 average (timings taken while other work uses the CPU are inflated).
 """
@@ -33,7 +34,18 @@ from corekd.study import candidate_config, candidate_methods as methods_of
 from speed import load_average, machine_info
 
 FIGURES = [("teacher", "complete"), ("teacher", FIXED_AVG), ("no_kd", "complete"), ("no_kd", FIXED_AVG)]
+# The first study's criterion; a study file may name its own (``criterion: ["no_kd random:0.5", ...]``).
 CRITERION = [("teacher", "complete"), ("teacher", FIXED_AVG), ("no_kd", FIXED_AVG)]
+
+
+def study_figures(study: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(figures shown, criterion figures): the criterion's figures are always among those shown."""
+    criterion = [tuple(item.split(" ", 1)) for item in study["criterion"]] if "criterion" in study else CRITERION
+    return FIGURES + [f for f in criterion if f not in FIGURES], criterion
+
+
+def label(cond: str) -> str:
+    return "fixed avg" if cond == FIXED_AVG else cond
 
 
 def complete(results: Path, study: dict, candidate: str) -> bool:
@@ -45,11 +57,11 @@ def complete(results: Path, study: dict, candidate: str) -> bool:
     return done >= want and "seconds" in payload["meta"]
 
 
-def summarise(results: Path, split: str) -> dict:
+def summarise(results: Path, split: str, figures: list[tuple[str, str]]) -> dict:
     payload = json.loads(results.read_text())
     frame = records_frame(split_records(payload["records"], split))
     out = {}
-    for method, cond in FIGURES:
+    for method, cond in figures:
         if method not in set(frame.variant):
             continue
         vals = frame[(frame.variant == method) & (frame.condition == cond)].sort_values("seed")["weighted_f1"].to_numpy()
@@ -69,10 +81,11 @@ def summarise(results: Path, split: str) -> dict:
     return out
 
 
-def table(summary: dict, corpora: list[str], candidates: list[str], split: str) -> str:
+def table(summary: dict, corpora: list[str], candidates: list[str], split: str,
+          figures: list[tuple[str, str]], criterion: list[tuple[str, str]]) -> str:
     head = ["candidate"]
     for c in corpora:
-        head += [f"{c}: {m} {'complete' if cond == 'complete' else 'fixed avg'}" for m, cond in FIGURES]
+        head += [f"{c}: {m} {label(cond)}" for m, cond in figures]
     if split == "dev":
         head += ["criterion"]
     head += ["s/epoch teacher", "s/epoch no_kd"]
@@ -82,13 +95,13 @@ def table(summary: dict, corpora: list[str], candidates: list[str], split: str) 
         crit = []
         for c in corpora:
             s = summary.get(c, {}).get(cand, {}).get(split)
-            for m, cond in FIGURES:
-                v = s[f"{m} {cond}"] if s else None
+            for m, cond in figures:
+                v = s.get(f"{m} {cond}") if s else None
                 cells.append(f"{v['mean']:.1f} ± {v['std']:.1f}" if v else "n/a")
-                if v and (m, cond) in CRITERION:
+                if v and (m, cond) in criterion:
                     crit.append(v["mean"])
         if split == "dev":
-            cells.append(f"{np.mean(crit):.2f}" if len(crit) == len(CRITERION) * len(corpora) else "n/a")
+            cells.append(f"{np.mean(crit):.2f}" if len(crit) == len(criterion) * len(corpora) else "n/a")
         timing = summary.get(corpora[0], {}).get(cand, {}).get("seconds_per_epoch") or {}
         cells += [f"{timing[m]:.2f}" if m in timing else "n/a" for m in ("teacher", "no_kd")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -100,11 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=Path("configs/backbone_study.yaml"), type=Path)
     parser.add_argument("--corpus", action="append", help="run only this corpus (repeatable)")
     parser.add_argument("--candidate", action="append", help="run only this candidate (repeatable)")
-    parser.add_argument("--runs", default=Path("runs/backbone_study"), type=Path)
-    parser.add_argument("--out", default=Path("benchmarks/results/backbone_study"), type=Path, help="path stem of .md/.json")
+    parser.add_argument("--runs", type=Path, help="run folders (default runs/<config stem>)")
+    parser.add_argument("--out", type=Path, help="path stem of .md/.json (default benchmarks/results/<config stem>)")
     parser.add_argument("--tables-only", action="store_true", help="build the tables from finished runs, train nothing")
     args = parser.parse_args(argv)
     study = yaml.safe_load(args.config.read_text())
+    args.runs = args.runs or Path("runs") / args.config.stem
+    args.out = args.out or Path("benchmarks/results") / args.config.stem
+    figures, criterion = study_figures(study)
     torch.set_num_threads(study["threads"])
     corpora = list(study["corpora"])
     candidates = list(study["candidates"])
@@ -125,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for cand in candidates:
             path = args.runs / corpus / cand / "results.json"
             if complete(path, study, cand):
-                summary.setdefault(corpus, {})[cand] = {s: summarise(path, s) for s in ("dev", "test")}
+                summary.setdefault(corpus, {})[cand] = {s: summarise(path, s, figures) for s in ("dev", "test")}
                 for s in ("dev", "test"):
                     summary[corpus][cand]["seconds_per_epoch"] = summary[corpus][cand][s].pop("seconds_per_epoch")
                     summary[corpus][cand]["epochs"] = summary[corpus][cand][s].pop("epochs")
@@ -136,13 +152,13 @@ def main(argv: list[str] | None = None) -> int:
                     for key, value in summary[corpus][source][s].items():
                         if key.startswith("no_kd"):
                             summary[corpus][cand][s].setdefault(key, value)
-    dev_table = table(summary, corpora, candidates, "dev")
-    test_table = table(summary, corpora, candidates, "test")
+    dev_table = table(summary, corpora, candidates, "dev", figures, criterion)
+    test_table = table(summary, corpora, candidates, "test", figures, criterion)
     text = "\n".join([
         "# Backbone study", "",
         f"`python benchmarks/backbone_study.py` ({args.config}); weighted F1 in %, mean ± sample std over seeds "
         f"{study['seeds']}; fixed avg = mean of the six fixed-condition figures per seed. Criterion (dev only): "
-        "mean over corpora of teacher complete, teacher fixed avg and no_kd fixed avg. Seconds per epoch: "
+        f"mean over corpora of {', '.join(f'{m} {label(c)}' for m, c in criterion)}. Seconds per epoch: "
         "training pass + dev scoring, quickstart corpus, 1 thread (inflated when the machine is shared; see the JSON's "
         "load average).", "",
         "## Dev split (defaults are chosen here)", "", dev_table, "",

@@ -279,3 +279,16 @@ def test_input_norm_off_lets_a_constant_shift_through(tiny_corpus, tiny_batch):
     with torch.no_grad():
         assert torch.allclose(with_norm(tiny_batch).logits, with_norm(other).logits, atol=1e-4)
         assert not torch.allclose(without(tiny_batch).logits, without(other).logits, atol=1e-4)
+
+
+def test_encoder_layers_stack_hidden_blocks(tiny_corpus, tiny_batch):
+    """encoder_layers N: N linear layers per modality (D -> H, then H -> H); outputs keep their shapes."""
+    one = _model(tiny_corpus, context="none", fusion="observed_mean")
+    three = _model(tiny_corpus, context="none", fusion="observed_mean", encoder_layers=3)
+    for model, n in ((one, 1), (three, 3)):
+        linears = [m for m in model.encoders["l"].modules() if isinstance(m, torch.nn.Linear)]
+        assert [(lin.in_features, lin.out_features) for lin in linears] == [(tiny_corpus.modalities["l"].dim, 16)] + [(16, 16)] * (n - 1)
+    with torch.no_grad():
+        assert three(tiny_batch).states.shape == one(tiny_batch).states.shape
+    with pytest.raises(CorekdError, match="model.encoder_layers"):
+        validate_config({"model": {"encoder_layers": 0}})

@@ -83,3 +83,13 @@ def test_every_config_file_in_the_repo_is_valid():
             continue
         assert isinstance(load_config(path), RunConfig)
         yaml.safe_load(path.read_text())
+
+
+def test_a_study_criterion_names_a_method_and_a_condition(tmp_path):
+    base = yaml.safe_load((ROOT / "configs/backbone_study_stage2.yaml").read_text())
+    for bad in (["teacher"], ["vanilla_kd complete"], ["no_kd random:1.5"], ["no_kd fixed:x"]):
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump({**base, "criterion": bad}))
+        with pytest.raises(CorekdError) as err:
+            expand_study(path)
+        assert "study.yaml" in str(err.value)

@@ -13,9 +13,10 @@ from pathlib import Path
 import yaml
 
 from corekd.config import RunConfig, validate_config
+from corekd.data.protocols import Condition
 from corekd.errors import CorekdError
 
-STUDY_KEYS = {"seeds", "threads", "methods", "corpora", "base", "candidates"}
+STUDY_KEYS = {"seeds", "threads", "methods", "corpora", "base", "candidates", "criterion"}
 
 
 def is_study(raw: object) -> bool:
@@ -56,6 +57,16 @@ def expand_study(path: str | Path) -> dict[tuple[str, str], RunConfig]:
     unknown = set(study) - STUDY_KEYS
     if unknown:
         raise CorekdError(f"unknown study keys {sorted(unknown)}; expected {sorted(STUDY_KEYS)}", path=path)
+    for item in study.get("criterion", []):
+        method, _, cond = str(item).partition(" ")
+        if method not in study["methods"] or not cond:
+            raise CorekdError(f"criterion item '{item}': expected '<method> <condition>' with a method of {study['methods']}",
+                              path=path, field="criterion")
+        if cond != "fixed:avg":
+            try:
+                Condition.parse(cond)
+            except CorekdError as err:
+                raise CorekdError(f"criterion item '{item}': {err.detail}", path=path, field="criterion") from None
     return {
         (corpus, cand): validate_config(candidate_config(study, corpus, cand), path)
         for corpus in study["corpora"] for cand in study["candidates"]

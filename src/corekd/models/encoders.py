@@ -12,15 +12,19 @@ class VectorEncoder(nn.Module):
     The token replaces the encoding wherever the mask says "missing", so nothing downstream
     depends on the (zeroed) input values of a missing modality. ``missing_token=False``: zeros
     instead of a token (for the observed-only fusions). ``input_norm=False`` drops the
-    per-utterance LayerNorm over the features (for standardised inputs).
+    per-utterance LayerNorm over the features (for standardised inputs). ``layers``: how many
+    linear -> GELU -> dropout blocks (the first maps D -> H, the rest H -> H).
     """
 
     def __init__(self, in_dim: int, hidden: int, dropout: float, input_dropout: float = 0.0,
-                 missing_token: bool = True, input_norm: bool = True):
+                 missing_token: bool = True, input_norm: bool = True, layers: int = 1):
         super().__init__()
-        self.proj = nn.Sequential(
-            nn.LayerNorm(in_dim) if input_norm else nn.Identity(), nn.Dropout(input_dropout), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout)
-        )
+        if layers < 1:
+            raise ValueError(f"an encoder needs at least one layer, got {layers}")
+        blocks: list[nn.Module] = [nn.LayerNorm(in_dim) if input_norm else nn.Identity(), nn.Dropout(input_dropout)]
+        for i in range(layers):
+            blocks += [nn.Linear(in_dim if i == 0 else hidden, hidden), nn.GELU(), nn.Dropout(dropout)]
+        self.proj = nn.Sequential(*blocks)
         # Without a token, a missing input encodes to zeros (observed-only fusions never read it).
         self.missing = nn.Parameter(torch.zeros(hidden)) if missing_token else None
 

@@ -50,6 +50,7 @@ class ModelConfig(BaseModel):
         "observed_mean", description="learned-token attention fusion, or mean / attention over the observed modalities only"
     )
     input_norm: bool = Field(True, description="per-utterance LayerNorm over each modality's input features")
+    encoder_layers: int = Field(1, ge=1, description="linear -> GELU -> dropout blocks in each modality's encoder")
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> "ModelConfig":
@@ -83,7 +84,8 @@ class ERCModel(nn.Module):
         self.standardizer = InputStandardizer(dims)
         token = cfg.fusion == "token"
         self.encoders = nn.ModuleDict({
-            m: VectorEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout, missing_token=token, input_norm=cfg.input_norm)
+            m: VectorEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout, missing_token=token,
+                           input_norm=cfg.input_norm, layers=cfg.encoder_layers)
             for m, d in dims.items()
         })
         streams = len(dims) if cfg.context_over == "modality" else 1
