@@ -292,3 +292,17 @@ def test_encoder_layers_stack_hidden_blocks(tiny_corpus, tiny_batch):
         assert three(tiny_batch).states.shape == one(tiny_batch).states.shape
     with pytest.raises(CorekdError, match="model.encoder_layers"):
         validate_config({"model": {"encoder_layers": 0}})
+
+
+def test_students_above_the_teacher_by_hand():
+    import pandas as pd
+
+    from corekd.evaluation.report import students_above_teacher
+
+    table = pd.DataFrame({"complete": [(0.60, 0.01), (0.60, 0.02), (0.61, 0.0), "n/a"]},
+                         index=["teacher", "no_kd", "corekd", "vanilla_kd"])
+    assert students_above_teacher(table) == [("corekd", 0.61, 0.60)]  # equal is not above; n/a cells skipped
+    assert students_above_teacher(table.drop(index="teacher")) == []
+    assert students_above_teacher(table.rename(columns={"complete": "fixed:avg"})) == []
+    table.loc["teacher", "complete"] = "n/a"
+    assert students_above_teacher(table) == []

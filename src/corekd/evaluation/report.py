@@ -110,6 +110,20 @@ def split_records(records: list[dict], split: str) -> list[dict]:
     return [r for r in records if r.get("split", "test") == split]
 
 
+def students_above_teacher(table: pd.DataFrame) -> list[tuple[str, float, float]]:
+    """(student, its mean, the teacher's mean) for every student whose mean on complete views is above the teacher's.
+
+    ``table``: :func:`mean_std_table` over the dev records, with a ``complete`` column.
+    """
+    if "teacher" not in table.index or "complete" not in table.columns:
+        return []
+    teacher = table.loc["teacher", "complete"]
+    if not isinstance(teacher, tuple):
+        return []
+    return [(v, cell[0], teacher[0]) for v, cell in table["complete"].items()
+            if v != "teacher" and isinstance(cell, tuple) and cell[0] > teacher[0]]
+
+
 def dev_section(records: list[dict], trainings: list[dict], metric: str = "weighted_f1") -> list[str]:
     """Teacher and students on complete DEV views, per model best/selected epochs, and a warning when a
     student beats the teacher there (the teacher is then a weak reference to distil)."""
@@ -128,18 +142,12 @@ def dev_section(records: list[dict], trainings: list[dict], metric: str = "weigh
             markdown_table(table, ["complete" if c == "complete" else "fixed Avg" for c in cols]),
             "",
         ]
-        if "teacher" in table.index and "complete" in cols and isinstance(table.loc["teacher", "complete"], tuple):
-            t_mean = table.loc["teacher", "complete"][0]
-            better = [
-                (v, cell[0]) for v, cell in table["complete"].items()
-                if v != "teacher" and isinstance(cell, tuple) and cell[0] > t_mean
+        for v, mean, t_mean in students_above_teacher(table):
+            parts += [
+                f"**Warning:** student `{v}` beats the teacher on complete dev views "
+                f"({100 * mean:.2f} vs {100 * t_mean:.2f}): the teacher is a weak reference to distil.",
+                "",
             ]
-            for v, mean in better:
-                parts += [
-                    f"**Warning:** student `{v}` beats the teacher on complete dev views "
-                    f"({100 * mean:.2f} vs {100 * t_mean:.2f}): the teacher is a weak reference to distil.",
-                    "",
-                ]
     if trainings and "selected_epoch" in trainings[0]:
         lines = ["| model | seed | best dev epoch | selected epoch | epochs run |", "|---|---|---|---|---|"]
         for t in trainings:
