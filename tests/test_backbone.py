@@ -274,7 +274,7 @@ def test_input_norm_off_lets_a_constant_shift_through(tiny_corpus, tiny_batch):
     shifted = dict(tiny_batch.features)
     shifted["l"] = shifted["l"] + 5.0
     other = replace(tiny_batch, features=shifted)
-    with_norm = _model(tiny_corpus, context="none", fusion="observed_mean")
+    with_norm = _model(tiny_corpus, context="none", fusion="observed_mean", input_norm=True)
     without = _model(tiny_corpus, context="none", fusion="observed_mean", input_norm=False)
     with torch.no_grad():
         assert torch.allclose(with_norm(tiny_batch).logits, with_norm(other).logits, atol=1e-4)

@@ -68,10 +68,13 @@ class TrainingConfig(_Strict):
 
 
 class TeacherConfig(_Strict):
-    """Overrides of the model and training settings for the teacher only (unset = the shared setting)."""
+    """Overrides of the model and training settings for the teacher only (null = the shared setting).
+
+    Default: input dropout 0.2 for the teacher (chosen on dev by the backbone study's second stage).
+    """
 
     dropout: float | None = Field(None, ge=0, lt=1)
-    input_dropout: float | None = Field(None, ge=0, lt=1)
+    input_dropout: float | None = Field(0.2, ge=0, lt=1)
     weight_decay: float | None = Field(None, ge=0)
     label_smoothing: float | None = Field(None, ge=0, lt=1)
     lr: float | None = Field(None, gt=0)

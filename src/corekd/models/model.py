@@ -45,11 +45,11 @@ class ModelConfig(BaseModel):
         "all", description="token fusion only: fuse only observed modalities, or also context-derived states of missing ones"
     )
     context: ContextKind = Field("gru", description="dialogue context: speaker-aware attention, bidirectional GRU, or none")
-    context_over: ContextOver = Field("modality", description="context per modality before fusion, or once after fusion")
+    context_over: ContextOver = Field("fused", description="context per modality before fusion, or once after fusion")
     fusion: FusionKind = Field(
         "observed_mean", description="learned-token attention fusion, or mean / attention over the observed modalities only"
     )
-    input_norm: bool = Field(True, description="per-utterance LayerNorm over each modality's input features")
+    input_norm: bool = Field(False, description="per-utterance LayerNorm over each modality's input features")
     encoder_layers: int = Field(1, ge=1, description="linear -> GELU -> dropout blocks in each modality's encoder")
 
     @model_validator(mode="after")
