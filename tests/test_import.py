@@ -89,6 +89,21 @@ def test_jsonl_integer_labels_without_names_become_decimal_strings_and_no_speake
     assert corpus.modality_names == ("l",)
 
 
+def test_jsonl_frames_become_a_sequence_modality_and_kinds_must_not_mix(tmp_path):
+    lines = [{"dialogue_id": f"d{k}", "split": ["train", "dev", "test"][k % 3], "utterances": [
+        {"id": f"d{k}_0", "label": "x", "l": [1.0, 2.0], "a": [[1.0, 0.0, 2.0], [3.0, 0.0, 4.0]]},
+        {"id": f"d{k}_1", "label": "y", "l": [0.0, 1.0], "a": [[5.0, 5.0, 5.0]]},
+        {"id": f"d{k}_2", "label": "y", "l": [0.0, 1.0]}]} for k in range(3)]
+    corpus = import_corpus("jsonl", _write_jsonl(tmp_path / "f.jsonl", lines), tmp_path / "c").corpus
+    assert corpus.modalities["a"].kind == "sequence" and corpus.modalities["l"].kind == "vector"
+    d = corpus.dialogues[0]
+    assert d.frames["a"][1].tolist() == [2, 1, 0] and d.available[:, 1].tolist() == [True, True, False]
+    np.testing.assert_allclose(d.features["a"][:2], [[2.0, 0.0, 3.0], [5.0, 5.0, 5.0]])
+    lines[1]["utterances"][0]["a"] = [1.0, 2.0, 3.0]
+    with pytest.raises(CorekdError, match=r"line 2: utterances\[0\]\.a: modality 'a' was sequence data before"):
+        import_corpus("jsonl", _write_jsonl(tmp_path / "g.jsonl", lines), tmp_path / "c2")
+
+
 def test_a_train_test_only_jsonl_built_from_the_real_meld_annotations_imports_and_runs(tmp_path):
     if not MELD_CSV.is_file():
         pytest.skip("the MELD annotation CSVs are not in ../shared/data/meld")
@@ -218,6 +233,7 @@ def test_iemocap_9_tuple_round_trip(tmp_path):
         for m, source in (("l", text), ("a", audio), ("v", visual)):
             np.testing.assert_allclose(d.features[m], np.stack(source[d.id]).astype(np.float32))
     assert any("layout iemocap-9" in n for n in result.notes) and any("no dev split" in n for n in result.notes)
+    assert corpus.modalities["v"].source == "IEMOCAP_features_raw.pkl videoVisual (iemocap-9)"
 
 
 def _meld_pickle(rng, with_visual: bool):
@@ -392,4 +408,4 @@ def test_a_sequence_corpus_runs_on_frame_means_and_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     assert "modality 'a' holds frame sequences: this run reads the mean over each utterance's frames" in result.output
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "| a | not stated | 3 | sequence | frames (rate not stated) | unaligned |" in report
+    assert "| a | m.pkl 'audio' (MMSA) | 3 | sequence | frames (rate not stated) | unaligned |" in report

@@ -258,12 +258,13 @@ def data_inspect(
     out_console.print(mods)
     for m, spec in info["modalities"].items():
         card = spec["card"]
-        out_console.print(f"card {m}: extractor {card['extractor']}; {card['frame_rate']}; {card['aligned']}; "
-                          f"normalization {card['normalization']}", markup=False, highlight=False, soft_wrap=True)
+        out_console.print(f"card {m}: extractor {card['extractor']}; {card['frame_rate']}; alignment "
+                          f"{card['aligned']}; normalization {card['normalization']}", markup=False, highlight=False,
+                          soft_wrap=True)
     if info.get("dev_split"):
         from corekd.data.splits import describe
 
-        out_console.print(describe(info["dev_split"]), markup=False)
+        out_console.print(describe(info["dev_split"]), markup=False, highlight=False, soft_wrap=True)
     sp = info["speakers_per_dialogue"]
     out_console.print(f"speakers per dialogue: {sp['min']}..{sp['max']}")
     if info["problems"]:

@@ -26,6 +26,11 @@ def import_corpus(
 
     The written corpus is read back with every check of ``load_corpus`` before this returns.
     """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CorekdError("expected a folder, but this is a file", path=out, field="--out")
+    if out.is_dir() and any(out.iterdir()):
+        raise CorekdError("folder is not empty; expected a new or empty folder", path=out, field="--out")
     if fmt == "jsonl":
         result = import_jsonl(src, labels=labels, name=name)
     elif fmt == "conversation-pickle":
@@ -37,11 +42,6 @@ def import_corpus(
     else:
         raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
     finish(result, dev_fraction=dev_fraction, seed=seed)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CorekdError("expected a folder, but this is a file", path=out, field="--out")
-    if out.is_dir() and any(out.iterdir()):
-        raise CorekdError("folder is not empty; expected a new or empty folder", path=out, field="--out")
     result.corpus.save(out)
     result.corpus = load_corpus(out)
     return result

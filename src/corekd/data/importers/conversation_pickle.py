@@ -116,7 +116,8 @@ def import_conversation_pickle(
                 ))
             builder.add(str(vid), split, utterances, _where(layout, index["videoIDs"], vid))
     info = {"imported_from": {"format": "conversation-pickle", "layout": layout, "dataset": dataset, "file": src.name}}
-    corpus = builder.build(name or src.stem, info=info)
+    cards = {m: {"source": f"{src.name} {key} ({layout})"} for key, m in MODALITY_OF.items() if key in names}
+    corpus = builder.build(name or src.stem, cards=cards, info=info)
     notes.append(f"layout {layout} ({dataset}: labels {', '.join(builder.labels)})")
     return ImportResult(corpus, notes)
 

@@ -128,7 +128,7 @@ def import_mmsa_pickle(
         notes.append(f"{neg_inf} audio values of -inf read as 0 (as MMSA does)")
     notes.append(f"labels: {classes} classes from the sentiment score ({', '.join(CLASS_SETS[classes])}); the score "
                  "itself is kept per utterance as 'sentiment'")
-    cards = {MODALITY_OF[mod]: {"aligned": bool(aligned)} for mod in seq_len}
+    cards = {MODALITY_OF[mod]: {"aligned": bool(aligned), "source": f"{src.name} '{mod}' (MMSA)"} for mod in seq_len}
     info = {"imported_from": {"format": "mmsa-pickle", "file": src.name, "aligned": bool(aligned),
                               "padded_frames": seq_len}}
     corpus = builder.build(name or src.stem, cards=cards, info=info)
