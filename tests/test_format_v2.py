@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
 from corekd.cli import app

@@ -344,7 +344,7 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
                 raise CorekdError(f"dtype {x.dtype}; expected float32 (convert the file with "
                                   f"`corekd data inspect {folder} --cast`)", path=feat_path, field=m)
             tensors[m] = x = x.astype(np.float32)
-        rows = int(offsets_total(lengths[m])) if m in lengths else n_total
+        rows = int(lengths[m].sum()) if m in lengths else n_total
         want = (rows, meta.modalities[m].dim)
         got = tuple(x.shape)
         if got != want:
@@ -420,10 +420,6 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
         task=meta.task,
         info=meta.info,
     )
-
-
-def offsets_total(lengths: np.ndarray) -> int:
-    return int(lengths.sum())
 
 
 def pool_mean(frames: np.ndarray, lengths: np.ndarray, dim: int) -> np.ndarray:
