@@ -36,6 +36,9 @@ data_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(data_app, name="data")
+config_app = typer.Typer(help="Run configurations: check one (and its corpus) without training.", no_args_is_help=True,
+                         rich_markup_mode=None)
+app.add_typer(config_app, name="config")
 
 _state = {"debug": False}
 out_console = Console()
@@ -220,11 +223,17 @@ def data_synth(
 def data_inspect(
     path: Path = typer.Argument(..., help="A corpus folder (corpus.json + features.safetensors)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    cast: bool = typer.Option(False, "--cast", help="Convert feature tensors that are not float32 to float32 "
+                              "(and offsets to int64), rewriting features.safetensors, then inspect."),
 ) -> None:
-    """Counts per split, label distribution, modality dims, and any problem found."""
-    from corekd.data.corpus import load_corpus
+    """Counts per split, label distribution, modality dims and dataset cards, and any problem found."""
+    from corekd.data.corpus import cast_features, load_corpus
     from corekd.data.summary import summarize
 
+    if cast:
+        load_corpus(path, cast=True)  # everything else must be right before the file is rewritten
+        changed = cast_features(path)
+        print(f"cast {'; '.join(changed)}" if changed else "cast: every tensor already had the expected dtype")
     info = summarize(load_corpus(path))
     if as_json:
         print(json.dumps(info, indent=2))
@@ -247,6 +256,15 @@ def data_inspect(
     for m, spec in info["modalities"].items():
         mods.add_row(m, str(spec["dim"]), spec["kind"], str(spec["missing_utterances"]), spec["source"] or "")
     out_console.print(mods)
+    for m, spec in info["modalities"].items():
+        card = spec["card"]
+        out_console.print(f"card {m}: extractor {card['extractor']}; {card['frame_rate']}; alignment "
+                          f"{card['aligned']}; normalization {card['normalization']}", markup=False, highlight=False,
+                          soft_wrap=True)
+    if info.get("dev_split"):
+        from corekd.data.splits import describe
+
+        out_console.print(describe(info["dev_split"]), markup=False, highlight=False, soft_wrap=True)
     sp = info["speakers_per_dialogue"]
     out_console.print(f"speakers per dialogue: {sp['min']}..{sp['max']}")
     if info["problems"]:
@@ -280,6 +298,71 @@ def data_probe(
         for pair, accs in result["pairs"].items():
             ptable.add_row(pair, *("n/a" if accs[m] is None else f"{accs[m]:.3f}" for m in corpus.modality_names))
         out_console.print(ptable)
+
+
+@data_app.command("import")
+@_guarded
+def data_import(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="jsonl, conversation-pickle or mmsa-pickle (docs/import-*.md)."),
+    src: Path = typer.Argument(..., help="The source file."),
+    out: Path = typer.Option(..., "--out", help="New or empty folder to write the corpus into."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Label names in index order, e.g. happy,sad,neutral "
+                                         "(jsonl: integer labels index them; conversation-pickle: overrides the "
+                                         "dataset's order)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Corpus name (default: the source file's stem)."),
+    dev_fraction: float = typer.Option(0.1, "--dev-fraction", help="Share of train dialogues carved into dev when "
+                                       "the source has no dev split."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the carved dev split."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="conversation-pickle: iemocap or meld (default: "
+                                          "from the layout and speaker encoding)."),
+    classes: int = typer.Option(2, "--classes", help="mmsa-pickle: 2 (negative/non-negative) or 7 (rounded "
+                                "sentiment) classes from the sentiment score."),
+) -> None:
+    """Convert a feature file of the field into a corpus folder (checked by reading it back)."""
+    from corekd.data.importers import FORMATS, import_corpus
+    from corekd.data.summary import summarize
+
+    if fmt not in FORMATS:
+        raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
+    if dataset is not None and dataset not in ("iemocap", "meld"):
+        raise CorekdError(f"expected iemocap or meld, got '{dataset}'", field="--dataset")
+    if not 0 < dev_fraction < 1:
+        raise CorekdError(f"expected a fraction in (0, 1), got {dev_fraction}", field="--dev-fraction")
+    names = [n.strip() for n in labels.split(",")] if labels else None
+    if names is not None and (len(names) < 2 or not all(names)):
+        raise CorekdError(f"expected at least two comma-separated names, got '{labels}'", field="--labels")
+    result = import_corpus(fmt, src, out, labels=names, name=name, dev_fraction=dev_fraction, seed=seed,
+                           dataset=dataset, classes=classes)
+    corpus = result.corpus
+    counts = {s: (len(corpus.split(s)), sum(len(d) for d in corpus.split(s))) for s in ("train", "dev", "test")}
+    print(f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.num_utterances} utterances "
+          f"(train/dev/test dialogues {counts['train'][0]}/{counts['dev'][0]}/{counts['test'][0]}), "
+          f"labels {', '.join(corpus.labels)}")
+    for m, card in corpus.cards().items():
+        print(f"modality {m}: {card['kind']}, dim {card['dim']}, {card['frame_rate']}")
+    for note in result.notes:
+        print(f"note: {note}")
+    for problem in summarize(corpus)["problems"]:
+        print(f"problem: {problem}")
+
+
+@config_app.command("check")
+@_guarded
+def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")) -> None:
+    """Validate a config and its corpus (methods against the corpus included) without training anything."""
+    from corekd.config import load_config
+    from corekd.pipeline import corpus_notes, load_data
+
+    cfg = load_config(config)
+    corpus = load_data(cfg, config)
+    counts = "/".join(str(len(corpus.split(s))) for s in ("train", "dev", "test"))
+    where = cfg.data.path if cfg.data.source == "corpus" else "synthetic (data.synth)"
+    print(f"config {config}: ok ({len(cfg.methods)} methods: {', '.join(s.label for s in cfg.methods)}; "
+          f"seeds {cfg.seeds})")
+    print(f"corpus '{corpus.name}' from {where}: ok, {len(corpus.dialogues)} dialogues ({counts} train/dev/test), "
+          f"{corpus.num_utterances} utterances, modalities {', '.join(corpus.modality_names)}")
+    for note in corpus_notes(corpus, cfg) + corpus.problems():
+        print(f"warning: {note}")
 
 
 def main() -> None:

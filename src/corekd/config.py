@@ -29,7 +29,14 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     source: Literal["synthetic", "corpus"] = Field("synthetic", description="generate the synthetic corpus, or read a corpus folder")
-    path: str | None = Field(None, description="corpus folder (docs/data-format.md) when source is 'corpus'")
+    path: str | None = Field(None, description="corpus folder (docs/data-format.md) when source is 'corpus'; "
+                             "a relative path is read from the config file's folder")
+    dev: Literal["split", "carve"] = Field(
+        "split", description="the dev split: the corpus's own ('split'), or, for a corpus without one, 'carve' a "
+        "seeded share of the train dialogues (speaker-disjoint where speakers allow)"
+    )
+    dev_fraction: float = Field(0.1, gt=0, lt=1, description="share of train dialogues carved into dev (data.dev: carve)")
+    dev_seed: int = Field(0, ge=0, description="seed of the carved dev split (data.dev: carve)")
     synth: SynthConfig = Field(default_factory=SynthConfig)
     standardize: bool = Field(
         True, description="z-score every input column with the train split's statistics (observed utterances only); "
@@ -65,6 +72,10 @@ class TrainingConfig(_Strict):
                        "every step; when > 0 the average is what is scored on dev, selected and saved (0 = off)")
     select_window: int = Field(1, ge=1, description="select on the trailing mean of this many epochs' dev scores "
                                "(1 = the raw dev score); early stopping follows the same curve")
+    select_on: Literal["dev", "test"] = Field(
+        "dev", description="LEGACY 'test' selects epochs on the test split, as much of the literature does, to show "
+        "how much that inflates the numbers; every table of the report then carries a warning banner"
+    )
 
 
 class TeacherConfig(_Strict):
@@ -206,7 +217,10 @@ def load_config(path: str | Path) -> RunConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise CorekdError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path=path) from None
-    return validate_config(raw, path)
+    cfg = validate_config(raw, path)
+    if cfg.data.path and not Path(cfg.data.path).is_absolute():  # relative to the config file, not the shell
+        cfg.data.path = str((path.parent / cfg.data.path).absolute())
+    return cfg
 
 
 def dump_config(cfg: RunConfig) -> str:

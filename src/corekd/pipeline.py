@@ -20,6 +20,7 @@ from corekd.config import MethodSpec, RunConfig, load_config
 from corekd.data.batching import SplitTensors
 from corekd.data.corpus import Corpus, load_corpus
 from corekd.data.protocols import missing_rate, split_condition_mask, standard_conditions
+from corekd.data.splits import carve_dev, describe
 from corekd.data.standardize import train_statistics
 from corekd.data.synth import generate
 from corekd.errors import CorekdError, from_validation_error
@@ -65,9 +66,16 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
     """The run's corpus, checked against the configured methods (``source``: the config file, for errors)."""
     corpus = generate(cfg.data.synth) if cfg.data.source == "synthetic" else load_corpus(cfg.data.path)
     where = cfg.data.path if cfg.data.source == "corpus" else source
+    if cfg.data.dev == "carve" and not corpus.split("dev") and corpus.split("train"):
+        try:
+            carve_dev(corpus, cfg.data.dev_fraction, cfg.data.dev_seed)
+        except CorekdError as exc:
+            raise CorekdError(exc.detail, path=source, field="data.dev") from None
     for split in ("train", "dev", "test"):
         if not corpus.split(split):
-            raise CorekdError(f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are needed)",
+            hint = " or set data.dev: carve to carve one from train" if split == "dev" else ""
+            raise CorekdError(f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are "
+                              f"needed{hint})",
                               path=where, field="dialogues[].split" if cfg.data.source == "corpus" else "data.synth")
     for i, spec in enumerate(cfg.methods):
         method = method_class(spec.name)(cfg.method_options(spec), cfg.training.missing)
@@ -76,6 +84,20 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
             option, text = problem
             raise CorekdError(f"{text} (corpus '{corpus.name}')", path=source, field=f"methods[{i}].options.{option}")
     return corpus
+
+
+def corpus_notes(corpus: Corpus, cfg: RunConfig) -> list[str]:
+    """What a run does to the corpus that its reader must know (carved dev, pooled sequences, legacy selection)."""
+    notes = []
+    if cfg.training.select_on == "test":
+        notes.append("LEGACY SELECTION ON TEST (training.select_on: test): epochs are chosen on the test split, so every "
+                     "test figure is optimistically biased; use it only to measure that bias")
+    if "dev_split" in corpus.info:
+        notes.append(describe(corpus.info["dev_split"]))
+    for m in corpus.sequence_modalities():
+        notes.append(f"modality '{m}' holds frame sequences: this run reads the mean over each utterance's frames "
+                     "(no sequence encoder yet)")
+    return notes
 
 
 def not_applicable(condition, mask: torch.Tensor, split: SplitTensors) -> str | None:
@@ -201,9 +223,10 @@ def run(
         teachers = [MethodSpec(name="teacher")]  # trained for the students, not reported
         methods["teacher"] = method_class("teacher")(config.method_options(teachers[0]), config.training.missing)
     order = teachers[:1] + students  # the teacher first: its students need it
-    warnings = corpus.problems() + [
+    warnings = corpus_notes(corpus, config) + corpus.problems() + [
         f"condition {name} is not applicable on the test split: {reason}" for name, reason in test_masks.not_applicable.items()
     ]
+    select_test = config.training.select_on == "test"
     meta = {
         "corpus": corpus.name,
         "labels": labels,
@@ -214,7 +237,11 @@ def run(
         "methods": [s.label for s in config.methods],
         "mask_seed": ev.mask_seed,
         "random_scheme": ev.scheme,
-        "selection": f"dev split, {config.training.select_metric}; test used once per model after training",
+        "selection": (f"TEST split (legacy training.select_on: test), {config.training.select_metric}" if select_test
+                      else f"dev split, {config.training.select_metric}; test used once per model after training"),
+        **({"select_on": "test"} if select_test else {}),
+        "modality_cards": corpus.cards(),
+        **({"dev_split": corpus.info["dev_split"]} if "dev_split" in corpus.info else {}),
         "standardize": "train-split statistics" if input_stats is not None else None,
         "device": str(dev),
         "torch": torch.__version__,
@@ -266,7 +293,7 @@ def run(
                         model.set_input_statistics(input_stats)
                     reporter.start_model(f"{label} seed {seed}", train_cfg.epochs)
                     result = train_model(
-                        method, model, train, dev_split, train_cfg, seed=seed, label_names=labels, device=dev,
+                        method, model, train, test if select_test else dev_split, train_cfg, seed=seed, label_names=labels, device=dev,
                         teacher=teacher_ref if method.needs_teacher else None, eval_batch_size=ev.batch_size,
                         on_epoch=reporter.epoch,
                     )

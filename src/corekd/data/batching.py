@@ -26,7 +26,9 @@ class Batch:
     utt_mask: torch.Tensor  # [B, U] bool: real utterance (not padding)
     modalities: tuple[str, ...]
     index: torch.Tensor  # [B] long: dialogue positions in the split these rows came from
-    frame_lengths: dict[str, torch.Tensor] = field(default_factory=dict)  # reserved: m -> [B, U] for frame features
+    # Sequence modalities only: m -> [B, U] long, frames per utterance (0 where missing or padding). Their
+    # ``features`` are the mean over the frames until a sequence encoder reads the frames themselves.
+    frame_lengths: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -71,6 +73,7 @@ class SplitTensors:
     lengths: torch.Tensor  # [N] long
     dialogue_ids: list[str]
     utterance_ids: list[list[str]]
+    frame_lengths: dict[str, torch.Tensor] = field(default_factory=dict)  # sequence modalities: m -> [N, U] long
 
     @classmethod
     def from_dialogues(cls, name: str, dialogues: list[Dialogue], corpus: Corpus) -> "SplitTensors":
@@ -82,7 +85,10 @@ class SplitTensors:
         speakers = np.zeros((n, u_max), dtype=np.int64)
         labels = np.zeros((n, u_max), dtype=np.int64)
         utt_mask = np.zeros((n, u_max), dtype=bool)
+        frame_lengths = {m: np.zeros((n, u_max), dtype=np.int64) for m in mods if corpus.modalities[m].kind == "sequence"}
         for i, d in enumerate(dialogues):
+            for m, lengths in frame_lengths.items():
+                lengths[i, : len(d)] = d.frames[m][1]
             u = len(d)
             for m in mods:
                 feats[m][i, :u] = d.features[m]
@@ -102,6 +108,7 @@ class SplitTensors:
             lengths=torch.tensor([len(d) for d in dialogues], dtype=torch.long),
             dialogue_ids=[d.id for d in dialogues],
             utterance_ids=[list(d.utterance_ids) for d in dialogues],
+            frame_lengths={m: torch.from_numpy(x) for m, x in frame_lengths.items()},
         )
 
     @classmethod
@@ -129,6 +136,7 @@ class SplitTensors:
             utt_mask=self.utt_mask[index, :u],
             modalities=self.modalities,
             index=index,
+            frame_lengths={m: x[index, :u] for m, x in self.frame_lengths.items()},
         )
         return batch.to(device) if device is not None else batch
 

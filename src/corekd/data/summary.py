@@ -34,8 +34,10 @@ def summarize(corpus: Corpus) -> dict:
         "name": corpus.name,
         "task": corpus.task,
         "labels": corpus.labels,
-        "modalities": {m: {"dim": s.dim, "kind": s.kind, "source": s.source, "missing_utterances": missing[m]}
+        "modalities": {m: {"dim": s.dim, "kind": s.kind, "source": s.source, "missing_utterances": missing[m],
+                           "card": s.card()}
                        for m, s in corpus.modalities.items()},
+        **({"dev_split": corpus.info["dev_split"]} if "dev_split" in corpus.info else {}),
         "speakers_per_dialogue": {"min": min(speakers, default=0), "max": max(speakers, default=0)},
         "splits": splits,
         "problems": corpus.problems(),

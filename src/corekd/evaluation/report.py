@@ -168,8 +168,10 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
     parts = [
         f"# Results: {md(meta.get('corpus', ''))}",
         "",
-        f"{spread}, in percent. Model selection on the dev "
-        f"split only ({meta.get('selection', '')}). Evaluation masks: seed {meta.get('mask_seed')}, identical for "
+        f"{spread}, in percent. "
+        + ("Model selection on the TEST split (legacy switch; see the warning). " if meta.get("select_on") == "test"
+           else f"Model selection on the dev split only ({meta.get('selection', '')}). ")
+        + f"Evaluation masks: seed {meta.get('mask_seed')}, identical for "
         f"every method and seed; random missing uses the `{meta.get('random_scheme')}` scheme. "
         f"Test split: {test.get('dialogues', '?')} dialogues, {test.get('utterances', '?')} utterances. "
         f"\"{NOT_APPLICABLE}\": nothing is observed under that condition (or it equals another); it enters no average.",
@@ -190,6 +192,7 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
         ]
     if meta.get("warnings"):
         parts += ["## Warnings", "", *(f"- {md(w)}" for w in meta["warnings"]), ""]
+    parts += card_section(meta)
     if frame.empty:
         return "\n".join(parts + ["No records."]) + "\n"
     conditions = {r["condition"] for r in records}
@@ -259,7 +262,43 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
         if "seconds" in meta:
             parts += [f"Whole run: {meta['seconds']:.0f} s on {meta.get('device')} (torch {meta.get('torch')}).", ""]
     parts += dev_section(all_records, trainings)
-    return "\n".join(parts)
+    text = "\n".join(parts)
+    return with_test_selection_banner(text) if meta.get("select_on") == "test" else text
+
+
+SELECTED_ON_TEST = ("> **WARNING: selected on the TEST split** (legacy `training.select_on: test`): these figures are "
+                    "optimistically biased and not comparable with dev-selected ones.")
+
+
+def with_test_selection_banner(text: str) -> str:
+    """The report with the legacy-selection warning above the title and above every table."""
+    out: list[str] = []
+    previous = ""
+    for line in text.split("\n"):
+        if line.startswith("|") and not previous.startswith("|"):
+            out += [SELECTED_ON_TEST, ""]
+        out.append(line)
+        if line.startswith("# "):
+            out += ["", SELECTED_ON_TEST]
+        previous = line
+    return "\n".join(out)
+
+
+def card_section(meta: dict) -> list[str]:
+    """The dataset card of every modality (from the corpus), and how the dev split was made if carved."""
+    cards = meta.get("modality_cards")
+    if not cards:
+        return []
+    keys = ["extractor", "dim", "kind", "frame_rate", "aligned", "normalization"]
+    lines = ["| modality | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for m, card in cards.items():
+        lines.append(f"| {md(m)} | " + " | ".join(md(card.get(k, "")) for k in keys) + " |")
+    parts = ["## Dataset card", "", *lines, ""]
+    if meta.get("dev_split"):
+        d = meta["dev_split"]
+        parts += [f"Dev split: {md(d.get('method', ''))}, {d.get('dialogues')} dialogues (fraction {d.get('fraction')}, "
+                  f"seed {d.get('seed')}, speaker-disjoint: {'yes' if d.get('speaker_disjoint') else 'no'}).", ""]
+    return parts
 
 
 def write_report(out_dir: str | Path, meta: dict, records: list[dict], trainings: list[dict]) -> Path:

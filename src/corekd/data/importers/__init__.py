@@ -1,0 +1,51 @@
+"""``corekd data import FORMAT SRC --out DIR``: corpora from the files the field passes around.
+
+Each format has a docs page (``docs/import-<format>.md``) naming every field it reads. Pickles
+are read with :mod:`corekd.data.unpickle` (numpy arrays and builtin containers only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from corekd.data.corpus import load_corpus
+from corekd.data.importers.base import ImportResult, finish
+from corekd.data.importers.conversation_pickle import import_conversation_pickle
+from corekd.data.importers.jsonl import import_jsonl
+from corekd.data.importers.mmsa_pickle import import_mmsa_pickle
+from corekd.errors import CorekdError
+
+FORMATS = ("jsonl", "conversation-pickle", "mmsa-pickle")
+
+
+def import_corpus(
+    fmt: str, src: str | Path, out: str | Path, *, labels: list[str] | None = None, name: str | None = None,
+    dev_fraction: float = 0.1, seed: int = 0, dataset: str | None = None, classes: int = 2,
+) -> ImportResult:
+    """Read ``src`` in format ``fmt``, carve a dev split if it has none, write the corpus to ``out``.
+
+    The written corpus is read back with every check of ``load_corpus`` before this returns.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CorekdError("expected a folder, but this is a file", path=out, field="--out")
+    if out.is_dir() and any(out.iterdir()):
+        raise CorekdError("folder is not empty; expected a new or empty folder", path=out, field="--out")
+    if fmt == "jsonl":
+        result = import_jsonl(src, labels=labels, name=name)
+    elif fmt == "conversation-pickle":
+        result = import_conversation_pickle(src, labels=labels, name=name, dataset=dataset)
+    elif fmt == "mmsa-pickle":
+        if labels is not None:
+            raise CorekdError("mmsa-pickle labels come from the sentiment score (use --classes)", field="--labels")
+        result = import_mmsa_pickle(src, name=name, classes=classes)
+    else:
+        raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
+    finish(result, dev_fraction=dev_fraction, seed=seed)
+    result.corpus.save(out)
+    result.corpus = load_corpus(out)
+    return result
+
+
+__all__ = ["FORMATS", "ImportResult", "import_corpus", "import_conversation_pickle", "import_jsonl",
+           "import_mmsa_pickle"]

@@ -1,0 +1,113 @@
+"""``corekd data import jsonl``: the interchange format anyone can write, one dialogue per line.
+
+See ``docs/import-jsonl.md`` for every field. Classification only for now: ``label`` is the
+target, ``sentiment`` is kept as a per-utterance value (regression on it is a later option).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from corekd.data.corpus import MODALITIES, SPLITS
+from corekd.data.importers.base import CorpusBuilder, ImportResult, Utterance
+from corekd.errors import CorekdError
+
+DIALOGUE_KEYS = ("dialogue_id", "split", "utterances")
+UTTERANCE_KEYS = ("id", "speaker", "label", "sentiment", "text", *MODALITIES)
+
+
+def _lines(src: Path):
+    """(line number, parsed object) for every non-blank line."""
+    with src.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorekdError(f"not valid JSON (column {exc.colno}: {exc.msg}); expected one JSON object per line",
+                                  path=src, field=f"line {n}") from None
+            if not isinstance(obj, dict):
+                raise CorekdError(f"expected a JSON object (one dialogue), got {type(obj).__name__}", path=src,
+                                  field=f"line {n}")
+            yield n, obj
+
+
+def _label_names(src: Path, labels: list[str] | None) -> list[str]:
+    """The label names: ``labels`` as given, or every label in the file (integers as decimal strings)."""
+    if labels is not None:
+        if len(set(labels)) != len(labels):
+            raise CorekdError("label names must be unique", field="--labels")
+        return list(labels)
+    found: set = set()
+    for n, obj in _lines(src):
+        for k, u in enumerate(obj.get("utterances") or []):
+            if isinstance(u, dict) and "label" in u:
+                value = u["label"]
+                if isinstance(value, bool) or not isinstance(value, (int, str)):
+                    raise CorekdError(f"expected a label name or integer index, got {value!r}", path=src,
+                                      field=f"line {n}: utterances[{k}].label")
+                found.add(value)
+    ints = sorted(v for v in found if isinstance(v, int))
+    if ints and any(v < 0 for v in ints):
+        raise CorekdError(f"negative label index {ints[0]}; expected indices 0, 1, ... (or pass --labels)", path=src,
+                          field="label")
+    strings = sorted(v for v in found if isinstance(v, str))
+    return [str(v) for v in ints] + [s for s in strings if s not in {str(v) for v in ints}]
+
+
+def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str | None = None) -> ImportResult:
+    src = Path(src)
+    if not src.is_file():
+        raise CorekdError("file not found", path=src)
+    names = _label_names(src, labels)
+    builder = CorpusBuilder(src, names)
+    as_index = labels is None  # integer labels name the decimal-string label
+    for n, obj in _lines(src):
+        line = f"line {n}"
+        unknown = sorted(set(obj) - set(DIALOGUE_KEYS))
+        if unknown:
+            raise builder.error(f"{line}: {unknown[0]}", f"unknown key (expected: {', '.join(DIALOGUE_KEYS)}; "
+                                "per-utterance extras go inside an utterance)")
+        for key in DIALOGUE_KEYS:
+            if key not in obj:
+                raise builder.error(f"{line}: {key}", "required field is missing")
+        did, split, utts = obj["dialogue_id"], obj["split"], obj["utterances"]
+        if not isinstance(did, str) or not did:
+            raise builder.error(f"{line}: dialogue_id", f"expected a non-empty string, got {did!r}")
+        if split not in SPLITS:
+            raise builder.error(f"{line}: split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
+        if not isinstance(utts, list) or not utts:
+            raise builder.error(f"{line}: utterances", "expected a non-empty list of utterances")
+        utterances = []
+        for k, u in enumerate(utts):
+            where = f"{line}: utterances[{k}]"
+            if not isinstance(u, dict):
+                raise builder.error(where, f"expected an object, got {type(u).__name__}")
+            for key in ("id", "label"):
+                if key not in u:
+                    raise builder.error(f"{where}.{key}", "required field is missing")
+            if not isinstance(u["id"], str) or not u["id"]:
+                raise builder.error(f"{where}.id", f"expected a non-empty string, got {u['id']!r}")
+            speaker = u.get("speaker", did)  # no speaker: one speaker per dialogue
+            if not isinstance(speaker, str):
+                raise builder.error(f"{where}.speaker", f"expected a string, got {speaker!r}")
+            label = u["label"]
+            if as_index and isinstance(label, int) and not isinstance(label, bool):
+                label = str(label)
+            text = u.get("text")
+            if text is not None and not isinstance(text, str):
+                raise builder.error(f"{where}.text", f"expected a string, got {type(text).__name__}")
+            utterances.append(Utterance(
+                id=u["id"], speaker=speaker, label=builder.label(label, f"{where}.label"),
+                features={m: builder.feature(m, u[m], f"{where}.{m}") for m in MODALITIES if m in u},
+                sentiment=builder.sentiment(u["sentiment"], f"{where}.sentiment") if u.get("sentiment") is not None else None,
+                text=text,
+                extra={key: value for key, value in u.items() if key not in UTTERANCE_KEYS},
+            ))
+        builder.add(did, split, utterances, line)
+    if not builder.dialogues:
+        raise builder.error("", "no dialogues; expected one JSON object per line")
+    corpus = builder.build(name or src.stem, info={"imported_from": {"format": "jsonl", "file": src.name}})
+    return ImportResult(corpus)
