@@ -23,6 +23,7 @@ from corekd.methods import method_class
 from corekd.methods.losses import cross_entropy
 from corekd.models.fusion import ObservedMeanFusion
 from corekd.models.model import ERCModel, ModelConfig
+from corekd.models.recurrent import GRUContextEncoder, reversal_index
 from corekd.training import Trainer, init_model, load_checkpoint, train_model
 from helpers import TINY_SYNTH
 
@@ -86,6 +87,41 @@ def test_gru_is_speaker_aware_only_when_asked(tiny_corpus, tiny_batch):
     with torch.no_grad():
         assert not torch.allclose(aware(tiny_batch).logits, aware(swapped).logits, atol=1e-6)
         assert torch.allclose(blind(tiny_batch).logits, blind(swapped).logits, atol=1e-6)
+
+
+def test_reversal_index_by_hand():
+    rev, real = reversal_index(torch.tensor([3, 0, 1]), 4)
+    assert rev.tolist() == [[2, 1, 0, 3], [0, 1, 2, 3], [0, 1, 2, 3]]
+    assert real.tolist() == [[True, True, True, False], [False] * 4, [True, False, False, False]]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_unpacked_gru_equals_a_packed_bidirectional_gru(layers):
+    """Same weights, same outputs and gradients as nn.GRU(bidirectional) on packed sequences; padding reaches nothing."""
+    torch.manual_seed(0)
+    enc = GRUContextEncoder(8, layers, 0.0, speaker_aware=False).eval()
+    ref = torch.nn.GRU(8, 4, num_layers=layers, batch_first=True, bidirectional=True)
+    for i in range(layers):
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ref, f"{name}_l{i}").data.copy_(getattr(enc.forward_grus[i], f"{name}_l0"))
+            getattr(ref, f"{name}_l{i}_reverse").data.copy_(getattr(enc.backward_grus[i], f"{name}_l0"))
+    lengths = torch.tensor([5, 2, 0, 4])
+    x = torch.randn(4, 5, 8, requires_grad=True)
+    real = torch.arange(5)[None, :] < lengths[:, None]
+    keep = lengths > 0
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x[keep], lengths[keep], batch_first=True, enforce_sorted=False)
+    seq, _ = torch.nn.utils.rnn.pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=5)
+    expected = torch.zeros(4, 5, 8).index_copy(0, keep.nonzero().squeeze(1), seq)
+    expected = enc.norm(x + expected)
+    got = enc(x, lengths, None)
+    assert torch.allclose(got, expected, atol=1e-5)
+    # padding values do not reach real positions, in either direction
+    noisy = x.detach().clone()
+    noisy[~real] = 50.0
+    assert torch.allclose(enc(noisy, lengths, None)[real], got[real], atol=1e-5)
+    (g_got,) = torch.autograd.grad(got[real].sum(), x)
+    (g_exp,) = torch.autograd.grad(expected[real].sum(), x)
+    assert torch.allclose(g_got, g_exp, atol=1e-5)
 
 
 def test_observed_mean_fusion_by_hand():
