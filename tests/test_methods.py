@@ -78,7 +78,7 @@ def test_teacher_trains_on_complete_views_students_on_incomplete(tiny_batch):
     assert torch.equal(student_view.mask, other.mask)
 
 
-@pytest.mark.parametrize("weight,fn", [("l_state", "state_anchor"), ("l_mstate", "modality_anchor"), ("l_kd", "kd_loss")])
+@pytest.mark.parametrize("weight,fn", [("l_state", "state_anchor"), ("l_mstate", "modality_anchor"), ("l_kd", "distill_loss")])
 def test_zero_weight_term_is_not_computed(weight, fn, monkeypatch, tiny_corpus, tiny_splits, tiny_batch):
     def boom(*a, **k):
         raise AssertionError(f"{fn} computed although {weight} = 0")
@@ -87,7 +87,7 @@ def test_zero_weight_term_is_not_computed(weight, fn, monkeypatch, tiny_corpus, 
     student, teacher = _models(tiny_corpus)
     ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
     options = {weight: 0.0}
-    if fn == "kd_loss":
+    if fn == "distill_loss":
         options["l_nce_kd"] = 0.0
     _, (_, terms) = _step(_build("corekd", **options), student, tiny_batch, ref)
     assert weight.removeprefix("l_") not in terms

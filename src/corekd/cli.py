@@ -317,6 +317,8 @@ def data_import(
                                           "from the layout and speaker encoding)."),
     classes: int = typer.Option(2, "--classes", help="mmsa-pickle: 2 (negative/non-negative) or 7 (rounded "
                                 "sentiment) classes from the sentiment score."),
+    task: str = typer.Option("classification", "--task", help="jsonl, mmsa-pickle: classification (the label is the "
+                             "target) or regression (the per-utterance sentiment in [-3, 3] is the target)."),
 ) -> None:
     """Convert a feature file of the field into a corpus folder (checked by reading it back)."""
     from corekd.data.importers import FORMATS, import_corpus
@@ -326,18 +328,20 @@ def data_import(
         raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
     if dataset is not None and dataset not in ("iemocap", "meld"):
         raise CorekdError(f"expected iemocap or meld, got '{dataset}'", field="--dataset")
+    if task not in ("classification", "regression"):
+        raise CorekdError(f"expected classification or regression, got '{task}'", field="--task")
     if not 0 < dev_fraction < 1:
         raise CorekdError(f"expected a fraction in (0, 1), got {dev_fraction}", field="--dev-fraction")
     names = [n.strip() for n in labels.split(",")] if labels else None
     if names is not None and (len(names) < 2 or not all(names)):
         raise CorekdError(f"expected at least two comma-separated names, got '{labels}'", field="--labels")
     result = import_corpus(fmt, src, out, labels=names, name=name, dev_fraction=dev_fraction, seed=seed,
-                           dataset=dataset, classes=classes)
+                           dataset=dataset, classes=classes, task=task)
     corpus = result.corpus
     counts = {s: (len(corpus.split(s)), sum(len(d) for d in corpus.split(s))) for s in ("train", "dev", "test")}
     print(f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.num_utterances} utterances "
           f"(train/dev/test dialogues {counts['train'][0]}/{counts['dev'][0]}/{counts['test'][0]}), "
-          f"labels {', '.join(corpus.labels)}")
+          f"labels {', '.join(corpus.labels)}" + (", target: sentiment (regression)" if corpus.task == "regression" else ""))
     for m, card in corpus.cards().items():
         print(f"modality {m}: {card['kind']}, dim {card['dim']}, {card['frame_rate']}")
     for note in result.notes:

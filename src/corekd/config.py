@@ -20,7 +20,9 @@ from corekd.errors import CorekdError, from_validation_error
 from corekd.methods import method_class
 from corekd.models.model import ModelConfig
 
-SelectMetric = Literal["weighted_f1", "macro_f1", "accuracy", "uar"]
+SelectMetric = Literal["weighted_f1", "macro_f1", "accuracy", "uar", "mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc7"]
+REGRESSION_SELECT = ("mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc7")
+Task = Literal["classification", "regression"]
 
 
 class _Strict(BaseModel):
@@ -61,7 +63,11 @@ class TrainingConfig(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0 = off)")
-    select_metric: SelectMetric = Field("weighted_f1", description="dev metric for model selection and early stopping")
+    select_metric: SelectMetric = Field(
+        "weighted_f1", description="dev metric for model selection and early stopping; classification: weighted_f1, "
+        "macro_f1, accuracy, uar; regression: mae (lower is better; the default for regression), corr, acc2, f1_2, "
+        "acc2_nz, f1_2_nz, acc7"
+    )
     missing: TrainingMissing = Field(default_factory=TrainingMissing, description="students' random-missing training range")
     teacher_cache: bool = Field(True, description="compute the frozen teacher's complete-view outputs once per seed")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy terms")
@@ -130,6 +136,10 @@ class MethodSpec(_Strict):
 class RunConfig(_Strict):
     name: str = "run"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    task: Task | None = Field(
+        None, description="classification (labels) or regression (the per-utterance sentiment in [-3, 3]); "
+        "null = the corpus's task (data.synth.task for the synthetic corpus)"
+    )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -154,6 +164,29 @@ class RunConfig(_Strict):
         if len(set(value)) != len(value):
             raise ValueError("seeds must not repeat")
         return value
+
+    @model_validator(mode="after")
+    def _task_metric(self) -> "RunConfig":
+        task = self.task or (self.data.synth.task if self.data.source == "synthetic" else None)
+        if task is not None:
+            self.settle_task(task)
+        return self
+
+    def settle_task(self, task: str) -> None:
+        """Fix the run's task; regression selects on dev MAE unless ``training.select_metric`` names a regression metric.
+
+        Raises ValueError when ``training.select_metric`` was set to a metric of the other task.
+        """
+        metric, explicit = self.training.select_metric, "select_metric" in self.training.model_fields_set
+        regression_metric = metric in REGRESSION_SELECT
+        if task == "regression" and not regression_metric:
+            if explicit:
+                raise ValueError(f"training.select_metric '{metric}' is a classification metric; the task is regression "
+                                 f"(expected one of {', '.join(REGRESSION_SELECT)})")
+            self.training.select_metric = "mae"
+        if task == "classification" and regression_metric:
+            raise ValueError(f"training.select_metric '{metric}' is a regression metric; the task is classification")
+        self.task = task
 
     def model_for(self, method_name: str) -> ModelConfig:
         """The model settings of a method's model: the shared ones, with the teacher's overrides for the teacher."""

@@ -8,11 +8,13 @@ every method and seed.
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 
@@ -24,7 +26,7 @@ from corekd.data.splits import carve_dev, describe
 from corekd.data.standardize import train_statistics
 from corekd.data.synth import generate
 from corekd.errors import CorekdError, from_validation_error
-from corekd.evaluation.metrics import classification_metrics
+from corekd.evaluation.metrics import task_metrics
 from corekd.evaluation.predict import predict
 from corekd.evaluation.report import write_report
 from corekd.methods import method_class
@@ -77,13 +79,48 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
             raise CorekdError(f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are "
                               f"needed{hint})",
                               path=where, field="dialogues[].split" if cfg.data.source == "corpus" else "data.synth")
+    task = settle_task(cfg, corpus.task, source)
+    if task == "regression":
+        lacking = next((d for d in corpus.dialogues if d.sentiment is None or bool(np.isnan(d.sentiment).any())), None)
+        if lacking is not None:
+            raise CorekdError(f"task 'regression' needs a sentiment on every utterance; corpus '{corpus.name}' has none "
+                              f"on some utterance of dialogue '{lacking.id}'",
+                              path=source, field="task" if cfg.data.source == "corpus" else "data.synth.task")
     for i, spec in enumerate(cfg.methods):
         method = method_class(spec.name)(cfg.method_options(spec), cfg.training.missing)
-        problem = method.check_modalities(corpus.modality_names)
+        problem = method.check_modalities(corpus.modality_names) or method.check_task(task)
         if problem:
             option, text = problem
             raise CorekdError(f"{text} (corpus '{corpus.name}')", path=source, field=f"methods[{i}].options.{option}")
     return corpus
+
+
+def settle_task(cfg: RunConfig, corpus_task: str | None, source: str | Path | None = None) -> str | None:
+    """Fix ``cfg.task`` (its own, else ``corpus_task``) and with it the default selection metric (regression: dev MAE).
+
+    Idempotent. Returns the task, or None when neither the config nor ``corpus_task`` tells it.
+    """
+    task = cfg.task or corpus_task
+    if task is None:
+        return None
+    try:
+        cfg.settle_task(task)
+    except ValueError as exc:
+        raise CorekdError(str(exc), path=source, field="training.select_metric") from None
+    return task
+
+
+def peek_corpus_task(cfg: RunConfig) -> str | None:
+    """The ``task`` a corpus folder's ``corpus.json`` declares, without loading it (None when unreadable: loading it
+    later reports why)."""
+    if cfg.data.source != "corpus" or not cfg.data.path:
+        return None
+    try:
+        meta = json.loads((Path(cfg.data.path) / "corpus.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    task = meta.get("task", "classification") if isinstance(meta, dict) else None
+    return task if task in ("classification", "regression") else None
 
 
 def corpus_notes(corpus: Corpus, cfg: RunConfig) -> list[str]:
@@ -114,7 +151,8 @@ def evaluate_model(
     model: ERCModel, test: SplitTensors, masks: dict[str, torch.Tensor], labels: list[str],
     batch_size: int, device: torch.device,
 ) -> list[dict]:
-    """One record per condition: metrics on the test split under that condition's mask."""
+    """One record per condition: metrics on the test split under that condition's mask (the task's metrics:
+    regression when ``test`` carries targets)."""
     rows = []
     reasons = getattr(masks, "not_applicable", {})
     for name, mask in masks.items():
@@ -127,7 +165,7 @@ def evaluate_model(
         preds = predict(model, test, mask, batch_size, device)
         rows.append({
             "condition": name,
-            **classification_metrics(preds.y_true, preds.y_pred, labels),
+            **task_metrics(preds.y_true, preds.y_pred, labels, preds.task),
             "missing_rate": rate,
             "n_utterances": int(len(preds.y_true)),
         })
@@ -201,6 +239,8 @@ def run(
     except CorekdError as exc:
         where = {"field": "--device"} if device else {"path": config_path, "field": "device"}
         raise CorekdError(exc.detail, **where) from None
+    # The task (and regression's default selection metric) is settled before the folder is compared with a resumed run's.
+    settle_task(config, peek_corpus_task(config), config_path)
     folder = RunFolder.check(out, config, resume=resume, overwrite=overwrite, config_path=config_path)
     corpus = load_data(config, config_path)
     fingerprint = corpus_fingerprint(corpus)
@@ -208,7 +248,9 @@ def run(
 
     labels = corpus.labels
     dims = {m: s.dim for m, s in corpus.modalities.items()}
-    train, dev_split, test = (SplitTensors.from_corpus(corpus, s) for s in ("train", "dev", "test"))
+    task = config.task  # settled by load_data
+    train, dev_split, test = (SplitTensors.from_corpus(corpus, s, task) for s in ("train", "dev", "test"))
+    outputs = 1 if task == "regression" else len(labels)  # regression: a one-output head
     ev = config.evaluation
     conditions = standard_conditions(corpus.modality_names, ev.random_rates)
     test_masks = evaluation_masks(conditions, test, corpus.modality_names, ev.mask_seed, ev.scheme)
@@ -229,6 +271,7 @@ def run(
     select_test = config.training.select_on == "test"
     meta = {
         "corpus": corpus.name,
+        "task": task,
         "labels": labels,
         "modalities": list(corpus.modality_names),
         "splits": {s: {"dialogues": len(x), "utterances": x.num_utterances} for s, x in
@@ -288,7 +331,7 @@ def run(
                         reporter.end_model(f"{label} seed {seed}: kept from the earlier attempt")
                         continue
                     model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
-                    model = init_model(model_cfg, dims, len(labels), seed, "teacher" if method.name == "teacher" else "student")
+                    model = init_model(model_cfg, dims, outputs, seed, "teacher" if method.name == "teacher" else "student")
                     if input_stats is not None:
                         model.set_input_statistics(input_stats)
                     reporter.start_model(f"{label} seed {seed}", train_cfg.epochs)
@@ -299,7 +342,7 @@ def run(
                     )
                     save_checkpoint(result.model, folder.unit_dir(label, seed), {
                         "method": method.name, "variant": label, "options": method.options.model_dump(mode="json"),
-                        "seed": seed, "best_epoch": result.best_epoch, "selected_epoch": result.selected_epoch,
+                        "seed": seed, "task": task, "best_epoch": result.best_epoch, "selected_epoch": result.selected_epoch,
                         "labels": labels, "input_statistics": "train split" if input_stats is not None else "identity",
                         "modalities": list(corpus.modality_names), "corpus": corpus.name,
                         f"dev_{config.training.select_metric}": result.best_score,

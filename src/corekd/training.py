@@ -25,7 +25,7 @@ from corekd.config import TrainingConfig
 from corekd.data.batching import Batch, SplitTensors
 from corekd.data.corpus import atomic_write
 from corekd.errors import CorekdError
-from corekd.evaluation.metrics import classification_metrics
+from corekd.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, regression_metrics
 from corekd.evaluation.predict import predict, run_model
 from corekd.methods.base import Method, StepContext
 from corekd.models.model import ERCModel, ModelConfig, Output
@@ -171,12 +171,13 @@ def train_model(
     """Train ``model`` with ``method`` on ``train``; select the epoch by ``cfg.select_metric`` on ``dev``.
 
     The selection curve is the dev score, or its trailing mean over ``cfg.select_window`` epochs;
-    the epoch maximising it (the first, on ties) is kept, and training stops ``cfg.patience``
+    the epoch with its best value (highest; lowest for ``mae``; the first, on ties) is kept, and training stops ``cfg.patience``
     epochs after it. ``best_epoch`` is the raw dev curve's best, ``selected_epoch`` the kept one.
     """
     start = time.perf_counter()
     trainer = Trainer(method, model, cfg, seed=seed, device=device, teacher=teacher)
     dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed))
+    sign = -1.0 if cfg.select_metric in LOWER_IS_BETTER else 1.0  # compare sign * score: higher is always better
     best_state, best_score, best_epoch = None, -np.inf, 0
     raw_best, raw_best_epoch, selected_curve = -np.inf, 0, -np.inf
     scores: list[float] = []
@@ -187,7 +188,9 @@ def train_model(
         for epoch in range(1, cfg.epochs + 1):
             terms = trainer.epoch(train)
             preds = predict(trainer.eval_model, dev, dev_masks, eval_batch_size, device)
-            score = classification_metrics(preds.y_true, preds.y_pred, label_names)[cfg.select_metric]
+            scores_now = (regression_metrics(preds.y_true, preds.y_pred) if preds.task == "regression"
+                          else classification_metrics(preds.y_true, preds.y_pred, label_names))
+            score = scores_now[cfg.select_metric]
             record = {"epoch": epoch, **terms, f"dev_{cfg.select_metric}": score}
             scores.append(score)
             curve = float(np.mean(scores[-cfg.select_window:]))
@@ -201,10 +204,10 @@ def train_model(
             history.append(record)
             if on_epoch:
                 on_epoch(epoch, score)
-            if score > raw_best:
-                raw_best, raw_best_epoch = score, epoch
-            if curve > selected_curve:
-                selected_curve, best_score, best_epoch = curve, score, epoch
+            if sign * score > raw_best:
+                raw_best, raw_best_epoch = sign * score, epoch
+            if sign * curve > selected_curve:
+                selected_curve, best_score, best_epoch = sign * curve, score, epoch
                 best_state = copy.deepcopy(trainer.eval_model.state_dict())
             elif epoch - best_epoch >= cfg.patience:
                 break

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from corekd.data.corpus import Corpus, Dialogue
+from corekd.errors import CorekdError
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Batch:
     # Sequence modalities only: m -> [B, U] long, frames per utterance (0 where missing or padding). Their
     # ``features`` are the mean over the frames until a sequence encoder reads the frames themselves.
     frame_lengths: dict[str, torch.Tensor] = field(default_factory=dict)
+    targets: torch.Tensor | None = None  # [B, U] float32: regression targets (sentiment); None for classification
 
     @property
     def size(self) -> int:
@@ -56,6 +58,7 @@ class Batch:
             utt_mask=move(self.utt_mask),
             index=move(self.index),
             frame_lengths={m: move(x) for m, x in self.frame_lengths.items()},
+            targets=None if self.targets is None else move(self.targets),
         )
 
 
@@ -74,9 +77,15 @@ class SplitTensors:
     dialogue_ids: list[str]
     utterance_ids: list[list[str]]
     frame_lengths: dict[str, torch.Tensor] = field(default_factory=dict)  # sequence modalities: m -> [N, U] long
+    targets: torch.Tensor | None = None  # [N, U] float32 sentiment for regression (0 on padding); None otherwise
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.targets is None else "regression"
 
     @classmethod
-    def from_dialogues(cls, name: str, dialogues: list[Dialogue], corpus: Corpus) -> "SplitTensors":
+    def from_dialogues(cls, name: str, dialogues: list[Dialogue], corpus: Corpus, task: str = "classification") -> "SplitTensors":
+        """``task="regression"``: the dialogues' ``sentiment`` becomes ``targets`` (every utterance must have one)."""
         mods = corpus.modality_names
         n = len(dialogues)
         u_max = max((len(d) for d in dialogues), default=1)
@@ -85,6 +94,7 @@ class SplitTensors:
         speakers = np.zeros((n, u_max), dtype=np.int64)
         labels = np.zeros((n, u_max), dtype=np.int64)
         utt_mask = np.zeros((n, u_max), dtype=bool)
+        targets = np.zeros((n, u_max), dtype=np.float32) if task == "regression" else None
         frame_lengths = {m: np.zeros((n, u_max), dtype=np.int64) for m in mods if corpus.modalities[m].kind == "sequence"}
         for i, d in enumerate(dialogues):
             for m, lengths in frame_lengths.items():
@@ -97,6 +107,11 @@ class SplitTensors:
             speakers[i, :u] = [order.setdefault(s, len(order)) for s in d.speakers]
             labels[i, :u] = d.labels
             utt_mask[i, :u] = True
+            if targets is not None:
+                if d.sentiment is None or np.isnan(d.sentiment).any():
+                    raise CorekdError(f"dialogue '{d.id}' has an utterance without 'sentiment'; the regression task "
+                                      "needs one on every utterance", field="sentiment")
+                targets[i, :u] = d.sentiment
         return cls(
             name=name,
             modalities=mods,
@@ -109,11 +124,12 @@ class SplitTensors:
             dialogue_ids=[d.id for d in dialogues],
             utterance_ids=[list(d.utterance_ids) for d in dialogues],
             frame_lengths={m: torch.from_numpy(x) for m, x in frame_lengths.items()},
+            targets=None if targets is None else torch.from_numpy(targets),
         )
 
     @classmethod
-    def from_corpus(cls, corpus: Corpus, split: str) -> "SplitTensors":
-        return cls.from_dialogues(split, corpus.split(split), corpus)
+    def from_corpus(cls, corpus: Corpus, split: str, task: str = "classification") -> "SplitTensors":
+        return cls.from_dialogues(split, corpus.split(split), corpus, task)
 
     def __len__(self) -> int:
         return len(self.dialogue_ids)
@@ -137,6 +153,7 @@ class SplitTensors:
             modalities=self.modalities,
             index=index,
             frame_lengths={m: x[index, :u] for m, x in self.frame_lengths.items()},
+            targets=None if self.targets is None else self.targets[index, :u],
         )
         return batch.to(device) if device is not None else batch
 

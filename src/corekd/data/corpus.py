@@ -104,7 +104,7 @@ class Corpus:
     labels: list[str]
     modalities: dict[str, ModalitySpec]  # ordered; keys are a subset of MODALITIES, in that order
     dialogues: list[Dialogue]
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "regression"] = "classification"
     info: dict = field(default_factory=dict)  # provenance (e.g. the generator's config)
 
     @property
@@ -277,7 +277,7 @@ class _CorpusFile(_Strict):
     format: Literal["corekd-corpus"]
     version: Literal[1, 2]
     name: str
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "regression"] = "classification"
     labels: list[str] = Field(min_length=2)
     modalities: dict[Literal["l", "a", "v"], _ModalityFile] = Field(min_length=1)
     info: dict = {}
@@ -506,6 +506,9 @@ def _check_meta(meta: _CorpusFile, path: Path) -> None:
             if u.sentiment is not None and not (math.isfinite(u.sentiment) and -3 <= u.sentiment <= 3):
                 raise CorekdError(f"sentiment {u.sentiment} in dialogue '{d.id}'; expected a finite number in [-3, 3]",
                                   path=path, field=f"{uwhere}.sentiment")
+            if meta.task == "regression" and u.sentiment is None:
+                raise CorekdError("no sentiment; a regression corpus (task 'regression') needs a number in [-3, 3] on "
+                                  "every utterance", path=path, field=f"{uwhere}.sentiment")
             if meta.version == 1 and (u.sentiment is not None or u.text is not None or u.extra):
                 key = "sentiment" if u.sentiment is not None else ("text" if u.text is not None else "extra")
                 raise CorekdError("this field needs format version 2 (set \"version\": 2)", path=path,

@@ -14,6 +14,8 @@ No label information enters through ids, order of dialogues, split assignment or
 from __future__ import annotations
 
 import numpy as np
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corekd.data.corpus import Corpus, Dialogue, ModalitySpec
@@ -21,6 +23,10 @@ from corekd.data.corpus import Corpus, Dialogue, ModalitySpec
 IEMOCAP6_LABELS = ["happy", "sad", "neutral", "angry", "excited", "frustrated"]
 # Share of each class among IEMOCAP-6's 7,433 utterances (648, 1084, 1708, 1103, 1041, 1849).
 IEMOCAP6_PRIOR = [0.087, 0.146, 0.230, 0.148, 0.140, 0.249]
+
+# Sentiment (valence, in [-3, 3]) of each IEMOCAP-6 emotion, for ``task: regression``; other label names
+# get evenly spaced values from -2 to 2 in label order.
+IEMOCAP6_VALENCE = {"happy": 2.0, "excited": 2.5, "neutral": 0.0, "sad": -2.0, "angry": -2.5, "frustrated": -1.5}
 
 # Which classes each modality cannot tell apart (same group = same code). Every class pair is
 # separated by at least one modality; happy/excited only by `a`, angry/frustrated only by `v`,
@@ -38,6 +44,11 @@ class SynthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     seed: int = Field(0, ge=0, description="generator seed (a non-negative integer)")
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="regression adds a continuous sentiment per utterance (docs/synthetic-corpus.md); "
+        "everything else is the classification corpus of the same seed, unchanged"
+    )
+    sentiment_noise: float = Field(0.6, ge=0, description="task regression: std of the per-utterance sentiment noise")
     n_dialogues: int = Field(151, ge=3)
     mean_length: float = Field(50.0, gt=1)
     length_std: float = Field(12.0, ge=0)
@@ -180,13 +191,38 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
     for k, idx in enumerate(order):
         dialogues[idx].split = "test" if k < n_test else ("dev" if k < n_test + n_dev else "train")
 
+    regression = cfg.task == "regression"
+    if regression:
+        _add_sentiment(dialogues, cfg)
     return Corpus(
-        name=f"synthetic-iemocap6-seed{cfg.seed}",
+        name=f"synthetic-iemocap6-seed{cfg.seed}" + ("-regression" if regression else ""),
         labels=list(cfg.labels),
         modalities={m: ModalitySpec(dim=cfg.dims[m], source="corekd.data.synth") for m in modalities},
         dialogues=dialogues,
-        info={"generator": "corekd.data.synth", "config": cfg.model_dump(), "conflict_utterances": n_conflicts},
+        task=cfg.task,
+        # the classification corpus's info is exactly what it was before the regression option existed
+        info={"generator": "corekd.data.synth",
+              "config": cfg.model_dump(exclude=None if regression else {"task", "sentiment_noise"}),
+              "conflict_utterances": n_conflicts},
     )
+
+
+def label_valence(labels: list[str]) -> np.ndarray:
+    """[C] sentiment of each label: :data:`IEMOCAP6_VALENCE` for its names, else evenly spaced in [-2, 2]."""
+    spread = np.linspace(-2.0, 2.0, len(labels))
+    return np.array([IEMOCAP6_VALENCE.get(name, spread[k]) for k, name in enumerate(labels)])
+
+
+def _add_sentiment(dialogues: list[Dialogue], cfg: SynthConfig) -> None:
+    """Per utterance: the valence of its label (what it means, not a conflicting display) plus Gaussian noise,
+    clipped to [-3, 3] and rounded to a multiple of 1/3 (MOSI-style averages of three ratings), so some scores are
+    exactly 0. Draws from its own stream: the features, labels and splits stay those of the classification corpus.
+    """
+    rng = np.random.default_rng([cfg.seed, 7])
+    valence = label_valence(cfg.labels)
+    for d in dialogues:
+        raw = valence[d.labels] + rng.standard_normal(len(d)) * cfg.sentiment_noise
+        d.sentiment = (np.round(np.clip(raw, -3, 3) * 3) / 3).astype(np.float32)
 
 
 def _unscale(dialogues: list[Dialogue], modalities: list[str], cfg: SynthConfig) -> None:

@@ -23,3 +23,47 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
         "uar": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "per_class_f1": {name: float(v) for name, v in zip(label_names, per_class)},
     }
+
+
+# Regression (sentiment in [-3, 3]), with MMSA's conventions for MOSI/MOSEI.
+REGRESSION_METRICS = ("mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc7")
+LOWER_IS_BETTER = frozenset({"mae"})
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Sentiment scores as the field reports them.
+
+    - ``acc2``/``f1_2``: negative (< 0) vs non-negative (>= 0), over all utterances;
+    - ``acc2_nz``/``f1_2_nz``: negative vs positive over the utterances whose true score is not 0;
+    - F1s are weighted over the two classes;
+    - ``acc7``: both scores clipped to [-3, 3] and rounded to the nearest integer (7 classes);
+    - ``mae``: mean absolute error; ``corr``: Pearson r (0 when either side is constant, where r is undefined).
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    nz = y_true != 0
+    t2, p2 = y_true >= 0, y_pred >= 0
+    tnz, pnz = y_true[nz] > 0, y_pred[nz] > 0
+    has_nz = bool(nz.any())
+    constant = y_true.std() == 0 or y_pred.std() == 0
+    return {
+        "mae": float(np.abs(y_true - y_pred).mean()),
+        "corr": 0.0 if constant else float(np.corrcoef(y_true, y_pred)[0, 1]),
+        "acc2": float(accuracy_score(t2, p2)),
+        "f1_2": float(f1_score(t2, p2, average="weighted", zero_division=0)),
+        "acc2_nz": float(accuracy_score(tnz, pnz)) if has_nz else 0.0,
+        "f1_2_nz": float(f1_score(tnz, pnz, average="weighted", zero_division=0)) if has_nz else 0.0,
+        "acc7": float(accuracy_score(np.round(np.clip(y_true, -3, 3)), np.round(np.clip(y_pred, -3, 3)))),
+    }
+
+
+def task_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str], task: str) -> dict:
+    """The metrics of ``task``: :func:`classification_metrics` or :func:`regression_metrics` (one evaluation for both)."""
+    if task == "regression":
+        return regression_metrics(y_true, y_pred)
+    return classification_metrics(y_true, y_pred, label_names)
+
+
+def better(metric: str, score: float, than: float) -> bool:
+    """Whether ``score`` beats ``than`` on ``metric`` (lower is better for MAE, higher for the rest)."""
+    return score < than if metric in LOWER_IS_BETTER else score > than

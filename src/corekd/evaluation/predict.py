@@ -13,9 +13,10 @@ from corekd.models.model import ERCModel, Output
 
 @dataclass
 class Predictions:
-    y_true: np.ndarray  # [n_utterances] int, dialogue by dialogue in split order
-    y_pred: np.ndarray  # [n_utterances] int
-    probs: np.ndarray  # [n_utterances, C]
+    y_true: np.ndarray  # [n_utterances] int (regression: float targets), dialogue by dialogue in split order
+    y_pred: np.ndarray  # [n_utterances] int (regression: the head's float output)
+    probs: np.ndarray  # [n_utterances, C] (regression: [n_utterances, 1], the output itself)
+    task: str = "classification"
 
 
 def length_sorted_batches(split: SplitTensors, batch_size: int) -> list[torch.Tensor]:
@@ -60,5 +61,9 @@ def run_model(
 def predict(model: ERCModel, split: SplitTensors, masks: torch.Tensor | None, batch_size: int, device) -> Predictions:
     out = run_model(model, split, masks, batch_size, device)
     valid = split.utt_mask
+    if split.targets is not None:  # regression: the one-output head is the prediction
+        value = out.logits.float()[..., 0].cpu()[valid]
+        return Predictions(y_true=split.targets[valid].numpy(), y_pred=value.numpy(), probs=value[:, None].numpy(),
+                           task="regression")
     probs = out.logits.float().softmax(-1).cpu()[valid]
     return Predictions(y_true=split.labels[valid].numpy(), y_pred=probs.argmax(-1).numpy(), probs=probs.numpy())

@@ -17,6 +17,16 @@ FIXED_AVG = "fixed:avg"
 
 
 NOT_APPLICABLE = "n/a"
+# Metrics printed as they are (not in percent), and those where lower is better.
+PLAIN_METRICS = frozenset({"mae", "corr"})
+LOWER_BETTER = frozenset({"mae"})
+# The two metrics each table pair shows, per task.
+TABLE_METRICS = {
+    "classification": (("weighted_f1", "weighted F1"), ("accuracy", "accuracy")),
+    "regression": (("mae", "MAE"), ("acc2", "Acc-2, negative/non-negative")),
+}
+REGRESSION_HEADLINE = (("mae", "MAE"), ("corr", "Corr"), ("acc2", "Acc-2"), ("f1_2", "F1-2"),
+                       ("acc2_nz", "Acc-2 (non-zero)"), ("f1_2_nz", "F1-2 (non-zero)"), ("acc7", "Acc-7"))
 
 
 def md(text: object) -> str:
@@ -40,7 +50,8 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
         return frame
     fixed = frame[frame.condition.isin(FIXED_ORDER)]
     if set(FIXED_ORDER) <= present and not fixed.empty:
-        numeric = [c for c in ("accuracy", "weighted_f1", "macro_f1", "uar") if c in frame]
+        numeric = [c for c in ("accuracy", "weighted_f1", "macro_f1", "uar", "mae", "corr", "acc2", "f1_2", "acc2_nz",
+                               "f1_2_nz", "acc7") if c in frame]
         avg = fixed.groupby(["method", "variant", "seed"], as_index=False, sort=False)[numeric].mean()
         avg["condition"] = FIXED_AVG
         frame = pd.concat([frame, avg], ignore_index=True)
@@ -62,18 +73,22 @@ def mean_std_table(frame: pd.DataFrame, metric: str, conditions: list[str]) -> p
     return table
 
 
-def _cell(value, n_expected: int | None = None) -> str:
+def _cell(value, n_expected: int | None = None, metric: str | None = None) -> str:
     if not isinstance(value, tuple):
         return NOT_APPLICABLE if value == NOT_APPLICABLE else "–"
     mean, std, n = value
-    text = f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+    if metric in PLAIN_METRICS:  # MAE and Pearson r read as they are, to 3 decimals
+        text = f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+    else:
+        text = f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
     return text if n_expected is None or n == n_expected else f"{text} (n={n})"
 
 
-def markdown_table(table: pd.DataFrame, headers: list[str], first: str = "method", n_expected: int | None = None) -> str:
+def markdown_table(table: pd.DataFrame, headers: list[str], first: str = "method", n_expected: int | None = None,
+                   metric: str | None = None) -> str:
     lines = ["| " + " | ".join(md(h) for h in [first, *headers]) + " |", "|" + "---|" * (len(headers) + 1)]
     for variant, row in table.iterrows():
-        lines.append("| " + " | ".join([md(variant), *(_cell(v, n_expected) for v in row.tolist())]) + " |")
+        lines.append("| " + " | ".join([md(variant), *(_cell(v, n_expected, metric) for v in row.tolist())]) + " |")
     return "\n".join(lines)
 
 
@@ -101,6 +116,11 @@ def coverage(meta: dict, records: list[dict], trainings: list[dict]) -> dict:
             "partial": bool(missing) or meta.get("status") in ("running", "interrupted")}
 
 
+def _dev_value(column: str, value: float) -> str:
+    """A training table's dev score: MAE/Corr as they are, the rest in percent."""
+    return f"{value:.3f}" if column.removeprefix("dev_") in PLAIN_METRICS else f"{100 * value:.2f}"
+
+
 def _fixed_header(condition: str) -> str:
     return "{" + ",".join(condition.split(":")[1]) + "}"
 
@@ -110,8 +130,9 @@ def split_records(records: list[dict], split: str) -> list[dict]:
     return [r for r in records if r.get("split", "test") == split]
 
 
-def students_above_teacher(table: pd.DataFrame) -> list[tuple[str, float, float]]:
-    """(student, its mean, the teacher's mean) for every student whose mean on complete views is above the teacher's.
+def students_above_teacher(table: pd.DataFrame, lower_is_better: bool = False) -> list[tuple[str, float, float]]:
+    """(student, its mean, the teacher's mean) for every student whose mean on complete views is better than the
+    teacher's (above it; below it when ``lower_is_better``, e.g. MAE).
 
     ``table``: :func:`mean_std_table` over the dev records, with a ``complete`` column.
     """
@@ -121,7 +142,7 @@ def students_above_teacher(table: pd.DataFrame) -> list[tuple[str, float, float]
     if not isinstance(teacher, tuple):
         return []
     return [(v, cell[0], teacher[0]) for v, cell in table["complete"].items()
-            if v != "teacher" and isinstance(cell, tuple) and cell[0] > teacher[0]]
+            if v != "teacher" and isinstance(cell, tuple) and (cell[0] < teacher[0] if lower_is_better else cell[0] > teacher[0])]
 
 
 def dev_section(records: list[dict], trainings: list[dict], metric: str = "weighted_f1") -> list[str]:
@@ -139,13 +160,14 @@ def dev_section(records: list[dict], trainings: list[dict], metric: str = "weigh
             f"Every model on the dev split under the test conditions (dev masks drawn like the test masks), {metric}. "
             "The tables above are test tables; these are the figures defaults may be chosen on.",
             "",
-            markdown_table(table, ["complete" if c == "complete" else "fixed Avg" for c in cols]),
+            markdown_table(table, ["complete" if c == "complete" else "fixed Avg" for c in cols], metric=metric),
             "",
         ]
-        for v, mean, t_mean in students_above_teacher(table):
+        for v, mean, t_mean in students_above_teacher(table, metric in LOWER_BETTER):
+            shown = (lambda x: f"{x:.3f}") if metric in PLAIN_METRICS else (lambda x: f"{100 * x:.2f}")  # noqa: E731
             parts += [
                 f"**Warning:** student `{v}` beats the teacher on complete dev views "
-                f"({100 * mean:.2f} vs {100 * t_mean:.2f}): the teacher is a weak reference to distil.",
+                f"({shown(mean)} vs {shown(t_mean)}): the teacher is a weak reference to distil.",
                 "",
             ]
     if trainings and "selected_epoch" in trainings[0]:
@@ -168,7 +190,9 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
     parts = [
         f"# Results: {md(meta.get('corpus', ''))}",
         "",
-        f"{spread}, in percent. "
+        f"{spread}, in percent"
+        + (" (MAE and Corr as they are; lower MAE is better). Task: sentiment regression in [-3, 3]. "
+           if meta.get("task") == "regression" else ". ")
         + ("Model selection on the TEST split (legacy switch; see the warning). " if meta.get("select_on") == "test"
            else f"Model selection on the dev split only ({meta.get('selection', '')}). ")
         + f"Evaluation masks: seed {meta.get('mask_seed')}, identical for "
@@ -201,7 +225,9 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
     random_cols = sorted({c for c in conditions if c.startswith("random:")}, key=lambda c: float(c.split(":")[1]))
     na_fixed = [c for c in FIXED_ORDER if c in conditions and c not in set(frame.condition)]
     table = lambda metric, cols: _mark_not_applicable(mean_std_table(frame, metric, cols), records)  # noqa: E731
-    for metric, title in (("weighted_f1", "weighted F1"), ("accuracy", "accuracy")):
+    regression = meta.get("task") == "regression"
+    table_metrics = TABLE_METRICS["regression" if regression else "classification"]
+    for metric, title in table_metrics:
         cols = fixed_cols + ([FIXED_AVG] if have_avg else []) + ["complete"]
         headers = [_fixed_header(c) for c in fixed_cols] + (["Avg"] if have_avg else []) + ["complete"]
         parts += [
@@ -211,15 +237,15 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
             "(not MMIN's pooled test set replicated six times)"
             + (f"; here of the {6 - len(na_fixed)} applicable ones ({', '.join(na_fixed)} not applicable)." if na_fixed else "."),
             "",
-            markdown_table(table(metric, cols), headers, n_expected=n_seeds),
+            markdown_table(table(metric, cols), headers, n_expected=n_seeds, metric=metric),
             "",
         ]
-    for metric, title in (("weighted_f1", "weighted F1"), ("accuracy", "accuracy")):
+    for metric, title in table_metrics:
         realised = frame[frame.condition.isin(random_cols)].groupby("condition")["missing_rate"].first()
         parts += [
             f"## Random missing, rate p ({title})",
             "",
-            markdown_table(table(metric, random_cols), [c.split(":")[1] for c in random_cols], "method \\ p", n_seeds),
+            markdown_table(table(metric, random_cols), [c.split(":")[1] for c in random_cols], "method \\ p", n_seeds, metric),
             "",
             "Realised missing rate on the test masks: "
             + ", ".join(f"p={c.split(':')[1]}: {realised[c]:.3f}" for c in random_cols if c in realised)
@@ -227,7 +253,16 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
             "",
         ]
     headline = "random:0.5" if "random:0.5" in set(frame.condition) else None
-    if headline:
+    if headline and regression:
+        cells = {m: mean_std_table(frame, m, [headline])[headline] for m, _ in REGRESSION_HEADLINE}
+        lines = ["| method | " + " | ".join(t for _, t in REGRESSION_HEADLINE) + " |", "|" + "---|" * (len(REGRESSION_HEADLINE) + 1)]
+        for variant in cells["mae"].index:
+            lines.append(f"| {md(variant)} | " + " | ".join(_cell(cells[m][variant], n_seeds, m) for m, _ in REGRESSION_HEADLINE) + " |")
+        parts += [f"## All sentiment metrics at {headline}", "",
+                  "MAE and Corr (Pearson r) as they are, the rest in percent. Acc-2/F1-2: negative vs non-negative; "
+                  "(non-zero): negative vs positive over utterances whose true score is not 0; F1 weighted; Acc-7: "
+                  "scores clipped to [-3, 3] and rounded.", "", *lines, ""]
+    elif headline:
         per_class = pd.DataFrame([
             {"variant": r["variant"], **r["per_class_f1"]} for r in _applicable(records) if r["condition"] == headline
         ])
@@ -255,13 +290,13 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
         lines = [f"| model | mean selected epoch | mean epochs run | mean {score_col} | mean seconds |", "|---|---|---|---|---|"]
         for variant, row in summary.iterrows():
             lines.append(
-                f"| {md(variant)} | {row.best_epoch:.1f} | {row.epochs_run:.1f} | {100 * row.dev:.2f} | {row.seconds:.1f} |"
+                f"| {md(variant)} | {row.best_epoch:.1f} | {row.epochs_run:.1f} | {_dev_value(score_col, row.dev)} | {row.seconds:.1f} |"
             )
         parts += ["## Training", "", "Dev scores: the teacher on the complete dev view, students on dev views masked like "
                   "their training (the score each was selected on).", "", *lines, ""]
         if "seconds" in meta:
             parts += [f"Whole run: {meta['seconds']:.0f} s on {meta.get('device')} (torch {meta.get('torch')}).", ""]
-    parts += dev_section(all_records, trainings)
+    parts += dev_section(all_records, trainings, table_metrics[0][0])
     text = "\n".join(parts)
     return with_test_selection_banner(text) if meta.get("select_on") == "test" else text
 

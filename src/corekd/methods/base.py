@@ -54,6 +54,10 @@ class Method:
         """Why this method cannot run on a corpus with ``modalities``: (option name, problem), or None."""
         return None
 
+    def check_task(self, task: str) -> tuple[str, str] | None:
+        """Why this method cannot train for ``task`` ("classification" or "regression"): (option, problem), or None."""
+        return None
+
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
         """The incomplete view this method trains on (default: random missing from ``missing``)."""
         return TrainView(batch.view(self.missing.masks(batch.avail, mask_generator)))

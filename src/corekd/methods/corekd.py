@@ -31,11 +31,11 @@ from corekd.methods.base import Method, StepContext, TrainView
 from corekd.methods.losses import (
     StateDistance,
     conflict_margin,
-    cross_entropy,
-    kd_loss,
+    distill_loss,
     masked_mean,
     modality_anchor,
     state_anchor,
+    supervised_loss,
 )
 from corekd.methods.nce import nce_view
 from corekd.methods.registry import register
@@ -100,6 +100,11 @@ class CoReKD(Method):
             )
         return None
 
+    def check_task(self, task: str) -> tuple[str, str] | None:
+        if task == "regression" and self.options.l_nce_margin > 0:
+            return "l_nce_margin", "the conflict margin compares class log-probabilities; it has no regression form (set 0)"
+        return None
+
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
         o = self.options
         view = super().train_view(batch, mask_generator, generator)
@@ -114,13 +119,14 @@ class CoReKD(Method):
     def loss(self, ctx: StepContext):
         o, out, teacher = self.options, ctx.output, ctx.teacher
         labels, valid = ctx.batch.labels, ctx.batch.utt_mask
+        regression = ctx.batch.targets is not None
         conflict = ctx.view.extra.get("conflict")
         clean = valid & ~conflict.selected if conflict is not None and o.nce_mode == "inline" else valid
 
-        terms = {"ce": masked_mean(cross_entropy(out.logits, labels, ctx.label_smoothing), clean)}
+        terms = {"ce": masked_mean(supervised_loss(out.logits, ctx.batch, ctx.label_smoothing), clean)}
         total = terms["ce"]
         if o.l_kd > 0:
-            terms["kd"] = masked_mean(kd_loss(out.logits, teacher.logits, o.temperature), clean)
+            terms["kd"] = masked_mean(distill_loss(out.logits, teacher.logits, o.temperature, regression), clean)
             total = total + o.l_kd * terms["kd"]
         if o.l_state > 0:
             terms["state"] = masked_mean(state_anchor(out.fused, teacher.fused, o.state_distance), clean)
@@ -133,10 +139,10 @@ class CoReKD(Method):
             c_out = out if o.nce_mode == "inline" else ctx.model(conflict.batch)
             selected = conflict.selected
             if o.l_nce > 0:
-                terms["nce"] = masked_mean(cross_entropy(c_out.logits, labels), selected)
+                terms["nce"] = masked_mean(supervised_loss(c_out.logits, ctx.batch), selected)
                 total = total + o.l_nce * terms["nce"]
             if o.l_nce_kd > 0:
-                terms["nce_kd"] = masked_mean(kd_loss(c_out.logits, teacher.logits, o.temperature), selected)
+                terms["nce_kd"] = masked_mean(distill_loss(c_out.logits, teacher.logits, o.temperature, regression), selected)
                 total = total + o.l_nce_kd * terms["nce_kd"]
             if o.l_nce_margin > 0:
                 donor_labels = labels.reshape(-1)[conflict.donor.clamp(min=0)]  # [B, U]

@@ -41,6 +41,36 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return temperature**2 * (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
 
 
+def l1_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[...], [...] -> [...]: ``|prediction - target|`` (regression's supervised term, as MMSA trains)."""
+    return (prediction - target).abs()
+
+
+def squared_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """[...], [...] -> [...]: ``(student - teacher)^2`` (regression's KD term: match the teacher's output)."""
+    return (student - teacher).pow(2)
+
+
+def supervised_loss(logits: torch.Tensor, batch, smoothing: float = 0.0) -> torch.Tensor:
+    """Per utterance [B, U]: the task's supervised term on the model's head output ``logits`` [B, U, C].
+
+    Dispatches on the task the batch carries: with regression ``targets`` (``batch.targets`` [B, U]
+    float) L1 between the one-output head ``logits[..., 0]`` and the target; otherwise cross-entropy
+    on ``batch.labels`` (label smoothing applies to classification only).
+    """
+    if batch.targets is not None:
+        return l1_error(logits[..., 0], batch.targets)
+    return cross_entropy(logits, batch.labels, smoothing)
+
+
+def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, regression: bool) -> torch.Tensor:
+    """Per utterance [...]: KD to the teacher's output; squared error for regression (``temperature`` unused), else
+    :func:`kd_loss`."""
+    if regression:
+        return squared_error(student_logits[..., 0], teacher_logits[..., 0])
+    return kd_loss(student_logits, teacher_logits, temperature)
+
+
 def state_distance(student: torch.Tensor, teacher: torch.Tensor, kind: StateDistance = "normalized_sq") -> torch.Tensor:
     """[..., H], [..., H] -> [...]: distance between states, one value per utterance.
 

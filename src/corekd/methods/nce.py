@@ -3,7 +3,7 @@
 For each eligible utterance (by default a real one whose language the view observes: a view
 without the target's language would preserve nothing of the target), with probability ``prob``,
 pick a conflict type (which nonverbal modalities to swap, e.g. ``a``, ``v`` or ``av``) and a
-donor: another utterance of the same batch whose label differs. The conflict view keeps the target's language, its place in its dialogue
+donor: another utterance of the same batch whose label differs (for regression: whose sentiment sign, -1, 0 or +1, differs). The conflict view keeps the target's language, its place in its dialogue
 (so its context) and its label; only the chosen nonverbal modalities are replaced by the donor's
 (features and observed flag as the donor has them in the data).
 """
@@ -47,7 +47,8 @@ def nce_view(
             raise CorekdError(f"conflict type '{t}' must name nonverbal modalities of this corpus ({[m for m in mods if m != 'l']})")
     b, u = view.utt_mask.shape
     valid = view.utt_mask.cpu().reshape(-1)  # [B*U]
-    labels = view.labels.cpu().reshape(-1)
+    # Classification: donors have another label. Regression: another sentiment sign (-1, 0, +1).
+    labels = (view.labels if view.targets is None else torch.sign(view.targets)).cpu().reshape(-1)
     eligible = valid
     if require_language and "l" in mods:
         eligible = valid & view.mask[..., mods.index("l")].cpu().reshape(-1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from corekd.methods.base import Method, StepContext
-from corekd.methods.losses import cross_entropy, masked_mean
+from corekd.methods.losses import masked_mean, supervised_loss
 from corekd.methods.registry import register
 
 
@@ -12,5 +12,5 @@ class NoKD(Method):
     name = "no_kd"
 
     def loss(self, ctx: StepContext):
-        ce = masked_mean(cross_entropy(ctx.output.logits, ctx.batch.labels, ctx.label_smoothing), ctx.batch.utt_mask)
+        ce = masked_mean(supervised_loss(ctx.output.logits, ctx.batch, ctx.label_smoothing), ctx.batch.utt_mask)
         return ce, {"ce": ce}

@@ -6,7 +6,7 @@ import torch
 
 from corekd.data.batching import Batch
 from corekd.methods.base import Method, StepContext, TrainView
-from corekd.methods.losses import cross_entropy, masked_mean
+from corekd.methods.losses import masked_mean, supervised_loss
 from corekd.methods.registry import register
 
 
@@ -21,5 +21,5 @@ class Teacher(Method):
         return avail.clone()
 
     def loss(self, ctx: StepContext):
-        ce = masked_mean(cross_entropy(ctx.output.logits, ctx.batch.labels, ctx.label_smoothing), ctx.batch.utt_mask)
+        ce = masked_mean(supervised_loss(ctx.output.logits, ctx.batch, ctx.label_smoothing), ctx.batch.utt_mask)
         return ce, {"ce": ce}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from corekd.methods.base import Method, StepContext
-from corekd.methods.losses import cross_entropy, kd_loss, masked_mean
+from corekd.methods.losses import distill_loss, masked_mean, supervised_loss
 from corekd.methods.registry import register
 
 
@@ -27,10 +27,10 @@ class VanillaKD(Method):
 
     def loss(self, ctx: StepContext):
         o, valid = self.options, ctx.batch.utt_mask
-        ce = masked_mean(cross_entropy(ctx.output.logits, ctx.batch.labels, ctx.label_smoothing), valid)
+        ce = masked_mean(supervised_loss(ctx.output.logits, ctx.batch, ctx.label_smoothing), valid)
         terms = {"ce": ce}
         total = ce
         if o.l_kd > 0:
-            terms["kd"] = masked_mean(kd_loss(ctx.output.logits, ctx.teacher.logits, o.temperature), valid)
+            terms["kd"] = masked_mean(distill_loss(ctx.output.logits, ctx.teacher.logits, o.temperature, ctx.batch.targets is not None), valid)
             total = total + o.l_kd * terms["kd"]
         return total, terms

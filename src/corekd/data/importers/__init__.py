@@ -21,24 +21,29 @@ FORMATS = ("jsonl", "conversation-pickle", "mmsa-pickle")
 def import_corpus(
     fmt: str, src: str | Path, out: str | Path, *, labels: list[str] | None = None, name: str | None = None,
     dev_fraction: float = 0.1, seed: int = 0, dataset: str | None = None, classes: int = 2,
+    task: str = "classification",
 ) -> ImportResult:
     """Read ``src`` in format ``fmt``, carve a dev split if it has none, write the corpus to ``out``.
 
-    The written corpus is read back with every check of ``load_corpus`` before this returns.
+    The written corpus is read back with every check of ``load_corpus`` before this returns. ``task="regression"``
+    (jsonl, mmsa-pickle) makes the per-utterance ``sentiment`` the target (required on every utterance).
     """
+    if task == "regression" and fmt == "conversation-pickle":
+        raise CorekdError("conversation-pickle files hold class labels only; regression needs a sentiment score "
+                          "(use jsonl or mmsa-pickle)", field="--task")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CorekdError("expected a folder, but this is a file", path=out, field="--out")
     if out.is_dir() and any(out.iterdir()):
         raise CorekdError("folder is not empty; expected a new or empty folder", path=out, field="--out")
     if fmt == "jsonl":
-        result = import_jsonl(src, labels=labels, name=name)
+        result = import_jsonl(src, labels=labels, name=name, task=task)
     elif fmt == "conversation-pickle":
         result = import_conversation_pickle(src, labels=labels, name=name, dataset=dataset)
     elif fmt == "mmsa-pickle":
         if labels is not None:
             raise CorekdError("mmsa-pickle labels come from the sentiment score (use --classes)", field="--labels")
-        result = import_mmsa_pickle(src, name=name, classes=classes)
+        result = import_mmsa_pickle(src, name=name, classes=classes, task=task)
     else:
         raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
     finish(result, dev_fraction=dev_fraction, seed=seed)

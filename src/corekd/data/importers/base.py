@@ -122,7 +122,8 @@ class CorpusBuilder:
         self._dialogue_ids.add(dialogue_id)
         self.dialogues.append((dialogue_id, split, utterances))
 
-    def build(self, name: str, cards: dict[str, dict] | None = None, info: dict | None = None) -> Corpus:
+    def build(self, name: str, cards: dict[str, dict] | None = None, info: dict | None = None,
+              task: str = "classification") -> Corpus:
         if len(self.labels) < 2:
             raise self.error("labels", f"found {len(self.labels)} label(s); expected at least two classes")
         order = [m for m in MODALITIES if m in self.dims]
@@ -165,7 +166,8 @@ class CorpusBuilder:
                 extras=None if not any(extras) else extras,
                 frames=frames,
             ))
-        return Corpus(name=name, labels=self.labels, modalities=specs, dialogues=dialogues, info=dict(info or {}))
+        return Corpus(name=name, labels=self.labels, modalities=specs, dialogues=dialogues, task=task,  # type: ignore[arg-type]
+                      info=dict(info or {}))
 
 
 def finish(result: ImportResult, *, dev_fraction: float, seed: int) -> ImportResult:

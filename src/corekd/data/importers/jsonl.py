@@ -1,7 +1,9 @@
 """``corekd data import jsonl``: the interchange format anyone can write, one dialogue per line.
 
-See ``docs/import-jsonl.md`` for every field. Classification only for now: ``label`` is the
-target, ``sentiment`` is kept as a per-utterance value (regression on it is a later option).
+See ``docs/import-jsonl.md`` for every field. Classification (default): ``label`` is the target and
+``sentiment``, when given, is kept per utterance. Regression (``task="regression"``): ``sentiment`` is
+the target and required on every utterance; ``label`` is then optional (an utterance without one gets
+its sentiment's sign class, ``negative`` below 0 or ``non-negative``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from corekd.errors import CorekdError
 
 DIALOGUE_KEYS = ("dialogue_id", "split", "utterances")
 UTTERANCE_KEYS = ("id", "speaker", "label", "sentiment", "text", *MODALITIES)
+SIGN_LABELS = ("negative", "non-negative")  # regression: the label of an utterance that has none
 
 
 def _lines(src: Path):
@@ -57,11 +60,16 @@ def _label_names(src: Path, labels: list[str] | None) -> list[str]:
     return [str(v) for v in ints] + [s for s in strings if s not in {str(v) for v in ints}]
 
 
-def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str | None = None) -> ImportResult:
+def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str | None = None,
+                 task: str = "classification") -> ImportResult:
     src = Path(src)
     if not src.is_file():
         raise CorekdError("file not found", path=src)
+    regression = task == "regression"
     names = _label_names(src, labels)
+    if regression and any("label" not in u for _, obj in _lines(src) for u in obj.get("utterances") or []
+                          if isinstance(u, dict)):
+        names += [s for s in SIGN_LABELS if s not in names]
     builder = CorpusBuilder(src, names)
     as_index = labels is None  # integer labels name the decimal-string label
     for n, obj in _lines(src):
@@ -85,15 +93,16 @@ def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str 
             where = f"{line}: utterances[{k}]"
             if not isinstance(u, dict):
                 raise builder.error(where, f"expected an object, got {type(u).__name__}")
-            for key in ("id", "label"):
-                if key not in u:
+            for key in ("id", "sentiment") if regression else ("id", "label"):
+                if key not in u or u[key] is None:
                     raise builder.error(f"{where}.{key}", "required field is missing")
             if not isinstance(u["id"], str) or not u["id"]:
                 raise builder.error(f"{where}.id", f"expected a non-empty string, got {u['id']!r}")
             speaker = u.get("speaker", did)  # no speaker: one speaker per dialogue
             if not isinstance(speaker, str):
                 raise builder.error(f"{where}.speaker", f"expected a string, got {speaker!r}")
-            label = u["label"]
+            sentiment = builder.sentiment(u["sentiment"], f"{where}.sentiment") if u.get("sentiment") is not None else None
+            label = u["label"] if "label" in u else SIGN_LABELS[sentiment >= 0]
             if as_index and isinstance(label, int) and not isinstance(label, bool):
                 label = str(label)
             text = u.get("text")
@@ -102,12 +111,12 @@ def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str 
             utterances.append(Utterance(
                 id=u["id"], speaker=speaker, label=builder.label(label, f"{where}.label"),
                 features={m: builder.feature(m, u[m], f"{where}.{m}") for m in MODALITIES if m in u},
-                sentiment=builder.sentiment(u["sentiment"], f"{where}.sentiment") if u.get("sentiment") is not None else None,
+                sentiment=sentiment,
                 text=text,
                 extra={key: value for key, value in u.items() if key not in UTTERANCE_KEYS},
             ))
         builder.add(did, split, utterances, line)
     if not builder.dialogues:
         raise builder.error("", "no dialogues; expected one JSON object per line")
-    corpus = builder.build(name or src.stem, info={"imported_from": {"format": "jsonl", "file": src.name}})
+    corpus = builder.build(name or src.stem, info={"imported_from": {"format": "jsonl", "file": src.name}}, task=task)
     return ImportResult(corpus)

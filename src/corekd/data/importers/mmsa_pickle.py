@@ -39,6 +39,7 @@ def _clip_key(clip: str):
 
 def import_mmsa_pickle(
     src: str | Path, *, name: str | None = None, classes: int = 2, text_key: str = "text",
+    task: str = "classification",
 ) -> ImportResult:
     src = Path(src)
     if classes not in CLASS_SETS:
@@ -127,9 +128,10 @@ def import_mmsa_pickle(
     if neg_inf:
         notes.append(f"{neg_inf} audio values of -inf read as 0 (as MMSA does)")
     notes.append(f"labels: {classes} classes from the sentiment score ({', '.join(CLASS_SETS[classes])}); the score "
-                 "itself is kept per utterance as 'sentiment'")
+                 "itself is kept per utterance as 'sentiment'"
+                 + (" and is the target (task regression)" if task == "regression" else ""))
     cards = {MODALITY_OF[mod]: {"aligned": bool(aligned), "source": f"{src.name} '{mod}' (MMSA)"} for mod in seq_len}
     info = {"imported_from": {"format": "mmsa-pickle", "file": src.name, "aligned": bool(aligned),
                               "padded_frames": seq_len}}
-    corpus = builder.build(name or src.stem, cards=cards, info=info)
+    corpus = builder.build(name or src.stem, cards=cards, info=info, task=task)
     return ImportResult(corpus, notes)
