@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 import corekd.pipeline as pipeline
 import corekd.training as training
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.protocols import TrainingMissing
+from corekd.errors import CorekdError
 from corekd.methods import method_class
 from corekd.models.model import ModelConfig
 from corekd.training import init_model, load_checkpoint, save_checkpoint, train_model
@@ -63,6 +65,12 @@ def test_checkpoint_round_trip(tmp_path, tiny_corpus, tiny_splits, tiny_batch):
     assert info["method"] == "no_kd" and info["model"]["hidden"] == 16
     with torch.no_grad():
         assert torch.allclose(result.model(tiny_batch).logits, loaded(tiny_batch).logits)
+    # weights under other names (e.g. from another corekd version) are refused with the file named, not half-loaded
+    weights = load_file(str(folder / "model.safetensors"))
+    renamed = {("old." + k if i == 0 else k): v for i, (k, v) in enumerate(sorted(weights.items()))}
+    save_file(renamed, str(folder / "model.safetensors"))
+    with pytest.raises(CorekdError, match=r"model\.safetensors: the weights do not fit .* missing \['"):
+        load_checkpoint(folder)
 
 
 def _tiny_run_config(corpus_dir, **extra):

@@ -247,5 +247,14 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
         raise CorekdError("file not found (a checkpoint folder holds model.json and model.safetensors)", path=meta_path)
     info = json.loads(meta_path.read_text())
     model = ERCModel(ModelConfig(**info["model"]), info["dims"], info["num_classes"])
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(device)))
+    weights = load_file(str(folder / WEIGHTS_FILE), device=str(device))
+    expected = model.state_dict().keys()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise CorekdError(
+            f"the weights do not fit the model that model.json describes (written by corekd "
+            f"{info.get('corekd_version', '?')}; this is {__version__}): missing {missing[:3]}, unexpected {unexpected[:3]}",
+            path=folder / WEIGHTS_FILE,
+        )
+    model.load_state_dict(weights)
     return model.to(device).eval(), info
