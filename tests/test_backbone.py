@@ -340,5 +340,9 @@ def test_students_above_the_teacher_by_hand():
     assert students_above_teacher(table) == [("corekd", 0.61, 0.60)]  # equal is not above; n/a cells skipped
     assert students_above_teacher(table.drop(index="teacher")) == []
     assert students_above_teacher(table.rename(columns={"complete": "fixed:avg"})) == []
+    # lower is better (MAE): a student below the teacher is the better one; equal is still not better
+    mae = pd.DataFrame({"complete": [(1.10, 0.0), (1.05, 0.0), (1.10, 0.0), (1.20, 0.0)]},
+                       index=["teacher", "no_kd", "corekd", "vanilla_kd"])
+    assert students_above_teacher(mae, lower_is_better=True) == [("no_kd", 1.05, 1.10)]
     table.loc["teacher", "complete"] = "n/a"
     assert students_above_teacher(table) == []

@@ -143,6 +143,18 @@ def test_corekd_loss_by_hand_separate():
     })
 
 
+def test_corekd_nce_average_over_utterances_by_hand():
+    """nce_average: utterances: the NCE terms summed over the targets (1) and divided by the real utterances (3)."""
+    c = [math.log(2.0), 0.0]
+    _, per_target = _context("separate", c_logits=c)
+    total, terms = _context("separate", c_logits=c, nce_average="utterances")
+    assert terms["nce"].item() == pytest.approx(_ce(c, 0) / 3, abs=1e-6)
+    for name in ("nce_kd", "nce_margin"):
+        assert terms[name].item() == pytest.approx(per_target[name].item() / 3, abs=1e-6), name
+    for name in ("ce", "kd", "state", "mstate"):
+        assert terms[name].item() == pytest.approx(per_target[name].item(), abs=1e-7), name
+
+
 def test_corekd_loss_follows_the_state_distance_and_mstate_options():
     """cosine = half of normalized_sq per utterance; mstate_over=all averages over every modality."""
     _, terms = _context("inline", state_distance="cosine", mstate_over="all")
@@ -277,13 +289,17 @@ def test_students_of_a_seed_share_initial_weights_batches_training_masks_and_dev
         got = records[name]["train"]
         assert len(got) == len(ref), name
         for (i_a, m_a, *_), (i_b, m_b, *_) in zip(ref, got):
-            assert torch.equal(i_a, i_b), f"{name} sees other batches"
+            b = len(i_a)
             if name == "corekd":
+                # One stacked forward: the training view (rows :B), then its conflict copy (rows B:).
+                assert torch.equal(i_b, torch.cat([i_a, i_a])), f"{name} sees other batches"
+                assert torch.equal(m_a, m_b[:b]), "corekd's training masks differ from no_kd's"
                 # NCE swaps only the nonverbal inputs of its targets, for the donor's (every modality is
                 # present in this corpus): the language mask is the drawn one, and nothing drawn is lost.
-                assert torch.equal(m_a[..., 0], m_b[..., 0]), "corekd's training masks differ from no_kd's"
-                assert not (m_a & ~m_b).any(), "corekd's training masks differ from no_kd's"
+                assert torch.equal(m_a[..., 0], m_b[b:, ..., 0]), "corekd's conflict copy changed the language mask"
+                assert not (m_a & ~m_b[b:]).any(), "corekd's conflict copy lost an observed modality"
             else:
+                assert torch.equal(i_a, i_b), f"{name} sees other batches"
                 assert torch.equal(m_a, m_b), f"{name}'s training masks differ from no_kd's"
     for _, m, avail, _, _ in records["teacher"]["train"]:
         assert torch.equal(m, avail)  # the teacher trains on complete views

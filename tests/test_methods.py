@@ -36,7 +36,7 @@ def _models(corpus):
 
 def _step(method, student, batch, teacher_ref, seed=0):
     view = method.train_view(batch, torch_generator("mask", seed), torch_generator("method", seed))
-    out = student(view.batch)
+    out = method.forward(student, view)
     ctx = StepContext(
         batch=batch, view=view, output=out,
         teacher=teacher_ref.outputs(batch) if method.needs_teacher else None,
@@ -119,20 +119,57 @@ def test_corekd_without_state_terms_and_nce_equals_vanilla_kd(tiny_corpus, tiny_
     assert torch.allclose(a, b, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode,forwards", [("inline", 1), ("separate", 2)])
-def test_nce_modes_cost_one_or_two_forwards(mode, forwards, tiny_corpus, tiny_splits, tiny_batch):
+@pytest.mark.parametrize("mode", ["inline", "separate"])
+def test_nce_modes_cost_one_forward(mode, tiny_corpus, tiny_splits, tiny_batch):
+    """inline: the conflicts are in the training view; separate: the training view and its conflict copy, stacked."""
     student, teacher = _models(tiny_corpus)
     ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
-    calls = []
-    student.register_forward_hook(lambda *a: calls.append(1))
+    rows = []
+    student.register_forward_pre_hook(lambda module, args: rows.append(args[0].size))
     method = _build("corekd", nce_mode=mode, nce_prob=0.5)
     view, (total, terms) = _step(method, student, tiny_batch, ref)
-    assert len(calls) == forwards and "nce" in terms
     conflict = view.extra["conflict"]
+    assert "nce" in terms and conflict.selected.any()
     if mode == "inline":
-        assert view.batch is conflict.batch  # the student trains on the conflict view itself
+        assert rows == [tiny_batch.size] and view.batch is conflict.batch  # the student trains on the conflict view
     else:
-        assert view.batch is not conflict.batch
+        assert rows == [2 * tiny_batch.size] and view.batch is not conflict.batch
+        assert torch.equal(view.batch.mask, method.missing.masks(tiny_batch.avail, torch_generator("mask", 0)) & tiny_batch.avail)
+
+
+def test_stacked_views_give_what_separate_forwards_give(tiny_corpus, tiny_splits, tiny_batch):
+    """The default's one stacked forward = a forward of the training view + a forward of the conflict copy: the
+    donors' features reach no utterance of the clean view (rows are independent dialogues)."""
+    student, _ = _models(tiny_corpus)
+    student.eval()  # no dropout: the forwards must see the same function
+    method = _build("corekd", nce_prob=0.5)
+    view = method.train_view(tiny_batch, torch_generator("mask", 0), torch_generator("method", 0))
+    clean = method.forward(student, view)
+    alone, conflict_alone = student(view.batch), student(view.extra["conflict"].batch)
+    for got, want in ((clean, alone), (view.extra["conflict_output"], conflict_alone)):
+        assert torch.allclose(got.logits, want.logits, atol=1e-5) and torch.allclose(got.fused, want.fused, atol=1e-5)
+        assert torch.allclose(got.states, want.states, atol=1e-5)
+    assert not torch.allclose(alone.fused, conflict_alone.fused, atol=1e-4)  # the conflicts change something
+
+
+@pytest.mark.parametrize("source", ["complete", "view"])
+def test_nce_donor_source(source, tiny_batch):
+    """complete: the donor's swapped modality as the data has it; view: as the student's own view has it."""
+    method = _build("corekd", nce_prob=1.0, nce_donor_source=source)
+    view = method.train_view(tiny_batch, torch_generator("mask", 0), torch_generator("method", 0))
+    conflict = view.extra["conflict"]
+    donors = view.batch if source == "view" else tiny_batch
+    mods = tiny_batch.modalities
+    hidden_donor_modality = 0
+    for b, u in conflict.selected.nonzero().tolist():
+        d = int(conflict.donor[b, u])
+        db, du = divmod(d, tiny_batch.utt_mask.shape[1])
+        for m in conflict.types[int(conflict.kind[b, u])]:
+            j = mods.index(m)
+            assert bool(conflict.batch.mask[b, u, j]) == bool(donors.mask[db, du, j])
+            assert torch.equal(conflict.batch.features[m][b, u], donors.features[m][db, du])
+            hidden_donor_modality += int(tiny_batch.avail[db, du, j] and not view.batch.mask[db, du, j])
+    assert hidden_donor_modality > 0  # the two sources differ on this batch
 
 
 def test_optional_nce_terms(tiny_corpus, tiny_splits, tiny_batch):

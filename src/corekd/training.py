@@ -101,7 +101,7 @@ class Trainer:
         ctx = StepContext(
             batch=batch,
             view=view,
-            output=model(view.batch),
+            output=method.forward(model, view),
             teacher=self.teacher.outputs(batch) if method.needs_teacher else None,
             model=model,
             generator=self.method_gen,

@@ -42,6 +42,23 @@ class Batch:
         feats = {m: x * mask[..., j, None].to(x.dtype) for j, (m, x) in enumerate(self.features.items())}
         return replace(self, features=feats, mask=mask)
 
+    @staticmethod
+    def stack(batches: list["Batch"]) -> "Batch":
+        """Several views of the same rows, one after another along B: [k*B, U, ...] (one forward for all)."""
+        first = batches[0]
+
+        def cat(get):
+            return torch.cat([get(b) for b in batches])
+
+        return Batch(
+            features={m: cat(lambda b, m=m: b.features[m]) for m in first.features},
+            mask=cat(lambda b: b.mask), avail=cat(lambda b: b.avail), speakers=cat(lambda b: b.speakers),
+            labels=cat(lambda b: b.labels), utt_mask=cat(lambda b: b.utt_mask), modalities=first.modalities,
+            index=cat(lambda b: b.index),
+            frame_lengths={m: cat(lambda b, m=m: b.frame_lengths[m]) for m in first.frame_lengths},
+            targets=None if first.targets is None else cat(lambda b: b.targets),
+        )
+
     def complete(self) -> "Batch":
         """The view with everything the data has."""
         return self.view(self.avail)

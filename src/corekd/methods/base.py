@@ -1,7 +1,7 @@
 """What a method is: a name, its options, the view its model trains on, and its loss.
 
-The one training loop calls ``train_view`` then the model, then ``loss``; nothing else differs
-between methods. A new method is one module with a :class:`Method` subclass decorated with
+The one training loop calls ``train_view``, then ``forward`` (the model on that view), then ``loss``;
+nothing else differs between methods. A new method is one module with a :class:`Method` subclass decorated with
 ``@register`` (``corekd.methods.registry``) and one import line in ``corekd/methods/__init__.py``.
 """
 
@@ -57,6 +57,11 @@ class Method:
     def check_task(self, task: str) -> tuple[str, str] | None:
         """Why this method cannot train for ``task`` ("classification" or "regression"): (option, problem), or None."""
         return None
+
+    def forward(self, model: ERCModel, view: TrainView) -> Output:
+        """The model on ``view.batch`` (``StepContext.output``). A method with extra views (NCE's conflict copy) may run
+        them in the same forward and keep their outputs in ``view.extra``."""
+        return model(view.batch)
 
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
         """The incomplete view this method trains on (default: random missing from ``missing``)."""

@@ -12,10 +12,18 @@
 
 A weight of 0 switches its term off: it is not computed (the paper's ablations are configs).
 
-``nce_mode`` (a fill-in): ``inline`` puts the conflict views into the student's training view
-itself (the selected utterances are scored by ``L_nce`` instead of CE/CSA; one forward per step);
-``separate`` runs a second student forward on a copy of the view with the conflicts (CE and CSA
-see the unmodified view; about twice the cost per step).
+``nce_mode``: ``separate`` (the default, the paper's objective) keeps the conflict view an extra
+view: CE and CSA apply to the incomplete view of every utterance, selected ones included, and
+``L_nce`` to a copy of the view with the conflicts; both views go through the student in one
+stacked forward (``Batch.stack``: rows are independent dialogues, so the donors' features reach
+no utterance of the clean view). ``inline`` is an approximation kept as an option: the conflicts
+go into the training view itself, so selected utterances lose their CE and CSA terms and the other
+utterances of their dialogues are trained under a context that holds donor features.
+
+The other fill-ins, each an option: ``nce_targets`` (which utterances can be targets),
+``nce_donor_source`` (the donor's nonverbal features as the data has them, or as the student's
+own incomplete view has them) and ``nce_average`` (NCE terms averaged over the targets, or summed
+over the targets and divided by the real utterances, so a target weighs what a clean one does).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from corekd.methods.losses import (
 )
 from corekd.methods.nce import nce_view
 from corekd.methods.registry import register
+from corekd.models.model import ERCModel, Output
 
 
 class CoReKDOptions(BaseModel):
@@ -58,7 +67,18 @@ class CoReKDOptions(BaseModel):
         description="fill-in: which utterances can be conflict targets: those whose language the student's view "
         "observes (a view without the target's language preserves nothing of it), or every utterance",
     )
-    nce_mode: Literal["inline", "separate"] = Field("inline", description="conflict views in the training view, or a second forward")
+    nce_mode: Literal["separate", "inline"] = Field(
+        "separate", description="separate: the conflict copy is an extra view (CE and CSA on every utterance of the "
+        "incomplete view; one stacked forward); inline: conflicts inside the training view (an approximation)",
+    )
+    nce_donor_source: Literal["complete", "view"] = Field(
+        "complete", description="fill-in: the donor's swapped modalities as the data has them (complete), or as the "
+        "student's incomplete view has them (a modality the view hides is swapped in as missing)",
+    )
+    nce_average: Literal["targets", "utterances"] = Field(
+        "targets", description="fill-in: the NCE terms' mean over the conflict targets, or their sum over the targets "
+        "divided by the real utterances of the batch (a target then weighs what a clean utterance weighs)",
+    )
     l_nce_kd: float = Field(0.0, ge=0, description="option, off in the paper: KD from the teacher's complete view on conflict views")
     l_nce_margin: float = Field(0.0, ge=0, description="option, off in the paper: margin of target over donor label on conflict views")
     nce_margin: float = Field(1.0, ge=0, description="margin (in log-probability) for l_nce_margin")
@@ -110,11 +130,20 @@ class CoReKD(Method):
         view = super().train_view(batch, mask_generator, generator)
         if not o.nce_on:
             return view
-        conflict = nce_view(view.batch, batch, o.nce_prob, tuple(o.nce_types), generator,
+        source = batch if o.nce_donor_source == "complete" else view.batch
+        conflict = nce_view(view.batch, source, o.nce_prob, tuple(o.nce_types), generator,
                             require_language=o.nce_targets == "language_observed")
         if o.nce_mode == "inline":
             return TrainView(conflict.batch, {"conflict": conflict})
         return TrainView(view.batch, {"conflict": conflict})
+
+    def forward(self, model: ERCModel, view: TrainView) -> Output:
+        conflict = view.extra.get("conflict")
+        if conflict is None or self.options.nce_mode == "inline":
+            return model(view.batch)
+        clean, with_conflicts = model(Batch.stack([view.batch, conflict.batch])).split(view.batch.size)
+        view.extra["conflict_output"] = with_conflicts
+        return clean
 
     def loss(self, ctx: StepContext):
         o, out, teacher = self.options, ctx.output, ctx.teacher
@@ -136,17 +165,27 @@ class CoReKD(Method):
             terms["mstate"] = masked_mean(values, clean & usable)
             total = total + o.l_mstate * terms["mstate"]
         if conflict is not None:
-            c_out = out if o.nce_mode == "inline" else ctx.model(conflict.batch)
+            # inline: the training view itself; separate: the stacked forward's second half, or (loss called on its
+            # own) a forward of the conflict copy
+            c_out = out if o.nce_mode == "inline" else ctx.view.extra.get("conflict_output")
+            if c_out is None:
+                c_out = ctx.model(conflict.batch)
             selected = conflict.selected
+            # targets: the mean over the targets; utterances: the targets' sum over the batch's real utterances
+            scale = 1.0 if o.nce_average == "targets" else selected.sum() / valid.sum().clamp(min=1)
+
+            def nce_mean(values: torch.Tensor) -> torch.Tensor:
+                return masked_mean(values, selected) * scale
+
             if o.l_nce > 0:
-                terms["nce"] = masked_mean(supervised_loss(c_out.logits, ctx.batch), selected)
+                terms["nce"] = nce_mean(supervised_loss(c_out.logits, ctx.batch))
                 total = total + o.l_nce * terms["nce"]
             if o.l_nce_kd > 0:
-                terms["nce_kd"] = masked_mean(distill_loss(c_out.logits, teacher.logits, o.temperature, regression), selected)
+                terms["nce_kd"] = nce_mean(distill_loss(c_out.logits, teacher.logits, o.temperature, regression))
                 total = total + o.l_nce_kd * terms["nce_kd"]
             if o.l_nce_margin > 0:
                 donor_labels = labels.reshape(-1)[conflict.donor.clamp(min=0)]  # [B, U]
                 margin = conflict_margin(F.log_softmax(c_out.logits, -1), labels, donor_labels, o.nce_margin)
-                terms["nce_margin"] = masked_mean(margin, selected)
+                terms["nce_margin"] = nce_mean(margin)
                 total = total + o.l_nce_margin * terms["nce_margin"]
         return total, terms

@@ -5,7 +5,7 @@ without the target's language would preserve nothing of the target), with probab
 pick a conflict type (which nonverbal modalities to swap, e.g. ``a``, ``v`` or ``av``) and a
 donor: another utterance of the same batch whose label differs (for regression: whose sentiment sign, -1, 0 or +1, differs). The conflict view keeps the target's language, its place in its dialogue
 (so its context) and its label; only the chosen nonverbal modalities are replaced by the donor's
-(features and observed flag as the donor has them in the data).
+(features and observed flag as the donor has them in ``source``: the data, or the student's view).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def nce_view(
     generator: torch.Generator,
     require_language: bool = True,
 ) -> ConflictView:
-    """Build a conflict view on top of ``view``; donors' modalities come from ``source`` (complete view).
+    """Build a conflict view on top of ``view``; donors' modalities come from ``source``: the complete view (what
+    the data has) or the incomplete ``view`` itself (a modality it hides is swapped in as missing).
 
     ``types`` are strings of nonverbal modality letters (``"a"``, ``"v"``, ``"av"``). With
     ``require_language`` only utterances whose language ``view`` observes can be targets. Draws on
@@ -69,7 +70,8 @@ def nce_view(
     features = dict(view.features)
     mask = view.mask.clone()
     avail = view.avail.clone()
-    flat_src_mask = source.avail.reshape(b * u, -1)
+    flat_src_mask = source.mask.reshape(b * u, -1)  # what the donor shows in ``source`` (complete view: all it has)
+    flat_src_avail = source.avail.reshape(b * u, -1)
     for j, m in enumerate(mods):
         swap = torch.zeros(b * u, dtype=torch.bool)
         for t_idx, t in enumerate(types):
@@ -84,7 +86,8 @@ def nce_view(
         x = features[m].reshape(b * u, -1)
         features[m] = torch.where(swap_d[:, None], donor_x, x).view_as(features[m])
         mask[..., j] = torch.where(swap_d, donor_obs, mask[..., j].reshape(-1)).view(b, u)
-        avail[..., j] = torch.where(swap_d, donor_obs, avail[..., j].reshape(-1)).view(b, u)
+        donor_has = flat_src_avail[src_idx, j] & swap_d
+        avail[..., j] = torch.where(swap_d, donor_has, avail[..., j].reshape(-1)).view(b, u)
     return ConflictView(
         batch=replace(view, features=features, mask=mask, avail=avail),
         selected=chosen.view(b, u).to(device),

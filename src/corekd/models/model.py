@@ -73,6 +73,10 @@ class Output:
     def select(self, rows: torch.Tensor) -> "Output":
         return Output(self.logits[rows], self.fused[rows], self.states[rows])
 
+    def split(self, size: int) -> list["Output"]:
+        """The outputs of a :meth:`Batch.stack` of views, one per view of ``size`` rows."""
+        return [Output(*parts) for parts in zip(*(t.split(size) for t in (self.logits, self.fused, self.states)))]
+
 
 class ERCModel(nn.Module):
     def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int):
