@@ -82,6 +82,10 @@ def test_regression_metrics_by_hand():
 
 
 def test_metric_direction_and_task_dispatch():
+    from corekd.config import REGRESSION_SELECT
+    from corekd.evaluation.metrics import REGRESSION_METRICS
+
+    assert REGRESSION_SELECT == REGRESSION_METRICS  # the config (which does not import sklearn) lists the same metrics
     assert better("mae", 0.5, 0.7) and not better("mae", 0.7, 0.5)
     assert better("weighted_f1", 0.7, 0.5) and not better("acc2", 0.5, 0.7)
     assert "mae" in task_metrics(np.zeros(3), np.zeros(3), [], "regression")

@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 
 from corekd.data.corpus import atomic_write
+from corekd.evaluation.metrics import LOWER_IS_BETTER, REGRESSION_METRICS
 
 FIXED_ORDER = ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av"]
 FIXED_AVG = "fixed:avg"
 
 
 NOT_APPLICABLE = "n/a"
-# Metrics printed as they are (not in percent), and those where lower is better.
+# Metrics printed as they are (not in percent).
 PLAIN_METRICS = frozenset({"mae", "corr"})
-LOWER_BETTER = frozenset({"mae"})
 # The two metrics each table pair shows, per task.
 TABLE_METRICS = {
     "classification": (("weighted_f1", "weighted F1"), ("accuracy", "accuracy")),
@@ -50,8 +50,7 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
         return frame
     fixed = frame[frame.condition.isin(FIXED_ORDER)]
     if set(FIXED_ORDER) <= present and not fixed.empty:
-        numeric = [c for c in ("accuracy", "weighted_f1", "macro_f1", "uar", "mae", "corr", "acc2", "f1_2", "acc2_nz",
-                               "f1_2_nz", "acc7") if c in frame]
+        numeric = [c for c in ("accuracy", "weighted_f1", "macro_f1", "uar", *REGRESSION_METRICS) if c in frame]
         avg = fixed.groupby(["method", "variant", "seed"], as_index=False, sort=False)[numeric].mean()
         avg["condition"] = FIXED_AVG
         frame = pd.concat([frame, avg], ignore_index=True)
@@ -163,7 +162,7 @@ def dev_section(records: list[dict], trainings: list[dict], metric: str = "weigh
             markdown_table(table, ["complete" if c == "complete" else "fixed Avg" for c in cols], metric=metric),
             "",
         ]
-        for v, mean, t_mean in students_above_teacher(table, metric in LOWER_BETTER):
+        for v, mean, t_mean in students_above_teacher(table, metric in LOWER_IS_BETTER):
             shown = (lambda x: f"{x:.3f}") if metric in PLAIN_METRICS else (lambda x: f"{100 * x:.2f}")  # noqa: E731
             parts += [
                 f"**Warning:** student `{v}` beats the teacher on complete dev views "
