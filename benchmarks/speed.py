@@ -9,9 +9,10 @@ with its defaults), the default model (``ModelConfig()``, the quickstart's) and 
 training settings (``TrainingConfig()``), on one device chosen by ``--device``:
 
 - training: ``corekd.training.Trainer.epoch`` (the step ``train_model`` trains with), over the
-  train split in shuffled batches, for ``no_kd`` and ``corekd`` (default options; its teacher is a freshly
-  initialised model, since weights do not matter for speed). Epochs of the two methods are
-  interleaved so that a slow patch of the machine hits both; the median epoch is reported.
+  train split in shuffled batches, for ``no_kd``, ``corekd`` (default options: the training view and its
+  conflict copy in one stacked forward) and ``corekd`` with ``nce_mode: inline`` (one view); the teacher is
+  a freshly initialised model, since weights do not matter for speed. Epochs of the three are
+  interleaved so that a slow patch of the machine hits all three; the median epoch is reported.
 - batch inference: ``corekd.evaluation.predict.run_model`` (eval mode, inference mode,
   length-sorted batches of 32 dialogues) over the train split, with its FLOPs counted by
   ``torch.utils.flop_counter.FlopCounterMode`` and compared with dense float32 ``torch.mm``.
@@ -134,9 +135,11 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
     teacher_ref = TeacherReference(teacher, train, cache=True, batch_size=eval_batch, device=device)
 
     runs = {}
-    for name in ("no_kd", "corekd"):  # the training loop's own Trainer: the step measured is the step trained
-        cls = method_class(name)
-        method = cls(cls.Options(), cfg.missing)
+    # The training loop's own Trainer: the step measured is the step trained. corekd_inline: CoRe-KD with
+    # nce_mode: inline (conflicts inside the training view, B rows per forward instead of the default's 2B).
+    for name, options in (("no_kd", {}), ("corekd", {}), ("corekd_inline", {"nce_mode": "inline"})):
+        cls = method_class(name.removesuffix("_inline"))
+        method = cls(cls.Options(**options), cfg.missing)
         student = init_model(model_cfg, dims, num_classes, SEED, "student")
         runs[name] = Trainer(method, student, cfg, seed=SEED, device=device,
                              teacher=teacher_ref if method.needs_teacher else None)
@@ -165,6 +168,9 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
         # Same batches per epoch for both methods, so the epoch ratio is the step ratio.
         "corekd_over_no_kd_step_ratio": med["corekd"] / med["no_kd"],
         "corekd_over_no_kd_step_ratio_paired_median": statistics.median(paired),
+        "train_step_ms_corekd_inline": 1e3 * med["corekd_inline"] / steps,
+        "train_epoch_s_all_corekd_inline": [round(s, 4) for s in seconds["corekd_inline"]],
+        "corekd_inline_over_no_kd_step_ratio": med["corekd_inline"] / med["no_kd"],
         "teacher_cache_build_s": statistics.median(builds),
         "teacher_cache_build_s_first": first,
         "train_steps_per_epoch": steps,
@@ -290,6 +296,8 @@ def summary(result: dict) -> str:
         f"training   corekd {f['train_utt_per_s_corekd']:9.0f} utt/s  ({f['train_step_ms_corekd']:.1f} ms/step)",
         f"           corekd/no_kd step ratio {f['corekd_over_no_kd_step_ratio']:.3f} (target <= 1.3: "
         f"{mark('corekd_over_no_kd_step_ratio')}); teacher cache build {f['teacher_cache_build_s']:.3f} s",
+        f"           nce_mode inline: {f['train_step_ms_corekd_inline']:.1f} ms/step, ratio "
+        f"{f['corekd_inline_over_no_kd_step_ratio']:.3f}",
         f"inference  {f['inference_utt_per_s']:9.0f} utt/s, {f['inference_flops_per_utt'] / 1e6:.2f} MFLOP/utt "
         f"({f['latency_flops_per_utt'] / 1e6:.2f} for one {s['latency_dialogue_utterances']}-utt dialogue)",
         f"           {f['inference_gflop_per_s']:.1f} GFLOP/s vs matmul {f['matmul_gflop_per_s']:.1f} GFLOP/s = "
