@@ -276,6 +276,11 @@ def test_dev_records_use_dev_masks_seeded_like_test_masks(tmp_path, tiny_corpus,
     assert all({"best_epoch", "selected_epoch"} <= set(t) for t in trainings)
     report = (result.out_dir / "report.md").read_text()
     assert "## Dev split" in report and "## Dev curves: best and selected epochs" in report
+    # every test table also exists on dev: the per-condition tables, from the dev records
+    assert "Dev, fixed missing modalities (weighted_f1):" in report and "Dev, random missing at rate p" in report
+    dev_section = report[report.index("Dev, fixed missing modalities"):]
+    dev_fixed_l = np.mean([r["weighted_f1"] for r in dev_rows if r["variant"] == "no_kd" and r["condition"] == "fixed:l"])
+    assert f"{100 * dev_fixed_l:.2f}" in dev_section.split("Dev, random missing")[0]
 
 
 def test_report_warns_when_a_student_beats_the_teacher_on_complete_dev_views():

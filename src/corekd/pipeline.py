@@ -28,6 +28,7 @@ from corekd.data.synth import generate
 from corekd.errors import CorekdError, from_validation_error
 from corekd.evaluation.metrics import task_metrics
 from corekd.evaluation.predict import predict
+from corekd.evaluation.provenance import defaults_in_effect
 from corekd.evaluation.report import write_report
 from corekd.methods import method_class
 from corekd.models.model import ERCModel
@@ -271,6 +272,7 @@ def run(
     select_test = config.training.select_on == "test"
     meta = {
         "corpus": corpus.name,
+        "defaults_provenance": defaults_in_effect(config),
         "task": task,
         "labels": labels,
         "modalities": list(corpus.modality_names),

@@ -12,6 +12,7 @@ import pandas as pd
 
 from corekd.data.corpus import atomic_write
 from corekd.evaluation.metrics import LOWER_IS_BETTER, REGRESSION_METRICS
+from corekd.evaluation.provenance import provenance_section
 
 FIXED_ORDER = ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av"]
 FIXED_AVG = "fixed:avg"
@@ -169,6 +170,19 @@ def dev_section(records: list[dict], trainings: list[dict], metric: str = "weigh
                 f"({shown(mean)} vs {shown(t_mean)}): the teacher is a weak reference to distil.",
                 "",
             ]
+        present = set(frame.condition)
+        fixed_cols = [c for c in FIXED_ORDER if c in present] + ([FIXED_AVG] if FIXED_AVG in present else [])
+        random_cols = sorted((c for c in present if c.startswith("random:")), key=lambda c: float(c.split(":")[1]))
+        if fixed_cols:
+            parts += [f"Dev, fixed missing modalities ({metric}):", "",
+                      markdown_table(_mark_not_applicable(mean_std_table(frame, metric, fixed_cols), dev),
+                                     ["Avg" if c == FIXED_AVG else _fixed_header(c) for c in fixed_cols], metric=metric),
+                      ""]
+        if random_cols:
+            parts += [f"Dev, random missing at rate p ({metric}):", "",
+                      markdown_table(_mark_not_applicable(mean_std_table(frame, metric, random_cols), dev),
+                                     [c.split(":")[1] for c in random_cols], "method \\ p", metric=metric),
+                      ""]
     if trainings and "selected_epoch" in trainings[0]:
         lines = ["| model | seed | best dev epoch | selected epoch | epochs run |", "|---|---|---|---|---|"]
         for t in trainings:
@@ -296,6 +310,7 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
         if "seconds" in meta:
             parts += [f"Whole run: {meta['seconds']:.0f} s on {meta.get('device')} (torch {meta.get('torch')}).", ""]
     parts += dev_section(all_records, trainings, table_metrics[0][0])
+    parts += provenance_section(meta.get("defaults_provenance"))
     text = "\n".join(parts)
     return with_test_selection_banner(text) if meta.get("select_on") == "test" else text
 
