@@ -305,12 +305,7 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
     except ValidationError as exc:
         raise from_validation_error(exc, meta_path, model=_CorpusFile) from None
     _check_meta(meta, meta_path)
-    if not feat_path.is_file():
-        raise CorekdError("file not found", path=feat_path)
-    try:
-        tensors = load_file(str(feat_path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CorekdError(f"not a readable safetensors file ({exc})", path=feat_path) from None
+    tensors = _read_tensors(feat_path)
 
     order = [m for m in MODALITIES if m in meta.modalities]
     n_total = sum(len(d.utterances) for d in meta.dialogues)
@@ -433,18 +428,23 @@ def pool_mean(frames: np.ndarray, lengths: np.ndarray, dim: int) -> np.ndarray:
     return out
 
 
+def _read_tensors(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a safetensors file; a missing or unreadable file is a CorekdError naming it."""
+    if not path.is_file():
+        raise CorekdError("file not found", path=path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CorekdError(f"not a readable safetensors file ({exc})", path=path) from None
+
+
 def cast_features(folder: str | Path) -> list[str]:
     """Rewrite ``features.safetensors`` with float32 features and int64 offsets; what was converted.
 
     Only dtypes change (values are converted as numpy does); everything else is checked on load.
     """
     path = Path(folder) / FEATURES_FILE
-    if not path.is_file():
-        raise CorekdError("file not found", path=path)
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CorekdError(f"not a readable safetensors file ({exc})", path=path) from None
+    tensors = _read_tensors(path)
     changed = []
     for name, x in list(tensors.items()):
         want = np.int64 if name.endswith("_offsets") else np.float32
