@@ -103,7 +103,11 @@ def check_sweep(cfg, source=None) -> None:
         option_type(cfg.sweep.option)
     except ValueError as exc:
         raise CorekdError(str(exc), path=source, field="sweep.option") from None
+    kind = option_type(cfg.sweep.option)
     for i, value in enumerate(cfg.sweep.values):
+        if kind is int and float(value) != int(value):
+            raise CorekdError(f"{cfg.sweep.option} is an integer setting; {value} is not an integer", path=source,
+                              field=f"sweep.values[{i}]")
         try:
             sub_config(cfg, value, source)
         except CorekdError as exc:
