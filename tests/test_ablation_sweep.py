@@ -162,3 +162,16 @@ def test_tiny_sweep_end_to_end(tmp_path):
     # resume: every sub-run is finished, nothing is trained again
     again = run(path, out, reporter=Reporter(), resume=True)
     assert again.report == out / "sweep.md"
+
+
+def test_refused_sweep_leaves_no_trace(tmp_path):
+    cfg = quick_config(data={"source": "corpus", "path": str(tmp_path / "no-corpus")},
+                       sweep={"option": "training.lr", "values": [0.001, 0.01]})
+    out = tmp_path / "out"
+    with pytest.raises(CorekdError):
+        run(validate_config(cfg), out, reporter=Reporter())
+    assert not out.exists()
+    out.mkdir()  # an empty folder given by the user stays, empty
+    with pytest.raises(CorekdError):
+        run(validate_config(cfg), out, reporter=Reporter())
+    assert out.is_dir() and not any(out.iterdir())

@@ -122,6 +122,7 @@ def run_sweep(config, config_path: Path | None, out: Path, *, reporter, command:
 
     folder = RunFolder.check(out, config, resume=resume, overwrite=overwrite, config_path=config_path)
     subs = [(v, sub_config(config, v, config_path)) for v in config.sweep.values]
+    existed = out.exists()
     folder.prepare(config, command)
     if folder.moved_to:
         reporter.message(f"moved the earlier sweep in {out} aside to {folder.moved_to}")
@@ -134,9 +135,24 @@ def run_sweep(config, config_path: Path | None, out: Path, *, reporter, command:
                     overwrite=overwrite)
         except RunInterrupted as stop:
             raise RunInterrupted(out, stop.kept, stop.total, f"{command} --resume") from None
+        except CorekdError:
+            if i == 1 and folder.mode == "new":  # refused before anything of a sub-run was written: leave no trace
+                _remove_new_top(out, keep_folder=existed)
+            raise
     path = write_summary(out, config, command)
     reporter.message(f"wrote {path}, {out / SWEEP_JSON}")
     return path
+
+
+def _remove_new_top(out: Path, keep_folder: bool) -> None:
+    """Remove the marker and config this sweep just wrote into a new (or empty) folder, when nothing else is there."""
+    from corekd.rundir import CONFIG_FILE, MARKER_FILE
+
+    if {p.name for p in out.iterdir()} <= {CONFIG_FILE, MARKER_FILE}:
+        for name in (CONFIG_FILE, MARKER_FILE):
+            (out / name).unlink(missing_ok=True)
+        if not keep_folder:
+            out.rmdir()
 
 
 def read_rejection(run_dir: Path) -> dict | None:
