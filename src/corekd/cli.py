@@ -181,7 +181,6 @@ def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd
     """Rebuild report.md from a run's results.json (a partial run is reported as partial)."""
     from corekd.evaluation.report import write_report
     from corekd.rundir import read_results
-
     from corekd.sweep import is_sweep_folder, rebuild
 
     if run_dir.exists() and not run_dir.is_dir():
