@@ -172,7 +172,7 @@ def run(
     finally:
         if installed:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    print(f"report: {result.out_dir / 'report.md'}")
+    print(f"report: {result.report or result.out_dir / 'report.md'}")
 
 
 @app.command()
@@ -181,9 +181,13 @@ def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd
     """Rebuild report.md from a run's results.json (a partial run is reported as partial)."""
     from corekd.evaluation.report import write_report
     from corekd.rundir import read_results
+    from corekd.sweep import is_sweep_folder, rebuild
 
     if run_dir.exists() and not run_dir.is_dir():
         raise CorekdError("expected a run folder, got a file", path=run_dir)
+    if is_sweep_folder(run_dir):  # a sweep: sweep.json and sweep.md again from its sub-runs
+        print(f"report: {rebuild(run_dir)}")
+        return
     meta, records, trainings = read_results(run_dir)
     print(f"report: {write_report(run_dir, meta, records, trainings)}")
 

@@ -133,6 +133,20 @@ class MethodSpec(_Strict):
         return self.variant or self.name
 
 
+class SweepConfig(_Strict):
+    """One ordinary run per value of one numeric setting (``corekd.sweep``)."""
+
+    option: str = Field(description="dotted path of a numeric setting, e.g. data.synth.conflict_rate")
+    values: list[float] = Field(min_length=1, description="the values, one sub-run each (unique)")
+
+    @field_validator("values")
+    @classmethod
+    def _unique(cls, value: list[float]) -> list[float]:
+        if len(set(value)) != len(value):
+            raise ValueError("sweep values must not repeat")
+        return value
+
+
 class RunConfig(_Strict):
     name: str = "run"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
@@ -149,6 +163,9 @@ class RunConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     methods: list[MethodSpec] = Field(
         default_factory=lambda: [MethodSpec(name=n) for n in ("teacher", "no_kd", "vanilla_kd", "corekd")], min_length=1
+    )
+    sweep: SweepConfig | None = Field(
+        None, description="run the configuration once per value of one numeric setting (sub-runs OUT/<name>=<value>/)"
     )
 
     @field_validator("device")
@@ -235,6 +252,10 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
                 f"two methods share the name '{spec.label}': give one a distinct 'variant'", path=source, field=f"methods[{i}]"
             )
         seen.add(spec.label)
+    if cfg.sweep is not None:
+        from corekd.sweep import check_sweep  # the sweep needs the config classes
+
+        check_sweep(cfg, source)
     return cfg
 
 
@@ -257,4 +278,7 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def dump_config(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    data = cfg.model_dump(mode="json")
+    if data.get("sweep") is None:
+        data.pop("sweep", None)  # runs without a sweep keep the config.yaml of earlier versions (resume compares it)
+    return yaml.safe_dump(data, sort_keys=False)

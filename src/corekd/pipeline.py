@@ -44,6 +44,7 @@ class RunResult:
     out_dir: Path
     records: list[dict]
     trainings: list[dict]
+    report: Path | None = None  # report.md, or sweep.md for a sweep
 
 
 def resolve_device(name: str) -> torch.device:
@@ -235,6 +236,12 @@ def run(
     out = Path(out_dir) if out_dir is not None else Path("runs") / config.name
     reporter = reporter or Reporter()
     command = command or f"corekd run {config_path or '<config>'} --out {out}"
+    if config.sweep is not None:  # one ordinary run per value (corekd.sweep), then sweep.json and sweep.md
+        from corekd.sweep import run_sweep
+
+        path = run_sweep(config, config_path, out, reporter=reporter, command=command, resume=resume,
+                         overwrite=overwrite, run_one=run)
+        return RunResult(out, [], [], report=path)
     try:
         dev = resolve_device(config.device)
     except CorekdError as exc:
@@ -384,4 +391,4 @@ def run(
     save_results()
     write_report(out, meta, records, trainings)
     reporter.message(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'config.yaml'}, {out / 'checkpoints'}")
-    return RunResult(out, records, trainings)
+    return RunResult(out, records, trainings, report=out / "report.md")

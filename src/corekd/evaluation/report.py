@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from corekd.data.corpus import atomic_write
+from corekd.evaluation.ablation import ablation_section
 from corekd.evaluation.metrics import LOWER_IS_BETTER, REGRESSION_METRICS
 from corekd.evaluation.provenance import provenance_section
 
@@ -309,6 +310,8 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
                   "their training (the score each was selected on).", "", *lines, ""]
         if "seconds" in meta:
             parts += [f"Whole run: {meta['seconds']:.0f} s on {meta.get('device')} (torch {meta.get('torch')}).", ""]
+    parts += ablation_section({s: records_frame(split_records(all_records, s)) for s in ("test", "dev")},
+                              table_metrics[0][0])
     parts += dev_section(all_records, trainings, table_metrics[0][0])
     parts += provenance_section(meta.get("defaults_provenance"))
     text = "\n".join(parts)
