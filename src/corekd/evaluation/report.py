@@ -336,7 +336,12 @@ def card_section(meta: dict) -> list[str]:
 
 
 def write_report(out_dir: str | Path, meta: dict, records: list[dict], trainings: list[dict]) -> Path:
+    from corekd.evaluation.analyses import analyses_section, read_analyses
+
     path = Path(out_dir) / "report.md"
     text = render_report(meta, records, trainings)
+    analyses = read_analyses(out_dir)  # the run's mechanism analyses, when it has them
+    if analyses is not None:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(analyses_section(analyses))
     atomic_write(path, lambda p: Path(p).write_text(text))
     return path
