@@ -342,6 +342,9 @@ def write_report(out_dir: str | Path, meta: dict, records: list[dict], trainings
     text = render_report(meta, records, trainings)
     analyses = read_analyses(out_dir)  # the run's mechanism analyses, when it has them
     if analyses is not None:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(analyses_section(analyses))
+        section = "\n".join(analyses_section(analyses))
+        if meta.get("select_on") == "test":
+            section = with_test_selection_banner(section)
+        text = text.rstrip("\n") + "\n\n" + section
     atomic_write(path, lambda p: Path(p).write_text(text))
     return path
