@@ -168,3 +168,16 @@ def test_bad_analyses_file_is_named(tmp_path):
     with pytest.raises(CorekdError) as err:
         read_analyses(tmp_path)
     assert "analyses.json" in str(err.value)
+
+
+def test_resume_analyses_kept_models_from_their_checkpoints(tmp_path):
+    cfg = RunConfig.model_validate(quick_config(methods=[{"name": "teacher"}, {"name": "corekd"}],
+                                                evaluation={"batch_size": 8, "random_rates": [0.5], "figures": False}))
+    out = tmp_path / "run"
+    run(cfg, out)
+    first = json.loads((out / "analyses.json").read_text())
+    (out / "analyses.json").unlink()
+    run(cfg, out, resume=True)  # every model kept: analysed from the loaded checkpoints
+    again = json.loads((out / "analyses.json").read_text())
+    assert again["rejection"] == first["rejection"] and again["natural_conflicts"] == first["natural_conflicts"]
+    assert [r["normalized"] for r in again["drift"]] == pytest.approx([r["normalized"] for r in first["drift"]], abs=1e-6)
