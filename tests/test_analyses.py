@@ -181,3 +181,14 @@ def test_resume_analyses_kept_models_from_their_checkpoints(tmp_path):
     again = json.loads((out / "analyses.json").read_text())
     assert again["rejection"] == first["rejection"] and again["natural_conflicts"] == first["natural_conflicts"]
     assert [r["normalized"] for r in again["drift"]] == pytest.approx([r["normalized"] for r in first["drift"]], abs=1e-6)
+
+
+def test_analyses_change_no_result(tmp_path):
+    """The analyses draw from no shared stream: every record and training entry is the same with them off."""
+    base = quick_config(methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "corekd"}], seeds=[0, 1])
+    results = []
+    for on in (True, False):
+        cfg = {**base, "evaluation": {**base["evaluation"], "analyses": on}}
+        res = run(RunConfig.model_validate(cfg), tmp_path / str(on))
+        results.append((res.records, [{k: v for k, v in t.items() if k != "seconds"} for t in res.trainings]))
+    assert results[0] == results[1]
