@@ -341,8 +341,7 @@ def run(
                         elif analyses is not None and label in reported:  # analysed like a new model
                             with torch.random.fork_rng(devices=[]):
                                 model, _ = load_checkpoint(folder.unit_dir(label, seed), dev)
-                        if analyses is not None and label in reported:
-                            analyse(label, method.name, seed, model, teacher_ref)
+                        analyse(label, method.name, seed, model, teacher_ref)
                         reporter.end_model(f"{label} seed {seed}: kept from the earlier attempt")
                         continue
                     model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
