@@ -264,7 +264,17 @@ def test_a_modality_missing_everywhere_is_not_applicable_and_leaves_the_average(
     assert "fixed:v not applicable" in report and "## Warnings" in report
 
 
+def _as_version_1(meta):
+    """A format-1 corpus (version 2 refuses utterances with every modality missing): the synthetic corpus's only
+    version-2 field, the ``nonverbal_conflict`` extra, is dropped."""
+    meta["version"] = 1
+    for d in meta["dialogues"]:
+        for u in d["utterances"]:
+            u.pop("extra", None)
+
+
 def test_a_test_split_without_features_gives_no_numbers(tmp_path, corpus_dir):
+    edit_meta(corpus_dir, _as_version_1)
     _set_missing(corpus_dir, "test", ["l", "a", "v"])
     inspect = runner.invoke(app, ["data", "inspect", str(corpus_dir)])
     assert "problems: none found" not in inspect.output and "have no modality at all" in inspect.output

@@ -107,6 +107,8 @@ class EvaluationConfig(_Strict):
     random_rates: list[float] = Field(default_factory=lambda: [round(0.1 * k, 1) for k in range(8)])
     scheme: RandomScheme = Field("calibrated", description="random-missing scheme (see corekd.data.protocols)")
     batch_size: int = Field(32, ge=1, description="dialogues per evaluation batch")
+    analyses: bool = Field(True, description="mechanism analyses (analyses.json, report section; docs/configuration.md)")
+    figures: bool = Field(True, description="with analyses: the t-SNE and score-vs-missing-rate figures")
 
     @field_validator("random_rates")
     @classmethod

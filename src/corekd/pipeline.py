@@ -26,6 +26,7 @@ from corekd.data.splits import carve_dev, describe
 from corekd.data.standardize import train_statistics
 from corekd.data.synth import generate
 from corekd.errors import CorekdError, from_validation_error
+from corekd.evaluation.analyses import RunAnalyses, conflict_flags
 from corekd.evaluation.metrics import task_metrics
 from corekd.evaluation.predict import predict
 from corekd.evaluation.provenance import defaults_in_effect
@@ -318,6 +319,15 @@ def run(
     for warning in warnings:
         reporter.message(f"warning: {warning}")
 
+    analyses = RunAnalyses(out, test, test_masks, conflict_flags(corpus, "test"), labels, task, ev.mask_seed,
+                           ev.batch_size, dev, figures=ev.figures) if ev.analyses else None
+
+    def analyse(label: str, method_name: str, seed: int, model, teacher_ref) -> None:
+        """Mechanism analyses of one reported model, right after its test evaluation (analyses.json)."""
+        if analyses is not None and label in reported:
+            analyses.add(label, method_name, seed, model, teacher_ref.teacher if teacher_ref is not None else None)
+            analyses.save()
+
     started = time.perf_counter()
     try:
         with reporter:
@@ -337,6 +347,10 @@ def run(
                             teacher_ref = TeacherReference(
                                 model, train, cache=config.training.teacher_cache, batch_size=ev.batch_size, device=dev
                             )
+                        elif analyses is not None and label in reported:  # analysed like a new model
+                            with torch.random.fork_rng(devices=[]):
+                                model, _ = load_checkpoint(folder.unit_dir(label, seed), dev)
+                        analyse(label, method.name, seed, model, teacher_ref)
                         reporter.end_model(f"{label} seed {seed}: kept from the earlier attempt")
                         continue
                     model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
@@ -377,6 +391,7 @@ def run(
                     trainings.append(training)
                     kept.append(f"{label} seed {seed}")
                     save_results()
+                    analyse(label, method.name, seed, result.model, teacher_ref)
                     reporter.end_model(
                         f"{label} seed {seed}: epoch {result.selected_epoch}/{result.epochs_run} selected, "
                         f"dev {config.training.select_metric} {result.best_score:.4f}, {result.seconds:.1f} s"
@@ -389,6 +404,8 @@ def run(
     meta["status"] = "complete"
     meta["seconds"] = round(time.perf_counter() - started, 1)
     save_results()
+    if analyses is not None:
+        analyses.save(records, final=True)  # with the figures
     write_report(out, meta, records, trainings)
     reporter.message(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'config.yaml'}, {out / 'checkpoints'}")
     return RunResult(out, records, trainings, report=out / "report.md")

@@ -6,7 +6,8 @@ The generator is written so the project's questions are answerable on it, and no
   the classes it cannot tell apart), with its own noise: language is the least noisy,
   visual the noisiest, and some class pairs are separable by one modality only;
 - a fraction of utterances display a different emotion in the acoustic and/or visual channel
-  than their label (masking, irony): conflicting nonverbal evidence.
+  than their label (masking, irony): conflicting nonverbal evidence, recorded per utterance as
+  ``extras[i]["nonverbal_conflict"]`` (format version 2) for the mechanism analyses.
 No label information enters through ids, order of dialogues, split assignment or missingness
 (the corpus has no missing modalities; protocols add them).
 """
@@ -158,6 +159,8 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
                 for j in options[rng.integers(len(options))]:
                     display[i, j] = shown
                 n_conflicts += 1
+        # Recorded, not drawn: the flag reads ``conflict`` only, so every draw above and below is unchanged.
+        flags = conflict & bool(nonverbal)  # [U] a channel really shows another emotion
         speaker_off = {m: rng.standard_normal((2, cfg.latent_dim)) * cfg.speaker_offset for m in modalities}
         topic = rng.standard_normal(cfg.latent_dim) * cfg.topic_offset
         feats = {}
@@ -178,6 +181,7 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
                 labels=labels.astype(np.int64),
                 features=feats,
                 available=np.ones((length, len(modalities)), dtype=bool),
+                extras=[{"nonverbal_conflict": bool(f)} for f in flags],
             )
         )
 

@@ -354,7 +354,15 @@ def card_section(meta: dict) -> list[str]:
 
 
 def write_report(out_dir: str | Path, meta: dict, records: list[dict], trainings: list[dict]) -> Path:
+    from corekd.evaluation.analyses import analyses_section, read_analyses
+
     path = Path(out_dir) / "report.md"
     text = render_report(meta, records, trainings)
+    analyses = read_analyses(out_dir)  # the run's mechanism analyses, when it has them
+    if analyses is not None:
+        section = "\n".join(analyses_section(analyses))
+        if meta.get("select_on") == "test":
+            section = with_test_selection_banner(section)
+        text = text.rstrip("\n") + "\n\n" + section
     atomic_write(path, lambda p: Path(p).write_text(text))
     return path

@@ -1,0 +1,444 @@
+"""Mechanism analyses of a run (METHOD.md, "Analyses"): state drift, conflict rejection, natural conflicts, figures.
+
+Everything is computed on the TEST split, after a model's test evaluation, with inputs that depend
+only on ``evaluation.mask_seed`` (the test-table masks, the conflict pairs), so every method and
+seed of a run is measured on the same views:
+
+- **state drift** per condition: mean over real utterances of the distance between the model's
+  fused state under the condition's view and the teacher's fused state on the complete view;
+  normalised (:func:`~corekd.methods.losses.state_distance` ``normalized_sq``, what L_state anchors)
+  and raw Euclidean, plus ``relative_to_no_kd = (d - d_no_kd) / d_no_kd`` (same seed, condition).
+- **rejection rate** per conflict type (a, v, av): target-donor pairs (target: a test utterance with
+  its language observed; donor: a test utterance of another label). The conflict view is the
+  complete view with the target's swapped modalities (features and availability) taken from the
+  donor. Up to 20% of a dialogue's utterances are targets, all swapped in the same forward pass
+  (its context then holds several conflicts). Pair (i, j) is rejected when
+  ``||q~_i - q^t_i|| < ||q~_i - q^t_j||`` (softmax probabilities; teacher on complete views).
+  Regression runs are skipped: a sentiment score has no "label of the donor" to reject.
+- **natural conflicts** (synthetic corpora): accuracy and weighted F1 on the test utterances whose
+  nonverbal channels show another emotion, complete view and random:0.5. Classification only.
+- figures: t-SNE of fused states at random:0.5 (first seed), and the test score against the
+  random missing rate (mean ± std over seeds).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corekd.data.batching import SplitTensors
+from corekd.data.corpus import Corpus, atomic_write
+from corekd.errors import CorekdError
+from corekd.evaluation.metrics import classification_metrics
+from corekd.evaluation.predict import run_model
+from corekd.methods.losses import state_distance
+from corekd.seeding import numpy_generator, torch_generator
+
+ANALYSES_FILE = "analyses.json"
+FORMAT = "corekd-analyses"
+CONFLICT_TYPES: dict[str, tuple[str, ...]] = {"a": ("a",), "v": ("v",), "av": ("a", "v")}
+TARGET_SHARE = 0.2  # at most this share of a dialogue's utterances are conflict targets (at least one)
+TSNE_CONDITION = "random:0.5"
+TSNE_POINTS = 600
+FLAG = "nonverbal_conflict"
+TSNE_FIGURE = "figures/tsne_random0.5.png"
+CURVE_FIGURE = "figures/f1_vs_missing_rate.png"
+
+
+# ------------------------------------------------------------------ pure pieces
+def drift(fused: torch.Tensor, teacher_fused: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
+    """(normalised, raw) state drift: means over ``valid`` [N, U] of the distances between ``fused`` and
+    ``teacher_fused`` [N, U, H]: ``||s/|s| - t/|t|||^2`` and ``||s - t||``."""
+    s, t = fused[valid].double(), teacher_fused[valid].double()  # [n, H]
+    if not len(s):
+        return float("nan"), float("nan")
+    return float(state_distance(s, t, "normalized_sq").mean()), float((s - t).norm(dim=-1).mean())
+
+
+def relative(value: float, reference: float | None) -> float | None:
+    """``(value - reference) / reference``; None without a (non-zero) reference."""
+    if reference is None or not np.isfinite(reference) or reference == 0:
+        return None
+    return (value - reference) / reference
+
+
+def add_relative_to_no_kd(rows: list[dict]) -> list[dict]:
+    """Set each student drift row's ``relative_to_no_kd`` from the ``no_kd`` row of the same seed and condition
+    (None when the run has none, and for the teacher; the first no_kd variant when there are several)."""
+    ref: dict[tuple, float] = {}
+    for r in rows:
+        if r["method"] == "no_kd":
+            ref.setdefault((r["seed"], r["condition"]), r["normalized"])
+    for r in rows:
+        r["relative_to_no_kd"] = (None if r["method"] == "teacher"
+                                  else relative(r["normalized"], ref.get((r["seed"], r["condition"]))))
+    return rows
+
+
+def rejected(q_conflict: torch.Tensor, q_target: torch.Tensor, q_donor: torch.Tensor) -> torch.Tensor:
+    """[P, C] x3 -> [P] bool: the output on the conflict view is nearer (Euclidean) the teacher's complete-view
+    output for the target than the one for the donor."""
+    return (q_conflict - q_target).norm(dim=-1) < (q_conflict - q_donor).norm(dim=-1)
+
+
+@dataclass(frozen=True)
+class ConflictPairs:
+    """Target-donor pairs on one split: positions (dialogue row, utterance) of each."""
+
+    target: torch.Tensor  # [P, 2] long
+    donor: torch.Tensor  # [P, 2] long
+    seed: int
+    types: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+
+def conflict_pairs(split: SplitTensors, mask_seed: int, share: float = TARGET_SHARE) -> ConflictPairs:
+    """Seeded pairs (a function of ``mask_seed`` and the split only: the same for every method and seed).
+
+    Targets: per dialogue, a seeded choice of ``max(1, floor(share * length))`` utterances among those with
+    ``l`` observed (all of them when the corpus has no ``l``). Donors: for each target, a seeded utterance of
+    the split with another label that has every swappable modality (a, v) the corpus holds.
+    """
+    mods = split.modalities
+    types = tuple(t for t, swap in CONFLICT_TYPES.items() if all(m in mods for m in swap))
+    gen = torch_generator("conflict-pairs", mask_seed, split.name)
+    valid = split.utt_mask
+    has_l = split.avail[..., mods.index("l")] if "l" in mods else valid
+    swappable = [mods.index(m) for m in ("a", "v") if m in mods]
+    donor_ok = valid & split.avail[..., swappable].all(-1) if swappable else valid & False
+    donors = donor_ok.nonzero()  # [D, 2]
+    targets, chosen = [], []
+    for row in range(len(split)):
+        eligible = (valid[row] & has_l[row]).nonzero().flatten()
+        k = min(len(eligible), max(1, int(share * int(split.lengths[row]))))
+        if k == 0:
+            continue
+        picks = eligible[torch.randperm(len(eligible), generator=gen)[:k]].sort().values
+        for u in picks.tolist():
+            other = donors[split.labels[donors[:, 0], donors[:, 1]] != split.labels[row, u]]
+            if len(other):
+                targets.append((row, u))
+                chosen.append(other[int(torch.randint(len(other), (1,), generator=gen))].tolist())
+    shape = (len(targets), 2)
+    return ConflictPairs(torch.tensor(targets, dtype=torch.long).reshape(shape),
+                         torch.tensor(chosen, dtype=torch.long).reshape(shape), mask_seed, types)
+
+
+def conflict_view(split: SplitTensors, pairs: ConflictPairs, swap: tuple[str, ...]) -> SplitTensors:
+    """``split`` with each target's ``swap`` modalities (features, availability) replaced by its donor's; language,
+    speakers, labels and context untouched. Read as a complete view (mask = the new availability)."""
+    features = {m: x.clone() for m, x in split.features.items()}
+    avail = split.avail.clone()
+    (tr, tu), (dr, du) = pairs.target.T, pairs.donor.T
+    for m in swap:
+        j = split.modalities.index(m)
+        features[m][tr, tu] = split.features[m][dr, du]
+        avail[tr, tu, j] = split.avail[dr, du, j]
+    return replace(split, features=features, avail=avail)
+
+
+def conflict_flags(corpus: Corpus, split: str) -> torch.Tensor | None:
+    """[N, U] bool: the natural conflict flag of the split's utterances (padded like SplitTensors); None when the
+    corpus does not record one (real corpora)."""
+    dialogues = corpus.split(split)
+    if not any(d.extras and any(FLAG in e for e in d.extras) for d in dialogues):
+        return None
+    flags = torch.zeros((len(dialogues), max((len(d) for d in dialogues), default=1)), dtype=torch.bool)
+    for i, d in enumerate(dialogues):
+        for u, extra in enumerate(d.extras or []):
+            flags[i, u] = bool(extra.get(FLAG, False))
+    return flags
+
+
+# ------------------------------------------------------------------ a run's analyses
+@dataclass
+class RunAnalyses:
+    """Collects every (variant, seed)'s analyses on the test split and writes ``analyses.json`` and the figures."""
+
+    out_dir: Path
+    test: SplitTensors
+    masks: dict  # condition name -> [N, U, M] bool, the test-table masks (``not_applicable`` attribute honoured)
+    flags: torch.Tensor | None  # [N, U] natural conflicts, None when the corpus has none
+    labels: list[str]
+    task: str
+    mask_seed: int
+    batch_size: int
+    device: torch.device
+    figures: bool = True
+    pairs: ConflictPairs = field(init=False)
+    drift: list[dict] = field(default_factory=list)
+    rejection: list[dict] = field(default_factory=list)
+    natural: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # variant -> (fused, labels)
+    _teacher: tuple[int, object] | None = None
+
+    def __post_init__(self) -> None:
+        self.pairs = conflict_pairs(self.test, self.mask_seed)
+        self.first_seed: int | None = None
+
+    def _teacher_outputs(self, seed: int, teacher) -> object:
+        if self._teacher is None or self._teacher[0] != seed:
+            self._teacher = (seed, run_model(teacher, self.test, None, self.batch_size, self.device))
+        return self._teacher[1]
+
+    def add(self, variant: str, method: str, seed: int, model, teacher) -> None:
+        """Analyses of one trained model (``teacher``: its seed's teacher, None when the run trains none)."""
+        with torch.random.fork_rng(devices=[]):  # nothing here may move a global stream
+            self._add(variant, method, seed, model, teacher)
+
+    def _add(self, variant: str, method: str, seed: int, model, teacher) -> None:
+        if self.first_seed is None:
+            self.first_seed = seed
+        valid = self.test.utt_mask
+        t_out = self._teacher_outputs(seed, teacher) if teacher is not None else None
+        skip = getattr(self.masks, "not_applicable", {})
+        outputs = {}
+        for name, mask in self.masks.items():
+            if name in skip:
+                continue
+            out = run_model(model, self.test, mask, self.batch_size, self.device)
+            outputs[name] = out
+            if t_out is not None:
+                normalized, raw = drift(out.fused.cpu(), t_out.fused.cpu(), valid)
+                self.drift.append({"variant": variant, "method": method, "seed": seed, "condition": name,
+                                   "normalized": normalized, "raw": raw, "relative_to_no_kd": None})
+        regression = self.task == "regression"
+        if t_out is not None and not regression and len(self.pairs):
+            q_t = t_out.logits.float().softmax(-1).cpu()  # [N, U, C]
+            (tr, tu), (dr, du) = self.pairs.target.T, self.pairs.donor.T
+            for kind in self.pairs.types:
+                view = conflict_view(self.test, self.pairs, CONFLICT_TYPES[kind])
+                q = run_model(model, view, None, self.batch_size, self.device).logits.float().softmax(-1).cpu()
+                hits = rejected(q[tr, tu], q_t[tr, tu], q_t[dr, du])
+                self.rejection.append({"variant": variant, "method": method, "seed": seed, "type": kind,
+                                       "rate": float(hits.float().mean()), "pairs": len(self.pairs)})
+        if self.flags is not None and not regression:
+            sel = self.flags & valid
+            for name in ("complete", TSNE_CONDITION):
+                if name in outputs and bool(sel.any()):
+                    pred = outputs[name].logits.float().argmax(-1).cpu()[sel].numpy()
+                    scores = classification_metrics(self.test.labels[sel].numpy(), pred, self.labels)
+                    self.natural.append({"variant": variant, "method": method, "seed": seed, "condition": name,
+                                         "accuracy": scores["accuracy"], "weighted_f1": scores["weighted_f1"]})
+        if self.figures and seed == self.first_seed and TSNE_CONDITION in outputs:
+            real = valid.nonzero()
+            pick = numpy_generator("tsne", self.mask_seed).permutation(len(real))[:TSNE_POINTS]
+            rows = real[torch.from_numpy(np.sort(pick))]
+            fused = outputs[TSNE_CONDITION].fused.float().cpu()[rows[:, 0], rows[:, 1]].numpy()
+            target = (self.test.targets if regression else self.test.labels)[rows[:, 0], rows[:, 1]].numpy()
+            self.embeddings[variant] = (fused, target)
+
+    def payload(self, figures: list[str] | None = None) -> dict:
+        flagged = self.flags is not None
+        return {
+            "format": FORMAT, "version": 1,
+            "pairs": {"seed": self.pairs.seed, "targets": len(self.pairs), "types": list(self.pairs.types),
+                      "share_per_dialogue": TARGET_SHARE},
+            "task": self.task,
+            "drift": add_relative_to_no_kd([dict(r) for r in self.drift]),
+            "rejection": self.rejection,
+            "natural_conflicts": {"flagged": flagged,
+                                  "utterances": int((self.flags & self.test.utt_mask).sum()) if flagged else 0,
+                                  "records": self.natural},
+            "notes": self.notes + self._notes(),
+            "figures": figures or [],
+        }
+
+    def _notes(self) -> list[str]:
+        notes = []
+        if not self.drift:
+            notes.append("no teacher in this run: state drift and rejection need the teacher's complete-view outputs")
+        if self.task == "regression":
+            notes.append("regression run: rejection rate and natural-conflict accuracy are skipped (a sentiment score "
+                         "has no donor label to reject, and accuracy/F1 are classification scores)")
+        if self.flags is None:
+            notes.append("this corpus records no natural conflict flag (real corpora have none): no natural-conflict numbers")
+        return notes
+
+    def save(self, records: list[dict] | None = None, *, final: bool = False) -> Path:
+        """Write analyses.json (atomically); with ``final`` also the figures (from ``records``, the run's records)."""
+        figures = []
+        if final and self.figures:
+            figures = write_figures(self.out_dir, self.embeddings, records or [], self.task, self.labels)
+        path = self.out_dir / ANALYSES_FILE
+        text = json.dumps(self.payload(figures), indent=1)
+        atomic_write(path, lambda p: Path(p).write_text(text))
+        return path
+
+
+# ------------------------------------------------------------------ figures
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_figures(out_dir: Path, embeddings: dict, records: list[dict], task: str, labels: list[str]) -> list[str]:
+    """The figures that can be drawn (relative paths): t-SNE panels and the score-vs-missing-rate curve."""
+    written = []
+    (Path(out_dir) / "figures").mkdir(exist_ok=True)
+    if embeddings and tsne_figure(Path(out_dir) / TSNE_FIGURE, embeddings, task, labels):
+        written.append(TSNE_FIGURE)
+    if curve_figure(Path(out_dir) / CURVE_FIGURE, records, task):
+        written.append(CURVE_FIGURE)
+    return written
+
+
+def tsne_figure(path: Path, embeddings: dict, task: str, labels: list[str]) -> bool:
+    from sklearn.manifold import TSNE
+
+    plt = _pyplot()
+    panels = [(v, e) for v, e in embeddings.items() if len(e[0]) >= 5]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (variant, (fused, target)) in zip(axes[0], panels):
+        perplexity = float(min(30.0, max(2.0, (len(fused) - 1) / 3)))
+        # exact gradients: for <= 600 points faster here than Barnes-Hut (whose threads stall on busy machines)
+        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0, max_iter=500,
+                  method="exact").fit_transform(fused)
+        if task == "regression":
+            ax.scatter(xy[:, 0], xy[:, 1], c=target, cmap="coolwarm", s=6)
+        else:
+            for k, name in enumerate(labels):
+                hit = target == k
+                if hit.any():
+                    ax.scatter(xy[hit, 0], xy[hit, 1], s=6, label=name)
+        ax.set_title(variant)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if task != "regression":
+        axes[0][-1].legend(fontsize=7, markerscale=2, loc="best")
+    fig.suptitle(f"fused states at {TSNE_CONDITION} (t-SNE)")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return True
+
+
+def curve_figure(path: Path, records: list[dict], task: str) -> bool:
+    plt = _pyplot()
+    metric = "mae" if task == "regression" else "weighted_f1"
+    rows = [r for r in records if r.get("split", "test") == "test" and r.get("applicable", True)
+            and str(r.get("condition", "")).startswith("random:") and metric in r]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        by_rate: dict[float, list[float]] = {}
+        for r in rows:
+            if r["variant"] == variant:
+                by_rate.setdefault(float(r["condition"].split(":")[1]), []).append(r[metric])
+        rates = sorted(by_rate)
+        mean = np.array([np.mean(by_rate[p]) for p in rates])
+        std = np.array([np.std(by_rate[p], ddof=1) if len(by_rate[p]) > 1 else 0.0 for p in rates])
+        ax.plot(rates, mean, marker="o", label=variant)
+        ax.fill_between(rates, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("random missing rate p")
+    ax.set_ylabel("MAE" if metric == "mae" else "weighted F1")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------ report section
+def _stat(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "–"
+    mean = scale * float(np.mean(values))
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {scale * float(np.std(values, ddof=1)):.{digits}f}"
+
+
+def _grouped(rows: list[dict], key: str, value: str) -> tuple[list[str], list[str], dict]:
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    columns = list(dict.fromkeys(r[key] for r in rows))
+    cells: dict[tuple, list] = {}
+    for r in rows:
+        cells.setdefault((r["variant"], r[key]), []).append(r[value])
+    return variants, columns, cells
+
+
+def _table(rows: list[dict], key: str, value: str, scale: float = 1.0, digits: int = 3, first: str = "method") -> list[str]:
+    from corekd.evaluation.report import md
+
+    variants, columns, cells = _grouped(rows, key, value)
+    lines = ["| " + " | ".join(md(c) for c in [first, *columns]) + " |", "|" + "---|" * (len(columns) + 1)]
+    for v in variants:
+        lines.append("| " + " | ".join([md(v), *(_stat(cells.get((v, c), []), scale, digits) for c in columns)]) + " |")
+    return lines
+
+
+def analyses_section(payload: dict) -> list[str]:
+    """The "Mechanism analyses" section of report.md, from analyses.json's payload (mean ± sample std over seeds)."""
+    pairs = payload.get("pairs", {})
+    parts = ["## Mechanism analyses", "",
+             "From `analyses.json`, on the test split; mean ± sample std over seeds (one value: one seed)."
+             " Definitions: METHOD.md, \"Analyses\".", ""]
+    drift_rows = payload.get("drift", [])
+    if drift_rows:
+        parts += ["### State drift to the teacher's complete-view state", "",
+                  "Mean over real test utterances of the distance between the model's fused state under each condition's "
+                  "view (the test-table masks) and the teacher's fused state on the complete view. Normalised: "
+                  "||s/|s| - t/|t|||^2 (what L_state anchors); the teacher's row compares its own incomplete views with "
+                  "its complete view.", "", *_table(drift_rows, "condition", "normalized", first="normalised"), "",
+                  "Raw Euclidean distance ||s - t||:", "", *_table(drift_rows, "condition", "raw", first="raw"), ""]
+        rel = [r for r in drift_rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")]
+        if rel:
+            parts += ["Normalised drift relative to no_kd, (d - d_no_kd) / d_no_kd in percent, per seed then averaged "
+                      "(negative: closer to the teacher than no_kd):", "",
+                      *_table(rel, "condition", "relative_to_no_kd", 100.0, 1, first="relative"), ""]
+    rejection = payload.get("rejection", [])
+    if rejection:
+        parts += ["### Conflict rejection rate", "",
+                  f"{pairs.get('targets')} target-donor pairs from the test split (seed {pairs.get('seed')}), the same for "
+                  "every method and seed: targets have their language observed, donors another label. The conflict view "
+                  "replaces the target's a and/or v (features and availability) with the donor's; up to "
+                  f"{int(100 * pairs.get('share_per_dialogue', TARGET_SHARE))}% of a dialogue's utterances are swapped in "
+                  "the same forward. A pair is rejected when the output on the conflict view is nearer the teacher's "
+                  "complete-view output for the target than the one for the donor. Rates in percent.", "",
+                  *_table(rejection, "type", "rate", 100.0, 2, first="method (swapped)"), ""]
+    natural = payload.get("natural_conflicts", {})
+    if natural.get("flagged") and payload.get("task") != "regression":  # regression: the notes say why not
+        parts += ["### Natural conflicts", "",
+                  f"{natural.get('utterances')} test utterances whose nonverbal channels show another emotion than "
+                  "their label (recorded by the synthetic generator). Accuracy and weighted F1 in percent.", ""]
+        if natural.get("records"):
+            records = natural["records"]
+            parts += [*_table(records, "condition", "accuracy", 100.0, 2, first="accuracy"), "",
+                      *_table(records, "condition", "weighted_f1", 100.0, 2, first="weighted F1"), ""]
+        else:
+            parts += ["No numbers: no flagged utterance in the test split.", ""]
+    if payload.get("notes"):
+        parts += [*(f"- {n}" for n in payload["notes"]), ""]
+    for fig in payload.get("figures", []):
+        parts += [f"![{fig}]({fig})", ""]
+    return parts
+
+
+def read_analyses(run_dir: str | Path) -> dict | None:
+    """analyses.json's payload, or None when the run has none."""
+    path = Path(run_dir) / ANALYSES_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CorekdError(f"unreadable analyses file ({exc})", path=path) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CorekdError(f"not a corekd analyses file (expected \"format\": \"{FORMAT}\")", path=path, field="format")
+    return payload
