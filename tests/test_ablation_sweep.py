@@ -139,18 +139,21 @@ def test_tiny_sweep_end_to_end(tmp_path):
     payload = json.loads((out / "sweep.json").read_text())
     assert payload["format"] == "corekd-sweep" and payload["values"] == [0.0, 0.3]
     first = payload["runs"][0]
-    assert first["status"] == "complete" and first["rejection"] is None
+    # the sub-runs' own analyses.json (evaluation.analyses, on by default) feed the rejection table
+    assert first["status"] == "complete" and set(first["rejection"]["corekd"]) == {"a", "v", "av"}
+    assert first["rejection"]["corekd"]["a"]["n"] == 1 and 0.0 <= first["rejection"]["corekd"]["a"]["rate"] <= 1.0
     assert set(first["differences"]["corekd"]) == {"fixed:avg", "random:0.5"}
     assert first["differences"]["corekd"]["fixed:avg"]["n"] == 1
     text = (out / "sweep.md").read_text()
     assert "| conflict_rate | corekd − no_kd, fixed Avg | corekd − no_kd, random 0.5 |" in text
-    assert text.count("| 0.0 | ") == 2 and text.count("| 0.3 | ") == 2  # one row per table per value
-    assert "not computed" in text
+    assert text.count("| 0.0 | ") == 1 + 3 and text.count("| 0.3 | ") == 1 + 3  # a difference row; teacher, no_kd, corekd
+    assert "| not computed |" not in text
 
     # an existing sweep folder is refused like a run folder
     with pytest.raises(CorekdError, match="--resume"):
         run(path, out, reporter=Reporter())
-    # rejection rates from an analyses.json of one sub-run, then `corekd report` rebuilds sweep.md
+    # rejection rates from an analyses.json of one sub-run (none for the other), then `corekd report` rebuilds sweep.md
+    (out / "conflict_rate=0.0" / "analyses.json").unlink()
     (out / "conflict_rate=0.3" / "analyses.json").write_text(json.dumps({"format": "corekd-analyses", "version": 1, "rejection": [
         {"variant": "corekd", "method": "corekd", "seed": 0, "type": "a", "rate": 0.6, "pairs": 10},
         {"variant": "corekd", "method": "corekd", "seed": 1, "type": "a", "rate": 0.4, "pairs": 12},
