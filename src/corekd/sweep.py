@@ -220,6 +220,7 @@ def write_summary(out: Path, config, command: str) -> Path:
 def render_sweep(payload: dict) -> str:
     """sweep.md from sweep.json's payload."""
     from corekd.evaluation.ablation import PairedDifference, format_difference
+    from corekd.evaluation.metrics import PLAIN_METRICS
 
     option, runs = payload["option"], payload["runs"]
     name = option.split(".")[-1]
@@ -235,7 +236,7 @@ def render_sweep(payload: dict) -> str:
         "",
         "## Students minus no_kd, paired over seeds",
         "",
-        f"Test split, {metric} ({'as it is' if metric in ('mae', 'corr') else 'in percentage points'}): per value, "
+        f"Test split, {metric} ({'as it is' if metric in PLAIN_METRICS else 'in percentage points'}): per value, "
         f"each student minus `{BASELINE}` per seed, then mean ± sample std, the seeds paired (n) and the p-value of a "
         "paired t-test over seeds (scipy.stats.ttest_rel; n/a with fewer than two seeds).",
         "",

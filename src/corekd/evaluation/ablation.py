@@ -12,12 +12,11 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
-from corekd.evaluation.metrics import LOWER_IS_BETTER
+from corekd.evaluation.metrics import LOWER_IS_BETTER, PLAIN_METRICS
 
 NOT_AVAILABLE = "n/a"
 REFERENCE = "corekd"
 ABLATION_CONDITIONS = ("fixed:avg", "random:0.5", "complete")
-PLAIN = frozenset({"mae", "corr"})
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def format_difference(d: PairedDifference | None, metric: str) -> str:
     """``+1.23 ± 0.45 (n=3, p=0.041)`` in percentage points (MAE/Corr as they are); "–" when nothing is paired."""
     if d is None:
         return "–"
-    scale, fmt = (1.0, "{:+.3f}") if metric in PLAIN else (100.0, "{:+.2f}")
+    scale, fmt = (1.0, "{:+.3f}") if metric in PLAIN_METRICS else (100.0, "{:+.2f}")
     text = fmt.format(scale * d.mean)
     if d.std is not None:
         text += f" ± {fmt.format(scale * d.std).lstrip('+')}"
@@ -101,7 +100,7 @@ def ablation_section(frames: dict[str, pd.DataFrame], metric: str) -> list[str]:
         lines = ["| variant | " + " | ".join(headers[c] for c in conditions) + " |", "|" + "---|" * (len(conditions) + 1)]
         for v in variants:
             lines.append(f"| {v} | " + " | ".join(format_difference(table[v][c], metric) for c in conditions) + " |")
-        unit = "as they are" if metric in PLAIN else "in percentage points"
+        unit = "as they are" if metric in PLAIN_METRICS else "in percentage points"
         better = "lower" if metric in LOWER_IS_BETTER else "higher"
         if not parts:
             parts += ["## Ablations", ""]

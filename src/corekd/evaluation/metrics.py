@@ -27,6 +27,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
 
 # Regression (sentiment in [-3, 3]), with MMSA's conventions for MOSI/MOSEI.
 REGRESSION_METRICS = ("mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc7")
+PLAIN_METRICS = frozenset({"mae", "corr"})  # shown as they are in tables; every other metric in percent
 LOWER_IS_BETTER = frozenset({"mae"})
 
 

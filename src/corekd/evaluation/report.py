@@ -12,7 +12,7 @@ import pandas as pd
 
 from corekd.data.corpus import atomic_write
 from corekd.evaluation.ablation import ablation_section
-from corekd.evaluation.metrics import LOWER_IS_BETTER, REGRESSION_METRICS
+from corekd.evaluation.metrics import LOWER_IS_BETTER, PLAIN_METRICS, REGRESSION_METRICS
 from corekd.evaluation.provenance import provenance_section
 
 FIXED_ORDER = ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av"]
@@ -20,8 +20,6 @@ FIXED_AVG = "fixed:avg"
 
 
 NOT_APPLICABLE = "n/a"
-# Metrics printed as they are (not in percent).
-PLAIN_METRICS = frozenset({"mae", "corr"})
 # The two metrics each table pair shows, per task.
 TABLE_METRICS = {
     "classification": (("weighted_f1", "weighted F1"), ("accuracy", "accuracy")),
