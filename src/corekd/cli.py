@@ -125,7 +125,7 @@ def parse_seeds(values: list[str] | None) -> list[int] | None:
 def run(
     config: Optional[Path] = typer.Argument(
         None, help="Run config (YAML). Without one, `corekd run` starts the full quickstart: configs/quickstart.yaml "
-        "(12 models, about 3 minutes on 2 CPU cores)."
+        "(12 models, about 4 minutes on 2 CPU cores)."
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder: new or empty, or an earlier run with "
                                        "--resume/--overwrite. Default: runs/<config name>."),
