@@ -160,7 +160,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
     ]}))
     rebuild(out)
     text = (out / "sweep.md").read_text()
-    assert "| 0.3 | corekd | 0.500 (n=2) | – | – |" in text
+    assert "| 0.3 | corekd | 50.0 (n=2) | – | – |" in text
     assert "| 0.0 | – | not computed | not computed | not computed |" in text
     # resume: every sub-run is finished, nothing is trained again
     again = run(path, out, reporter=Reporter(), resume=True)

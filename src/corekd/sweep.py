@@ -255,7 +255,8 @@ def render_sweep(payload: dict) -> str:
         lines.append(f"| {r['value']} | " + " | ".join(cells) + " |")
     parts += [*lines, ""]
     parts += ["## Rejection rates per conflict type", "",
-              "From each sub-run's analyses.json (mean over seeds); \"not computed\" where a sub-run has none.", ""]
+              "From each sub-run's analyses.json, in percent (mean over seeds), as in report.md; \"not computed\" where a "
+              "sub-run has none.", ""]
     lines = [f"| {name} | method | " + " | ".join(CONFLICT_TYPES) + " |", "|" + "---|" * (len(CONFLICT_TYPES) + 2)]
     for r in runs:
         rejection = r.get("rejection")
@@ -263,7 +264,7 @@ def render_sweep(payload: dict) -> str:
             lines.append(f"| {r['value']} | – | " + " | ".join(NOT_COMPUTED for _ in CONFLICT_TYPES) + " |")
             continue
         for variant, by_type in rejection.items():
-            cells = [f"{by_type[t]['rate']:.3f} (n={by_type[t]['n']})" if t in by_type else "–" for t in CONFLICT_TYPES]
+            cells = [f"{100 * by_type[t]['rate']:.1f} (n={by_type[t]['n']})" if t in by_type else "–" for t in CONFLICT_TYPES]
             lines.append(f"| {r['value']} | {variant} | " + " | ".join(cells) + " |")
     parts += [*lines, ""]
     incomplete = [str(r["value"]) for r in runs if r["status"] not in ("complete",)]
