@@ -100,10 +100,9 @@ def sub_config(cfg, value: float, source=None):
 def check_sweep(cfg, source=None) -> None:
     """Raise :class:`CorekdError` naming ``sweep.option`` / ``sweep.values[i]`` if the sweep cannot run."""
     try:
-        option_type(cfg.sweep.option)
+        kind = option_type(cfg.sweep.option)
     except ValueError as exc:
         raise CorekdError(str(exc), path=source, field="sweep.option") from None
-    kind = option_type(cfg.sweep.option)
     for i, value in enumerate(cfg.sweep.values):
         if kind is int and float(value) != int(value):
             raise CorekdError(f"{cfg.sweep.option} is an integer setting; {value} is not an integer", path=source,
