@@ -19,6 +19,8 @@ EXPECTED_TERMS = {
     "no_kd": {"ce"},
     "vanilla_kd": {"ce", "kd"},
     "corekd": {"ce", "kd", "state", "mstate", "nce"},
+    "decoupled": {"ce", "aux_ce", "graph_shared", "prior_shared", "graph_exclusive", "prior_exclusive", "rec", "cyc", "ort"},
+    "reconstruction": {"ce", "rec"},
 }
 
 
@@ -55,6 +57,8 @@ def test_method_gives_finite_loss_gradients_and_terms(name, tiny_corpus, tiny_sp
     student, teacher = _models(tiny_corpus)
     ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
     method = _build(name)
+    torch.manual_seed(0)
+    student = method.build_model(student.cfg, student.dims, student.num_classes)  # the method's own architecture
     _, (total, terms) = _step(method, student, tiny_batch, ref)
     assert total.dim() == 0 and torch.isfinite(total)
     assert set(terms) == EXPECTED_TERMS[name]
@@ -192,7 +196,7 @@ def test_registry_rejects_duplicates_and_names_unknown_methods():
 
     with pytest.raises(ValueError, match="already registered"):
         register(Impostor)
-    with pytest.raises(CorekdError, match="registered: corekd, no_kd, teacher, vanilla_kd"):
+    with pytest.raises(CorekdError, match="registered: corekd, decoupled, no_kd, reconstruction, teacher, vanilla_kd"):
         method_class("mystery")
 
 

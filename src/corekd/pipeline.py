@@ -354,7 +354,8 @@ def run(
                         reporter.end_model(f"{label} seed {seed}: kept from the earlier attempt")
                         continue
                     model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
-                    model = init_model(model_cfg, dims, outputs, seed, "teacher" if method.name == "teacher" else "student")
+                    model = init_model(model_cfg, dims, outputs, seed, "teacher" if method.name == "teacher" else "student",
+                                       build=method.build_model)
                     if input_stats is not None:
                         model.set_input_statistics(input_stats)
                     reporter.start_model(f"{label} seed {seed}", train_cfg.epochs)

@@ -28,7 +28,7 @@ from corekd.errors import CorekdError
 from corekd.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, regression_metrics
 from corekd.evaluation.predict import predict, run_model
 from corekd.methods.base import Method, StepContext
-from corekd.models.model import ERCModel, ModelConfig, Output
+from corekd.models.model import ARCHITECTURES, ERCModel, ModelConfig, Output, build_architecture
 from corekd.seeding import derive_seed, torch_generator
 
 
@@ -66,11 +66,16 @@ class TrainResult:
     selected_epoch: int = 0  # the epoch whose weights were kept (= best_epoch unless training.select_window > 1)
 
 
-def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str) -> ERCModel:
-    """A freshly initialised model; the same (seed, role) gives the same weights."""
+def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str,
+               build: Callable[[ModelConfig, dict[str, int], int], ERCModel] | None = None) -> ERCModel:
+    """A freshly initialised model; the same (seed, role) gives the same weights.
+
+    ``build`` (a method's ``build_model``; default: the plain :class:`ERCModel`) may return a subclass with extra
+    modules: it builds the base model first, so the base weights are the plain model's of the same (seed, role).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed("init", seed, role))
-        return ERCModel(model_cfg, dims, num_classes)
+        return (build or ERCModel)(model_cfg, dims, num_classes)
 
 
 class Trainer:
@@ -224,13 +229,18 @@ MODEL_META_FILE = "model.json"
 
 
 def save_checkpoint(model: ERCModel, folder: str | Path, meta: dict) -> Path:
-    """``model.safetensors`` + ``model.json`` (architecture, dims, labels, provenance), each written atomically."""
+    """``model.safetensors`` + ``model.json`` (architecture, dims, labels, provenance), each written atomically.
+
+    ``architecture`` names the model class (``erc``, or a method's subclass) and its options, so that
+    :func:`load_checkpoint` rebuilds the same modules.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     info = {
         "corekd_version": __version__,
         "model": model.cfg.model_dump(mode="json"),
+        "architecture": {"name": model.architecture, "options": model.architecture_options()},
         "dims": model.dims,
         "num_classes": model.num_classes,
         **meta,
@@ -246,7 +256,15 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
     if not meta_path.is_file():
         raise CorekdError("file not found (a checkpoint folder holds model.json and model.safetensors)", path=meta_path)
     info = json.loads(meta_path.read_text())
-    model = ERCModel(ModelConfig(**info["model"]), info["dims"], info["num_classes"])
+    # Checkpoints written before architectures were recorded hold the plain model.
+    arch = info.get("architecture") or {"name": ERCModel.architecture, "options": {}}
+    if arch.get("name") not in ARCHITECTURES:
+        raise CorekdError(
+            f"unknown model architecture '{arch.get('name')}' (known: {', '.join(sorted(ARCHITECTURES))}; written by "
+            f"corekd {info.get('corekd_version', '?')}, this is {__version__})", path=meta_path, field="architecture.name",
+        )
+    model = build_architecture(arch["name"], arch.get("options", {}), ModelConfig(**info["model"]), info["dims"],
+                               info["num_classes"])
     weights = load_file(str(folder / WEIGHTS_FILE), device=str(device))
     expected = model.state_dict().keys()
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))

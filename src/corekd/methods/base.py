@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from corekd.data.batching import Batch
 from corekd.data.protocols import TrainingMissing
-from corekd.models.model import ERCModel, Output
+from corekd.models.model import ERCModel, ModelConfig, Output
 
 
 class NoOptions(BaseModel):
@@ -49,6 +49,16 @@ class Method:
     def __init__(self, options: BaseModel, missing: TrainingMissing):
         self.options = options
         self.missing = missing
+
+    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int) -> ERCModel:
+        """The model this method trains (default: the plain :class:`ERCModel`).
+
+        A method whose model carries extra trainable modules (used at inference too) returns a registered
+        :class:`ERCModel` subclass (``corekd.models.model.register_architecture``) that builds the base model first,
+        then its own modules: called under ``init_model``'s seeded random state, the base weights are then those of
+        every other student of the seed. Checkpoints record the subclass, so it loads back as itself.
+        """
+        return ERCModel(model_cfg, dims, num_classes)
 
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
         """Why this method cannot run on a corpus with ``modalities``: (option name, problem), or None."""
