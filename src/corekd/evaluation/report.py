@@ -169,7 +169,7 @@ def dev_section(records: list[dict], trainings: list[dict], metric: str = "weigh
     if dev:
         frame = records_frame(dev)
         cols = [c for c in ("complete", FIXED_AVG) if c in set(frame.condition)]
-        table = mean_std_table(frame, metric, cols)
+        table = _mark_not_applicable(mean_std_table(frame, metric, cols), dev)
         parts += [
             "## Dev split (complete views and fixed-condition average)",
             "",
