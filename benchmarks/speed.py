@@ -13,6 +13,8 @@ training settings (``TrainingConfig()``), on one device chosen by ``--device``:
   conflict copy in one stacked forward) and ``corekd`` with ``nce_mode: inline`` (one view); the teacher is
   a freshly initialised model, since weights do not matter for speed. Epochs of the three are
   interleaved so that a slow patch of the machine hits all three; the median epoch is reported.
+  The issue-14 baselines (``BASELINE_METHODS``, default options) are timed in the same interleaved
+  loop; each is reported as its step time relative to ``no_kd`` of the same run.
 - batch inference: ``corekd.evaluation.predict.run_model`` (eval mode, inference mode,
   length-sorted batches of 32 dialogues) over the train split, with its FLOPs counted by
   ``torch.utils.flop_counter.FlopCounterMode`` and compared with dense float32 ``torch.mm``.
@@ -52,6 +54,9 @@ from corekd.training import TeacherReference, Trainer, init_model
 
 SEED = 0
 LATENCY_UTTERANCES = 50
+# Issue-14 baselines: training step relative to no_kd, same run, same interleaved epochs (default options).
+BASELINE_METHODS: tuple[str, ...] = ("corrkd", "contrastive_view")
+BASELINE_RATIO_LIMIT = 3.0  # issue 14: none above 3x no_kd without a written reason
 TARGETS = {
     # name: (threshold, comparison); "value <= threshold" / "value >= threshold" / "value < threshold"
     "corekd_over_no_kd_step_ratio": (1.3, "<="),
@@ -143,6 +148,11 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
         student = init_model(model_cfg, dims, num_classes, SEED, "student")
         runs[name] = Trainer(method, student, cfg, seed=SEED, device=device,
                              teacher=teacher_ref if method.needs_teacher else None)
+    for name in BASELINE_METHODS:  # issue-14 baselines, default options
+        method = method_class(name)(method_class(name).Options(), cfg.missing)
+        student = init_model(model_cfg, dims, num_classes, SEED, "student")
+        runs[name] = Trainer(method, student, cfg, seed=SEED, device=device,
+                             teacher=teacher_ref if method.needs_teacher else None)
 
     for _ in range(warmup_epochs):
         for trainer in runs.values():
@@ -156,7 +166,13 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
     utts = train.num_utterances
     med = {name: statistics.median(s) for name, s in seconds.items()}
     paired = [c / n for c, n in zip(seconds["corekd"], seconds["no_kd"])]
+    baselines = {}
+    for name in BASELINE_METHODS:
+        baselines[f"train_step_ms_{name}"] = 1e3 * med[name] / steps
+        baselines[f"train_epoch_s_all_{name}"] = [round(s, 4) for s in seconds[name]]
+        baselines[f"{name}_over_no_kd_step_ratio"] = med[name] / med["no_kd"]
     return {
+        **baselines,
         "train_utt_per_s_no_kd": utts / med["no_kd"],
         "train_utt_per_s_corekd": utts / med["corekd"],
         "train_step_ms_no_kd": 1e3 * med["no_kd"] / steps,
@@ -298,6 +314,8 @@ def summary(result: dict) -> str:
         f"{mark('corekd_over_no_kd_step_ratio')}); teacher cache build {f['teacher_cache_build_s']:.3f} s",
         f"           nce_mode inline: {f['train_step_ms_corekd_inline']:.1f} ms/step, ratio "
         f"{f['corekd_inline_over_no_kd_step_ratio']:.3f}",
+        *(f"baseline   {name}: {f[f'train_step_ms_{name}']:.1f} ms/step, ratio to no_kd "
+          f"{f[f'{name}_over_no_kd_step_ratio']:.3f} (limit {BASELINE_RATIO_LIMIT:g}x)" for name in BASELINE_METHODS),
         f"inference  {f['inference_utt_per_s']:9.0f} utt/s, {f['inference_flops_per_utt'] / 1e6:.2f} MFLOP/utt "
         f"({f['latency_flops_per_utt'] / 1e6:.2f} for one {s['latency_dialogue_utterances']}-utt dialogue)",
         f"           {f['inference_gflop_per_s']:.1f} GFLOP/s vs matmul {f['matmul_gflop_per_s']:.1f} GFLOP/s = "
