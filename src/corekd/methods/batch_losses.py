@@ -20,8 +20,10 @@ from torch import nn
 
 
 def pair_distances(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """[N, H], [N, H] -> [N, N]: ``D[i, j] = ||student_i - teacher_j||_2`` (differentiable at 0)."""
-    sq = (student[:, None, :] - teacher[None, :, :]).pow(2).sum(-1)  # [N, N]
+    """[N, H], [N, H] -> [N, N]: ``D[i, j] = ||student_i - teacher_j||_2`` (differentiable at 0).
+
+    Through ``|s|^2 + |t|^2 - 2 s.t`` (one matrix product, [N, N] memory, not [N, N, H])."""
+    sq = student.pow(2).sum(-1)[:, None] + teacher.pow(2).sum(-1)[None, :] - 2 * student @ teacher.T  # [N, N]
     return sq.clamp(min=1e-12).sqrt()
 
 
