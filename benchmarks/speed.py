@@ -10,10 +10,12 @@ training settings (``TrainingConfig()``), on one device chosen by ``--device``:
 
 - training: ``corekd.training.Trainer.epoch`` (the step ``train_model`` trains with), over the
   train split in shuffled batches, for ``no_kd``, ``corekd`` (default options: the training view and its
-  conflict copy in one stacked forward), ``corekd`` with ``nce_mode: inline`` (one view), and the methods
-  with their own model modules (``decoupled``, ``reconstruction``; default options); the teacher is
-  a freshly initialised model, since weights do not matter for speed. Epochs of the three are
-  interleaved so that a slow patch of the machine hits all three; the median epoch is reported.
+  conflict copy in one stacked forward), ``corekd`` with ``nce_mode: inline`` (one view), and the
+  baselines (``BASELINE_METHODS``: corrkd, contrastive_view, decoupled, reconstruction; default options,
+  each on its own ``Method.build_model``); the teacher is a freshly initialised model, since weights
+  do not matter for speed. Epochs of all methods are interleaved so that a slow patch of the
+  machine hits all of them; the median epoch is reported, and each baseline as its step time
+  relative to ``no_kd`` of the same run.
 - batch inference: ``corekd.evaluation.predict.run_model`` (eval mode, inference mode,
   length-sorted batches of 32 dialogues) over the train split, with its FLOPs counted by
   ``torch.utils.flop_counter.FlopCounterMode`` and compared with dense float32 ``torch.mm``.
@@ -53,6 +55,9 @@ from corekd.training import TeacherReference, Trainer, init_model
 
 SEED = 0
 LATENCY_UTTERANCES = 50
+# Issue-14 baselines: training step relative to no_kd, same run, same interleaved epochs (default options).
+BASELINE_METHODS: tuple[str, ...] = ("corrkd", "contrastive_view", "decoupled", "reconstruction")
+BASELINE_RATIO_LIMIT = 3.0  # issue 14: none above 3x no_kd without a written reason
 TARGETS = {
     # name: (threshold, comparison); "value <= threshold" / "value >= threshold" / "value < threshold"
     "corekd_over_no_kd_step_ratio": (1.3, "<="),
@@ -60,10 +65,6 @@ TARGETS = {
     "latency_ms_p50": (10.0, "<"),
     "latency_ms_p95": (10.0, "<"),
 }
-
-
-# Methods with their own model modules (Method.build_model), default options: their training step relative to no_kd.
-MODEL_METHODS = (("decoupled", {}), ("reconstruction", {}))
 
 
 # ------------------------------------------------------------------ timing helpers
@@ -142,7 +143,8 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
     runs = {}
     # The training loop's own Trainer: the step measured is the step trained. corekd_inline: CoRe-KD with
     # nce_mode: inline (conflicts inside the training view, B rows per forward instead of the default's 2B).
-    for name, options in (("no_kd", {}), ("corekd", {}), ("corekd_inline", {"nce_mode": "inline"}), *MODEL_METHODS):
+    named = (("no_kd", {}), ("corekd", {}), ("corekd_inline", {"nce_mode": "inline"}), *((n, {}) for n in BASELINE_METHODS))
+    for name, options in named:
         cls = method_class(name.removesuffix("_inline"))
         method = cls(cls.Options(**options), cfg.missing)
         student = init_model(model_cfg, dims, num_classes, SEED, "student", build=method.build_model)
@@ -161,7 +163,13 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
     utts = train.num_utterances
     med = {name: statistics.median(s) for name, s in seconds.items()}
     paired = [c / n for c, n in zip(seconds["corekd"], seconds["no_kd"])]
+    baselines = {}
+    for name in BASELINE_METHODS:
+        baselines[f"train_step_ms_{name}"] = 1e3 * med[name] / steps
+        baselines[f"train_epoch_s_all_{name}"] = [round(s, 4) for s in seconds[name]]
+        baselines[f"{name}_over_no_kd_step_ratio"] = med[name] / med["no_kd"]
     return {
+        **baselines,
         "train_utt_per_s_no_kd": utts / med["no_kd"],
         "train_utt_per_s_corekd": utts / med["corekd"],
         "train_step_ms_no_kd": 1e3 * med["no_kd"] / steps,
@@ -176,12 +184,6 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
         "train_step_ms_corekd_inline": 1e3 * med["corekd_inline"] / steps,
         "train_epoch_s_all_corekd_inline": [round(s, 4) for s in seconds["corekd_inline"]],
         "corekd_inline_over_no_kd_step_ratio": med["corekd_inline"] / med["no_kd"],
-        # Methods whose students carry their own modules (decoupled, reconstruction), timed in the same interleaved run.
-        **{k: v for name, _ in MODEL_METHODS for k, v in {
-            f"train_step_ms_{name}": 1e3 * med[name] / steps,
-            f"train_epoch_s_all_{name}": [round(x, 4) for x in seconds[name]],
-            f"{name}_over_no_kd_step_ratio": med[name] / med["no_kd"],
-        }.items()},
         "teacher_cache_build_s": statistics.median(builds),
         "teacher_cache_build_s_first": first,
         "train_steps_per_epoch": steps,
@@ -309,8 +311,8 @@ def summary(result: dict) -> str:
         f"{mark('corekd_over_no_kd_step_ratio')}); teacher cache build {f['teacher_cache_build_s']:.3f} s",
         f"           nce_mode inline: {f['train_step_ms_corekd_inline']:.1f} ms/step, ratio "
         f"{f['corekd_inline_over_no_kd_step_ratio']:.3f}",
-        *(f"           {name}: {f[f'train_step_ms_{name}']:.1f} ms/step, ratio {f[f'{name}_over_no_kd_step_ratio']:.3f}"
-          for name, _ in MODEL_METHODS),
+        *(f"baseline   {name}: {f[f'train_step_ms_{name}']:.1f} ms/step, ratio to no_kd "
+          f"{f[f'{name}_over_no_kd_step_ratio']:.3f} (limit {BASELINE_RATIO_LIMIT:g}x)" for name in BASELINE_METHODS),
         f"inference  {f['inference_utt_per_s']:9.0f} utt/s, {f['inference_flops_per_utt'] / 1e6:.2f} MFLOP/utt "
         f"({f['latency_flops_per_utt'] / 1e6:.2f} for one {s['latency_dialogue_utterances']}-utt dialogue)",
         f"           {f['inference_gflop_per_s']:.1f} GFLOP/s vs matmul {f['matmul_gflop_per_s']:.1f} GFLOP/s = "

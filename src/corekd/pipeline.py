@@ -183,6 +183,16 @@ class ConditionMasks(dict):
         self.not_applicable = not_applicable
 
 
+def method_masks(method, masks: ConditionMasks, conditions, modalities: tuple[str, ...]) -> ConditionMasks:
+    """``masks`` with the conditions ``method`` is not scored under (``Method.not_applicable``) added to the
+    not-applicable ones (a condition the data already rules out keeps its own reason)."""
+    reasons = dict(masks.not_applicable)
+    for c in conditions:
+        if c.name not in reasons and (reason := method.not_applicable(c, modalities)):
+            reasons[c.name] = reason
+    return ConditionMasks(dict(masks), reasons)
+
+
 def resolve_config(
     config: RunConfig | str | Path | None, *, seeds: list[int] | None = None, device: str | None = None,
 ) -> tuple[RunConfig, Path | None]:
@@ -322,10 +332,15 @@ def run(
     analyses = RunAnalyses(out, test, test_masks, conflict_flags(corpus, "test"), labels, task, ev.mask_seed,
                            ev.batch_size, dev, figures=ev.figures) if ev.analyses else None
 
+    # Per method: the test and dev masks with the conditions it is not scored under (Method.not_applicable).
+    scored = {label: {name: method_masks(m, masks, conditions, corpus.modality_names)
+                      for name, masks in (("test", test_masks), ("dev", dev_masks))} for label, m in methods.items()}
+
     def analyse(label: str, method_name: str, seed: int, model, teacher_ref) -> None:
         """Mechanism analyses of one reported model, right after its test evaluation (analyses.json)."""
         if analyses is not None and label in reported:
-            analyses.add(label, method_name, seed, model, teacher_ref.teacher if teacher_ref is not None else None)
+            analyses.add(label, method_name, seed, model, teacher_ref.teacher if teacher_ref is not None else None,
+                         not_applicable=scored[label]["test"].not_applicable)
             analyses.save()
 
     started = time.perf_counter()
@@ -382,7 +397,8 @@ def run(
                         )
                     model_records = []
                     if label in reported:  # dev under the same conditions; the test split, once, after this model's training
-                        for split_name, split, masks in (("dev", dev_split, dev_masks), ("test", test, test_masks)):
+                        for split_name, split in (("dev", dev_split), ("test", test)):
+                            masks = scored[label][split_name]
                             for row in evaluate_model(result.model, split, masks, labels, ev.batch_size, dev):
                                 model_records.append(
                                     {"method": method.name, "variant": label, "seed": seed, "split": split_name, **row}

@@ -91,7 +91,16 @@ class Trainer:
             raise ValueError(f"method '{method.name}' needs a teacher")
         self.method, self.cfg, self.device, self.teacher = method, cfg, device, teacher
         self.model = model.to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # A method's training-only module (CorrKD's statistics network): its own seeded initial weights, so the
+        # model's are what every student of the seed starts from; a second parameter group of the same optimiser.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed("init", seed, method.name, "auxiliary"))
+            self.auxiliary = method.auxiliary(self.model)
+        groups = [{"params": list(self.model.parameters())}]
+        if self.auxiliary is not None:
+            self.auxiliary = self.auxiliary.to(device).train()
+            groups.append({"params": list(self.auxiliary.parameters())})
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_done = 0
         # The weight average (training.ema): scored on dev, selected and saved in place of the raw weights.
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema > 0 else None
@@ -99,8 +108,8 @@ class Trainer:
         self.mask_gen = torch_generator("train-mask", seed)
         self.method_gen = torch_generator("method", seed, method.name)
 
-    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One optimisation step on ``batch`` (complete view); returns the detached loss terms."""
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's loss on ``batch`` (complete view) under the view it draws from the trainer's streams."""
         method, model = self.method, self.model
         view = method.train_view(batch, self.mask_gen, self.method_gen)
         ctx = StepContext(
@@ -111,12 +120,20 @@ class Trainer:
             model=model,
             generator=self.method_gen,
             label_smoothing=self.cfg.label_smoothing,
+            auxiliary=self.auxiliary,
         )
-        total, terms = method.loss(ctx)
+        return method.loss(ctx)
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One optimisation step on ``batch`` (complete view); returns the detached loss terms."""
+        model = self.model
+        total, terms = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+            if self.auxiliary is not None:  # clipped on its own: the model's clipping is what it is for every method
+                torch.nn.utils.clip_grad_norm_(self.auxiliary.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.steps_done += 1
         if self.ema_model is not None:
@@ -181,7 +198,7 @@ def train_model(
     """
     start = time.perf_counter()
     trainer = Trainer(method, model, cfg, seed=seed, device=device, teacher=teacher)
-    dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed))
+    dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed), dev.modalities)
     sign = -1.0 if cfg.select_metric in LOWER_IS_BETTER else 1.0  # compare sign * score: higher is always better
     best_state, best_score, best_epoch = None, -np.inf, 0
     raw_best, raw_best_epoch, selected_curve = -np.inf, 0, -np.inf
