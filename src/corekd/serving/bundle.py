@@ -127,20 +127,38 @@ def export_bundle(run_dir: str | Path, method: str, out: str | Path, seed: int |
     if not (unit / UNIT_DONE_FILE).is_file():
         raise CorekdError(f"model '{method}' seed {seed} is not finished (no {UNIT_DONE_FILE}); finish the run with "
                           "`corekd run ... --resume` first", path=unit)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CorekdError("expected a new or empty folder", path=out, field="--out")
-    model, info = load_checkpoint(unit, "cpu")  # the one way a model is rebuilt: fails here if it does not fit
-    task = info.get("task", meta.get("task", "classification"))
-    labels = list(info.get("labels") or meta.get("labels") or [])
-    if task == "classification" and len(labels) != model.num_classes:
-        raise CorekdError(f"the checkpoint names {len(labels)} labels for a {model.num_classes}-class head",
-                          path=unit / MODEL_META_FILE, field="labels")
     cards = meta.get("modality_cards") or {}
     raw_modalities, extractors, note = _corpus_settings(run_dir)
+    source = {"run": str(run_dir.resolve()), "variant": method, "seed": seed, "corpus": meta.get("corpus"),
+              **({"note": note} if note else {})}
+    return bundle_checkpoint(unit, out, cards=cards, corpus_modalities=raw_modalities, extractors=extractors,
+                             source=source, labels=meta.get("labels"), task=meta.get("task"))
+
+
+def bundle_checkpoint(checkpoint: str | Path, out: str | Path, *, cards: dict | None = None,
+                      corpus_modalities: dict | None = None, extractors: dict | None = None, source: dict | None = None,
+                      labels: list[str] | None = None, task: str | None = None) -> Path:
+    """Write a bundle from a checkpoint folder (``save_checkpoint``'s): the weights copied, model.json extended.
+
+    ``cards``: m -> dataset card (``ModalitySpec.card()``); ``corpus_modalities``: m -> the corpus.json
+    modality entry (kind, source, frame rate, ... and any extractor settings it records);
+    ``extractors``: m -> the corpus's ``info.extractors`` entry. ``labels`` / ``task`` are used where
+    the checkpoint's model.json does not name them.
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CorekdError("expected a new or empty folder", path=out, field="--out")
+    model, info = load_checkpoint(checkpoint, "cpu")  # the one way a model is rebuilt: fails here if it does not fit
+    task = info.get("task") or task or "classification"
+    labels = list(info.get("labels") or labels or [])
+    if task == "classification" and len(labels) != model.num_classes:
+        raise CorekdError(f"the checkpoint names {len(labels)} labels for a {model.num_classes}-class head",
+                          path=checkpoint / MODEL_META_FILE, field="labels")
+    cards, corpus_modalities, extractors = cards or {}, corpus_modalities or {}, extractors or {}
     modalities = {}
     for m in model.modalities:
         card = cards.get(m) or {}
-        raw = raw_modalities.get(m) if isinstance(raw_modalities.get(m), dict) else None
+        raw = corpus_modalities.get(m) if isinstance(corpus_modalities.get(m), dict) else None
         kind = (raw or {}).get("kind") or card.get("kind") or "vector"
         settings = {k: v for k, v in (raw or {}).items() if k not in ("dim", "kind")}
         if m in extractors:
@@ -160,14 +178,10 @@ def export_bundle(run_dir: str | Path, method: str, out: str | Path, seed: int |
             "kind": "identity" if identity else "train-split z-scores",
             "statistics": {m: {"mean": mean.tolist(), "std": std.tolist()} for m, (mean, std) in stats.items()},
         },
-        "source": {
-            "run": str(run_dir.resolve()), "method": info.get("method", method), "variant": method, "seed": seed,
-            "corpus": info.get("corpus", meta.get("corpus")), "trained_with_corekd": info.get("corekd_version"),
-            **({"note": note} if note else {}),
-        },
+        "source": {"method": info.get("method"), "trained_with_corekd": info.get("corekd_version"), **(source or {})},
     }
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(unit / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    shutil.copyfile(checkpoint / WEIGHTS_FILE, out / WEIGHTS_FILE)
     atomic_write(out / MODEL_META_FILE,
                  lambda p: Path(p).write_text(json.dumps({**info, "bundle": bundle}, indent=2), encoding="utf-8"))
     read_bundle(out)  # read back: what was written loads
