@@ -100,10 +100,10 @@ def parse_dialogue(obj: Mapping, modalities: dict[str, dict], where: str = "") -
         uwhere = at(f"utterances[{k}]")
         if not isinstance(u, Mapping):
             raise CorekdError(f"expected an object, got {type(u).__name__}", field=uwhere)
-        uid = u.get("id", str(k))
+        uid = u.get("id") if u.get("id") is not None else str(k)
         if not isinstance(uid, str) or not uid:
             raise CorekdError(f"expected a non-empty string, got {uid!r}", field=f"{uwhere}.id")
-        speaker = u.get("speaker", did)
+        speaker = u.get("speaker") if u.get("speaker") is not None else did
         if not isinstance(speaker, str):
             raise CorekdError(f"expected a string, got {speaker!r}", field=f"{uwhere}.speaker")
         unknown = [m for m in MODALITIES if m in u and m not in modalities and u[m] is not None]
