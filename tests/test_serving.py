@@ -189,3 +189,9 @@ def test_cli_predict_refuses_bad_inputs_in_one_line(tiny_run_bundle, tmp_path):
     assert result.exit_code == 2 and "no such file" in result.output
     result = runner.invoke(app, ["predict", str(tmp_path), str(bad)])
     assert result.exit_code == 2 and "model.json" in result.output
+
+
+@pytest.mark.parametrize("command", ["export-bundle", "predict", "serve", "export"])
+def test_serving_commands_have_help(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
