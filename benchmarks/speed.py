@@ -20,6 +20,10 @@ training settings (``TrainingConfig()``), on one device chosen by ``--device``:
   length-sorted batches of 32 dialogues) over the train split, with its FLOPs counted by
   ``torch.utils.flop_counter.FlopCounterMode`` and compared with dense float32 ``torch.mm``.
 - latency: one 50-utterance dialogue, batch of one, complete view.
+- ONNX (CPU only): the same dialogue through ``corekd.serving``'s ``ServingModule`` (model + softmax,
+  from numpy arrays, as ``corekd predict`` / ``corekd serve`` run it) under PyTorch and under
+  onnxruntime (the graph ``corekd export`` writes). ``--part onnx`` runs only this part and writes
+  ``benchmarks/results/speed_onnx.json`` unless ``--out`` is given.
 
 The figures and the targets (with pass/fail) go to a JSON file; a summary is printed.
 """
@@ -287,6 +291,54 @@ def bench_latency(model: ERCModel, device: torch.device, warmup: int, calls: int
     }
 
 
+def bench_onnx_latency(model: ERCModel, labels: list[str], warmup: int, calls: int) -> dict:
+    """PyTorch vs onnxruntime latency of one 50-utterance dialogue through the serving module (CPU)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from corekd.serving.bundle import Bundle
+    from corekd.serving.onnx_export import OPSET, export_onnx
+    from corekd.serving.predictor import ServingModule
+
+    split, how = latency_dialogue(LATENCY_UTTERANCES)
+    model = model.to("cpu").eval()
+    arrays = {"mask": split.avail[:1].numpy(), "speakers": split.speakers[:1].numpy(), "lengths": split.lengths[:1].numpy(),
+              **{m: split.features[m][:1].numpy() for m in model.modalities}}
+    module = ServingModule(model, "classification").eval()
+    bundle = Bundle(path=Path("."), model=model, info={"bundle": {"source": {}}}, task="classification", labels=labels,
+                    modalities={m: {"dim": d, "kind": "vector"} for m, d in model.dims.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(bundle, Path(tmp) / "latency.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the same thread count as PyTorch
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def run_torch():
+        with torch.inference_mode():
+            return module(*(torch.from_numpy(arrays[n]) for n in names)).numpy()
+
+    def run_onnx():
+        return session.run(None, {n: arrays[n] for n in names})[0]
+
+    figures = {}
+    for name, fn in (("torch", run_torch), ("onnx", run_onnx)):
+        for _ in range(warmup):
+            fn()
+        ms = np.array([1e3 * timed(fn, torch.device("cpu")) for _ in range(calls)])
+        figures[f"serving_latency_ms_p50_{name}"] = float(np.percentile(ms, 50))
+        figures[f"serving_latency_ms_p95_{name}"] = float(np.percentile(ms, 95))
+    figures["serving_onnx_over_torch_p50"] = figures["serving_latency_ms_p50_onnx"] / figures["serving_latency_ms_p50_torch"]
+    figures["serving_onnx_max_abs_diff"] = float(np.abs(run_onnx() - run_torch()).max())
+    figures["serving_threads"] = torch.get_num_threads()
+    figures["serving_onnx_opset"] = OPSET
+    figures["serving_onnx_runtime_version"] = ort.__version__
+    figures["serving_latency_dialogue"] = how
+    return figures
+
+
 # ------------------------------------------------------------------ targets, report
 def check_targets(figures: dict) -> dict:
     out = {}
@@ -327,7 +379,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", default="benchmarks/results/speed.json", type=Path)
     parser.add_argument("--repeats", default=9, type=int, help="timed training epochs per method (after 2 warm-up epochs)")
+    parser.add_argument("--part", default="all", choices=["all", "onnx"],
+                        help="onnx: only the PyTorch vs onnxruntime latency (CPU), to benchmarks/results/speed_onnx.json")
     args = parser.parse_args(argv)
+    if args.part == "onnx":
+        out = args.out if "--out" in (argv if argv is not None else sys.argv) else Path("benchmarks/results/speed_onnx.json")
+        corpus = generate()
+        dims = {m: spec.dim for m, spec in corpus.modalities.items()}
+        model = init_model(ModelConfig(), dims, len(corpus.labels), SEED, "student")
+        load_start = load_average()
+        figures = bench_onnx_latency(model, corpus.labels, warmup=30, calls=300)
+        result = {"command": shlex.join(["python", *sys.argv]),
+                  "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "machine": {**machine_info(torch.device("cpu")), "load_average_start": load_start,
+                              "load_average_end": load_average()},
+                  "figures": figures,
+                  "notes": ["One 50-utterance dialogue, batch of one, complete view, freshly initialised ModelConfig(); "
+                            "both runtimes take the same numpy arrays and return probabilities; CPU."]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in figures.items() if k != "serving_latency_dialogue"}, indent=1))
+        return 0
 
     try:
         device = resolve_device(args.device)
@@ -355,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     figures["inference_fraction_of_matmul"] = figures["inference_gflop_per_s"] / figures["matmul_gflop_per_s"]
     print("latency ...", flush=True)
     figures.update(bench_latency(model, device, warmup=30, calls=300))
+    print("onnx latency ...", flush=True)
+    figures.update(bench_onnx_latency(model, corpus.labels, warmup=30, calls=300))
 
     result = {
         "command": shlex.join(["python", *sys.argv]),

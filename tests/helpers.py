@@ -82,3 +82,17 @@ def loss_before_and_after_one_step(name, splits, options=None, *, lr=1e-3, seed=
     with torch.no_grad():
         after = float(trainer.loss(batch)[0])
     return before, after, trainer
+
+
+def as_interchange(dialogue, corpus, mask=None):
+    """A corpus ``Dialogue`` as an interchange-format mapping; ``mask`` [U, M] bool (default: what it has) drops modalities."""
+    mods = corpus.modality_names
+    utterances = []
+    for i, uid in enumerate(dialogue.utterance_ids):
+        u = {"id": uid, "speaker": dialogue.speakers[i], "label": corpus.labels[int(dialogue.labels[i])]}
+        for j, m in enumerate(mods):
+            keep = dialogue.available[i, j] if mask is None else mask[i, j] and dialogue.available[i, j]
+            if keep:
+                u[m] = dialogue.features[m][i].tolist()
+        utterances.append(u)
+    return {"dialogue_id": dialogue.id, "split": dialogue.split, "utterances": utterances}

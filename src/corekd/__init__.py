@@ -1,6 +1,7 @@
 """corekd: robust multimodal emotion recognition in conversations when modalities go missing.
 
-Python entry points: :func:`corekd.run` (the same job as ``corekd run``), the corpus API in
+Python entry points: :func:`corekd.run` (the same job as ``corekd run``), :func:`corekd.load` (a
+model bundle -> a predictor), the corpus API in
 :mod:`corekd.data`, the methods registry in :mod:`corekd.methods`.
 """
 
@@ -8,4 +9,12 @@ __version__ = "0.1.0"
 
 from corekd.pipeline import run  # noqa: E402
 
-__all__ = ["__version__", "run"]
+
+def load(path, *, device="cpu", runtime="torch", onnx_path=None):
+    """A predictor for a model bundle folder (``corekd export-bundle``); see :func:`corekd.serving.load`."""
+    from corekd.serving.predictor import load as _load
+
+    return _load(path, device=device, runtime=runtime, onnx_path=onnx_path)
+
+
+__all__ = ["__version__", "load", "run"]

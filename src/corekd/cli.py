@@ -373,6 +373,128 @@ def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")
         print(f"warning: {note}")
 
 
+@app.command("export-bundle")
+@_guarded
+def export_bundle_cmd(
+    run_dir: Path = typer.Argument(..., help="A folder written by `corekd run`."),
+    method: str = typer.Option(..., "--method", help="The model to bundle: a method's name (label) in the run, e.g. corekd."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's model (default: the run's first seed)."),
+    out: Path = typer.Option(..., "--out", help="New or empty folder to write the bundle into."),
+) -> None:
+    """Save one trained model of a run as a bundle folder: weights + model.json (labels, dims, cards, statistics)."""
+    from corekd.serving.bundle import export_bundle, read_bundle
+
+    path = export_bundle(run_dir, method, out, seed)
+    b = read_bundle(path)
+    dims = ", ".join(f"{m} {s['dim']}" for m, s in b.modalities.items())
+    print(f"wrote {path}: {b.meta['source']['variant']} seed {b.meta['source']['seed']}, {b.task}, "
+          f"{len(b.labels) if b.task == 'classification' else 1} outputs, modalities {dims}")
+
+
+@app.command("predict")
+@_guarded
+def predict_cmd(
+    model: Path = typer.Argument(..., help="A bundle folder (`corekd export-bundle`)."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="A corpus folder or a jsonl file (docs/import-jsonl.md)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the JSONL here (default: standard output)."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch or onnx (the bundle's model.onnx, else an export "
+                                "made for this call)."),
+    device: str = typer.Option("cpu", "--device", help="torch runtime: auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Dialogues per forward (and held in memory at once)."),
+) -> None:
+    """Predict every utterance of INPUT; one JSON line per utterance (ids, prediction, probabilities, modalities used)."""
+    from corekd.serving.inputs import open_input, predict_stream
+    from corekd.serving.predictor import load
+
+    if runtime not in ("torch", "onnx"):
+        raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
+    if batch_size < 1:
+        raise CorekdError(f"expected a positive number, got {batch_size}", field="--batch-size")
+    predictor = load(model, device=device, runtime=runtime)
+    reader = open_input(input_path, predictor.modalities)
+    total = len(reader)
+    sink = out.open("w", encoding="utf-8") if out is not None else sys.stdout
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    show = err_console.is_terminal
+    progress = Progress(TextColumn("dialogues"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, disable=not show)
+    try:
+        with progress:
+            task = progress.add_task("predict", total=total)
+            done = [0]
+
+            def advance(n: int) -> None:
+                done[0] += n
+                progress.advance(task, n)
+                if not show and (done[0] == total or done[0] % 500 < n):
+                    _one_line(f"predicted {done[0]}/{total} dialogues")
+
+            dialogues, utterances = predict_stream(
+                predictor, reader, lambda row: sink.write(json.dumps(row) + "\n"), batch_size=batch_size,
+                on_dialogues=advance)
+    finally:
+        if out is not None:
+            sink.close()
+    _one_line(f"predicted {utterances} utterances of {dialogues} dialogues with {predictor.runtime.name}"
+              + (f" -> {out}" if out is not None else ""))
+
+
+@app.command("serve")
+@_guarded
+def serve_cmd(
+    model: Path = typer.Argument(..., help="A bundle folder (`corekd export-bundle`)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", help="Server processes, each with its own copy of the model."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch or onnx."),
+    device: str = typer.Option("cpu", "--device", help="torch runtime: auto, cpu, cuda or cuda:N."),
+    max_body_bytes: int = typer.Option(16 * 2**20, "--max-body-bytes", help="Larger request bodies get 413."),
+    max_dialogues: int = typer.Option(64, "--max-dialogues", help="Most dialogues in one request."),
+    batching: bool = typer.Option(False, "--batching", help="Gather concurrent requests into one forward."),
+    max_batch: int = typer.Option(32, "--max-batch", help="--batching: most dialogues in one forward."),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="--batching: how long the first request waits "
+                                        "for others."),
+) -> None:
+    """Serve the model over HTTP: POST /v1/predict, GET /v1/model, GET /healthz, OpenAPI docs at /docs."""
+    import os
+
+    import uvicorn
+
+    from corekd.serving.app import SETTINGS_ENV
+    from corekd.serving.predictor import load
+
+    if runtime not in ("torch", "onnx"):
+        raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
+    for name, value in (("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-dialogues", max_dialogues),
+                        ("--max-batch", max_batch)):
+        if value < 1:
+            raise CorekdError(f"expected a positive number, got {value}", field=name)
+    if not 0 < port < 65536:
+        raise CorekdError(f"expected a port in 1..65535, got {port}", field="--port")
+    load(model, device=device, runtime=runtime)  # fail here, with one line, before any worker starts
+    os.environ[SETTINGS_ENV] = json.dumps({
+        "model": str(model.resolve()), "device": device, "runtime": runtime, "max_body_bytes": max_body_bytes,
+        "max_dialogues": max_dialogues, "batching": batching, "max_batch": max_batch, "batch_wait_ms": batch_wait_ms})
+    _one_line(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    uvicorn.run("corekd.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")
+
+
+@app.command("export")
+@_guarded
+def export_cmd(
+    model: Path = typer.Argument(..., help="A bundle folder (`corekd export-bundle`)."),
+    out: Path = typer.Option(..., "--out", help="The ONNX file to write (a sidecar OUT.json describes its inputs)."),
+) -> None:
+    """Export the bundle's model to ONNX: dynamic dialogues and utterances, the modality mask as an input."""
+    from corekd.serving.bundle import read_bundle
+    from corekd.serving.onnx_export import OPSET, export_onnx, sidecar_path
+
+    path = export_onnx(read_bundle(model), out)
+    print(f"wrote {path} (opset {OPSET}) and {sidecar_path(path)}")
+
+
 def main() -> None:
     if "--debug" in sys.argv[1:]:
         _state["debug"] = True
