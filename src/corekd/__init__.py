@@ -6,6 +6,14 @@ Python entry points: :func:`corekd.run` (the same job as ``corekd run``), the co
 
 __version__ = "0.1.0"
 
-from corekd.pipeline import run  # noqa: E402
-
 __all__ = ["__version__", "run"]
+
+
+def __getattr__(name: str):
+    # ``corekd.run`` is imported on first use, so that importing a light submodule (the feature extraction
+    # workers, corekd.features.worker) does not pull in torch.
+    if name == "run":
+        from corekd.pipeline import run
+
+        return run
+    raise AttributeError(f"module 'corekd' has no attribute {name!r}")
