@@ -124,7 +124,7 @@ def test_media_folder_clips_go_through_the_extractors(tmp_path, monkeypatch):
     root = _small_meld(tmp_path, n=3)
     media = tmp_path / "media"
     (media / "train_splits").mkdir(parents=True)
-    from tests.test_features import face_video, speech_like
+    from corekd.features.synthmedia import face_video, speech_like
 
     speech_like(tmp_path / "s.wav")
     face_video(media / "train_splits" / "dia0_utt0.mp4", with_audio=tmp_path / "s.wav")
