@@ -28,7 +28,7 @@ def speech_like(path, seconds=1.0, f0=140.0, sr=16000, seed=0):
     return path
 
 
-def face_video(path, frames=10, fps=10, with_audio=None):
+def face_video(path, frames=10, fps=10, with_audio=None, shift=0):
     """An mp4 of the astronaut photograph (scikit-image's bundled sample), optionally with a sound track."""
     import imageio_ffmpeg
     from skimage import data
@@ -38,7 +38,7 @@ def face_video(path, frames=10, fps=10, with_audio=None):
                                          audio_path=str(with_audio) if with_audio else None)
     writer.send(None)
     for k in range(frames):
-        writer.send(np.ascontiguousarray(np.roll(image, k, axis=1)))
+        writer.send(np.ascontiguousarray(np.roll(image, k + shift, axis=1)))
     writer.close()
     return path
 
