@@ -7,7 +7,7 @@ model bundle -> a predictor), the corpus API in
 
 __version__ = "0.1.0"
 
-from corekd.pipeline import run  # noqa: E402
+__all__ = ["__version__", "load", "run"]
 
 
 def load(path, *, device="cpu", runtime="torch", onnx_path=None):
@@ -17,4 +17,11 @@ def load(path, *, device="cpu", runtime="torch", onnx_path=None):
     return _load(path, device=device, runtime=runtime, onnx_path=onnx_path)
 
 
-__all__ = ["__version__", "load", "run"]
+def __getattr__(name: str):
+    # ``corekd.run`` is imported on first use, so that importing a light submodule (the feature extraction
+    # workers, corekd.features.worker) does not pull in torch.
+    if name == "run":
+        from corekd.pipeline import run
+
+        return run
+    raise AttributeError(f"module 'corekd' has no attribute {name!r}")

@@ -39,6 +39,9 @@ app.add_typer(data_app, name="data")
 config_app = typer.Typer(help="Run configurations: check one (and its corpus) without training.", no_args_is_help=True,
                          rich_markup_mode=None)
 app.add_typer(config_app, name="config")
+features_app = typer.Typer(help="From raw media to features, offline (docs/features.md).", no_args_is_help=True,
+                           rich_markup_mode=None)
+app.add_typer(features_app, name="features")
 
 _state = {"debug": False}
 out_console = Console()
@@ -307,8 +310,9 @@ def data_probe(
 @data_app.command("import")
 @_guarded
 def data_import(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="jsonl, conversation-pickle or mmsa-pickle (docs/import-*.md)."),
-    src: Path = typer.Argument(..., help="The source file."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="jsonl, conversation-pickle, mmsa-pickle or meld "
+                              "(docs/import-*.md)."),
+    src: Optional[Path] = typer.Argument(None, help="The source file (meld: the folder, or use --root)."),
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the corpus into."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Label names in index order, e.g. happy,sad,neutral "
                                          "(jsonl: integer labels index them; conversation-pickle: overrides the "
@@ -323,11 +327,35 @@ def data_import(
                                 "sentiment) classes from the sentiment score."),
     task: str = typer.Option("classification", "--task", help="jsonl, mmsa-pickle: classification (the label is the "
                              "target) or regression (the per-utterance sentiment in [-3, 3] is the target)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="meld: the folder holding train/dev/test_sent_emo.csv."),
+    media: Optional[Path] = typer.Option(None, "--media", help="meld: the folder of MELD's clip folders "
+                                         "(train_splits/, dev_splits_complete/, output_repeated_splits_test/)."),
+    target: str = typer.Option("emotion", "--target", help="meld: emotion (7 classes) or sentiment (3 classes)."),
+    workers: int = typer.Option(1, "--workers", help="meld with --media: worker processes for audio and video."),
+    features_config: Optional[Path] = typer.Option(None, "--features-config", help="meld: extractor options (YAML, "
+                                                   "docs/features.md)."),
 ) -> None:
-    """Convert a feature file of the field into a corpus folder (checked by reading it back)."""
+    """Convert a feature file of the field (or MELD's official CSVs) into a corpus folder (checked by reading it back)."""
     from corekd.data.importers import FORMATS, import_corpus
     from corekd.data.summary import summarize
 
+    if fmt == "meld":
+        from corekd.data.importers.meld import import_meld
+        from corekd.features.extract import check_out, load_features_config, save_result
+
+        if root is not None and src is not None:
+            raise CorekdError("give the MELD folder once: as SRC or as --root", field="--root")
+        folder = root or src
+        if folder is None:
+            raise CorekdError("meld needs the folder holding train/dev/test_sent_emo.csv", field="--root")
+        check_out(out)
+        result = import_meld(folder, target=target, media=media, config=load_features_config(features_config),
+                             workers=workers, name=name, progress=sys.stderr.isatty())
+        corpus = save_result(result, out)
+        _print_extraction(out, corpus, result.summary)
+        return
+    if src is None:
+        raise CorekdError(f"{fmt} needs a source file", field="SRC")
     if fmt not in FORMATS:
         raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
     if dataset is not None and dataset not in ("iemocap", "meld"):
@@ -354,6 +382,52 @@ def data_import(
         print(f"problem: {problem}")
 
 
+def _print_extraction(out: Path, corpus, summary: dict) -> None:
+    counts = {s: (len(corpus.split(s)), sum(len(d) for d in corpus.split(s))) for s in ("train", "dev", "test")}
+    print(f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.num_utterances} utterances "
+          f"(train/dev/test utterances {counts['train'][1]}/{counts['dev'][1]}/{counts['test'][1]}), "
+          f"labels {', '.join(corpus.labels)}")
+    for m, card in corpus.cards().items():
+        missing = sum(int((~d.available[:, corpus.modality_names.index(m)]).sum()) for d in corpus.dialogues)
+        print(f"modality {m}: {card['kind']}, dim {card['dim']}, {card['frame_rate']}, missing in {missing} "
+              f"utterances; {card['extractor']}")
+    print(f"extraction: {summary['jobs']} jobs, {summary['computed']} computed, {summary['cache_hits']} from the cache "
+          f"({summary['cache_dir'] or 'cache off'}), {summary['seconds']:.1f} s, {summary['workers']} worker(s)")
+    for f in summary["failures"]:
+        print(f"failed: {f['utterance']} ({f['modality']}): {f['reason']}")
+    for f in summary["no_face"]:
+        print(f"no face: {f['utterance']}: no face in {f['frames']} sampled frame(s); visual marked missing")
+    for f in summary["dropped"]:
+        print(f"dropped: {f.get('utterance') or f['dialogue']}: {f['reason']}")
+    print(f"summary: {len(summary['failures'])} failure(s), {len(summary['no_face'])} utterance(s) without a face, "
+          f"{len(summary['dropped'])} dropped (details in {out / 'extraction.json'})")
+
+
+@features_app.command("extract")
+@_guarded
+def features_extract(
+    manifest: Path = typer.Argument(..., help="CSV: dialogue_id, utterance_id, speaker, label, split, text, audio_path, "
+                                    "video_path (empty = modality missing; extra columns kept)."),
+    out: Path = typer.Option(..., "--out", help="New or empty folder to write the corpus into."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes for audio and video."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first missing or undecodable file."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Extractor options (YAML, docs/features.md)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Label names in order (default: sorted)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Corpus name (default: the manifest's stem)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Compute everything again (and store nothing)."),
+) -> None:
+    """Extract text, audio and visual features from a manifest into a corpus folder `corekd run` trains on."""
+    from corekd.features.extract import extract_manifest, load_features_config
+
+    cfg = load_features_config(config)
+    if no_cache:
+        cfg = cfg.model_copy(update={"cache": False})
+    names = [n.strip() for n in labels.split(",")] if labels else None
+    result = extract_manifest(manifest, out, cfg, workers=workers, strict=strict, labels=names, name=name,
+                              progress=sys.stderr.isatty())
+    _print_extraction(out, result.corpus, result.summary)
+
+
 @config_app.command("check")
 @_guarded
 def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")) -> None:
@@ -364,7 +438,7 @@ def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")
     cfg = load_config(config)
     corpus = load_data(cfg, config)
     counts = "/".join(str(len(corpus.split(s))) for s in ("train", "dev", "test"))
-    where = cfg.data.path if cfg.data.source == "corpus" else "synthetic (data.synth)"
+    where = cfg.data.path if cfg.data.source in ("corpus", "meld") else "synthetic (data.synth)"
     print(f"config {config}: ok ({len(cfg.methods)} methods: {', '.join(s.label for s in cfg.methods)}; "
           f"seeds {cfg.seeds})")
     print(f"corpus '{corpus.name}' from {where}: ok, {len(corpus.dialogues)} dialogues ({counts} train/dev/test), "

@@ -69,8 +69,13 @@ def resolve_device(name: str) -> torch.device:
 
 def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
     """The run's corpus, checked against the configured methods (``source``: the config file, for errors)."""
-    corpus = generate(cfg.data.synth) if cfg.data.source == "synthetic" else load_corpus(cfg.data.path)
-    where = cfg.data.path if cfg.data.source == "corpus" else source
+    if cfg.data.source == "meld":
+        from corekd.data.importers.meld import meld_source_corpus
+
+        corpus = meld_source_corpus(cfg.data.meld_root, cfg.data.path, target=cfg.data.meld_target)
+    else:
+        corpus = generate(cfg.data.synth) if cfg.data.source == "synthetic" else load_corpus(cfg.data.path)
+    where = cfg.data.path if cfg.data.source in ("corpus", "meld") else source
     if cfg.data.dev == "carve" and not corpus.split("dev") and corpus.split("train"):
         try:
             carve_dev(corpus, cfg.data.dev_fraction, cfg.data.dev_seed)
@@ -81,14 +86,14 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
             hint = " or set data.dev: carve to carve one from train" if split == "dev" else ""
             raise CorekdError(f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are "
                               f"needed{hint})",
-                              path=where, field="dialogues[].split" if cfg.data.source == "corpus" else "data.synth")
+                              path=where, field="dialogues[].split" if cfg.data.source != "synthetic" else "data.synth")
     task = settle_task(cfg, corpus.task, source)
     if task == "regression":
         lacking = next((d for d in corpus.dialogues if d.sentiment is None or bool(np.isnan(d.sentiment).any())), None)
         if lacking is not None:
             raise CorekdError(f"task 'regression' needs a sentiment on every utterance; corpus '{corpus.name}' has none "
                               f"on some utterance of dialogue '{lacking.id}'",
-                              path=source, field="task" if cfg.data.source == "corpus" else "data.synth.task")
+                              path=source, field="task" if cfg.data.source != "synthetic" else "data.synth.task")
     for i, spec in enumerate(cfg.methods):
         method = method_class(spec.name)(cfg.method_options(spec), cfg.training.missing)
         problem = method.check_modalities(corpus.modality_names) or method.check_task(task)
@@ -263,7 +268,7 @@ def run(
     folder = RunFolder.check(out, config, resume=resume, overwrite=overwrite, config_path=config_path)
     corpus = load_data(config, config_path)
     fingerprint = corpus_fingerprint(corpus)
-    folder.check_corpus(fingerprint, config.data.path if config.data.source == "corpus" else config_path)
+    folder.check_corpus(fingerprint, config.data.path if config.data.source != "synthetic" else config_path)
 
     labels = corpus.labels
     dims = {m: s.dim for m, s in corpus.modalities.items()}
