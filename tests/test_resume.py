@@ -151,6 +151,25 @@ def test_resume_refuses_a_different_config_and_names_the_field(tmp_path, config_
     assert json.loads((out / "results.json").read_text())["records"] == json.loads(before[out / "results.json"])["records"]
 
 
+def test_resume_of_a_run_written_before_a_setting_existed(tmp_path):
+    """A run folder whose config.yaml lacks settings added to corekd since (here data.meld_root and
+    training.select_window) resumes: absent settings take their defaults. A changed value is still refused."""
+    out = tmp_path / "run"
+    small = {**RESUME_CONFIG, "seeds": [0], "methods": [{"name": "no_kd"}], "training": {"epochs": 1}}
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(small))
+    assert runner.invoke(app, ["run", str(path), "--out", str(out)]).exit_code == 0
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    del stored["data"]["meld_root"], stored["training"]["select_window"]
+    (out / "config.yaml").write_text(yaml.safe_dump(stored))
+    result = runner.invoke(app, ["run", str(path), "--out", str(out), "--resume"])
+    assert result.exit_code == 0 and "no_kd seed 0: kept" in result.output, result.output
+    stored["training"]["lr"] = 0.5  # a value that differs is named, as before
+    (out / "config.yaml").write_text(yaml.safe_dump(stored))
+    result = runner.invoke(app, ["run", str(path), "--out", str(out), "--resume"])
+    assert result.exit_code == 2 and "training.lr" in result.output and "stored 0.5" in result.output
+
+
 def test_resume_refuses_a_corpus_that_changed(tmp_path, tiny_corpus):
     from helpers import edit_features
 

@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from corekd import __version__
-from corekd.config import RunConfig, dump_config
+from corekd.config import RunConfig, dump_config, validate_config
 from corekd.data.corpus import atomic_write
 from corekd.errors import CorekdError, from_validation_error
 
@@ -172,6 +172,10 @@ class RunFolder:
         except (UnicodeDecodeError, yaml.YAMLError):
             raise CorekdError("not readable YAML, so the run cannot be resumed; use --overwrite", path=stored_path) from None
         given = yaml.safe_load(dump_config(config))
+        try:  # a run written by an earlier corekd lacks the settings added since: they take their defaults
+            stored = yaml.safe_load(dump_config(validate_config(stored)))
+        except CorekdError:
+            pass  # not a valid config today: compared as written, so the difference is named
         diff = config_difference(stored, given)
         if diff:
             name, was, now = diff
