@@ -55,3 +55,24 @@ def test_rendered_report_shows_the_figures():
     assert "| m | 60.00 ± 14.14 | 61.00 ± 14.14 |" in text  # fixed:l, fixed:a: mean of 0.5 and 0.7
     assert "62.50 ± 14.14" in text and "80.00 ± 14.14" in text  # Avg, complete
     assert "Re-run: `corekd run x`" in text
+
+
+def test_one_modality_report_says_which_protocols_do_not_apply():
+    """A text-only corpus (MELD text): no fixed subset exists and no random rate removes anything; the report says
+    so in words that fit one modality, and keeps the three-modality wording for three."""
+    from corekd.evaluation.report import render_report
+
+    def recs(conditions):
+        return [{"method": "teacher", "variant": "teacher", "seed": s, "split": "test", "condition": c,
+                 "weighted_f1": 0.5, "accuracy": 0.5, "missing_rate": 0.0, "n_utterances": 10} for s in (0, 1)
+                for c in conditions]
+
+    meta = {"corpus": "c", "seeds": [0, 1], "mask_seed": 0, "random_scheme": "calibrated", "status": "complete"}
+    text = render_report({**meta, "modalities": ["l"]}, recs(["complete", "random:0.0"]), [])
+    assert "The corpus has 1 modality: no fixed-subset condition applies" in text
+    assert "With one modality nothing can go missing" in text
+    assert "mean of the six" not in text and "With three modalities" not in text
+    three = render_report({**meta, "modalities": ["l", "a", "v"]},
+                          recs(["complete", "random:0.0", "fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv",
+                                "fixed:av"]), [])
+    assert "Avg is the mean of the six" in three and "With 3 modalities" in three and "at most 2/3" in three

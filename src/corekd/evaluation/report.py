@@ -265,15 +265,27 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
     table = lambda metric, cols: _mark_not_applicable(mean_std_table(frame, metric, cols), records)  # noqa: E731
     regression = meta.get("task") == "regression"
     table_metrics = TABLE_METRICS["regression" if regression else "classification"]
+    k = len(meta.get("modalities") or "lav")
+    if fixed_cols:
+        fixed_note = ("Columns name the modalities kept. Avg is the mean of the six per-condition figures, computed per "
+                      "seed (not MMIN's pooled test set replicated six times)"
+                      + (f"; here of the {6 - len(na_fixed)} applicable ones ({', '.join(na_fixed)} not applicable)."
+                         if na_fixed else "."))
+    else:
+        fixed_note = (f"The corpus has {k} modalit{'y' if k == 1 else 'ies'}: no fixed-subset condition applies "
+                      "(keeping a proper subset needs at least two modalities); only complete views are scored.")
+    if k == 1:
+        random_note = ("With one modality nothing can go missing (at least one is kept per utterance): every random "
+                       "rate above 0 is the complete view, so it is n/a.")
+    else:
+        random_note = (f"With {k} modalities and at least one kept per utterance, at most {k - 1}/{k} can be missing.")
     for metric, title in table_metrics:
         cols = fixed_cols + ([FIXED_AVG] if have_avg else []) + ["complete"]
         headers = [_fixed_header(c) for c in fixed_cols] + (["Avg"] if have_avg else []) + ["complete"]
         parts += [
             f"## Fixed missing modalities ({title})",
             "",
-            "Columns name the modalities kept. Avg is the mean of the six per-condition figures, computed per seed "
-            "(not MMIN's pooled test set replicated six times)"
-            + (f"; here of the {6 - len(na_fixed)} applicable ones ({', '.join(na_fixed)} not applicable)." if na_fixed else "."),
+            fixed_note,
             "",
             markdown_table(table(metric, cols), headers, n_expected=n_seeds, metric=metric),
             "",
@@ -287,7 +299,7 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
             "",
             "Realised missing rate on the test masks: "
             + ", ".join(f"p={c.split(':')[1]}: {realised[c]:.3f}" for c in random_cols if c in realised)
-            + ". With three modalities and at least one kept per utterance, at most 2/3 can be missing.",
+            + ". " + random_note,
             "",
         ]
     headline = "random:0.5" if "random:0.5" in set(frame.condition) else None
