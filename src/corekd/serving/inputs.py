@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from safetensors import safe_open
 
 from corekd.data.corpus import FEATURES_FILE, META_FILE, _CorpusFile, offsets_name, pool_mean
+from corekd.data.importers.jsonl import jsonl_objects
 from corekd.errors import CorekdError, from_validation_error
 from corekd.serving.predictor import DialogueInput, parse_dialogue
 
@@ -49,19 +50,11 @@ class JsonlReader(InputReader):
             return sum(1 for line in fh if line.strip())
 
     def __iter__(self) -> Iterator[DialogueInput]:
-        with self.path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise CorekdError(f"not valid JSON (column {exc.colno}: {exc.msg}); expected one JSON object per line",
-                                      path=self.path, field=f"line {n}") from None
-                try:
-                    yield parse_dialogue(obj, self.modalities, f"line {n}")
-                except CorekdError as exc:
-                    raise CorekdError(exc.detail, path=self.path, field=exc.field) from None
+        for n, obj in jsonl_objects(self.path):  # the interchange format's reader: one JSON object per line
+            try:
+                yield parse_dialogue(obj, self.modalities, f"line {n}")
+            except CorekdError as exc:
+                raise CorekdError(exc.detail, path=self.path, field=exc.field) from None
 
 
 class CorpusReader(InputReader):

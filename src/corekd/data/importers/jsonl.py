@@ -20,7 +20,7 @@ UTTERANCE_KEYS = ("id", "speaker", "label", "sentiment", "text", *MODALITIES)
 SIGN_LABELS = ("negative", "non-negative")  # regression: the label of an utterance that has none
 
 
-def _lines(src: Path):
+def jsonl_objects(src: Path):
     """(line number, parsed object) for every non-blank line."""
     with src.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -44,7 +44,7 @@ def _label_names(src: Path, labels: list[str] | None) -> list[str]:
             raise CorekdError("label names must be unique", field="--labels")
         return list(labels)
     found: set = set()
-    for n, obj in _lines(src):
+    for n, obj in jsonl_objects(src):
         for k, u in enumerate(obj.get("utterances") or []):
             if isinstance(u, dict) and "label" in u:
                 value = u["label"]
@@ -67,12 +67,12 @@ def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str 
         raise CorekdError("file not found", path=src)
     regression = task == "regression"
     names = _label_names(src, labels)
-    if regression and any("label" not in u for _, obj in _lines(src) for u in obj.get("utterances") or []
+    if regression and any("label" not in u for _, obj in jsonl_objects(src) for u in obj.get("utterances") or []
                           if isinstance(u, dict)):
         names += [s for s in SIGN_LABELS if s not in names]
     builder = CorpusBuilder(src, names)
     as_index = labels is None  # integer labels name the decimal-string label
-    for n, obj in _lines(src):
+    for n, obj in jsonl_objects(src):
         line = f"line {n}"
         unknown = sorted(set(obj) - set(DIALOGUE_KEYS))
         if unknown:
