@@ -66,11 +66,12 @@ class TrainResult:
     selected_epoch: int = 0  # the epoch whose weights were kept (= best_epoch unless training.select_window > 1)
 
 
-def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str) -> ERCModel:
-    """A freshly initialised model; the same (seed, role) gives the same weights."""
+def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str,
+               kinds: dict[str, str] | None = None) -> ERCModel:
+    """A freshly initialised model; the same (seed, role) gives the same weights (``kinds``: see :class:`ERCModel`)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed("init", seed, role))
-        return ERCModel(model_cfg, dims, num_classes)
+        return ERCModel(model_cfg, dims, num_classes, kinds)
 
 
 class Trainer:
@@ -232,6 +233,7 @@ def save_checkpoint(model: ERCModel, folder: str | Path, meta: dict) -> Path:
         "corekd_version": __version__,
         "model": model.cfg.model_dump(mode="json"),
         "dims": model.dims,
+        **({"kinds": model.kinds} if any(k != "vector" for k in model.kinds.values()) else {}),
         "num_classes": model.num_classes,
         **meta,
     }
@@ -246,7 +248,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
     if not meta_path.is_file():
         raise CorekdError("file not found (a checkpoint folder holds model.json and model.safetensors)", path=meta_path)
     info = json.loads(meta_path.read_text())
-    model = ERCModel(ModelConfig(**info["model"]), info["dims"], info["num_classes"])
+    model = ERCModel(ModelConfig(**info["model"]), info["dims"], info["num_classes"], info.get("kinds"))
     weights = load_file(str(folder / WEIGHTS_FILE), device=str(device))
     expected = model.state_dict().keys()
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
