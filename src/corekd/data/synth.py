@@ -55,10 +55,10 @@ class SynthFrames(BaseModel):
         description="which modalities become sequences (l: tokens as frames; a, v: frames); the rest stay vectors",
     )
     mean_frames: dict[str, float] = Field(
-        default_factory=lambda: {"l": 12.0, "a": 20.0, "v": 10.0},
+        default_factory=lambda: {"l": 10.0, "a": 16.0, "v": 8.0},
         description="mean frames per utterance: 1 + Poisson(mean - 1), clipped to max_frames",
     )
-    max_frames: int = Field(48, ge=1, description="most frames of one utterance")
+    max_frames: int = Field(32, ge=1, description="most frames of one utterance")
     signal_share: dict[str, float] = Field(
         default_factory=lambda: {"l": 0.3, "a": 0.4, "v": 0.4},
         description="share of an utterance's frames that carry its emotion (at least one frame does)",

@@ -55,12 +55,13 @@ def sinusoid_positions(f: int, dim: int, device, dtype) -> torch.Tensor:
 class SequenceEncoder(nn.Module):
     """The frames of one utterance -> one hidden state: [B, U, F, D] with a frame mask -> [B, U, H].
 
-    Each frame is projected to H (optional LayerNorm, input dropout, linear -> GELU -> dropout), then
-    ``kind`` reads the frame sequence: ``conv`` (``layers`` residual blocks of pre-norm temporal
-    convolution, kernel ``kernel``, GELU, dropout), ``transformer`` (``layers`` pre-norm transformer
+    Each frame is projected to H (optional LayerNorm, input dropout, linear -> GELU), then ``kind``
+    reads the frame sequence: ``conv`` (``layers`` residual blocks of pre-norm temporal convolution,
+    kernel ``kernel``, GELU), ``transformer`` (``layers`` pre-norm transformer
     blocks with ``heads`` heads over sinusoidal frame positions, padded and dropped frames masked as
     keys) or ``none`` (frames read one by one). ``pool`` makes one state of the frames the mask shows:
-    ``attention`` (a learned score per frame, softmax over the shown frames) or ``mean``.
+    ``attention`` (a learned score per frame, softmax over the shown frames) or ``mean``; dropout
+    acts on the pooled state.
 
     Frames the mask hides (padding, a modality the view hides, dropped frames) never reach a shown one:
     they are zeroed before every convolution (so a dropped frame is a silent step in time, and its
@@ -78,13 +79,15 @@ class SequenceEncoder(nn.Module):
         if pool not in ("attention", "mean"):
             raise ValueError(f"unknown frame pooling '{pool}': expected attention or mean")
         self.kind, self.pool = kind, pool
-        self.proj = nn.Sequential(nn.LayerNorm(in_dim) if input_norm else nn.Identity(), nn.Dropout(input_dropout),
-                                  nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout))
+        # Dropout inside the frame sequence would cost a mask per frame; it acts on the raw frames (input_dropout)
+        # and on the pooled state (dropout) instead.
+        self.proj = nn.Sequential(nn.LayerNorm(in_dim) if input_norm else nn.Identity(),
+                                  nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity(),
+                                  nn.Linear(in_dim, hidden), nn.GELU())
         self.blocks = nn.ModuleList()
         if kind == "conv":
             self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
             self.blocks.extend(nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2) for _ in range(layers))
-            self.drop = nn.Dropout(dropout)
         elif kind == "transformer":
             self.blocks.extend(
                 nn.TransformerEncoderLayer(hidden, heads, ffn_mult * hidden, dropout, activation="gelu",
@@ -92,6 +95,7 @@ class SequenceEncoder(nn.Module):
                 for _ in range(layers)
             )
         self.score = nn.Linear(hidden, 1) if pool == "attention" else None
+        self.drop = nn.Dropout(dropout)
         self.missing = nn.Parameter(torch.zeros(hidden)) if missing_token else None
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -104,7 +108,7 @@ class SequenceEncoder(nn.Module):
         if self.kind == "conv":
             for norm, conv in zip(self.norms, self.blocks):
                 step = conv((norm(h) * keep).transpose(1, 2)).transpose(1, 2)  # [R, F, H]
-                h = (h + self.drop(nn.functional.gelu(step))) * keep
+                h = (h + nn.functional.gelu(step)) * keep
         elif self.kind == "transformer" and len(self.blocks):
             h = h + sinusoid_positions(h.shape[1], h.shape[2], h.device, h.dtype)
             for block in self.blocks:
@@ -115,6 +119,7 @@ class SequenceEncoder(nn.Module):
             pooled = (weights[..., None] * h).sum(1)  # [R, H]
         else:
             pooled = masked_frame_mean(h, shown)  # [R, H]
+        pooled = self.drop(pooled)
         out = pooled.new_zeros((*rows.shape, pooled.shape[-1]))  # [B, U, H]
         out[sel] = pooled
         fill = self.missing if self.missing is not None else out.new_zeros(())
