@@ -23,7 +23,10 @@ from corekd.models.model import ERCModel, ModelConfig
 from corekd.pipeline import evaluation_masks, run
 from corekd.rundir import corpus_fingerprint
 from corekd.seeding import torch_generator
-from corekd.training import TeacherReference, init_model, load_checkpoint, save_checkpoint
+from corekd.config import TrainingConfig
+from corekd.data.protocols import TrainingMissing
+from corekd.methods import method_class
+from corekd.training import TeacherReference, init_model, load_checkpoint, save_checkpoint, train_model
 from helpers import TINY_SYNTH, quick_config
 
 # Tiny frame corpus: l and a as sequences, v stays a vector (a mixed corpus), short utterances.
@@ -251,6 +254,25 @@ def test_teacher_reference_cache_matches_the_teacher_on_frame_batches(frame_corp
     back, info = load_checkpoint(tmp_path / "t")
     assert info["kinds"] == _kinds(frame_corpus)
     assert torch.allclose(back(batch).logits, teacher(batch).logits, atol=1e-5)
+
+
+def test_corekd_on_frames_same_seed_same_numbers(frame_corpus, frame_splits):
+    """NCE swaps frames, the teacher reference holds frame outputs; one seed gives one set of numbers."""
+    teacher = init_model(ModelConfig(hidden=16, heads=2), _dims(frame_corpus), 6, 0, "teacher", _kinds(frame_corpus))
+    ref = TeacherReference(teacher, frame_splits["train"], cache=True, batch_size=4, device=torch.device("cpu"))
+    cls = method_class("corekd")
+
+    def train(seed):
+        model = init_model(ModelConfig(hidden=16, heads=2), _dims(frame_corpus), 6, seed, "student", _kinds(frame_corpus))
+        return train_model(cls(cls.Options(nce_prob=0.5), TrainingMissing()), model, frame_splits["train"],
+                           frame_splits["dev"], TrainingConfig(epochs=2, patience=2, batch_size=4), seed=seed,
+                           label_names=frame_corpus.labels, device=torch.device("cpu"), teacher=ref)
+
+    a, b, c = train(3), train(3), train(4)
+    assert a.history == b.history and a.history[0]["nce"] > 0
+    sa, sb, sc = (r.model.state_dict() for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
 # ------------------------------------------------------------------ the synthetic frame mode
