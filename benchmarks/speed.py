@@ -10,13 +10,20 @@ training settings (``TrainingConfig()``), on one device chosen by ``--device``:
 
 - training: ``corekd.training.Trainer.epoch`` (the step ``train_model`` trains with), over the
   train split in shuffled batches, for ``no_kd``, ``corekd`` (default options: the training view and its
-  conflict copy in one stacked forward) and ``corekd`` with ``nce_mode: inline`` (one view); the teacher is
-  a freshly initialised model, since weights do not matter for speed. Epochs of the three are
-  interleaved so that a slow patch of the machine hits all three; the median epoch is reported.
+  conflict copy in one stacked forward), ``corekd`` with ``nce_mode: inline`` (one view), and the
+  baselines (``BASELINE_METHODS``: corrkd, contrastive_view, decoupled, reconstruction; default options,
+  each on its own ``Method.build_model``); the teacher is a freshly initialised model, since weights
+  do not matter for speed. Epochs of all methods are interleaved so that a slow patch of the
+  machine hits all of them; the median epoch is reported, and each baseline as its step time
+  relative to ``no_kd`` of the same run.
 - batch inference: ``corekd.evaluation.predict.run_model`` (eval mode, inference mode,
   length-sorted batches of 32 dialogues) over the train split, with its FLOPs counted by
   ``torch.utils.flop_counter.FlopCounterMode`` and compared with dense float32 ``torch.mm``.
 - latency: one 50-utterance dialogue, batch of one, complete view.
+- ONNX (CPU only): the same dialogue through ``corekd.serving``'s ``ServingModule`` (model + softmax,
+  from numpy arrays, as ``corekd predict`` / ``corekd serve`` run it) under PyTorch and under
+  onnxruntime (the graph ``corekd export`` writes). ``--part onnx`` runs only this part and writes
+  ``benchmarks/results/speed_onnx.json`` unless ``--out`` is given.
 
 The figures and the targets (with pass/fail) go to a JSON file; a summary is printed.
 """
@@ -52,6 +59,9 @@ from corekd.training import TeacherReference, Trainer, init_model
 
 SEED = 0
 LATENCY_UTTERANCES = 50
+# Issue-14 baselines: training step relative to no_kd, same run, same interleaved epochs (default options).
+BASELINE_METHODS: tuple[str, ...] = ("corrkd", "contrastive_view", "decoupled", "reconstruction")
+BASELINE_RATIO_LIMIT = 3.0  # issue 14: none above 3x no_kd without a written reason
 TARGETS = {
     # name: (threshold, comparison); "value <= threshold" / "value >= threshold" / "value < threshold"
     "corekd_over_no_kd_step_ratio": (1.3, "<="),
@@ -137,10 +147,11 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
     runs = {}
     # The training loop's own Trainer: the step measured is the step trained. corekd_inline: CoRe-KD with
     # nce_mode: inline (conflicts inside the training view, B rows per forward instead of the default's 2B).
-    for name, options in (("no_kd", {}), ("corekd", {}), ("corekd_inline", {"nce_mode": "inline"})):
+    named = (("no_kd", {}), ("corekd", {}), ("corekd_inline", {"nce_mode": "inline"}), *((n, {}) for n in BASELINE_METHODS))
+    for name, options in named:
         cls = method_class(name.removesuffix("_inline"))
         method = cls(cls.Options(**options), cfg.missing)
-        student = init_model(model_cfg, dims, num_classes, SEED, "student")
+        student = init_model(model_cfg, dims, num_classes, SEED, "student", build=method.build_model)
         runs[name] = Trainer(method, student, cfg, seed=SEED, device=device,
                              teacher=teacher_ref if method.needs_teacher else None)
 
@@ -156,7 +167,13 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
     utts = train.num_utterances
     med = {name: statistics.median(s) for name, s in seconds.items()}
     paired = [c / n for c, n in zip(seconds["corekd"], seconds["no_kd"])]
+    baselines = {}
+    for name in BASELINE_METHODS:
+        baselines[f"train_step_ms_{name}"] = 1e3 * med[name] / steps
+        baselines[f"train_epoch_s_all_{name}"] = [round(s, 4) for s in seconds[name]]
+        baselines[f"{name}_over_no_kd_step_ratio"] = med[name] / med["no_kd"]
     return {
+        **baselines,
         "train_utt_per_s_no_kd": utts / med["no_kd"],
         "train_utt_per_s_corekd": utts / med["corekd"],
         "train_step_ms_no_kd": 1e3 * med["no_kd"] / steps,
@@ -274,6 +291,54 @@ def bench_latency(model: ERCModel, device: torch.device, warmup: int, calls: int
     }
 
 
+def bench_onnx_latency(model: ERCModel, labels: list[str], warmup: int, calls: int) -> dict:
+    """PyTorch vs onnxruntime latency of one 50-utterance dialogue through the serving module (CPU)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from corekd.serving.bundle import Bundle
+    from corekd.serving.onnx_export import OPSET, export_onnx
+    from corekd.serving.predictor import ServingModule
+
+    split, how = latency_dialogue(LATENCY_UTTERANCES)
+    model = model.to("cpu").eval()
+    arrays = {"mask": split.avail[:1].numpy(), "speakers": split.speakers[:1].numpy(), "lengths": split.lengths[:1].numpy(),
+              **{m: split.features[m][:1].numpy() for m in model.modalities}}
+    module = ServingModule(model, "classification").eval()
+    bundle = Bundle(path=Path("."), model=model, info={"bundle": {"source": {}}}, task="classification", labels=labels,
+                    modalities={m: {"dim": d, "kind": "vector"} for m, d in model.dims.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(bundle, Path(tmp) / "latency.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the same thread count as PyTorch
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def run_torch():
+        with torch.inference_mode():
+            return module(*(torch.from_numpy(arrays[n]) for n in names)).numpy()
+
+    def run_onnx():
+        return session.run(None, {n: arrays[n] for n in names})[0]
+
+    figures = {}
+    for name, fn in (("torch", run_torch), ("onnx", run_onnx)):
+        for _ in range(warmup):
+            fn()
+        ms = np.array([1e3 * timed(fn, torch.device("cpu")) for _ in range(calls)])
+        figures[f"serving_latency_ms_p50_{name}"] = float(np.percentile(ms, 50))
+        figures[f"serving_latency_ms_p95_{name}"] = float(np.percentile(ms, 95))
+    figures["serving_onnx_over_torch_p50"] = figures["serving_latency_ms_p50_onnx"] / figures["serving_latency_ms_p50_torch"]
+    figures["serving_onnx_max_abs_diff"] = float(np.abs(run_onnx() - run_torch()).max())
+    figures["serving_threads"] = torch.get_num_threads()
+    figures["serving_onnx_opset"] = OPSET
+    figures["serving_onnx_runtime_version"] = ort.__version__
+    figures["serving_latency_dialogue"] = how
+    return figures
+
+
 # ------------------------------------------------------------------ targets, report
 def check_targets(figures: dict) -> dict:
     out = {}
@@ -298,6 +363,8 @@ def summary(result: dict) -> str:
         f"{mark('corekd_over_no_kd_step_ratio')}); teacher cache build {f['teacher_cache_build_s']:.3f} s",
         f"           nce_mode inline: {f['train_step_ms_corekd_inline']:.1f} ms/step, ratio "
         f"{f['corekd_inline_over_no_kd_step_ratio']:.3f}",
+        *(f"baseline   {name}: {f[f'train_step_ms_{name}']:.1f} ms/step, ratio to no_kd "
+          f"{f[f'{name}_over_no_kd_step_ratio']:.3f} (limit {BASELINE_RATIO_LIMIT:g}x)" for name in BASELINE_METHODS),
         f"inference  {f['inference_utt_per_s']:9.0f} utt/s, {f['inference_flops_per_utt'] / 1e6:.2f} MFLOP/utt "
         f"({f['latency_flops_per_utt'] / 1e6:.2f} for one {s['latency_dialogue_utterances']}-utt dialogue)",
         f"           {f['inference_gflop_per_s']:.1f} GFLOP/s vs matmul {f['matmul_gflop_per_s']:.1f} GFLOP/s = "
@@ -312,7 +379,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", default="benchmarks/results/speed.json", type=Path)
     parser.add_argument("--repeats", default=9, type=int, help="timed training epochs per method (after 2 warm-up epochs)")
+    parser.add_argument("--part", default="all", choices=["all", "onnx"],
+                        help="onnx: only the PyTorch vs onnxruntime latency (CPU), to benchmarks/results/speed_onnx.json")
     args = parser.parse_args(argv)
+    if args.part == "onnx":
+        out = args.out if "--out" in (argv if argv is not None else sys.argv) else Path("benchmarks/results/speed_onnx.json")
+        corpus = generate()
+        dims = {m: spec.dim for m, spec in corpus.modalities.items()}
+        model = init_model(ModelConfig(), dims, len(corpus.labels), SEED, "student")
+        load_start = load_average()
+        figures = bench_onnx_latency(model, corpus.labels, warmup=30, calls=300)
+        result = {"command": shlex.join(["python", *sys.argv]),
+                  "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "machine": {**machine_info(torch.device("cpu")), "load_average_start": load_start,
+                              "load_average_end": load_average()},
+                  "figures": figures,
+                  "notes": ["One 50-utterance dialogue, batch of one, complete view, freshly initialised ModelConfig(); "
+                            "both runtimes take the same numpy arrays and return probabilities; CPU."]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in figures.items() if k != "serving_latency_dialogue"}, indent=1))
+        return 0
 
     try:
         device = resolve_device(args.device)
@@ -340,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     figures["inference_fraction_of_matmul"] = figures["inference_gflop_per_s"] / figures["matmul_gflop_per_s"]
     print("latency ...", flush=True)
     figures.update(bench_latency(model, device, warmup=30, calls=300))
+    print("onnx latency ...", flush=True)
+    figures.update(bench_onnx_latency(model, corpus.labels, warmup=30, calls=300))
 
     result = {
         "command": shlex.join(["python", *sys.argv]),

@@ -47,7 +47,7 @@ MUTANTS = [
      "conflict = nce_view(view.batch, source, o.nce_prob, tuple(o.nce_types), generator,",
      "conflict = nce_view(view.batch, source, o.nce_prob, tuple(o.nce_types), mask_generator,"),
     ("students selected on complete dev views", "training.py",
-     'dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed))',
+     'dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed), dev.modalities)',
      "dev_masks = dev.avail.clone()"),
     ("margin term's donor labels = target labels", "methods/corekd.py",
      "donor_labels = labels.reshape(-1)[conflict.donor.clamp(min=0)]",

@@ -39,3 +39,25 @@ def tiny_config_dict():
         "evaluation": {"batch_size": 8},
     }
 
+
+
+@pytest.fixture(scope="session")
+def tiny_run_bundle(tmp_path_factory):
+    """A finished one-epoch ``no_kd`` run on the tiny corpus and a bundle of its model: (run dir, bundle dir)."""
+    from corekd.config import validate_config
+    from corekd.pipeline import run
+    from corekd.serving.bundle import export_bundle
+    from helpers import quick_config
+
+    root = tmp_path_factory.mktemp("serving")
+    run(validate_config(quick_config(evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False}), "cfg.yaml"),
+        root / "run")
+    return root / "run", export_bundle(root / "run", "no_kd", root / "bundle")
+
+
+@pytest.fixture(scope="session")
+def tiny_test_dialogues(tiny_corpus):
+    """The tiny corpus's test dialogues in the interchange format (every modality given), with the corpus."""
+    from helpers import as_interchange
+
+    return [as_interchange(d, tiny_corpus) for d in tiny_corpus.split("test")]

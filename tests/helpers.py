@@ -37,3 +37,62 @@ def edit_features(folder, fn):
     tensors = load_file(str(folder / "features.safetensors"))
     fn(tensors)
     save_file(tensors, str(folder / "features.safetensors"))
+
+
+def loss_before_and_after_one_step(name, splits, options=None, *, lr=1e-3, seed=0):
+    """A method's loss on a fixed batch before and after one optimisation step of the real ``Trainer.step``.
+
+    Tiny model without dropout; a freshly initialised teacher (cached complete-view outputs) when the
+    method needs one; the method's view (masks, NCE draws, ...) is drawn from the same fixed streams
+    for all three evaluations, so the batch, view and randomness are identical. Returns (before, after, trainer).
+    """
+    import torch
+
+    from corekd.config import TrainingConfig
+    from corekd.methods import method_class
+    from corekd.models.model import ModelConfig
+    from corekd.seeding import torch_generator
+    from corekd.training import TeacherReference, Trainer, init_model
+
+    train = splits["train"]
+    dims = {m: int(x.shape[-1]) for m, x in train.features.items()}
+    num_classes = int(train.labels.max()) + 1 if train.targets is None else 1
+    model_cfg = ModelConfig(hidden=16, heads=2, dropout=0.0)
+    cls = method_class(name)
+    method = cls(cls.Options(**(options or {})), TrainingConfig().missing)
+    teacher = None
+    if method.needs_teacher:
+        teacher = TeacherReference(init_model(model_cfg, dims, num_classes, seed, "teacher"), train, cache=True,
+                                   batch_size=8, device=torch.device("cpu"))
+    trainer = Trainer(method, init_model(model_cfg, dims, num_classes, seed, "student", build=method.build_model),
+                      TrainingConfig(lr=lr, weight_decay=0.0), seed=seed, device=torch.device("cpu"), teacher=teacher)
+    batch = train.batch(list(range(min(4, len(train)))))
+
+    def fixed_streams():
+        trainer.mask_gen = torch_generator("one-step-mask", seed)
+        trainer.method_gen = torch_generator("one-step-method", seed)
+
+    trainer.model.train()
+    fixed_streams()
+    with torch.no_grad():
+        before = float(trainer.loss(batch)[0])
+    fixed_streams()
+    trainer.step(batch)
+    fixed_streams()
+    with torch.no_grad():
+        after = float(trainer.loss(batch)[0])
+    return before, after, trainer
+
+
+def as_interchange(dialogue, corpus, mask=None):
+    """A corpus ``Dialogue`` as an interchange-format mapping; ``mask`` [U, M] bool (default: what it has) drops modalities."""
+    mods = corpus.modality_names
+    utterances = []
+    for i, uid in enumerate(dialogue.utterance_ids):
+        u = {"id": uid, "speaker": dialogue.speakers[i], "label": corpus.labels[int(dialogue.labels[i])]}
+        for j, m in enumerate(mods):
+            keep = dialogue.available[i, j] if mask is None else mask[i, j] and dialogue.available[i, j]
+            if keep:
+                u[m] = dialogue.features[m][i].tolist()
+        utterances.append(u)
+    return {"dialogue_id": dialogue.id, "split": dialogue.split, "utterances": utterances}

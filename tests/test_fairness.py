@@ -203,7 +203,8 @@ FAIR_SYNTH = {**TINY_SYNTH, "n_dialogues": 20}
 
 
 def _recorded_run(tmp_path):
-    """One seed of teacher + three students, every Trainer's initial weights and forwards recorded."""
+    """One seed of teacher + five students (two with their own extra modules), every Trainer's initial weights and
+    forwards recorded."""
     raw = {
         "name": "fair", "seeds": [1], "device": "cpu",
         "data": {"source": "synthetic", "synth": FAIR_SYNTH},
@@ -211,7 +212,8 @@ def _recorded_run(tmp_path):
         "training": {"epochs": 1, "patience": 1, "batch_size": 2},
         "evaluation": {"batch_size": 64, "random_rates": [0.5]},
         "methods": [{"name": "teacher"}, {"name": "no_kd"}, {"name": "vanilla_kd"},
-                    {"name": "corekd", "options": {"nce_prob": 0.5}}],
+                    {"name": "corekd", "options": {"nce_prob": 0.5}},
+                    {"name": "decoupled"}, {"name": "reconstruction"}],
     }
     records = {}
     scoring = {"on": False}  # the run's own dev/test scoring after training: not a selection pass
@@ -264,6 +266,8 @@ def _dev_view(forwards, dev):
 
 
 STUDENTS = ("no_kd", "vanilla_kd", "corekd")
+# Students whose model adds its own modules to the base model (Method.build_model): same base weights, plus theirs.
+EXTENDED = ("decoupled", "reconstruction")
 
 
 def test_students_of_a_seed_share_initial_weights_batches_training_masks_and_dev_views(tmp_path):
@@ -280,12 +284,16 @@ def test_students_of_a_seed_share_initial_weights_batches_training_masks_and_dev
         other = records[name]["init"]
         assert other.keys() == first.keys()
         assert all(torch.equal(first[k], other[k]) for k in first), f"{name} starts from other weights than no_kd"
+    for name in EXTENDED:
+        other = records[name]["init"]
+        assert set(first) < set(other), f"{name} lacks base weights, or has no modules of its own"
+        assert all(torch.equal(first[k], other[k]) for k in first), f"{name} starts from other base weights than no_kd"
 
     # 2. ... sees the same batches in the same order, under the same training masks.
     ref = records["no_kd"]["train"]
     assert len(ref) >= 4  # several batches: a shifted stream would show
     assert sum(int((avail & ~m).sum()) for _, m, avail, _, _ in ref) > 0  # students train on incomplete views
-    for name in ("vanilla_kd", "corekd"):
+    for name in ("vanilla_kd", "corekd", *EXTENDED):
         got = records[name]["train"]
         assert len(got) == len(ref), name
         for (i_a, m_a, *_), (i_b, m_b, *_) in zip(ref, got):
@@ -306,10 +314,10 @@ def test_students_of_a_seed_share_initial_weights_batches_training_masks_and_dev
 
     # 3. ... and is selected on the same dev views, masked like its training; the teacher on complete ones.
     assert torch.equal(_dev_view(records["teacher"]["eval"], dev), dev.avail)
-    views = {name: _dev_view(records[name]["eval"], dev) for name in STUDENTS}
+    views = {name: _dev_view(records[name]["eval"], dev) for name in STUDENTS + EXTENDED}
     real = dev.utt_mask
     assert missing_rate(views["no_kd"][real], dev.avail[real]) > 0.05, "students selected on complete dev views"
-    for name in STUDENTS[1:]:
+    for name in STUDENTS[1:] + EXTENDED:
         assert torch.equal(views[name], views["no_kd"]), f"{name} selected on other dev views"
 
 

@@ -76,6 +76,7 @@ def _finished_units(out):
     return sorted(str(p.parent.relative_to(out / "checkpoints")) for p in (out / "checkpoints").glob("*/seed*/complete.json"))
 
 
+@pytest.mark.subprocess
 def test_sigkill_then_resume_gives_the_records_of_an_uninterrupted_run(tmp_path, config_file, uninterrupted):
     out = tmp_path / "run"
     proc = _start(config_file, out)
@@ -106,6 +107,7 @@ def test_sigkill_then_resume_gives_the_records_of_an_uninterrupted_run(tmp_path,
     assert "Partial run" not in (out / "report.md").read_text()
 
 
+@pytest.mark.subprocess
 def test_sigterm_prints_what_was_kept_and_how_to_resume(tmp_path, config_file, uninterrupted):
     out = tmp_path / "run"
     proc = _start(config_file, out)

@@ -39,6 +39,9 @@ app.add_typer(data_app, name="data")
 config_app = typer.Typer(help="Run configurations: check one (and its corpus) without training.", no_args_is_help=True,
                          rich_markup_mode=None)
 app.add_typer(config_app, name="config")
+features_app = typer.Typer(help="From raw media to features, offline (docs/features.md).", no_args_is_help=True,
+                           rich_markup_mode=None)
+app.add_typer(features_app, name="features")
 
 _state = {"debug": False}
 out_console = Console()
@@ -307,8 +310,9 @@ def data_probe(
 @data_app.command("import")
 @_guarded
 def data_import(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="jsonl, conversation-pickle or mmsa-pickle (docs/import-*.md)."),
-    src: Path = typer.Argument(..., help="The source file."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="jsonl, conversation-pickle, mmsa-pickle or meld "
+                              "(docs/import-*.md)."),
+    src: Optional[Path] = typer.Argument(None, help="The source file (meld: the folder, or use --root)."),
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the corpus into."),
     labels: Optional[str] = typer.Option(None, "--labels", help="Label names in index order, e.g. happy,sad,neutral "
                                          "(jsonl: integer labels index them; conversation-pickle: overrides the "
@@ -323,11 +327,35 @@ def data_import(
                                 "sentiment) classes from the sentiment score."),
     task: str = typer.Option("classification", "--task", help="jsonl, mmsa-pickle: classification (the label is the "
                              "target) or regression (the per-utterance sentiment in [-3, 3] is the target)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="meld: the folder holding train/dev/test_sent_emo.csv."),
+    media: Optional[Path] = typer.Option(None, "--media", help="meld: the folder of MELD's clip folders "
+                                         "(train_splits/, dev_splits_complete/, output_repeated_splits_test/)."),
+    target: str = typer.Option("emotion", "--target", help="meld: emotion (7 classes) or sentiment (3 classes)."),
+    workers: int = typer.Option(1, "--workers", help="meld with --media: worker processes for audio and video."),
+    features_config: Optional[Path] = typer.Option(None, "--features-config", help="meld: extractor options (YAML, "
+                                                   "docs/features.md)."),
 ) -> None:
-    """Convert a feature file of the field into a corpus folder (checked by reading it back)."""
+    """Convert a feature file of the field (or MELD's official CSVs) into a corpus folder (checked by reading it back)."""
     from corekd.data.importers import FORMATS, import_corpus
     from corekd.data.summary import summarize
 
+    if fmt == "meld":
+        from corekd.data.importers.meld import import_meld
+        from corekd.features.extract import check_out, load_features_config, save_result
+
+        if root is not None and src is not None:
+            raise CorekdError("give the MELD folder once: as SRC or as --root", field="--root")
+        folder = root or src
+        if folder is None:
+            raise CorekdError("meld needs the folder holding train/dev/test_sent_emo.csv", field="--root")
+        check_out(out)
+        result = import_meld(folder, target=target, media=media, config=load_features_config(features_config),
+                             workers=workers, name=name, progress=sys.stderr.isatty())
+        corpus = save_result(result, out)
+        _print_extraction(out, corpus, result.summary)
+        return
+    if src is None:
+        raise CorekdError(f"{fmt} needs a source file", field="SRC")
     if fmt not in FORMATS:
         raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
     if dataset is not None and dataset not in ("iemocap", "meld"):
@@ -354,6 +382,52 @@ def data_import(
         print(f"problem: {problem}")
 
 
+def _print_extraction(out: Path, corpus, summary: dict) -> None:
+    counts = {s: (len(corpus.split(s)), sum(len(d) for d in corpus.split(s))) for s in ("train", "dev", "test")}
+    print(f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.num_utterances} utterances "
+          f"(train/dev/test utterances {counts['train'][1]}/{counts['dev'][1]}/{counts['test'][1]}), "
+          f"labels {', '.join(corpus.labels)}")
+    for m, card in corpus.cards().items():
+        missing = sum(int((~d.available[:, corpus.modality_names.index(m)]).sum()) for d in corpus.dialogues)
+        print(f"modality {m}: {card['kind']}, dim {card['dim']}, {card['frame_rate']}, missing in {missing} "
+              f"utterances; {card['extractor']}")
+    print(f"extraction: {summary['jobs']} jobs, {summary['computed']} computed, {summary['cache_hits']} from the cache "
+          f"({summary['cache_dir'] or 'cache off'}), {summary['seconds']:.1f} s, {summary['workers']} worker(s)")
+    for f in summary["failures"]:
+        print(f"failed: {f['utterance']} ({f['modality']}): {f['reason']}")
+    for f in summary["no_face"]:
+        print(f"no face: {f['utterance']}: no face in {f['frames']} sampled frame(s); visual marked missing")
+    for f in summary["dropped"]:
+        print(f"dropped: {f.get('utterance') or f['dialogue']}: {f['reason']}")
+    print(f"summary: {len(summary['failures'])} failure(s), {len(summary['no_face'])} utterance(s) without a face, "
+          f"{len(summary['dropped'])} dropped (details in {out / 'extraction.json'})")
+
+
+@features_app.command("extract")
+@_guarded
+def features_extract(
+    manifest: Path = typer.Argument(..., help="CSV: dialogue_id, utterance_id, speaker, label, split, text, audio_path, "
+                                    "video_path (empty = modality missing; extra columns kept)."),
+    out: Path = typer.Option(..., "--out", help="New or empty folder to write the corpus into."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes for audio and video."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first missing or undecodable file."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Extractor options (YAML, docs/features.md)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="Label names in order (default: sorted)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Corpus name (default: the manifest's stem)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Compute everything again (and store nothing)."),
+) -> None:
+    """Extract text, audio and visual features from a manifest into a corpus folder `corekd run` trains on."""
+    from corekd.features.extract import extract_manifest, load_features_config
+
+    cfg = load_features_config(config)
+    if no_cache:
+        cfg = cfg.model_copy(update={"cache": False})
+    names = [n.strip() for n in labels.split(",")] if labels else None
+    result = extract_manifest(manifest, out, cfg, workers=workers, strict=strict, labels=names, name=name,
+                              progress=sys.stderr.isatty())
+    _print_extraction(out, result.corpus, result.summary)
+
+
 @config_app.command("check")
 @_guarded
 def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")) -> None:
@@ -364,13 +438,135 @@ def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")
     cfg = load_config(config)
     corpus = load_data(cfg, config)
     counts = "/".join(str(len(corpus.split(s))) for s in ("train", "dev", "test"))
-    where = cfg.data.path if cfg.data.source == "corpus" else "synthetic (data.synth)"
+    where = cfg.data.path if cfg.data.source in ("corpus", "meld") else "synthetic (data.synth)"
     print(f"config {config}: ok ({len(cfg.methods)} methods: {', '.join(s.label for s in cfg.methods)}; "
           f"seeds {cfg.seeds})")
     print(f"corpus '{corpus.name}' from {where}: ok, {len(corpus.dialogues)} dialogues ({counts} train/dev/test), "
           f"{corpus.num_utterances} utterances, modalities {', '.join(corpus.modality_names)}")
     for note in corpus_notes(corpus, cfg) + corpus.problems():
         print(f"warning: {note}")
+
+
+@app.command("export-bundle")
+@_guarded
+def export_bundle_cmd(
+    run_dir: Path = typer.Argument(..., help="A folder written by `corekd run`."),
+    method: str = typer.Option(..., "--method", help="The model to bundle: a method's name (label) in the run, e.g. corekd."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's model (default: the run's first seed)."),
+    out: Path = typer.Option(..., "--out", help="New or empty folder to write the bundle into."),
+) -> None:
+    """Save one trained model of a run as a bundle folder: weights + model.json (labels, dims, cards, statistics)."""
+    from corekd.serving.bundle import export_bundle, read_bundle
+
+    path = export_bundle(run_dir, method, out, seed)
+    b = read_bundle(path)
+    dims = ", ".join(f"{m} {s['dim']}" for m, s in b.modalities.items())
+    print(f"wrote {path}: {b.meta['source']['variant']} seed {b.meta['source']['seed']}, {b.task}, "
+          f"{len(b.labels) if b.task == 'classification' else 1} outputs, modalities {dims}")
+
+
+@app.command("predict")
+@_guarded
+def predict_cmd(
+    model: Path = typer.Argument(..., help="A bundle folder (`corekd export-bundle`)."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="A corpus folder or a jsonl file (docs/import-jsonl.md)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the JSONL here (default: standard output)."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch or onnx (the bundle's model.onnx, else an export "
+                                "made for this call)."),
+    device: str = typer.Option("cpu", "--device", help="torch runtime: auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Dialogues per forward (and held in memory at once)."),
+) -> None:
+    """Predict every utterance of INPUT; one JSON line per utterance (ids, prediction, probabilities, modalities used)."""
+    from corekd.serving.inputs import open_input, predict_stream
+    from corekd.serving.predictor import load
+
+    if runtime not in ("torch", "onnx"):
+        raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
+    if batch_size < 1:
+        raise CorekdError(f"expected a positive number, got {batch_size}", field="--batch-size")
+    predictor = load(model, device=device, runtime=runtime)
+    reader = open_input(input_path, predictor.modalities)
+    total = len(reader)
+    sink = out.open("w", encoding="utf-8") if out is not None else sys.stdout
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    show = err_console.is_terminal
+    progress = Progress(TextColumn("dialogues"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, disable=not show)
+    try:
+        with progress:
+            task = progress.add_task("predict", total=total)
+            done = [0]
+
+            def advance(n: int) -> None:
+                done[0] += n
+                progress.advance(task, n)
+                if not show and (done[0] == total or done[0] % 500 < n):
+                    _one_line(f"predicted {done[0]}/{total} dialogues")
+
+            dialogues, utterances = predict_stream(
+                predictor, reader, lambda row: sink.write(json.dumps(row) + "\n"), batch_size=batch_size,
+                on_dialogues=advance)
+    finally:
+        if out is not None:
+            sink.close()
+    _one_line(f"predicted {utterances} utterances of {dialogues} dialogues with {predictor.runtime.name}"
+              + (f" -> {out}" if out is not None else ""))
+
+
+@app.command("serve")
+@_guarded
+def serve_cmd(
+    model: Path = typer.Argument(..., help="A bundle folder (`corekd export-bundle`)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", help="Server processes, each with its own copy of the model."),
+    runtime: str = typer.Option("torch", "--runtime", help="torch or onnx."),
+    device: str = typer.Option("cpu", "--device", help="torch runtime: auto, cpu, cuda or cuda:N."),
+    max_body_bytes: int = typer.Option(16 * 2**20, "--max-body-bytes", help="Larger request bodies get 413."),
+    max_dialogues: int = typer.Option(64, "--max-dialogues", help="Most dialogues in one request."),
+    batching: bool = typer.Option(False, "--batching", help="Gather concurrent requests into one forward."),
+    max_batch: int = typer.Option(32, "--max-batch", help="--batching: most dialogues in one forward."),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="--batching: how long the first request waits "
+                                        "for others."),
+) -> None:
+    """Serve the model over HTTP: POST /v1/predict, GET /v1/model, GET /healthz, OpenAPI docs at /docs."""
+    import os
+
+    import uvicorn
+
+    from corekd.serving.app import SETTINGS_ENV
+    from corekd.serving.predictor import load
+
+    if runtime not in ("torch", "onnx"):
+        raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
+    for name, value in (("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-dialogues", max_dialogues),
+                        ("--max-batch", max_batch)):
+        if value < 1:
+            raise CorekdError(f"expected a positive number, got {value}", field=name)
+    if not 0 < port < 65536:
+        raise CorekdError(f"expected a port in 1..65535, got {port}", field="--port")
+    load(model, device=device, runtime=runtime)  # fail here, with one line, before any worker starts
+    os.environ[SETTINGS_ENV] = json.dumps({
+        "model": str(model.resolve()), "device": device, "runtime": runtime, "max_body_bytes": max_body_bytes,
+        "max_dialogues": max_dialogues, "batching": batching, "max_batch": max_batch, "batch_wait_ms": batch_wait_ms})
+    _one_line(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    uvicorn.run("corekd.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")
+
+
+@app.command("export")
+@_guarded
+def export_cmd(
+    model: Path = typer.Argument(..., help="A bundle folder (`corekd export-bundle`)."),
+    out: Path = typer.Option(..., "--out", help="The ONNX file to write (a sidecar OUT.json describes its inputs)."),
+) -> None:
+    """Export the bundle's model to ONNX: dynamic dialogues and utterances, the modality mask as an input."""
+    from corekd.serving.bundle import read_bundle
+    from corekd.serving.onnx_export import OPSET, export_onnx, sidecar_path
+
+    path = export_onnx(read_bundle(model), out)
+    print(f"wrote {path} (opset {OPSET}) and {sidecar_path(path)}")
 
 
 def main() -> None:

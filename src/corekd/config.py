@@ -30,9 +30,16 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    source: Literal["synthetic", "corpus"] = Field("synthetic", description="generate the synthetic corpus, or read a corpus folder")
-    path: str | None = Field(None, description="corpus folder (docs/data-format.md) when source is 'corpus'; "
-                             "a relative path is read from the config file's folder")
+    source: Literal["synthetic", "corpus", "meld"] = Field(
+        "synthetic", description="generate the synthetic corpus, read a corpus folder, or import MELD's official "
+        "annotation files (transcripts embedded with MiniLM; docs/import-meld.md)")
+    path: str | None = Field(None, description="corpus folder (docs/data-format.md) when source is 'corpus'; with "
+                             "source 'meld', the folder the imported corpus is written to on first use and read from "
+                             "afterwards; a relative path is read from the config file's folder")
+    meld_root: str | None = Field(None, description="source 'meld': the folder holding train/dev/test_sent_emo.csv "
+                                  "(relative: from the config file's folder)")
+    meld_target: Literal["emotion", "sentiment"] = Field("emotion", description="source 'meld': emotion (7 classes) "
+                                                         "or sentiment (3 classes)")
     dev: Literal["split", "carve"] = Field(
         "split", description="the dev split: the corpus's own ('split'), or, for a corpus without one, 'carve' a "
         "seeded share of the train dialogues (speaker-disjoint where speakers allow)"
@@ -51,6 +58,11 @@ class DataConfig(_Strict):
             self.source = "corpus"  # a path alone means: read this corpus (never a silent synthetic run)
         if self.source == "corpus" and not self.path:
             raise ValueError("source 'corpus' needs a path to a corpus folder")
+        if self.source == "meld" and not (self.meld_root and self.path):
+            raise ValueError("source 'meld' needs meld_root (the folder of MELD's CSVs) and path (the folder the "
+                             "imported corpus is kept in)")
+        if self.source != "meld" and self.meld_root:
+            raise ValueError(f"meld_root is only read with source 'meld' (source is '{self.source}')")
         if self.source == "synthetic" and self.path:
             raise ValueError(f"path '{self.path}' is only read with source 'corpus' (source is 'synthetic')")
         return self
@@ -281,6 +293,8 @@ def load_config(path: str | Path) -> RunConfig:
     cfg = validate_config(raw, path)
     if cfg.data.path and not Path(cfg.data.path).is_absolute():  # relative to the config file, not the shell
         cfg.data.path = str((path.parent / cfg.data.path).absolute())
+    if cfg.data.meld_root and not Path(cfg.data.meld_root).is_absolute():
+        cfg.data.meld_root = str((path.parent / cfg.data.meld_root).absolute())
     return cfg
 
 

@@ -75,8 +75,13 @@ def resolve_device(name: str) -> torch.device:
 
 def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
     """The run's corpus, checked against the configured methods (``source``: the config file, for errors)."""
-    corpus = generate(cfg.data.synth) if cfg.data.source == "synthetic" else load_corpus(cfg.data.path)
-    where = cfg.data.path if cfg.data.source == "corpus" else source
+    if cfg.data.source == "meld":
+        from corekd.data.importers.meld import meld_source_corpus
+
+        corpus = meld_source_corpus(cfg.data.meld_root, cfg.data.path, target=cfg.data.meld_target)
+    else:
+        corpus = generate(cfg.data.synth) if cfg.data.source == "synthetic" else load_corpus(cfg.data.path)
+    where = cfg.data.path if cfg.data.source in ("corpus", "meld") else source
     if cfg.data.dev == "carve" and not corpus.split("dev") and corpus.split("train"):
         try:
             carve_dev(corpus, cfg.data.dev_fraction, cfg.data.dev_seed)
@@ -87,14 +92,14 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
             hint = " or set data.dev: carve to carve one from train" if split == "dev" else ""
             raise CorekdError(f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are "
                               f"needed{hint})",
-                              path=where, field="dialogues[].split" if cfg.data.source == "corpus" else "data.synth")
+                              path=where, field="dialogues[].split" if cfg.data.source != "synthetic" else "data.synth")
     task = settle_task(cfg, corpus.task, source)
     if task == "regression":
         lacking = next((d for d in corpus.dialogues if d.sentiment is None or bool(np.isnan(d.sentiment).any())), None)
         if lacking is not None:
             raise CorekdError(f"task 'regression' needs a sentiment on every utterance; corpus '{corpus.name}' has none "
                               f"on some utterance of dialogue '{lacking.id}'",
-                              path=source, field="task" if cfg.data.source == "corpus" else "data.synth.task")
+                              path=source, field="task" if cfg.data.source != "synthetic" else "data.synth.task")
     for i, spec in enumerate(cfg.methods):
         method = method_class(spec.name)(cfg.method_options(spec), cfg.training.missing)
         problem = method.check_modalities(corpus.modality_names) or method.check_task(task)
@@ -210,6 +215,16 @@ class ConditionMasks(dict):
         self.frames = frames or {}
 
 
+def method_masks(method, masks: ConditionMasks, conditions, modalities: tuple[str, ...]) -> ConditionMasks:
+    """``masks`` with the conditions ``method`` is not scored under (``Method.not_applicable``) added to the
+    not-applicable ones (a condition the data already rules out keeps its own reason)."""
+    reasons = dict(masks.not_applicable)
+    for c in conditions:
+        if c.name not in reasons and (reason := method.not_applicable(c, modalities)):
+            reasons[c.name] = reason
+    return ConditionMasks(dict(masks), reasons, masks.frames)
+
+
 def resolve_config(
     config: RunConfig | str | Path | None, *, seeds: list[int] | None = None, device: str | None = None,
 ) -> tuple[RunConfig, Path | None]:
@@ -283,7 +298,7 @@ def run(
     folder = RunFolder.check(out, config, resume=resume, overwrite=overwrite, config_path=config_path)
     corpus = load_data(config, config_path)
     fingerprint = corpus_fingerprint(corpus)
-    folder.check_corpus(fingerprint, config.data.path if config.data.source == "corpus" else config_path)
+    folder.check_corpus(fingerprint, config.data.path if config.data.source != "synthetic" else config_path)
 
     labels = corpus.labels
     dims = {m: s.dim for m, s in corpus.modalities.items()}
@@ -355,10 +370,15 @@ def run(
     analyses = RunAnalyses(out, test, test_masks, conflict_flags(corpus, "test"), labels, task, ev.mask_seed,
                            ev.batch_size, dev, figures=ev.figures) if ev.analyses else None
 
+    # Per method: the test and dev masks with the conditions it is not scored under (Method.not_applicable).
+    scored = {label: {name: method_masks(m, masks, conditions, corpus.modality_names)
+                      for name, masks in (("test", test_masks), ("dev", dev_masks))} for label, m in methods.items()}
+
     def analyse(label: str, method_name: str, seed: int, model, teacher_ref) -> None:
         """Mechanism analyses of one reported model, right after its test evaluation (analyses.json)."""
         if analyses is not None and label in reported:
-            analyses.add(label, method_name, seed, model, teacher_ref.teacher if teacher_ref is not None else None)
+            analyses.add(label, method_name, seed, model, teacher_ref.teacher if teacher_ref is not None else None,
+                         not_applicable=scored[label]["test"].not_applicable)
             analyses.save()
 
     started = time.perf_counter()
@@ -388,7 +408,7 @@ def run(
                         continue
                     model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
                     model = init_model(model_cfg, dims, outputs, seed, "teacher" if method.name == "teacher" else "student",
-                                       kinds)
+                                       kinds=kinds, build=method.build_model)
                     if input_stats is not None:
                         model.set_input_statistics(input_stats)
                     reporter.start_model(f"{label} seed {seed}", train_cfg.epochs)
@@ -415,7 +435,8 @@ def run(
                         )
                     model_records = []
                     if label in reported:  # dev under the same conditions; the test split, once, after this model's training
-                        for split_name, split, masks in (("dev", dev_split, dev_masks), ("test", test, test_masks)):
+                        for split_name, split in (("dev", dev_split), ("test", test)):
+                            masks = scored[label][split_name]
                             for row in evaluate_model(result.model, split, masks, labels, ev.batch_size, dev):
                                 model_records.append(
                                     {"method": method.name, "variant": label, "seed": seed, "split": split_name, **row}

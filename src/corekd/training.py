@@ -28,7 +28,7 @@ from corekd.errors import CorekdError
 from corekd.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, regression_metrics
 from corekd.evaluation.predict import predict, run_model
 from corekd.methods.base import Method, StepContext
-from corekd.models.model import ERCModel, ModelConfig, Output
+from corekd.models.model import ARCHITECTURES, ERCModel, ModelConfig, Output, build_architecture
 from corekd.seeding import derive_seed, torch_generator
 
 
@@ -67,11 +67,16 @@ class TrainResult:
 
 
 def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str,
-               kinds: dict[str, str] | None = None) -> ERCModel:
-    """A freshly initialised model; the same (seed, role) gives the same weights (``kinds``: see :class:`ERCModel`)."""
+               kinds: dict[str, str] | None = None,
+               build: Callable[..., ERCModel] | None = None) -> ERCModel:
+    """A freshly initialised model; the same (seed, role) gives the same weights (``kinds``: see :class:`ERCModel`).
+
+    ``build`` (a method's ``build_model``; default: the plain :class:`ERCModel`) may return a subclass with extra
+    modules: it builds the base model first, so the base weights are the plain model's of the same (seed, role).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed("init", seed, role))
-        return ERCModel(model_cfg, dims, num_classes, kinds)
+        return (build or ERCModel)(model_cfg, dims, num_classes, kinds=kinds)
 
 
 class Trainer:
@@ -87,7 +92,16 @@ class Trainer:
             raise ValueError(f"method '{method.name}' needs a teacher")
         self.method, self.cfg, self.device, self.teacher = method, cfg, device, teacher
         self.model = model.to(device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # A method's training-only module (CorrKD's statistics network): its own seeded initial weights, so the
+        # model's are what every student of the seed starts from; a second parameter group of the same optimiser.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed("init", seed, method.name, "auxiliary"))
+            self.auxiliary = method.auxiliary(self.model)
+        groups = [{"params": list(self.model.parameters())}]
+        if self.auxiliary is not None:
+            self.auxiliary = self.auxiliary.to(device).train()
+            groups.append({"params": list(self.auxiliary.parameters())})
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_done = 0
         # The weight average (training.ema): scored on dev, selected and saved in place of the raw weights.
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema > 0 else None
@@ -95,8 +109,8 @@ class Trainer:
         self.mask_gen = torch_generator("train-mask", seed)
         self.method_gen = torch_generator("method", seed, method.name)
 
-    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One optimisation step on ``batch`` (complete view); returns the detached loss terms."""
+    def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's loss on ``batch`` (complete view) under the view it draws from the trainer's streams."""
         method, model = self.method, self.model
         view = method.train_view(batch, self.mask_gen, self.method_gen)
         ctx = StepContext(
@@ -107,12 +121,20 @@ class Trainer:
             model=model,
             generator=self.method_gen,
             label_smoothing=self.cfg.label_smoothing,
+            auxiliary=self.auxiliary,
         )
-        total, terms = method.loss(ctx)
+        return method.loss(ctx)
+
+    def step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One optimisation step on ``batch`` (complete view); returns the detached loss terms."""
+        model = self.model
+        total, terms = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+            if self.auxiliary is not None:  # clipped on its own: the model's clipping is what it is for every method
+                torch.nn.utils.clip_grad_norm_(self.auxiliary.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.steps_done += 1
         if self.ema_model is not None:
@@ -177,7 +199,7 @@ def train_model(
     """
     start = time.perf_counter()
     trainer = Trainer(method, model, cfg, seed=seed, device=device, teacher=teacher)
-    dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed))
+    dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed), dev.modalities)
     sign = -1.0 if cfg.select_metric in LOWER_IS_BETTER else 1.0  # compare sign * score: higher is always better
     best_state, best_score, best_epoch = None, -np.inf, 0
     raw_best, raw_best_epoch, selected_curve = -np.inf, 0, -np.inf
@@ -225,13 +247,18 @@ MODEL_META_FILE = "model.json"
 
 
 def save_checkpoint(model: ERCModel, folder: str | Path, meta: dict) -> Path:
-    """``model.safetensors`` + ``model.json`` (architecture, dims, labels, provenance), each written atomically."""
+    """``model.safetensors`` + ``model.json`` (architecture, dims, labels, provenance), each written atomically.
+
+    ``architecture`` names the model class (``erc``, or a method's subclass) and its options, so that
+    :func:`load_checkpoint` rebuilds the same modules.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     info = {
         "corekd_version": __version__,
         "model": model.cfg.model_dump(mode="json"),
+        "architecture": {"name": model.architecture, "options": model.architecture_options()},
         "dims": model.dims,
         **({"kinds": model.kinds} if any(k != "vector" for k in model.kinds.values()) else {}),
         "num_classes": model.num_classes,
@@ -248,7 +275,15 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
     if not meta_path.is_file():
         raise CorekdError("file not found (a checkpoint folder holds model.json and model.safetensors)", path=meta_path)
     info = json.loads(meta_path.read_text())
-    model = ERCModel(ModelConfig(**info["model"]), info["dims"], info["num_classes"], info.get("kinds"))
+    # Checkpoints written before architectures were recorded hold the plain model.
+    arch = info.get("architecture") or {"name": ERCModel.architecture, "options": {}}
+    if arch.get("name") not in ARCHITECTURES:
+        raise CorekdError(
+            f"unknown model architecture '{arch.get('name')}' (known: {', '.join(sorted(ARCHITECTURES))}; written by "
+            f"corekd {info.get('corekd_version', '?')}, this is {__version__})", path=meta_path, field="architecture.name",
+        )
+    model = build_architecture(arch["name"], arch.get("options", {}), ModelConfig(**info["model"]), info["dims"],
+                               info["num_classes"], kinds=info.get("kinds"))
     weights = load_file(str(folder / WEIGHTS_FILE), device=str(device))
     expected = model.state_dict().keys()
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))

@@ -19,6 +19,12 @@ seed of a run is measured on the same views:
   nonverbal channels show another emotion, complete view and random:0.5. Classification only.
 - figures: t-SNE of fused states at random:0.5 (first seed), and the test score against the
   random missing rate (mean ± std over seeds).
+
+A model is analysed only under the conditions it is scored under: a method's own not-applicable
+conditions (``Method.not_applicable``, e.g. a student restricted to one modality subset) are
+skipped like those the data rules out, and so is every analysis that needs them (rejection needs
+the complete view, natural conflicts complete or random:0.5, the t-SNE random:0.5); a note per
+variant says what was skipped and why.
 """
 
 from __future__ import annotations
@@ -194,17 +200,28 @@ class RunAnalyses:
             self._teacher = (seed, run_model(teacher, self.test, None, self.batch_size, self.device))
         return self._teacher[1]
 
-    def add(self, variant: str, method: str, seed: int, model, teacher) -> None:
-        """Analyses of one trained model (``teacher``: its seed's teacher, None when the run trains none)."""
+    def add(self, variant: str, method: str, seed: int, model, teacher, not_applicable: dict[str, str] | None = None) -> None:
+        """Analyses of one trained model (``teacher``: its seed's teacher, None when the run trains none;
+        ``not_applicable``: condition -> reason for the conditions this model is not scored under, beyond the data's)."""
         with torch.random.fork_rng(devices=[]):  # nothing here may move a global stream
-            self._add(variant, method, seed, model, teacher)
+            self._add(variant, method, seed, model, teacher, not_applicable or {})
 
-    def _add(self, variant: str, method: str, seed: int, model, teacher) -> None:
+    def _skipped(self, variant: str, method: str, what: str, reason: str) -> None:
+        note = f"{variant} ({method}): {what} skipped: {reason}"
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def _add(self, variant: str, method: str, seed: int, model, teacher, method_na: dict[str, str]) -> None:
         if self.first_seed is None:
             self.first_seed = seed
         valid = self.test.utt_mask
         t_out = self._teacher_outputs(seed, teacher) if teacher is not None else None
-        skip = getattr(self.masks, "not_applicable", {})
+        data_na = getattr(self.masks, "not_applicable", {})
+        skip = {**method_na, **data_na}
+        own = {c: r for c, r in method_na.items() if c not in data_na and c in self.masks}  # the method's own exclusions
+        if own:
+            first = next(iter(own.values()))
+            self._skipped(variant, method, f"state drift under the {len(own)} condition(s) it is not scored under", first)
         frames = getattr(self.masks, "frames", {})
         outputs = {}
         for name, mask in self.masks.items():
@@ -217,7 +234,10 @@ class RunAnalyses:
                 self.drift.append({"variant": variant, "method": method, "seed": seed, "condition": name,
                                    "normalized": normalized, "raw": raw, "relative_to_no_kd": None})
         regression = self.task == "regression"
-        if t_out is not None and not regression and len(self.pairs):
+        rejection_na = own.get("complete")
+        if rejection_na and t_out is not None and not regression and len(self.pairs):
+            self._skipped(variant, method, "conflict rejection (its conflict views are complete views)", rejection_na)
+        elif t_out is not None and not regression and len(self.pairs):
             q_t = t_out.logits.float().softmax(-1).cpu()  # [N, U, C]
             (tr, tu), (dr, du) = self.pairs.target.T, self.pairs.donor.T
             for kind in self.pairs.types:
@@ -227,6 +247,8 @@ class RunAnalyses:
                 self.rejection.append({"variant": variant, "method": method, "seed": seed, "type": kind,
                                        "rate": float(hits.float().mean()), "pairs": len(self.pairs)})
         if self.flags is not None and not regression:
+            if all(name in own for name in ("complete", TSNE_CONDITION)):
+                self._skipped(variant, method, f"natural conflicts (views complete and {TSNE_CONDITION})", own["complete"])
             sel = self.flags & valid
             for name in ("complete", TSNE_CONDITION):
                 if name in outputs and bool(sel.any()):
@@ -234,6 +256,8 @@ class RunAnalyses:
                     scores = classification_metrics(self.test.labels[sel].numpy(), pred, self.labels)
                     self.natural.append({"variant": variant, "method": method, "seed": seed, "condition": name,
                                          "accuracy": scores["accuracy"], "weighted_f1": scores["weighted_f1"]})
+        if self.figures and TSNE_CONDITION in own:
+            self._skipped(variant, method, f"t-SNE panel (drawn at {TSNE_CONDITION})", own[TSNE_CONDITION])
         if self.figures and seed == self.first_seed and TSNE_CONDITION in outputs:
             real = valid.nonzero()
             pick = numpy_generator("tsne", self.mask_seed).permutation(len(real))[:TSNE_POINTS]
@@ -303,6 +327,7 @@ def write_figures(out_dir: Path, embeddings: dict, records: list[dict], task: st
 
 def tsne_figure(path: Path, embeddings: dict, task: str, labels: list[str]) -> bool:
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     plt = _pyplot()
     panels = [(v, e) for v, e in embeddings.items() if len(e[0]) >= 5]
@@ -311,9 +336,11 @@ def tsne_figure(path: Path, embeddings: dict, task: str, labels: list[str]) -> b
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
     for ax, (variant, (fused, target)) in zip(axes[0], panels):
         perplexity = float(min(30.0, max(2.0, (len(fused) - 1) / 3)))
-        # exact gradients: for <= 600 points faster here than Barnes-Hut (whose threads stall on busy machines)
-        xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0, max_iter=500,
-                  method="exact").fit_transform(fused)
+        # Barnes-Hut on as many OpenMP threads as torch uses (the run's `threads`): about half the CPU time of
+        # exact gradients at 600 points, and no spinning threads on a busy machine
+        with threadpool_limits(limits=torch.get_num_threads(), user_api="openmp"):
+            xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0, max_iter=500,
+                      method="barnes_hut").fit_transform(fused)
         if task == "regression":
             ax.scatter(xy[:, 0], xy[:, 1], c=target, cmap="coolwarm", s=6)
         else:

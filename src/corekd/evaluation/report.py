@@ -38,17 +38,33 @@ def _applicable(records: list[dict]) -> list[dict]:
     return [r for r in records if r.get("applicable", True)]
 
 
+def method_not_applicable(records: list[dict]) -> dict[str, dict[str, str]]:
+    """variant -> {condition: reason} for the conditions a method is not scored under although another variant of
+    the run is (``Method.not_applicable``, e.g. a student restricted to one modality subset); conditions the data
+    rules out are not applicable to every variant and are not listed."""
+    scored_somewhere = {r["condition"] for r in _applicable(records)}
+    out: dict[str, dict[str, str]] = {}
+    for r in records:
+        if not r.get("applicable", True) and r["condition"] in scored_somewhere:
+            out.setdefault(r["variant"], {}).setdefault(r["condition"], r.get("reason", ""))
+    return out
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
     """Flat records -> a frame with one row per (variant, seed, condition), plus the per-seed fixed average.
 
     Records of conditions that are not applicable (nothing observed) carry no number and are left
-    out; the fixed average is then the mean of the applicable fixed conditions.
+    out; the fixed average is then the mean of the applicable fixed conditions. A variant that is
+    not scored under some fixed condition other variants are scored under (a method's own
+    not-applicable conditions) gets no fixed average: it would not average the same conditions.
     """
     present = {r["condition"] for r in records}
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "per_class_f1"} for r in _applicable(records)])
     if frame.empty:
         return frame
     fixed = frame[frame.condition.isin(FIXED_ORDER)]
+    partial = [v for v, conds in method_not_applicable(records).items() if set(conds) & set(FIXED_ORDER)]
+    fixed = fixed[~fixed.variant.isin(partial)]
     if set(FIXED_ORDER) <= present and not fixed.empty:
         numeric = [c for c in ("accuracy", "weighted_f1", "macro_f1", "uar", *REGRESSION_METRICS) if c in frame]
         avg = fixed.groupby(["method", "variant", "seed"], as_index=False, sort=False)[numeric].mean()
@@ -94,6 +110,7 @@ def markdown_table(table: pd.DataFrame, headers: list[str], first: str = "method
 def _mark_not_applicable(table: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
     """Cells whose every record is not applicable read n/a (not "–", which means: no record)."""
     na = {(r["variant"], r["condition"]) for r in records if not r.get("applicable", True)}
+    na |= {(v, FIXED_AVG) for v, conds in method_not_applicable(records).items() if set(conds) & set(FIXED_ORDER)}
     scored = {(r["variant"], r["condition"]) for r in _applicable(records)}
     for variant, condition in na - scored:
         if variant in table.index and condition in table.columns:
@@ -157,7 +174,7 @@ def dev_section(records: list[dict], trainings: list[dict], metric: str = "weigh
     if dev:
         frame = records_frame(dev)
         cols = [c for c in ("complete", FIXED_AVG) if c in set(frame.condition)]
-        table = mean_std_table(frame, metric, cols)
+        table = _mark_not_applicable(mean_std_table(frame, metric, cols), dev)
         parts += [
             "## Dev split (complete views and fixed-condition average)",
             "",
@@ -221,7 +238,8 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
         + f"Evaluation masks: seed {meta.get('mask_seed')}, identical for "
         f"every method and seed; random missing uses the `{meta.get('random_scheme')}` scheme. "
         f"Test split: {test.get('dialogues', '?')} dialogues, {test.get('utterances', '?')} utterances. "
-        f"\"{NOT_APPLICABLE}\": nothing is observed under that condition (or it equals another); it enters no average.",
+        f"\"{NOT_APPLICABLE}\": nothing is observed under that condition (or it equals another), "
+        "or the method is not scored under it (see below); it enters no average.",
         "",
         f"Re-run: `{meta.get('command', '')}`",
         "",
@@ -240,6 +258,14 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
     if meta.get("warnings"):
         parts += ["## Warnings", "", *(f"- {md(w)}" for w in meta["warnings"]), ""]
     parts += card_section(meta)
+    exclusions = method_not_applicable(records)
+    if exclusions:
+        lines = []
+        for variant, conds in exclusions.items():
+            reasons = "; ".join(dict.fromkeys(conds.values()))
+            lines.append(f"- `{md(variant)}`: {len(conds)} condition(s) n/a: {md(reasons)}."
+                         + (" Its fixed Avg is n/a (it would not average the same conditions)." if set(conds) & set(FIXED_ORDER) else ""))
+        parts += ["## Conditions a method is not scored under", "", *lines, ""]
     if frame.empty:
         return "\n".join(parts + ["No records."]) + "\n"
     conditions = {r["condition"] for r in records}

@@ -1,8 +1,12 @@
 """What a method is: a name, its options, the view its model trains on, and its loss.
 
 The one training loop calls ``train_view``, then ``forward`` (the model on that view), then ``loss``;
-nothing else differs between methods. A new method is one module with a :class:`Method` subclass decorated with
-``@register`` (``corekd.methods.registry``) and one import line in ``corekd/methods/__init__.py``.
+nothing else differs between methods. Optional hooks: ``build_model`` (a student with modules of its own that
+stay part of the model, e.g. the reconstruction student's imputer), ``auxiliary`` (training-only trainable
+parts of a loss, never saved, e.g. CorrKD's statistics network) and ``not_applicable`` (evaluation
+conditions a method is not scored under, e.g. a student restricted to one modality subset). A new method
+is one module with a :class:`Method` subclass decorated with ``@register`` (``corekd.methods.registry``)
+and one import line in ``corekd/methods/__init__.py``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from corekd.data.batching import Batch
-from corekd.data.protocols import TrainingMissing
-from corekd.models.model import ERCModel, Output
+from corekd.data.protocols import Condition, TrainingMissing
+from corekd.models.model import ERCModel, ModelConfig, Output
 
 
 class NoOptions(BaseModel):
@@ -39,6 +43,7 @@ class StepContext:
     model: ERCModel  # the model being trained, for methods that need a second forward
     generator: torch.Generator  # the method's own random stream (CPU)
     label_smoothing: float = 0.0  # training.label_smoothing: for the methods' cross-entropy on labels
+    auxiliary: torch.nn.Module | None = None  # the method's training-only trainable module (``Method.auxiliary``)
 
 
 class Method:
@@ -49,6 +54,17 @@ class Method:
     def __init__(self, options: BaseModel, missing: TrainingMissing):
         self.options = options
         self.missing = missing
+
+    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
+                    kinds: dict[str, str] | None = None) -> ERCModel:
+        """The model this method trains (default: the plain :class:`ERCModel`).
+
+        A method whose model carries extra trainable modules (used at inference too) returns a registered
+        :class:`ERCModel` subclass (``corekd.models.model.register_architecture``) that builds the base model first,
+        then its own modules: called under ``init_model``'s seeded random state, the base weights are then those of
+        every other student of the seed. Checkpoints record the subclass, so it loads back as itself.
+        """
+        return ERCModel(model_cfg, dims, num_classes, kinds)
 
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
         """Why this method cannot run on a corpus with ``modalities``: (option name, problem), or None."""
@@ -67,9 +83,26 @@ class Method:
         """The incomplete view this method trains on (default: random missing from ``missing``)."""
         return TrainView(batch.view(self.missing.masks(batch.avail, mask_generator)))
 
-    def dev_masks(self, avail: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Masks the dev split is scored under for model selection: the training distribution."""
+    def dev_masks(self, avail: torch.Tensor, generator: torch.Generator, modalities: tuple[str, ...] = ()) -> torch.Tensor:
+        """Masks the dev split is scored under for model selection: the training distribution. ``avail`` [N, U, M]
+        in the order of ``modalities`` (the corpus's)."""
         return self.missing.masks(avail, generator, per="row")
+
+    def auxiliary(self, model: ERCModel) -> torch.nn.Module | None:
+        """A trainable module the loss needs during training only (``StepContext.auxiliary``), or None.
+
+        The trainer builds it once per model from a seeded stream of its own (the student's initial
+        weights do not change), moves it to the device and trains it with the model's optimiser; it is
+        not part of the model: never evaluated, saved or loaded.
+        """
+        return None
+
+    def not_applicable(self, condition: Condition, modalities: tuple[str, ...]) -> str | None:
+        """Why this method's model is not scored under ``condition`` on a corpus with ``modalities`` (None: it is).
+
+        Such conditions are recorded and reported as "not applicable" with this reason, never as a number.
+        """
+        return None
 
     def loss(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError

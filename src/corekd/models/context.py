@@ -74,7 +74,7 @@ class SpeakerContextEncoder(nn.Module):
             same = (speakers[:, :, None] == speakers[:, None, :]).long()  # [B, U, U]
             bias = bias + self.speaker_bias(same).permute(0, 3, 1, 2)  # [B, heads, U, U]
         bias = bias.expand(b, -1, -1, -1).to(dtype)
-        key_ok = mask.permute(0, 2, 1)[:, :, None, :] | torch.eye(u, dtype=torch.bool, device=mask.device)  # [B, M, U, U]
+        key_ok = mask.permute(0, 2, 1)[:, :, None, :] | (torch.eye(u, device=mask.device) > 0)  # [B, M, U, U]; float eye: exports to ONNX
         full = bias[:, None].masked_fill(~key_ok[:, :, None], float("-inf"))  # [B, M, heads, U, U]
         return full.reshape(b * m, self.heads, u, u)
 

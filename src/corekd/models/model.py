@@ -9,12 +9,19 @@ bidirectional speaker-aware GRU, or none), either per modality before fusion or 
 attention over the observed modalities only) -> classifier. Every forward returns an
 :class:`Output` with the logits, the fused state and one state per modality (``[B, U, M, H]`` in
 every configuration); nothing downstream reaches into the model's internals.
+
+Architectures: a method whose student carries extra trainable modules (``decoupled``,
+``reconstruction``) builds an :class:`ERCModel` subclass (``Method.build_model``) registered here
+with :func:`register_architecture`; checkpoints record its name and options (``architecture`` in
+``model.json``) and :func:`build_architecture` rebuilds it. A subclass builds the base model first
+(``super().__init__``), then its own modules, so its base weights are those of a plain model
+initialised from the same random state.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -81,20 +88,28 @@ class Output:
     logits: torch.Tensor  # [B, U, C]
     fused: torch.Tensor  # [B, U, H]: the state fed to the classifier
     states: torch.Tensor  # [B, U, M, H]: one context-aware state per modality, corpus modality order
+    # Auxiliary outputs of an architecture with extra modules (e.g. reconstructions), each [B, ...]: rows first,
+    # so that detach / select / split treat them like the fields above. Empty for the plain model.
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def detach(self) -> "Output":
-        return Output(self.logits.detach(), self.fused.detach(), self.states.detach())
+        return Output(self.logits.detach(), self.fused.detach(), self.states.detach(),
+                      {k: v.detach() for k, v in self.extra.items()})
 
     def select(self, rows: torch.Tensor) -> "Output":
-        return Output(self.logits[rows], self.fused[rows], self.states[rows])
+        return Output(self.logits[rows], self.fused[rows], self.states[rows], {k: v[rows] for k, v in self.extra.items()})
 
     def split(self, size: int) -> list["Output"]:
         """The outputs of a :meth:`Batch.stack` of views, one per view of ``size`` rows."""
-        return [Output(*parts) for parts in zip(*(t.split(size) for t in (self.logits, self.fused, self.states)))]
+        keys = list(self.extra)
+        tensors = [self.logits, self.fused, self.states, *(self.extra[k] for k in keys)]
+        return [Output(*parts[:3], dict(zip(keys, parts[3:]))) for parts in zip(*(t.split(size) for t in tensors))]
 
 
 class ERCModel(nn.Module):
     """``kinds``: m -> "vector" | "sequence" (the corpus's ``ModalitySpec.kind``; None: every modality a vector)."""
+
+    architecture: ClassVar[str] = "erc"  # the name checkpoints record (``build_architecture``)
 
     def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: dict[str, str] | None = None):
         super().__init__()
@@ -156,6 +171,10 @@ class ERCModel(nn.Module):
             return self.context(seq, lengths, speakers).view(b, s, u, h).permute(0, 2, 1, 3)
         return x
 
+    def architecture_options(self) -> dict[str, Any]:
+        """The constructor's keyword arguments beyond (cfg, dims, num_classes, kinds), JSON-serialisable (none here)."""
+        return {}
+
     def _encode(self, batch: Batch, m: str, observed: torch.Tensor) -> torch.Tensor:
         # observed: [B, U] bool -> [B, U, H]
         if self.kinds[m] == "vector":
@@ -168,11 +187,19 @@ class ERCModel(nn.Module):
             return self.encoders[m](masked_frame_mean(frames, shown), observed)
         return self.encoders[m](frames, shown, observed)
 
-    def forward(self, batch: Batch) -> Output:
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-modality encodings before any context: (encoded [B, U, M, H], mask [B, U, M] bool, observed and real)."""
         if batch.modalities != self.modalities:
             raise ValueError(f"batch modalities {batch.modalities} != model modalities {self.modalities}")
         mask = batch.mask & batch.utt_mask[..., None]  # [B, U, M]
         encoded = torch.stack([self._encode(batch, m, mask[..., j]) for j, m in enumerate(self.modalities)], dim=2)  # [B, U, M, H]
+        return encoded, mask
+    def forward(self, batch: Batch) -> Output:
+        encoded, mask = self.encode(batch)
+        return self.readout(encoded, mask, batch)
+
+    def readout(self, encoded: torch.Tensor, mask: torch.Tensor, batch: Batch) -> Output:
+        """Context, fusion and head over per-modality states ``encoded`` [B, U, M, H] under ``mask`` [B, U, M]."""
         if self.cfg.context_over == "modality":
             states = self._contextualise(encoded, mask, batch)  # [B, U, M, H]
             fused = self.fusion(states, mask)  # [B, U, H]
@@ -181,3 +208,21 @@ class ERCModel(nn.Module):
             fused = self.fusion(encoded, mask)  # [B, U, H]
             fused = self._contextualise(fused[:, :, None], batch.utt_mask[..., None], batch)[:, :, 0]
         return Output(logits=self.head(fused), fused=fused, states=states)
+
+
+ARCHITECTURES: dict[str, type[ERCModel]] = {ERCModel.architecture: ERCModel}
+
+
+def register_architecture(cls: type[ERCModel]) -> type[ERCModel]:
+    """Make an :class:`ERCModel` subclass rebuildable from a checkpoint by its ``architecture`` name."""
+    name = cls.architecture
+    if name in ARCHITECTURES and ARCHITECTURES[name] is not cls:
+        raise ValueError(f"architecture '{name}' is already registered by {ARCHITECTURES[name].__qualname__}")
+    ARCHITECTURES[name] = cls
+    return cls
+
+
+def build_architecture(name: str, options: dict[str, Any], cfg: ModelConfig, dims: dict[str, int],
+                       num_classes: int, kinds: dict[str, str] | None = None) -> ERCModel:
+    """The model a checkpoint's ``architecture`` entry names (KeyError for an unknown name)."""
+    return ARCHITECTURES[name](cfg, dims, num_classes, kinds=kinds, **options)

@@ -15,7 +15,7 @@ from corekd.data.importers.jsonl import import_jsonl
 from corekd.data.importers.mmsa_pickle import import_mmsa_pickle
 from corekd.errors import CorekdError
 
-FORMATS = ("jsonl", "conversation-pickle", "mmsa-pickle")
+FORMATS = ("jsonl", "conversation-pickle", "mmsa-pickle", "meld")
 
 
 def import_corpus(
@@ -44,6 +44,12 @@ def import_corpus(
         if labels is not None:
             raise CorekdError("mmsa-pickle labels come from the sentiment score (use --classes)", field="--labels")
         result = import_mmsa_pickle(src, name=name, classes=classes, task=task)
+    elif fmt == "meld":
+        from corekd.data.importers.meld import import_meld
+
+        extraction = import_meld(src, name=name)
+        result = ImportResult(extraction.corpus, [f"{len(extraction.summary['failures'])} extraction failure(s)"]
+                              if extraction.summary["failures"] else [])
     else:
         raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
     finish(result, dev_fraction=dev_fraction, seed=seed)

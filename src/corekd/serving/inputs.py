@@ -1,0 +1,195 @@
+"""Input readers for ``corekd predict``: each yields dialogues one at a time (bounded memory).
+
+A reader is chosen by :func:`open_input` from :data:`READERS`, a list of ``(detect, reader)``
+pairs tried in order; adding a format (e.g. a media manifest read through the feature extractors)
+means adding a pair. Readers in this version:
+
+- a corpus folder (``corpus.json`` + ``features.safetensors``): the metadata is parsed once, the
+  features are read per dialogue from the memory-mapped safetensors file;
+- a jsonl file in the interchange format (``docs/import-jsonl.md``), one dialogue per line, read
+  line by line; ``split``, ``label``, ``sentiment``, ``text`` and extra utterance keys are ignored;
+- a media manifest (a CSV/TSV naming audio/video files) is recognised and refused: turning media
+  into features needs the feature extractors, which this corekd does not include.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from pydantic import ValidationError
+from safetensors import safe_open
+
+from corekd.data.corpus import FEATURES_FILE, META_FILE, _CorpusFile, offsets_name, pool_mean
+from corekd.errors import CorekdError, from_validation_error
+from corekd.serving.predictor import DialogueInput, parse_dialogue
+
+MANIFEST_SUFFIXES = (".csv", ".tsv")
+MEDIA_COLUMNS = ("audio", "video", "audio_path", "video_path", "wav", "path", "file", "media")
+
+
+class InputReader:
+    """``len(reader)``: dialogues to come (for the progress bar); iterating yields :class:`DialogueInput`."""
+
+    def __len__(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[DialogueInput]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class JsonlReader(InputReader):
+    def __init__(self, path: Path, modalities: dict[str, dict]):
+        self.path, self.modalities = path, modalities
+
+    def __len__(self) -> int:
+        with self.path.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+
+    def __iter__(self) -> Iterator[DialogueInput]:
+        with self.path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise CorekdError(f"not valid JSON (column {exc.colno}: {exc.msg}); expected one JSON object per line",
+                                      path=self.path, field=f"line {n}") from None
+                try:
+                    yield parse_dialogue(obj, self.modalities, f"line {n}")
+                except CorekdError as exc:
+                    raise CorekdError(exc.detail, path=self.path, field=exc.field) from None
+
+
+class CorpusReader(InputReader):
+    def __init__(self, folder: Path, modalities: dict[str, dict]):
+        self.folder, self.modalities = folder, modalities
+        meta_path = folder / META_FILE
+        try:
+            raw = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise CorekdError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path=meta_path) from None
+        try:
+            self.meta = _CorpusFile.model_validate(raw)
+        except ValidationError as exc:
+            raise from_validation_error(exc, meta_path, model=_CorpusFile) from None
+        extra = [m for m in self.meta.modalities if m not in modalities]
+        if extra:
+            raise CorekdError(f"the corpus has modality '{extra[0]}', which this model does not read (its modalities: "
+                              f"{', '.join(modalities)})", path=meta_path, field=f"modalities.{extra[0]}")
+        for m, spec in self.meta.modalities.items():
+            if spec.dim != modalities[m]["dim"]:
+                raise CorekdError(f"dim {spec.dim}; the model's '{m}' input has dim {modalities[m]['dim']}",
+                                  path=meta_path, field=f"modalities.{m}.dim")
+        self.features_path = folder / FEATURES_FILE
+        if not self.features_path.is_file():
+            raise CorekdError("file not found", path=self.features_path)
+
+    def __len__(self) -> int:
+        return len(self.meta.dialogues)
+
+    def __iter__(self) -> Iterator[DialogueInput]:
+        meta = self.meta
+        with safe_open(str(self.features_path), framework="numpy") as f:
+            names = set(f.keys())
+            for m in meta.modalities:
+                if m not in names:
+                    raise CorekdError("tensor missing (declared in corpus.json modalities)", path=self.features_path, field=m)
+            offsets = {m: f.get_tensor(offsets_name(m)).astype(np.int64) for m, s in meta.modalities.items()
+                       if s.kind == "sequence"}
+            start = 0
+            for k, d in enumerate(meta.dialogues):
+                n = len(d.utterances)
+                feats: dict[str, list] = {m: [None] * n for m in self.modalities}
+                for m, spec in meta.modalities.items():
+                    if m in offsets:
+                        lo, hi = int(offsets[m][start]), int(offsets[m][start + n])
+                        frames = f.get_slice(m)[lo:hi].astype(np.float32)
+                        rows = pool_mean(frames, np.diff(offsets[m][start : start + n + 1]), spec.dim)
+                    else:
+                        rows = f.get_slice(m)[start : start + n].astype(np.float32)
+                    if rows.shape != (n, spec.dim):
+                        raise CorekdError(f"expected {n} rows of dim {spec.dim} for dialogue '{d.id}', got "
+                                          f"{list(rows.shape)}", path=self.features_path, field=m)
+                    for i, u in enumerate(d.utterances):
+                        if m in u.missing:
+                            continue
+                        if not np.isfinite(rows[i]).all():
+                            raise CorekdError(f"non-finite values (NaN/inf) at utterance '{u.id}' of dialogue '{d.id}'",
+                                              path=self.features_path, field=m)
+                        feats[m][i] = rows[i]
+                for i, u in enumerate(d.utterances):
+                    if all(feats[m][i] is None for m in feats):
+                        raise CorekdError(f"utterance '{u.id}' has no modality", path=self.folder / META_FILE,
+                                          field=f"dialogues[{k}].utterances[{i}].missing")
+                start += n
+                yield DialogueInput(id=d.id, utterance_ids=[u.id for u in d.utterances],
+                                    speakers=[u.speaker for u in d.utterances], features=feats)
+
+
+def _is_manifest(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    if path.suffix.lower() in MANIFEST_SUFFIXES:
+        return True
+    try:
+        with path.open(encoding="utf-8") as fh:
+            head = fh.readline().strip().lower()
+    except (UnicodeDecodeError, OSError):
+        return False
+    return not head.startswith("{") and any(c in head.replace("\t", ",").split(",") for c in MEDIA_COLUMNS)
+
+
+def _refuse_manifest(path: Path, modalities: dict[str, dict]) -> InputReader:
+    raise CorekdError("this looks like a media manifest (audio/video paths); media input needs the feature extractors, "
+                      "which this corekd does not include: extract features into a corpus folder or a jsonl file "
+                      "(docs/import-jsonl.md) and predict on that", path=path)
+
+
+READERS: list[tuple[Callable[[Path], bool], Callable[[Path, dict], InputReader]]] = [
+    (lambda p: p.is_dir() and (p / META_FILE).is_file(), CorpusReader),
+    (_is_manifest, _refuse_manifest),
+    (lambda p: p.is_file(), JsonlReader),
+]
+
+
+def open_input(path: str | Path, modalities: dict[str, dict]) -> InputReader:
+    """The reader for ``path`` (see the module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise CorekdError("no such file or folder", path=path, field="INPUT")
+    for detect, reader in READERS:
+        if detect(path):
+            return reader(path, modalities)
+    raise CorekdError(f"expected a corpus folder (with {META_FILE}) or a jsonl file", path=path, field="INPUT")
+
+
+def predict_stream(predictor, reader: InputReader, write: Callable[[dict], None], *, batch_size: int = 16,
+                   on_dialogues: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Predict every dialogue of ``reader`` in groups of ``batch_size``; ``write`` each utterance's row, in input order.
+
+    At most ``batch_size`` dialogues are held at once. Returns (dialogues, utterances).
+    """
+    pending: list[DialogueInput] = []
+    counts = [0, 0]
+
+    def flush() -> None:
+        for rows in predictor.predict_many(pending):
+            for row in rows:
+                write(row)
+            counts[1] += len(rows)
+        counts[0] += len(pending)
+        if on_dialogues:
+            on_dialogues(len(pending))
+        pending.clear()
+
+    for dialogue in reader:
+        pending.append(dialogue)
+        if len(pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    return counts[0], counts[1]

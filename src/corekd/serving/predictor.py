@@ -1,0 +1,278 @@
+"""Predict with a bundle: dialogues in (any modality may be missing on any utterance), per-utterance outputs out.
+
+A dialogue is a mapping (the interchange format of ``docs/import-jsonl.md``, or what
+``POST /v1/predict`` takes)::
+
+    {"dialogue_id": "d1", "utterances": [
+        {"id": "u0", "speaker": "A", "l": [...], "a": [...]},      # v missing here
+        {"id": "u1", "speaker": "B", "v": [...]}]}
+
+A modality key absent from an utterance (or ``null``) means that modality is missing there; the
+mask the model sees follows from that. A ``sequence`` modality also takes frames (a list of
+equal-length vectors), averaged as in training. Utterance keys other than ``id``, ``speaker`` and
+the modalities (e.g. ``label``, ``text``) are ignored by :func:`parse_dialogue` (the HTTP service
+refuses them instead); a modality the model does not have is an error.
+
+The same :class:`ServingModule` (model + input assembly + softmax) runs under PyTorch and is what
+:mod:`corekd.serving.onnx_export` exports, so both runtimes compute the same function.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from corekd.data.batching import Batch
+from corekd.data.corpus import MODALITIES
+from corekd.errors import CorekdError
+from corekd.models.model import ERCModel
+from corekd.serving.bundle import Bundle, read_bundle
+
+ID_KEYS = ("dialogue_id", "id")
+
+
+@dataclass
+class DialogueInput:
+    """One dialogue, checked against the model: ids, speakers and per-utterance features (None = missing)."""
+
+    id: str
+    utterance_ids: list[str]
+    speakers: list[str]
+    features: dict[str, list[np.ndarray | None]]  # m -> per utterance [D_m] float32, or None where missing
+
+    def __len__(self) -> int:
+        return len(self.utterance_ids)
+
+    def observed(self, i: int) -> list[str]:
+        return [m for m, rows in self.features.items() if rows[i] is not None]
+
+
+def _vector(value, m: str, spec: dict, where: str) -> np.ndarray:
+    """A modality value -> [D] float32: a vector, or (sequence modalities) frames averaged."""
+    dim, kind = int(spec["dim"]), spec.get("kind", "vector")
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise CorekdError(f"expected a list of {dim} numbers, got {type(value).__name__}", field=where)
+    try:
+        x = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise CorekdError(f"expected a list of {dim} numbers"
+                          + (" or a list of equal-length frames" if kind == "sequence" else ""), field=where) from None
+    if x.ndim == 2 and kind == "sequence":
+        if x.shape[0] == 0:
+            raise CorekdError("expected at least one frame (leave the modality out where it is missing)", field=where)
+        if x.shape[1] != dim:
+            raise CorekdError(f"frames of dim {x.shape[1]}; expected dim {dim} (the model's '{m}' input)", field=where)
+        if not np.isfinite(x).all():
+            raise CorekdError("non-finite value (NaN/inf); expected finite numbers", field=where)
+        return x.mean(0, dtype=np.float64).astype(np.float32)
+    if x.ndim != 1:
+        shape = "frames" if x.ndim == 2 else f"a {x.ndim}-d array"
+        raise CorekdError(f"got {shape}; expected one vector of {dim} numbers ('{m}' is a {kind} modality)", field=where)
+    if x.shape[0] != dim:
+        raise CorekdError(f"got {x.shape[0]} numbers; expected {dim} (the model's '{m}' input dim)", field=where)
+    if not np.isfinite(x).all():
+        raise CorekdError(f"non-finite value (NaN/inf) at index {int(np.argmin(np.isfinite(x)))}; expected finite numbers",
+                          field=where)
+    return x
+
+
+def parse_dialogue(obj: Mapping, modalities: dict[str, dict], where: str = "") -> DialogueInput:
+    """Check one dialogue mapping against the model's ``modalities`` ({m: {"dim", "kind"}}); errors name the field."""
+    at = (lambda f: f"{where}: {f}" if where else f)  # noqa: E731
+    if not isinstance(obj, Mapping):
+        raise CorekdError(f"expected a JSON object (one dialogue), got {type(obj).__name__}", field=where or None)
+    did = next((obj[k] for k in ID_KEYS if k in obj), None)
+    if not isinstance(did, str) or not did:
+        raise CorekdError(f"expected a non-empty string, got {did!r}", field=at("dialogue_id"))
+    utts = obj.get("utterances")
+    if not isinstance(utts, list) or not utts:
+        raise CorekdError("expected a non-empty list of utterances (an empty dialogue has nothing to predict)",
+                          field=at("utterances"))
+    ids, speakers = [], []
+    features: dict[str, list] = {m: [] for m in modalities}
+    for k, u in enumerate(utts):
+        uwhere = at(f"utterances[{k}]")
+        if not isinstance(u, Mapping):
+            raise CorekdError(f"expected an object, got {type(u).__name__}", field=uwhere)
+        uid = u.get("id") if u.get("id") is not None else str(k)
+        if not isinstance(uid, str) or not uid:
+            raise CorekdError(f"expected a non-empty string, got {uid!r}", field=f"{uwhere}.id")
+        speaker = u.get("speaker") if u.get("speaker") is not None else did
+        if not isinstance(speaker, str):
+            raise CorekdError(f"expected a string, got {speaker!r}", field=f"{uwhere}.speaker")
+        unknown = [m for m in MODALITIES if m in u and m not in modalities and u[m] is not None]
+        if unknown:
+            raise CorekdError(f"modality '{unknown[0]}' is not an input of this model (its modalities: "
+                              f"{', '.join(modalities)})", field=f"{uwhere}.{unknown[0]}")
+        seen = False
+        for m, spec in modalities.items():
+            value = u.get(m)
+            if value is None:
+                features[m].append(None)
+                continue
+            features[m].append(_vector(value, m, spec, f"{uwhere}.{m}"))
+            seen = True
+        if not seen:
+            raise CorekdError(f"no modality given; expected at least one of {', '.join(modalities)}", field=uwhere)
+        ids.append(uid)
+        speakers.append(speaker)
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise CorekdError(f"duplicate utterance id '{dup}' in dialogue '{did}'", field=at("utterances"))
+    return DialogueInput(id=did, utterance_ids=ids, speakers=speakers, features=features)
+
+
+def encode(dialogues: list[DialogueInput], dims: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Padded arrays: ``mask`` [B, U, M] bool, ``speakers`` [B, U] int64, ``lengths`` [B] int64, one [B, U, D_m] per modality.
+
+    Padding and missing entries are zeros (the model never reads them: the mask says so).
+    """
+    b, u = len(dialogues), max(len(d) for d in dialogues)
+    arrays = {
+        "mask": np.zeros((b, u, len(dims)), dtype=bool),
+        "speakers": np.zeros((b, u), dtype=np.int64),
+        "lengths": np.array([len(d) for d in dialogues], dtype=np.int64),
+    }
+    for j, (m, dim) in enumerate(dims.items()):
+        feats = np.zeros((b, u, dim), dtype=np.float32)
+        for i, d in enumerate(dialogues):
+            for t, x in enumerate(d.features[m]):
+                if x is not None:
+                    feats[i, t] = x
+                    arrays["mask"][i, t, j] = True
+        arrays[m] = feats
+    for i, d in enumerate(dialogues):
+        order: dict[str, int] = {}
+        arrays["speakers"][i, : len(d)] = [order.setdefault(s, len(order)) for s in d.speakers]  # index of first appearance
+    return arrays
+
+
+class ServingModule(nn.Module):
+    """The model behind plain tensors: (mask, speakers, lengths, *features) -> probabilities [B, U, C] (values [B, U, 1]).
+
+    ``mask`` [B, U, M] bool (observed), ``speakers`` [B, U] int64 (index within the dialogue),
+    ``lengths`` [B] int64 (real utterances; the rest is padding), features [B, U, D_m] float32 in
+    the model's modality order. Classification returns softmax probabilities, regression the value.
+    """
+
+    def __init__(self, model: ERCModel, task: str):
+        super().__init__()
+        self.model = model
+        self.modalities = tuple(model.modalities)
+        self.classify = task == "classification"
+
+    def forward(self, mask: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor, *features: torch.Tensor):
+        u = mask.shape[1]
+        utt_mask = torch.arange(u, device=mask.device)[None, :] < lengths[:, None]  # [B, U]
+        observed = mask & utt_mask[..., None]  # [B, U, M]
+        batch = Batch(
+            features=dict(zip(self.modalities, features)), mask=observed, avail=observed, speakers=speakers,
+            labels=torch.zeros_like(speakers), utt_mask=utt_mask, modalities=self.modalities,
+            index=torch.zeros_like(lengths),
+        )
+        logits = self.model(batch).logits  # [B, U, C]
+        return logits.softmax(-1) if self.classify else logits
+
+
+class TorchRuntime:
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, device: torch.device):
+        self.device = device
+        self.module = ServingModule(bundle.model.to(device), bundle.task).eval()
+
+    def __call__(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            feats = [torch.from_numpy(arrays[m]).to(self.device) for m in self.module.modalities]
+            out = self.module(torch.from_numpy(arrays["mask"]).to(self.device),
+                              torch.from_numpy(arrays["speakers"]).to(self.device),
+                              torch.from_numpy(arrays["lengths"]).to(self.device), *feats)
+            return out.float().cpu().numpy()
+
+
+class Predictor:
+    """A loaded bundle that predicts; thread-safe for concurrent calls (the model is only read)."""
+
+    def __init__(self, bundle: Bundle, *, device: str | torch.device = "cpu", runtime: str = "torch",
+                 onnx_path: str | Path | None = None):
+        self.bundle = bundle
+        self.device = torch.device(device)
+        if runtime == "torch":
+            self.runtime = TorchRuntime(bundle, self.device)
+        elif runtime == "onnx":
+            from corekd.serving.onnx_export import OnnxRuntime
+
+            self.runtime = OnnxRuntime(bundle, onnx_path)
+        else:
+            raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
+
+    @property
+    def task(self) -> str:
+        return self.bundle.task
+
+    @property
+    def labels(self) -> list[str]:
+        return self.bundle.labels
+
+    @property
+    def modalities(self) -> dict[str, dict]:
+        return self.bundle.modalities
+
+    def describe(self) -> dict:
+        return {**self.bundle.describe(), "runtime": self.runtime.name}
+
+    def parse(self, obj: Mapping, where: str = "") -> DialogueInput:
+        return parse_dialogue(obj, self.modalities, where)
+
+    def predict(self, dialogue: Mapping | DialogueInput) -> list[dict]:
+        """One dialogue -> one dict per utterance (see :meth:`predict_many`)."""
+        return self.predict_many([dialogue])[0]
+
+    def predict_many(self, dialogues: list[Mapping | DialogueInput]) -> list[list[dict]]:
+        """Several dialogues in one padded forward; per dialogue, per utterance::
+
+            {"dialogue_id", "utterance_id", "prediction": label name (regression: the value),
+             "probabilities": {label: p} (classification only), "modalities": observed modalities}
+        """
+        parsed = [d if isinstance(d, DialogueInput) else self.parse(d, f"[{i}]" if len(dialogues) > 1 else "")
+                  for i, d in enumerate(dialogues)]
+        if not parsed:
+            return []
+        out = self.runtime(encode(parsed, self.bundle.dims))  # [B, U, C]
+        results = []
+        for i, d in enumerate(parsed):
+            rows = []
+            for t in range(len(d)):
+                row = {"dialogue_id": d.id, "utterance_id": d.utterance_ids[t]}
+                if self.task == "classification":
+                    p = out[i, t]
+                    row["prediction"] = self.labels[int(np.argmax(p))]
+                    row["probabilities"] = {name: float(v) for name, v in zip(self.labels, p)}
+                else:
+                    value = float(out[i, t, 0])
+                    row["prediction"] = value if math.isfinite(value) else None
+                row["modalities"] = d.observed(t)
+                rows.append(row)
+            results.append(rows)
+        return results
+
+
+def load(path: str | Path, *, device: str | torch.device = "cpu", runtime: str = "torch",
+         onnx_path: str | Path | None = None) -> Predictor:
+    """A :class:`Predictor` for the bundle folder ``path`` (``corekd export-bundle`` writes one).
+
+    ``runtime="onnx"`` runs the model under onnxruntime: ``onnx_path``, else the bundle's own
+    ``model.onnx`` if it has one, else an export made now into a temporary folder.
+    """
+    if runtime == "torch":
+        from corekd.pipeline import resolve_device
+
+        device = resolve_device(str(device)) if str(device) == "auto" or isinstance(device, str) else device
+    return Predictor(read_bundle(path, "cpu" if runtime == "onnx" else device), device=device, runtime=runtime,
+                     onnx_path=onnx_path)
