@@ -156,7 +156,7 @@ def test_parsed_conditions_are_the_conditions_they_name():
     ("fixed:lx", r"bad condition 'fixed:lx': expected fixed:<one or more of lav>, e.g. fixed:la"),
     ("random:1.5", r"bad condition 'random:1.5': expected random:<rate in \[0, 1\)>, e.g. random:0.5"),
     ("random:0.5:1", r"bad condition 'random:0.5:1': expected random:<rate"),
-    ("dropped:l", r"unknown condition 'dropped:l': expected complete, fixed:<modalities> or random:<rate>"),
+    ("dropped:l", r"unknown condition 'dropped:l': expected complete, fixed:<modalities>, random:<rate> or frames:<rate>"),
 ])
 def test_bad_condition_messages_say_what_was_expected(name, message):
     with pytest.raises(CorekdError, match=message):

@@ -397,7 +397,7 @@ def test_mmsa_seven_classes_and_a_bad_label_or_id_names_the_row(tmp_path):
         import_corpus("mmsa-pickle", src, tmp_path / "c")
 
 
-def test_a_sequence_corpus_runs_on_frame_means_and_says_so(tmp_path):
+def test_a_sequence_corpus_runs_on_its_frames_and_says_so(tmp_path):
     rng = np.random.default_rng(7)
     data = _mmsa_pickle(rng, aligned=False)
     for part in data.values():  # a few more videos so every split has dialogues worth training on
@@ -409,6 +409,7 @@ def test_a_sequence_corpus_runs_on_frame_means_and_says_so(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    assert "modality 'a' holds frame sequences: this run reads the mean over each utterance's frames" in result.output
+    assert ("modality 'a' holds frame sequences: this run reads its frames, by the conv sequence encoder pooled by "
+            "attention") in result.output
     report = (tmp_path / "run" / "report.md").read_text()
     assert "| a | m.pkl 'audio' (MMSA) | 3 | sequence | frames (rate not stated) | unaligned |" in report

@@ -117,12 +117,17 @@ class TeacherConfig(_Strict):
 class EvaluationConfig(_Strict):
     mask_seed: int = Field(0, description="seed of every evaluation mask (shared by all methods and seeds)")
     random_rates: list[float] = Field(default_factory=lambda: [round(0.1 * k, 1) for k in range(8)])
+    frame_rates: list[float] = Field(
+        default_factory=lambda: [round(0.1 * k, 1) for k in range(1, 8)],
+        description="frames:p conditions (intra-modality frame missing), evaluated only when the corpus has sequence "
+        "modalities",
+    )
     scheme: RandomScheme = Field("calibrated", description="random-missing scheme (see corekd.data.protocols)")
     batch_size: int = Field(32, ge=1, description="dialogues per evaluation batch")
     analyses: bool = Field(True, description="mechanism analyses (analyses.json, report section; docs/configuration.md)")
     figures: bool = Field(True, description="with analyses: the t-SNE and score-vs-missing-rate figures")
 
-    @field_validator("random_rates")
+    @field_validator("random_rates", "frame_rates")
     @classmethod
     def _rates(cls, value: list[float]) -> list[float]:
         for r in value:

@@ -21,7 +21,13 @@ from pydantic import ValidationError
 from corekd.config import MethodSpec, RunConfig, load_config
 from corekd.data.batching import SplitTensors
 from corekd.data.corpus import Corpus, load_corpus
-from corekd.data.protocols import missing_rate, split_condition_mask, standard_conditions
+from corekd.data.protocols import (
+    frame_missing_rate,
+    missing_rate,
+    split_condition_mask,
+    split_frame_keep,
+    standard_conditions,
+)
 from corekd.data.splits import carve_dev, describe
 from corekd.data.standardize import train_statistics
 from corekd.data.synth import generate
@@ -139,17 +145,31 @@ def corpus_notes(corpus: Corpus, cfg: RunConfig) -> list[str]:
                      "test figure is optimistically biased; use it only to measure that bias")
     if "dev_split" in corpus.info:
         notes.append(describe(corpus.info["dev_split"]))
+    model = cfg.model
     for m in corpus.sequence_modalities():
-        notes.append(f"modality '{m}' holds frame sequences: this run reads the mean over each utterance's frames "
-                     "(no sequence encoder yet)")
+        if model.sequence_encoder == "mean":
+            how = "the mean over each utterance's frames, by the vector encoder (model.sequence_encoder: mean)"
+        else:
+            how = (f"its frames, by the {model.sequence_encoder} sequence encoder pooled by {model.sequence_pool} "
+                   "(model.sequence_encoder, model.sequence_pool)")
+        notes.append(f"modality '{m}' holds frame sequences: this run reads {how}")
+    if not corpus.sequence_modalities() and "frame_rates" in cfg.evaluation.model_fields_set and cfg.evaluation.frame_rates:
+        notes.append("evaluation.frame_rates is set, but the corpus has no sequence modality: no frames:p condition is "
+                     "evaluated (frame missing does not apply to one vector per utterance)")
     return notes
 
 
-def not_applicable(condition, mask: torch.Tensor, split: SplitTensors) -> str | None:
+def not_applicable(condition, mask: torch.Tensor, split: SplitTensors,
+                   frame_keep: dict[str, torch.Tensor] | None = None) -> str | None:
     """Why a condition observes nothing worth scoring on ``split`` (None: it is applicable)."""
     valid = split.utt_mask  # [N, U]
     if not bool(mask[valid].any()):
         return "nothing is observed under this condition"
+    if condition.kind == "frames":
+        if not split.sequence_modalities:
+            return "the corpus has no sequence modality: there are no frames to drop"
+        if condition.rate > 0 and frame_missing_rate(frame_keep, split.frame_presence()) == 0:
+            return "no utterance has more than one frame: frame missing drops nothing (same as complete)"
     if condition.kind == "random" and condition.rate > 0 and int(split.avail[valid].sum(-1).max()) <= 1:
         return "at most one modality per utterance: random missing drops nothing (same as complete)"
     return None
@@ -163,29 +183,36 @@ def evaluate_model(
     regression when ``test`` carries targets)."""
     rows = []
     reasons = getattr(masks, "not_applicable", {})
+    frames = getattr(masks, "frames", {})
     for name, mask in masks.items():
         reason = reasons.get(name)
         rate = round(missing_rate(mask[test.utt_mask], test.avail[test.utt_mask]), 4)
+        keep = frames.get(name)
+        extra = {} if keep is None else {"frame_missing_rate": round(frame_missing_rate(keep, test.frame_presence()), 4)}
         if reason:  # no number: nothing observed, or the same as another condition
-            rows.append({"condition": name, "applicable": False, "reason": reason, "missing_rate": rate,
+            rows.append({"condition": name, "applicable": False, "reason": reason, "missing_rate": rate, **extra,
                          "n_utterances": int(test.utt_mask.sum())})
             continue
-        preds = predict(model, test, mask, batch_size, device)
+        preds = predict(model, test, mask, batch_size, device, keep)
         rows.append({
             "condition": name,
             **task_metrics(preds.y_true, preds.y_pred, labels, preds.task),
             "missing_rate": rate,
+            **extra,
             "n_utterances": int(len(preds.y_true)),
         })
     return rows
 
 
 class ConditionMasks(dict):
-    """Condition name -> mask, with ``not_applicable``: name -> reason for conditions that get no number."""
+    """Condition name -> mask, with ``not_applicable``: name -> reason for conditions that get no number, and
+    ``frames``: name -> the frames a ``frames:p`` condition keeps (m -> [N, U, F] bool)."""
 
-    def __init__(self, masks: dict[str, torch.Tensor], not_applicable: dict[str, str]):
+    def __init__(self, masks: dict[str, torch.Tensor], not_applicable: dict[str, str],
+                 frames: dict[str, dict[str, torch.Tensor]] | None = None):
         super().__init__(masks)
         self.not_applicable = not_applicable
+        self.frames = frames or {}
 
 
 def method_masks(method, masks: ConditionMasks, conditions, modalities: tuple[str, ...]) -> ConditionMasks:
@@ -195,7 +222,7 @@ def method_masks(method, masks: ConditionMasks, conditions, modalities: tuple[st
     for c in conditions:
         if c.name not in reasons and (reason := method.not_applicable(c, modalities)):
             reasons[c.name] = reason
-    return ConditionMasks(dict(masks), reasons)
+    return ConditionMasks(dict(masks), reasons, masks.frames)
 
 
 def resolve_config(
@@ -227,7 +254,10 @@ def evaluation_masks(
     Conditions under which nothing is worth scoring on this split are listed as not applicable.
     """
     masks = {c.name: split_condition_mask(c, split.avail, modalities, mask_seed, split.name, scheme) for c in conditions}
-    return ConditionMasks(masks, {c.name: reason for c in conditions if (reason := not_applicable(c, masks[c.name], split))})
+    present = split.frame_presence()
+    frames = {c.name: split_frame_keep(c, present, mask_seed, split.name) for c in conditions if c.kind == "frames"}
+    reasons = {c.name: reason for c in conditions if (reason := not_applicable(c, masks[c.name], split, frames.get(c.name)))}
+    return ConditionMasks(masks, reasons, frames)
 
 
 def run(
@@ -272,11 +302,13 @@ def run(
 
     labels = corpus.labels
     dims = {m: s.dim for m, s in corpus.modalities.items()}
+    kinds = {m: s.kind for m, s in corpus.modalities.items()}
     task = config.task  # settled by load_data
     train, dev_split, test = (SplitTensors.from_corpus(corpus, s, task) for s in ("train", "dev", "test"))
     outputs = 1 if task == "regression" else len(labels)  # regression: a one-output head
     ev = config.evaluation
-    conditions = standard_conditions(corpus.modality_names, ev.random_rates)
+    conditions = standard_conditions(corpus.modality_names, ev.random_rates,
+                                     ev.frame_rates if corpus.sequence_modalities() else [])
     test_masks = evaluation_masks(conditions, test, corpus.modality_names, ev.mask_seed, ev.scheme)
     dev_masks = evaluation_masks(conditions, dev_split, corpus.modality_names, ev.mask_seed, ev.scheme)
     input_stats = train_statistics(train) if config.data.standardize else None
@@ -305,6 +337,7 @@ def run(
         "methods": [s.label for s in config.methods],
         "mask_seed": ev.mask_seed,
         "random_scheme": ev.scheme,
+        **({"sequence_modalities": corpus.sequence_modalities()} if corpus.sequence_modalities() else {}),
         "selection": (f"TEST split (legacy training.select_on: test), {config.training.select_metric}" if select_test
                       else f"dev split, {config.training.select_metric}; test used once per model after training"),
         **({"select_on": "test"} if select_test else {}),
@@ -375,7 +408,7 @@ def run(
                         continue
                     model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
                     model = init_model(model_cfg, dims, outputs, seed, "teacher" if method.name == "teacher" else "student",
-                                       build=method.build_model)
+                                       kinds=kinds, build=method.build_model)
                     if input_stats is not None:
                         model.set_input_statistics(input_stats)
                     reporter.start_model(f"{label} seed {seed}", train_cfg.epochs)

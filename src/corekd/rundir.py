@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -104,7 +105,7 @@ def config_difference(stored: object, given: object, where: str = "") -> tuple[s
 
 
 def corpus_fingerprint(corpus) -> str:
-    """A hash of everything a run reads from a corpus: names, labels, dims, dialogues, features."""
+    """A hash of everything a run reads from a corpus: names, labels, dims, dialogues, features (and frames)."""
     h = hashlib.sha256()
     h.update(json.dumps([corpus.name, corpus.labels, {m: s.dim for m, s in corpus.modalities.items()}]).encode())
     for d in corpus.dialogues:
@@ -113,6 +114,9 @@ def corpus_fingerprint(corpus) -> str:
         h.update(d.available.tobytes())
         for m in corpus.modality_names:
             h.update(d.features[m].tobytes())
+            if m in d.frames:  # a sequence modality: the frames a run reads (vector corpora hash as before)
+                h.update(d.frames[m][1].tobytes())
+                h.update(np.ascontiguousarray(d.frames[m][0]).tobytes())
     return h.hexdigest()
 
 

@@ -67,15 +67,16 @@ class TrainResult:
 
 
 def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str,
-               build: Callable[[ModelConfig, dict[str, int], int], ERCModel] | None = None) -> ERCModel:
-    """A freshly initialised model; the same (seed, role) gives the same weights.
+               kinds: dict[str, str] | None = None,
+               build: Callable[..., ERCModel] | None = None) -> ERCModel:
+    """A freshly initialised model; the same (seed, role) gives the same weights (``kinds``: see :class:`ERCModel`).
 
     ``build`` (a method's ``build_model``; default: the plain :class:`ERCModel`) may return a subclass with extra
     modules: it builds the base model first, so the base weights are the plain model's of the same (seed, role).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed("init", seed, role))
-        return (build or ERCModel)(model_cfg, dims, num_classes)
+        return (build or ERCModel)(model_cfg, dims, num_classes, kinds=kinds)
 
 
 class Trainer:
@@ -259,6 +260,7 @@ def save_checkpoint(model: ERCModel, folder: str | Path, meta: dict) -> Path:
         "model": model.cfg.model_dump(mode="json"),
         "architecture": {"name": model.architecture, "options": model.architecture_options()},
         "dims": model.dims,
+        **({"kinds": model.kinds} if any(k != "vector" for k in model.kinds.values()) else {}),
         "num_classes": model.num_classes,
         **meta,
     }
@@ -281,7 +283,7 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
             f"corekd {info.get('corekd_version', '?')}, this is {__version__})", path=meta_path, field="architecture.name",
         )
     model = build_architecture(arch["name"], arch.get("options", {}), ModelConfig(**info["model"]), info["dims"],
-                               info["num_classes"])
+                               info["num_classes"], kinds=info.get("kinds"))
     weights = load_file(str(folder / WEIGHTS_FILE), device=str(device))
     expected = model.state_dict().keys()
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))

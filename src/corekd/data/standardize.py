@@ -2,7 +2,8 @@
 
 :func:`train_statistics` computes, per modality and feature column, the mean and standard
 deviation over the train split's real utterances where that modality is available (padding and
-genuinely missing entries are left out). :class:`InputStandardizer` holds them as buffers of the
+genuinely missing entries are left out); for a sequence modality, over the train split's frames
+(every frame of every utterance where the modality is available), and they are applied to frames. :class:`InputStandardizer` holds them as buffers of the
 model, so they are saved in every checkpoint's ``model.safetensors`` and inference uses the
 training statistics; identity statistics (mean 0, std 1) leave the inputs exactly as they are.
 Missing inputs stay zero after standardisation.
@@ -24,8 +25,11 @@ def train_statistics(train: SplitTensors) -> dict[str, tuple[torch.Tensor, torch
         raise ValueError(f"standardisation statistics come from the train split only, got split '{train.name}'")
     stats = {}
     for j, m in enumerate(train.modalities):
-        rows = train.avail[..., j] & train.utt_mask  # [N, U]
-        x = train.features[m][rows].double()  # [n_obs, D]
+        if m in train.frame_data:  # a sequence modality: its observed frames, flat
+            x = train.frame_data[m].double()  # [T, D]
+        else:
+            rows = train.avail[..., j] & train.utt_mask  # [N, U]
+            x = train.features[m][rows].double()  # [n_obs, D]
         if len(x) == 0:
             d = train.features[m].shape[-1]
             stats[m] = (torch.zeros(d), torch.ones(d))
@@ -56,6 +60,6 @@ class InputStandardizer(nn.Module):
         return {m: (getattr(self, f"mean_{m}"), getattr(self, f"std_{m}")) for m in self.modalities}
 
     def forward(self, m: str, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-        # x: [B, U, D]; observed: [B, U] bool -> [B, U, D]
+        # x: [B, U, D] (frames: [B, U, F, D]); observed: [B, U] ([B, U, F]) bool -> x's shape
         z = (x - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
         return z * observed[..., None].to(z.dtype)

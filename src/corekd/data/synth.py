@@ -10,6 +10,11 @@ The generator is written so the project's questions are answerable on it, and no
   ``extras[i]["nonverbal_conflict"]`` (format version 2) for the mechanism analyses.
 No label information enters through ids, order of dialogues, split assignment or missingness
 (the corpus has no missing modalities; protocols add them).
+
+Frame mode (``frames.enabled``): the same dialogues, labels and splits, but each utterance's
+modalities become frame sequences of varying length (tokens-as-frames for ``l``) in which only
+some frames carry the utterance's emotion (docs/synthetic-corpus.md, "Frame mode"). It draws from
+its own stream; with it off the corpus is exactly what it was before the option existed.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from corekd.data.corpus import Corpus, Dialogue, ModalitySpec
+from corekd.data.corpus import Corpus, Dialogue, ModalitySpec, pool_mean
 
 IEMOCAP6_LABELS = ["happy", "sad", "neutral", "angry", "excited", "frustrated"]
 # Share of each class among IEMOCAP-6's 7,433 utterances (648, 1084, 1708, 1103, 1041, 1849).
@@ -37,6 +42,48 @@ DEFAULT_GROUPS: dict[str, list[list[str]]] = {
     "a": [["happy"], ["excited"], ["sad", "neutral"], ["angry", "frustrated"]],
     "v": [["happy", "excited"], ["sad", "neutral"], ["angry"], ["frustrated"]],
 }
+
+
+class SynthFrames(BaseModel):
+    """Frame mode of the synthetic corpus (``data.synth.frames``): off by default."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(False, description="give the modalities of `modalities` frame sequences instead of vectors")
+    modalities: list[Literal["l", "a", "v"]] = Field(
+        default_factory=lambda: ["l", "a", "v"], min_length=1,
+        description="which modalities become sequences (l: tokens as frames; a, v: frames); the rest stay vectors",
+    )
+    mean_frames: dict[str, float] = Field(
+        default_factory=lambda: {"l": 10.0, "a": 16.0, "v": 8.0},
+        description="mean frames per utterance: 1 + Poisson(mean - 1), clipped to max_frames",
+    )
+    max_frames: int = Field(32, ge=1, description="most frames of one utterance")
+    signal_share: dict[str, float] = Field(
+        default_factory=lambda: {"l": 0.3, "a": 0.4, "v": 0.4},
+        description="share of an utterance's frames that carry its emotion (at least one frame does)",
+    )
+    frame_noise: float = Field(0.5, ge=0, description="latent noise std added to every frame")
+    salience: float = Field(
+        1.0, ge=0, description="length of a fixed latent direction added to the emotion-carrying frames (emphasis: "
+        "what lets a pooling find them); 0 = they differ from the others by the emotion code only",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SynthFrames":
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError("frames.modalities must not repeat")
+        for key in ("mean_frames", "signal_share"):
+            unknown = set(getattr(self, key)) - {"l", "a", "v"}
+            if unknown:
+                raise ValueError(f"frames.{key} names unknown modalities {sorted(unknown)} (expected among l, a, v)")
+        for m, n in self.mean_frames.items():
+            if not 1 <= n <= self.max_frames:
+                raise ValueError(f"frames.mean_frames.{m} must lie in [1, max_frames = {self.max_frames}], got {n}")
+        for m, p in self.signal_share.items():
+            if not 0 < p <= 1:
+                raise ValueError(f"frames.signal_share.{m} must lie in (0, 1], got {p}")
+        return self
 
 
 class SynthConfig(BaseModel):
@@ -86,6 +133,7 @@ class SynthConfig(BaseModel):
     heavy_columns: int = Field(0, ge=0, description="per modality, this many columns become large-valued and heavy-tailed")
     heavy_scale: float = Field(100.0, gt=0, description="scale (and offset) of the heavy-tailed columns")
     heavy_df: float = Field(2.0, gt=0, description="degrees of freedom of the Student-t noise in the heavy-tailed columns")
+    frames: SynthFrames = Field(default_factory=SynthFrames, description="frame mode (docs/synthetic-corpus.md)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "SynthConfig":
@@ -119,6 +167,16 @@ class SynthConfig(BaseModel):
             flat = [c for g in groups for c in g]
             if sorted(flat) != sorted(self.labels):
                 raise ValueError(f"groups.{m} must list every label exactly once")
+        if self.frames.enabled:
+            if self.scale or self.heavy_columns:
+                raise ValueError("frames.enabled does not combine with scale or heavy_columns (real-shaped scales are "
+                                 "a vector-corpus knob)")
+            for m in self.frames.modalities:
+                if m not in mods:
+                    raise ValueError(f"frames.modalities names '{m}', which dims does not have ({sorted(mods)})")
+                for key in ("mean_frames", "signal_share"):
+                    if m not in getattr(self.frames, key):
+                        raise ValueError(f"frames.{key} must give sequence modality '{m}'")
         return self
 
 
@@ -144,6 +202,7 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
         proj[m] = rng.standard_normal((cfg.latent_dim, cfg.dims[m])) / np.sqrt(cfg.latent_dim)
 
     dialogues: list[Dialogue] = []
+    latents: list[dict[str, tuple[np.ndarray, np.ndarray]]] = []  # per dialogue, m -> (latent [U, K], base [U, K])
     n_conflicts = 0
     for d in range(cfg.n_dialogues):
         length = int(np.clip(round(rng.normal(cfg.mean_length, cfg.length_std)), cfg.min_length, cfg.max_length))
@@ -164,13 +223,18 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
         speaker_off = {m: rng.standard_normal((2, cfg.latent_dim)) * cfg.speaker_offset for m in modalities}
         topic = rng.standard_normal(cfg.latent_dim) * cfg.topic_offset
         feats = {}
+        kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for j, m in enumerate(modalities):
             intensity = rng.gamma(cfg.intensity_shape, 1.0 / cfg.intensity_shape, size=(length, 1))
             latent = intensity * codes[m][display[:, j]]
-            latent = latent + (topic if m == "l" else speaker_off[m][speakers])
+            base = topic if m == "l" else speaker_off[m][speakers]
+            latent = latent + base
             latent = latent + rng.standard_normal(latent.shape) * cfg.noise[m]
             x = latent @ proj[m] + rng.standard_normal((length, cfg.dims[m])) * cfg.observation_noise
             feats[m] = x.astype(np.float32)
+            if cfg.frames.enabled:  # kept for the frames, drawing nothing
+                kept[m] = (latent, np.broadcast_to(base, latent.shape))
+        latents.append(kept)
         did = f"dlg{d:03d}"
         dialogues.append(
             Dialogue(
@@ -187,6 +251,8 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
 
     if cfg.scale or cfg.heavy_columns:
         _unscale(dialogues, modalities, cfg)
+    if cfg.frames.enabled:
+        _add_frames(dialogues, latents, proj, cfg)
 
     # Splits by dialogue, from a shuffle independent of content.
     order = rng.permutation(cfg.n_dialogues)
@@ -198,15 +264,19 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
     regression = cfg.task == "regression"
     if regression:
         _add_sentiment(dialogues, cfg)
+    sequences = set(cfg.frames.modalities) if cfg.frames.enabled else set()
+    # the classification corpus's info is exactly what it was before the regression and frame options existed
+    exclude = ({"task", "sentiment_noise"} if not regression else set()) | ({"frames"} if not sequences else set())
     return Corpus(
-        name=f"synthetic-iemocap6-seed{cfg.seed}" + ("-regression" if regression else ""),
+        name=f"synthetic-iemocap6-seed{cfg.seed}" + ("-regression" if regression else "") + ("-frames" if sequences else ""),
         labels=list(cfg.labels),
-        modalities={m: ModalitySpec(dim=cfg.dims[m], source="corekd.data.synth") for m in modalities},
+        modalities={m: ModalitySpec(dim=cfg.dims[m], source="corekd.data.synth",
+                                    **({"kind": "sequence", "aligned": False} if m in sequences else {}))
+                    for m in modalities},
         dialogues=dialogues,
         task=cfg.task,
-        # the classification corpus's info is exactly what it was before the regression option existed
         info={"generator": "corekd.data.synth",
-              "config": cfg.model_dump(exclude=None if regression else {"task", "sentiment_noise"}),
+              "config": cfg.model_dump(exclude=exclude or None),
               "conflict_utterances": n_conflicts},
     )
 
@@ -227,6 +297,39 @@ def _add_sentiment(dialogues: list[Dialogue], cfg: SynthConfig) -> None:
     for d in dialogues:
         raw = valence[d.labels] + rng.standard_normal(len(d)) * cfg.sentiment_noise
         d.sentiment = (np.round(np.clip(raw, -3, 3) * 3) / 3).astype(np.float32)
+
+
+def _add_frames(dialogues: list[Dialogue], latents: list[dict], proj: dict[str, np.ndarray], cfg: SynthConfig) -> None:
+    """Frame mode, in place: each utterance's sequence modalities become frames whose mean is its features.
+
+    Per utterance and modality: n = 1 + Poisson(mean_frames - 1) frames (at most max_frames); each frame
+    carries the emotion with probability signal_share (at least one does). A carrying frame's latent is the
+    utterance's latent (emotion code times expressiveness, speaker/topic offset, utterance noise) plus
+    ``salience`` times a fixed unit direction of the modality; any other frame's latent is the offset
+    alone. Every frame then gets ``frame_noise`` latent noise, the modality's projection and
+    ``observation_noise`` feature noise. Its own stream: dialogues, labels and splits are unchanged.
+    """
+    fc = cfg.frames
+    rng = np.random.default_rng([cfg.seed, 0xF4A3E5])
+    direction = {}
+    for m in fc.modalities:
+        vec = rng.standard_normal(cfg.latent_dim)
+        direction[m] = vec / np.linalg.norm(vec)
+    for d, kept in zip(dialogues, latents):
+        for m in fc.modalities:
+            latent, base = kept[m]  # [U, K] each
+            u = len(d)
+            lengths = np.minimum(1 + rng.poisson(fc.mean_frames[m] - 1, size=u), fc.max_frames).astype(np.int64)
+            owner = np.repeat(np.arange(u), lengths)  # [F]
+            carries = rng.random(len(owner)) < fc.signal_share[m]
+            first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            none = np.add.reduceat(carries.astype(np.int64), first) == 0  # [U] utterances without a carrying frame
+            carries[first[none] + rng.integers(lengths[none])] = True
+            z = np.where(carries[:, None], latent[owner] + fc.salience * direction[m], base[owner])
+            z = z + rng.standard_normal(z.shape) * fc.frame_noise
+            x = (z @ proj[m] + rng.standard_normal((len(owner), cfg.dims[m])) * cfg.observation_noise).astype(np.float32)
+            d.frames[m] = (x, lengths)
+            d.features[m] = pool_mean(x, lengths, cfg.dims[m])
 
 
 def _unscale(dialogues: list[Dialogue], modalities: list[str], cfg: SynthConfig) -> None:

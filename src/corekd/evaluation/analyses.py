@@ -137,16 +137,22 @@ def conflict_pairs(split: SplitTensors, mask_seed: int, share: float = TARGET_SH
 
 
 def conflict_view(split: SplitTensors, pairs: ConflictPairs, swap: tuple[str, ...]) -> SplitTensors:
-    """``split`` with each target's ``swap`` modalities (features, availability) replaced by its donor's; language,
-    speakers, labels and context untouched. Read as a complete view (mask = the new availability)."""
+    """``split`` with each target's ``swap`` modalities (features, availability; frames for a sequence modality)
+    replaced by its donor's; language, speakers, labels and context untouched. Read as a complete view (mask = the
+    new availability). A target's frames become the donor's by pointing at them in the split's flat frame store."""
     features = {m: x.clone() for m, x in split.features.items()}
+    frame_start = {m: x.clone() for m, x in split.frame_start.items()}
+    frame_lengths = {m: x.clone() for m, x in split.frame_lengths.items()}
     avail = split.avail.clone()
     (tr, tu), (dr, du) = pairs.target.T, pairs.donor.T
     for m in swap:
         j = split.modalities.index(m)
         features[m][tr, tu] = split.features[m][dr, du]
         avail[tr, tu, j] = split.avail[dr, du, j]
-    return replace(split, features=features, avail=avail)
+        if m in frame_start:
+            frame_start[m][tr, tu] = split.frame_start[m][dr, du]
+            frame_lengths[m][tr, tu] = split.frame_lengths[m][dr, du]
+    return replace(split, features=features, avail=avail, frame_start=frame_start, frame_lengths=frame_lengths)
 
 
 def conflict_flags(corpus: Corpus, split: str) -> torch.Tensor | None:
@@ -216,11 +222,12 @@ class RunAnalyses:
         if own:
             first = next(iter(own.values()))
             self._skipped(variant, method, f"state drift under the {len(own)} condition(s) it is not scored under", first)
+        frames = getattr(self.masks, "frames", {})
         outputs = {}
         for name, mask in self.masks.items():
             if name in skip:
                 continue
-            out = run_model(model, self.test, mask, self.batch_size, self.device)
+            out = run_model(model, self.test, mask, self.batch_size, self.device, frames.get(name))
             outputs[name] = out
             if t_out is not None:
                 normalized, raw = drift(out.fused.cpu(), t_out.fused.cpu(), valid)

@@ -32,10 +32,12 @@ def run_model(
     masks: torch.Tensor | None,
     batch_size: int,
     device: torch.device | str,
+    frame_keep: dict[str, torch.Tensor] | None = None,
 ) -> Output:
     """Outputs on the whole split, padded like the split: logits [N, U, C], fused [N, U, H], states [N, U, M, H].
 
-    ``masks`` [N, U, M] is the view (None = complete). The model is put in eval mode.
+    ``masks`` [N, U, M] is the view (None = complete); ``frame_keep`` (m -> [N, U, F] bool, a ``frames:p``
+    condition's frames) hides frames of sequence modalities on top of it. The model is put in eval mode.
     """
     model.eval()
     n, u_max = split.utt_mask.shape
@@ -44,6 +46,9 @@ def run_model(
         batch = split.batch(index, device)
         if masks is not None:
             batch = batch.view(masks[index, : batch.utt_mask.shape[1]].to(device))
+        if frame_keep:
+            u = batch.utt_mask.shape[1]
+            batch = batch.drop_frames({m: k[index, :u].to(device) for m, k in frame_keep.items()})
         parts.append((index, model(batch)))
     first = parts[0][1]
 
@@ -58,8 +63,9 @@ def run_model(
     return Output(logits=gather("logits"), fused=gather("fused"), states=gather("states"))
 
 
-def predict(model: ERCModel, split: SplitTensors, masks: torch.Tensor | None, batch_size: int, device) -> Predictions:
-    out = run_model(model, split, masks, batch_size, device)
+def predict(model: ERCModel, split: SplitTensors, masks: torch.Tensor | None, batch_size: int, device,
+            frame_keep: dict[str, torch.Tensor] | None = None) -> Predictions:
+    out = run_model(model, split, masks, batch_size, device, frame_keep)
     valid = split.utt_mask
     if split.targets is not None:  # regression: the one-output head is the prediction
         value = out.logits.float()[..., 0].cpu()[valid]

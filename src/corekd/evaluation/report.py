@@ -141,6 +141,11 @@ def _fixed_header(condition: str) -> str:
     return "{" + ",".join(condition.split(":")[1]) + "}"
 
 
+def rate_columns(conditions, kind: str) -> list[str]:
+    """The ``<kind>:p`` conditions among ``conditions``, by rate."""
+    return sorted((c for c in conditions if c.startswith(kind + ":")), key=lambda c: float(c.split(":")[1]))
+
+
 def split_records(records: list[dict], split: str) -> list[dict]:
     """The records of one split; records without a ``split`` field (older runs) are test records."""
     return [r for r in records if r.get("split", "test") == split]
@@ -198,6 +203,12 @@ def dev_section(records: list[dict], trainings: list[dict], metric: str = "weigh
             parts += [f"Dev, random missing at rate p ({metric}):", "",
                       markdown_table(_mark_not_applicable(mean_std_table(frame, metric, random_cols), dev),
                                      [c.split(":")[1] for c in random_cols], "method \\ p", metric=metric),
+                      ""]
+        frame_cols = rate_columns(present | {r["condition"] for r in dev}, "frames")
+        if frame_cols:
+            parts += [f"Dev, frame missing at rate p ({metric}):", "",
+                      markdown_table(_mark_not_applicable(mean_std_table(frame, metric, frame_cols), dev),
+                                     [c.split(":")[1] for c in frame_cols], "method \\ p", metric=metric),
                       ""]
     if trainings and "selected_epoch" in trainings[0]:
         lines = ["| model | seed | best dev epoch | selected epoch | epochs run |", "|---|---|---|---|---|"]
@@ -300,6 +311,24 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
             "Realised missing rate on the test masks: "
             + ", ".join(f"p={c.split(':')[1]}: {realised[c]:.3f}" for c in random_cols if c in realised)
             + ". " + random_note,
+            "",
+        ]
+    frame_cols = rate_columns(conditions, "frames")
+    for metric, title in table_metrics if frame_cols else ():
+        scored = frame[frame.condition.isin(frame_cols)]
+        realised = (scored.groupby("condition")["frame_missing_rate"].first()
+                    if "frame_missing_rate" in scored else pd.Series(dtype=float))
+        parts += [
+            f"## Frame missing, rate p ({title})",
+            "",
+            "Intra-modality frame missing: every modality observed, a share p of each sequence modality's frames "
+            f"dropped per utterance ({', '.join(meta.get('sequence_modalities') or []) or 'sequence modalities'}; at "
+            "least one frame kept), the same frames for every method and seed.",
+            "",
+            markdown_table(table(metric, frame_cols), [c.split(":")[1] for c in frame_cols], "method \\ p", n_seeds, metric),
+            "",
+            "Realised share of frames dropped on the test masks: "
+            + ", ".join(f"p={c.split(':')[1]}: {realised[c]:.3f}" for c in frame_cols if c in realised) + ".",
             "",
         ]
     headline = "random:0.5" if "random:0.5" in set(frame.condition) else None

@@ -55,7 +55,8 @@ class Method:
         self.options = options
         self.missing = missing
 
-    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int) -> ERCModel:
+    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
+                    kinds: dict[str, str] | None = None) -> ERCModel:
         """The model this method trains (default: the plain :class:`ERCModel`).
 
         A method whose model carries extra trainable modules (used at inference too) returns a registered
@@ -63,7 +64,7 @@ class Method:
         then its own modules: called under ``init_model``'s seeded random state, the base weights are then those of
         every other student of the seed. Checkpoints record the subclass, so it loads back as itself.
         """
-        return ERCModel(model_cfg, dims, num_classes)
+        return ERCModel(model_cfg, dims, num_classes, kinds)
 
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
         """Why this method cannot run on a corpus with ``modalities``: (option name, problem), or None."""

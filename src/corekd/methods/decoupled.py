@@ -154,8 +154,9 @@ class DecoupledModel(ERCModel):
 
     architecture = "decoupled"
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, graph_size: int = 32):
-        super().__init__(cfg, dims, num_classes)  # first: the base weights are the plain model's
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: dict[str, str] | None = None,
+                 graph_size: int = 32):
+        super().__init__(cfg, dims, num_classes, kinds)  # first: the base weights are the plain model's
         h = cfg.hidden
         self.graph_size = graph_size
         self.shared = nn.Linear(h, h)  # E_c, one for every modality
@@ -224,8 +225,9 @@ class Decoupled(Method):
     def needs_teacher(self) -> bool:  # type: ignore[override]
         return self.options.l_kd > 0
 
-    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int) -> ERCModel:
-        return DecoupledModel(model_cfg, dims, num_classes, graph_size=self.options.graph_size)
+    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
+                    kinds: dict[str, str] | None = None) -> ERCModel:
+        return DecoupledModel(model_cfg, dims, num_classes, kinds, graph_size=self.options.graph_size)
 
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
         bad = [m for m in self.options.prior_sources if m not in modalities]

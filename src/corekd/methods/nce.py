@@ -5,7 +5,8 @@ without the target's language would preserve nothing of the target), with probab
 pick a conflict type (which nonverbal modalities to swap, e.g. ``a``, ``v`` or ``av``) and a
 donor: another utterance of the same batch whose label differs (for regression: whose sentiment sign, -1, 0 or +1, differs). The conflict view keeps the target's language, its place in its dialogue
 (so its context) and its label; only the chosen nonverbal modalities are replaced by the donor's
-(features and observed flag as the donor has them in ``source``: the data, or the student's view).
+(features and observed flag as the donor has them in ``source``: the data, or the student's view;
+for a sequence modality also its frames, frame mask and frame count).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def nce_view(
 
     device = view.utt_mask.device
     features = dict(view.features)
+    frames, frame_mask, frame_lengths = dict(view.frames), dict(view.frame_mask), dict(view.frame_lengths)
     mask = view.mask.clone()
     avail = view.avail.clone()
     flat_src_mask = source.mask.reshape(b * u, -1)  # what the donor shows in ``source`` (complete view: all it has)
@@ -85,11 +87,21 @@ def nce_view(
         donor_x = source.features[m].reshape(b * u, -1)[src_idx] * donor_obs[:, None].to(source.features[m].dtype)
         x = features[m].reshape(b * u, -1)
         features[m] = torch.where(swap_d[:, None], donor_x, x).view_as(features[m])
+        if m in view.frames:  # a sequence modality: the donor's frames as ``source`` shows them
+            f = view.frames[m].shape[2]
+            src_frames = source.frames[m].reshape(b * u, f, -1)[src_idx]  # [B*U, F, D]
+            src_shown = source.frame_mask[m].reshape(b * u, f)[src_idx] & donor_obs[:, None]  # [B*U, F]
+            frames[m] = torch.where(swap_d[:, None, None], src_frames * src_shown[..., None].to(src_frames.dtype),
+                                    view.frames[m].reshape(b * u, f, -1)).view_as(view.frames[m])
+            frame_mask[m] = torch.where(swap_d[:, None], src_shown, view.frame_mask[m].reshape(b * u, f)).view(b, u, f)
+            frame_lengths[m] = torch.where(swap_d, source.frame_lengths[m].reshape(-1)[src_idx],
+                                           view.frame_lengths[m].reshape(-1)).view(b, u)
         mask[..., j] = torch.where(swap_d, donor_obs, mask[..., j].reshape(-1)).view(b, u)
         donor_has = flat_src_avail[src_idx, j] & swap_d
         avail[..., j] = torch.where(swap_d, donor_has, avail[..., j].reshape(-1)).view(b, u)
     return ConflictView(
-        batch=replace(view, features=features, mask=mask, avail=avail),
+        batch=replace(view, features=features, mask=mask, avail=avail, frames=frames, frame_mask=frame_mask,
+                      frame_lengths=frame_lengths),
         selected=chosen.view(b, u).to(device),
         donor=donor.view(b, u).to(device),
         kind=kind.view(b, u).to(device),

@@ -53,8 +53,9 @@ class ReconstructionModel(ERCModel):
 
     architecture = "reconstruction"
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, imputer_hidden: int | None = None):
-        super().__init__(cfg, dims, num_classes)  # first: the base weights are the plain model's
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: dict[str, str] | None = None,
+                 imputer_hidden: int | None = None):
+        super().__init__(cfg, dims, num_classes, kinds)  # first: the base weights are the plain model's
         h, m = cfg.hidden, len(dims)
         self.imputer_hidden = imputer_hidden or 2 * h
         self.imputer = nn.Sequential(
@@ -107,8 +108,9 @@ class Reconstruction(Method):
     def needs_teacher(self) -> bool:  # type: ignore[override]
         return self.options.l_kd > 0
 
-    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int) -> ERCModel:
-        return ReconstructionModel(model_cfg, dims, num_classes, imputer_hidden=self.options.imputer_hidden)
+    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
+                    kinds: dict[str, str] | None = None) -> ERCModel:
+        return ReconstructionModel(model_cfg, dims, num_classes, kinds, imputer_hidden=self.options.imputer_hidden)
 
     def loss(self, ctx: StepContext):
         o, out, batch = self.options, ctx.output, ctx.batch

@@ -1,7 +1,9 @@
 """The emotion-recognition model shared by teacher and student (same class, separate weights).
 
 Input standardisation (train statistics held as buffers; identity unless ``data.standardize``)
--> per-modality encoder -> dialogue context (``context``: speaker-aware attention, a
+-> per-modality encoder (chosen by the modality's ``kind``: a vector encoder for one vector per
+utterance, a sequence encoder over the frames of a ``sequence`` modality, ``sequence_encoder``)
+-> dialogue context (``context``: speaker-aware attention, a
 bidirectional speaker-aware GRU, or none), either per modality before fusion or once after it
 (``context_over``) -> fusion (``fusion``: the learned-token attention fusion, or the mean /
 attention over the observed modalities only) -> classifier. Every forward returns an
@@ -28,13 +30,14 @@ from torch import nn
 from corekd.data.batching import Batch
 from corekd.data.standardize import InputStandardizer
 from corekd.models.context import SpeakerContextEncoder
-from corekd.models.encoders import VectorEncoder
+from corekd.models.encoders import SequenceEncoder, VectorEncoder, masked_frame_mean
 from corekd.models.fusion import MaskedFusion, ObservedAttentionFusion, ObservedMeanFusion
 from corekd.models.recurrent import GRUContextEncoder
 
 ContextKind = Literal["attention", "gru", "none"]
 ContextOver = Literal["modality", "fused"]
 FusionKind = Literal["token", "observed_mean", "observed_attention"]
+SequenceKind = Literal["conv", "transformer", "none", "mean"]
 
 
 class ModelConfig(BaseModel):
@@ -58,9 +61,21 @@ class ModelConfig(BaseModel):
     )
     input_norm: bool = Field(False, description="per-utterance LayerNorm over each modality's input features")
     encoder_layers: int = Field(1, ge=1, description="linear -> GELU -> dropout blocks in each modality's encoder")
+    sequence_encoder: SequenceKind = Field(
+        "conv", description="sequence modalities only: conv (temporal convolution), transformer, none (frames read one "
+        "by one), or mean (the vector encoder on the mean over the shown frames, the reading before frames were read)"
+    )
+    sequence_layers: int = Field(1, ge=0, description="sequence modalities: conv or transformer blocks over the frames")
+    sequence_kernel: int = Field(3, ge=1, description="sequence_encoder conv: kernel width in frames (odd)")
+    sequence_pool: Literal["attention", "mean"] = Field(
+        "attention", description="sequence modalities: frames -> utterance state by a learned attention over the shown "
+        "frames, or their mean (fill-in)"
+    )
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> "ModelConfig":
+        if self.sequence_kernel % 2 == 0:
+            raise ValueError(f"sequence_kernel ({self.sequence_kernel}) must be odd (a centred window keeps frames in place)")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
         if self.context == "gru" and self.hidden % 2:
@@ -92,21 +107,33 @@ class Output:
 
 
 class ERCModel(nn.Module):
+    """``kinds``: m -> "vector" | "sequence" (the corpus's ``ModalitySpec.kind``; None: every modality a vector)."""
+
     architecture: ClassVar[str] = "erc"  # the name checkpoints record (``build_architecture``)
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int):
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: dict[str, str] | None = None):
         super().__init__()
         self.cfg = cfg
         self.modalities = tuple(dims)
         self.dims = dict(dims)
+        self.kinds = {m: (kinds or {}).get(m, "vector") for m in dims}
+        unknown = set(kinds or {}) - set(dims)
+        if unknown or any(k not in ("vector", "sequence") for k in self.kinds.values()):
+            raise ValueError(f"kinds {kinds} must give vector or sequence for modalities of dims {list(dims)}")
         self.num_classes = num_classes
         self.standardizer = InputStandardizer(dims)
         token = cfg.fusion == "token"
-        self.encoders = nn.ModuleDict({
-            m: VectorEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout, missing_token=token,
-                           input_norm=cfg.input_norm, layers=cfg.encoder_layers)
-            for m, d in dims.items()
-        })
+
+        def encoder(m: str, d: int) -> nn.Module:
+            if self.kinds[m] == "sequence" and cfg.sequence_encoder != "mean":
+                return SequenceEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout, missing_token=token,
+                                       input_norm=cfg.input_norm, kind=cfg.sequence_encoder, layers=cfg.sequence_layers,
+                                       kernel=cfg.sequence_kernel, pool=cfg.sequence_pool, heads=cfg.heads,
+                                       ffn_mult=cfg.ffn_mult)
+            return VectorEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout, missing_token=token,
+                                 input_norm=cfg.input_norm, layers=cfg.encoder_layers)
+
+        self.encoders = nn.ModuleDict({m: encoder(m, d) for m, d in dims.items()})
         streams = len(dims) if cfg.context_over == "modality" else 1
         # context_layers 0: no context (the attention encoder keeps its final LayerNorm, as before)
         self.context_kind = "none" if cfg.context == "gru" and cfg.context_layers == 0 else cfg.context
@@ -145,20 +172,28 @@ class ERCModel(nn.Module):
         return x
 
     def architecture_options(self) -> dict[str, Any]:
-        """The constructor's keyword arguments beyond (cfg, dims, num_classes), JSON-serialisable (none here)."""
+        """The constructor's keyword arguments beyond (cfg, dims, num_classes, kinds), JSON-serialisable (none here)."""
         return {}
+
+    def _encode(self, batch: Batch, m: str, observed: torch.Tensor) -> torch.Tensor:
+        # observed: [B, U] bool -> [B, U, H]
+        if self.kinds[m] == "vector":
+            return self.encoders[m](self.standardizer(m, batch.features[m], observed), observed)
+        if m not in batch.frames:
+            raise ValueError(f"modality '{m}' is a sequence, but the batch carries no frames for it")
+        shown = batch.frame_mask[m] & observed[..., None]  # [B, U, F]
+        frames = self.standardizer(m, batch.frames[m], shown)  # [B, U, F, D]
+        if self.cfg.sequence_encoder == "mean":
+            return self.encoders[m](masked_frame_mean(frames, shown), observed)
+        return self.encoders[m](frames, shown, observed)
 
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-modality encodings before any context: (encoded [B, U, M, H], mask [B, U, M] bool, observed and real)."""
         if batch.modalities != self.modalities:
             raise ValueError(f"batch modalities {batch.modalities} != model modalities {self.modalities}")
         mask = batch.mask & batch.utt_mask[..., None]  # [B, U, M]
-        encoded = torch.stack(
-            [self.encoders[m](self.standardizer(m, batch.features[m], mask[..., j]), mask[..., j])
-             for j, m in enumerate(self.modalities)], dim=2
-        )  # [B, U, M, H]
+        encoded = torch.stack([self._encode(batch, m, mask[..., j]) for j, m in enumerate(self.modalities)], dim=2)  # [B, U, M, H]
         return encoded, mask
-
     def forward(self, batch: Batch) -> Output:
         encoded, mask = self.encode(batch)
         return self.readout(encoded, mask, batch)
@@ -188,6 +223,6 @@ def register_architecture(cls: type[ERCModel]) -> type[ERCModel]:
 
 
 def build_architecture(name: str, options: dict[str, Any], cfg: ModelConfig, dims: dict[str, int],
-                       num_classes: int) -> ERCModel:
+                       num_classes: int, kinds: dict[str, str] | None = None) -> ERCModel:
     """The model a checkpoint's ``architecture`` entry names (KeyError for an unknown name)."""
-    return ARCHITECTURES[name](cfg, dims, num_classes, **options)
+    return ARCHITECTURES[name](cfg, dims, num_classes, kinds=kinds, **options)
