@@ -353,3 +353,23 @@ def test_a_vector_run_has_no_frames_conditions(tmp_path):
     assert not any(r["condition"].startswith("frames:") for r in results["records"])
     assert any("evaluation.frame_rates is set, but the corpus has no sequence modality" in w
                for w in results["meta"]["warnings"])
+
+
+def test_corrkd_mrm_drops_frames_on_top_of_the_shared_modality_masks(frame_batch):
+    """CorrKD's MRM: the modality masks are every student's (the mask stream), and on sequence modalities a share
+    of the observed frames is dropped from the method's own stream; frame_missing 0 (or a vector batch) drops none."""
+    missing = TrainingMissing()
+    corrkd = method_class("corrkd")(method_class("corrkd").Options(), missing)
+    no_kd = method_class("no_kd")(method_class("no_kd").Options(), missing)
+    view = corrkd.train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    shared = no_kd.train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    assert torch.equal(view.mask, shared.mask)  # inter-modality: the same masks as every other student
+    dropped = {m: int((shared.frame_mask[m] & ~view.frame_mask[m]).sum()) for m in view.frame_mask}
+    assert sum(dropped.values()) > 0  # intra-modality: some shown frames hidden
+    for m in view.frame_mask:
+        assert not bool((view.frame_mask[m] & ~shared.frame_mask[m]).any())  # nothing shown that was hidden
+        observed = view.mask[..., list(view.modalities).index(m)] & view.utt_mask
+        assert bool(view.frame_mask[m].any(-1)[observed].all())  # an observed modality keeps a frame
+    off = method_class("corrkd")(method_class("corrkd").Options(frame_missing=0.0), missing)
+    same = off.train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    assert all(torch.equal(same.frame_mask[m], shared.frame_mask[m]) for m in shared.frame_mask)

@@ -176,8 +176,8 @@ class RunFolder:
         except (UnicodeDecodeError, yaml.YAMLError):
             raise CorekdError("not readable YAML, so the run cannot be resumed; use --overwrite", path=stored_path) from None
         given = yaml.safe_load(dump_config(config))
-        try:  # a run written by an earlier corekd lacks the settings added since: they take their defaults
-            stored = yaml.safe_load(dump_config(validate_config(stored)))
+        try:  # both resolved alike: a run written by an earlier corekd lacks settings added since (their defaults)
+            stored, given = (yaml.safe_load(dump_config(validate_config(c))) for c in (stored, given))
         except CorekdError:
             pass  # not a valid config today: compared as written, so the difference is named
         diff = config_difference(stored, given)

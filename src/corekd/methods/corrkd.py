@@ -2,10 +2,14 @@
 
 ``L = CE + l_scd * L_SCD + l_cpd * L_CPD + l_rcd * L_RCD`` (the paper: all weights 1).
 
-The frozen teacher sees the complete view, the student a view from the MRM strategy: here its
-inter-modality missing, the shared random-missing training distribution (``training.missing``:
-whole modalities dropped, at least one kept, the same masks every student of a seed trains on);
-the representations are the fused states ``Output.fused`` of the batch's real utterances.
+The frozen teacher sees the complete view, the student a view from the MRM strategy: its
+inter-modality missing is the shared random-missing training distribution (``training.missing``:
+whole modalities dropped, at least one kept, the same masks every student of a seed trains on); on
+corpora with frame sequences its intra-modality missing then drops a share of each observed
+sequence modality's frames, at a rate drawn per batch from U(0, ``frame_missing``) (fill-in: the
+paper drops frames at random without stating the training distribution), from the method's own
+random stream (so the modality masks stay those of every other student). The representations are
+the fused states ``Output.fused`` of the batch's real utterances.
 
 - SCD (eq. 1): sample-level contrastive distillation between student and teacher fused states,
   Euclidean distance, margin ``eta`` for other utterances' teacher states.
@@ -31,7 +35,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from corekd.methods.base import Method, StepContext
+from corekd.data.batching import Batch
+from corekd.data.protocols import frame_keep_masks
+from corekd.methods.base import Method, StepContext, TrainView
 from corekd.methods.batch_losses import (
     SeparableCritic,
     contrastive_distill,
@@ -62,6 +68,11 @@ class CorrKDOptions(BaseModel):
         "normalized", description="fill-in: SCD distances between L2-normalised fused states (distances in [0, 2], the "
         "scale the paper's eta of 1.0-1.4 acts at), or between the states as they are ('raw', eq. 1 as printed; our "
         "fused states have norm about sqrt(H), so with eta 1.4 the margin term never acts)",
+    )
+    frame_missing: float = Field(
+        0.7, ge=0, lt=1, description="MRM's intra-modality missing on sequence modalities: each batch drops a share "
+        "of the observed frames drawn uniformly from [0, frame_missing) (fill-in; 0 = no frame missing; no effect on "
+        "vector features)",
     )
     critic_hidden: int = Field(
         32, ge=1, description="fill-in: width of RCD's statistics networks F(q, u) = <g(q), h(u)>, g and h one-hidden-layer "
@@ -94,6 +105,14 @@ class CorrKD(Method):
                              "one output and no classes, so RCD has no regression form (set l_rcd: 0; SCD and CPD, with the "
                              "sentiment sign as category, still apply)")
         return None
+
+    def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
+        view = super().train_view(batch, mask_generator, generator)  # inter-modality: the shared training masks
+        if self.options.frame_missing <= 0 or not view.batch.frame_mask:
+            return view
+        rate = float(torch.rand((), generator=generator, dtype=torch.float64)) * self.options.frame_missing
+        keep = frame_keep_masks(view.batch.frame_mask, rate, generator)  # intra-modality, the method's own stream
+        return TrainView(view.batch.drop_frames(keep), view.extra)
 
     def auxiliary(self, model: ERCModel) -> nn.Module | None:
         if self.options.l_rcd <= 0:
