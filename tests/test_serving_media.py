@@ -273,3 +273,22 @@ def test_read_manifest_for_prediction(tmp_path):
     path.write_text("dialogue_id\ttext\nd\thi\n")
     with pytest.raises(CorekdError, match="missing column 'utterance_id'"):
         read_manifest(path, predict=True)
+
+
+def test_a_bundle_exported_after_the_corpus_moved_keeps_the_extraction(trained, tmp_path):
+    import yaml
+
+    from corekd.serving.bundle import export_bundle
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained["root"] / "run", run_dir)
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["data"]["path"] = str(tmp_path / "moved-away")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["meta"]["feature_extraction"]["extractors"]["l"]["model_sha256"]
+    b = read_bundle(export_bundle(run_dir, "no_kd", tmp_path / "bundle"))
+    assert b.features == read_bundle(trained["bundle"]).features
+    assert "not readable here" in b.meta["source"]["note"] and "results.json" in b.meta["source"]["note"]
+    got = corekd.load(b.path).predict_manifest(trained["manifest"], cache_dir=trained["cache"])
+    assert len(got.rows) == 12 and got.rows[0]["modalities"] == ["l", "v"]

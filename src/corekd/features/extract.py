@@ -504,6 +504,21 @@ def extract_rows(
     return ExtractionResult(corpus, summary)
 
 
+def features_record(info_features: object, extraction: object = None) -> dict | None:
+    """What re-running a corpus's extraction needs, from its ``info.features`` (else ``extraction.json``).
+
+    ``{"config": FeaturesConfig as written, "extractors": m -> identity, "extractor_version": n}``,
+    or None when neither names a config and extractors (the corpus was not made by
+    ``corekd features extract`` / ``corekd data import meld``). Corpora written before the
+    extractor version was recorded were written by version 1.
+    """
+    for rec in (info_features, extraction):
+        if isinstance(rec, dict) and isinstance(rec.get("config"), dict) and isinstance(rec.get("extractors"), dict):
+            return {"config": rec["config"], "extractors": rec["extractors"],
+                    "extractor_version": rec.get("extractor_version", 1)}
+    return None
+
+
 def save_result(result: ExtractionResult, out: str | Path) -> Corpus:
     """Write the corpus and ``extraction.json``; read the corpus back with every check."""
     out = Path(out)

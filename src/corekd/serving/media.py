@@ -53,7 +53,7 @@ def media_config(bundle: Bundle, *, where: str | Path | None = None, cache: bool
             "exported before corekd recorded extractions")
         raise CorekdError(
             f"this looks like a media manifest, but this model ({models}) was not trained on features made by corekd's "
-            f"feature extractors ({why}), so media cannot be turned into its inputs; predict on features instead (a "
+            f"feature extractors; {why}. Media cannot be turned into its inputs: predict on features instead (a "
             "corpus folder or a jsonl file, docs/import-jsonl.md), or train on a corpus written by `corekd features "
             "extract` and export its bundle again", path=where)
     from corekd.features.extract import EXTRACTOR_VERSION, FeaturesConfig, extractor_identity
