@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from corekd.data.corpus import pool_mean
 from corekd.errors import CorekdError
 from corekd.serving.bundle import Bundle
+from corekd.serving.inputs import InputReader
 from corekd.serving.predictor import DialogueInput
 
 CHUNK_ROWS = 512  # manifest rows extracted (and held) at once; whole dialogues, so a long one may exceed it
@@ -111,7 +112,7 @@ class ManifestPredictions:
     summary: dict
 
 
-class ManifestReader:
+class ManifestReader(InputReader):
     """Dialogues of a media manifest, their features extracted with the bundle's recorded settings.
 
     Rows are read with ``read_manifest(predict=True)`` (``label`` / ``split`` optional); dialogues
