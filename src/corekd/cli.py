@@ -469,12 +469,18 @@ def export_bundle_cmd(
 @_guarded
 def predict_cmd(
     model: Path = typer.Argument(..., help="A bundle folder (`corekd export-bundle`)."),
-    input_path: Path = typer.Argument(..., metavar="INPUT", help="A corpus folder or a jsonl file (docs/import-jsonl.md)."),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="A corpus folder, a jsonl file (docs/import-jsonl.md) "
+                                      "or a media manifest CSV (docs/features.md; label and split optional)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the JSONL here (default: standard output)."),
     runtime: str = typer.Option("torch", "--runtime", help="torch or onnx (the bundle's model.onnx, else an export "
                                 "made for this call)."),
     device: str = typer.Option("cpu", "--device", help="torch runtime: auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(16, "--batch-size", help="Dialogues per forward (and held in memory at once)."),
+    workers: int = typer.Option(1, "--workers", help="Media manifest: worker processes for audio and video."),
+    strict: bool = typer.Option(False, "--strict", help="Media manifest: stop at the first missing or undecodable file."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Media manifest: extract everything again (store nothing)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Media manifest: feature cache folder (default "
+                                             "$COREKD_CACHE, else ~/.cache/corekd/features, as `features extract`)."),
 ) -> None:
     """Predict every utterance of INPUT; one JSON line per utterance (ids, prediction, probabilities, modalities used)."""
     from corekd.serving.inputs import open_input, predict_stream
@@ -485,14 +491,16 @@ def predict_cmd(
     if batch_size < 1:
         raise CorekdError(f"expected a positive number, got {batch_size}", field="--batch-size")
     predictor = load(model, device=device, runtime=runtime)
-    reader = open_input(input_path, predictor.modalities)
+    show = err_console.is_terminal
+    reader = open_input(input_path, predictor, workers=workers, strict=strict, cache=not no_cache, cache_dir=cache_dir,
+                        progress=show)
+    media = getattr(reader, "shows_progress", False)  # a manifest shows its own bar (the extraction's)
     total = len(reader)
     sink = out.open("w", encoding="utf-8") if out is not None else sys.stdout
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    show = err_console.is_terminal
     progress = Progress(TextColumn("dialogues"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console, disable=not show)
+                        console=err_console, disable=not show or media)
     try:
         with progress:
             task = progress.add_task("predict", total=total)
@@ -510,8 +518,29 @@ def predict_cmd(
     finally:
         if out is not None:
             sink.close()
+    if media:
+        _print_media_summary(reader.summary, out)
     _one_line(f"predicted {utterances} utterances of {dialogues} dialogues with {predictor.runtime.name}"
               + (f" -> {out}" if out is not None else ""))
+
+
+def _print_media_summary(summary: dict, out: Optional[Path]) -> None:
+    """A manifest's extraction, reported as `corekd features extract` reports it (to stderr: stdout may be the JSONL)."""
+    _one_line(f"extraction: {summary['jobs']} jobs, {summary['computed']} computed, {summary['cache_hits']} from the "
+              f"cache ({summary['cache_dir'] or 'cache off'}), {summary['seconds']:.1f} s, {summary['workers']} worker(s)")
+    for f in summary["failures"]:
+        _one_line(f"failed: {f['utterance']} ({f['modality']}): {f['reason']}")
+    for f in summary["no_face"]:
+        _one_line(f"no face: {f['utterance']}: no face in {f['frames']} sampled frame(s); visual marked missing")
+    for f in summary["skipped"]:
+        _one_line(f"not predicted: {f['utterance']}: {f['reason']}")
+    details = ""
+    if out is not None:
+        path = out.with_name(out.name + ".extraction.json")
+        path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        details = f" (details in {path})"
+    _one_line(f"summary: {len(summary['failures'])} failure(s), {len(summary['no_face'])} utterance(s) without a face, "
+              f"{len(summary['skipped'])} not predicted{details}")
 
 
 @app.command("serve")

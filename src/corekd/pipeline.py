@@ -36,6 +36,7 @@ from corekd.evaluation.analyses import RunAnalyses, conflict_flags
 from corekd.evaluation.metrics import task_metrics
 from corekd.evaluation.predict import predict
 from corekd.evaluation.provenance import defaults_in_effect
+from corekd.features.extract import features_record
 from corekd.evaluation.report import write_report
 from corekd.methods import method_class
 from corekd.models.model import ERCModel
@@ -342,6 +343,7 @@ def run(
                       else f"dev split, {config.training.select_metric}; test used once per model after training"),
         **({"select_on": "test"} if select_test else {}),
         "modality_cards": corpus.cards(),
+        **({"feature_extraction": extraction} if (extraction := features_record(corpus.info.get("features"))) else {}),
         **({"dev_split": corpus.info["dev_split"]} if "dev_split" in corpus.info else {}),
         "standardize": "train-split statistics" if input_stats is not None else None,
         "device": str(dev),

@@ -15,7 +15,7 @@ import json
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
@@ -109,18 +109,28 @@ class Row:
     where: str = ""  # e.g. "line 7", for error messages
 
 
-def read_manifest(path: str | Path) -> list[Row]:
-    """The rows of a manifest CSV; relative media paths are read from the manifest's folder."""
+PREDICT_REQUIRED = ("dialogue_id", "utterance_id")
+
+
+def read_manifest(path: str | Path, *, predict: bool = False) -> list[Row]:
+    """The rows of a manifest CSV (``.tsv``: tab-separated); relative media paths are read from the manifest's folder.
+
+    ``predict=True`` (``corekd predict``): only ``dialogue_id`` and ``utterance_id`` are required;
+    ``speaker`` defaults to one speaker per dialogue (as in the interchange format), ``label`` and
+    ``split`` are optional and not read.
+    """
     path = Path(path)
     if not path.is_file():
         raise CorekdError("manifest not found", path=path)
+    required = PREDICT_REQUIRED if predict else REQUIRED
+    optional = tuple(c for c in REQUIRED if c not in required) + MEDIA
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
+        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         columns = reader.fieldnames or []
-        for col in REQUIRED:
+        for col in required:
             if col not in columns:
-                raise CorekdError(f"missing column '{col}' (required: {', '.join(REQUIRED)}; optional: "
-                                  f"{', '.join(MEDIA)})", path=path, field="header")
+                raise CorekdError(f"missing column '{col}' (required: {', '.join(required)}; optional: "
+                                  f"{', '.join(optional)})", path=path, field="header")
         if not any(c in columns for c in MEDIA):
             raise CorekdError(f"no media column; expected at least one of {', '.join(MEDIA)}", path=path, field="header")
         rows = []
@@ -128,10 +138,10 @@ def read_manifest(path: str | Path) -> list[Row]:
             if None in rec:
                 raise CorekdError(f"{len(rec[None])} more value(s) than columns", path=path, field=f"line {n}")
             values = {k: (v or "").strip() if k != "text" else (v or "") for k, v in rec.items()}
-            for col in REQUIRED:
+            for col in required:
                 if not values[col]:
                     raise CorekdError(f"empty '{col}'; expected a value", path=path, field=f"line {n}: {col}")
-            if values["split"] not in SPLITS:
+            if not predict and values["split"] not in SPLITS:
                 raise CorekdError(f"split '{values['split']}'; expected one of {', '.join(SPLITS)}", path=path,
                                   field=f"line {n}: split")
             media = {}
@@ -139,8 +149,9 @@ def read_manifest(path: str | Path) -> list[Row]:
                 value = values.get(col, "")
                 media[col] = str((path.parent / value).absolute()) if value and not Path(value).is_absolute() else value
             rows.append(Row(
-                dialogue_id=values["dialogue_id"], utterance_id=values["utterance_id"], speaker=values["speaker"],
-                label=values["label"], split=values["split"], text=values.get("text", "").strip(), **media,
+                dialogue_id=values["dialogue_id"], utterance_id=values["utterance_id"],
+                speaker=values.get("speaker") or values["dialogue_id"], label=values.get("label", ""),
+                split=values.get("split", ""), text=values.get("text", "").strip(), **media,
                 extra={k: v for k, v in values.items() if k not in REQUIRED + MEDIA}, where=f"line {n}",
             ))
     if not rows:
@@ -166,7 +177,7 @@ def _versions_tag(kind: str) -> str:
     return f"dlib{metadata.version('dlib-bin')}-skimage{metadata.version('scikit-image')}"
 
 
-class _Progress:
+class Progress:
     """One bar over every job; its text counts failures as they happen."""
 
     def __init__(self, total: int, show: bool):
@@ -191,10 +202,42 @@ class _Progress:
             self.bar.stop()
 
 
+_Progress = Progress  # the name earlier versions used
+
+
 @dataclass
 class ExtractionResult:
     corpus: Corpus
     summary: dict
+
+
+@dataclass
+class Extracted:
+    """What :func:`extract_features` found for a list of rows (no corpus yet)."""
+
+    results: dict[tuple[int, str], np.ndarray]  # (row index, modality) -> [D] or [F, D]
+    failures: list[dict]
+    no_face: list[dict]
+    jobs: int
+    computed: int
+    hits: int
+    cache_root: Path | None
+    text_ident: dict | None  # the text model's identity when text was embedded
+
+
+class TextModel:
+    """The MiniLM embedder, loaded on first use and then kept (several calls of :func:`extract_features` share it)."""
+
+    def __init__(self, cfg: TextOptions):
+        self.cfg = cfg
+        self._embedder = None
+
+    def get(self):
+        if self._embedder is None:
+            from corekd.features import text as text_mod
+
+            self._embedder = text_mod.TextEmbedder(device=self.cfg.device, batch_size=self.cfg.batch_size)
+        return self._embedder
 
 
 def _card(ident: dict) -> str:
@@ -204,19 +247,65 @@ def _card(ident: dict) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def extract_rows(
-    rows: list[Row], config: FeaturesConfig | None = None, *, workers: int = 1, strict: bool = False,
-    labels: list[str] | None = None, name: str = "corpus", src: str | Path = "manifest", progress: bool = False,
-    info: dict | None = None, on_failure: Callable[[dict], None] | None = None,
-) -> ExtractionResult:
-    """Extract every modality of every row and build the corpus (not yet saved)."""
-    cfg = config or FeaturesConfig()
+def count_jobs(rows: list[Row], cfg: FeaturesConfig) -> int:
+    """How many (row, modality) jobs :func:`extract_features` runs for ``rows`` (the progress bar's total)."""
+    n = 0
+    for r in rows:
+        n += bool(cfg.audio.enabled and (r.audio_path or (r.video_path if cfg.audio.from_video else "")))
+        n += bool(cfg.visual.enabled and r.video_path)
+        n += bool(cfg.text.enabled and r.text)
+    return n
+
+
+def extractor_identity(m: str, cfg: FeaturesConfig) -> dict:
+    """The identity of modality ``m``'s extractor under ``cfg`` on this installation (what dataset cards record).
+
+    Names, package versions, model file (and, for text, its SHA-256) and the options that shape the
+    output; ``kind`` says utterance-level or sequence. Raises :class:`CorekdError` when the
+    extractor's package is not installed.
+    """
+    from importlib import metadata
+
+    try:
+        if m == "l":
+            from corekd.features import text as text_mod
+
+            ident = text_mod.identity()
+            return {**ident, "kind": "sequence (token states)" if cfg.text.tokens else "utterance-level"}
+        if m == "a":
+            from corekd.features.audio import LLD_FRAME_RATE, identity as audio_identity
+
+            ident = audio_identity(cfg.audio.feature_set, cfg.audio.level, cfg.audio.sample_rate)
+            return {**ident, "kind": f"sequence ({LLD_FRAME_RATE:g} frames/s)" if cfg.audio.level == "lld"
+                    else "utterance-level"}
+        if m == "v":
+            from corekd.features.visual import identity as visual_identity
+
+            ident = visual_identity(cfg.visual.fps, cfg.visual.max_frames, cfg.visual.size, cfg.visual.margin)
+            return {**ident, "kind": f"sequence (faces at {cfg.visual.fps:g} frames/s)"
+                    if cfg.visual.pooling == "sequence" else "utterance-level (mean over frames with a face)"}
+    except (ImportError, metadata.PackageNotFoundError) as exc:
+        raise CorekdError(f"the '{m}' extractor needs the features extra (pip install 'corekd[features]'): "
+                          f"{exc}") from None
+    raise CorekdError(f"no extractor for modality '{m}' (expected l, a or v)")
+
+
+def extract_features(
+    rows: list[Row], cfg: FeaturesConfig, *, workers: int = 1, strict: bool = False, src: str | Path = "manifest",
+    bar: Progress | None = None, on_failure: Callable[[dict], None] | None = None, pool: Executor | None = None,
+    text_model: TextModel | None = None,
+) -> Extracted:
+    """Run every enabled extractor on every row; failures are recorded (``strict``: the first one raises).
+
+    ``pool``: an executor of worker processes to use instead of starting ``workers`` new ones;
+    ``text_model``: an embedder kept between calls. Results come back in row order, the same for
+    any number of workers.
+    """
     if workers < 1:
         raise CorekdError(f"expected at least 1 worker, got {workers}", field="--workers")
-    started = time.perf_counter()
     cache_root = (Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()) if cfg.cache else None
     cache = FeatureCache(cache_root)
-    label_names = list(labels) if labels is not None else sorted({r.label for r in rows})
+    bar = bar or Progress(0, False)
     failures: list[dict] = []
     results: dict[tuple[int, str], np.ndarray] = {}  # (row index, modality) -> [D] or [F, D]
     no_face: list[dict] = []
@@ -245,74 +334,99 @@ def extract_rows(
             if r.video_path:
                 jobs.append((i, "v", r.video_path, cfg.visual.model_dump(), str(cache_root) if cache_root else None, vid))
     text_rows = [i for i, r in enumerate(rows) if r.text] if cfg.text.enabled else []
-    bar = _Progress(len(jobs) + len(text_rows), progress)
-    try:
-        outcomes = []
-        if workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                outcome = run_file_job(job)
-                outcomes.append((job, outcome))
-                bar.advance(failed=outcome[1] == "failed")
-                if outcome[1] == "failed" and strict:
-                    fail(job[0], job[1], job[2], outcome[2])
-        elif jobs:
-            ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's thread pools
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(run_file_job, job): job for job in jobs}
-                for future in as_completed(futures):
-                    outcome = future.result()
-                    outcomes.append((futures[future], outcome))
-                    bar.advance(failed=outcome[1] == "failed")
-                    if outcome[1] == "failed" and strict:
-                        for other in futures:
-                            other.cancel()
-                        fail(futures[future][0], futures[future][1], futures[future][2], outcome[2])
-        outcomes.sort(key=lambda jo: (jo[0][0], jo[0][1]))  # row order, then modality: same result for any N
-        for job, (i, status, payload, hit) in outcomes:
-            m = job[1]
-            if status == "failed":
-                fail(i, m, job[2], payload)
-                continue
-            hits += hit
-            computed += not hit
-            if m == "v":
-                faces, sampled = payload["x"], int(payload["sampled"])
-                if len(faces) == 0:
-                    no_face.append({"utterance": rows[i].utterance_id, "file": job[2], "frames": sampled})
-                    continue
-                results[(i, m)] = faces if cfg.visual.pooling == "sequence" else faces.mean(axis=0)
-                rows[i].extra.setdefault("face_frames", f"{len(faces)}/{sampled}")
-            else:
-                results[(i, m)] = payload["x"]
-        text_ident = None
-        if text_rows:
-            from corekd.features import text as text_mod
 
-            text_ident = text_mod.identity()
-            tid = f"text-minilm-{'tokens' if cfg.text.tokens else 'sentence'}-{text_ident['model_sha256'][:16]}-v{EXTRACTOR_VERSION}"
-            todo = []
-            for i in text_rows:
-                got = cache.get(tid, text_sha256(rows[i].text))
-                if got is None:
-                    todo.append(i)
-                else:
-                    results[(i, "l")] = got["x"]
-                    hits += 1
-                    bar.advance()
-            if todo:
-                embedder = text_mod.TextEmbedder(device=cfg.text.device, batch_size=cfg.text.batch_size)
-                chunk = max(cfg.text.batch_size * 8, 1)
-                for start in range(0, len(todo), chunk):
-                    part = todo[start:start + chunk]
-                    texts = [rows[i].text for i in part]
-                    outs = embedder.tokens(texts) if cfg.text.tokens else list(embedder.embed(texts))
-                    for i, x in zip(part, outs):
-                        results[(i, "l")] = x
-                        cache.put(tid, text_sha256(rows[i].text), {"x": x})
-                        computed += 1
-                    bar.advance(len(part))
+    def run_in(executor: Executor) -> list:
+        done = []
+        futures = {executor.submit(run_file_job, job): job for job in jobs}
+        for future in as_completed(futures):
+            outcome = future.result()
+            done.append((futures[future], outcome))
+            bar.advance(failed=outcome[1] == "failed")
+            if outcome[1] == "failed" and strict:
+                for other in futures:
+                    other.cancel()
+                fail(futures[future][0], futures[future][1], futures[future][2], outcome[2])
+        return done
+
+    outcomes = []
+    if pool is not None and len(jobs) > 1:
+        outcomes = run_in(pool)
+    elif workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            outcome = run_file_job(job)
+            outcomes.append((job, outcome))
+            bar.advance(failed=outcome[1] == "failed")
+            if outcome[1] == "failed" and strict:
+                fail(job[0], job[1], job[2], outcome[2])
+    elif jobs:
+        ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold torch's thread pools
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as own_pool:
+            outcomes = run_in(own_pool)
+    outcomes.sort(key=lambda jo: (jo[0][0], jo[0][1]))  # row order, then modality: same result for any N
+    for job, (i, status, payload, hit) in outcomes:
+        m = job[1]
+        if status == "failed":
+            fail(i, m, job[2], payload)
+            continue
+        hits += hit
+        computed += not hit
+        if m == "v":
+            faces, sampled = payload["x"], int(payload["sampled"])
+            if len(faces) == 0:
+                no_face.append({"utterance": rows[i].utterance_id, "file": job[2], "frames": sampled})
+                continue
+            results[(i, m)] = faces if cfg.visual.pooling == "sequence" else faces.mean(axis=0)
+            rows[i].extra.setdefault("face_frames", f"{len(faces)}/{sampled}")
+        else:
+            results[(i, m)] = payload["x"]
+    text_ident = None
+    if text_rows:
+        from corekd.features import text as text_mod
+
+        text_ident = text_mod.identity()
+        tid = f"text-minilm-{'tokens' if cfg.text.tokens else 'sentence'}-{text_ident['model_sha256'][:16]}-v{EXTRACTOR_VERSION}"
+        todo = []
+        for i in text_rows:
+            got = cache.get(tid, text_sha256(rows[i].text))
+            if got is None:
+                todo.append(i)
+            else:
+                results[(i, "l")] = got["x"]
+                hits += 1
+                bar.advance()
+        if todo:
+            embedder = (text_model or TextModel(cfg.text)).get()
+            chunk = max(cfg.text.batch_size * 8, 1)
+            for start in range(0, len(todo), chunk):
+                part = todo[start:start + chunk]
+                texts = [rows[i].text for i in part]
+                outs = embedder.tokens(texts) if cfg.text.tokens else list(embedder.embed(texts))
+                for i, x in zip(part, outs):
+                    results[(i, "l")] = x
+                    cache.put(tid, text_sha256(rows[i].text), {"x": x})
+                    computed += 1
+                bar.advance(len(part))
+    return Extracted(results=results, failures=failures, no_face=no_face, jobs=len(jobs) + len(text_rows),
+                     computed=computed, hits=hits, cache_root=cache_root, text_ident=text_ident)
+
+
+def extract_rows(
+    rows: list[Row], config: FeaturesConfig | None = None, *, workers: int = 1, strict: bool = False,
+    labels: list[str] | None = None, name: str = "corpus", src: str | Path = "manifest", progress: bool = False,
+    info: dict | None = None, on_failure: Callable[[dict], None] | None = None,
+) -> ExtractionResult:
+    """Extract every modality of every row and build the corpus (not yet saved)."""
+    cfg = config or FeaturesConfig()
+    if workers < 1:
+        raise CorekdError(f"expected at least 1 worker, got {workers}", field="--workers")
+    started = time.perf_counter()
+    label_names = list(labels) if labels is not None else sorted({r.label for r in rows})
+    bar = Progress(count_jobs(rows, cfg), progress)
+    try:
+        ext = extract_features(rows, cfg, workers=workers, strict=strict, src=src, bar=bar, on_failure=on_failure)
     finally:
         bar.close()
+    results, failures, no_face = ext.results, ext.failures, ext.no_face
 
     # ------------------------------------------------------------------ the corpus
     builder = CorpusBuilder(src, label_names)
@@ -350,50 +464,59 @@ def extract_rows(
         raise CorekdError(f"no utterance has any feature ({len(failures)} failures; first: "
                           f"{failures[0]['reason'] if failures else 'no media given'})", path=src)
 
+    present = {m for (_, m) in results}
     idents: dict[str, dict] = {}
     cards: dict[str, dict] = {}
-    if text_ident is not None:
-        idents["l"] = {**text_ident, "kind": "sequence (token states)" if cfg.text.tokens else "utterance-level"}
-        cards["l"] = {"source": _card(text_ident), "normalization": "none (token states)" if cfg.text.tokens
-                      else "L2 (unit length, the model's Normalize module)"}
-        if cfg.text.tokens:
-            cards["l"]["aligned"] = False
-    if cfg.audio.enabled:
-        from corekd.features.audio import LLD_FRAME_RATE, identity as audio_identity
+    for m in ("l", "a", "v"):
+        if m not in present:
+            continue
+        idents[m] = extractor_identity(m, cfg)
+        cards[m] = {"source": _card(idents[m]), "normalization": {
+            "l": "none (token states)" if cfg.text.tokens else "L2 (unit length, the model's Normalize module)",
+            "a": "none", "v": "L2-Hys per HOG block"}[m]}
+    if "l" in cards and cfg.text.tokens:
+        cards["l"]["aligned"] = False
+    if "a" in cards and kinds["a"]:
+        from corekd.features.audio import LLD_FRAME_RATE
 
-        ident = audio_identity(cfg.audio.feature_set, cfg.audio.level, cfg.audio.sample_rate)
-        idents["a"] = {**ident, "kind": f"sequence ({LLD_FRAME_RATE:g} frames/s)" if kinds["a"] else "utterance-level"}
-        cards["a"] = {"source": _card(ident), "normalization": "none"}
-        if kinds["a"]:
-            cards["a"].update(frame_rate=LLD_FRAME_RATE, aligned=False)
-    if cfg.visual.enabled:
-        from corekd.features.visual import identity as visual_identity
-
-        ident = visual_identity(cfg.visual.fps, cfg.visual.max_frames, cfg.visual.size, cfg.visual.margin)
-        idents["v"] = {**ident, "kind": f"sequence (faces at {cfg.visual.fps:g} frames/s)" if kinds["v"]
-                       else "utterance-level (mean over frames with a face)"}
-        cards["v"] = {"source": _card(ident), "normalization": "L2-Hys per HOG block"}
-        if kinds["v"]:
-            cards["v"].update(frame_rate=cfg.visual.fps, aligned=False)
-    present = {m for (_, m) in results}
+        cards["a"].update(frame_rate=LLD_FRAME_RATE, aligned=False)
+    if "v" in cards and kinds["v"]:
+        cards["v"].update(frame_rate=cfg.visual.fps, aligned=False)
     summary = {
         "rows": len(rows),
-        "jobs": len(jobs) + len(text_rows),
-        "computed": computed,
-        "cache_hits": hits,
-        "cache_dir": str(cache_root) if cache_root else None,
+        "jobs": ext.jobs,
+        "computed": ext.computed,
+        "cache_hits": ext.hits,
+        "cache_dir": str(ext.cache_root) if ext.cache_root else None,
         "workers": workers,
         "failures": failures,
         "no_face": no_face,
         "dropped": dropped,
-        "extractors": {m: idents[m] for m in idents if m in present},
+        "extractors": idents,
+        "extractor_version": EXTRACTOR_VERSION,
         "config": cfg.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - started, 3),
     }
     info_out = dict(info or {})
-    info_out["features"] = {k: summary[k] for k in ("extractors", "config", "failures", "no_face", "dropped")}
-    corpus = builder.build(name, cards={m: c for m, c in cards.items() if m in present}, info=info_out)
+    info_out["features"] = {k: summary[k] for k in ("extractors", "extractor_version", "config", "failures", "no_face",
+                                                    "dropped")}
+    corpus = builder.build(name, cards=cards, info=info_out)
     return ExtractionResult(corpus, summary)
+
+
+def features_record(info_features: object, extraction: object = None) -> dict | None:
+    """What re-running a corpus's extraction needs, from its ``info.features`` (else ``extraction.json``).
+
+    ``{"config": FeaturesConfig as written, "extractors": m -> identity, "extractor_version": n}``,
+    or None when neither names a config and extractors (the corpus was not made by
+    ``corekd features extract`` / ``corekd data import meld``). Corpora written before the
+    extractor version was recorded were written by version 1.
+    """
+    for rec in (info_features, extraction):
+        if isinstance(rec, dict) and isinstance(rec.get("config"), dict) and isinstance(rec.get("extractors"), dict):
+            return {"config": rec["config"], "extractors": rec["extractors"],
+                    "extractor_version": rec.get("extractor_version", 1)}
+    return None
 
 
 def save_result(result: ExtractionResult, out: str | Path) -> Corpus:

@@ -1,15 +1,17 @@
 """Input readers for ``corekd predict``: each yields dialogues one at a time (bounded memory).
 
 A reader is chosen by :func:`open_input` from :data:`READERS`, a list of ``(detect, reader)``
-pairs tried in order; adding a format (e.g. a media manifest read through the feature extractors)
-means adding a pair. Readers in this version:
+pairs tried in order (``reader(path, predictor, options)``); adding a format means adding a pair.
+Readers in this version:
 
 - a corpus folder (``corpus.json`` + ``features.safetensors``): the metadata is parsed once, the
   features are read per dialogue from the memory-mapped safetensors file;
 - a jsonl file in the interchange format (``docs/import-jsonl.md``), one dialogue per line, read
   line by line; ``split``, ``label``, ``sentiment``, ``text`` and extra utterance keys are ignored;
-- a media manifest (a CSV/TSV naming audio/video files) is recognised and refused: turning media
-  into features needs the feature extractors, which this corekd does not include.
+- a media manifest (a CSV/TSV of ``dialogue_id, utterance_id[, speaker], text, audio_path,
+  video_path``, docs/features.md): its media go through the extractors the bundle records
+  (:class:`corekd.serving.media.ManifestReader`, which refuses a bundle whose features corekd's
+  extractors did not make).
 """
 
 from __future__ import annotations
@@ -136,28 +138,42 @@ def _is_manifest(path: Path) -> bool:
     return not head.startswith("{") and any(c in head.replace("\t", ",").split(",") for c in MEDIA_COLUMNS)
 
 
-def _refuse_manifest(path: Path, modalities: dict[str, dict]) -> InputReader:
-    raise CorekdError("this looks like a media manifest (audio/video paths); media input needs the feature extractors, "
-                      "which this corekd does not include: extract features into a corpus folder or a jsonl file "
-                      "(docs/import-jsonl.md) and predict on that", path=path)
+def _manifest_reader(path: Path, predictor, options: dict):
+    from corekd.serving.media import ManifestReader
+
+    bundle = getattr(predictor, "bundle", None)
+    if bundle is None:  # only modalities were given: nothing says how the model's features were made
+        raise CorekdError("this looks like a media manifest; reading one needs the predictor (its bundle records the "
+                          "feature extractors), not only the model's modalities", path=path)
+    return ManifestReader(path, bundle, device=getattr(predictor, "text_device", "cpu"), **options)
 
 
-READERS: list[tuple[Callable[[Path], bool], Callable[[Path, dict], InputReader]]] = [
-    (lambda p: p.is_dir() and (p / META_FILE).is_file(), CorpusReader),
-    (_is_manifest, _refuse_manifest),
-    (lambda p: p.is_file(), JsonlReader),
+def _modalities(predictor) -> dict[str, dict]:
+    return predictor if isinstance(predictor, dict) else predictor.modalities
+
+
+READERS: list[tuple[Callable[[Path], bool], Callable[[Path, object, dict], object]]] = [
+    (lambda p: p.is_dir() and (p / META_FILE).is_file(), lambda p, pr, o: CorpusReader(p, _modalities(pr))),
+    (_is_manifest, _manifest_reader),
+    (lambda p: p.is_file(), lambda p, pr, o: JsonlReader(p, _modalities(pr))),
 ]
 
 
-def open_input(path: str | Path, modalities: dict[str, dict]) -> InputReader:
-    """The reader for ``path`` (see the module docstring)."""
+def open_input(path: str | Path, predictor, **media_options):
+    """The reader for ``path`` (see the module docstring).
+
+    ``predictor``: a :class:`~corekd.serving.predictor.Predictor` (or, for features only, the model's
+    modalities ``{m: {"dim", "kind"}}``). ``media_options`` go to the manifest reader: ``workers``,
+    ``strict``, ``cache``, ``cache_dir``, ``progress``.
+    """
     path = Path(path)
     if not path.exists():
         raise CorekdError("no such file or folder", path=path, field="INPUT")
     for detect, reader in READERS:
         if detect(path):
-            return reader(path, modalities)
-    raise CorekdError(f"expected a corpus folder (with {META_FILE}) or a jsonl file", path=path, field="INPUT")
+            return reader(path, predictor, media_options)
+    raise CorekdError(f"expected a corpus folder (with {META_FILE}), a jsonl file or a media manifest", path=path,
+                      field="INPUT")
 
 
 def predict_stream(predictor, reader: InputReader, write: Callable[[dict], None], *, batch_size: int = 16,

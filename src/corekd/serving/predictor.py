@@ -20,7 +20,7 @@ The same :class:`ServingModule` (model + input assembly + softmax) runs under Py
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -45,6 +45,9 @@ class DialogueInput:
     utterance_ids: list[str]
     speakers: list[str]
     features: dict[str, list[np.ndarray | None]]  # m -> per utterance [D_m] float32, or None where missing
+    # utterances that have no modality at all (a media manifest's rows whose extraction failed): (position among
+    # all of the dialogue's utterances, id, reason); the model never sees them, the output reports them
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.utterance_ids)
@@ -239,14 +242,20 @@ class Predictor:
 
             {"dialogue_id", "utterance_id", "prediction": label name (regression: the value),
              "probabilities": {label: p} (classification only), "modalities": observed modalities}
+
+        A :class:`DialogueInput`'s ``skipped`` utterances (no modality) get, in their place,
+        ``{"dialogue_id", "utterance_id", "prediction": None, "probabilities": None (classification),
+        "modalities": [], "error": reason}``; the model runs on the dialogue without them.
         """
         parsed = [d if isinstance(d, DialogueInput) else self.parse(d, f"[{i}]" if len(dialogues) > 1 else "")
                   for i, d in enumerate(dialogues)]
         if not parsed:
             return []
-        out = self.runtime(encode(parsed, self.bundle.dims))  # [B, U, C]
+        present = [d for d in parsed if len(d)]  # a dialogue whose every utterance was skipped has nothing to run
+        out = self.runtime(encode(present, self.bundle.dims)) if present else None  # [B, U, C]
         results = []
-        for i, d in enumerate(parsed):
+        for d in parsed:
+            i = next((k for k, p in enumerate(present) if p is d), -1)
             rows = []
             for t in range(len(d)):
                 row = {"dialogue_id": d.id, "utterance_id": d.utterance_ids[t]}
@@ -259,8 +268,33 @@ class Predictor:
                     row["prediction"] = value if math.isfinite(value) else None
                 row["modalities"] = d.observed(t)
                 rows.append(row)
+            for pos, uid, reason in sorted(d.skipped):
+                empty = {"probabilities": None} if self.task == "classification" else {}
+                rows.insert(pos, {"dialogue_id": d.id, "utterance_id": uid, "prediction": None, **empty,
+                                  "modalities": [], "error": reason})
             results.append(rows)
         return results
+
+    def predict_manifest(self, manifest: str | Path, *, workers: int = 1, strict: bool = False, cache: bool = True,
+                         cache_dir: str | Path | None = None, batch_size: int = 16, progress: bool = False):
+        """Predict a media manifest (``docs/features.md``; ``label`` / ``split`` optional) through the extractors
+        the bundle records: a :class:`~corekd.serving.media.ManifestPredictions` with one row per manifest row
+        (a row with no modality extracted: ``"prediction": None`` and ``"error"``) and the extraction summary
+        (failures, faceless utterances, cache use). Refuses a bundle whose features corekd's extractors did not make.
+        """
+        from corekd.serving.inputs import predict_stream
+        from corekd.serving.media import ManifestPredictions, ManifestReader
+
+        reader = ManifestReader(manifest, self.bundle, workers=workers, strict=strict, cache=cache, cache_dir=cache_dir,
+                                device=self.text_device, progress=progress)
+        rows: list[dict] = []
+        predict_stream(self, reader, rows.append, batch_size=batch_size)
+        return ManifestPredictions(rows=rows, summary=reader.summary)
+
+    @property
+    def text_device(self) -> str:
+        """Where the text extractor runs for media input: the model's device under torch, else the CPU."""
+        return str(self.device) if self.runtime.name == "torch" and self.device.type in ("cpu", "cuda") else "cpu"
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu", runtime: str = "torch",
