@@ -30,7 +30,7 @@ from corekd.data.corpus import pool_mean
 from corekd.errors import CorekdError
 from corekd.serving.bundle import Bundle
 from corekd.serving.inputs import InputReader
-from corekd.serving.predictor import DialogueInput
+from corekd.serving.predictor import DialogueInput, reads_frames
 
 CHUNK_ROWS = 512  # manifest rows extracted (and held) at once; whole dialogues, so a long one may exceed it
 IDENTITY_IGNORED = ("kind",)  # derived from the config, which is compared as a whole
@@ -208,6 +208,17 @@ class ManifestReader(InputReader):
                 if x is None:
                     continue
                 x = np.asarray(x, dtype=np.float32)
+                if reads_frames(spec):  # the model reads frames: kept as they are ([F, D]; one vector is one frame)
+                    x = x[None] if x.ndim == 1 else x
+                    if x.ndim != 2 or x.shape[1] != int(spec["dim"]) or len(x) == 0:
+                        raise CorekdError(f"the '{m}' extractor gave frames of shape {list(x.shape)}; the model reads "
+                                          f"frames of dim {spec['dim']} (at least one)", path=self.path,
+                                          field=f"{r.where} ({m})")
+                    if not np.isfinite(x).all():
+                        raise CorekdError(f"the '{m}' extractor gave non-finite values (NaN/inf)", path=self.path,
+                                          field=f"{r.where} ({m})")
+                    got[m] = np.ascontiguousarray(x)
+                    continue
                 if x.ndim == 2:  # a sequence: averaged over its frames, as the corpus reader does for training
                     x = pool_mean(x, np.array([len(x)], np.int64), x.shape[1])[0]
                 if x.shape != (int(spec["dim"]),):

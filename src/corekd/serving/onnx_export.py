@@ -2,10 +2,14 @@
 
 The exported graph is :class:`~corekd.serving.predictor.ServingModule`: inputs ``mask`` [B, U, M]
 bool, ``speakers`` [B, U] int64, ``lengths`` [B] int64 and one ``[B, U, D_m]`` float32 input per
-modality (named ``l``, ``a``, ``v``); output ``probabilities`` [B, U, C] (regression: ``value``
-[B, U, 1]). B (dialogues) and U (utterances) are dynamic; padded positions (beyond ``lengths``)
-are zeros that never reach a real utterance (the GRU context reverses each real prefix by an index
-gather, which the graph computes from ``lengths``).
+modality (named ``l``, ``a``, ``v``), except that a modality the model reads frame by frame (a
+``sequence`` modality, ``sequence_encoder`` conv / transformer / none) has two inputs instead:
+``<m>_frames`` [B, U, F_m, D_m] float32 and ``<m>_frame_mask`` [B, U, F_m] bool; output
+``probabilities`` [B, U, C] (regression: ``value`` [B, U, 1]). B (dialogues), U (utterances) and
+each F_m (frames) are dynamic; padded positions (beyond ``lengths``, or beyond an utterance's
+frames) are zeros that never reach a real utterance (the GRU context reverses each real prefix by
+an index gather, which the graph computes from ``lengths``; the sequence encoder gathers the
+utterances that have frames with NonZero and scatters their states back).
 
 Exporter: PyTorch's TorchScript-based ``torch.onnx.export(..., dynamo=False)`` (tracing). Tracing
 records the shape arithmetic as graph operations, so the dynamic axes hold; the parity test runs
@@ -28,7 +32,7 @@ from corekd import __version__
 from corekd.data.corpus import atomic_write
 from corekd.errors import CorekdError
 from corekd.serving.bundle import Bundle
-from corekd.serving.predictor import ServingModule
+from corekd.serving.predictor import ServingModule, input_names
 
 OPSET = 17
 BUNDLE_ONNX = "model.onnx"  # a bundle's own ONNX file, used by `--runtime onnx` when present
@@ -49,18 +53,25 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
     model = bundle.model.to("cpu").eval()
     module = ServingModule(model, bundle.task).eval()
     mods = list(model.modalities)
-    b, u = 2, 5  # example shapes; both axes are exported as dynamic
-    example = (torch.ones(b, u, len(mods), dtype=torch.bool), torch.zeros(b, u, dtype=torch.long),
-               torch.tensor([u, u - 2]), *(torch.zeros(b, u, model.dims[m]) for m in mods))
-    names = ["mask", "speakers", "lengths", *mods]
+    names = module.input_names
+    b, u, f = 2, 5, 4  # example shapes; every one of these axes is exported as dynamic
+    frames_shown = torch.arange(f)[None, None, :] < torch.tensor([[1, 4, 2, 3, 1], [2, 1, 4, 1, 3]])[..., None]
+    example = [torch.ones(b, u, len(mods), dtype=torch.bool), torch.zeros(b, u, dtype=torch.long), torch.tensor([u, u - 2])]
+    for m in mods:
+        if m in module.frame_modalities:
+            example += [torch.randn(b, u, f, model.dims[m]), frames_shown]
+        else:
+            example.append(torch.zeros(b, u, model.dims[m]))
     output = output_name(bundle.task)
     dynamic = {n: {0: "dialogues", 1: "utterances"} for n in names}
     dynamic["lengths"] = {0: "dialogues"}
+    for m in module.frame_modalities:
+        dynamic[f"{m}_frames"] = dynamic[f"{m}_frame_mask"] = {0: "dialogues", 1: "utterances", 2: f"{m}_frames"}
     dynamic[output] = {0: "dialogues", 1: "utterances"}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes; parity is tested instead
         raw = Path(tmp) / "model.onnx"
-        torch.onnx.export(module, example, str(raw), input_names=names, output_names=[output], dynamic_axes=dynamic,
+        torch.onnx.export(module, tuple(example), str(raw), input_names=names, output_names=[output], dynamic_axes=dynamic,
                           opset_version=opset, dynamo=False)
         graph = onnx.load(str(raw))
     sidecar = {
@@ -71,7 +82,13 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
                    "speakers": "[dialogues, utterances] int64, speaker index within the dialogue (order of first turn)",
                    "lengths": "[dialogues] int64, real utterances (the rest is padding)",
                    **{m: f"[dialogues, utterances, {model.dims[m]}] float32, raw features (standardised inside)"
-                      for m in mods}},
+                      for m in mods if m not in module.frame_modalities},
+                   **{k: v for m in module.frame_modalities for k, v in (
+                       (f"{m}_frames", f"[dialogues, utterances, {m}_frames, {model.dims[m]}] float32, raw frames "
+                                       "(standardised inside), zeros beyond each utterance's frames"),
+                       (f"{m}_frame_mask", f"[dialogues, utterances, {m}_frames] bool, True on an utterance's real "
+                                           "frames"))}},
+        "frame_modalities": list(module.frame_modalities),
         "modalities": {m: bundle.modalities[m] for m in mods},
         "source": bundle.meta.get("source", {}),
     }
@@ -117,6 +134,11 @@ class OnnxRuntime:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        expected = input_names(bundle.modalities)
+        if self.inputs != expected:
+            raise CorekdError(f"this ONNX file takes inputs {self.inputs}, the bundle's model takes {expected} (a model "
+                              "that reads frames takes <m>_frames and <m>_frame_mask); export it again with "
+                              "`corekd export`", path=onnx_path)
         self.path = onnx_path
 
     def __call__(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
