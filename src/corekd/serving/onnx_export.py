@@ -42,6 +42,27 @@ def output_name(task: str) -> str:
     return "probabilities" if task == "classification" else "value"
 
 
+def check_exportable(module: ServingModule, bundle: Bundle) -> None:
+    """Refuse a model whose graph would not hold at other shapes than the export's (a :class:`CorekdError` naming the op).
+
+    The transformer sequence encoder (``sequence_encoder: transformer`` with ``sequence_layers`` > 0)
+    runs ``torch.nn.MultiheadAttention`` (inside ``nn.TransformerEncoderLayer``) over the frames of
+    the utterances that have some; its head split reshapes to ``[frames, rows * heads, head_dim]``
+    with the product computed in Python, which the TorchScript-based exporter records as a constant:
+    the graph would fail (a ``Reshape`` node) at any other frame or utterance count.
+    """
+    for m in module.frame_modalities:
+        encoder = module.model.encoders[m]
+        if getattr(encoder, "kind", None) == "transformer" and len(encoder.blocks):
+            raise CorekdError(
+                f"this model reads modality '{m}' with the transformer sequence encoder, whose "
+                "torch.nn.MultiheadAttention (in nn.TransformerEncoderLayer) does not export with dynamic shapes: "
+                "the TorchScript-based exporter records its head reshape (frames, rows x heads, head dim) as a "
+                "constant, so the graph would fail at any other frame or utterance count. Serve it with the torch "
+                "runtime (corekd predict/serve --runtime torch), or train with sequence_encoder conv or none to export",
+                path=bundle.path / "model.json", field="model.sequence_encoder")
+
+
 def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
     """Write ``out`` (the ONNX graph) and ``out.json`` (the sidecar); returns ``out``."""
     import onnx
@@ -52,6 +73,7 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     model = bundle.model.to("cpu").eval()
     module = ServingModule(model, bundle.task).eval()
+    check_exportable(module, bundle)
     mods = list(model.modalities)
     names = module.input_names
     b, u, f = 2, 5, 4  # example shapes; every one of these axes is exported as dynamic
