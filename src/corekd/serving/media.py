@@ -6,7 +6,9 @@ each modality's extractor identity (names, package versions, model file and its 
 corekd's extractor version. :func:`media_config` checks that section against the model and against
 the extractors installed here, and :class:`ManifestReader` runs those extractors on a manifest's
 rows (same code, cache, progress bar and failure handling as ``corekd features extract``) and
-yields the dialogues for :func:`corekd.serving.inputs.predict_stream`.
+yields the dialogues for :func:`corekd.serving.inputs.predict_stream`. A sequence modality's frames
+are kept for a model that reads frames (``input: "frames"``) and averaged otherwise, as the corpus
+reader gives them for training.
 
 Refused, with a message naming both sides: a bundle with no ``features`` section (synthetic or
 imported features: media cannot be turned into its inputs), a model modality the extractors did
