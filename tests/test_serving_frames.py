@@ -18,6 +18,9 @@ import pytest
 import torch
 
 import corekd
+from typer.testing import CliRunner
+
+from corekd.cli import app as cli_app
 from corekd.data.batching import SplitTensors
 from corekd.data.synth import SynthConfig, generate
 from corekd.errors import CorekdError
@@ -241,6 +244,8 @@ def test_a_transformer_frame_model_is_refused_for_onnx_naming_the_op(tmp_path):
     assert err.value.field == "model.sequence_encoder" and not (tmp_path / "t.onnx").exists()
     with pytest.raises(CorekdError, match="transformer sequence encoder"):
         Predictor(bundle, runtime="onnx")
+    result = CliRunner().invoke(cli_app, ["export", str(bundle.path), "--out", str(tmp_path / "t.onnx")])
+    assert result.exit_code == 2 and "MultiheadAttention" in result.output
     # the torch runtime serves it
     rows = Predictor(bundle).predict({"dialogue_id": "d", "utterances": [{"a": [[0.1] * 10] * 3}, {"v": [0.0] * 16}]})
     assert [r["modalities"] for r in rows] == [["a"], ["v"]]

@@ -89,8 +89,12 @@ def _frames(value, m: str, spec: dict, where: str) -> np.ndarray:
     elif isinstance(value, (list, tuple)):
         if value and not isinstance(value[0], (list, tuple, np.ndarray)):  # a single vector: an utterance of one frame
             return _vector(value, m, {"dim": dim, "kind": "vector"}, where)[None]
+        try:  # the common case in one step; anything else is checked frame by frame to name the bad one
+            x = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            x = None
         rows = []
-        for k, frame in enumerate(value):
+        for k, frame in enumerate(value if x is None or x.ndim != 2 or x.shape[1] != dim else ()):
             fwhere = f"{where}[{k}]"
             if not isinstance(frame, (list, tuple, np.ndarray)):
                 raise CorekdError(f"expected a frame (a list of {dim} numbers), got {type(frame).__name__}", field=fwhere)
@@ -102,7 +106,8 @@ def _frames(value, m: str, spec: dict, where: str) -> np.ndarray:
                 got = f"{row.shape[0]} numbers" if row.ndim == 1 else f"a {row.ndim}-d array"
                 raise CorekdError(f"frame of {got}; expected {dim} (the model's '{m}' input dim)", field=fwhere)
             rows.append(row)
-        x = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+        if rows or x is None or x.ndim != 2 or x.shape[1] != dim:
+            x = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
     else:
         raise CorekdError(f"expected a list of frames (each a list of {dim} numbers), got {type(value).__name__}",
                           field=where)
