@@ -226,8 +226,10 @@ def test_other_refusals_name_the_field(trained, tmp_path):
         predictor.predict_manifest(trained["manifest"])
 
 
-def test_a_sequence_model_takes_media_averaged_as_in_training(trained, tmp_path):
-    """Audio LLD frames only, model and bundle made directly (init_model + save_checkpoint + bundle_checkpoint)."""
+@pytest.mark.parametrize("encoder", ["conv", "mean"])
+def test_a_sequence_model_takes_media_as_in_training(trained, tmp_path, encoder):
+    """Audio LLD frames only, model and bundle made directly (init_model with the corpus's kinds, as `corekd run`
+    builds it, + save_checkpoint + bundle_checkpoint): a conv model reads the frames, a mean model their average."""
     from corekd.models.model import ModelConfig
     from corekd.training import init_model, save_checkpoint
 
@@ -239,12 +241,15 @@ def test_a_sequence_model_takes_media_averaged_as_in_training(trained, tmp_path)
     cfg = FeaturesConfig(cache=False, text={"enabled": False}, visual={"enabled": False}, audio={"level": "lld"})
     result = extract_manifest(manifest, tmp_path / "c", cfg, labels=LABELS)
     assert result.corpus.modalities["a"].kind == "sequence"
-    model = init_model(ModelConfig(hidden=16, heads=2), {"a": 25}, 2, 0, "student")
+    kinds = {m: s.kind for m, s in result.corpus.modalities.items()}
+    model = init_model(ModelConfig(hidden=16, heads=2, sequence_encoder=encoder), {"a": 25}, 2, 0, "student",
+                       kinds=kinds)
     save_checkpoint(model, tmp_path / "ckpt", {"labels": LABELS, "task": "classification"})
     bundle = bundle_checkpoint(tmp_path / "ckpt", tmp_path / "b", features=features_record(result.corpus.info["features"]),
                                corpus_modalities={"a": {"kind": "sequence"}})
     predictor = corekd.load(bundle)
-    assert predictor.modalities["a"]["kind"] == "sequence"
+    assert predictor.modalities["a"]["kind"] == "sequence" and predictor.bundle.model.kinds == {"a": "sequence"}
+    assert predictor.modalities["a"]["input"] == ("frames" if encoder == "conv" else "vector")
     got = predictor.predict_manifest(manifest, cache=False)
     reference: list[dict] = []
     predict_stream(predictor, CorpusReader(tmp_path / "c", predictor.modalities), reference.append)
@@ -252,6 +257,14 @@ def test_a_sequence_model_takes_media_averaged_as_in_training(trained, tmp_path)
     kept = [r for r in got.rows if r["prediction"] is not None]
     a, b = _probs(kept), _probs(reference)
     assert a.keys() == b.keys() and max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
+    # the reference is what evaluation computes on the extracted corpus (frames padded per batch by SplitTensors)
+    from corekd.data.batching import SplitTensors
+    from corekd.evaluation.predict import predict as eval_predict
+
+    every = SplitTensors.from_dialogues("all", result.corpus.dialogues, result.corpus)
+    probs = eval_predict(predictor.bundle.model, every, None, 4, "cpu").probs
+    ids = [(d.id, u) for d in result.corpus.dialogues for u in d.utterance_ids]
+    assert max(float(np.abs(probs[i] - b[key]).max()) for i, key in enumerate(ids)) < 1e-5
     # two worker processes, kept across chunks of one dialogue each: the same rows, the same failures
     from corekd.serving.media import ManifestReader
 

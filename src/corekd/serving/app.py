@@ -5,7 +5,8 @@ modalities with dims, kinds, dataset cards and extractor settings, the service's
 ``GET /healthz``; OpenAPI at ``/docs`` (``/openapi.json``).
 
 Requests are validated by pydantic models built from the bundle (dims, kinds and modality names
-are the model's): unknown fields, a wrong dim, NaN/inf, an empty dialogue, an utterance with no
+are the model's; a ``sequence`` modality takes one vector or a list of frames, kept as frames for a
+model that reads them and averaged otherwise, see :mod:`corekd.serving.predictor`): unknown fields, a wrong dim, NaN/inf, an empty dialogue, an utterance with no
 modality, too many dialogues, a malformed body -> 422; a body over ``max_body_bytes`` -> 413.
 Every error answer is ``{"detail": [{"loc": [...], "field": "body.utterances[0].l", "msg", "type"}]}``.
 
@@ -25,11 +26,12 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, confloat, create_model, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, confloat, create_model,
+                      model_validator)
 
 from corekd import __version__
 from corekd.errors import CorekdError, _format_loc
-from corekd.serving.predictor import Predictor, parse_dialogue
+from corekd.serving.predictor import Predictor, parse_dialogue, reads_frames
 
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
 DEFAULT_MAX_DIALOGUES = 64
@@ -50,6 +52,14 @@ class _UtteranceBase(BaseModel):
         return self
 
 
+VECTOR_TAG, FRAMES_TAG = "one vector", "list of frames"  # union branch names; left out of the fields errors name
+
+
+def _vector_or_frames(value) -> str:
+    """Which branch a sequence modality's value takes: frames when its first element is a list."""
+    return FRAMES_TAG if isinstance(value, list) and value and isinstance(value[0], list) else VECTOR_TAG
+
+
 def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MAX_UTTERANCES):
     """The pydantic models ``Utterance`` and ``Dialogue`` of this bundle's request body."""
     fields: dict[str, Any] = {
@@ -60,8 +70,17 @@ def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MA
         dim = int(spec["dim"])
         vector = Annotated[list[FiniteFloat], Field(min_length=dim, max_length=dim)]
         kind = spec.get("kind", "vector")
-        annotation = Union[vector, Annotated[list[vector], Field(min_length=1)]] if kind == "sequence" else vector
-        what = f"{dim} numbers" + (" or a list of frames of that dim (averaged)" if kind == "sequence" else "")
+        if kind == "sequence":  # one vector or a list of frames, told apart by the first element (errors name one branch)
+            annotation = Annotated[Union[Annotated[vector, Tag(VECTOR_TAG)],
+                                         Annotated[list[vector], Field(min_length=1), Tag(FRAMES_TAG)]],
+                                   Discriminator(_vector_or_frames)]
+        else:
+            annotation = vector
+        if reads_frames(spec):
+            what = (f"a list of frames, each of {dim} numbers (the model reads them frame by frame); a list of {dim} "
+                    "numbers is one frame")
+        else:
+            what = f"{dim} numbers" + (" or a list of frames of that dim (averaged)" if kind == "sequence" else "")
         fields[m] = (Optional[annotation], Field(None, description=f"modality '{m}': {what}; leave out where missing"))
     utterance = create_model("Utterance", __base__=_UtteranceBase, **fields)
     utterance.modality_names = tuple(modalities)
@@ -77,7 +96,7 @@ def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MA
 def _error(status: int, errors: list[dict]) -> JSONResponse:
     detail = []
     for e in errors[:MAX_ERRORS_SHOWN]:
-        loc = list(e.get("loc", ()))
+        loc = [p for p in e.get("loc", ()) if p not in (VECTOR_TAG, FRAMES_TAG)]
         detail.append({"loc": ["body", *loc], "field": _format_loc(("body", *loc)), "msg": e.get("msg", ""),
                        "type": e.get("type", "value_error")})
     return JSONResponse({"detail": detail, "errors": len(errors)}, status_code=status)

@@ -13,7 +13,10 @@ made only for the model someone chooses to use). The folder holds
   came from (run folder, method, seed, corpus).
 
 :func:`read_bundle` checks the format version, that the model rebuilds from the weights, and that
-the dims, labels and statistics in the ``bundle`` section agree with the model.
+the dims, labels and statistics in the ``bundle`` section agree with the model. A loaded bundle's
+``modalities[m]["input"]`` says how the model reads ``m`` (derived from the model, not stored):
+``frames`` for a ``sequence`` modality of a model with a frame-reading ``sequence_encoder`` (conv,
+transformer, none), else ``vector`` (one vector per utterance; a sequence's frames averaged).
 """
 
 from __future__ import annotations
@@ -78,6 +81,12 @@ class Bundle:
             "standardization": b.get("standardization", {}).get("kind", "identity"),
             "features": self.features,  # None: media manifests cannot be turned into this model's inputs
         }
+
+
+def frame_inputs(model: ERCModel) -> tuple[str, ...]:
+    """The modalities ``model`` reads frame by frame: ``sequence`` kind and a ``sequence_encoder`` other than ``mean``."""
+    return tuple(m for m in model.modalities
+                 if model.kinds.get(m) == "sequence" and model.cfg.sequence_encoder != "mean")
 
 
 def _json(path: Path, what: str):
@@ -183,7 +192,7 @@ def bundle_checkpoint(checkpoint: str | Path, out: str | Path, *, cards: dict | 
     for m in model.modalities:
         card = cards.get(m) or {}
         raw = corpus_modalities.get(m) if isinstance(corpus_modalities.get(m), dict) else None
-        kind = (raw or {}).get("kind") or card.get("kind") or "vector"
+        kind = (raw or {}).get("kind") or card.get("kind") or model.kinds.get(m, "vector")
         settings = {k: v for k, v in (raw or {}).items() if k not in ("dim", "kind")}
         if m in extractors:
             settings["extractor"] = extractors[m]
@@ -259,6 +268,9 @@ def read_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         if spec.get("kind", "vector") not in ("vector", "sequence"):
             raise CorekdError(f"expected 'vector' or 'sequence', got {spec.get('kind')!r}", path=meta_path,
                               field=f"bundle.modalities.{m}.kind")
+        if model.kinds.get(m) == "sequence" and spec.get("kind", "vector") != "sequence":
+            raise CorekdError(f"kind {spec.get('kind', 'vector')!r}, but the model reads '{m}' as a sequence of frames "
+                              "(model.json kinds)", path=meta_path, field=f"bundle.modalities.{m}.kind")
     labels = b.get("labels") or []
     if task == "classification" and len(labels) != model.num_classes:
         raise CorekdError(f"{len(labels)} labels for a {model.num_classes}-class head", path=meta_path, field="bundle.labels")
@@ -276,6 +288,8 @@ def read_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
                 raise CorekdError("the standardisation statistics in model.json differ from those in the weights "
                                   "(the files come from different models)", path=meta_path,
                                   field=f"bundle.standardization.statistics.{m}.{name}")
+    reads = set(frame_inputs(model))
     return Bundle(path=path, model=model, info=info, task=task, labels=list(labels),
-                  modalities={m: {"dim": int(s["dim"]), "kind": s.get("kind", "vector"), "card": s.get("card", {}),
+                  modalities={m: {"dim": int(s["dim"]), "kind": s.get("kind", "vector"),
+                                  "input": "frames" if m in reads else "vector", "card": s.get("card", {}),
                                   "extractor_settings": s.get("extractor_settings", {})} for m, s in modalities.items()})

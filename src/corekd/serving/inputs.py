@@ -5,7 +5,8 @@ pairs tried in order (``reader(path, predictor, options)``); adding a format mea
 Readers in this version:
 
 - a corpus folder (``corpus.json`` + ``features.safetensors``): the metadata is parsed once, the
-  features are read per dialogue from the memory-mapped safetensors file;
+  features are read per dialogue from the memory-mapped safetensors file (a sequence modality's
+  frames kept per utterance for a model that reads frames, else averaged as in training);
 - a jsonl file in the interchange format (``docs/import-jsonl.md``), one dialogue per line, read
   line by line; ``split``, ``label``, ``sentiment``, ``text`` and extra utterance keys are ignored;
 - a media manifest (a CSV/TSV of ``dialogue_id, utterance_id[, speaker], text, audio_path,
@@ -27,7 +28,7 @@ from safetensors import safe_open
 from corekd.data.corpus import FEATURES_FILE, META_FILE, _CorpusFile, offsets_name, pool_mean
 from corekd.data.importers.jsonl import jsonl_objects
 from corekd.errors import CorekdError, from_validation_error
-from corekd.serving.predictor import DialogueInput, parse_dialogue
+from corekd.serving.predictor import DialogueInput, parse_dialogue, reads_frames
 
 MANIFEST_SUFFIXES = (".csv", ".tsv")
 MEDIA_COLUMNS = ("audio", "video", "audio_path", "video_path", "wav", "path", "file", "media")
@@ -100,6 +101,9 @@ class CorpusReader(InputReader):
                 n = len(d.utterances)
                 feats: dict[str, list] = {m: [None] * n for m in self.modalities}
                 for m, spec in meta.modalities.items():
+                    if m in offsets and reads_frames(self.modalities[m]):  # the model reads the frames themselves
+                        self._frames(f, m, spec.dim, offsets[m][start : start + n + 1], d, feats[m])
+                        continue
                     if m in offsets:
                         lo, hi = int(offsets[m][start]), int(offsets[m][start + n])
                         frames = f.get_slice(m)[lo:hi].astype(np.float32)
@@ -123,6 +127,27 @@ class CorpusReader(InputReader):
                 start += n
                 yield DialogueInput(id=d.id, utterance_ids=[u.id for u in d.utterances],
                                     speakers=[u.speaker for u in d.utterances], features=feats)
+
+
+    def _frames(self, f, m: str, dim: int, offsets: np.ndarray, d, out: list) -> None:
+        """Dialogue ``d``'s frames of ``m`` ([F_i, D] per utterance where available) into ``out``; ``offsets`` [U + 1]."""
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        frames = f.get_slice(m)[lo:hi].astype(np.float32)  # [F, D]
+        if frames.shape != (hi - lo, dim):
+            raise CorekdError(f"expected {hi - lo} frames of dim {dim} for dialogue '{d.id}', got {list(frames.shape)}",
+                              path=self.features_path, field=m)
+        for i, u in enumerate(d.utterances):
+            if m in u.missing:
+                continue
+            x = frames[int(offsets[i]) - lo : int(offsets[i + 1]) - lo]
+            if len(x) == 0:
+                raise CorekdError(f"utterance '{u.id}' of dialogue '{d.id}' has 0 frames of sequence modality '{m}'; "
+                                  "expected at least one, or the modality listed in its 'missing'", path=self.features_path,
+                                  field=m)
+            if not np.isfinite(x).all():
+                raise CorekdError(f"non-finite values (NaN/inf) at utterance '{u.id}' of dialogue '{d.id}'",
+                                  path=self.features_path, field=m)
+            out[i] = x
 
 
 def _is_manifest(path: Path) -> bool:

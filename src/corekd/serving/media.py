@@ -6,7 +6,9 @@ each modality's extractor identity (names, package versions, model file and its 
 corekd's extractor version. :func:`media_config` checks that section against the model and against
 the extractors installed here, and :class:`ManifestReader` runs those extractors on a manifest's
 rows (same code, cache, progress bar and failure handling as ``corekd features extract``) and
-yields the dialogues for :func:`corekd.serving.inputs.predict_stream`.
+yields the dialogues for :func:`corekd.serving.inputs.predict_stream`. A sequence modality's frames
+are kept for a model that reads frames (``input: "frames"``) and averaged otherwise, as the corpus
+reader gives them for training.
 
 Refused, with a message naming both sides: a bundle with no ``features`` section (synthetic or
 imported features: media cannot be turned into its inputs), a model modality the extractors did
@@ -30,7 +32,7 @@ from corekd.data.corpus import pool_mean
 from corekd.errors import CorekdError
 from corekd.serving.bundle import Bundle
 from corekd.serving.inputs import InputReader
-from corekd.serving.predictor import DialogueInput
+from corekd.serving.predictor import DialogueInput, reads_frames
 
 CHUNK_ROWS = 512  # manifest rows extracted (and held) at once; whole dialogues, so a long one may exceed it
 IDENTITY_IGNORED = ("kind",)  # derived from the config, which is compared as a whole
@@ -208,6 +210,17 @@ class ManifestReader(InputReader):
                 if x is None:
                     continue
                 x = np.asarray(x, dtype=np.float32)
+                if reads_frames(spec):  # the model reads frames: kept as they are ([F, D]; one vector is one frame)
+                    x = x[None] if x.ndim == 1 else x
+                    if x.ndim != 2 or x.shape[1] != int(spec["dim"]) or len(x) == 0:
+                        raise CorekdError(f"the '{m}' extractor gave frames of shape {list(x.shape)}; the model reads "
+                                          f"frames of dim {spec['dim']} (at least one)", path=self.path,
+                                          field=f"{r.where} ({m})")
+                    if not np.isfinite(x).all():
+                        raise CorekdError(f"the '{m}' extractor gave non-finite values (NaN/inf)", path=self.path,
+                                          field=f"{r.where} ({m})")
+                    got[m] = np.ascontiguousarray(x)
+                    continue
                 if x.ndim == 2:  # a sequence: averaged over its frames, as the corpus reader does for training
                     x = pool_mean(x, np.array([len(x)], np.int64), x.shape[1])[0]
                 if x.shape != (int(spec["dim"]),):

@@ -2,10 +2,14 @@
 
 The exported graph is :class:`~corekd.serving.predictor.ServingModule`: inputs ``mask`` [B, U, M]
 bool, ``speakers`` [B, U] int64, ``lengths`` [B] int64 and one ``[B, U, D_m]`` float32 input per
-modality (named ``l``, ``a``, ``v``); output ``probabilities`` [B, U, C] (regression: ``value``
-[B, U, 1]). B (dialogues) and U (utterances) are dynamic; padded positions (beyond ``lengths``)
-are zeros that never reach a real utterance (the GRU context reverses each real prefix by an index
-gather, which the graph computes from ``lengths``).
+modality (named ``l``, ``a``, ``v``), except that a modality the model reads frame by frame (a
+``sequence`` modality, ``sequence_encoder`` conv / transformer / none) has two inputs instead:
+``<m>_frames`` [B, U, F_m, D_m] float32 and ``<m>_frame_mask`` [B, U, F_m] bool; output
+``probabilities`` [B, U, C] (regression: ``value`` [B, U, 1]). B (dialogues), U (utterances) and
+each F_m (frames) are dynamic; padded positions (beyond ``lengths``, or beyond an utterance's
+frames) are zeros that never reach a real utterance (the GRU context reverses each real prefix by
+an index gather, which the graph computes from ``lengths``; the sequence encoder gathers the
+utterances that have frames with NonZero and scatters their states back).
 
 Exporter: PyTorch's TorchScript-based ``torch.onnx.export(..., dynamo=False)`` (tracing). Tracing
 records the shape arithmetic as graph operations, so the dynamic axes hold; the parity test runs
@@ -28,7 +32,7 @@ from corekd import __version__
 from corekd.data.corpus import atomic_write
 from corekd.errors import CorekdError
 from corekd.serving.bundle import Bundle
-from corekd.serving.predictor import ServingModule
+from corekd.serving.predictor import ServingModule, input_names
 
 OPSET = 17
 BUNDLE_ONNX = "model.onnx"  # a bundle's own ONNX file, used by `--runtime onnx` when present
@@ -36,6 +40,27 @@ BUNDLE_ONNX = "model.onnx"  # a bundle's own ONNX file, used by `--runtime onnx`
 
 def output_name(task: str) -> str:
     return "probabilities" if task == "classification" else "value"
+
+
+def check_exportable(module: ServingModule, bundle: Bundle) -> None:
+    """Refuse a model whose graph would not hold at other shapes than the export's (a :class:`CorekdError` naming the op).
+
+    The transformer sequence encoder (``sequence_encoder: transformer`` with ``sequence_layers`` > 0)
+    runs ``torch.nn.MultiheadAttention`` (inside ``nn.TransformerEncoderLayer``) over the frames of
+    the utterances that have some; its head split reshapes to ``[frames, rows * heads, head_dim]``
+    with the product computed in Python, which the TorchScript-based exporter records as a constant:
+    the graph would fail (a ``Reshape`` node) at any other frame or utterance count.
+    """
+    for m in module.frame_modalities:
+        encoder = module.model.encoders[m]
+        if getattr(encoder, "kind", None) == "transformer" and len(encoder.blocks):
+            raise CorekdError(
+                f"this model reads modality '{m}' with the transformer sequence encoder, whose "
+                "torch.nn.MultiheadAttention (in nn.TransformerEncoderLayer) does not export with dynamic shapes: "
+                "the TorchScript-based exporter records its head reshape (frames, rows x heads, head dim) as a "
+                "constant, so the graph would fail at any other frame or utterance count. Serve it with the torch "
+                "runtime (corekd predict/serve --runtime torch), or train with sequence_encoder conv or none to export",
+                path=bundle.path / "model.json", field="model.sequence_encoder")
 
 
 def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
@@ -48,19 +73,27 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     model = bundle.model.to("cpu").eval()
     module = ServingModule(model, bundle.task).eval()
+    check_exportable(module, bundle)
     mods = list(model.modalities)
-    b, u = 2, 5  # example shapes; both axes are exported as dynamic
-    example = (torch.ones(b, u, len(mods), dtype=torch.bool), torch.zeros(b, u, dtype=torch.long),
-               torch.tensor([u, u - 2]), *(torch.zeros(b, u, model.dims[m]) for m in mods))
-    names = ["mask", "speakers", "lengths", *mods]
+    names = module.input_names
+    b, u, f = 2, 5, 4  # example shapes; every one of these axes is exported as dynamic
+    frames_shown = torch.arange(f)[None, None, :] < torch.tensor([[1, 4, 2, 3, 1], [2, 1, 4, 1, 3]])[..., None]
+    example = [torch.ones(b, u, len(mods), dtype=torch.bool), torch.zeros(b, u, dtype=torch.long), torch.tensor([u, u - 2])]
+    for m in mods:
+        if m in module.frame_modalities:
+            example += [torch.randn(b, u, f, model.dims[m]), frames_shown]
+        else:
+            example.append(torch.zeros(b, u, model.dims[m]))
     output = output_name(bundle.task)
     dynamic = {n: {0: "dialogues", 1: "utterances"} for n in names}
     dynamic["lengths"] = {0: "dialogues"}
+    for m in module.frame_modalities:
+        dynamic[f"{m}_frames"] = dynamic[f"{m}_frame_mask"] = {0: "dialogues", 1: "utterances", 2: f"{m}_frames"}
     dynamic[output] = {0: "dialogues", 1: "utterances"}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes; parity is tested instead
         raw = Path(tmp) / "model.onnx"
-        torch.onnx.export(module, example, str(raw), input_names=names, output_names=[output], dynamic_axes=dynamic,
+        torch.onnx.export(module, tuple(example), str(raw), input_names=names, output_names=[output], dynamic_axes=dynamic,
                           opset_version=opset, dynamo=False)
         graph = onnx.load(str(raw))
     sidecar = {
@@ -71,7 +104,13 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
                    "speakers": "[dialogues, utterances] int64, speaker index within the dialogue (order of first turn)",
                    "lengths": "[dialogues] int64, real utterances (the rest is padding)",
                    **{m: f"[dialogues, utterances, {model.dims[m]}] float32, raw features (standardised inside)"
-                      for m in mods}},
+                      for m in mods if m not in module.frame_modalities},
+                   **{k: v for m in module.frame_modalities for k, v in (
+                       (f"{m}_frames", f"[dialogues, utterances, {m}_frames, {model.dims[m]}] float32, raw frames "
+                                       "(standardised inside), zeros beyond each utterance's frames"),
+                       (f"{m}_frame_mask", f"[dialogues, utterances, {m}_frames] bool, True on an utterance's real "
+                                           "frames"))}},
+        "frame_modalities": list(module.frame_modalities),
         "modalities": {m: bundle.modalities[m] for m in mods},
         "source": bundle.meta.get("source", {}),
     }
@@ -117,6 +156,11 @@ class OnnxRuntime:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        expected = input_names(bundle.modalities)
+        if self.inputs != expected:
+            raise CorekdError(f"this ONNX file takes inputs {self.inputs}, the bundle's model takes {expected} (a model "
+                              "that reads frames takes <m>_frames and <m>_frame_mask); export it again with "
+                              "`corekd export`", path=onnx_path)
         self.path = onnx_path
 
     def __call__(self, arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -9,7 +9,18 @@ A dialogue is a mapping (the interchange format of ``docs/import-jsonl.md``, or 
 
 A modality key absent from an utterance (or ``null``) means that modality is missing there; the
 mask the model sees follows from that. A ``sequence`` modality also takes frames (a list of
-equal-length vectors), averaged as in training. Utterance keys other than ``id``, ``speaker`` and
+equal-length vectors). What becomes of them follows from how the model reads the modality (the
+spec's ``input``, set by :func:`~corekd.serving.bundle.read_bundle` from the model):
+
+- ``input: "frames"`` (a ``sequence`` modality of a model whose ``sequence_encoder`` is ``conv``,
+  ``transformer`` or ``none``): the frames are kept, ``[F_i, D]`` per utterance, and padded per
+  batch (``Batch.frames`` / ``Batch.frame_mask``); a single vector is read as an utterance of one
+  frame;
+- ``input: "vector"`` (a vector modality, or a ``sequence`` modality of a model with
+  ``sequence_encoder: mean`` or one built without ``kinds``): frames are averaged into one vector,
+  which is what such a model was trained on.
+
+Utterance keys other than ``id``, ``speaker`` and
 the modalities (e.g. ``label``, ``text``) are ignored by :func:`parse_dialogue` (the HTTP service
 refuses them instead); a modality the model does not have is an error.
 
@@ -31,8 +42,9 @@ from torch import nn
 from corekd.data.batching import Batch
 from corekd.data.corpus import MODALITIES
 from corekd.errors import CorekdError
+from corekd.models.encoders import masked_frame_mean
 from corekd.models.model import ERCModel
-from corekd.serving.bundle import Bundle, read_bundle
+from corekd.serving.bundle import Bundle, frame_inputs, read_bundle
 
 ID_KEYS = ("dialogue_id", "id")
 
@@ -44,7 +56,8 @@ class DialogueInput:
     id: str
     utterance_ids: list[str]
     speakers: list[str]
-    features: dict[str, list[np.ndarray | None]]  # m -> per utterance [D_m] float32, or None where missing
+    # m -> per utterance [D_m] float32 (frame-reading modalities: [F_i, D_m] frames, F_i >= 1), or None where missing
+    features: dict[str, list[np.ndarray | None]]
     # utterances that have no modality at all (a media manifest's rows whose extraction failed): (position among
     # all of the dialogue's utterances, id, reason); the model never sees them, the output reports them
     skipped: list[tuple[int, str, str]] = field(default_factory=list)
@@ -54,6 +67,57 @@ class DialogueInput:
 
     def observed(self, i: int) -> list[str]:
         return [m for m, rows in self.features.items() if rows[i] is not None]
+
+
+def reads_frames(spec: Mapping) -> bool:
+    """Whether a modality spec (``Bundle.modalities[m]``) is read frame by frame (``input: "frames"``)."""
+    return spec.get("input") == "frames"
+
+
+def _frames(value, m: str, spec: dict, where: str) -> np.ndarray:
+    """A frame-reading modality's value -> [F, D] float32 frames (a single vector: one frame); errors name the frame."""
+    dim = int(spec["dim"])
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        x = value.astype(np.float32, copy=False)
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2:
+            raise CorekdError(f"got a {x.ndim}-d array; expected frames [F, {dim}] ('{m}' is read frame by frame)",
+                              field=where)
+        if x.shape[1] != dim:
+            raise CorekdError(f"frames of dim {x.shape[1]}; expected dim {dim} (the model's '{m}' input)", field=where)
+    elif isinstance(value, (list, tuple)):
+        if value and not isinstance(value[0], (list, tuple, np.ndarray)):  # a single vector: an utterance of one frame
+            return _vector(value, m, {"dim": dim, "kind": "vector"}, where)[None]
+        try:  # the common case in one step; anything else is checked frame by frame to name the bad one
+            x = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            x = None
+        rows = []
+        for k, frame in enumerate(value if x is None or x.ndim != 2 or x.shape[1] != dim else ()):
+            fwhere = f"{where}[{k}]"
+            if not isinstance(frame, (list, tuple, np.ndarray)):
+                raise CorekdError(f"expected a frame (a list of {dim} numbers), got {type(frame).__name__}", field=fwhere)
+            try:
+                row = np.asarray(frame, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise CorekdError(f"expected a frame of {dim} numbers", field=fwhere) from None
+            if row.shape != (dim,):
+                got = f"{row.shape[0]} numbers" if row.ndim == 1 else f"a {row.ndim}-d array"
+                raise CorekdError(f"frame of {got}; expected {dim} (the model's '{m}' input dim)", field=fwhere)
+            rows.append(row)
+        if rows or x is None or x.ndim != 2 or x.shape[1] != dim:
+            x = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+    else:
+        raise CorekdError(f"expected a list of frames (each a list of {dim} numbers), got {type(value).__name__}",
+                          field=where)
+    if x.shape[0] == 0:
+        raise CorekdError("expected at least one frame (leave the modality out where it is missing)", field=where)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        k, j = (int(i) for i in np.argwhere(bad)[0])
+        raise CorekdError(f"non-finite value (NaN/inf) at index {j}; expected finite numbers", field=f"{where}[{k}]")
+    return np.ascontiguousarray(x)
 
 
 def _vector(value, m: str, spec: dict, where: str) -> np.ndarray:
@@ -83,6 +147,11 @@ def _vector(value, m: str, spec: dict, where: str) -> np.ndarray:
         raise CorekdError(f"non-finite value (NaN/inf) at index {int(np.argmin(np.isfinite(x)))}; expected finite numbers",
                           field=where)
     return x
+
+
+def modality_value(value, m: str, spec: dict, where: str) -> np.ndarray:
+    """One utterance's value of modality ``m``, checked: [F, D] frames for a frame-reading modality, else [D]."""
+    return _frames(value, m, spec, where) if reads_frames(spec) else _vector(value, m, spec, where)
 
 
 def parse_dialogue(obj: Mapping, modalities: dict[str, dict], where: str = "") -> DialogueInput:
@@ -119,7 +188,7 @@ def parse_dialogue(obj: Mapping, modalities: dict[str, dict], where: str = "") -
             if value is None:
                 features[m].append(None)
                 continue
-            features[m].append(_vector(value, m, spec, f"{uwhere}.{m}"))
+            features[m].append(modality_value(value, m, spec, f"{uwhere}.{m}"))
             seen = True
         if not seen:
             raise CorekdError(f"no modality given; expected at least one of {', '.join(modalities)}", field=uwhere)
@@ -131,11 +200,23 @@ def parse_dialogue(obj: Mapping, modalities: dict[str, dict], where: str = "") -
     return DialogueInput(id=did, utterance_ids=ids, speakers=speakers, features=features)
 
 
-def encode(dialogues: list[DialogueInput], dims: Mapping[str, int]) -> dict[str, np.ndarray]:
+def input_names(modalities: Mapping[str, Mapping]) -> list[str]:
+    """The model's inputs, in order: ``mask``, ``speakers``, ``lengths``, then per modality ``m`` ([B, U, D_m]) or,
+    for a frame-reading modality, ``m_frames`` ([B, U, F_m, D_m]) and ``m_frame_mask`` ([B, U, F_m])."""
+    names = ["mask", "speakers", "lengths"]
+    for m, spec in modalities.items():
+        names += [f"{m}_frames", f"{m}_frame_mask"] if reads_frames(spec) else [m]
+    return names
+
+
+def encode(dialogues: list[DialogueInput], dims: Mapping[str, int], frames: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Padded arrays: ``mask`` [B, U, M] bool, ``speakers`` [B, U] int64, ``lengths`` [B] int64, one [B, U, D_m] per modality.
 
-    Padding and missing entries are zeros (the model never reads them: the mask says so).
+    A modality in ``frames`` (read frame by frame) gives ``<m>_frames`` [B, U, F, D_m] float32 and ``<m>_frame_mask``
+    [B, U, F] bool instead, F the batch's most frames of one utterance (at least 1). Padding and missing entries are
+    zeros (the model never reads them: the masks say so).
     """
+    frames = set(frames)
     b, u = len(dialogues), max(len(d) for d in dialogues)
     arrays = {
         "mask": np.zeros((b, u, len(dims)), dtype=bool),
@@ -143,6 +224,18 @@ def encode(dialogues: list[DialogueInput], dims: Mapping[str, int]) -> dict[str,
         "lengths": np.array([len(d) for d in dialogues], dtype=np.int64),
     }
     for j, (m, dim) in enumerate(dims.items()):
+        if m in frames:
+            f = max([len(x) for d in dialogues for x in d.features[m] if x is not None], default=1)
+            feats = np.zeros((b, u, f, dim), dtype=np.float32)
+            shown = np.zeros((b, u, f), dtype=bool)
+            for i, d in enumerate(dialogues):
+                for t, x in enumerate(d.features[m]):
+                    if x is not None:
+                        feats[i, t, : len(x)] = x
+                        shown[i, t, : len(x)] = True
+                        arrays["mask"][i, t, j] = True
+            arrays[f"{m}_frames"], arrays[f"{m}_frame_mask"] = feats, shown
+            continue
         feats = np.zeros((b, u, dim), dtype=np.float32)
         for i, d in enumerate(dialogues):
             for t, x in enumerate(d.features[m]):
@@ -157,27 +250,55 @@ def encode(dialogues: list[DialogueInput], dims: Mapping[str, int]) -> dict[str,
 
 
 class ServingModule(nn.Module):
-    """The model behind plain tensors: (mask, speakers, lengths, *features) -> probabilities [B, U, C] (values [B, U, 1]).
+    """The model behind plain tensors: (mask, speakers, lengths, *inputs) -> probabilities [B, U, C] (values [B, U, 1]).
 
     ``mask`` [B, U, M] bool (observed), ``speakers`` [B, U] int64 (index within the dialogue),
-    ``lengths`` [B] int64 (real utterances; the rest is padding), features [B, U, D_m] float32 in
-    the model's modality order. Classification returns softmax probabilities, regression the value.
+    ``lengths`` [B] int64 (real utterances; the rest is padding), then per modality in the model's
+    order (:func:`input_names`): features [B, U, D_m] float32, or for a modality the model reads
+    frame by frame (:func:`frame_inputs`) its frames [B, U, F_m, D_m] float32 and frame mask
+    [B, U, F_m] bool (True: a real frame). A ``sequence`` modality of a ``sequence_encoder: mean``
+    model takes the mean of its frames as features and is read as one frame (the mean of the
+    standardised frames is the standardised mean: the same input). Classification returns softmax
+    probabilities, regression the value.
     """
 
     def __init__(self, model: ERCModel, task: str):
         super().__init__()
         self.model = model
         self.modalities = tuple(model.modalities)
+        self.frame_modalities = frame_inputs(model)
+        self.one_frame = tuple(m for m in self.modalities
+                               if model.kinds.get(m) == "sequence" and m not in self.frame_modalities)
+        self.input_names = input_names({m: {"input": "frames" if m in self.frame_modalities else "vector"}
+                                        for m in self.modalities})
         self.classify = task == "classification"
 
-    def forward(self, mask: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor, *features: torch.Tensor):
+    def forward(self, mask: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor, *inputs: torch.Tensor):
         u = mask.shape[1]
         utt_mask = torch.arange(u, device=mask.device)[None, :] < lengths[:, None]  # [B, U]
         observed = mask & utt_mask[..., None]  # [B, U, M]
+        features: dict[str, torch.Tensor] = {}
+        frames: dict[str, torch.Tensor] = {}
+        frame_mask: dict[str, torch.Tensor] = {}
+        k = 0
+        for j, m in enumerate(self.modalities):
+            if m in self.frame_modalities:
+                shown = inputs[k + 1] & observed[..., j, None]  # [B, U, F]
+                frames[m] = inputs[k] * shown[..., None].to(inputs[k].dtype)  # [B, U, F, D]
+                frame_mask[m] = shown
+                features[m] = masked_frame_mean(frames[m], shown)  # [B, U, D]
+                k += 2
+                continue
+            features[m] = inputs[k]  # [B, U, D]
+            if m in self.one_frame:
+                frames[m] = inputs[k][:, :, None]  # [B, U, 1, D]
+                frame_mask[m] = observed[..., j, None]  # [B, U, 1]
+            k += 1
         batch = Batch(
-            features=dict(zip(self.modalities, features)), mask=observed, avail=observed, speakers=speakers,
+            features=features, mask=observed, avail=observed, speakers=speakers,
             labels=torch.zeros_like(speakers), utt_mask=utt_mask, modalities=self.modalities,
-            index=torch.zeros_like(lengths),
+            index=torch.zeros_like(lengths), frame_lengths={m: x.sum(-1) for m, x in frame_mask.items()},
+            frames=frames, frame_mask=frame_mask,
         )
         logits = self.model(batch).logits  # [B, U, C]
         return logits.softmax(-1) if self.classify else logits
@@ -192,10 +313,7 @@ class TorchRuntime:
 
     def __call__(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            feats = [torch.from_numpy(arrays[m]).to(self.device) for m in self.module.modalities]
-            out = self.module(torch.from_numpy(arrays["mask"]).to(self.device),
-                              torch.from_numpy(arrays["speakers"]).to(self.device),
-                              torch.from_numpy(arrays["lengths"]).to(self.device), *feats)
+            out = self.module(*(torch.from_numpy(arrays[n]).to(self.device) for n in self.module.input_names))
             return out.float().cpu().numpy()
 
 
@@ -227,6 +345,11 @@ class Predictor:
     def modalities(self) -> dict[str, dict]:
         return self.bundle.modalities
 
+    @property
+    def frame_modalities(self) -> tuple[str, ...]:
+        """The modalities the model reads frame by frame (``input: "frames"``): their frames are kept, not averaged."""
+        return tuple(m for m, spec in self.modalities.items() if reads_frames(spec))
+
     def describe(self) -> dict:
         return {**self.bundle.describe(), "runtime": self.runtime.name}
 
@@ -252,7 +375,7 @@ class Predictor:
         if not parsed:
             return []
         present = [d for d in parsed if len(d)]  # a dialogue whose every utterance was skipped has nothing to run
-        out = self.runtime(encode(present, self.bundle.dims)) if present else None  # [B, U, C]
+        out = self.runtime(encode(present, self.bundle.dims, self.frame_modalities)) if present else None  # [B, U, C]
         results = []
         for d in parsed:
             i = next((k for k, p in enumerate(present) if p is d), -1)
