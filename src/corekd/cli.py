@@ -382,6 +382,17 @@ def data_import(
         print(f"problem: {problem}")
 
 
+def _extraction_lines(summary: dict) -> list[str]:
+    """What an extraction did (jobs, cache, every failure, every utterance without a face), one line each."""
+    return [
+        f"extraction: {summary['jobs']} jobs, {summary['computed']} computed, {summary['cache_hits']} from the cache "
+        f"({summary['cache_dir'] or 'cache off'}), {summary['seconds']:.1f} s, {summary['workers']} worker(s)",
+        *(f"failed: {f['utterance']} ({f['modality']}): {f['reason']}" for f in summary["failures"]),
+        *(f"no face: {f['utterance']}: no face in {f['frames']} sampled frame(s); visual marked missing"
+          for f in summary["no_face"]),
+    ]
+
+
 def _print_extraction(out: Path, corpus, summary: dict) -> None:
     counts = {s: (len(corpus.split(s)), sum(len(d) for d in corpus.split(s))) for s in ("train", "dev", "test")}
     print(f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.num_utterances} utterances "
@@ -391,12 +402,8 @@ def _print_extraction(out: Path, corpus, summary: dict) -> None:
         missing = sum(int((~d.available[:, corpus.modality_names.index(m)]).sum()) for d in corpus.dialogues)
         print(f"modality {m}: {card['kind']}, dim {card['dim']}, {card['frame_rate']}, missing in {missing} "
               f"utterances; {card['extractor']}")
-    print(f"extraction: {summary['jobs']} jobs, {summary['computed']} computed, {summary['cache_hits']} from the cache "
-          f"({summary['cache_dir'] or 'cache off'}), {summary['seconds']:.1f} s, {summary['workers']} worker(s)")
-    for f in summary["failures"]:
-        print(f"failed: {f['utterance']} ({f['modality']}): {f['reason']}")
-    for f in summary["no_face"]:
-        print(f"no face: {f['utterance']}: no face in {f['frames']} sampled frame(s); visual marked missing")
+    for line in _extraction_lines(summary):
+        print(line)
     for f in summary["dropped"]:
         print(f"dropped: {f.get('utterance') or f['dialogue']}: {f['reason']}")
     print(f"summary: {len(summary['failures'])} failure(s), {len(summary['no_face'])} utterance(s) without a face, "
@@ -526,12 +533,8 @@ def predict_cmd(
 
 def _print_media_summary(summary: dict, out: Optional[Path]) -> None:
     """A manifest's extraction, reported as `corekd features extract` reports it (to stderr: stdout may be the JSONL)."""
-    _one_line(f"extraction: {summary['jobs']} jobs, {summary['computed']} computed, {summary['cache_hits']} from the "
-              f"cache ({summary['cache_dir'] or 'cache off'}), {summary['seconds']:.1f} s, {summary['workers']} worker(s)")
-    for f in summary["failures"]:
-        _one_line(f"failed: {f['utterance']} ({f['modality']}): {f['reason']}")
-    for f in summary["no_face"]:
-        _one_line(f"no face: {f['utterance']}: no face in {f['frames']} sampled frame(s); visual marked missing")
+    for line in _extraction_lines(summary):
+        _one_line(line)
     for f in summary["skipped"]:
         _one_line(f"not predicted: {f['utterance']}: {f['reason']}")
     details = ""
