@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from corekd.data.corpus import SPLITS, Corpus, load_corpus
 from corekd.data.importers.base import CorpusBuilder, Utterance
@@ -61,10 +61,22 @@ class VisualOptions(_Strict):
     enabled: bool = Field(True, description="face descriptors (modality v)")
     fps: float = Field(2.0, gt=0, description="frames sampled per second of video")
     max_frames: int = Field(32, ge=1, description="at most this many sampled frames per utterance")
-    size: int = Field(64, ge=16, description="side of the square face crop (pixels) the descriptor is computed on")
+    embedding: Literal["hog", "pyemotion"] = Field(
+        "hog", description="face descriptor: hog (HOG of the face crop, 1764-d for size 64) or pyemotion (the 256-d "
+        "hidden layer of the facial-expression CNN shipped in the PyEmotion wheel)")
+    size: int = Field(64, ge=16, description="side of the square face crop (pixels) the HOG descriptor is computed "
+                      "on (hog only: pyemotion's network takes 48x48)")
     margin: float = Field(0.1, ge=0, le=1, description="margin added around the detected face box (share of its size)")
     pooling: Literal["mean", "sequence"] = Field(
         "mean", description="mean over the frames with a face (one vector per utterance) or keep them as a sequence")
+
+
+    @model_validator(mode="after")
+    def _size_is_for_hog(self) -> "VisualOptions":
+        if self.embedding == "pyemotion" and self.size != 64:
+            raise ValueError(f"visual.size ({self.size}) applies to embedding 'hog' only; the pyemotion network "
+                             "takes a fixed 48x48 crop (leave size at its default, 64)")
+        return self
 
 
 class FeaturesConfig(_Strict):
@@ -166,6 +178,11 @@ def _audio_id(o: AudioOptions) -> str:
 
 
 def _visual_id(o: VisualOptions) -> str:
+    if o.embedding == "pyemotion":
+        from corekd.features.visual import pyemotion_sha256
+
+        return (f"visual-dlib-pyemotion{pyemotion_sha256()[:16]}-fps{o.fps:g}-max{o.max_frames}-m{o.margin:g}"
+                f"-v{EXTRACTOR_VERSION}")
     return f"visual-dlibhog-fps{o.fps:g}-max{o.max_frames}-s{o.size}-m{o.margin:g}-v{EXTRACTOR_VERSION}"
 
 
@@ -174,7 +191,10 @@ def _versions_tag(kind: str) -> str:
 
     if kind == "audio":
         return f"opensmile{metadata.version('opensmile')}"
-    return f"dlib{metadata.version('dlib-bin')}-skimage{metadata.version('scikit-image')}"
+    tag = f"dlib{metadata.version('dlib-bin')}-skimage{metadata.version('scikit-image')}"
+    if kind == "visual-pyemotion":
+        tag += f"-pyemotion{metadata.version('PyEmotion')}-torch{metadata.version('torch')}"
+    return tag
 
 
 class Progress:
@@ -281,7 +301,8 @@ def extractor_identity(m: str, cfg: FeaturesConfig) -> dict:
         if m == "v":
             from corekd.features.visual import identity as visual_identity
 
-            ident = visual_identity(cfg.visual.fps, cfg.visual.max_frames, cfg.visual.size, cfg.visual.margin)
+            ident = visual_identity(cfg.visual.fps, cfg.visual.max_frames, cfg.visual.size, cfg.visual.margin,
+                                    cfg.visual.embedding)
             return {**ident, "kind": f"sequence (faces at {cfg.visual.fps:g} frames/s)"
                     if cfg.visual.pooling == "sequence" else "utterance-level (mean over frames with a face)"}
     except (ImportError, metadata.PackageNotFoundError) as exc:
@@ -329,7 +350,7 @@ def extract_features(
             if path:
                 jobs.append((i, "a", path, cfg.audio.model_dump(), str(cache_root) if cache_root else None, aid))
     if cfg.visual.enabled:
-        vid = f"{_visual_id(cfg.visual)}-{_versions_tag('visual')}"
+        vid = f"{_visual_id(cfg.visual)}-{_versions_tag('visual-' + cfg.visual.embedding)}"
         for i, r in enumerate(rows):
             if r.video_path:
                 jobs.append((i, "v", r.video_path, cfg.visual.model_dump(), str(cache_root) if cache_root else None, vid))

@@ -28,12 +28,23 @@ def speech_like(path, seconds=1.0, f0=140.0, sr=16000, seed=0):
     return path
 
 
-def face_video(path, frames=10, fps=10, with_audio=None, shift=0):
-    """An mp4 of the astronaut photograph (scikit-image's bundled sample), optionally with a sound track."""
+def hopper_image():
+    """A second, differently expressed face: matplotlib's bundled Grace Hopper portrait, ``[256, 256, 3]`` uint8."""
+    import matplotlib.cbook as cbook
+    import matplotlib.image as mpimg
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        image = mpimg.imread(f, format="jpg")  # [600, 512, 3]
+    return np.ascontiguousarray(image[20:532:2, 0:512:2, :3])  # [256, 256, 3], the face centred
+
+
+def face_video(path, frames=10, fps=10, with_audio=None, shift=0, image=None):
+    """An mp4 of a face photograph (default: scikit-image's bundled astronaut), optionally with a sound track."""
     import imageio_ffmpeg
     from skimage import data
 
-    image = np.ascontiguousarray(data.astronaut()[:256, 128:384])  # [256, 256, 3], the face centred
+    if image is None:
+        image = np.ascontiguousarray(data.astronaut()[:256, 128:384])  # [256, 256, 3], the face centred
     writer = imageio_ffmpeg.write_frames(str(path), (256, 256), fps=fps, macro_block_size=1,
                                          audio_path=str(with_audio) if with_audio else None)
     writer.send(None)

@@ -1,7 +1,8 @@
 """One (modality, file) extraction job: what a worker process runs.
 
 Kept apart from the rest of corekd so that a spawned worker imports numpy and the extractors'
-packages only (not torch): a worker starts in about a second.
+packages only (not torch, unless ``visual.embedding: pyemotion`` runs its network): a worker starts in
+about a second.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def run_file_job(job: tuple) -> tuple:
         else:
             from corekd.features.visual import extract_visual
 
-            faces, sampled = extract_visual(path, opts["fps"], opts["max_frames"], opts["size"], opts["margin"])
+            faces, sampled = extract_visual(path, opts["fps"], opts["max_frames"], opts["size"], opts["margin"],
+                                            opts.get("embedding", "hog"))
             arrays = {"x": faces, "sampled": np.array(sampled, np.int64)}
         cache.put(cache_id, key, arrays)
         return index, "ok", arrays, False
