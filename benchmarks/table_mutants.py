@@ -26,8 +26,8 @@ SRC = ROOT / "src" / "corekd"
 # (what it breaks, file, original text, mutated text)
 MUTANTS = [
     ("evaluation predicts with no mask (every condition scored on complete views)", "pipeline.py",
-     "preds = predict(model, test, mask, batch_size, device)",
-     "preds = predict(model, test, None, batch_size, device)"),
+     "preds = predict(model, test, mask, batch_size, device, keep)",
+     "preds = predict(model, test, None, batch_size, device, keep)"),
     ("l_state weight dropped from the CoRe-KD total", "methods/corekd.py",
      'total = total + o.l_state * terms["state"]',
      'total = total + terms["state"]'),
@@ -38,8 +38,8 @@ MUTANTS = [
      "modality_anchor(out.states, teacher.states, ctx.view.batch.mask,",
      "modality_anchor(out.states, teacher.states, ctx.batch.mask,"),
     ("students of a seed initialised per method/label", "pipeline.py",
-     'seed, "teacher" if method.name == "teacher" else "student")',
-     "seed, label)"),
+     'seed, "teacher" if method.name == "teacher" else "student",',
+     "seed, label,"),
     ("training masks seeded per method", "training.py",
      'self.mask_gen = torch_generator("train-mask", seed)',
      'self.mask_gen = torch_generator("train-mask", seed, method.name)'),

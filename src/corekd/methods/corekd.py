@@ -161,7 +161,7 @@ class CoReKD(Method):
             terms["state"] = masked_mean(state_anchor(out.fused, teacher.fused, o.state_distance), clean)
             total = total + o.l_state * terms["state"]
         if o.l_mstate > 0:
-            values, usable = modality_anchor(out.states, teacher.states, ctx.batch.mask, o.state_distance, o.mstate_over)
+            values, usable = modality_anchor(out.states, teacher.states, ctx.view.batch.mask, o.state_distance, o.mstate_over)
             terms["mstate"] = masked_mean(values, clean & usable)
             total = total + o.l_mstate * terms["mstate"]
         if conflict is not None:
