@@ -194,7 +194,7 @@ def evaluate_model(
             rows.append({"condition": name, "applicable": False, "reason": reason, "missing_rate": rate, **extra,
                          "n_utterances": int(test.utt_mask.sum())})
             continue
-        preds = predict(model, test, None, batch_size, device, keep)
+        preds = predict(model, test, mask, batch_size, device, keep)
         rows.append({
             "condition": name,
             **task_metrics(preds.y_true, preds.y_pred, labels, preds.task),
