@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from corekd.data.batching import SplitTensors
@@ -61,3 +63,17 @@ def tiny_test_dialogues(tiny_corpus):
     from helpers import as_interchange
 
     return [as_interchange(d, tiny_corpus) for d in tiny_corpus.split("test")]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails (and is recorded)."""
+    attempts = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError(f"network blocked in tests: connect to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts

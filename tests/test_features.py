@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import socket
-import wave
 
 import numpy as np
 import pytest
@@ -30,20 +29,6 @@ from corekd.features.extract import FeaturesConfig, extract_manifest, read_manif
 from tests.helpers import quick_config  # noqa: E402
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails (and is recorded)."""
-    attempts = []
-
-    def refuse(self, address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError(f"network blocked in tests: connect to {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
 
 
 from corekd.features.synthmedia import face_video, noise_video, speech_like  # noqa: E402

