@@ -185,6 +185,9 @@ def main() -> int:
                     help="keep the last run's results; re-test only the mutants it did not kill or did not reach")
     ap.add_argument("--survivors-only", action="store_true",
                     help="with --rerun-not-killed: re-test only the mutants that were run and survived")
+    ap.add_argument("--unreached-only", action="store_true",
+                    help="with --rerun-not-killed: test only the mutants the last run did not reach (continue a stopped "
+                         "run without re-testing its survivors, which run every covering test)")
     ap.add_argument("--report-only", action="store_true",
                     help="run nothing: rebuild the JSON from mutants/ (e.g. after a run was stopped)")
     ap.add_argument("--no-install", action="store_true", help="do not install mutmut if it is missing")
@@ -214,9 +217,11 @@ def main() -> int:
             if any(fnmatch.fnmatch(name, p) for p in patterns)
             and (code is None or status_by_exit_code[code] not in ("killed", "timeout"))
             and not (args.survivors_only and code is None)
+            and not (args.unreached_only and code is not None)
         ]
         print(f"mutmut {version}: re-testing the {len(names)} mutants the last run did not kill or reach", flush=True)
-        kind = (f"re-test of the {len(names)} mutants not killed" + ("" if args.survivors_only else " or not reached")
+        kind = (f"the {len(names)} mutants not reached before (a stopped run continued)" if args.unreached_only else
+                f"re-test of the {len(names)} mutants not killed" + ("" if args.survivors_only else " or not reached")
                 + " before, with the tests added since")
     else:
         if Path("mutants").exists():
