@@ -185,11 +185,12 @@ def evaluate_model(
     rows = []
     reasons = getattr(masks, "not_applicable", {})
     frames = getattr(masks, "frames", {})
+    present = test.frame_presence() if frames else None  # the frames the split has: the same for every condition
     for name, mask in masks.items():
         reason = reasons.get(name)
         rate = round(missing_rate(mask[test.utt_mask], test.avail[test.utt_mask]), 4)
         keep = frames.get(name)
-        extra = {} if keep is None else {"frame_missing_rate": round(frame_missing_rate(keep, test.frame_presence()), 4)}
+        extra = {} if keep is None else {"frame_missing_rate": round(frame_missing_rate(keep, present), 4)}
         if reason:  # no number: nothing observed, or the same as another condition
             rows.append({"condition": name, "applicable": False, "reason": reason, "missing_rate": rate, **extra,
                          "n_utterances": int(test.utt_mask.sum())})
