@@ -180,8 +180,70 @@ def run(
 
 @app.command()
 @_guarded
-def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd run` (holds results.json).")) -> None:
-    """Rebuild report.md from a run's results.json (a partial run is reported as partial)."""
+def compare(
+    config: Path = typer.Argument(..., help="A grid config (YAML): a run config plus `corpora` and `reference` "
+                                  "(docs/compare.md), e.g. configs/smoke_grid.yaml or configs/paper_grid.yaml."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Grid folder: new or empty, or an earlier attempt of the "
+                                       "same grid (its finished cells are kept). Default: runs/<config name>."),
+    workers: int = typer.Option(1, "--workers", help="Cells run at once (worker processes; Ray: concurrent tasks on a "
+                                "local instance)."),
+    threads: int = typer.Option(1, "--threads", help="Torch CPU threads per worker."),
+    backend: str = typer.Option("local", "--backend", help="local (worker processes here) or ray "
+                                "(pip install 'corekd[cluster]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: a running Ray cluster, e.g. "
+                                          "ray://head:10001 or auto (default: start a local Ray instance)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the config)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in --out: an earlier grid there is first "
+                                   "moved aside to <out>.old-<time> (never deleted)."),
+) -> None:
+    """Run a whole comparison: corpus x method variant x seed cells in parallel, one report.
+
+    Each corpus and seed trains its teacher once; its students reuse it. Started again with the
+    same command, a grid keeps every finished cell and runs only the missing ones (the records
+    are the same as an uninterrupted run's). Writes results.json, analyses.json, figures/,
+    report.md and report.html into the grid folder.
+    """
+    from corekd.compare.grid import GridInterrupted, run_grid
+    from corekd.progress import default_grid_progress
+
+    words = ["corekd", "compare", str(config), *(["--out", str(out)] if out else [])]
+    words += [*(["--workers", str(workers)] if workers != 1 else []), *(["--threads", str(threads)] if threads != 1 else [])]
+    words += [*(["--backend", backend] if backend != "local" else []), *(["--address", address] if address else [])]
+    words += ["--device", device] if device else []
+    command = " ".join(shlex.quote(w) for w in words)
+    received: list[int] = []
+
+    def on_term(signum, frame):  # SIGTERM stops a grid like Ctrl-C: finished cells are kept
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        result = run_grid(config, out, workers=workers, threads=threads, backend=backend, address=address,
+                          device=device, overwrite=overwrite, progress=default_grid_progress(), command=command)
+    except GridInterrupted as stop:
+        _one_line(stop.line())
+        raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print(f"{result.ran} of {result.cells} cells run now ({result.cells - result.ran - len(result.failed)} kept from "
+          f"before), {result.seconds / 60:.1f} min; report: {result.report}")
+    if result.failed:
+        for f in result.failed:
+            _one_line(f"failed: {f['cell']}: {f['error']}")
+        _one_line(f"{len(result.failed)} cell(s) failed; run the same command again to retry them")
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guarded
+def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd run` or `corekd compare` (holds "
+                                         "results.json).")) -> None:
+    """Rebuild report.md from a run's results.json (a grid: report.md and report.html; a partial run is reported as partial)."""
     from corekd.evaluation.report import write_report
     from corekd.rundir import read_results
     from corekd.sweep import is_sweep_folder, rebuild
@@ -190,6 +252,14 @@ def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd
         raise CorekdError("expected a run folder, got a file", path=run_dir)
     if is_sweep_folder(run_dir):  # a sweep: sweep.json and sweep.md again from its sub-runs
         print(f"report: {rebuild(run_dir)}")
+        return
+    from corekd.compare.grid import is_grid_folder
+
+    if is_grid_folder(run_dir):  # a comparison grid: report.md and report.html from results.json and analyses.json
+        from corekd.compare.report import write_grid_report
+
+        md_path, html_path = write_grid_report(run_dir)
+        print(f"report: {md_path}, {html_path}")
         return
     meta, records, trainings = read_results(run_dir)
     print(f"report: {write_report(run_dir, meta, records, trainings)}")

@@ -278,24 +278,34 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
     return cfg
 
 
-def load_config(path: str | Path) -> RunConfig:
+def read_yaml_file(path: str | Path) -> object:
+    """A config file's YAML content; :class:`CorekdError` (with the line) when it is missing or not YAML."""
     path = Path(path)
     if not path.is_file():
         raise CorekdError("config file not found", path=path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise CorekdError(f"not a text (UTF-8) YAML file: undecodable byte at position {exc.start}", path=path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise CorekdError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path=path) from None
-    cfg = validate_config(raw, path)
-    if cfg.data.path and not Path(cfg.data.path).is_absolute():  # relative to the config file, not the shell
-        cfg.data.path = str((path.parent / cfg.data.path).absolute())
-    if cfg.data.meld_root and not Path(cfg.data.meld_root).is_absolute():
-        cfg.data.meld_root = str((path.parent / cfg.data.meld_root).absolute())
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    cfg = validate_config(read_yaml_file(path), path)
+    resolve_paths(cfg, path.parent)
     return cfg
+
+
+def resolve_paths(cfg: RunConfig, folder: Path) -> None:
+    """Corpus paths in ``cfg`` made absolute, relative to the config file's ``folder`` (not the shell's)."""
+    if cfg.data.path and not Path(cfg.data.path).is_absolute():
+        cfg.data.path = str((folder / cfg.data.path).absolute())
+    if cfg.data.meld_root and not Path(cfg.data.meld_root).is_absolute():
+        cfg.data.meld_root = str((folder / cfg.data.meld_root).absolute())
 
 
 def dump_config(cfg: RunConfig) -> str:

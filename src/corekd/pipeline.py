@@ -42,7 +42,14 @@ from corekd.methods import method_class
 from corekd.models.model import ERCModel
 from corekd.progress import Reporter
 from corekd.rundir import RunFolder, RunInterrupted, corpus_fingerprint
-from corekd.training import TeacherReference, init_model, load_checkpoint, save_checkpoint, train_model
+from corekd.training import (
+    TeacherReference,
+    TrainResult,
+    init_model,
+    load_checkpoint,
+    save_checkpoint,
+    train_model,
+)
 
 DEFAULT_CONFIG = Path("configs/quickstart.yaml")
 
@@ -262,6 +269,160 @@ def evaluation_masks(
     return ConditionMasks(masks, reasons, frames)
 
 
+@dataclass
+class RunSetup:
+    """Everything a run prepares once before training: the corpus, its splits, the evaluation masks, the methods.
+
+    Built by :func:`prepare_run`; :func:`train_unit` trains and evaluates one (method, seed) from it. ``corekd run``
+    and ``corekd compare`` (one grid cell per unit, in worker processes) share both.
+    """
+
+    config: RunConfig
+    corpus: Corpus
+    fingerprint: str
+    train: SplitTensors
+    dev: SplitTensors
+    test: SplitTensors
+    conditions: list
+    test_masks: ConditionMasks
+    dev_masks: ConditionMasks
+    input_stats: object  # the train split's input statistics, None without data.standardize
+    methods: dict  # label -> Method (the teacher included when a student needs one)
+    order: list[MethodSpec]  # the teacher first (its students need it), then the students
+    reported: set[str]  # the labels whose records are reported (an unlisted teacher is not)
+    scored: dict  # label -> {"test"|"dev": ConditionMasks with the method's own not-applicable conditions}
+    meta: dict  # results.json's meta for the run
+
+    @property
+    def labels(self) -> list[str]:
+        return self.corpus.labels
+
+    @property
+    def task(self) -> str | None:
+        return self.config.task
+
+
+@dataclass
+class UnitResult:
+    result: "TrainResult"
+    training: dict  # results.json's training entry
+    records: list[dict]  # dev and test records under every condition (none for an unreported teacher)
+    checkpoint_meta: dict  # what model.json records beside the architecture
+
+
+def method_order(config: RunConfig) -> tuple[dict, list[MethodSpec], set[str]]:
+    """The run's methods (label -> Method), the order they train in and the labels that are reported.
+
+    The teacher comes first (its students need it); when no teacher is listed but a student needs one, a teacher
+    is added to the order, trained for the students and not reported.
+    """
+    methods = {s.label: method_class(s.name)(config.method_options(s), config.training.missing) for s in config.methods}
+    teachers = [s for s in config.methods if s.name == "teacher"]
+    students = [s for s in config.methods if s.name != "teacher"]
+    reported = {s.label for s in config.methods}
+    if not teachers and any(m.needs_teacher for m in methods.values()):
+        teachers = [MethodSpec(name="teacher")]
+        methods["teacher"] = method_class("teacher")(config.method_options(teachers[0]), config.training.missing)
+    return methods, teachers[:1] + students, reported
+
+
+def prepare_run(config: RunConfig, config_path: Path | None, device: torch.device, command: str) -> RunSetup:
+    """Load the corpus (checked against the methods), build the splits, the condition masks and the run's meta."""
+    corpus = load_data(config, config_path)
+    fingerprint = corpus_fingerprint(corpus)
+    labels = corpus.labels
+    task = config.task  # settled by load_data
+    train, dev_split, test = (SplitTensors.from_corpus(corpus, s, task) for s in ("train", "dev", "test"))
+    ev = config.evaluation
+    conditions = standard_conditions(corpus.modality_names, ev.random_rates,
+                                     ev.frame_rates if corpus.sequence_modalities() else [])
+    test_masks = evaluation_masks(conditions, test, corpus.modality_names, ev.mask_seed, ev.scheme)
+    dev_masks = evaluation_masks(conditions, dev_split, corpus.modality_names, ev.mask_seed, ev.scheme)
+    input_stats = train_statistics(train) if config.data.standardize else None
+
+    methods, order, reported = method_order(config)
+    warnings = corpus_notes(corpus, config) + corpus.problems() + [
+        f"condition {name} is not applicable on the test split: {reason}" for name, reason in test_masks.not_applicable.items()
+    ]
+    select_test = config.training.select_on == "test"
+    meta = {
+        "corpus": corpus.name,
+        "defaults_provenance": defaults_in_effect(config),
+        "task": task,
+        "labels": labels,
+        "modalities": list(corpus.modality_names),
+        "splits": {s: {"dialogues": len(x), "utterances": x.num_utterances} for s, x in
+                   (("train", train), ("dev", dev_split), ("test", test))},
+        "seeds": config.seeds,
+        "methods": [s.label for s in config.methods],
+        "mask_seed": ev.mask_seed,
+        "random_scheme": ev.scheme,
+        **({"sequence_modalities": corpus.sequence_modalities()} if corpus.sequence_modalities() else {}),
+        "selection": (f"TEST split (legacy training.select_on: test), {config.training.select_metric}" if select_test
+                      else f"dev split, {config.training.select_metric}; test used once per model after training"),
+        **({"select_on": "test"} if select_test else {}),
+        "modality_cards": corpus.cards(),
+        **({"feature_extraction": extraction} if (extraction := features_record(corpus.info.get("features"))) else {}),
+        **({"dev_split": corpus.info["dev_split"]} if "dev_split" in corpus.info else {}),
+        "standardize": "train-split statistics" if input_stats is not None else None,
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "command": command,
+        "warnings": warnings,
+        "status": "running",
+    }
+    # Per method: the test and dev masks with the conditions it is not scored under (Method.not_applicable).
+    scored = {label: {name: method_masks(m, masks, conditions, corpus.modality_names)
+                      for name, masks in (("test", test_masks), ("dev", dev_masks))} for label, m in methods.items()}
+    return RunSetup(config, corpus, fingerprint, train, dev_split, test, conditions, test_masks, dev_masks, input_stats,
+                    methods, order, reported, scored, meta)
+
+
+def train_unit(setup: RunSetup, spec: MethodSpec, seed: int, device: torch.device,
+               teacher_ref: TeacherReference | None, on_epoch=None) -> UnitResult:
+    """Initialise, train and select one model (``spec`` at ``seed``), then score it on dev and, once, on test.
+
+    ``teacher_ref``: the seed's frozen teacher (for the methods that need one). Nothing is written here.
+    """
+    config, corpus = setup.config, setup.corpus
+    label, method = spec.label, setup.methods[spec.label]
+    task, labels, ev = config.task, corpus.labels, config.evaluation
+    dims = {m: s.dim for m, s in corpus.modalities.items()}
+    kinds = {m: s.kind for m, s in corpus.modalities.items()}
+    outputs = 1 if task == "regression" else len(labels)  # regression: a one-output head
+    model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
+    model = init_model(model_cfg, dims, outputs, seed, "teacher" if method.name == "teacher" else "student",
+                       kinds=kinds, build=method.build_model)
+    if setup.input_stats is not None:
+        model.set_input_statistics(setup.input_stats)
+    select_test = config.training.select_on == "test"
+    result = train_model(
+        method, model, setup.train, setup.test if select_test else setup.dev, train_cfg, seed=seed, label_names=labels,
+        device=device, teacher=teacher_ref if method.needs_teacher else None, eval_batch_size=ev.batch_size,
+        on_epoch=on_epoch,
+    )
+    metric = config.training.select_metric
+    checkpoint_meta = {
+        "method": method.name, "variant": label, "options": method.options.model_dump(mode="json"),
+        "seed": seed, "task": task, "best_epoch": result.best_epoch, "selected_epoch": result.selected_epoch,
+        "labels": labels, "input_statistics": "train split" if setup.input_stats is not None else "identity",
+        "modalities": list(corpus.modality_names), "corpus": corpus.name,
+        f"dev_{metric}": result.best_score,
+    }
+    training = {
+        "method": method.name, "variant": label, "seed": seed, "best_epoch": result.best_epoch,
+        "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run, f"dev_{metric}": round(result.best_score, 6),
+        "seconds": round(result.seconds, 2), "history": result.history,
+    }
+    records = []
+    if label in setup.reported:  # dev under the same conditions; the test split, once, after this model's training
+        for split_name, split in (("dev", setup.dev), ("test", setup.test)):
+            for row in evaluate_model(result.model, split, setup.scored[label][split_name], labels, ev.batch_size, device):
+                records.append({"method": method.name, "variant": label, "seed": seed, "split": split_name, **row})
+    return UnitResult(result, training, records, checkpoint_meta)
+
+
 def run(
     config: RunConfig | str | Path | None = None,
     out_dir: str | Path | None = None,
@@ -298,62 +459,12 @@ def run(
     # The task (and regression's default selection metric) is settled before the folder is compared with a resumed run's.
     settle_task(config, peek_corpus_task(config), config_path)
     folder = RunFolder.check(out, config, resume=resume, overwrite=overwrite, config_path=config_path)
-    corpus = load_data(config, config_path)
-    fingerprint = corpus_fingerprint(corpus)
-    folder.check_corpus(fingerprint, config.data.path if config.data.source != "synthetic" else config_path)
-
-    labels = corpus.labels
-    dims = {m: s.dim for m, s in corpus.modalities.items()}
-    kinds = {m: s.kind for m, s in corpus.modalities.items()}
-    task = config.task  # settled by load_data
-    train, dev_split, test = (SplitTensors.from_corpus(corpus, s, task) for s in ("train", "dev", "test"))
-    outputs = 1 if task == "regression" else len(labels)  # regression: a one-output head
-    ev = config.evaluation
-    conditions = standard_conditions(corpus.modality_names, ev.random_rates,
-                                     ev.frame_rates if corpus.sequence_modalities() else [])
-    test_masks = evaluation_masks(conditions, test, corpus.modality_names, ev.mask_seed, ev.scheme)
-    dev_masks = evaluation_masks(conditions, dev_split, corpus.modality_names, ev.mask_seed, ev.scheme)
-    input_stats = train_statistics(train) if config.data.standardize else None
-
-    methods = {s.label: method_class(s.name)(config.method_options(s), config.training.missing) for s in config.methods}
-    teachers = [s for s in config.methods if s.name == "teacher"]
-    students = [s for s in config.methods if s.name != "teacher"]
-    reported = {s.label for s in config.methods}
-    if not teachers and any(m.needs_teacher for m in methods.values()):
-        teachers = [MethodSpec(name="teacher")]  # trained for the students, not reported
-        methods["teacher"] = method_class("teacher")(config.method_options(teachers[0]), config.training.missing)
-    order = teachers[:1] + students  # the teacher first: its students need it
-    warnings = corpus_notes(corpus, config) + corpus.problems() + [
-        f"condition {name} is not applicable on the test split: {reason}" for name, reason in test_masks.not_applicable.items()
-    ]
-    select_test = config.training.select_on == "test"
-    meta = {
-        "corpus": corpus.name,
-        "defaults_provenance": defaults_in_effect(config),
-        "task": task,
-        "labels": labels,
-        "modalities": list(corpus.modality_names),
-        "splits": {s: {"dialogues": len(x), "utterances": x.num_utterances} for s, x in
-                   (("train", train), ("dev", dev_split), ("test", test))},
-        "seeds": config.seeds,
-        "methods": [s.label for s in config.methods],
-        "mask_seed": ev.mask_seed,
-        "random_scheme": ev.scheme,
-        **({"sequence_modalities": corpus.sequence_modalities()} if corpus.sequence_modalities() else {}),
-        "selection": (f"TEST split (legacy training.select_on: test), {config.training.select_metric}" if select_test
-                      else f"dev split, {config.training.select_metric}; test used once per model after training"),
-        **({"select_on": "test"} if select_test else {}),
-        "modality_cards": corpus.cards(),
-        **({"feature_extraction": extraction} if (extraction := features_record(corpus.info.get("features"))) else {}),
-        **({"dev_split": corpus.info["dev_split"]} if "dev_split" in corpus.info else {}),
-        "standardize": "train-split statistics" if input_stats is not None else None,
-        "device": str(dev),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "command": command,
-        "warnings": warnings,
-        "status": "running",
-    }
+    setup = prepare_run(config, config_path, dev, command)
+    folder.check_corpus(setup.fingerprint, config.data.path if config.data.source != "synthetic" else config_path)
+    corpus, meta, warnings = setup.corpus, setup.meta, setup.meta["warnings"]
+    train, test, labels, ev = setup.train, setup.test, setup.labels, config.evaluation
+    methods, order, reported = setup.methods, setup.order, setup.reported
+    test_masks, scored, task = setup.test_masks, setup.scored, config.task
     records: list[dict] = []
     trainings: list[dict] = []
     kept: list[str] = []
@@ -364,7 +475,7 @@ def run(
     # Everything is validated: from here on the output folder is written.
     if config.threads:
         torch.set_num_threads(config.threads)
-    folder.prepare(config, command, fingerprint)
+    folder.prepare(config, command, setup.fingerprint)
     if folder.moved_to:
         reporter.message(f"moved the earlier run in {out} aside to {folder.moved_to}")
     for warning in warnings:
@@ -372,10 +483,6 @@ def run(
 
     analyses = RunAnalyses(out, test, test_masks, conflict_flags(corpus, "test"), labels, task, ev.mask_seed,
                            ev.batch_size, dev, figures=ev.figures) if ev.analyses else None
-
-    # Per method: the test and dev masks with the conditions it is not scored under (Method.not_applicable).
-    scored = {label: {name: method_masks(m, masks, conditions, corpus.modality_names)
-                      for name, masks in (("test", test_masks), ("dev", dev_masks))} for label, m in methods.items()}
 
     def analyse(label: str, method_name: str, seed: int, model, teacher_ref) -> None:
         """Mechanism analyses of one reported model, right after its test evaluation (analyses.json)."""
@@ -409,41 +516,14 @@ def run(
                         analyse(label, method.name, seed, model, teacher_ref)
                         reporter.end_model(f"{label} seed {seed}: kept from the earlier attempt")
                         continue
-                    model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
-                    model = init_model(model_cfg, dims, outputs, seed, "teacher" if method.name == "teacher" else "student",
-                                       kinds=kinds, build=method.build_model)
-                    if input_stats is not None:
-                        model.set_input_statistics(input_stats)
-                    reporter.start_model(f"{label} seed {seed}", train_cfg.epochs)
-                    result = train_model(
-                        method, model, train, test if select_test else dev_split, train_cfg, seed=seed, label_names=labels, device=dev,
-                        teacher=teacher_ref if method.needs_teacher else None, eval_batch_size=ev.batch_size,
-                        on_epoch=reporter.epoch,
-                    )
-                    save_checkpoint(result.model, folder.unit_dir(label, seed), {
-                        "method": method.name, "variant": label, "options": method.options.model_dump(mode="json"),
-                        "seed": seed, "task": task, "best_epoch": result.best_epoch, "selected_epoch": result.selected_epoch,
-                        "labels": labels, "input_statistics": "train split" if input_stats is not None else "identity",
-                        "modalities": list(corpus.modality_names), "corpus": corpus.name,
-                        f"dev_{config.training.select_metric}": result.best_score,
-                    })
-                    training = {
-                        "method": method.name, "variant": label, "seed": seed, "best_epoch": result.best_epoch,
-                        "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run, f"dev_{config.training.select_metric}": round(result.best_score, 6),
-                        "seconds": round(result.seconds, 2), "history": result.history,
-                    }
+                    reporter.start_model(f"{label} seed {seed}", config.training_for(method.name).epochs)
+                    unit = train_unit(setup, spec, seed, dev, teacher_ref, on_epoch=reporter.epoch)
+                    result, training, model_records = unit.result, unit.training, unit.records
+                    save_checkpoint(result.model, folder.unit_dir(label, seed), unit.checkpoint_meta)
                     if method.name == "teacher":
                         teacher_ref = TeacherReference(
                             result.model, train, cache=config.training.teacher_cache, batch_size=ev.batch_size, device=dev
                         )
-                    model_records = []
-                    if label in reported:  # dev under the same conditions; the test split, once, after this model's training
-                        for split_name, split in (("dev", dev_split), ("test", test)):
-                            masks = scored[label][split_name]
-                            for row in evaluate_model(result.model, split, masks, labels, ev.batch_size, dev):
-                                model_records.append(
-                                    {"method": method.name, "variant": label, "seed": seed, "split": split_name, **row}
-                                )
                     folder.save_unit(label, seed, model_records, training)  # the model is finished from here
                     records.extend(model_records)
                     trainings.append(training)

@@ -6,7 +6,9 @@ import sys
 from contextlib import AbstractContextManager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import time
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 class Reporter(AbstractContextManager):
@@ -76,3 +78,82 @@ class RichReporter(Reporter):
 
 def default_reporter() -> Reporter:
     return RichReporter() if sys.stderr.isatty() else LineReporter()
+
+
+class GridProgress(AbstractContextManager):
+    """Progress of a ``corekd compare`` grid: cells done, running, ETA. Silent by default (library use)."""
+
+    def plan(self, total: int, done_before: int) -> None: ...
+    def running(self, n: int) -> None: ...
+    def cell_done(self, cell: str, seconds: float, running: int) -> None: ...
+    def cell_failed(self, cell: str, error: str) -> None: ...
+    def message(self, text: str) -> None: ...
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+class LineGridProgress(GridProgress):
+    """One line per finished cell on stderr, with the count, the cells running and an estimate of the time left."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.total = self.done = self.before = 0
+        self.started = time.perf_counter()
+
+    def plan(self, total: int, done_before: int) -> None:
+        self.total, self.done, self.before, self.started = total, done_before, done_before, time.perf_counter()
+
+    def cell_done(self, cell: str, seconds: float, running: int) -> None:
+        self.done += 1
+        ran, left = self.done - self.before, self.total - self.done
+        eta = (time.perf_counter() - self.started) / ran * left
+        self.message(f"[{self.done}/{self.total}] {cell} ({seconds:.1f} s); {running} running, "
+                     f"about {eta / 60:.1f} min left")
+
+    def cell_failed(self, cell: str, error: str) -> None:
+        self.message(f"FAILED {cell}: {error}")
+
+    def message(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+class RichGridProgress(GridProgress):
+    """One bar for the whole grid: cells done of all, cells running, elapsed and remaining time."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+        return None
+
+    def plan(self, total: int, done_before: int) -> None:
+        self.task = self.progress.add_task("cells", total=total, completed=done_before, info="")
+
+    def running(self, n: int) -> None:
+        self.progress.update(self.task, info=f"{n} running")
+
+    def cell_done(self, cell: str, seconds: float, running: int) -> None:
+        self.progress.advance(self.task)
+        self.progress.update(self.task, info=f"{running} running")
+        self.progress.console.print(f"{cell}: {seconds:.1f} s")
+
+    def cell_failed(self, cell: str, error: str) -> None:
+        self.progress.console.print(f"FAILED {cell}: {error}", markup=False)
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, markup=False)
+
+
+def default_grid_progress() -> GridProgress:
+    return RichGridProgress() if sys.stderr.isatty() else LineGridProgress()

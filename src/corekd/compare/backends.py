@@ -1,0 +1,130 @@
+"""Where grid cells run: worker processes on this machine (``local``) or Ray tasks (``ray``).
+
+A backend takes cell tasks (:func:`corekd.compare.cells.run_cell`'s plain-data input) and hands
+back their results; the driver decides what is ready and writes every file. Both backends give
+the same results for the same tasks: a cell's numbers depend on its task only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+from corekd.compare.cells import run_cell
+from corekd.errors import CorekdError
+
+BACKENDS = ("local", "ray")
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class LocalBackend:
+    """``workers`` processes (spawned, one torch thread pool of ``threads`` each); one worker runs cells in this
+    process, one after another."""
+
+    name = "local"
+
+    def __init__(self, workers: int, threads: int):
+        self.workers, self.threads = workers, threads
+        self.pool = None
+        if workers > 1:
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_init_worker, initargs=(threads,))
+
+    @property
+    def capacity(self) -> int:
+        return self.workers
+
+    def submit(self, task: dict) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(run_cell, task)
+        future: Future = Future()
+        try:
+            future.set_result(run_cell(task))
+        except Exception as exc:  # reported by the driver as this cell's failure, like a worker's
+            future.set_exception(exc)
+        return future
+
+    def wait(self, handles: list) -> list[tuple[object, object]]:
+        """At least one finished handle, with its result or its exception."""
+        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        return [(h, h.exception() if h.exception() is not None else h.result()) for h in done]
+
+    def close(self, kill: bool = False, pending: list | None = None) -> None:
+        if self.pool is None:
+            return
+        if kill:  # interrupted: cancel what has not started and stop the running cells now
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            for child in multiprocessing.active_children():
+                child.terminate()
+        else:
+            self.pool.shutdown(wait=True)
+
+
+class RayBackend:
+    """Cells as Ray tasks (``num_cpus`` = ``threads`` each) on a local Ray instance of ``workers`` x ``threads``
+    CPUs, or on the running cluster at ``address``."""
+
+    name = "ray"
+
+    def __init__(self, workers: int, threads: int, address: str | None):
+        try:
+            import ray
+        except ImportError:
+            raise CorekdError("the Ray backend needs Ray: pip install 'corekd[cluster]'", field="--backend") from None
+        self.ray, self.threads = ray, threads
+        self.started = not ray.is_initialized()
+        if self.started:
+            options = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+            try:
+                if address:
+                    ray.init(address=address, **options)
+                else:
+                    ray.init(num_cpus=workers * threads, **options)
+            except Exception as exc:  # a wrong address, an unreachable head node
+                where = f"the cluster at {address}" if address else "a local Ray instance"
+                raise CorekdError(f"could not start or reach {where}: {exc}", field="--address" if address else
+                                  "--backend") from None
+        cpus = int(ray.cluster_resources().get("CPU", workers * threads))
+        self._capacity = max(1, cpus // threads)
+        self.remote = ray.remote(run_cell).options(num_cpus=threads, max_retries=0)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def submit(self, task: dict):
+        return self.remote.remote(task)
+
+    def wait(self, handles: list) -> list[tuple[object, object]]:
+        done, _ = self.ray.wait(handles, num_returns=1)
+        out = []
+        for ref in done:
+            try:
+                out.append((ref, self.ray.get(ref)))
+            except self.ray.exceptions.RayTaskError as exc:  # the cell's own exception, re-raised by Ray
+                out.append((ref, exc.as_instanceof_cause()))
+            except Exception as exc:  # a worker that died
+                out.append((ref, exc))
+        return out
+
+    def close(self, kill: bool = False, pending: list | None = None) -> None:
+        if kill:
+            for ref in pending or []:
+                self.ray.cancel(ref, force=True)
+        if self.started:
+            self.ray.shutdown()
+
+
+def make_backend(name: str, workers: int, threads: int, address: str | None):
+    if name not in BACKENDS:
+        raise CorekdError(f"unknown backend '{name}' (expected {' or '.join(BACKENDS)})", field="--backend")
+    if workers < 1 or threads < 1:
+        raise CorekdError("expected at least 1", field="--workers" if workers < 1 else "--threads")
+    if address and name != "ray":
+        raise CorekdError("--address names a Ray cluster: use it with --backend ray", field="--address")
+    return LocalBackend(workers, threads) if name == "local" else RayBackend(workers, threads, address)
