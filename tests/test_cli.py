@@ -29,7 +29,8 @@ def tiny_yaml(tmp_path, tiny_config_dict):
     return path
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["report"], ["data"], ["data", "synth"], ["data", "inspect"], ["data", "probe"]])
+@pytest.mark.parametrize("args", [[], ["run"], ["compare"], ["report"], ["data"], ["data", "synth"], ["data", "inspect"],
+                                  ["data", "probe"]])
 def test_every_command_has_help(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
@@ -156,3 +157,21 @@ def test_no_traceback_unless_debug(tmp_path, corpus_dir):
     assert plain.stderr.strip().count("\n") == 0 and "unknown label 'bored'" in plain.stderr
     debug = _corekd("data", "inspect", str(corpus_dir), "--debug", cwd=tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "CorekdError" in debug.stderr
+
+
+def test_compare_refuses_bad_input_in_one_line_before_writing(tmp_path):
+    grid = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "smoke_grid.yaml").read_text())
+    grid["corpora"]["frames"]["synth"]["n_dialogues"] = 1
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare", str(path), "--out", str(out)])
+    assert result.exit_code == 2 and "corpora.frames" in result.output and "n_dialogues" in result.output
+    assert not out.exists()
+    grid["corpora"]["frames"]["synth"]["n_dialogues"] = 14
+    path.write_text(yaml.safe_dump(grid))
+    for args, field in ((["--workers", "0"], "--workers"), (["--backend", "slurm"], "--backend"),
+                        (["--address", "ray://x:1"], "--address"), (["--device", "tpu"], "--device")):
+        result = runner.invoke(app, ["compare", str(path), "--out", str(out), *args])
+        assert result.exit_code == 2 and field in result.output, (args, result.output)
+        assert not out.exists()

@@ -67,11 +67,12 @@ class LocalBackend:
 
 class RayBackend:
     """Cells as Ray tasks (``num_cpus`` = ``threads`` each) on a local Ray instance of ``workers`` x ``threads``
-    CPUs, or on the running cluster at ``address``."""
+    CPUs, or on the running cluster at ``address``. On a CUDA ``device`` each task also reserves ``1 / workers``
+    of a GPU (Ray hides the GPUs from tasks that reserve none), so ``workers`` cells share one GPU."""
 
     name = "ray"
 
-    def __init__(self, workers: int, threads: int, address: str | None):
+    def __init__(self, workers: int, threads: int, address: str | None, device: str = "cpu"):
         try:
             import ray
         except ImportError:
@@ -91,7 +92,8 @@ class RayBackend:
                                   "--backend") from None
         cpus = int(ray.cluster_resources().get("CPU", workers * threads))
         self._capacity = max(1, cpus // threads)
-        self.remote = ray.remote(run_cell).options(num_cpus=threads, max_retries=0)
+        gpus = 1.0 / workers if device.startswith("cuda") else 0
+        self.remote = ray.remote(run_cell).options(num_cpus=threads, num_gpus=gpus, max_retries=0)
 
     @property
     def capacity(self) -> int:
@@ -120,11 +122,11 @@ class RayBackend:
             self.ray.shutdown()
 
 
-def make_backend(name: str, workers: int, threads: int, address: str | None):
+def make_backend(name: str, workers: int, threads: int, address: str | None, device: str = "cpu"):
     if name not in BACKENDS:
         raise CorekdError(f"unknown backend '{name}' (expected {' or '.join(BACKENDS)})", field="--backend")
     if workers < 1 or threads < 1:
         raise CorekdError("expected at least 1", field="--workers" if workers < 1 else "--threads")
     if address and name != "ray":
         raise CorekdError("--address names a Ray cluster: use it with --backend ray", field="--address")
-    return LocalBackend(workers, threads) if name == "local" else RayBackend(workers, threads, address)
+    return LocalBackend(workers, threads) if name == "local" else RayBackend(workers, threads, address, device)

@@ -287,7 +287,7 @@ def run_grid(
             raise CorekdError(f"the data of corpus '{changed[0]}' differs from the one this grid started with; continue "
                               "with the same data, or use --overwrite", path=out / MARKER_FILE, field="corpus_fingerprints")
     cells = plan_cells(grid)
-    backend_impl = make_backend(backend, workers, threads, address)
+    backend_impl = make_backend(backend, workers, threads, address, str(resolved_device))
 
     # Everything is checked: from here on the folder is written.
     moved = _move_aside(out) if mode == "overwrite" else None
