@@ -49,8 +49,8 @@ def test_paired_comparison_by_hand():
     assert out["p"] == pytest.approx(1 - math.sqrt(7) / 3)
     one = paired_comparison({0: 0.5}, {0: 0.4})
     assert one["n"] == 1 and one["mean"] == pytest.approx(0.1) and one["std"] is None and one["p"] is None
-    flat = paired_comparison({0: 0.5, 1: 0.6}, {0: 0.4, 1: 0.5})  # identical differences: no t statistic
-    assert flat["std"] == pytest.approx(0.0) and flat["p"] is None
+    flat = paired_comparison({0: 1.0, 1: 0.9}, {0: 1.1, 1: 1.0})  # -.1 twice, up to float rounding: no t statistic
+    assert flat["std"] == pytest.approx(0.0, abs=1e-15) and flat["p"] is None
     assert paired_comparison({0: 0.5}, {1: 0.4}) == {"mean": None, "std": None, "n": 0, "p": None}
     assert format_p(None) == "–" and format_p(0.1181) == "0.118" and format_p(0.0002) == "2.0e-04"
 
@@ -66,14 +66,14 @@ def test_holm_by_hand():
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("grid-run") / "run"
     cfg = quick_config(methods=[{"name": v} for v in VARIANTS], seeds=SEEDS,
-                       evaluation={"batch_size": 8, "random_rates": [0.0, 0.3, 0.5], "figures": False})
+                       evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "figures": False})
     run(RunConfig.model_validate(cfg), out)
     return out
 
 
-def make_grid(run_dir, out, *, reference="corekd", analyses=True):
-    """The run's records as a grid under two corpus keys: ``a`` as run, ``b`` in reverse order without corekd's
-    seed 2 (a partial cell)."""
+def make_grid(run_dir, out, *, reference="corekd", analyses=True, keys=("a", "b")):
+    """The run's records as a grid under corpus keys ``a`` (as run) and ``b`` (in reverse order, without corekd's
+    seed 2: a partial cell)."""
     res = json.loads((run_dir / "results.json").read_text())
     meta = res["meta"]
     info = {"corpus": meta["corpus"], "task": meta["task"], "labels": meta["labels"], "modalities": meta["modalities"],
@@ -83,16 +83,16 @@ def make_grid(run_dir, out, *, reference="corekd", analyses=True):
     grid = {"format": "corekd-grid", "version": 1,
             "meta": {"name": "tiny-grid", "command": "corekd compare grid.yaml --out grid", "seeds": SEEDS,
                      "variants": [{"variant": v, "method": v} for v in VARIANTS], "reference": reference,
-                     "corpora": {"a": info, "b": info}, "cells": {"total": 24, "done": 23}, "status": "partial",
+                     "corpora": {k: info for k in keys}, "cells": {"total": 24, "done": 23}, "status": "partial",
                      "seconds": 3.0, "workers": 2, "backend": "local"},
-            "records": [{**r, "corpus": "a"} for r in res["records"]] + [{**r, "corpus": "b"} for r in records_b],
-            "trainings": [{**t, "corpus": k} for k in ("a", "b") for t in res["trainings"]]}
+            "records": [{**r, "corpus": k} for k in keys for r in (res["records"] if k == "a" else records_b)],
+            "trainings": [{**t, "corpus": k} for k in keys for t in res["trainings"]]}
     out.mkdir(parents=True)
     (out / "results.json").write_text(json.dumps(grid))
     if analyses:
         payload = json.loads((run_dir / "analyses.json").read_text())
         (out / "analyses.json").write_text(json.dumps({"format": "corekd-grid-analyses", "version": 1,
-                                                       "corpora": {"a": payload, "b": payload}, "embeddings": {},
+                                                       "corpora": {k: payload for k in keys}, "embeddings": {},
                                                        "figures": []}))
     return out
 
@@ -160,7 +160,7 @@ def test_paired_comparison_and_auc_numbers(tiny_run, grid_report):
         assert row[1:4] == [f"{100 * res['mean']:.2f} ± {100 * res['std']:.2f}", "3", format_p(res["p"])]
         assert res["p"] is not None
     # AUC of the teacher, seed by seed from its random records, then mean ± std
-    rates = [0.0, 0.3, 0.5]
+    rates = [0.0, 0.5]
     aucs = [curve_auc(rates, [next(r["weighted_f1"] for r in records if r["variant"] == "teacher" and r["seed"] == s
                                    and r["split"] == "test" and r["condition"] == f"random:{p}") for p in rates])
             for s in SEEDS]
@@ -256,13 +256,13 @@ def test_malformed_results_are_named(tiny_run, tmp_path):
 
 
 def test_tsne_panels_from_embedding_files(tiny_run, tmp_path):
-    out = make_grid(tiny_run, tmp_path / "g")
+    out = make_grid(tiny_run, tmp_path / "g", keys=("a",))
     rng = np.random.default_rng(0)
     cell = out / "cells" / "a" / "seed-0"
     for variant in ("teacher", "corekd"):
         (cell / variant).mkdir(parents=True)
-        np.savez(cell / variant / "embedding.npz", fused=rng.normal(size=(24, 8)).astype(np.float32),
-                 target=rng.integers(0, 3, size=24))
+        np.savez(cell / variant / "embedding.npz", fused=rng.normal(size=(12, 8)).astype(np.float32),
+                 target=rng.integers(0, 3, size=12))
     analyses = json.loads((out / "analyses.json").read_text())
     analyses["embeddings"] = {"a": {v: f"cells/a/seed-0/{v}/embedding.npz" for v in ("teacher", "no_kd", "corekd")}}
     (out / "analyses.json").write_text(json.dumps(analyses))
@@ -271,8 +271,51 @@ def test_tsne_panels_from_embedding_files(tiny_run, tmp_path):
     assert (out / "figures/a/tsne_random0.5.png").read_bytes()[:8] == PNG
     assert "figures/a/tsne_random0.5.png" in json.loads((out / "analyses.json").read_text())["figures"]
     assert "t-SNE panel of `no_kd` skipped: cells/a/seed-0/no_kd/embedding.npz is missing" in text
-    assert not (out / "figures/b/tsne_random0.5.png").exists()
-    np.savez(cell / "corekd" / "embedding.npz", fused=np.zeros((24, 8)), target=np.zeros(3))
+    np.savez(cell / "corekd" / "embedding.npz", fused=np.zeros((12, 8)), target=np.zeros(3))
     with pytest.raises(CorekdError) as err:
         write_grid_report(out)
     assert "embedding.npz" in str(err.value)
+
+
+def _regression_record(variant, seed, condition, mae, applicable=True):
+    base = {"method": "corekd" if variant != "teacher" else "teacher", "variant": variant, "seed": seed,
+            "split": "test", "condition": condition, "corpus": "sent", "n_utterances": 10,
+            "missing_rate": float(condition.split(":")[1]) if condition.startswith("random:") else 0.0}
+    if not applicable:
+        return {**base, "applicable": False, "reason": "the student sees only l"}
+    return {**base, "mae": mae, "corr": 0.5, "acc2": 0.6}
+
+
+def test_regression_grid_by_hand(tmp_path):
+    """A hand-made regression grid: MAE tables as they are, AUC and the paired test on MAE, an n/a cell."""
+    maes = {("corekd", 0): (1.0, 1.0, 1.4), ("corekd", 1): (0.9, 0.9, 1.5),  # complete, random:0.0, random:0.5
+            ("teacher", 0): (1.2, 1.2, 1.8), ("teacher", 1): (1.0, 1.0, 1.6),
+            ("restricted", 0): (1.1, 1.1, None), ("restricted", 1): (1.0, 1.0, None)}
+    records = [_regression_record(v, s, c, m, m is not None) for (v, s), values in maes.items()
+               for c, m in zip(("complete", "random:0.0", "random:0.5"), values)]
+    grid = {"format": "corekd-grid", "version": 1,
+            "meta": {"name": "reg", "command": "corekd compare reg.yaml", "seeds": [0, 1], "reference": "corekd",
+                     "variants": [{"variant": "teacher", "method": "teacher"}, {"variant": "corekd", "method": "corekd"},
+                                  {"variant": "restricted", "method": "corekd"}],
+                     "corpora": {"sent": {"corpus": "toy", "task": "regression", "modalities": ["l", "a"]}}},
+            "records": records, "trainings": []}
+    (tmp_path / "results.json").write_text(json.dumps(grid))
+    text = render_markdown(build_blocks(read_grid(tmp_path)))
+    assert md_table_after(text, "### Test, random missing at rate p (MAE)") == [
+        ["method \\\\ p", "0.0", "0.5"], ["teacher", "1.100 ± 0.141", "1.700 ± 0.141"],
+        ["corekd", "0.950 ± 0.071", "1.450 ± 0.071"], ["restricted", "1.050 ± 0.071", "n/a"]]
+    # AUC over p in {0, .5}: the mean of the two ends: corekd 1.2 and 1.2, teacher 1.5 and 1.3
+    assert md_table_after(text, "### Area under the missing-rate curve (MAE)")[1:] == [
+        ["teacher", "1.400 ± 0.141"], ["corekd", "1.200 ± 0.000"]]
+    assert "`restricted` seed 0: not scored at random:0.5: no AUC" in text
+    assert "a negative difference favours the reference" in text
+    # corekd - teacher, complete: -.2, -.1 -> mean -.15, std .0707, t = -.15 / (.0707 / sqrt 2) = -3 on one degree of
+    # freedom (a Cauchy): p = 1 - (2 / pi) atan 3. AUC: -.3, -.1 -> t = -2, p = 1 - (2 / pi) atan 2.
+    complete = md_table_after(text, "complete MAE:")
+    assert complete[1][:4] == ["teacher (teacher)", "-0.150 ± 0.071", "2", format_p(1 - 2 / math.pi * math.atan(3))]
+    assert complete[2][:4] == ["restricted", "-0.100 ± 0.000", "2", "–"]  # -.1 twice (up to rounding): no p
+    auc = md_table_after(text, "random-curve AUC MAE:")
+    assert auc[1][:4] == ["teacher (teacher)", "-0.200 ± 0.141", "2", format_p(1 - 2 / math.pi * math.atan(2))]
+    assert auc[2][:4] == ["restricted", "–", "0", "–"]
+    fixed = md_table_after(text, "fixed Avg MAE:")
+    assert fixed[1][1:3] == ["–", "0"]  # no fixed condition scored: nothing to pair

@@ -61,7 +61,8 @@ def paired_comparison(ref: dict[int, float], other: dict[int, float]) -> dict:
 
     ``std``: sample std (ddof=1) of the per-seed differences; ``p``: two-sided paired t-test
     (``scipy.stats.ttest_rel``). ``mean`` is None without a common seed, ``std`` and ``p`` are None with fewer than
-    two, and ``p`` is None when the differences do not vary (the t statistic is undefined).
+    two, and ``p`` is None when the differences do not vary (the t statistic is undefined; "do not vary": their std
+    is within float rounding, 1e-12 of the scores' magnitude, e.g. 1.0 - 1.1 and 0.9 - 1.0).
     """
     seeds = sorted(set(ref) & set(other))
     a = np.array([float(ref[s]) for s in seeds])
@@ -71,7 +72,8 @@ def paired_comparison(ref: dict[int, float], other: dict[int, float]) -> dict:
     mean = float(diff.mean()) if n else None
     std = float(diff.std(ddof=1)) if n >= 2 else None
     p = None
-    if n >= 2 and std is not None and std > 0:
+    scale = max(1.0, float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
+    if n >= 2 and std is not None and std > 1e-12 * scale:
         from scipy.stats import ttest_rel
 
         p = float(ttest_rel(a, b).pvalue)
@@ -433,8 +435,9 @@ def _test_blocks(key: str, task: str, recs: list[dict], n_seeds: int, modalities
         blocks += [Heading(3, f"Test, fixed missing modalities ({title})"),
                    Paragraph("Columns name the modalities kept; Avg is the per-seed mean of the applicable fixed "
                              "conditions, then averaged over seeds." if fixed_cols else
-                             f"{modalities} modalit{'y' if modalities == 1 else 'ies'}: no fixed-subset condition "
-                             "applies; only complete views are scored."),
+                             f"No fixed-subset condition is scored ({modalities} modalit"
+                             f"{'y' if modalities == 1 else 'ies'}; keeping a proper subset needs at least two): "
+                             "complete views only."),
                    _table_block(_mark_not_applicable(mean_std_table(frame, metric, cols), test), headers, "method",
                                 n_seeds, metric)]
     realised = frame[frame.condition.isin(random_cols)].groupby("condition")["missing_rate"].first()
