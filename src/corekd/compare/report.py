@@ -179,7 +179,7 @@ def render_html(blocks: list[Block], root: Path, title: str) -> str:
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         else:
             data = base64.b64encode((root / b.path).read_bytes()).decode("ascii")
-            out.append(f'<figure><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}">'
+            out.append(f'<figure><img alt="{html.escape(b.caption.replace("`", ""))}" src="data:image/png;base64,{data}">'
                        f"<figcaption>{_inline(b.caption)}</figcaption></figure>")
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
@@ -418,7 +418,7 @@ def _intro(grid: Grid) -> list[Block]:
     return blocks
 
 
-def _test_blocks(key: str, task: str, recs: list[dict], n_seeds: int, modalities: int) -> list[Block]:
+def _test_blocks(task: str, recs: list[dict], n_seeds: int, modalities: int) -> list[Block]:
     test = split_records(recs, "test")
     frame = records_frame(test)
     if frame.empty:
@@ -693,7 +693,7 @@ def build_blocks(grid: Grid, figures: dict[str, list[Figure]] | None = None,
             blocks.append(Paragraph("No records for this corpus yet."))
             continue
         modalities = len(info.get("modalities") or "lav")
-        blocks += _test_blocks(key, task, recs, n_seeds, modalities)
+        blocks += _test_blocks(task, recs, n_seeds, modalities)
         blocks += _dev_blocks(task, recs, n_seeds)
         test_recs = split_records(recs, "test")
         conditions, aucs, auc_notes = curve_aucs(test_recs, _primary(task))
