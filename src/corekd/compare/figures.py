@@ -24,6 +24,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
+def _ordered(variants: list[str], rows: list[dict]) -> list[str]:
+    """The variants the rows name: in ``variants``' order, then any other (none is left out)."""
+    named = list(dict.fromkeys(r["variant"] for r in rows))
+    return [v for v in variants if v in named] + [v for v in named if v not in variants]
+
+
 def _save(fig, path: Path) -> None:
     plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +64,7 @@ def drift_figure(path: Path, rows: list[dict], variants: list[str], title: str) 
     conditions = {r["condition"] for r in rows}
     fixed = [c for c in ["complete", *FIXED_ORDER] if c in conditions]
     rates = rate_columns(conditions, "random")
-    shown = [v for v in variants if any(v == r["variant"] for r in rows)]
+    shown = _ordered(variants, rows)
     panels = [p for p, have in (("fixed", fixed), ("random", rates)) if have]
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
@@ -96,7 +102,7 @@ def rejection_figure(path: Path, rows: list[dict], variants: list[str], title: s
         cells.setdefault((r["variant"], r["type"]), []).append(float(r["rate"]))
     types = [t for t in ("a", "v", "av") if any(r["type"] == t for r in rows)]
     types += [t for t in dict.fromkeys(r["type"] for r in rows) if t not in types]
-    shown = [v for v in variants if any(v == r["variant"] for r in rows)]
+    shown = _ordered(variants, rows)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(types) * max(1, len(shown)) / 2), 4))
     _grouped_bars(ax, types, shown, cells, scale=100.0)

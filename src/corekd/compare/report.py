@@ -377,8 +377,8 @@ def _condition_order(conditions) -> list[str]:
 def _analysis_table(rows: list[dict], key: str, value: str, variants: list[str], columns: list[str], first: str,
                     scale: float = 1.0, digits: int = 3) -> Table:
     """The run report's analyses table (``_grouped`` / ``_stat``) as a block, rows in config order."""
-    _, _, cells = _grouped(rows, key, value)
-    present = [v for v in variants if any(r["variant"] == v for r in rows)]
+    named, _, cells = _grouped(rows, key, value)
+    present = [v for v in variants if v in named] + [v for v in named if v not in variants]  # none left out
     return Table((first, *columns), tuple((v, *(_stat(cells.get((v, c), []), scale, digits) for c in columns))
                                           for v in present))
 
@@ -440,7 +440,8 @@ def _test_blocks(task: str, recs: list[dict], n_seeds: int, modalities: int) -> 
                              "complete views only."),
                    _table_block(_mark_not_applicable(mean_std_table(frame, metric, cols), test), headers, "method",
                                 n_seeds, metric)]
-    realised = frame[frame.condition.isin(random_cols)].groupby("condition")["missing_rate"].first()
+    realised = (frame[frame.condition.isin(random_cols)].groupby("condition")["missing_rate"].first()
+                if "missing_rate" in frame else pd.Series(dtype=float))
     for metric, title in TABLE_METRICS[task] if random_cols else ():
         blocks += [Heading(3, f"Test, random missing at rate p ({title})"),
                    _table_block(_mark_not_applicable(mean_std_table(frame, metric, random_cols), test),
