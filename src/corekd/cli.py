@@ -253,10 +253,9 @@ def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd
     if is_sweep_folder(run_dir):  # a sweep: sweep.json and sweep.md again from its sub-runs
         print(f"report: {rebuild(run_dir)}")
         return
-    from corekd.compare.grid import is_grid_folder
+    from corekd.compare.report import is_grid_folder, write_grid_report
 
     if is_grid_folder(run_dir):  # a comparison grid: report.md and report.html from results.json and analyses.json
-        from corekd.compare.report import write_grid_report
 
         md_path, html_path = write_grid_report(run_dir)
         print(f"report: {md_path}, {html_path}")

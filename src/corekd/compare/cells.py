@@ -1,7 +1,8 @@
 """One grid cell: a (corpus, seed, variant) unit of ``corekd run``, trained where a backend puts it.
 
 A cell's task is plain data (the corpus's resolved run config as JSON, the method spec, the seed,
-the device, the thread count and, for a student, its teacher's checkpoint files as bytes), and its
+the device, the thread count and, for a student that distils or is analysed against it, its
+teacher's checkpoint files as bytes), and its
 result is plain data too (records, training entry, analyses rows, checkpoint files, the t-SNE
 embedding). Nothing is read from or written to the grid folder here: the driver writes, so a
 worker on another machine (Ray) needs the package and the corpus, not the output folder.
@@ -92,12 +93,14 @@ def run_cell(task: dict) -> dict:
         spec = MethodSpec.model_validate(task["spec"])
         seed, ev = task["seed"], setup.config.evaluation
         teacher = _model_from_files(task["teacher"], device) if task["teacher"] is not None else None
+        method = setup.methods[spec.label]
         teacher_ref = (TeacherReference(teacher, setup.train, cache=setup.config.training.teacher_cache,
-                                        batch_size=ev.batch_size, device=device) if teacher is not None else None)
+                                        batch_size=ev.batch_size, device=device)
+                       if teacher is not None and method.needs_teacher else None)
         unit = train_unit(setup, spec, seed, device, teacher_ref)
-        model, method = unit.result.model, setup.methods[spec.label]
-        if method.name == "teacher":
-            teacher = model  # analysed against itself, as `corekd run` does
+        model = unit.result.model
+        if method.name == "teacher":  # analysed against itself and frozen first, as `corekd run` does
+            teacher = model.eval().requires_grad_(False)
         analyses, embedding = None, None
         if ev.analyses and spec.label in setup.reported:
             with tempfile.TemporaryDirectory(prefix="corekd-analyses-") as tmp:

@@ -78,10 +78,6 @@ class GridResult:
 
 
 # ------------------------------------------------------------------ the folder
-def is_grid_folder(path: Path) -> bool:
-    return (Path(path) / MARKER_FILE).is_file()
-
-
 def _read_json(path: Path, what: str) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -96,7 +92,7 @@ def check_folder(out: Path, grid: GridConfig, *, overwrite: bool, config_path: P
                           path=out, field="--out")
     if not out.exists() or not any(out.iterdir()):
         return "new"
-    if not is_grid_folder(out):
+    if not (out / MARKER_FILE).is_file():
         inside = config_path is not None and out.resolve() in Path(config_path).resolve().parents
         hint = f"; your config lies inside it: choose e.g. --out {out / 'grid'}" if inside else "; choose a new or empty folder"
         raise CorekdError(f"a non-empty folder that is not a corekd grid (nothing was written){hint}", path=out,
@@ -169,6 +165,17 @@ def plan_cells(grid: GridConfig) -> list[Cell]:
     return cells
 
 
+def uses_teacher(grid: GridConfig, cell: Cell) -> bool:
+    """Whether ``cell`` reads its corpus and seed's teacher: to distil from it, or (analyses on) to measure its state
+    drift and conflict rejection against it, as ``corekd run`` does for every model of a seed that has a teacher."""
+    if cell.method == "teacher":
+        return False
+    cfg = grid.corpora[cell.corpus]
+    has_teacher = any(s.name == "teacher" for s in cfg.methods) or any(
+        method_class(s.name).needs_teacher for s in cfg.methods)
+    return method_class(cell.method).needs_teacher or (has_teacher and cfg.evaluation.analyses)
+
+
 def cell_task(grid: GridConfig, cell: Cell, out: Path, *, device: str, threads: int,
               config_path: Path | None) -> dict:
     """The plain-data input of :func:`corekd.compare.cells.run_cell` for ``cell`` (a student carries its teacher's
@@ -176,7 +183,7 @@ def cell_task(grid: GridConfig, cell: Cell, out: Path, *, device: str, threads: 
     cfg = grid.corpora[cell.corpus]
     spec = {s.label: s for s in cfg.methods}.get(cell.variant) or MethodSpec(name="teacher")  # an unlisted teacher
     teacher = None
-    if method_class(cell.method).needs_teacher:
+    if uses_teacher(grid, cell):
         folder = out / Cell(cell.corpus, cell.seed, "teacher", "teacher").folder
         teacher = {name: (folder / name).read_bytes() for name in CHECKPOINT_FILES}
     return {
@@ -307,8 +314,8 @@ def run_grid(
     todo = [c for c in cells if c not in finished]
     teachers_done = {(c.corpus, c.seed) for c in finished if c.method == "teacher"}
 
-    def ready(c: Cell) -> bool:  # a student that needs a teacher waits for its corpus and seed's teacher
-        return not method_class(c.method).needs_teacher or (c.corpus, c.seed) in teachers_done
+    def ready(c: Cell) -> bool:  # a cell that reads a teacher waits for its corpus and seed's teacher
+        return not uses_teacher(grid, c) or (c.corpus, c.seed) in teachers_done
 
     queue = deque(c for c in todo if ready(c))
     waiting = [c for c in todo if not ready(c)]
