@@ -1,6 +1,6 @@
 """Mutation testing of the modules the fairness guarantees live in; writes benchmarks/results/mutation.json.
 
-    python benchmarks/mutation.py [--jobs N] [--rerun-not-killed] [--no-install]
+    python benchmarks/mutation.py [--jobs N] [--rerun-not-killed [--survivors-only] [--only GLOB ...]] [--no-install]
 
 Runs mutmut (pinned in pyproject.toml's ``mutation`` extra; configured under ``[tool.mutmut]``)
 on ``src/corekd/methods/``, ``data/protocols.py``, ``evaluation/`` and ``training.py``: every
@@ -188,6 +188,9 @@ def main() -> int:
     ap.add_argument("--unreached-only", action="store_true",
                     help="with --rerun-not-killed: test only the mutants the last run did not reach (continue a stopped "
                          "run without re-testing its survivors, which run every covering test)")
+    ap.add_argument("--only", nargs="+", metavar="GLOB", default=None,
+                    help="with --rerun-not-killed: re-test only the mutants whose names match one of these patterns "
+                         "(e.g. 'corekd.methods.reconstruction.*'); the others keep their last status")
     ap.add_argument("--report-only", action="store_true",
                     help="run nothing: rebuild the JSON from mutants/ (e.g. after a run was stopped)")
     ap.add_argument("--no-install", action="store_true", help="do not install mutmut if it is missing")
@@ -218,11 +221,12 @@ def main() -> int:
             and (code is None or status_by_exit_code[code] not in ("killed", "timeout"))
             and not (args.survivors_only and code is None)
             and not (args.unreached_only and code is not None)
+            and (args.only is None or any(fnmatch.fnmatch(name, g) for g in args.only))
         ]
         print(f"mutmut {version}: re-testing the {len(names)} mutants the last run did not kill or reach", flush=True)
         kind = (f"the {len(names)} mutants not reached before (a stopped run continued)" if args.unreached_only else
                 f"re-test of the {len(names)} mutants not killed" + ("" if args.survivors_only else " or not reached")
-                + " before, with the tests added since")
+                + " before" + (f" in {', '.join(args.only)}" if args.only else "") + ", with the tests added since")
     else:
         if Path("mutants").exists():
             shutil.rmtree("mutants")

@@ -6,6 +6,7 @@ A user error prints one line (``error: FILE: FIELD: what was expected``) and exi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -108,6 +109,26 @@ def _root(
     _state["debug"] = _state["debug"] or debug
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM stops a run or a grid like Ctrl-C (finished work is kept); yields the signals received."""
+    received: list[int] = []
+
+    def on_term(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        previous, installed = signal.signal(signal.SIGTERM, on_term), True
+    except ValueError:  # not the main thread (an embedding application): leave its signal handling alone
+        previous, installed = None, False
+    try:
+        yield received
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def parse_seeds(values: list[str] | None) -> list[int] | None:
     """``--seeds 0,1,2``, ``--seeds "0 1 2"`` or ``--seeds 0 --seeds 1``."""
     if not values:
@@ -155,26 +176,13 @@ def run(
     words += [*(["--out", str(out)] if out else []), *(["--seeds", ",".join(map(str, seed_list))] if seed_list else [])]
     words += ["--device", device] if device else []
     command = " ".join(shlex.quote(w) for w in words)
-    received: list[int] = []
-
-    def on_term(signum, frame):  # SIGTERM stops a run like Ctrl-C: finished models are kept
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    installed = False
-    try:
-        previous, installed = signal.signal(signal.SIGTERM, on_term), True
-    except ValueError:  # not the main thread (an embedding application): leave its signal handling alone
-        previous = None
-    try:
-        result = run_pipeline(config, out, seeds=seed_list, device=device, reporter=default_reporter(),
-                              command=command, resume=resume, overwrite=overwrite)
-    except RunInterrupted as stop:
-        _one_line(stop.line())
-        raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
-    finally:
-        if installed:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    with _sigterm_as_interrupt() as received:
+        try:
+            result = run_pipeline(config, out, seeds=seed_list, device=device, reporter=default_reporter(),
+                                  command=command, resume=resume, overwrite=overwrite)
+        except RunInterrupted as stop:
+            _one_line(stop.line())
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     print(f"report: {result.report or result.out_dir / 'report.md'}")
 
 
@@ -211,25 +219,13 @@ def compare(
     words += [*(["--backend", backend] if backend != "local" else []), *(["--address", address] if address else [])]
     words += ["--device", device] if device else []
     command = " ".join(shlex.quote(w) for w in words)
-    received: list[int] = []
-
-    def on_term(signum, frame):  # SIGTERM stops a grid like Ctrl-C: finished cells are kept
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread
-        previous = None
-    try:
-        result = run_grid(config, out, workers=workers, threads=threads, backend=backend, address=address,
-                          device=device, overwrite=overwrite, progress=default_grid_progress(), command=command)
-    except GridInterrupted as stop:
-        _one_line(stop.line())
-        raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with _sigterm_as_interrupt() as received:
+        try:
+            result = run_grid(config, out, workers=workers, threads=threads, backend=backend, address=address,
+                              device=device, overwrite=overwrite, progress=default_grid_progress(), command=command)
+        except GridInterrupted as stop:
+            _one_line(stop.line())
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     print(f"{result.ran} of {result.cells} cells run now ({result.cells - result.ran - len(result.failed)} kept from "
           f"before), {result.seconds / 60:.1f} min; report: {result.report}")
     if result.failed:

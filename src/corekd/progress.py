@@ -37,7 +37,24 @@ class LineReporter(Reporter):
         print(text, file=self.stream, flush=True)
 
 
-class RichReporter(Reporter):
+class _LiveProgress(AbstractContextManager):
+    """A rich Progress shown while the context is open; messages print above it."""
+
+    progress: Progress
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+        return None
+
+    def message(self, text: str) -> None:
+        self.progress.console.print(text, markup=False)
+
+
+class RichReporter(_LiveProgress, Reporter):
     """An overall bar over models and a bar over the current model's epochs."""
 
     def __init__(self, console: Console | None = None):
@@ -48,14 +65,6 @@ class RichReporter(Reporter):
         )
         self.overall = None
         self.current = None
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.stop()
-        return None
 
     def plan(self, total_models: int) -> None:
         self.overall = self.progress.add_task("models", total=total_models, info="")
@@ -71,9 +80,6 @@ class RichReporter(Reporter):
         self.progress.console.print(summary)
         if self.overall is not None:
             self.progress.advance(self.overall)
-
-    def message(self, text: str) -> None:
-        self.progress.console.print(text)
 
 
 def default_reporter() -> Reporter:
@@ -118,7 +124,7 @@ class LineGridProgress(GridProgress):
         print(text, file=self.stream, flush=True)
 
 
-class RichGridProgress(GridProgress):
+class RichGridProgress(_LiveProgress, GridProgress):
     """One bar for the whole grid: cells done of all, cells running, elapsed and remaining time."""
 
     def __init__(self, console: Console | None = None):
@@ -128,14 +134,6 @@ class RichGridProgress(GridProgress):
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
         )
         self.task = None
-
-    def __enter__(self):
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.stop()
-        return None
 
     def plan(self, total: int, done_before: int) -> None:
         self.task = self.progress.add_task("cells", total=total, completed=done_before, info="")
@@ -149,10 +147,7 @@ class RichGridProgress(GridProgress):
         self.progress.console.print(f"{cell}: {seconds:.1f} s")
 
     def cell_failed(self, cell: str, error: str) -> None:
-        self.progress.console.print(f"FAILED {cell}: {error}", markup=False)
-
-    def message(self, text: str) -> None:
-        self.progress.console.print(text, markup=False)
+        self.message(f"FAILED {cell}: {error}")
 
 
 def default_grid_progress() -> GridProgress:
