@@ -323,6 +323,20 @@ def test_corrkd_frame_drops_come_from_the_method_stream_only(frame_batch):
     assert all(torch.equal(a[m], b[m]) for m in a)
 
 
+def test_corrkd_without_frame_missing_sees_every_students_view_bit_for_bit(frame_batch):
+    """frame_missing 0: no frame is dropped and the view is the shared one, features included, bit for bit (a
+    "drop nothing" pass would recompute the frame means and move them by rounding). Kills corrkd.py:111
+    `frame_missing <= 0 and not ...` and `frame_missing < 0`."""
+    off = _build("corrkd", frame_missing=0.0)
+    view = off.train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    shared = _build("no_kd").train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    assert torch.equal(view.mask, shared.mask)
+    for m in shared.features:
+        assert torch.equal(view.features[m], shared.features[m]), m
+    for m in shared.frames:
+        assert torch.equal(view.frame_mask[m], shared.frame_mask[m]) and torch.equal(view.frames[m], shared.frames[m])
+
+
 # ================================================================ contrastive_view
 def test_contrastive_view_without_contrast_is_smoothed_ce_only():
     """l_contrast = 0: no teacher, no contrast term; label smoothing reaches the CE.
