@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from corekd.compare.config import load_grid
+
 from corekd.config import RunConfig, dump_config, load_config, validate_config
 from corekd.errors import CorekdError
 from corekd.study import expand_study, is_study
@@ -81,8 +83,13 @@ def test_every_config_file_in_the_repo_is_valid():
         if is_study(yaml.safe_load(path.read_text())):  # a study: every (corpus, candidate) run config is valid
             assert all(isinstance(c, RunConfig) for c in expand_study(path).values())
             continue
+        if "corpora" in yaml.safe_load(path.read_text()):  # a grid (corekd compare): every corpus's config is valid
+            assert all(isinstance(c, RunConfig) for c in load_grid(path).corpora.values())
+            with pytest.raises(CorekdError) as err:  # and `corekd run` says what it is
+                load_config(path)
+            assert err.value.field == "corpora" and "corekd compare" in err.value.detail
+            continue
         assert isinstance(load_config(path), RunConfig)
-        yaml.safe_load(path.read_text())
 
 
 def test_a_study_criterion_names_a_method_and_a_condition(tmp_path):

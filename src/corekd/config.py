@@ -250,6 +250,9 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
         raw = {}
     if not isinstance(raw, dict):
         raise CorekdError(f"expected a mapping of settings at the top level, got {type(raw).__name__}", path=source)
+    if "corpora" in raw:
+        raise CorekdError("a comparison grid (it has `corpora`): run it with `corekd compare` (docs/compare.md)",
+                          path=source, field="corpora")
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
