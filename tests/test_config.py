@@ -6,7 +6,6 @@ import pytest
 import yaml
 
 from corekd.compare.config import load_grid
-
 from corekd.config import RunConfig, dump_config, load_config, validate_config
 from corekd.errors import CorekdError
 from corekd.study import expand_study, is_study

@@ -22,7 +22,7 @@ import pandas as pd
 from corekd.compare.figures import curve_figure, drift_figure, rejection_figure, tsne_figure
 from corekd.data.corpus import atomic_write
 from corekd.errors import CorekdError
-from corekd.evaluation.analyses import TSNE_CONDITION, _grouped, _stat, add_relative_to_no_kd
+from corekd.evaluation.analyses import TSNE_CONDITION, _grouped, _pyplot, _stat, add_relative_to_no_kd
 from corekd.evaluation.metrics import LOWER_IS_BETTER, PLAIN_METRICS
 from corekd.evaluation.report import (
     FIXED_AVG, FIXED_ORDER, NOT_APPLICABLE, TABLE_METRICS, _cell, _fixed_header, _mark_not_applicable, md,
@@ -626,7 +626,21 @@ def _embeddings(root: Path, key: str, listed: dict[str, str], variants: list[str
 
 
 def draw_figures(grid: Grid) -> tuple[dict[str, list[Figure]], dict[str, list[str]]]:
-    """Every figure that can be drawn, per corpus key, and per corpus key the notes on panels skipped."""
+    """Every figure that can be drawn, per corpus key, and per corpus key the notes on panels skipped.
+
+    Colours: matplotlib's 10-colour cycle up to 10 variants, its 20-colour one beyond (a grid of every method and
+    ablation has 16 lines and bars; with 10 colours two variants would share one).
+    """
+    from cycler import cycler
+    from matplotlib import colormaps
+
+    plt = _pyplot()
+    palette = colormaps["tab20" if len(grid.variants) > 10 else "tab10"].colors
+    with plt.rc_context({"axes.prop_cycle": cycler(color=list(palette))}):
+        return _draw_figures(grid)
+
+
+def _draw_figures(grid: Grid) -> tuple[dict[str, list[Figure]], dict[str, list[str]]]:
     figures: dict[str, list[Figure]] = {}
     notes: dict[str, list[str]] = {}
     taken: set[str] = set()
