@@ -52,6 +52,7 @@ EMBEDDING_FILE = "embedding.npz"
 FORMAT = "corekd-grid"
 ANALYSES_FORMAT = "corekd-grid-analyses"
 VERSION = 1
+REFRESH_SECONDS = 30.0  # results.json / analyses.json rewritten at most this often while cells finish
 RUN_META_LEFT_OUT = ("command", "status", "device", "torch", "python", "seeds", "methods")  # grid-level, not per corpus
 
 
@@ -200,14 +201,15 @@ def cell_task(grid: GridConfig, cell: Cell, out: Path, *, device: str, threads: 
 
 
 # ------------------------------------------------------------------ assembling results.json and analyses.json
-def assemble(out: Path, grid: GridConfig, cells: list[Cell], meta: dict) -> tuple[dict, dict]:
-    """results.json and analyses.json from the finished cells, in the plan's order (the same for any attempt)."""
+def assemble(cells: list[Cell], saved_cells: dict[Cell, dict], meta: dict) -> tuple[dict, dict]:
+    """results.json and analyses.json from the finished cells' saved outcomes (``saved_cells``: cell -> its cell.json),
+    in the plan's order (the same for any attempt)."""
     records, trainings = [], []
     per_corpus: dict[str, dict] = {}
     embeddings: dict[str, dict[str, str]] = {}
     done = 0
     for cell in cells:
-        saved = read_cell(out, cell)
+        saved = saved_cells.get(cell)
         if saved is None:
             continue
         done += 1
@@ -263,7 +265,7 @@ def run_grid(
     before anything is written. A KeyboardInterrupt stops the running cells and raises
     :class:`GridInterrupted`; the finished cells are kept.
     """
-    from corekd.pipeline import prepare_run, resolve_device, settle_task
+    from corekd.pipeline import prepare_run, resolve_device
 
     config_path = None if isinstance(config, GridConfig) else Path(config)
     grid = config if isinstance(config, GridConfig) else load_grid(config)
@@ -280,7 +282,6 @@ def run_grid(
     corpora_meta, fingerprints = {}, {}
     for key, cfg in grid.corpora.items():  # every corpus loads and fits its methods, or nothing is written
         try:
-            settle_task(cfg, None, config_path)
             setup = prepare_run(cfg, config_path, resolved_device, command)
         except CorekdError as exc:
             raise CorekdError(f"corpus '{key}': {exc.detail}", path=exc.path, field=exc.field) from None
@@ -310,7 +311,8 @@ def run_grid(
             "reference": grid.reference, "corpora": corpora_meta, "workers": workers, "threads": threads,
             "backend": backend, "device": str(resolved_device), "corekd_version": __version__}
 
-    finished = {c for c in cells if read_cell(out, c) is not None}
+    saved_cells = {c: saved for c in cells if (saved := read_cell(out, c)) is not None}
+    finished = set(saved_cells)
     todo = [c for c in cells if c not in finished]
     teachers_done = {(c.corpus, c.seed) for c in finished if c.method == "teacher"}
 
@@ -324,10 +326,17 @@ def run_grid(
     ran = 0
     started = time.perf_counter()
 
-    def refresh() -> None:
-        results, analyses = assemble(out, grid, cells, {**meta, "failed": failed,
-                                                         "seconds": round(time.perf_counter() - started, 1)})
+    last_write = [0.0]
+
+    def refresh(now: bool = True) -> None:
+        """results.json and analyses.json from the cells finished so far (the cell files are what is durable: while
+        cells finish, at most every REFRESH_SECONDS, so a large grid does not rewrite them after every cell)."""
+        if not now and time.perf_counter() - last_write[0] < REFRESH_SECONDS:
+            return
+        results, analyses = assemble(cells, saved_cells, {**meta, "failed": failed,
+                                                          "seconds": round(time.perf_counter() - started, 1)})
         write_assembled(out, results, analyses)
+        last_write[0] = time.perf_counter()
 
     refresh()
     with progress:
@@ -353,13 +362,13 @@ def run_grid(
                             waiting = [c for c in waiting if c not in blocked]
                             failed += [{"cell": c.id, "error": f"not run: its teacher {cell.id} failed"} for c in blocked]
                         continue
-                    save_cell(out, cell, outcome)
+                    saved_cells[cell] = save_cell(out, cell, outcome)
                     ran += 1
                     if cell.method == "teacher":
                         teachers_done.add((cell.corpus, cell.seed))
                         queue.extend(c for c in waiting if ready(c))
                         waiting = [c for c in waiting if not ready(c)]
-                    refresh()
+                    refresh(now=False)
                     progress.cell_done(cell.id, outcome["seconds"], len(pending))
         except KeyboardInterrupt:
             backend_impl.close(kill=True, pending=list(pending))
@@ -367,7 +376,7 @@ def run_grid(
             raise GridInterrupted(out, len(finished) + ran, len(cells), command) from None
         backend_impl.close()
     seconds = round(time.perf_counter() - started, 1)
-    results, analyses = assemble(out, grid, cells, {**meta, "failed": failed, "seconds": seconds})
+    results, analyses = assemble(cells, saved_cells, {**meta, "failed": failed, "seconds": seconds})
     write_assembled(out, results, analyses)
     report_path = None
     if report:
