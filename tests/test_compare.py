@@ -1,7 +1,9 @@
 """``corekd compare``: the grid config, the plan, the folder rules, and configs/smoke_grid.yaml end to end.
 
 The smoke grid runs once per session (two workers); the other tests compare against it: a grid
-killed mid-way and started again, the Ray backend, and ``corekd run`` on the same units.
+killed mid-way and started again, the Ray backend, and ``corekd run`` on the same units. The tests
+that use it are marked ``subprocess``: its cells run in spawned worker processes (or Ray workers),
+which import the installed package, so mutation runs leave them out (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def test_plan_trains_each_teacher_once_before_its_students():
     assert [c.variant for c in cells if c.corpus == "vectors" and c.seed == 0] == ["teacher", "no_kd", "corekd"]
 
 
+@pytest.mark.subprocess
 def test_a_folder_of_another_grid_or_not_a_grid_is_refused(tmp_path, smoke):
     out, _ = smoke
     other = validate_grid(_grid_dict(seeds=[0, 1, 2]))
@@ -122,6 +125,7 @@ def test_a_folder_of_another_grid_or_not_a_grid_is_refused(tmp_path, smoke):
 
 
 # ------------------------------------------------------------------ the smoke grid end to end
+@pytest.mark.subprocess
 def test_smoke_grid_writes_every_cell_table_analysis_and_figure(smoke):
     out, result = smoke
     grid = load_grid(SMOKE)
@@ -148,6 +152,7 @@ def test_smoke_grid_writes_every_cell_table_analysis_and_figure(smoke):
     assert "vectors" in md and "frames" in md and "<table" in html
 
 
+@pytest.mark.subprocess
 def test_grid_cells_equal_corekd_run_units(smoke, tmp_path):
     """A cell is a `corekd run` unit: the same config, seed and thread count give the same records and analyses."""
     out, _ = smoke
@@ -198,6 +203,7 @@ def test_a_killed_grid_started_again_runs_only_the_missing_cells_with_identical_
     assert _analyses(out)["corpora"] == _analyses(reference)["corpora"]
 
 
+@pytest.mark.subprocess
 def test_the_ray_backend_gives_the_records_of_the_local_backend(smoke, tmp_path):
     reference, _ = smoke
     out = tmp_path / "grid"
@@ -208,6 +214,7 @@ def test_the_ray_backend_gives_the_records_of_the_local_backend(smoke, tmp_path)
     assert _analyses(out)["corpora"] == _analyses(reference)["corpora"]
 
 
+@pytest.mark.subprocess
 def test_one_worker_in_process_gives_the_records_of_two(smoke, tmp_path):
     """One worker runs cells in this process (no pool): same records as two spawned workers (one corpus, one seed)."""
     reference, _ = smoke
