@@ -256,3 +256,19 @@ def test_a_failed_cell_is_reported_and_its_students_are_not_run(tmp_path, monkey
     again = run_grid(validate_grid(raw, SMOKE), out, workers=1, device="cpu", report=False)
     assert again.ran == 3 and again.failed == []
     assert Cell("vectors", 1, "corekd", "corekd").folder.as_posix() == "cells/vectors/seed-1/corekd"
+
+
+def test_a_grid_on_a_corpus_folder_continues_with_the_same_config(tmp_path, tiny_corpus):
+    """Loading a corpus folder settles the run's task in its config; the grid compares the config as given, so the
+    same command continues the grid instead of calling its own config different."""
+    folder = tiny_corpus.save(tmp_path / "corpus")
+    raw = _grid_dict(seeds=[0], data={"source": "corpus", "path": str(folder)}, corpora={"mine": {}}, reference=None,
+                     methods=[{"name": "no_kd"}], training={"epochs": 1, "patience": 1, "batch_size": 4})
+    raw.pop("teacher")
+    grid = validate_grid(raw)
+    assert grid.corpora["mine"].task is None  # not settled until the corpus is read
+    out = tmp_path / "grid"
+    first = run_grid(grid, out, device="cpu", report=False)
+    again = run_grid(validate_grid(raw), out, device="cpu", report=False)
+    assert (first.ran, again.ran) == (1, 0)
+    assert yaml.safe_load((out / "config.yaml").read_text())["task"] is None

@@ -279,6 +279,7 @@ def run_grid(
         raise CorekdError(exc.detail, field="--device" if device != grid.base.device else "device",
                           path=None if device != grid.base.device else config_path) from None
     mode = check_folder(out, grid, overwrite=overwrite, config_path=config_path)
+    resolved = grid.dump()  # as given (loading a corpus settles its task in the config: compared unsettled)
     corpora_meta, fingerprints = {}, {}
     for key, cfg in grid.corpora.items():  # every corpus loads and fits its methods, or nothing is written
         try:
@@ -304,7 +305,7 @@ def run_grid(
         marker = {"format": FORMAT, "version": VERSION, "corekd_version": __version__,
                   "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
                   "corpus_fingerprints": fingerprints}
-        atomic_write(out / CONFIG_FILE, lambda p: Path(p).write_text(grid.dump()))
+        atomic_write(out / CONFIG_FILE, lambda p: Path(p).write_text(resolved))
         atomic_write(out / MARKER_FILE, lambda p: Path(p).write_text(json.dumps(marker, indent=1)))
     variants = [{"variant": s.label, "method": s.name} for s in grid.base.methods]
     meta = {"name": grid.name, "command": command, "seeds": grid.seeds, "variants": variants,
