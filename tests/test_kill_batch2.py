@@ -219,3 +219,190 @@ def test_decoupled_kd_on_regression_is_the_squared_error_by_hand():
                                    l_aux_ce=0.0, l_graph=0.0, l_rec=0.0, l_cyc=0.0, l_ort=0.0, l_kd=0.5)
     assert terms["ce"].item() == pytest.approx(0.75) and terms["kd"].item() == pytest.approx(2.5)
     assert total.item() == pytest.approx(0.75 + 0.5 * 2.5)
+
+
+# ================================================================ load_checkpoint
+TINY_CFG, TINY_DIMS = ModelConfig(hidden=8, heads=1, dropout=0.0), {"l": 3, "a": 2}
+
+
+def _saved(folder, model=None, edit=None):
+    """A tiny checkpoint in ``folder``; ``edit`` changes its parsed model.json before it is written back."""
+    save_checkpoint(model or ERCModel(TINY_CFG, TINY_DIMS, 3), folder, {"method": "no_kd"})
+    meta = folder / "model.json"
+    if edit is not None:
+        info = json.loads(meta.read_text())
+        edit(info)
+        meta.write_text(json.dumps(info))
+    return meta
+
+
+def test_load_checkpoint_unknown_architecture_names_the_file_field_known_names_and_versions(tmp_path):
+    """The error names model.json, the field architecture.name, the known architectures and the version that wrote
+    the checkpoint. Kills training.py:282 `'XX, XX'.join`; :283 `path=None`, `field=None`, path or field left out,
+    `"XXarchitecture.nameXX"`, `"ARCHITECTURE.NAME"`, `info.get(None, '?')`, `info.get('?')`,
+    `"XXcorekd_versionXX"`, `"COREKD_VERSION"` (these lose the recorded version)."""
+    from corekd import __version__
+    from corekd.models.model import ARCHITECTURES
+
+    def unknown(info):
+        info["architecture"] = {"name": "nonesuch", "options": {}}
+        info["corekd_version"] = "0.0.1-old"
+
+    meta = _saved(tmp_path / "ck", edit=unknown)
+    with pytest.raises(CorekdError) as caught:
+        load_checkpoint(tmp_path / "ck")
+    err = caught.value
+    assert err.path == str(meta) and err.field == "architecture.name"
+    assert {"erc", "decoupled", "reconstruction"} <= set(ARCHITECTURES)
+    assert f"(known: {', '.join(sorted(ARCHITECTURES))}; written by corekd 0.0.1-old, this is {__version__})" in err.detail
+
+
+def test_load_checkpoint_unknown_architecture_without_a_recorded_version(tmp_path):
+    """No corekd_version in model.json: '?' stands for it. Kills training.py:283 `info.get('corekd_version', None)`,
+    `info.get('corekd_version', )` (both print None) and `'XX?XX'`."""
+
+    def unknown(info):
+        info["architecture"] = {"name": "nonesuch"}
+        del info["corekd_version"]
+
+    _saved(tmp_path / "ck", edit=unknown)
+    with pytest.raises(CorekdError, match=r"written by corekd \?, this is "):
+        load_checkpoint(tmp_path / "ck")
+
+
+def test_load_checkpoint_architecture_without_options_uses_the_defaults(tmp_path):
+    """An architecture entry with a name and no options rebuilds that class with its default options (decoupled:
+    graph_size 32) and loads the weights. Kills training.py:285 `arch.get("options", None)` and
+    `arch.get("options", )` (no options: None, not a mapping)."""
+    from corekd.methods.decoupled import DecoupledModel
+
+    model = DecoupledModel(TINY_CFG, TINY_DIMS, 3).eval()
+    _saved(tmp_path / "ck", model=model, edit=lambda info: info.update(architecture={"name": "decoupled"}))
+    loaded, info = load_checkpoint(tmp_path / "ck")
+    assert type(loaded) is DecoupledModel and loaded.graph_size == 32 and info["architecture"] == {"name": "decoupled"}
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_load_checkpoint_refuses_unexpected_weights_and_restores_kinds(tmp_path):
+    """A weight the model has no place for is named (not dropped) with the weights file as the path; a model with a
+    sequence modality comes back with its kinds."""
+    from safetensors.torch import load_file, save_file
+
+    model = ERCModel(TINY_CFG, TINY_DIMS, 3, {"a": "sequence"}).eval()
+    _saved(tmp_path / "ck", model=model)
+    loaded, info = load_checkpoint(tmp_path / "ck")
+    assert loaded.kinds == {"l": "vector", "a": "sequence"} and info["kinds"] == {"l": "vector", "a": "sequence"}
+    weights_file = tmp_path / "ck" / "model.safetensors"
+    save_file({**load_file(str(weights_file)), "extra.weight": torch.zeros(2)}, str(weights_file))
+    with pytest.raises(CorekdError, match=r"missing \[\], unexpected \['extra\.weight'\]") as caught:
+        load_checkpoint(tmp_path / "ck")
+    assert caught.value.path == str(weights_file)
+
+
+# ================================================================ corekd
+def _corekd_loss(batch, logits, options, teacher=None, conflict=None, conflict_logits=None, label_smoothing=0.0):
+    b, u = batch.utt_mask.shape
+    z = lambda *s: torch.zeros(b, u, *s)  # noqa: E731
+    extra = {}
+    if conflict is not None:
+        extra = {"conflict": conflict, "conflict_output": Output(torch.tensor([conflict_logits]), z(2), z(2, 2))}
+    method = _build("corekd", **options)
+    ctx = StepContext(batch=batch, view=TrainView(batch, extra), output=Output(torch.tensor([logits]), z(2), z(2, 2)),
+                      teacher=Output(torch.tensor([teacher]), z(2), z(2, 2)) if teacher is not None else None,
+                      model=nn.Identity(), generator=torch_generator("unused"), label_smoothing=label_smoothing)
+    return method.loss(ctx)
+
+
+CK_OFF = dict(l_kd=0.0, l_state=0.0, l_mstate=0.0, l_nce=0.0)
+
+
+def test_corekd_kd_and_conflict_kd_on_regression_are_squared_errors_by_hand():
+    """Regression, u2 padding: CE = L1 over u0, u1: (|0.5 - 1| + |-1 + 2|) / 2 = 0.75; KD = squared error to the
+    teacher: ((0.5 - 1.5)^2 + (-1 - 1)^2) / 2 = 2.5; NCE-KD on the one target u0: (2 - 1.5)^2 = 0.25.
+    Kills corekd.py:151 `regression = None`; :158 and :184 `distill_loss(..., None)` (the classification KD of a
+    one-output head is 0)."""
+    utt = torch.tensor([[True, True, False]])
+    full = torch.ones(1, 3, 2, dtype=torch.bool)
+    batch = replace(_batch(full, full, torch.zeros(1, 3, dtype=torch.long), utt, ("l", "a")),
+                    targets=torch.tensor([[1.0, -2.0, 0.0]]))
+    conflict = ConflictView(batch=batch, selected=torch.tensor([[True, False, False]]), donor=torch.tensor([[1, -1, -1]]),
+                            kind=torch.tensor([[0, -1, -1]]), types=("a",))
+    total, terms = _corekd_loss(batch, [[0.5], [-1.0], [3.0]], dict(CK_OFF, l_kd=0.5, l_nce_kd=0.4, nce_types=["a"]),
+                                teacher=[[1.5], [1.0], [9.0]], conflict=conflict, conflict_logits=[[2.0], [7.0], [7.0]])
+    assert set(terms) == {"ce", "kd", "nce_kd"}
+    assert {k: v.item() for k, v in terms.items()} == pytest.approx({"ce": 0.75, "kd": 2.5, "nce_kd": 0.25})
+    assert total.item() == pytest.approx(0.75 + 0.5 * 2.5 + 0.4 * 0.25)
+
+
+def test_corekd_ce_takes_the_label_smoothing():
+    """Kills corekd.py:155 `supervised_loss(out.logits, ctx.batch, )`."""
+    utt = torch.tensor([[True, True]])
+    full = torch.ones(1, 2, 2, dtype=torch.bool)
+    batch = _batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
+    logits = [[0.0, 1.0], [2.0, 0.0]]
+    total, terms = _corekd_loss(batch, logits, CK_OFF, label_smoothing=0.2)
+    want = (_ce(logits[0], 1, 0.2) + _ce(logits[1], 0, 0.2)) / 2
+    assert set(terms) == {"ce"} and total.item() == pytest.approx(want, abs=1e-6)
+
+
+def test_corekd_nce_averaged_over_the_utterances_of_a_one_utterance_batch():
+    """nce_average utterances: the targets' sum over the real utterances; one real utterance, itself the target:
+    scale 1/1, so L_nce is its CE (-log 1/4 = ln 4). Kills corekd.py:175 `clamp(min=2)` (scale 1/2)."""
+    utt = torch.tensor([[True, False]])
+    full = torch.ones(1, 2, 2, dtype=torch.bool)
+    batch = _batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
+    conflict = ConflictView(batch=batch, selected=torch.tensor([[True, False]]), donor=torch.tensor([[1, -1]]),
+                            kind=torch.tensor([[0, -1]]), types=("a",))
+    total, terms = _corekd_loss(batch, [[0.0, 0.0], [0.0, 0.0]], dict(CK_OFF, l_nce=1.0, nce_types=["a"],
+                                nce_average="utterances"), conflict=conflict, conflict_logits=[[LN3, 0.0], [9.0, 0.0]])
+    assert terms["nce"].item() == pytest.approx(math.log(4.0), abs=1e-6)
+    assert total.item() == pytest.approx(math.log(2.0) + math.log(4.0), abs=1e-6)
+
+
+def test_corekd_corpus_and_task_checks_say_how_to_fix_the_config():
+    """Kills corekd.py:119 the `XX...XX` and lower-cased `nce` hints; :125 the `XX...XX` and upper-cased texts."""
+    field, text = _build("corekd", nce_types=["v"]).check_modalities(("l", "a"))
+    assert field == "nce_types"
+    assert text.endswith("(it has ['l', 'a']); list only types of its nonverbal modalities, or switch NCE off with l_nce: 0")
+    field, text = _build("corekd", l_nce_margin=0.5).check_task("regression")
+    assert field == "l_nce_margin"
+    assert text == "the conflict margin compares class log-probabilities; it has no regression form (set 0)"
+
+
+# ================================================================ ablation
+def test_paired_difference_without_variation_has_no_p_value():
+    """Equal per-seed values: the differences do not vary, the t-test is undefined: p is None, not NaN, and prints
+    as n/a. Kills ablation.py:47 `math.isnan(p) and False`."""
+    d = paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
+    assert d == PairedDifference(0.0, 0.0, 2, None)
+    assert format_difference(d, "mae") == "+0.000 ± 0.000 (n=2, p=n/a)"
+
+
+def test_per_seed_of_a_metric_the_records_lack_is_empty():
+    """Kills ablation.py:52 `frame.empty and metric not in frame` (a KeyError on the missing column)."""
+    frame = pd.DataFrame({"variant": ["corekd"], "condition": ["complete"], "seed": [0], "acc": [0.5]})
+    assert per_seed(frame, "corekd", "complete", "wf1") == {}
+    assert per_seed(frame, "corekd", "complete", "acc") == {0: 0.5}
+
+
+# ================================================================ reconstruction
+def test_reconstruction_imputer_is_linear_gelu_dropout_linear():
+    """Hand-set imputer (hidden 8, M = 2, one hidden unit): the first layer gives -1, GELU(-1) = -Phi(-1) = -0.158655,
+    the last layer copies it to the M * H = 16 outputs. In training mode dropout 0.5 zeroes the unit or doubles it.
+    Kills reconstruction.py:62 the GELU left out (the outputs would be -1) and the Dropout left out (train mode
+    would give -0.158655 everywhere). The default width is 2 * hidden: kills :60 `3 * h`."""
+    cfg = ModelConfig(hidden=8, heads=1, dropout=0.5)
+    assert ReconstructionModel(cfg, {"l": 3, "a": 2}, 3).imputer_hidden == 16
+    model = ReconstructionModel(cfg, {"l": 3, "a": 2}, 3, imputer_hidden=1)
+    first, last = model.imputer[0], model.imputer[-1]
+    with torch.no_grad():
+        first.weight.zero_(), first.bias.fill_(-1.0), last.weight.fill_(1.0), last.bias.zero_()
+    encoded, mask = torch.randn(1, 20, 2, 8), torch.ones(1, 20, 2, dtype=torch.bool)
+    gelu_minus_one = -0.5 * (1 + math.erf(-1 / math.sqrt(2.0)))  # -1 * Phi(-1)
+    model.eval()
+    assert model.impute(encoded, mask).flatten().tolist() == pytest.approx([gelu_minus_one] * 320, abs=1e-6)
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        values = set(round(v, 5) for v in model.impute(encoded, mask).flatten().tolist())
+    assert values == {0.0, round(2 * gelu_minus_one, 5)}
