@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 
 from safetensors.numpy import load_file, save_file
 
@@ -96,3 +97,43 @@ def as_interchange(dialogue, corpus, mask=None):
                 u[m] = dialogue.features[m][i].tolist()
         utterances.append(u)
     return {"dialogue_id": dialogue.id, "split": dialogue.split, "utterances": utterances}
+
+
+# ------------------------------------------------------------------ hand computation for the loss tests
+def build_method(name, **options):
+    """A registered method with these options (training missing: the defaults)."""
+    from corekd.data.protocols import TrainingMissing
+    from corekd.methods import method_class
+
+    cls = method_class(name)
+    return cls(cls.Options(**options), TrainingMissing())
+
+
+def py_softmax(z):
+    e = [math.exp(v) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def py_ce(logits, label, smoothing=0.0):
+    """(1 - e) * -log p[label] + e * mean_c(-log p[c]), in plain Python."""
+    log_p = [math.log(p) for p in py_softmax(logits)]
+    return -(1 - smoothing) * log_p[label] - smoothing * sum(log_p) / len(log_p)
+
+
+def py_kd(student, teacher, t):
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)), in plain Python."""
+    ps, pt = py_softmax([v / t for v in student]), py_softmax([v / t for v in teacher])
+    return t * t * sum(q * math.log(q / p) for p, q in zip(ps, pt))
+
+
+def made_up_batch(avail, mask, labels, utt, mods=("l", "a", "v")):
+    """A batch of made-up tensors ``[B, U, M]`` masks: features are never read by the losses under test."""
+    import torch
+
+    from corekd.data.batching import Batch
+
+    b, u, m = avail.shape
+    mods = tuple(mods[:m])
+    return Batch(features={k: torch.zeros(b, u, 1) for k in mods}, mask=mask & avail, avail=avail,
+                 speakers=torch.zeros(b, u, dtype=torch.long), labels=labels.clone(), utt_mask=utt.clone(), modalities=mods,
+                 index=torch.arange(b))

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from corekd.data.batching import Batch, SplitTensors
-from corekd.data.protocols import Condition, TrainingMissing
+from corekd.data.batching import SplitTensors
+from corekd.data.protocols import Condition
 from corekd.data.synth import SynthConfig, generate
-from corekd.methods import StepContext, TrainView, method_class
+from corekd.methods import StepContext, TrainView
 from corekd.methods.batch_losses import (
     SeparableCritic,
     jsd_mutual_information_loss,
@@ -26,40 +26,9 @@ from corekd.methods.corrkd import Critics
 from corekd.methods.reconstruction import ReconstructionModel, imputation_loss
 from corekd.models.model import ERCModel, ModelConfig, Output
 from corekd.seeding import torch_generator
-from helpers import TINY_SYNTH
+from helpers import TINY_SYNTH, build_method, made_up_batch, py_ce, py_kd, py_softmax
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
-
-
-def _build(name, **options):
-    cls = method_class(name)
-    return cls(cls.Options(**options), TrainingMissing())
-
-
-def _softmax(z):
-    e = [math.exp(v) for v in z]
-    return [v / sum(e) for v in e]
-
-
-def _ce(logits, label, smoothing=0.0):
-    """(1 - e) * -log p[label] + e * mean_c(-log p[c])."""
-    log_p = [math.log(p) for p in _softmax(logits)]
-    return -(1 - smoothing) * log_p[label] - smoothing * sum(log_p) / len(log_p)
-
-
-def _kd(student, teacher, t):
-    """T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
-    ps, pt = _softmax([v / t for v in student]), _softmax([v / t for v in teacher])
-    return t * t * sum(q * math.log(q / p) for p, q in zip(ps, pt))
-
-
-def _batch(avail, mask, labels, utt):
-    """A batch of made-up tensors: features are never read by the losses under test."""
-    b, u, m = avail.shape
-    mods = ("l", "a", "v")[:m]
-    return Batch(features={k: torch.zeros(b, u, 1) for k in mods}, mask=mask & avail, avail=avail,
-                 speakers=torch.zeros(b, u, dtype=torch.long), labels=labels.clone(), utt_mask=utt.clone(), modalities=mods,
-                 index=torch.arange(b))
 
 
 # ================================================================ reconstruction
@@ -90,13 +59,13 @@ class _Encoder(nn.Module):
 
 
 def _reconstruction_loss(label_smoothing=0.0, **options):
-    complete = _batch(R_AVAIL, R_AVAIL, R_LABELS, R_UTT)
-    view = TrainView(_batch(R_AVAIL, R_VIEW, R_LABELS, R_UTT))
+    complete = made_up_batch(R_AVAIL, R_AVAIL, R_LABELS, R_UTT)
+    view = TrainView(made_up_batch(R_AVAIL, R_VIEW, R_LABELS, R_UTT))
     imputed = torch.tensor([R_IMPUTED], requires_grad=True)
     out = Output(logits=torch.tensor([R_LOGITS], requires_grad=True), fused=torch.zeros(1, 3, 1),
                  states=torch.zeros(1, 3, 2, 1), extra={"imputed": imputed})
     teacher = Output(logits=torch.tensor([R_TEACHER]), fused=torch.zeros(1, 3, 1), states=torch.zeros(1, 3, 2, 1))
-    method, encoder = _build("reconstruction", **options), _Encoder()
+    method, encoder = build_method("reconstruction", **options), _Encoder()
     ctx = StepContext(batch=complete, view=view, output=out, teacher=teacher if method.needs_teacher else None,
                       model=encoder, generator=torch_generator("unused"), label_smoothing=label_smoothing)
     total, terms = method.loss(ctx)
@@ -134,8 +103,8 @@ def test_reconstruction_with_label_smoothing_and_kd_by_hand():
     Kills reconstruction.py:118 `supervised_loss(out.logits, batch, )`; :131 `l_kd > 1`; :132 every KD-term mutant
     (`None`, the key, the arguments, `targets is None`); :133 `total = None`, `-`, `/`, the key."""
     total, terms, _ = _reconstruction_loss(label_smoothing=0.1, l_rec=0.0, l_kd=0.5, temperature=2.0)
-    ce = (_ce(R_LOGITS[0], 1, 0.1) + _ce(R_LOGITS[1], 1, 0.1)) / 2
-    kd = (_kd(R_LOGITS[0], R_TEACHER[0], 2.0) + _kd(R_LOGITS[1], R_TEACHER[1], 2.0)) / 2
+    ce = (py_ce(R_LOGITS[0], 1, 0.1) + py_ce(R_LOGITS[1], 1, 0.1)) / 2
+    kd = (py_kd(R_LOGITS[0], R_TEACHER[0], 2.0) + py_kd(R_LOGITS[1], R_TEACHER[1], 2.0)) / 2
     assert set(terms) == {"ce", "kd"}
     assert terms["ce"].item() == pytest.approx(ce, abs=1e-6)
     assert terms["kd"].item() == pytest.approx(kd, abs=1e-6)
@@ -146,12 +115,12 @@ def test_reconstruction_kd_on_regression_is_the_squared_error_by_hand():
     """A regression batch: L1 to the target plus l_kd times the squared error to the teacher's output.
     u0: |0.5 - 1| = 0.5, (0.5 - 1.5)^2 = 1;  u1: |-1 + 2| = 1, (-1 - 0)^2 = 1;  the padding never counts.
     Kills reconstruction.py:132 `distill_loss(..., o.temperature, None)` (None: the classification branch)."""
-    batch = replace(_batch(R_AVAIL, R_AVAIL, R_LABELS, R_UTT), targets=torch.tensor([[1.0, -2.0, 0.0]]))
+    batch = replace(made_up_batch(R_AVAIL, R_AVAIL, R_LABELS, R_UTT), targets=torch.tensor([[1.0, -2.0, 0.0]]))
     out = Output(logits=torch.tensor([[[0.5], [-1.0], [3.0]]]), fused=torch.zeros(1, 3, 1),
                  states=torch.zeros(1, 3, 2, 1), extra={"imputed": torch.zeros(1, 3, 2, 1)})
     teacher = Output(logits=torch.tensor([[[1.5], [0.0], [9.0]]]), fused=torch.zeros(1, 3, 1),
                      states=torch.zeros(1, 3, 2, 1))
-    method = _build("reconstruction", l_rec=0.0, l_kd=0.5)
+    method = build_method("reconstruction", l_rec=0.0, l_kd=0.5)
     total, terms = method.loss(StepContext(batch=batch, view=TrainView(batch), output=out, teacher=teacher,
                                            model=_Encoder(), generator=torch_generator("unused")))
     assert terms["ce"].item() == pytest.approx(0.75) and terms["kd"].item() == pytest.approx(1.0)
@@ -188,12 +157,12 @@ def test_reconstruction_model_is_built_with_the_corpus_kinds_and_imputer_width()
     """Kills reconstruction.py:113 `kinds` -> None / left out, `imputer_hidden` -> None / left out; :58 the base
     model built without `kinds`."""
     cfg, dims = ModelConfig(hidden=8, heads=1), {"l": 3, "a": 2}
-    model = _build("reconstruction", imputer_hidden=5).build_model(cfg, dims, 4, {"a": "sequence"})
+    model = build_method("reconstruction", imputer_hidden=5).build_model(cfg, dims, 4, {"a": "sequence"})
     assert isinstance(model, ReconstructionModel)
     assert model.kinds == {"l": "vector", "a": "sequence"} and model.imputer_hidden == 5
     assert model.imputer[0].out_features == 5 and model.architecture_options() == {"imputer_hidden": 5}
     assert ReconstructionModel(cfg, dims, 4, {"a": "sequence"}).kinds["a"] == "sequence"
-    assert _build("reconstruction").build_model(cfg, dims, 4).imputer_hidden == 16  # default: 2 * hidden
+    assert build_method("reconstruction").build_model(cfg, dims, 4).imputer_hidden == 16  # default: 2 * hidden
 
 
 # ================================================================ corrkd
@@ -223,7 +192,7 @@ def _identity_critics(critics):
 
 
 def _tcr_ntcr(logits, label):
-    p = _softmax(logits)
+    p = py_softmax(logits)
     others = [v for c, v in enumerate(p) if c != label]
     return [p[label], 1 - p[label]], [v / sum(others) for v in others]
 
@@ -236,7 +205,7 @@ def _jsd(scores):
 
 
 def _corrkd_context(method, auxiliary, label_smoothing=0.0):
-    batch = _batch(C_UTT[..., None].expand(2, 2, 1).clone(), C_UTT[..., None].expand(2, 2, 1).clone(), C_LABELS, C_UTT)
+    batch = made_up_batch(C_UTT[..., None].expand(2, 2, 1).clone(), C_UTT[..., None].expand(2, 2, 1).clone(), C_LABELS, C_UTT)
     out = Output(logits=torch.tensor(C_S_LOGITS), fused=torch.tensor(C_S_FUSED), states=torch.zeros(2, 2, 1, 2))
     teacher = Output(logits=torch.tensor(C_T_LOGITS), fused=torch.tensor(C_T_FUSED), states=torch.zeros(2, 2, 1, 2))
     return StepContext(batch=batch, view=TrainView(batch), output=out, teacher=teacher, model=None,
@@ -247,14 +216,14 @@ def test_corrkd_loss_by_hand_cpd_and_rcd():
     """CE (label smoothing 0.1), CPD over the 2 categories present (0 and 2 of 3), RCD with identity critics;
     l_scd = 0 leaves SCD out. Kills corrkd.py:128 `supervised_loss(out.logits, ctx.batch, )`; :134 `l_scd >= 0`;
     :146 `out.logits.shape[+1]`, `shape[-2]`; :158 `mi_target - mi_non_target`."""
-    method = _build("corrkd", l_scd=0.0, l_cpd=2.0, l_rcd=0.5, critic_hidden=2)
+    method = build_method("corrkd", l_scd=0.0, l_cpd=2.0, l_rcd=0.5, critic_hidden=2)
     critics = _identity_critics(Critics(3, 2))
     total, terms = method.loss(_corrkd_context(method, critics, label_smoothing=0.1))
     real = [(0, 0), (0, 1), (1, 0)]
     labels = [2, 0, 2]
     s_logits = [C_S_LOGITS[b][u] for b, u in real]
     t_logits = [C_T_LOGITS[b][u] for b, u in real]
-    ce = sum(_ce(z, y, 0.1) for z, y in zip(s_logits, labels)) / 3
+    ce = sum(py_ce(z, y, 0.1) for z, y in zip(s_logits, labels)) / 3
     # CPD: student prototypes c0 = (0, 1), c2 = mean((1, 0), (1, 1)) = (1, .5); teacher c0 = c2 = (1, 0) (cos 1)
     s = [C_S_FUSED[b][u] for b, u in real]
     proto_s = {0: [0.0, 1.0], 2: [1.0, 0.5]}
@@ -278,7 +247,7 @@ def test_corrkd_scd_sum_reduction_with_two_utterances():
     Normalised states s = (1, 0), (0, 1); t = (1, 0), (1, 0); eta 1.4:
     u0: D(s0, t0)^2 = 0, hinge (1.4 - D(s0, t1) = 0)^2 = 1.96;  u1: D(s1, t1)^2 = 2, hinge (1.4 - sqrt 2 < 0) = 0.
     Kills corrkd.py:139 `max(n - 1, 2)`."""
-    method = _build("corrkd", l_cpd=0.0, l_rcd=0.0, scd_reduction="sum", l_scd=1.0)
+    method = build_method("corrkd", l_cpd=0.0, l_rcd=0.0, scd_reduction="sum", l_scd=1.0)
     ctx = _corrkd_context(method, None)
     ctx.batch.utt_mask[1, 0] = False  # only row 0: N = 2
     total, terms = method.loss(ctx)
@@ -288,7 +257,7 @@ def test_corrkd_scd_sum_reduction_with_two_utterances():
 def test_corrkd_rcd_needs_two_classes_and_its_critics():
     """Kills corrkd.py:120 `num_classes <= 2`, `< 3`; :121 `ValueError(None)`, lower- and upper-cased text; :152
     `ValueError(None)`, lower- and upper-cased text."""
-    method = _build("corrkd")
+    method = build_method("corrkd")
     binary = ERCModel(ModelConfig(hidden=8, heads=1), {"l": 3}, 2)
     critics = method.auxiliary(binary)  # two classes: the non-target part has one probability
     assert critics.non_target.g[0].in_features == 1
@@ -311,7 +280,7 @@ def test_corrkd_frame_drops_come_from_the_method_stream_only(frame_batch):
     """The same seeds give the same dropped frames whatever the global RNG did before (same seed, same numbers).
     Kills corrkd.py:113 `generator=None` and the generator left out (the rate from the global RNG); :114
     `frame_keep_masks(..., None)` (the frames from the global RNG)."""
-    method = _build("corrkd")
+    method = build_method("corrkd")
 
     def frames(global_seed):
         torch.manual_seed(global_seed)
@@ -327,9 +296,9 @@ def test_corrkd_without_frame_missing_sees_every_students_view_bit_for_bit(frame
     """frame_missing 0: no frame is dropped and the view is the shared one, features included, bit for bit (a
     "drop nothing" pass would recompute the frame means and move them by rounding). Kills corrkd.py:111
     `frame_missing <= 0 and not ...` and `frame_missing < 0`."""
-    off = _build("corrkd", frame_missing=0.0)
+    off = build_method("corrkd", frame_missing=0.0)
     view = off.train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
-    shared = _build("no_kd").train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    shared = build_method("no_kd").train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
     assert torch.equal(view.mask, shared.mask)
     for m in shared.features:
         assert torch.equal(view.features[m], shared.features[m]), m
@@ -341,19 +310,19 @@ def test_corrkd_without_frame_missing_sees_every_students_view_bit_for_bit(frame
 def test_contrastive_view_without_contrast_is_smoothed_ce_only():
     """l_contrast = 0: no teacher, no contrast term; label smoothing reaches the CE.
     Kills contrastive_view.py:96 `supervised_loss(ctx.output.logits, ctx.batch, )`; :98 `l_contrast >= 0`."""
-    method = _build("contrastive_view", modalities=["l"], l_contrast=0.0)
+    method = build_method("contrastive_view", modalities=["l"], l_contrast=0.0)
     assert not method.needs_teacher
     ctx = _corrkd_context(method, None, label_smoothing=0.2)
     ctx.teacher = None
     total, terms = method.loss(ctx)
-    ce = (_ce(C_S_LOGITS[0][0], 2, 0.2) + _ce(C_S_LOGITS[0][1], 0, 0.2) + _ce(C_S_LOGITS[1][0], 2, 0.2)) / 3
+    ce = (py_ce(C_S_LOGITS[0][0], 2, 0.2) + py_ce(C_S_LOGITS[0][1], 0, 0.2) + py_ce(C_S_LOGITS[1][0], 2, 0.2)) / 3
     assert set(terms) == {"ce"} and total.item() == pytest.approx(ce, abs=1e-6)
 
 
 def test_contrastive_view_not_applicable_text():
     """The report's note for conditions other than the student's own. Kills contrastive_view.py:91 `'XX,XX'.join`;
     :92 the wording of "(the contrastive_view method)"."""
-    method = _build("contrastive_view", modalities=["v", "a"])
+    method = build_method("contrastive_view", modalities=["v", "a"])
     note = method.not_applicable(Condition("complete"), ("l", "a", "v"))
     assert note == "this student sees only {a,v} and is scored under fixed:av only (the contrastive_view method)"
 
@@ -361,11 +330,11 @@ def test_contrastive_view_not_applicable_text():
 # ================================================================ decoupled
 def test_decoupled_names_the_prior_sources_field():
     """Kills decoupled.py:235 the field `"XXprior_sourcesXX"`; :236 the upper-cased text."""
-    field, text = _build("decoupled", prior_sources=["a", "x"]).check_modalities(("l", "a", "v"))
+    field, text = build_method("decoupled", prior_sources=["a", "x"]).check_modalities(("l", "a", "v"))
     assert field == "prior_sources"
     assert text.startswith("['x'] are not modalities of the corpus (it has ['l', 'a', 'v'])")
     assert "or [] for a uniform edge prior" in text
-    assert _build("decoupled", prior_sources=["a"]).check_modalities(("l", "a", "v")) is None
+    assert build_method("decoupled", prior_sources=["a"]).check_modalities(("l", "a", "v")) is None
 
 
 # ================================================================ batch losses

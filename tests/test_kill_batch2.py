@@ -15,11 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from corekd.data.batching import Batch
-from corekd.data.protocols import TrainingMissing
 from corekd.errors import CorekdError
 from corekd.evaluation.ablation import PairedDifference, format_difference, paired_difference, per_seed
-from corekd.methods import StepContext, TrainView, method_class
+from corekd.methods import StepContext, TrainView
 from corekd.methods.decoupled import (
     edge_prior,
     edge_prior_penalty,
@@ -34,39 +32,9 @@ from corekd.methods.reconstruction import ReconstructionModel
 from corekd.models.model import ERCModel, ModelConfig, Output
 from corekd.seeding import torch_generator
 from corekd.training import load_checkpoint, save_checkpoint
+from helpers import build_method, made_up_batch, py_ce, py_kd
 
 SQ2 = math.sqrt(2.0)
-
-
-def _build(name, **options):
-    cls = method_class(name)
-    return cls(cls.Options(**options), TrainingMissing())
-
-
-def _softmax(z):
-    e = [math.exp(v) for v in z]
-    return [v / sum(e) for v in e]
-
-
-def _ce(logits, label, smoothing=0.0):
-    """(1 - e) * -log p[label] + e * mean_c(-log p[c])."""
-    log_p = [math.log(p) for p in _softmax(logits)]
-    return -(1 - smoothing) * log_p[label] - smoothing * sum(log_p) / len(log_p)
-
-
-def _kd(student, teacher, t):
-    """T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
-    ps, pt = _softmax([v / t for v in student]), _softmax([v / t for v in teacher])
-    return t * t * sum(q * math.log(q / p) for p, q in zip(ps, pt))
-
-
-def _batch(avail, mask, labels, utt, mods=("l", "a", "v")):
-    """A batch of made-up tensors: features are never read by the losses under test."""
-    b, u, m = avail.shape
-    mods = mods[:m]
-    return Batch(features={k: torch.zeros(b, u, 1) for k in mods}, mask=mask & avail, avail=avail,
-                 speakers=torch.zeros(b, u, dtype=torch.long), labels=labels.clone(), utt_mask=utt.clone(), modalities=mods,
-                 index=torch.arange(b))
 
 
 # ================================================================ decoupled: the pure terms
@@ -140,14 +108,14 @@ D_EXCL_EDGES = [[[0.0, LN3], [0.0, 0.0]], [[0.0, 5.0], [5.0, 0.0]], [[0.0, 5.0],
 
 
 def _decoupled_loss(label_smoothing=0.0, batch=None, logits=None, teacher=None, **options):
-    batch = batch if batch is not None else _batch(D_AVAIL, D_AVAIL, D_LABELS, D_UTT, ("l", "a"))
+    batch = batch if batch is not None else made_up_batch(D_AVAIL, D_AVAIL, D_LABELS, D_UTT, ("l", "a"))
     view = TrainView(replace(batch, mask=D_VIEW & batch.avail))
     t = lambda v: torch.tensor([v])  # noqa: E731  (a [1, ...] batch row)
     extra = {"encoded": t(D_ENCODED), "shared": t(D_SHARED), "exclusive": t(D_EXCL), "reconstructed": t(D_RECON),
              "exclusive_cycle": t(D_CYCLE), "shared_logits": t(D_SHARED_LOGITS), "exclusive_logits": t(D_EXCL_LOGITS),
              "shared_edges": t(D_SHARED_EDGES), "exclusive_edges": t(D_EXCL_EDGES)}
     out = Output(logits=t(logits or D_LOGITS), fused=torch.zeros(1, 3, 2), states=torch.zeros(1, 3, 2, 2), extra=extra)
-    method = _build("decoupled", **options)
+    method = build_method("decoupled", **options)
     teacher_out = Output(logits=t(teacher or D_TEACHER), fused=torch.zeros(1, 3, 2), states=torch.zeros(1, 3, 2, 2))
     ctx = StepContext(batch=batch, view=view, output=out, teacher=teacher_out if method.needs_teacher else None,
                       model=nn.Identity(), generator=torch_generator("unused"), label_smoothing=label_smoothing)
@@ -169,10 +137,10 @@ def test_decoupled_loss_by_hand_every_term():
                                    graph_reg=3.0, l_rec=0.4, l_cyc=0.6, l_ort=0.7, l_kd=0.5, temperature=2.0)
     assert set(terms) == {"ce", "aux_ce", "graph_shared", "prior_shared", "graph_exclusive", "prior_exclusive",
                           "rec", "cyc", "ort", "kd"}
-    ce = (_ce(D_LOGITS[0], 1, eps) + _ce(D_LOGITS[1], 0, eps)) / 2
+    ce = (py_ce(D_LOGITS[0], 1, eps) + py_ce(D_LOGITS[1], 0, eps)) / 2
     # aux: u0 both modalities, u1 only l; each the shared head's CE plus the exclusive head's
-    aux_u0 = sum(_ce(D_SHARED_LOGITS[0][m], 1, eps) + _ce(D_EXCL_LOGITS[0][m], 1, eps) for m in (0, 1))
-    aux_u1 = _ce(D_SHARED_LOGITS[1][0], 0, eps) + _ce(D_EXCL_LOGITS[1][0], 0, eps)
+    aux_u0 = sum(py_ce(D_SHARED_LOGITS[0][m], 1, eps) + py_ce(D_EXCL_LOGITS[0][m], 1, eps) for m in (0, 1))
+    aux_u1 = py_ce(D_SHARED_LOGITS[1][0], 0, eps) + py_ce(D_EXCL_LOGITS[1][0], 0, eps)
     aux = (aux_u0 + aux_u1) / 2
     # graph: only u0 has edges (l<->a), and its distances are symmetric, so sum_e (w + prior) d = d * (1 + 1) = 2 d.
     #   shared: |0 - 1| + |1 + 1| = 3 on the logits, + 0.5 * L1(c_l, c_a) = 0.5 * 2      -> d = 4
@@ -191,7 +159,7 @@ def test_decoupled_loss_by_hand_every_term():
     cyc = 2.25
     # ort: u0 l cos((1,0),(1,1)) = 1/sqrt 2, a cos((0,1),(0,2)) = 1; u1 l cos((1,1),(0,3)) = 1/sqrt 2
     ort = (1 + 2 / SQ2) / 2
-    kd = (_kd(D_LOGITS[0], D_TEACHER[0], 2.0) + _kd(D_LOGITS[1], D_TEACHER[1], 2.0)) / 2
+    kd = (py_kd(D_LOGITS[0], D_TEACHER[0], 2.0) + py_kd(D_LOGITS[1], D_TEACHER[1], 2.0)) / 2
     expected = {"ce": ce, "aux_ce": aux, "graph_shared": graph_shared, "prior_shared": prior_shared,
                 "graph_exclusive": graph_exclusive, "prior_exclusive": prior_exclusive, "rec": rec, "cyc": cyc,
                 "ort": ort, "kd": kd}
@@ -206,7 +174,7 @@ def test_decoupled_zero_weights_switch_their_terms_off():
     :268 `l_rec >= 0`; :271 `l_cyc >= 0`; :274 `l_ort >= 0`."""
     total, terms = _decoupled_loss(l_aux_ce=0.0, l_graph=0.0, l_rec=0.0, l_cyc=0.0, l_ort=0.0, l_kd=0.0)
     assert set(terms) == {"ce"}
-    assert total.item() == pytest.approx((_ce(D_LOGITS[0], 1) + _ce(D_LOGITS[1], 0)) / 2, abs=1e-6)
+    assert total.item() == pytest.approx((py_ce(D_LOGITS[0], 1) + py_ce(D_LOGITS[1], 0)) / 2, abs=1e-6)
 
 
 def test_decoupled_kd_on_regression_is_the_squared_error_by_hand():
@@ -214,7 +182,7 @@ def test_decoupled_kd_on_regression_is_the_squared_error_by_hand():
     u0: |0.5 - 1| = 0.5, (0.5 - 1.5)^2 = 1;  u1: |-1 + 2| = 1, (-1 - 1)^2 = 4;  padding never counts.
     Kills decoupled.py:244 `regression = None` and :278 `distill_loss(..., None)` (the classification KD of a
     one-output head is 0)."""
-    batch = replace(_batch(D_AVAIL, D_AVAIL, D_LABELS, D_UTT, ("l", "a")), targets=torch.tensor([[1.0, -2.0, 0.0]]))
+    batch = replace(made_up_batch(D_AVAIL, D_AVAIL, D_LABELS, D_UTT, ("l", "a")), targets=torch.tensor([[1.0, -2.0, 0.0]]))
     total, terms = _decoupled_loss(batch=batch, logits=[[0.5], [-1.0], [3.0]], teacher=[[1.5], [1.0], [9.0]],
                                    l_aux_ce=0.0, l_graph=0.0, l_rec=0.0, l_cyc=0.0, l_ort=0.0, l_kd=0.5)
     assert terms["ce"].item() == pytest.approx(0.75) and terms["kd"].item() == pytest.approx(2.5)
@@ -306,7 +274,7 @@ def _corekd_loss(batch, logits, options, teacher=None, conflict=None, conflict_l
     extra = {}
     if conflict is not None:
         extra = {"conflict": conflict, "conflict_output": Output(torch.tensor([conflict_logits]), z(2), z(2, 2))}
-    method = _build("corekd", **options)
+    method = build_method("corekd", **options)
     ctx = StepContext(batch=batch, view=TrainView(batch, extra), output=Output(torch.tensor([logits]), z(2), z(2, 2)),
                       teacher=Output(torch.tensor([teacher]), z(2), z(2, 2)) if teacher is not None else None,
                       model=nn.Identity(), generator=torch_generator("unused"), label_smoothing=label_smoothing)
@@ -323,7 +291,7 @@ def test_corekd_kd_and_conflict_kd_on_regression_are_squared_errors_by_hand():
     one-output head is 0)."""
     utt = torch.tensor([[True, True, False]])
     full = torch.ones(1, 3, 2, dtype=torch.bool)
-    batch = replace(_batch(full, full, torch.zeros(1, 3, dtype=torch.long), utt, ("l", "a")),
+    batch = replace(made_up_batch(full, full, torch.zeros(1, 3, dtype=torch.long), utt, ("l", "a")),
                     targets=torch.tensor([[1.0, -2.0, 0.0]]))
     conflict = ConflictView(batch=batch, selected=torch.tensor([[True, False, False]]), donor=torch.tensor([[1, -1, -1]]),
                             kind=torch.tensor([[0, -1, -1]]), types=("a",))
@@ -338,10 +306,10 @@ def test_corekd_ce_takes_the_label_smoothing():
     """Kills corekd.py:155 `supervised_loss(out.logits, ctx.batch, )`."""
     utt = torch.tensor([[True, True]])
     full = torch.ones(1, 2, 2, dtype=torch.bool)
-    batch = _batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
+    batch = made_up_batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
     logits = [[0.0, 1.0], [2.0, 0.0]]
     total, terms = _corekd_loss(batch, logits, CK_OFF, label_smoothing=0.2)
-    want = (_ce(logits[0], 1, 0.2) + _ce(logits[1], 0, 0.2)) / 2
+    want = (py_ce(logits[0], 1, 0.2) + py_ce(logits[1], 0, 0.2)) / 2
     assert set(terms) == {"ce"} and total.item() == pytest.approx(want, abs=1e-6)
 
 
@@ -350,7 +318,7 @@ def test_corekd_nce_averaged_over_the_utterances_of_a_one_utterance_batch():
     scale 1/1, so L_nce is its CE (-log 1/4 = ln 4). Kills corekd.py:175 `clamp(min=2)` (scale 1/2)."""
     utt = torch.tensor([[True, False]])
     full = torch.ones(1, 2, 2, dtype=torch.bool)
-    batch = _batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
+    batch = made_up_batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
     conflict = ConflictView(batch=batch, selected=torch.tensor([[True, False]]), donor=torch.tensor([[1, -1]]),
                             kind=torch.tensor([[0, -1]]), types=("a",))
     total, terms = _corekd_loss(batch, [[0.0, 0.0], [0.0, 0.0]], dict(CK_OFF, l_nce=1.0, nce_types=["a"],
@@ -361,10 +329,10 @@ def test_corekd_nce_averaged_over_the_utterances_of_a_one_utterance_batch():
 
 def test_corekd_corpus_and_task_checks_say_how_to_fix_the_config():
     """Kills corekd.py:119 the `XX...XX` and lower-cased `nce` hints; :125 the `XX...XX` and upper-cased texts."""
-    field, text = _build("corekd", nce_types=["v"]).check_modalities(("l", "a"))
+    field, text = build_method("corekd", nce_types=["v"]).check_modalities(("l", "a"))
     assert field == "nce_types"
     assert text.endswith("(it has ['l', 'a']); list only types of its nonverbal modalities, or switch NCE off with l_nce: 0")
-    field, text = _build("corekd", l_nce_margin=0.5).check_task("regression")
+    field, text = build_method("corekd", l_nce_margin=0.5).check_task("regression")
     assert field == "l_nce_margin"
     assert text == "the conflict margin compares class log-probabilities; it has no regression form (set 0)"
 
