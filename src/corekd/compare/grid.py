@@ -375,6 +375,9 @@ def run_grid(
             backend_impl.close(kill=True, pending=list(pending))
             refresh()
             raise GridInterrupted(out, len(finished) + ran, len(cells), command) from None
+        except BaseException:  # the driver itself failed (a full disk, say): stop the workers, keep what is saved
+            backend_impl.close(kill=True, pending=list(pending))
+            raise
         backend_impl.close()
     seconds = round(time.perf_counter() - started, 1)
     results, analyses = assemble(cells, saved_cells, {**meta, "failed": failed, "seconds": seconds})
