@@ -244,6 +244,7 @@ def test_a_failed_cell_is_reported_and_its_students_are_not_run(tmp_path, monkey
     # no_kd needs no teacher to train, but its drift and rejection are measured against it (analyses on)
     assert set(failed) == {"vectors/seed-1/teacher", "vectors/seed-1/no_kd", "vectors/seed-1/corekd"}
     assert "its teacher" in failed["vectors/seed-1/corekd"]
+    assert all(f["user_error"] for f in result.failed)  # a CorekdError: the CLI exits 2, as `corekd run` would
     assert {(r["variant"], r["seed"]) for r in _records(out)} == {("teacher", 0), ("no_kd", 0), ("corekd", 0)}
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert meta["status"] == "partial" and len(meta["failed"]) == 3

@@ -232,7 +232,8 @@ def compare(
         for f in result.failed:
             _one_line(f"failed: {f['cell']}: {f['error']}")
         _one_line(f"{len(result.failed)} cell(s) failed; run the same command again to retry them")
-        raise typer.Exit(1)
+        # exit 2 when every failure is a user error (bad data, a diverging setting), as `corekd run` exits; 1 for a bug
+        raise typer.Exit(2 if all(f.get("user_error") for f in result.failed) else 1)
 
 
 @app.command()

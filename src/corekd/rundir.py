@@ -120,6 +120,17 @@ def corpus_fingerprint(corpus) -> str:
     return h.hexdigest()
 
 
+def move_aside(path: Path) -> Path:
+    """Rename an earlier output folder to ``<path>.old-<UTC time>[-k]`` (never deleted); return the new path."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target, k = path.with_name(f"{path.name}.old-{stamp}"), 1
+    while target.exists():
+        k += 1
+        target = path.with_name(f"{path.name}.old-{stamp}-{k}")
+    os.replace(path, target)
+    return target
+
+
 def _record_key(record: object) -> str:
     return json.dumps(record, sort_keys=True)
 
@@ -221,14 +232,7 @@ class RunFolder:
     def prepare(self, config: RunConfig, command: str, corpus_fingerprint: str | None = None) -> None:
         """Create the folder (moving an earlier run aside first when overwriting); write marker and config."""
         if self.mode == "overwrite":
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-            target = self.path.with_name(f"{self.path.name}.old-{stamp}")
-            k = 1
-            while target.exists():
-                k += 1
-                target = self.path.with_name(f"{self.path.name}.old-{stamp}-{k}")
-            os.replace(self.path, target)
-            self.moved_to = target
+            self.moved_to = move_aside(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         if self.mode == "resume":
             return  # the stored config equals this one; the marker stays as it was

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shlex
 import time
 from collections import deque
@@ -41,7 +40,7 @@ from corekd.errors import CorekdError
 from corekd.evaluation.analyses import add_relative_to_no_kd
 from corekd.methods import method_class
 from corekd.progress import GridProgress
-from corekd.rundir import config_difference
+from corekd.rundir import config_difference, move_aside
 
 MARKER_FILE = "corekd-grid.json"
 CONFIG_FILE = "config.yaml"
@@ -113,16 +112,6 @@ def check_folder(out: Path, grid: GridConfig, *, overwrite: bool, config_path: P
                           "it with the same config, or use --overwrite (it is moved aside) or another --out",
                           path=stored_path, field=name or "<root>")
     return "continue"
-
-
-def _move_aside(out: Path) -> Path:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target, k = out.with_name(f"{out.name}.old-{stamp}"), 1
-    while target.exists():
-        k += 1
-        target = out.with_name(f"{out.name}.old-{stamp}-{k}")
-    os.replace(out, target)
-    return target
 
 
 def read_cell(out: Path, cell: Cell) -> dict | None:
@@ -291,6 +280,8 @@ def run_grid(
         fingerprints[key] = setup.fingerprint
     if mode == "continue":
         stored = _read_json(out / MARKER_FILE, "grid marker")
+        if not isinstance(stored, dict) or stored.get("format") != FORMAT:
+            raise CorekdError(f"not a {FORMAT} marker; use --overwrite to start the grid again", path=out / MARKER_FILE)
         changed = [k for k, fp in (stored.get("corpus_fingerprints") or {}).items() if fingerprints.get(k) != fp]
         if changed:
             raise CorekdError(f"the data of corpus '{changed[0]}' differs from the one this grid started with; continue "
@@ -299,7 +290,7 @@ def run_grid(
     backend_impl = make_backend(backend, workers, threads, address, str(resolved_device))
 
     # Everything is checked: from here on the folder is written.
-    moved = _move_aside(out) if mode == "overwrite" else None
+    moved = move_aside(out) if mode == "overwrite" else None
     out.mkdir(parents=True, exist_ok=True)
     if mode != "continue":
         marker = {"format": FORMAT, "version": VERSION, "corekd_version": __version__,
@@ -356,12 +347,14 @@ def run_grid(
                 for handle, outcome in backend_impl.wait(list(pending)):
                     cell = pending.pop(handle)
                     if isinstance(outcome, BaseException):
-                        failed.append({"cell": cell.id, "error": f"{type(outcome).__name__}: {outcome}"})
+                        failed.append({"cell": cell.id, "error": f"{type(outcome).__name__}: {outcome}",
+                                       "user_error": isinstance(outcome, CorekdError)})
                         progress.cell_failed(cell.id, failed[-1]["error"])
                         if cell.method == "teacher":  # its students cannot run
                             blocked = [c for c in waiting if (c.corpus, c.seed) == (cell.corpus, cell.seed)]
                             waiting = [c for c in waiting if c not in blocked]
-                            failed += [{"cell": c.id, "error": f"not run: its teacher {cell.id} failed"} for c in blocked]
+                            failed += [{"cell": c.id, "error": f"not run: its teacher {cell.id} failed",
+                                        "user_error": failed[-1]["user_error"]} for c in blocked]
                         continue
                     saved_cells[cell] = save_cell(out, cell, outcome)
                     ran += 1
