@@ -38,7 +38,7 @@ def tiny_config_dict():
         "data": {"source": "synthetic", "synth": dict(TINY_SYNTH)},
         "model": {"hidden": 16, "heads": 2},
         "training": {"epochs": 2, "patience": 1, "batch_size": 4},
-        "evaluation": {"batch_size": 8},
+        "evaluation": {"batch_size": 8, "figures": False},  # figures: drawn by test_analyses.py's runs
     }
 
 

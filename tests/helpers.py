@@ -19,7 +19,8 @@ def quick_config(**extra):
         "data": {"source": "synthetic", "synth": dict(TINY_SYNTH)},
         "model": {"hidden": 16, "heads": 2},
         "training": {"epochs": 1, "patience": 1, "batch_size": 4},
-        "evaluation": {"batch_size": 8, "random_rates": [0.0, 0.5]},
+        # No figures unless a test asks (drawing them is most of a tiny run's time; test_analyses.py draws them).
+        "evaluation": {"batch_size": 8, "random_rates": [0.0, 0.5], "figures": False},
         "methods": [{"name": "no_kd"}],
     }
     cfg.update(copy.deepcopy(extra))

@@ -113,7 +113,8 @@ def test_real_corpus_without_flag_gets_none():
 
 
 def test_run_writes_analyses_figures_and_report_section(tmp_path):
-    cfg = quick_config(methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "corekd"}], seeds=[0, 1])
+    cfg = quick_config(methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "corekd"}], seeds=[0, 1],
+                       evaluation={"batch_size": 8, "random_rates": [0.0, 0.5]})  # figures on (the default)
     out = tmp_path / "run"
     run(RunConfig.model_validate(cfg), out)
     payload = json.loads((out / "analyses.json").read_text())

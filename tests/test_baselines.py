@@ -169,7 +169,8 @@ def test_contrastive_view_loss_is_ce_plus_weighted_info_nce(tiny_corpus, tiny_sp
 # ------------------------------------------------------------------ a tiny run of both
 def test_tiny_run_scores_contrastive_view_on_its_subset_only_and_corrkd_everywhere(tmp_path):
     cfg = quick_config(methods=[{"name": "no_kd"}, {"name": "corrkd"},
-                                {"name": "contrastive_view", "options": {"modalities": ["a"]}}])
+                                {"name": "contrastive_view", "options": {"modalities": ["a"]}}],
+                       evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "figures": True})  # the t-SNE note
     result = run(validate_config(cfg), tmp_path / "out")
     conditions = {r["condition"] for r in result.records}
     assert len(conditions) == 9  # complete, six fixed, random 0.0 and 0.5
