@@ -208,6 +208,17 @@ def test_records_frame_no_average_for_a_variant_missing_a_scored_fixed_condition
     assert only_sub[only_sub.condition == FIXED_AVG].variant.tolist() == ["full"]
 
 
+def test_records_frame_keeps_the_average_of_a_variant_not_scored_only_outside_the_fixed_conditions():
+    # sub is not scored under complete (full is): that does not touch the fixed conditions it averages
+    records = (_fixed_records("full", "m", 0, 0.5) + [_rec("full", "complete", 0.5)]
+               + _fixed_records("sub", "m", 0, 0.25) + [_na("sub", "complete", "r")])
+    assert method_not_applicable(records) == {"sub": {"complete": "r"}}
+    frame = records_frame(records)
+    avg = frame[frame.condition == FIXED_AVG]
+    assert avg.variant.tolist() == ["full", "sub"]
+    assert avg.weighted_f1.tolist() == [pytest.approx(0.55), pytest.approx(0.30)]
+
+
 def test_records_frame_of_nothing_applicable_is_empty():
     assert records_frame([]).empty
     assert records_frame([_na("a", c, "r") for c in FIXED_ORDER]).empty
