@@ -64,6 +64,8 @@ def test_analyses_table_default_layout():
         {"variant": "no_kd", "condition": "fixed:l", "x": 0.32345},
         {"variant": "corekd", "condition": "fixed:l", "x": 1.5},
         {"variant": "corekd", "condition": "random:0.5", "x": 2.0},
+        {"variant": "corekd", "condition": "random:0.5", "x": float("nan")},  # not finite: left out of the cell
+        {"variant": "corekd", "condition": "random:0.5", "x": None},  # no value: left out too
     ]
     assert _table(rows, "condition", "x") == [
         "| method | fixed:l | random:0.5 |",
@@ -71,6 +73,8 @@ def test_analyses_table_default_layout():
         "| no_kd | 0.223 ± 0.141 | – |",
         "| corekd | 1.500 | 2.000 |",
     ]
+    assert _table(rows[:1] + rows[4:], "condition", "x") == [
+        "| method | fixed:l | random:0.5 |", "|---|---|---|", "| no_kd | 0.123 | – |", "| corekd | – | – |"]
     assert _table(rows[2:], "condition", "x", scale=100.0, digits=1, first="model")[0] == "| model | fixed:l | random:0.5 |"
     assert _table(rows[2:], "condition", "x", scale=100.0, digits=1)[2] == "| corekd | 150.0 | 200.0 |"
 
