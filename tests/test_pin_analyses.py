@@ -320,7 +320,8 @@ def test_run_analyses_records_by_hand(calls, tmp_path):
         assert list(row) == ["variant", "method", "seed", "condition", "normalized", "raw", "relative_to_no_kd"]
     # conflict views: swapped a -> the donor's label wins (2 > 1 + 0.5): not rejected; v -> 1 + 2 > 0.5: rejected;
     # a and v -> 2.5 > 1: not rejected
-    assert run.rejection == [{**base, "type": "a", "rate": 0.0, "pairs": 2}, {**base, "type": "v", "rate": 1.0, "pairs": 2},
+    assert run.rejection == [{**base, "type": "a", "rate": 0.0, "pairs": 2},
+                             {**base, "type": "v", "rate": 1.0, "pairs": 2},
                              {**base, "type": "av", "rate": 0.0, "pairs": 2}]
     # flagged real utterances (0, 0), (0, 2), (1, 1), labels 0, 2, 0. complete: predictions 1, 2, 0 -> accuracy 2/3,
     # weighted F1 (2 * 2/3 + 1 * 1) / 3 = 7/9; random:0.5: 0, 0, 2 -> 1/3 and (2 * 0.5 + 0) / 3 = 1/3
@@ -575,3 +576,33 @@ def test_grouped_by_hand():
     assert variants == ["b", "a"] and columns == ["x", "y"]
     assert cells == {("b", "x"): [1, 3], ("a", "y"): [2], ("b", "y"): [4]}
     assert A._grouped([], "k", "v") == ([], [], {})
+
+
+class FixedModel:
+    """The teacher's complete-view logits given by hand; on a conflict view every output is uniform (logits 0)."""
+
+    def __init__(self, name, logits):
+        self.name, self.logits = name, logits
+
+    def outputs(self, split, test, condition):
+        n, u_max = split.utt_mask.shape
+        logits = self.logits if split is test else torch.zeros(n, u_max, 3)
+        return Output(logits=logits, fused=torch.ones(n, u_max, 2), states=torch.zeros(n, u_max, 3, 2))
+
+
+def test_rejection_compares_each_utterance_class_distribution(calls, tmp_path):
+    """One pair, target (0, 0), donor (1, 0); the model's conflict output is uniform u = (1/3, 1/3, 1/3). The teacher is
+    sure at the target (logits (5, 0, 0): q = (0.987, 0.007, 0.007), ||u - q|| ~ 0.80) and unsure at the donor
+    ((0.1, 0, 0): (0.355, 0.322, 0.322), ||u - q|| ~ 0.027): u is nearer the donor's -> not rejected (rate 0); the
+    reverse pair is rejected (rate 1). Probabilities are over classes: normalised over a dialogue's utterances
+    instead, the target's row would be exactly uniform (its dialogue's rows are all (5, 0, 0))."""
+    teacher_logits = torch.zeros(2, 3, 3)
+    teacher_logits[0, :, 0] = 5.0
+    teacher_logits[1, 0, 0] = 0.1
+    for target, donor, rate in (([0, 0], [1, 0], 0.0), ([1, 0], [0, 0], 1.0)):
+        calls.clear()
+        run = build(calls, tmp_path, conditions=("complete",), flags=None)
+        run.pairs = A.ConflictPairs(torch.tensor([target]), torch.tensor([donor]), 3, ("a",))
+        run.add("kd", "corekd", 0, FixedModel("S", torch.zeros(2, 3, 3)), FixedModel("T", teacher_logits))
+        assert run.rejection == [{"variant": "kd", "method": "corekd", "seed": 0, "type": "a", "rate": rate,
+                                  "pairs": 1}]
