@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "mutation.json"
+FAST_KILLED = "killed by a fast test"  # benchmarks/mutation_fast.py: mutmut's mutant, failed by a fast covering test
 NOT_KILLED = ("survived", "no tests", "suspicious", "skipped", "not checked", "segfault",
               "check was interrupted by user")
 
@@ -121,6 +122,21 @@ def mutant_patterns(only_mutate: list[str]) -> tuple[list[str], dict]:
                     patterns.append(f"{module}.xǁ{node.name}ǁ*")
             excluded.update({f"{rel}::{name}": why for name, why in skip.items()})
     return patterns, excluded
+
+
+def fast_kills() -> set[str]:
+    """Mutants ``benchmarks/mutation_fast.py`` found killed, whose function mutmut has not seen change since."""
+    fast_file = Path("mutants") / "fast-stage.json"
+    if not fast_file.is_file():
+        return set()
+    fast = json.loads(fast_file.read_text())["results"]
+    hashes = {}  # module.mangled function name -> mutmut's hash of its source
+    for meta in Path("mutants").rglob("*.py.meta"):
+        module = ".".join(meta.relative_to("mutants/src").with_suffix("").with_suffix("").parts)
+        hashes.update({f"{module}.{k}": v for k, v in json.loads(meta.read_text())["hash_by_function_name"].items()})
+    return {name for name, r in fast.items()
+            if r["status"] == "killed" and r["function_hash"]
+            and r["function_hash"] == hashes.get(name.rsplit("__mutmut_", 1)[0])}
 
 
 def git(*args: str) -> str:
@@ -214,11 +230,13 @@ def main() -> int:
         if not runs_file.is_file():
             sys.exit("--rerun-not-killed needs a previous run's mutants/ folder (with mutants/runs.json)")
         runs = json.loads(runs_file.read_text())
+        killed_fast = fast_kills()
         names = [
             name for meta in sorted(Path("mutants").rglob("*.py.meta"))
             for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
             if any(fnmatch.fnmatch(name, p) for p in patterns)
             and (code is None or status_by_exit_code[code] not in ("killed", "timeout"))
+            and name not in killed_fast  # already known killed (benchmarks/mutation_fast.py)
             and not (args.survivors_only and code is None)
             and not (args.unreached_only and code is not None)
             and (args.only is None or any(fnmatch.fnmatch(name, g) for g in args.only))
@@ -248,16 +266,21 @@ def main() -> int:
 
     statuses: dict[str, tuple[str, str]] = {}  # mutant -> (status, source path)
     left_out = 0
+    fast_file = Path("mutants") / "fast-stage.json"
+    killed_fast = fast_kills()
     for meta in sorted(Path("mutants").rglob("*.py.meta")):
         path = str(meta.relative_to("mutants"))[: -len(".meta")]
         for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
             if not any(fnmatch.fnmatch(name, p) for p in patterns):
                 left_out += 1
-            else:
-                statuses[name] = (status_by_exit_code[code], path)
+                continue
+            status = status_by_exit_code[code]
+            if status not in ("killed", "timeout") and name in killed_fast:
+                status = FAST_KILLED  # a fast test fails under it; mutmut's full run would see that test fail too
+            statuses[name] = (status, path)
     counts = Counter(status for status, _ in statuses.values())
     total = len(statuses)
-    detected = counts["killed"] + counts["timeout"]
+    detected = counts["killed"] + counts["timeout"] + counts[FAST_KILLED]
     survivors = sorted(
         ({"status": status, **mutant_location(name, path)} for name, (status, path) in statuses.items()
          if status in NOT_KILLED),
@@ -278,7 +301,10 @@ def main() -> int:
         "counts": dict(sorted(counts.items())),
         "total": total,
         "score": round(detected / total, 4) if total else None,
-        "score_definition": "(killed + timeout) / all mutants run; 'no tests' and survivors count against it",
+        "score_definition": "(killed + timeout + killed by a fast test) / all mutants; survivors, 'no tests' and "
+                            "'not checked' (not reached) count against it",
+        "fast_stage": ({k: v for k, v in json.loads(fast_file.read_text()).items() if k != "results"}
+                       if fast_file.is_file() else None),
         "per_file": {p: dict(sorted(c.items())) for p, c in sorted(per_file.items())},
         "wall_seconds": round(sum(r["wall_seconds"] or 0 for r in runs), 1),
         "runs": runs,
