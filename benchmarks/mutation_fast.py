@@ -61,6 +61,18 @@ def run_one(mutant: str, tests: list[str]) -> int:
         return int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:warnings", *tests]))
 
 
+def save(results: dict, args: argparse.Namespace, started: float, earlier_seconds: float, finished: bool) -> None:
+    OUT.write_text(json.dumps({
+        "what": "mutmut's mutants (mutants/), each run against its covering tests in the fast files",
+        "command": "python benchmarks/mutation_fast.py" + (f" --only {' '.join(args.only)}" if args.only else ""),
+        "fast_files": list(FAST_FILES),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished": finished,
+        "wall_seconds": round(earlier_seconds + time.time() - started, 1),  # every fast-stage run on this mutants/
+        "results": results,
+    }, indent=1) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (forked workers); default 2")
@@ -149,17 +161,10 @@ def main() -> int:
         verdict = {0: "not killed", 1: "killed"}.get(code, "timeout" if code == -signal.SIGKILL else f"error {code}")
         results[name] = {"status": verdict, "function_hash": digest, "tests": n, "seconds": round(time.time() - t0, 2)}
         done += 1
-        if done % 50 == 0 or not (queue or running):
+        if done % 50 == 0 or not (queue or running):  # saved as it goes: a stopped run keeps what it found
             killed = sum(results[m]["status"] == "killed" for m, _, _ in todo if m in results)
             print(f"{done}/{len(todo)} run, {killed} killed, {time.time() - started:.0f} s", flush=True)
-    OUT.write_text(json.dumps({
-        "what": "mutmut's mutants (mutants/), each run against its covering tests in the fast files",
-        "command": "python benchmarks/mutation_fast.py" + (f" --only {' '.join(args.only)}" if args.only else ""),
-        "fast_files": list(FAST_FILES),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "wall_seconds": round(time.time() - started, 1),
-        "results": results,
-    }, indent=1) + "\n")
+            save(results, args, started, previous.get("wall_seconds", 0.0), finished=not (queue or running))
     counts: dict[str, int] = {}
     for m, _, _ in todo:
         counts[results[m]["status"]] = counts.get(results[m]["status"], 0) + 1
