@@ -137,6 +137,10 @@ def main() -> int:
 
     previous = json.loads(OUT.read_text()) if OUT.is_file() else {"results": {}}
     results: dict[str, dict] = previous["results"]
+    # an earlier fast-stage kill of the same function source stands; everything else is (re)tried with today's tests
+    todo = [t for t in todo if not (results.get(t[0], {}).get("status") == "killed"
+                                    and results[t[0]]["function_hash"] == t[1])]
+    print(f"{len(todo)} of them not already killed by an earlier fast stage", flush=True)
     started, running, queue, done = time.time(), {}, list(todo), 0
     while queue or running:
         while queue and len(running) < args.jobs:
