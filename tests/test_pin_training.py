@@ -304,7 +304,7 @@ def test_an_epoch_steps_on_the_shuffled_batches_of_its_own_stream(tiny_splits):
 
 # ---------------------------------------------------------------- train_model
 def _scripted(tiny_corpus, tiny_splits, monkeypatch, scores, *, metric="weighted_f1", task="classification",
-              method=None, eval_batch_size=None, **cfg):
+              method=None, eval_batch_size=None, teacher=None, **cfg):
     """train_model with dev scores given in advance (``metric``), spying on predict and the metric calls."""
     it = iter(scores)
     metric_calls, predict_calls, epoch_terms, snapshots, on_epoch_calls = [], [], [], [], []
@@ -334,6 +334,8 @@ def _scripted(tiny_corpus, tiny_splits, monkeypatch, scores, *, metric="weighted
     model = init_model(CFG, _dims(tiny_splits), len(tiny_corpus.labels), 0, "student")
     method = method or _no_kd()
     kwargs = {} if eval_batch_size is None else {"eval_batch_size": eval_batch_size}
+    if teacher is not None:
+        kwargs["teacher"] = teacher
     result = training.train_model(method, model, tiny_splits["train"], tiny_splits["dev"],
                                   TrainingConfig(batch_size=5, select_metric=metric, **cfg), seed=0,
                                   label_names=tiny_corpus.labels, device=CPU,
@@ -368,11 +370,40 @@ def test_train_model_scores_the_dev_split_under_the_methods_dev_masks(tiny_corpu
     assert len(run["predict_calls"]) == 2
 
 
+class DevSpy(NoKD):
+    name = "pin_dev_spy"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = []
+
+    def dev_masks(self, avail, generator, modalities=()):
+        self.calls.append((avail, generator.initial_seed(), modalities))
+        return super().dev_masks(avail, generator, modalities)
+
+
+def test_train_model_asks_the_method_for_dev_masks_with_the_corpus_modalities(tiny_corpus, tiny_splits, monkeypatch):
+    method = DevSpy(DevSpy.Options(), TrainingMissing())
+    _scripted(tiny_corpus, tiny_splits, monkeypatch, [0.5], method=method, epochs=1, patience=1)
+    dev = tiny_splits["dev"]
+    ((avail, seed, modalities),) = method.calls
+    assert avail is dev.avail and seed == derive_seed("dev-mask", 0) and modalities == dev.modalities == ("l", "a", "v")
+
+
 def test_train_model_passes_its_eval_batch_size_and_scores_the_average_with_ema(tiny_corpus, tiny_splits, monkeypatch):
     run = _scripted(tiny_corpus, tiny_splits, monkeypatch, [0.2], epochs=1, patience=5, eval_batch_size=3, ema=0.5)
     model, _, _, batch_size, _, _ = run["predict_calls"][0]
     assert batch_size == 3 and model is not run["model"]  # the weight average is scored
     assert _states_equal(run["result"].model.state_dict(), run["snapshots"][0])  # and its weights are kept
+
+
+def test_train_model_hands_its_teacher_to_the_trainer(tiny_corpus, tiny_splits, monkeypatch):
+    teacher = TeacherReference(init_model(CFG, _dims(tiny_splits), NC, 0, "teacher"), tiny_splits["train"], cache=True,
+                               batch_size=8, device=CPU)
+    method = SpyMethod(SpyMethod.Options(), TrainingMissing())
+    _scripted(tiny_corpus, tiny_splits, monkeypatch, [0.5], method=method, teacher=teacher, epochs=1, patience=1)
+    ctx = method.contexts[0]
+    assert torch.equal(ctx.teacher.logits, teacher.outputs(ctx.batch).logits)
 
 
 def test_train_model_stops_patience_epochs_after_the_best(tiny_corpus, tiny_splits, monkeypatch):
