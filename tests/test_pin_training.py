@@ -504,3 +504,13 @@ def test_save_checkpoint_records_kinds_only_when_a_modality_is_not_a_vector(tmp_
     assert json.loads((tmp_path / "s" / "model.json").read_text())["kinds"] == {"l": "vector", "a": "sequence"}
     save_checkpoint(ERCModel(CFG, dims, 2), tmp_path / "v", {})
     assert "kinds" not in json.loads((tmp_path / "v" / "model.json").read_text())
+
+
+def test_save_checkpoint_into_an_existing_folder_replaces_both_files(tmp_path, tiny_splits):
+    model = init_model(CFG, _dims(tiny_splits), NC, 0, "student")
+    save_checkpoint(model, tmp_path / "ck", {"seed": 1})
+    other = init_model(CFG, _dims(tiny_splits), NC, 1, "student")
+    save_checkpoint(other, tmp_path / "ck", {"seed": 2})
+    assert json.loads((tmp_path / "ck" / "model.json").read_text())["seed"] == 2
+    from safetensors.torch import load_file
+    assert _states_equal(load_file(str(tmp_path / "ck" / "model.safetensors")), other.state_dict())
