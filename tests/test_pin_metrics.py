@@ -175,3 +175,33 @@ def test_unknown_method_names_the_registered_ones():
     text = str(err.value)
     assert text.startswith("unknown method 'nope' (registered: ") and "no_kd" in text and "corekd" in text
     assert method_class("no_kd") is NoKD
+
+
+def test_classification_metrics_scores_absent_classes_zero_without_warnings():
+    """A class never predicted (c), only predicted (d) or in neither (e): zero_division=0, so sklearn stays silent."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics(Y_TRUE, Y_PRED, NAMES)
+    assert m["per_class_f1"]["e"] == 0.0 and m["per_class_f1"]["c"] == 0.0
+
+
+def test_predict_passes_the_frames_to_keep(tiny_splits):
+    from corekd.data.batching import SplitTensors
+    from corekd.data.protocols import Condition, split_frame_keep
+    from corekd.data.synth import SynthConfig, generate
+    from helpers import TINY_SYNTH
+
+    frames = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},
+                                      "max_frames": 7, "signal_share": {"l": 0.5, "a": 0.5}})
+    corpus = generate(SynthConfig(**frames))
+    test = SplitTensors.from_corpus(corpus, "test")
+    model = ERCModel(CFG, {m: s.dim for m, s in corpus.modalities.items()}, 6,
+                     {m: s.kind for m, s in corpus.modalities.items()})
+    keep = split_frame_keep(Condition("frames", rate=0.6), test.frame_presence(), 0, "test")
+    preds = predict(model, test, None, 2, "cpu", keep)
+    want = run_model(model, test, None, 2, "cpu", keep).logits[test.utt_mask].softmax(-1)
+    full = run_model(model, test, None, 2, "cpu").logits[test.utt_mask].softmax(-1)
+    assert not torch.allclose(want, full)  # the dropped frames matter...
+    assert torch.allclose(torch.from_numpy(preds.probs), want, atol=1e-6)  # ...and predict drops them
