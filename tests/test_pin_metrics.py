@@ -149,10 +149,12 @@ def test_method_defaults(tiny_splits):
     assert method.options is options and method.missing is missing
     dims = _dims(tiny_splits)
     torch.manual_seed(0)
-    built = method.build_model(CFG, dims, 3, {m: "vector" for m in dims})
+    built = method.build_model(CFG, dims, 3)
     torch.manual_seed(0)
     plain = ERCModel(CFG, dims, 3)
-    assert type(built) is ERCModel and built.num_classes == 3 and built.cfg == CFG
+    assert type(built) is ERCModel and built.num_classes == 3 and built.cfg == CFG and built.dims == dims
+    kinds = {"l": "vector", "a": "sequence", "v": "vector"}
+    assert method.build_model(CFG, dims, 3, kinds).kinds == kinds
     assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), plain.state_dict().values()))
     batch = tiny_splits["train"].batch([0, 1, 2])
     view = method.train_view(batch, torch_generator("m"), torch_generator("x"))
@@ -161,9 +163,10 @@ def test_method_defaults(tiny_splits):
     assert torch.equal(view.batch.mask, want & batch.avail)
     with torch.no_grad():
         assert torch.equal(method.forward(plain, view).logits, plain(view.batch).logits)
-    dev = tiny_splits["dev"]
+    dev = tiny_splits["train"]  # ten dialogues: one rate per row differs from one per split
     assert torch.equal(method.dev_masks(dev.avail, torch_generator("d")),
                        missing.masks(dev.avail, torch_generator("d"), per="row"))
+    assert not torch.equal(method.dev_masks(dev.avail, torch_generator("d")), missing.masks(dev.avail, torch_generator("d")))
     assert method.auxiliary(plain) is None
     with pytest.raises(NotImplementedError):
         Method(options, missing).loss(None)
@@ -173,7 +176,8 @@ def test_unknown_method_names_the_registered_ones():
     with pytest.raises(CorekdError) as err:
         method_class("nope")
     text = str(err.value)
-    assert text.startswith("unknown method 'nope' (registered: ") and "no_kd" in text and "corekd" in text
+    from corekd.methods.registry import registered
+    assert text == f"unknown method 'nope' (registered: {', '.join(registered())})" and "no_kd" in text
     assert method_class("no_kd") is NoKD
 
 
