@@ -106,6 +106,9 @@ def test_cross_entropy_by_hand_with_and_without_smoothing():
     got = cross_entropy(logits, labels, 0.3).tolist()
     assert got == pytest.approx([py_ce([1.0, 2.0, 0.5], 1, 0.3), py_ce([0.0, -1.0, 3.0], 0, 0.3)])
     assert all(v > 0 for v in got)
+    # at smoothing 1 only the uniform part is left: mean_c(-log p[c])
+    uniform = [sum(py_ce(row, c) for c in range(3)) / 3 for row in ([1.0, 2.0, 0.5], [0.0, -1.0, 3.0])]
+    assert cross_entropy(logits, labels, 1.0).tolist() == pytest.approx(uniform)
 
 
 def test_supervised_loss_dispatches_on_the_batch_task():
@@ -125,6 +128,8 @@ def test_masked_mean_weights_and_bool_masks():
     assert float(masked_mean(values, torch.tensor([[True, False], [True, True]]))) == pytest.approx(13 / 3)
     assert float(masked_mean(values, torch.tensor([[0.5, 0.0], [0.0, 1.5]]))) == pytest.approx((0.5 + 12) / 2)
     assert float(masked_mean(values, torch.zeros(2, 2, dtype=torch.bool))) == 0.0
+    half = masked_mean(torch.tensor([1.0, 3.0], dtype=torch.float16), torch.tensor([1.0, 1.0]))
+    assert half.dtype == torch.float16 and float(half) == 2.0  # the weights take the values' dtype
 
 
 # ---------------------------------------------------------------- no_kd, Method defaults, registry

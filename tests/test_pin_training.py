@@ -232,6 +232,33 @@ def test_clipping_acts_on_the_model_and_the_auxiliary_separately(tiny_splits):
     assert float(model_norm) == pytest.approx(0.05, rel=1e-3) and float(aux_norm) == pytest.approx(0.05, rel=1e-3)
 
 
+class OnceAuxMethod(AuxMethod):
+    """Uses its auxiliary module in the first loss only."""
+
+    name = "pin_once_aux"
+    calls = 0
+
+    def loss(self, ctx):
+        type(self).calls += 1
+        if type(self).calls == 1:
+            return super().loss(ctx)
+        return NoKD.loss(self, ctx)
+
+
+def test_a_parameter_without_a_gradient_this_step_is_not_moved(tiny_splits):
+    """Gradients are reset to None, so AdamW skips a module the step's loss did not use (no momentum drift)."""
+    OnceAuxMethod.calls = 0
+    model = init_model(CFG, _dims(tiny_splits), NC, 0, "student")
+    trainer = Trainer(OnceAuxMethod(OnceAuxMethod.Options(), TrainingMissing()), model,
+                      TrainingConfig(lr=0.01, weight_decay=0.0), seed=0, device=CPU)
+    batch = tiny_splits["train"].batch([0, 1, 2, 3])
+    trainer.step(batch)
+    after_first = copy.deepcopy(trainer.auxiliary.state_dict())
+    trainer.step(batch)
+    assert all(p.grad is None for p in trainer.auxiliary.parameters())
+    assert _states_equal(trainer.auxiliary.state_dict(), after_first)
+
+
 # ---------------------------------------------------------------- Trainer._set_lr
 def _aux_trainer(tiny_splits, **cfg):
     model = init_model(CFG, _dims(tiny_splits), NC, 0, "student")
