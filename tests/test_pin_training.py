@@ -205,7 +205,7 @@ def _replica_step(method_cls, tiny_splits, cfg, batch, seed=0):
         if trainer.auxiliary is not None:
             torch.nn.utils.clip_grad_norm_(trainer.auxiliary.parameters(), cfg.grad_clip)
     trainer.optimizer.step()
-    return trainer, float(total)
+    return trainer, float(total.detach())
 
 
 @pytest.mark.parametrize("clip", [0.0, 0.05])
