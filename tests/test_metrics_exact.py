@@ -52,7 +52,8 @@ def test_by_hand():
     assert m["uar"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
 
 
-@pytest.mark.parametrize("y_true, y_pred", [([], []), ([0, 1], [0]), ([0, 3], [0, 1]), ([0, 1], [0, -1])])
+@pytest.mark.parametrize("y_true, y_pred", [([], []), ([0, 1], [0]), ([0, 3], [0, 1]), ([0, 1], [0, -1]),
+                                            ([0, 1], [0, 3])])  # class 3 of 3: one past the end
 def test_no_score_without_predictions_for_every_label_of_known_classes(y_true, y_pred):
     with pytest.raises(ValueError):
         classification_metrics(np.array(y_true, dtype=int), np.array(y_pred, dtype=int), ["a", "b", "c"])
