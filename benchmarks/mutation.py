@@ -36,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "mutation.json"
+FAST_STAGE = ROOT / "mutants" / "fast-stage.json"  # written by benchmarks/mutation_fast.py
 FAST_KILLED = "killed by a fast test"  # benchmarks/mutation_fast.py: mutmut's mutant, failed by a fast covering test
 NOT_KILLED = ("survived", "no tests", "suspicious", "skipped", "not checked", "segfault",
               "check was interrupted by user")
@@ -124,17 +125,21 @@ def mutant_patterns(only_mutate: list[str]) -> tuple[list[str], dict]:
     return patterns, excluded
 
 
+def function_hashes() -> dict[str, str]:
+    """mutmut's hash of each mutated function's source, by qualified mangled name (``corekd.training.x_init_model``)."""
+    hashes = {}
+    for meta in (ROOT / "mutants").rglob("*.py.meta"):
+        module = ".".join(meta.relative_to(ROOT / "mutants" / "src").with_suffix("").with_suffix("").parts)
+        hashes.update({f"{module}.{k}": v for k, v in json.loads(meta.read_text())["hash_by_function_name"].items()})
+    return hashes
+
+
 def fast_kills() -> set[str]:
     """Mutants ``benchmarks/mutation_fast.py`` found killed, whose function mutmut has not seen change since."""
-    fast_file = Path("mutants") / "fast-stage.json"
-    if not fast_file.is_file():
+    if not FAST_STAGE.is_file():
         return set()
-    fast = json.loads(fast_file.read_text())["results"]
-    hashes = {}  # module.mangled function name -> mutmut's hash of its source
-    for meta in Path("mutants").rglob("*.py.meta"):
-        module = ".".join(meta.relative_to("mutants/src").with_suffix("").with_suffix("").parts)
-        hashes.update({f"{module}.{k}": v for k, v in json.loads(meta.read_text())["hash_by_function_name"].items()})
-    return {name for name, r in fast.items()
+    hashes = function_hashes()
+    return {name for name, r in json.loads(FAST_STAGE.read_text())["results"].items()
             if r["status"] == "killed" and r["function_hash"]
             and r["function_hash"] == hashes.get(name.rsplit("__mutmut_", 1)[0])}
 
@@ -266,7 +271,6 @@ def main() -> int:
 
     statuses: dict[str, tuple[str, str]] = {}  # mutant -> (status, source path)
     left_out = 0
-    fast_file = Path("mutants") / "fast-stage.json"
     killed_fast = fast_kills()
     for meta in sorted(Path("mutants").rglob("*.py.meta")):
         path = str(meta.relative_to("mutants"))[: -len(".meta")]
@@ -303,8 +307,8 @@ def main() -> int:
         "score": round(detected / total, 4) if total else None,
         "score_definition": "(killed + timeout + killed by a fast test) / all mutants; survivors, 'no tests' and "
                             "'not checked' (not reached) count against it",
-        "fast_stage": ({k: v for k, v in json.loads(fast_file.read_text()).items() if k != "results"}
-                       if fast_file.is_file() else None),
+        "fast_stage": ({k: v for k, v in json.loads(FAST_STAGE.read_text()).items() if k != "results"}
+                       if FAST_STAGE.is_file() else None),
         "per_file": {p: dict(sorted(c.items())) for p, c in sorted(per_file.items())},
         "wall_seconds": round(sum(r["wall_seconds"] or 0 for r in runs), 1),
         "runs": runs,

@@ -36,11 +36,12 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+# benchmarks/ is this script's folder, so on sys.path: mutation.py gives the scope (the mutated modules minus the
+# left-out layout functions), mutmut's function hashes and where this stage's results go
+from mutation import FAST_STAGE, ROOT, function_hashes, mutant_patterns
+
 MUTANTS = ROOT / "mutants"
-OUT = MUTANTS / "fast-stage.json"
 # Unit tests on hand-made inputs: no `corekd run`, no module-scoped pipeline fixture.
 FAST_FILES = ("tests/test_pin_*.py", "tests/test_kill_*.py", "tests/test_contracts.py", "tests/test_gaps.py",
               "tests/test_losses.py", "tests/test_metrics_exact.py", "tests/test_protocols.py", "tests/test_report.py",
@@ -62,7 +63,7 @@ def run_one(mutant: str, tests: list[str]) -> int:
 
 
 def save(results: dict, args: argparse.Namespace, started: float, earlier_seconds: float, finished: bool) -> None:
-    OUT.write_text(json.dumps({
+    FAST_STAGE.write_text(json.dumps({
         "what": "mutmut's mutants (mutants/), each run against its covering tests in the fast files",
         "command": "python benchmarks/mutation_fast.py" + (f" --only {' '.join(args.only)}" if args.only else ""),
         "fast_files": list(FAST_FILES),
@@ -80,8 +81,6 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", metavar="GLOB", default=None, help="only mutants whose names match")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from mutation import mutant_patterns  # the scope: mutated modules minus the left-out layout functions
     import tomllib
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
@@ -96,6 +95,7 @@ def main() -> int:
     # the mutants to try, with the function hash mutmut recorded for each
     todo: list[tuple[str, str, list[str]]] = []
     fast = {t for t in stats["duration_by_test"] if any(fnmatch.fnmatch(t.split("::")[0], f) for f in FAST_FILES)}
+    hashes = function_hashes()
     for meta in sorted(MUTANTS.rglob("*.py.meta")):
         data = json.loads(meta.read_text())
         for name, code in data["exit_code_by_key"].items():
@@ -108,7 +108,7 @@ def main() -> int:
             func = mangled_function(name)
             tests = sorted((t for t in covering.get(func, []) if t in fast), key=lambda t: stats["duration_by_test"][t])
             if tests:
-                todo.append((name, data["hash_by_function_name"].get(func.rsplit(".", 1)[-1], ""), tests))
+                todo.append((name, hashes.get(func, ""), tests))
     print(f"{len(todo)} mutants not killed by mutmut have covering tests in the fast files", flush=True)
 
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
@@ -135,7 +135,7 @@ def main() -> int:
     print(f"checked: the {len(all_tests)} fast tests pass without a mutant and fail with mutmut's fail switch",
           flush=True)
 
-    previous = json.loads(OUT.read_text()) if OUT.is_file() else {"results": {}}
+    previous = json.loads(FAST_STAGE.read_text()) if FAST_STAGE.is_file() else {"results": {}}
     results: dict[str, dict] = previous["results"]
     # an earlier fast-stage kill of the same function source stands; everything else is (re)tried with today's tests
     todo = [t for t in todo if not (results.get(t[0], {}).get("status") == "killed"
@@ -172,7 +172,7 @@ def main() -> int:
     counts: dict[str, int] = {}
     for m, _, _ in todo:
         counts[results[m]["status"]] = counts.get(results[m]["status"], 0) + 1
-    print(f"{len(todo)} mutants: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; wrote {OUT}")
+    print(f"{len(todo)} mutants: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + f"; wrote {FAST_STAGE}")
     return 0
 
 
