@@ -24,6 +24,10 @@ training settings (``TrainingConfig()``), on one device chosen by ``--device``:
   from numpy arrays, as ``corekd predict`` / ``corekd serve`` run it) under PyTorch and under
   onnxruntime (the graph ``corekd export`` writes). ``--part onnx`` runs only this part and writes
   ``benchmarks/results/speed_onnx.json`` unless ``--out`` is given.
+- dropout layer (``--part dropout``, to ``benchmarks/results/speed_dropout.json`` unless ``--out`` is
+  given): the training loop's epoch for ``no_kd`` and ``corekd`` with the models' dropout layer
+  (``corekd.models.dropout.Dropout``) and with ``torch.nn.Dropout`` swapped in at the same places,
+  on 1 and 2 threads, interleaved epochs, the median reported.
 
 The figures and the targets (with pass/fail) go to a JSON file; a summary is printed.
 """
@@ -53,6 +57,7 @@ from corekd.data.synth import SynthConfig, generate
 from corekd.errors import CorekdError
 from corekd.evaluation.predict import run_model
 from corekd.methods import method_class
+from corekd.models.dropout import Dropout
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.pipeline import resolve_device
 from corekd.training import TeacherReference, Trainer, init_model
@@ -194,6 +199,48 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
         "train_warmup_epochs": warmup_epochs,
         "train_timed_epochs_per_method": repeats,
     }
+
+
+def with_torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every :class:`corekd.models.dropout.Dropout` replaced, in place, by ``torch.nn.Dropout`` of the same p."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Dropout):
+                setattr(parent, name, torch.nn.Dropout(child.p))
+    return model
+
+
+def bench_dropout_layer(train: SplitTensors, dims: dict[str, int], num_classes: int, device: torch.device,
+                        repeats: int, threads: tuple[int, ...] = (1, 2)) -> dict:
+    """Median epoch seconds of no_kd and corekd with the models' dropout layer ("ours") and with nn.Dropout ("torch")."""
+    cfg = TrainingConfig()
+    teacher = init_model(ModelConfig(), dims, num_classes, SEED, "teacher").to(device)
+    teacher_ref = TeacherReference(teacher, train, cache=True, batch_size=EvaluationConfig().batch_size, device=device)
+    figures: dict = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        runs = {}
+        for name in ("no_kd", "corekd"):
+            for layer in ("ours", "torch"):
+                cls = method_class(name)
+                method = cls(cls.Options(), cfg.missing)
+                student = init_model(ModelConfig(), dims, num_classes, SEED, "student", build=method.build_model)
+                if layer == "torch":
+                    with_torch_dropout(student)
+                runs[(name, layer)] = Trainer(method, student, cfg, seed=SEED, device=device,
+                                              teacher=teacher_ref if method.needs_teacher else None)
+        for trainer in runs.values():  # warm-up
+            trainer.epoch(train)
+        seconds: dict = {key: [] for key in runs}
+        for _ in range(repeats):
+            for key, trainer in runs.items():
+                seconds[key].append(timed(lambda: trainer.epoch(train), device))
+        for (name, layer), values in seconds.items():
+            figures[f"epoch_s_{name}_{layer}_dropout_{n}_threads"] = round(statistics.median(values), 4)
+        for name in ("no_kd", "corekd"):
+            figures[f"{name}_ours_over_torch_{n}_threads"] = round(
+                statistics.median(seconds[(name, "ours")]) / statistics.median(seconds[(name, "torch")]), 3)
+    return figures
 
 
 # ------------------------------------------------------------------ inference, FLOPs, matmul
@@ -379,9 +426,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", default="benchmarks/results/speed.json", type=Path)
     parser.add_argument("--repeats", default=9, type=int, help="timed training epochs per method (after 2 warm-up epochs)")
-    parser.add_argument("--part", default="all", choices=["all", "onnx"],
-                        help="onnx: only the PyTorch vs onnxruntime latency (CPU), to benchmarks/results/speed_onnx.json")
+    parser.add_argument("--part", default="all", choices=["all", "onnx", "dropout"],
+                        help="onnx: only the PyTorch vs onnxruntime latency (CPU), to benchmarks/results/speed_onnx.json; "
+                             "dropout: the models' dropout layer against nn.Dropout, to benchmarks/results/speed_dropout.json")
     args = parser.parse_args(argv)
+    if args.part == "dropout":
+        out = args.out if "--out" in (argv if argv is not None else sys.argv) else Path("benchmarks/results/speed_dropout.json")
+        try:
+            device = resolve_device(args.device)
+        except CorekdError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        torch.manual_seed(SEED)
+        corpus = generate()
+        train = SplitTensors.from_corpus(corpus, "train")
+        dims = {m: spec.dim for m, spec in corpus.modalities.items()}
+        load_start = load_average()
+        figures = bench_dropout_layer(train, dims, len(corpus.labels), device, repeats=6)
+        result = {"command": shlex.join(["python", *sys.argv]),
+                  "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "machine": {**machine_info(device), "load_average_start": load_start, "load_average_end": load_average()},
+                  "figures": figures,
+                  "notes": ["Training-loop epochs (no dev scoring) of freshly initialised ModelConfig() students on the "
+                            "synthetic corpus; 'torch': every corekd Dropout replaced by torch.nn.Dropout of the same p; "
+                            "one warm-up epoch, then 6 interleaved epochs per variant, median."]}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(figures, indent=1))
+        return 0
     if args.part == "onnx":
         out = args.out if "--out" in (argv if argv is not None else sys.argv) else Path("benchmarks/results/speed_onnx.json")
         corpus = generate()

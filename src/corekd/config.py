@@ -70,7 +70,7 @@ class DataConfig(_Strict):
 
 class TrainingConfig(_Strict):
     epochs: int = Field(60, ge=1, description="most epochs per model")
-    patience: int = Field(12, ge=1, description="stop after this many epochs without a better dev score")
+    patience: int = Field(8, ge=1, description="stop after this many epochs without a better dev score")
     batch_size: int = Field(16, ge=1, description="dialogues per batch")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)

@@ -32,6 +32,7 @@ from corekd.data.batching import Batch
 from corekd.methods.base import Method, StepContext
 from corekd.methods.losses import distill_loss, masked_mean, supervised_loss
 from corekd.methods.registry import register
+from corekd.models.dropout import Dropout
 from corekd.models.model import ERCModel, ModelConfig, Output, register_architecture
 
 
@@ -59,7 +60,7 @@ class ReconstructionModel(ERCModel):
         h, m = cfg.hidden, len(dims)
         self.imputer_hidden = imputer_hidden or 2 * h
         self.imputer = nn.Sequential(
-            nn.Linear(m * h + m, self.imputer_hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(m * h + m, self.imputer_hidden), nn.GELU(), Dropout(cfg.dropout),
             nn.Linear(self.imputer_hidden, m * h),
         )
 

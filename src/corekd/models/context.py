@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from corekd.models.dropout import Dropout
+
 
 class ContextBlock(nn.Module):
     """Pre-norm transformer block with an additive attention bias."""
@@ -28,9 +30,9 @@ class ContextBlock(nn.Module):
         self.out = nn.Linear(hidden, hidden)
         self.norm2 = nn.LayerNorm(hidden)
         self.ffn = nn.Sequential(
-            nn.Linear(hidden, ffn_mult * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_mult * hidden, hidden)
+            nn.Linear(hidden, ffn_mult * hidden), nn.GELU(), Dropout(dropout), nn.Linear(ffn_mult * hidden, hidden)
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.attn_dropout = dropout
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

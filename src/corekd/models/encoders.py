@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from corekd.models.dropout import Dropout
+
 
 class VectorEncoder(nn.Module):
     """One feature vector per utterance -> hidden state. Missing inputs get a learned token.
@@ -23,9 +25,9 @@ class VectorEncoder(nn.Module):
         super().__init__()
         if layers < 1:
             raise ValueError(f"an encoder needs at least one layer, got {layers}")
-        blocks: list[nn.Module] = [nn.LayerNorm(in_dim) if input_norm else nn.Identity(), nn.Dropout(input_dropout)]
+        blocks: list[nn.Module] = [nn.LayerNorm(in_dim) if input_norm else nn.Identity(), Dropout(input_dropout)]
         for i in range(layers):
-            blocks += [nn.Linear(in_dim if i == 0 else hidden, hidden), nn.GELU(), nn.Dropout(dropout)]
+            blocks += [nn.Linear(in_dim if i == 0 else hidden, hidden), nn.GELU(), Dropout(dropout)]
         self.proj = nn.Sequential(*blocks)
         # Without a token, a missing input encodes to zeros (observed-only fusions never read it).
         self.missing = nn.Parameter(torch.zeros(hidden)) if missing_token else None
@@ -82,7 +84,7 @@ class SequenceEncoder(nn.Module):
         # Dropout inside the frame sequence would cost a mask per frame; it acts on the raw frames (input_dropout)
         # and on the pooled state (dropout) instead.
         self.proj = nn.Sequential(nn.LayerNorm(in_dim) if input_norm else nn.Identity(),
-                                  nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity(),
+                                  Dropout(input_dropout) if input_dropout > 0 else nn.Identity(),
                                   nn.Linear(in_dim, hidden), nn.GELU())
         self.blocks = nn.ModuleList()
         if kind == "conv":
@@ -95,7 +97,7 @@ class SequenceEncoder(nn.Module):
                 for _ in range(layers)
             )
         self.score = nn.Linear(hidden, 1) if pool == "attention" else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.missing = nn.Parameter(torch.zeros(hidden)) if missing_token else None
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:

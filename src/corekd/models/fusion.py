@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from corekd.models.dropout import Dropout
+
 
 class MaskedFusion(nn.Module):
     """Attention pooling over modalities, told which ones are observed.
@@ -23,7 +25,7 @@ class MaskedFusion(nn.Module):
         self.tag = nn.Parameter(torch.zeros(num_modalities, 2, hidden))
         self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         self.norm_in = nn.LayerNorm(hidden)
-        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * hidden, hidden))
+        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), Dropout(dropout), nn.Linear(2 * hidden, hidden))
         self.norm_out = nn.LayerNorm(hidden)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -62,7 +64,7 @@ class ObservedAttentionFusion(nn.Module):
         self.modality_embed = nn.Parameter(torch.zeros(num_modalities, hidden))
         self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         self.norm_in = nn.LayerNorm(hidden)
-        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * hidden, hidden))
+        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), Dropout(dropout), nn.Linear(2 * hidden, hidden))
         self.norm_out = nn.LayerNorm(hidden)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

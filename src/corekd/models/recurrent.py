@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from corekd.models.dropout import Dropout
+
 
 def reversal_index(lengths: torch.Tensor, u: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[N] lengths -> (rev [N, U] long, real [N, U] bool): ``rev`` reverses each real prefix and fixes padding.
@@ -48,8 +50,8 @@ class GRUContextEncoder(nn.Module):
         for _ in range(layers):
             self.forward_grus.append(nn.GRU(hidden, hidden // 2, batch_first=True))
             self.backward_grus.append(nn.GRU(hidden, hidden // 2, batch_first=True))
-        self.between = nn.Dropout(dropout)  # between stacked layers only
-        self.drop = nn.Dropout(dropout)
+        self.between = Dropout(dropout)  # between stacked layers only
+        self.drop = Dropout(dropout)
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, speakers: torch.Tensor | None) -> torch.Tensor:
