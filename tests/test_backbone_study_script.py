@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +34,14 @@ def _results(folder: Path, seconds: dict) -> None:
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps({
         "records": _records("dev", 0.5) + _records("test", 0.7), "trainings": trainings, "meta": {"seconds": 1.0}}))
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """main() sets the study's thread count (1) on torch; give the rest of the session its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_train_seconds_per_seed_sums_the_methods_and_averages_the_seeds(tmp_path):
