@@ -67,21 +67,20 @@ def summarise(results: Path, split: str, figures: list[tuple[str, str]]) -> dict
         vals = frame[(frame.variant == method) & (frame.condition == cond)].sort_values("seed")["weighted_f1"].to_numpy()
         out[f"{method} {cond}"] = {"mean": float(100 * vals.mean()), "std": float(100 * vals.std(ddof=1)) if len(vals) > 1 else 0.0,
                                    "per_seed": [round(100 * v, 2) for v in vals]}
-    trainings = payload["trainings"]
-    methods = list(dict.fromkeys(t["variant"] for t in trainings))
-    out["seconds_per_epoch"] = {
-        m: round(sum(t["seconds"] for t in trainings if t["variant"] == m)
-                 / sum(t["epochs_run"] for t in trainings if t["variant"] == m), 3)
-        for m in methods
-    }
+    by_method: dict[str, list[dict]] = {}
+    for t in payload["trainings"]:
+        by_method.setdefault(t["variant"], []).append(t)
+    out["seconds_per_epoch"] = {m: round(sum(t["seconds"] for t in ts) / sum(t["epochs_run"] for t in ts), 3)
+                                for m, ts in by_method.items()}
     # Training seconds of one seed, every method of the run summed (mean over seeds): the figure a default's speed is judged by.
-    seeds = sorted({t["seed"] for t in trainings})
-    out["train_seconds_per_seed"] = round(float(np.mean([sum(t["seconds"] for t in trainings if t["seed"] == s)
-                                                         for s in seeds])), 2) if seeds else None
-    out["epochs"] = {m: {"best": [t["best_epoch"] for t in trainings if t["variant"] == m],
-                         "selected": [t.get("selected_epoch", t["best_epoch"]) for t in trainings if t["variant"] == m],
-                         "run": [t["epochs_run"] for t in trainings if t["variant"] == m]}
-                     for m in methods}
+    per_seed: dict[int, float] = {}
+    for t in payload["trainings"]:
+        per_seed[t["seed"]] = per_seed.get(t["seed"], 0.0) + t["seconds"]
+    out["train_seconds_per_seed"] = round(float(np.mean(list(per_seed.values()))), 2) if per_seed else None
+    out["epochs"] = {m: {"best": [t["best_epoch"] for t in ts],
+                         "selected": [t.get("selected_epoch", t["best_epoch"]) for t in ts],
+                         "run": [t["epochs_run"] for t in ts]}
+                     for m, ts in by_method.items()}
     return out
 
 

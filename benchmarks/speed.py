@@ -421,6 +421,20 @@ def summary(result: dict) -> str:
     ])
 
 
+PART_OUT = {"onnx": Path("benchmarks/results/speed_onnx.json"), "dropout": Path("benchmarks/results/speed_dropout.json")}
+
+
+def write_part(out: Path, figures: dict, device: torch.device, load_start: list[float] | None, note: str) -> None:
+    """One part's JSON (``--part onnx`` / ``dropout``): the command, date, machine with load averages, figures, a note."""
+    result = {"command": shlex.join(["python", *sys.argv]),
+              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {**machine_info(device), "load_average_start": load_start, "load_average_end": load_average()},
+              "figures": figures,
+              "notes": [note]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -430,46 +444,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="onnx: only the PyTorch vs onnxruntime latency (CPU), to benchmarks/results/speed_onnx.json; "
                              "dropout: the models' dropout layer against nn.Dropout, to benchmarks/results/speed_dropout.json")
     args = parser.parse_args(argv)
-    if args.part == "dropout":
-        out = args.out if "--out" in (argv if argv is not None else sys.argv) else Path("benchmarks/results/speed_dropout.json")
-        try:
-            device = resolve_device(args.device)
-        except CorekdError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        torch.manual_seed(SEED)
-        corpus = generate()
-        train = SplitTensors.from_corpus(corpus, "train")
-        dims = {m: spec.dim for m, spec in corpus.modalities.items()}
-        load_start = load_average()
-        figures = bench_dropout_layer(train, dims, len(corpus.labels), device, repeats=6)
-        result = {"command": shlex.join(["python", *sys.argv]),
-                  "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "machine": {**machine_info(device), "load_average_start": load_start, "load_average_end": load_average()},
-                  "figures": figures,
-                  "notes": ["Training-loop epochs (no dev scoring) of freshly initialised ModelConfig() students on the "
-                            "synthetic corpus; 'torch': every corekd Dropout replaced by torch.nn.Dropout of the same p; "
-                            "one warm-up epoch, then 6 interleaved epochs per variant, median."]}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        print(json.dumps(figures, indent=1))
-        return 0
+    # A part's own file unless --out is given.
+    part_out = args.out if "--out" in (argv if argv is not None else sys.argv) else PART_OUT.get(args.part, args.out)
     if args.part == "onnx":
-        out = args.out if "--out" in (argv if argv is not None else sys.argv) else Path("benchmarks/results/speed_onnx.json")
         corpus = generate()
         dims = {m: spec.dim for m, spec in corpus.modalities.items()}
         model = init_model(ModelConfig(), dims, len(corpus.labels), SEED, "student")
         load_start = load_average()
         figures = bench_onnx_latency(model, corpus.labels, warmup=30, calls=300)
-        result = {"command": shlex.join(["python", *sys.argv]),
-                  "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "machine": {**machine_info(torch.device("cpu")), "load_average_start": load_start,
-                              "load_average_end": load_average()},
-                  "figures": figures,
-                  "notes": ["One 50-utterance dialogue, batch of one, complete view, freshly initialised ModelConfig(); "
-                            "both runtimes take the same numpy arrays and return probabilities; CPU."]}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_part(part_out, figures, torch.device("cpu"), load_start,
+                   "One 50-utterance dialogue, batch of one, complete view, freshly initialised ModelConfig(); "
+                   "both runtimes take the same numpy arrays and return probabilities; CPU.")
         print(json.dumps({k: v for k, v in figures.items() if k != "serving_latency_dialogue"}, indent=1))
         return 0
 
@@ -478,6 +463,19 @@ def main(argv: list[str] | None = None) -> int:
     except CorekdError as exc:  # e.g. --device cuda on a machine without CUDA
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.part == "dropout":
+        torch.manual_seed(SEED)
+        corpus = generate()
+        train = SplitTensors.from_corpus(corpus, "train")
+        dims = {m: spec.dim for m, spec in corpus.modalities.items()}
+        load_start = load_average()
+        figures = bench_dropout_layer(train, dims, len(corpus.labels), device, repeats=6)
+        write_part(part_out, figures, device, load_start,
+                   "Training-loop epochs (no dev scoring) of freshly initialised ModelConfig() students on the "
+                   "synthetic corpus; 'torch': every corekd Dropout replaced by torch.nn.Dropout of the same p; "
+                   "one warm-up epoch, then 6 interleaved epochs per variant, median.")
+        print(json.dumps(figures, indent=1))
+        return 0
     started = time.perf_counter()
     load_start = load_average()
     torch.manual_seed(SEED)  # dropout in training draws from the global generator
