@@ -14,7 +14,7 @@ PLAIN = [c for c in DEFAULT_CHOICES if not c.option.startswith("methods[")]
 CHANGED = {
     "data.standardize": False, "model.context": "attention", "model.fusion": "token", "training.schedule": "cosine",
     "training.ema": 0.5, "model.context_over": "modality", "model.input_norm": True, "teacher.input_dropout": 0.0,
-    "training.patience": 3, "training.batch_size": 8,
+    "training.patience": 3, "training.bucket": 0, "training.batch_size": 8,
 }
 
 

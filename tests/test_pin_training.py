@@ -299,7 +299,7 @@ def test_constant_schedule_leaves_the_rate(tiny_splits):
 def test_an_epoch_trains_the_model_sets_the_rate_per_step_and_averages(tiny_splits):
     train = tiny_splits["train"]  # 10 dialogues
     model = init_model(ModelConfig(hidden=16, heads=2, dropout=0.0), _dims(tiny_splits), 4, 0, "student").eval()
-    trainer = Trainer(_no_kd(), model, TrainingConfig(batch_size=3), seed=0, device=CPU)
+    trainer = Trainer(_no_kd(), model, TrainingConfig(batch_size=3, bucket=0), seed=0, device=CPU)
     lr_calls, sizes, modes = [], [], []
     trainer._set_lr = lr_calls.append
     values = iter([1.0, 2.0, 4.0, 9.0])
@@ -320,8 +320,8 @@ def test_an_epoch_trains_the_model_sets_the_rate_per_step_and_averages(tiny_spli
 
 def test_an_epoch_steps_on_the_shuffled_batches_of_its_own_stream(tiny_splits):
     train = tiny_splits["train"]
-    trainer = Trainer(_no_kd(), init_model(CFG, _dims(tiny_splits), NC, 0, "student"), TrainingConfig(batch_size=4),
-                      seed=3, device=CPU)
+    trainer = Trainer(_no_kd(), init_model(CFG, _dims(tiny_splits), NC, 0, "student"),
+                      TrainingConfig(batch_size=4, bucket=0), seed=3, device=CPU)
     seen = []
     trainer.step = lambda batch: (seen.append(batch), {"loss": torch.tensor(1.0)})[1]
     trainer.epoch(train)

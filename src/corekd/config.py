@@ -72,6 +72,10 @@ class TrainingConfig(_Strict):
     epochs: int = Field(60, ge=1, description="most epochs per model")
     patience: int = Field(8, ge=1, description="stop after this many epochs without a better dev score")
     batch_size: int = Field(16, ge=1, description="dialogues per batch")
+    bucket: int = Field(8, ge=0, description="length bucketing of training batches: sort each pool of this many "
+                        "batches' dialogues by length before cutting it into batches, then shuffle the batches "
+                        "(less padding for the recurrence to run over); 0 or 1 = plain shuffled batches (8 chosen "
+                        "on dev, backbone study stage 6)")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0 = off)")

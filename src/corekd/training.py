@@ -169,7 +169,8 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         steps = 0
         steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
-        for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_gen, device=self.device):
+        for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_gen, device=self.device,
+                                   bucket=self.cfg.bucket):
             self._set_lr(steps_per_epoch)
             for k, v in self.step(batch).items():
                 sums[k] = sums.get(k, 0.0) + v

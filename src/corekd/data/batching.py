@@ -278,8 +278,33 @@ class SplitTensors:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
+        bucket: int = 0,
     ):
-        """Yield batches of ``batch_size`` dialogues (shuffled with ``generator`` when asked)."""
+        """Yield batches of ``batch_size`` dialogues (shuffled with ``generator`` when asked).
+
+        ``bucket`` > 1 (with ``shuffle``): length bucketing. The shuffled order is cut into pools of
+        ``bucket`` batches' worth of dialogues; each pool is sorted by dialogue length (ties keep the
+        shuffled order) and cut into batches, and the order of all batches is shuffled. Batches then
+        hold dialogues of similar length, so less of each is padding (a batch is as long as its
+        longest dialogue). 0 or 1: plain shuffled batches.
+        """
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        if shuffle and bucket > 1:
+            for index in length_bucketed(order, self.lengths, batch_size, bucket, generator):
+                yield self.batch(index, device)
+            return
         for start in range(0, len(self), batch_size):
             yield self.batch(order[start : start + batch_size], device)
+
+
+def length_bucketed(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, bucket: int,
+                    generator: torch.Generator | None) -> list[torch.Tensor]:
+    """[N] shuffled row order, [N] lengths -> batches of rows: pools of ``bucket`` batches sorted by length, cut,
+    then the batches shuffled (see :meth:`SplitTensors.batches`)."""
+    pool = batch_size * bucket
+    batches: list[torch.Tensor] = []
+    for start in range(0, len(order), pool):
+        rows = order[start : start + pool]
+        rows = rows[torch.sort(lengths[rows], stable=True).indices]  # [P], shortest first
+        batches += list(rows.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

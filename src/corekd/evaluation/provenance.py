@@ -18,6 +18,8 @@ STUDY_2 = ("backbone study, stage 2 (configs/backbone_study_stage2.yaml): best o
            "of that study showed its test rows before its last candidate was added (README, \"Backbone study\")")
 STUDY_3 = ("backbone study, stage 3 (configs/backbone_study_stage3.yaml): the fastest candidate within 0.5 of the "
            "defaults' dev criterion and dev teacher complete, by a rule fixed before the run; only dev tables were printed")
+STUDY_6 = ("backbone study, stage 6 (configs/backbone_study_stage6.yaml): stage 3's rule (the fastest candidate within "
+           "0.5 of the defaults' dev criterion and dev teacher complete), fixed before the run; only dev tables were printed")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ DEFAULT_CHOICES: tuple[DefaultChoice, ...] = (
     DefaultChoice("model.input_norm", False, "dev", STUDY_2),
     DefaultChoice("teacher.input_dropout", 0.2, "dev", STUDY_2),
     DefaultChoice("training.patience", 8, "dev", STUDY_3),
+    DefaultChoice("training.bucket", 8, "dev", STUDY_6),
     DefaultChoice("training.batch_size", 16, "none", "set with the study's base recipe, not varied"),
     DefaultChoice("methods[corekd].options.nce_targets", "language_observed", "test",
                   "changed from `all` after the first quickstart run's test tables (README, \"What the numbers say\")"),
