@@ -16,10 +16,11 @@ from typing import Any
 STUDY_1 = "backbone study, stage 1 (configs/backbone_study.yaml): best on the dev criterion"
 STUDY_2 = ("backbone study, stage 2 (configs/backbone_study_stage2.yaml): best on the dev criterion; a printout "
            "of that study showed its test rows before its last candidate was added (README, \"Backbone study\")")
-STUDY_3 = ("backbone study, stage 3 (configs/backbone_study_stage3.yaml): the fastest candidate within 0.5 of the "
-           "defaults' dev criterion and dev teacher complete, by a rule fixed before the run; only dev tables were printed")
-STUDY_6 = ("backbone study, stage 6 (configs/backbone_study_stage6.yaml): stage 3's rule (the fastest candidate within "
-           "0.5 of the defaults' dev criterion and dev teacher complete), fixed before the run; only dev tables were printed")
+# The speed stages' rule (stages 3 and 6), written in each study file before its run.
+FASTEST_WITHIN_DEV = ("the fastest candidate within 0.5 of the defaults' dev criterion and dev teacher complete, by a "
+                      "rule fixed before the run; only dev tables were printed")
+STUDY_3 = f"backbone study, stage 3 (configs/backbone_study_stage3.yaml): {FASTEST_WITHIN_DEV}"
+STUDY_6 = f"backbone study, stage 6 (configs/backbone_study_stage6.yaml): {FASTEST_WITHIN_DEV}"
 
 
 @dataclass(frozen=True)

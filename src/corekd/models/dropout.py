@@ -16,12 +16,18 @@ import torch
 from torch import nn
 
 
+def check_probability(p: float) -> float:
+    """``p`` as a float, or ValueError unless 0 <= p < 1."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    return float(p)
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """[...] -> [...]: units zeroed where a uniform draw is below ``p``, the rest scaled by 1 / (1 - p)."""
     if not training or p == 0.0:
         return x
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    check_probability(p)
     keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))  # [...] 0 or 1/(1-p)
     return x * keep
 
@@ -31,9 +37,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-        self.p = float(p)
+        self.p = check_probability(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
