@@ -268,9 +268,13 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
         except CorekdError as exc:
             raise CorekdError(exc.detail, path=source, field=f"methods[{i}].name") from None
         try:
-            spec.options = cls.Options.model_validate(spec.options).model_dump(mode="json")
+            options = cls.Options.model_validate(spec.options)
         except ValidationError as exc:
             raise from_validation_error(exc, source, model=cls.Options, prefix=("methods", i, "options")) from None
+        spec.options = options.model_dump(mode="json")
+        problem = cls(options, cfg.training.missing).check_model(cfg.model_for(spec.name))
+        if problem:
+            raise CorekdError(problem[1], path=source, field=f"methods[{i}].options.{problem[0]}")
         if spec.label == "teacher" and spec.name != "teacher":
             raise CorekdError("the name 'teacher' is reserved for the teacher method", path=source, field=f"methods[{i}].variant")
         if spec.label in seen:

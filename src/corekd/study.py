@@ -16,7 +16,7 @@ from corekd.config import RunConfig, validate_config
 from corekd.data.protocols import Condition
 from corekd.errors import CorekdError
 
-STUDY_KEYS = {"seeds", "threads", "methods", "corpora", "base", "candidates", "criterion"}
+STUDY_KEYS = {"seeds", "threads", "methods", "method_options", "corpora", "base", "candidates", "criterion"}
 
 
 def is_study(raw: object) -> bool:
@@ -36,16 +36,19 @@ def candidate_methods(study: dict, candidate: str) -> list[str]:
 
 
 def candidate_config(study: dict, corpus: str, candidate: str) -> dict:
-    """The raw run config of one (corpus, candidate): the base (unless ``replace_base``) + the candidate's overrides."""
+    """The raw run config of one (corpus, candidate): the base (unless ``replace_base``) + the candidate's overrides;
+    a candidate's ``methods`` replaces the study's list; ``method_options`` (method name -> options), the study's
+    merged with the candidate's, sets the methods' options."""
     over = dict(study["candidates"][candidate] or {})
     replace = over.pop("replace_base", False)
     over.pop("students_from", None)
     methods = over.pop("methods", study["methods"])
+    options = merge(study.get("method_options") or {}, over.pop("method_options", {}))  # method name -> options
     cfg = merge({} if replace else study["base"], over)
     return merge(cfg, {
         "name": f"study-{corpus}-{candidate}", "seeds": study["seeds"], "device": "cpu", "threads": study["threads"],
         "data": {"source": "synthetic", "synth": study["corpora"][corpus] or {}},
-        "methods": [{"name": m} for m in methods],
+        "methods": [{"name": m, **({"options": options[m]} if m in options else {})} for m in methods],
     })
 
 

@@ -110,7 +110,7 @@ def run_cell(task: dict) -> dict:
                 collect.add(spec.label, method.name, seed, model, teacher,
                             not_applicable=setup.scored[spec.label]["test"].not_applicable)
                 payload = collect.payload()
-            analyses = {k: payload[k] for k in ("pairs", "task", "drift", "rejection", "notes")}
+            analyses = {k: payload[k] for k in ("pairs", "task", "drift", "mstate_drift", "rejection", "notes")}
             analyses["natural_conflicts"] = payload["natural_conflicts"]
             if spec.label in collect.embeddings:
                 embedding = embedding_bytes(*collect.embeddings[spec.label])

@@ -208,9 +208,10 @@ def assemble(cells: list[Cell], saved_cells: dict[Cell, dict], meta: dict) -> tu
         if part:
             merged = per_corpus.setdefault(cell.corpus, {
                 "format": "corekd-analyses", "version": 1, "pairs": part["pairs"], "task": part["task"], "drift": [],
-                "rejection": [], "natural_conflicts": {**part["natural_conflicts"], "records": []}, "notes": [],
+                "mstate_drift": [], "rejection": [], "natural_conflicts": {**part["natural_conflicts"], "records": []}, "notes": [],
             })
             merged["drift"] += part["drift"]
+            merged["mstate_drift"] += part.get("mstate_drift", [])  # cells saved before it existed have none
             merged["rejection"] += part["rejection"]
             merged["natural_conflicts"]["records"] += part["natural_conflicts"]["records"]
             merged["notes"] += [n for n in part["notes"] if n not in merged["notes"]]
@@ -218,6 +219,7 @@ def assemble(cells: list[Cell], saved_cells: dict[Cell, dict], meta: dict) -> tu
             embeddings.setdefault(cell.corpus, {})[cell.variant] = str(cell.folder / saved["embedding"])
     for merged in per_corpus.values():
         merged["drift"] = add_relative_to_no_kd(merged["drift"])
+        merged["mstate_drift"] = add_relative_to_no_kd(merged["mstate_drift"])
     complete = done == len(cells)
     results = {"format": FORMAT, "version": VERSION,
                "meta": {**meta, "cells": {"total": len(cells), "done": done},

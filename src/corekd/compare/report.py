@@ -561,6 +561,14 @@ def _analyses_blocks(payload: dict, variants: list[str], task: str) -> list[Bloc
                                  "then averaged (negative: closer to the teacher than no_kd):"),
                        _analysis_table(rel, "condition", "relative_to_no_kd", variants,
                                        _condition_order(r["condition"] for r in rel), "relative", 100.0, 1)]
+    mstate_rows = [r for r in payload.get("mstate_drift", []) if r.get("utterances", 1) > 0]
+    for m in dict.fromkeys(r["modality"] for r in mstate_rows):
+        mine = [r for r in mstate_rows if r["modality"] == m]
+        blocks += [Paragraph(f"Modality-state drift of `{m}`: normalised distance between the model's h_{m} under each "
+                             f"condition's view and the teacher's complete-view h_{m}, on the utterances where the model "
+                             f"observes {m} (what L_mstate anchors):"),
+                   _analysis_table(mine, "condition", "normalized", variants,
+                                   _condition_order(r["condition"] for r in mine), f"h_{m}")]
     rejection = payload.get("rejection", [])
     if rejection:
         pairs = payload.get("pairs", {})

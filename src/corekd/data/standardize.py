@@ -41,10 +41,14 @@ def train_statistics(train: SplitTensors) -> dict[str, tuple[torch.Tensor, torch
 
 
 class InputStandardizer(nn.Module):
-    """features m -> (x - mean_m) / std_m where observed, 0 where missing. Buffers: ``mean_<m>``, ``std_<m>``."""
+    """features m -> (x - mean_m) / std_m where observed, 0 where missing. Buffers: ``mean_<m>``, ``std_<m>``.
 
-    def __init__(self, dims: dict[str, int]):
+    ``clip`` > 0 clips the z-scores to [-clip, clip] (the model option ``input_clip``; 0 = off).
+    """
+
+    def __init__(self, dims: dict[str, int], clip: float = 0.0):
         super().__init__()
+        self.clip = float(clip)
         self.modalities = tuple(dims)
         for m, d in dims.items():
             self.register_buffer(f"mean_{m}", torch.zeros(d))
@@ -62,4 +66,6 @@ class InputStandardizer(nn.Module):
     def forward(self, m: str, x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         # x: [B, U, D] (frames: [B, U, F, D]); observed: [B, U] ([B, U, F]) bool -> x's shape
         z = (x - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+        if self.clip > 0:
+            z = z.clamp(-self.clip, self.clip)
         return z * observed[..., None].to(z.dtype)

@@ -65,23 +65,27 @@ def drift(fused: torch.Tensor, teacher_fused: torch.Tensor, valid: torch.Tensor)
     return float(state_distance(s, t, "normalized_sq").mean()), float((s - t).norm(dim=-1).mean())
 
 
-def relative(value: float, reference: float | None) -> float | None:
-    """``(value - reference) / reference``; None without a (non-zero) reference."""
-    if reference is None or not np.isfinite(reference) or reference == 0:
+def relative(value: float | None, reference: float | None) -> float | None:
+    """``(value - reference) / reference``; None without a value or a (non-zero) reference."""
+    if value is None or reference is None or not np.isfinite(reference) or reference == 0:
         return None
     return (value - reference) / reference
 
 
 def add_relative_to_no_kd(rows: list[dict]) -> list[dict]:
-    """Set each student drift row's ``relative_to_no_kd`` from the ``no_kd`` row of the same seed and condition
-    (None when the run has none, and for the teacher; the first no_kd variant when there are several)."""
+    """Set each student drift row's ``relative_to_no_kd`` from the ``no_kd`` row of the same seed and condition (and
+    modality, for ``mstate_drift`` rows); None when the run has none, and for the teacher; the first no_kd variant
+    when there are several."""
     ref: dict[tuple, float] = {}
+
+    def key(r: dict) -> tuple:  # modality-state rows are matched per modality too
+        return r["seed"], r["condition"], r.get("modality")
+
     for r in rows:
         if r["method"] == "no_kd":
-            ref.setdefault((r["seed"], r["condition"]), r["normalized"])
+            ref.setdefault(key(r), r["normalized"])
     for r in rows:
-        r["relative_to_no_kd"] = (None if r["method"] == "teacher"
-                                  else relative(r["normalized"], ref.get((r["seed"], r["condition"]))))
+        r["relative_to_no_kd"] = None if r["method"] == "teacher" else relative(r["normalized"], ref.get(key(r)))
     return rows
 
 
@@ -185,6 +189,7 @@ class RunAnalyses:
     figures: bool = True
     pairs: ConflictPairs = field(init=False)
     drift: list[dict] = field(default_factory=list)
+    mstate_drift: list[dict] = field(default_factory=list)
     rejection: list[dict] = field(default_factory=list)
     natural: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -233,6 +238,13 @@ class RunAnalyses:
                 normalized, raw = drift(out.fused.cpu(), t_out.fused.cpu(), valid)
                 self.drift.append({"variant": variant, "method": method, "seed": seed, "condition": name,
                                    "normalized": normalized, "raw": raw, "relative_to_no_kd": None})
+                observed = (mask if mask is not None else self.test.avail) & self.test.avail & valid[..., None]  # [N, U, M]
+                for j, m in enumerate(self.test.modalities):
+                    n = int(observed[..., j].sum())
+                    value = drift(out.states[:, :, j].cpu(), t_out.states[:, :, j].cpu(), observed[..., j])[0] if n else None
+                    self.mstate_drift.append({"variant": variant, "method": method, "seed": seed, "condition": name,
+                                              "modality": m, "normalized": value, "utterances": n,
+                                              "relative_to_no_kd": None})
         regression = self.task == "regression"
         rejection_na = own.get("complete")
         if rejection_na and t_out is not None and not regression and len(self.pairs):
@@ -274,6 +286,7 @@ class RunAnalyses:
                       "share_per_dialogue": TARGET_SHARE},
             "task": self.task,
             "drift": add_relative_to_no_kd([dict(r) for r in self.drift]),
+            "mstate_drift": add_relative_to_no_kd([dict(r) for r in self.mstate_drift]),
             "rejection": self.rejection,
             "natural_conflicts": {"flagged": flagged,
                                   "utterances": int((self.flags & self.test.utt_mask).sum()) if flagged else 0,
@@ -417,6 +430,32 @@ def _table(rows: list[dict], key: str, value: str, scale: float = 1.0, digits: i
     return lines
 
 
+def mstate_drift_section(rows: list[dict]) -> list[str]:
+    """Report lines for ``mstate_drift``: one table per modality (rows: models; columns: conditions)."""
+    if not rows:
+        return []
+    parts = ["### Modality-state drift to the teacher's complete-view modality states", "",
+             "For each modality m, the mean over the test utterances where the model observes m of the normalised "
+             "distance ||s_m/|s_m| - t_m/|t_m|||^2 between the model's state h_m under each condition's view and the "
+             "teacher's h_m on the complete view (what L_mstate anchors). Under a backbone whose h_m depends on the view, "
+             "an observed modality's drift changes when another modality is hidden; conditions that hide m have no "
+             "value (–).", ""]
+    for m in dict.fromkeys(r["modality"] for r in rows):
+        mine = [r for r in rows if r["modality"] == m and r.get("utterances", 1) > 0]
+        parts += [f"Modality `{m}`:", "", *_table(mine, "condition", "normalized", first=f"h_{m}"), ""]
+    rel = [r for r in rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")
+           and r.get("utterances", 1) > 0]
+    if rel:
+        averaged: dict[tuple, list[float]] = {}
+        for r in rel:  # per (model, seed, condition): the mean over the observed modalities
+            averaged.setdefault((r["variant"], r["seed"], r["condition"]), []).append(r["relative_to_no_kd"])
+        mean_rows = [{"variant": v, "condition": c, "value": float(np.mean(x))} for (v, _, c), x in averaged.items()]
+        parts += ["Relative to no_kd, (d - d_no_kd) / d_no_kd in percent per modality and seed, averaged over the "
+                  "observed modalities, then over seeds:", "",
+                  *_table(mean_rows, "condition", "value", 100.0, 1, first="relative"), ""]
+    return parts
+
+
 def analyses_section(payload: dict) -> list[str]:
     """The "Mechanism analyses" section of report.md, from analyses.json's payload (mean ± sample std over seeds)."""
     pairs = payload.get("pairs", {})
@@ -436,6 +475,7 @@ def analyses_section(payload: dict) -> list[str]:
             parts += ["Normalised drift relative to no_kd, (d - d_no_kd) / d_no_kd in percent, per seed then averaged "
                       "(negative: closer to the teacher than no_kd):", "",
                       *_table(rel, "condition", "relative_to_no_kd", 100.0, 1, first="relative"), ""]
+    parts += mstate_drift_section(payload.get("mstate_drift", []))
     rejection = payload.get("rejection", [])
     if rejection:
         parts += ["### Conflict rejection rate", "",

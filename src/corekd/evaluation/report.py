@@ -218,6 +218,24 @@ def dev_section(records: list[dict], trainings: list[dict], metric: str = "weigh
     return parts
 
 
+def nce_share_lines(trainings: list[dict]) -> list[str]:
+    """Report lines: per variant that trained with NCE, the realised share of conflict targets among the real
+    training utterances (the history's ``nce_share``, mean over epochs then seeds) and how often the cap bound."""
+    shares: dict[str, list[float]] = {}
+    capped: dict[str, list[float]] = {}
+    for t in trainings:
+        epochs = [h for h in t.get("history", []) if "nce_share" in h]
+        if epochs:
+            shares.setdefault(t["variant"], []).append(float(np.mean([h["nce_share"] for h in epochs])))
+            capped.setdefault(t["variant"], []).append(float(np.mean([h.get("nce_capped", 0.0) for h in epochs])))
+    if not shares:
+        return []
+    cells = [f"`{md(v)}` {np.mean(s):.3f} (cap bound in {100 * np.mean(capped[v]):.1f}% of batches)"
+             for v, s in shares.items()]
+    return ["NCE conflict targets, realised share of the real training utterances (history `nce_share`, mean over "
+            "epochs and seeds; `nce_prob` is the share asked for): " + "; ".join(cells) + ".", ""]
+
+
 def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str:
     all_records, records = records, split_records(records, "test")
     frame = records_frame(records)
@@ -372,7 +390,7 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
                 f"| {md(variant)} | {row.best_epoch:.1f} | {row.epochs_run:.1f} | {_dev_value(score_col, row.dev)} | {row.seconds:.1f} |"
             )
         parts += ["## Training", "", "Dev scores: the teacher on the complete dev view, students on dev views masked like "
-                  "their training (the score each was selected on).", "", *lines, ""]
+                  "their training (the score each was selected on).", "", *lines, "", *nce_share_lines(trainings)]
         if "seconds" in meta:
             parts += [f"Whole run: {meta['seconds']:.0f} s on {meta.get('device')} (torch {meta.get('torch')}).", ""]
     parts += ablation_section({s: records_frame(split_records(all_records, s)) for s in ("test", "dev")},

@@ -70,6 +70,10 @@ class Method:
         """Why this method cannot run on a corpus with ``modalities``: (option name, problem), or None."""
         return None
 
+    def check_model(self, model: ModelConfig) -> tuple[str, str] | None:
+        """Why this method's options cannot train on a model of settings ``model``: (option name, problem), or None."""
+        return None
+
     def check_task(self, task: str) -> tuple[str, str] | None:
         """Why this method cannot train for ``task`` ("classification" or "regression"): (option, problem), or None."""
         return None

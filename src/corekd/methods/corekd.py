@@ -47,7 +47,7 @@ from corekd.methods.losses import (
 )
 from corekd.methods.nce import nce_view
 from corekd.methods.registry import register
-from corekd.models.model import ERCModel, Output
+from corekd.models.model import ERCModel, ModelConfig, Output, states_depend_on_view
 
 
 class CoReKDOptions(BaseModel):
@@ -59,8 +59,12 @@ class CoReKDOptions(BaseModel):
     l_nce: float = Field(1.0, ge=0, description="weight of L_nce (CE on conflict views)")
     temperature: float = Field(2.0, gt=0, description="KD temperature T (fill-in)")
     state_distance: StateDistance = Field("normalized_sq", description="distance for L_state and L_mstate (fill-in)")
-    mstate_over: Literal["observed", "all"] = Field("observed", description="modalities L_mstate averages over (fill-in)")
-    nce_prob: float = Field(0.2, ge=0, le=1, description="probability an utterance gets a conflict view")
+    mstate_over: Literal["observed", "all"] = Field(
+        "observed", description="fill-in: modalities L_mstate averages over: those the student observes, or all (a "
+        "hidden modality's state, which a view-dependent backbone computes from the rest of the view, is anchored too)")
+    nce_prob: float = Field(0.2, ge=0, le=1, description="share of a batch's real utterances that get a conflict view, "
+                            "in expectation: eligible utterances are drawn with nce_prob x real / eligible (capped at 1; "
+                            "the history's nce_share is the realised share, nce_capped the share of batches at the cap)")
     nce_types: list[str] = Field(default_factory=lambda: ["a", "v", "av"], min_length=1, description="conflict types")
     nce_targets: Literal["language_observed", "all"] = Field(
         "language_observed",
@@ -117,6 +121,16 @@ class CoReKD(Method):
             return "nce_types", (
                 f"conflict types {bad} need modalities the corpus does not have (it has {list(modalities)}); "
                 "list only types of its nonverbal modalities, or switch NCE off with l_nce: 0"
+            )
+        return None
+
+    def check_model(self, model: ModelConfig) -> tuple[str, str] | None:
+        if self.options.l_mstate > 0 and not states_depend_on_view(model):
+            return "l_mstate", (
+                f"L_mstate anchors modality states that cannot depend on the view under this backbone (model."
+                f"modality_state '{model.modality_state}' with context_over '{model.context_over}': each h_m is its "
+                "modality's context-free encoding); use model.modality_state: context or crossmodal (or context_over: "
+                "modality with a context), or set l_mstate: 0"
             )
         return None
 
@@ -177,6 +191,8 @@ class CoReKD(Method):
             def nce_mean(values: torch.Tensor) -> torch.Tensor:
                 return masked_mean(values, selected) * scale
 
+            terms["nce_share"] = (selected & valid).sum() / valid.sum().clamp(min=1)  # recorded, not optimised
+            terms["nce_capped"] = torch.tensor(float(conflict.capped), device=selected.device)
             if o.l_nce > 0:
                 terms["nce"] = nce_mean(supervised_loss(c_out.logits, ctx.batch))
                 total = total + o.l_nce * terms["nce"]

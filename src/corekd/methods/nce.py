@@ -1,8 +1,10 @@
 """Nonverbal Conflict Exposure: target-preserving conflict views built from in-batch donors.
 
-For each eligible utterance (by default a real one whose language the view observes: a view
-without the target's language would preserve nothing of the target), with probability ``prob``,
-pick a conflict type (which nonverbal modalities to swap, e.g. ``a``, ``v`` or ``av``) and a
+``prob`` is the share of the batch's real utterances that become targets, in expectation, whatever
+the eligibility rule: each eligible utterance (by default a real one whose language the view
+observes: a view without the target's language would preserve nothing of the target) is drawn with
+probability ``prob * real / eligible``, capped at 1 (``ConflictView.capped`` says when the cap bound,
+so the share fell short). For each target, pick a conflict type (which nonverbal modalities to swap, e.g. ``a``, ``v`` or ``av``) and a
 donor: another utterance of the same batch whose label differs (for regression: whose sentiment sign, -1, 0 or +1, differs). The conflict view keeps the target's language, its place in its dialogue
 (so its context) and its label; only the chosen nonverbal modalities are replaced by the donor's
 (features and observed flag as the donor has them in ``source``: the data, or the student's view;
@@ -26,6 +28,8 @@ class ConflictView:
     donor: torch.Tensor  # [B, U] long: flat index (b * U + u) of the donor, -1 where not selected
     kind: torch.Tensor  # [B, U] long: index into ``types``, -1 where not selected
     types: tuple[str, ...]
+    draw_prob: float = 0.0  # the per-eligible-utterance probability used: prob x real / eligible, capped at 1
+    capped: bool = False  # the cap bound: too few eligible utterances for the share ``prob``
 
 
 def nce_view(
@@ -54,7 +58,10 @@ def nce_view(
     eligible = valid
     if require_language and "l" in mods:
         eligible = valid & view.mask[..., mods.index("l")].cpu().reshape(-1)
-    chosen = eligible & (torch.rand(b * u, generator=generator) < prob)
+    n_real, n_eligible = int(valid.sum()), int(eligible.sum())
+    wanted = prob * n_real / max(n_eligible, 1)  # the draw among the eligible that gives the share ``prob``
+    draw_prob = min(1.0, wanted)
+    chosen = eligible & (torch.rand(b * u, generator=generator) < draw_prob)
     targets = torch.nonzero(chosen).squeeze(1)  # [S]
     # Donor: uniform among real utterances of the batch whose label differs from the target's.
     allowed = valid[None, :] & (labels[None, :] != labels[targets, None])  # [S, B*U]
@@ -106,4 +113,6 @@ def nce_view(
         donor=donor.view(b, u).to(device),
         kind=kind.view(b, u).to(device),
         types=tuple(types),
+        draw_prob=draw_prob,
+        capped=wanted > 1.0,
     )

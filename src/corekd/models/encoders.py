@@ -16,17 +16,22 @@ class VectorEncoder(nn.Module):
     The token replaces the encoding wherever the mask says "missing", so nothing downstream
     depends on the (zeroed) input values of a missing modality. ``missing_token=False``: zeros
     instead of a token (for the observed-only fusions). ``input_norm=False`` drops the
-    per-utterance LayerNorm over the features (for standardised inputs). ``layers``: how many
-    linear -> GELU -> dropout blocks (the first maps D -> H, the rest H -> H).
+    per-utterance LayerNorm over the features (for standardised inputs). ``kind="blocks"``: ``layers``
+    linear -> GELU -> dropout blocks (the first maps D -> H, the rest H -> H); ``kind="mlp"``: linear ->
+    ReLU -> dropout -> linear -> ReLU (``layers`` unused).
     """
 
     def __init__(self, in_dim: int, hidden: int, dropout: float, input_dropout: float = 0.0,
-                 missing_token: bool = True, input_norm: bool = True, layers: int = 1):
+                 missing_token: bool = True, input_norm: bool = True, layers: int = 1, kind: str = "blocks"):
         super().__init__()
         if layers < 1:
             raise ValueError(f"an encoder needs at least one layer, got {layers}")
+        if kind not in ("blocks", "mlp"):
+            raise ValueError(f"unknown vector encoder '{kind}': expected blocks or mlp")
         blocks: list[nn.Module] = [nn.LayerNorm(in_dim) if input_norm else nn.Identity(), Dropout(input_dropout)]
-        for i in range(layers):
+        if kind == "mlp":
+            blocks += [nn.Linear(in_dim, hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU()]
+        for i in range(layers if kind == "blocks" else 0):
             blocks += [nn.Linear(in_dim if i == 0 else hidden, hidden), nn.GELU(), Dropout(dropout)]
         self.proj = nn.Sequential(*blocks)
         # Without a token, a missing input encodes to zeros (observed-only fusions never read it).

@@ -24,18 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from corekd.data.batching import Batch
 from corekd.data.standardize import InputStandardizer
 from corekd.models.context import SpeakerContextEncoder
+from corekd.models.dropout import Dropout
 from corekd.models.encoders import SequenceEncoder, VectorEncoder, masked_frame_mean
 from corekd.models.fusion import MaskedFusion, ObservedAttentionFusion, ObservedMeanFusion
 from corekd.models.recurrent import GRUContextEncoder
 
 ContextKind = Literal["attention", "gru", "none"]
 ContextOver = Literal["modality", "fused"]
+ModalityState = Literal["encoding", "context", "crossmodal"]
+VectorEncoderKind = Literal["blocks", "mlp"]
 FusionKind = Literal["token", "observed_mean", "observed_attention"]
 SequenceKind = Literal["conv", "transformer", "none", "mean"]
 
@@ -72,8 +76,29 @@ class ModelConfig(BaseModel):
         "frames, or their mean (fill-in)"
     )
 
+    modality_state: ModalityState = Field(
+        "encoding", description="what each modality-specific state h_m is (context_over fused only): encoding (the "
+        "modality's context-free encoding: the same whatever else the view hides), context (the encoding mixed with "
+        "the dialogue context of the fused view, per modality, then fused again for the head), crossmodal (the "
+        "encoding plus an attention over the utterance's observed modalities, before fusion)"
+    )
+    vector_encoder: VectorEncoderKind = Field(
+        "blocks", description="vector modalities: blocks (encoder_layers x linear -> GELU -> dropout) or mlp "
+        "(linear -> ReLU -> dropout -> linear -> ReLU, the plain model's encoder)"
+    )
+    input_clip: float = Field(0.0, ge=0, description="clip standardised inputs to [-c, c] (0 = off)")
+    context_residual: bool = Field(
+        True, description="gru context: residual + LayerNorm around the recurrence (false: its dropped-out output "
+        "alone, as the plain model)"
+    )
+
     @model_validator(mode="after")
     def _shapes_fit(self) -> "ModelConfig":
+        if self.modality_state != "encoding" and self.context_over != "fused":
+            if "modality_state" in self.model_fields_set:
+                raise ValueError(f"modality_state '{self.modality_state}' builds on context_over 'fused' (context_over "
+                                 "'modality' already gives each modality its own context)")
+            self.modality_state = "encoding"  # the default does not apply there: each modality has its own context
         if self.sequence_kernel % 2 == 0:
             raise ValueError(f"sequence_kernel ({self.sequence_kernel}) must be odd (a centred window keeps frames in place)")
         if self.hidden % self.heads:
@@ -106,6 +131,40 @@ class Output:
         return [Output(*parts[:3], dict(zip(keys, parts[3:]))) for parts in zip(*(t.split(size) for t in tensors))]
 
 
+def states_depend_on_view(cfg: ModelConfig) -> bool:
+    """Whether an observed modality's state h_m can change with what else the view hides (METHOD.md, "Models").
+
+    A context-free encoding cannot: anchoring it to the teacher's (L_mstate) only copies the teacher's encoder.
+    """
+    if cfg.modality_state != "encoding":
+        return True
+    if cfg.context_over != "modality":
+        return False
+    return cfg.context != "none" and not (cfg.context == "gru" and cfg.context_layers == 0) and \
+        not (cfg.context == "attention" and cfg.context_layers == 0)
+
+
+class CrossModalAttention(nn.Module):
+    """[B, U, M, H] modality states -> [B, U, M, H]: each modality's single-head attention over the utterance's
+    observed modalities (itself included); a learned modality embedding tells the modalities apart. An utterance
+    with nothing observed reads zeros."""
+
+    def __init__(self, hidden: int, num_modalities: int):
+        super().__init__()
+        self.embed = nn.Parameter(torch.zeros(num_modalities, hidden))
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.scale = hidden ** -0.5
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # states: [B, U, M, H]; mask: [B, U, M] bool
+        q, k, v = self.qkv(states + self.embed).chunk(3, dim=-1)  # 3 x [B, U, M, H]
+        scores = torch.einsum("bumh,bukh->bumk", q, k) * self.scale  # [B, U, M, M]
+        scores = scores.masked_fill(~mask[:, :, None, :], float("-inf"))
+        weights = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # rows with no observed key -> 0
+        return self.out(torch.einsum("bumk,bukh->bumh", weights, v))  # [B, U, M, H]
+
+
 class ERCModel(nn.Module):
     """``kinds``: m -> "vector" | "sequence" (the corpus's ``ModalitySpec.kind``; None: every modality a vector)."""
 
@@ -121,7 +180,7 @@ class ERCModel(nn.Module):
         if unknown or any(k not in ("vector", "sequence") for k in self.kinds.values()):
             raise ValueError(f"kinds {kinds} must give vector or sequence for modalities of dims {list(dims)}")
         self.num_classes = num_classes
-        self.standardizer = InputStandardizer(dims)
+        self.standardizer = InputStandardizer(dims, cfg.input_clip)
         token = cfg.fusion == "token"
 
         def encoder(m: str, d: int) -> nn.Module:
@@ -131,7 +190,7 @@ class ERCModel(nn.Module):
                                        kernel=cfg.sequence_kernel, pool=cfg.sequence_pool, heads=cfg.heads,
                                        ffn_mult=cfg.ffn_mult)
             return VectorEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout, missing_token=token,
-                                 input_norm=cfg.input_norm, layers=cfg.encoder_layers)
+                                 input_norm=cfg.input_norm, layers=cfg.encoder_layers, kind=cfg.vector_encoder)
 
         self.encoders = nn.ModuleDict({m: encoder(m, d) for m, d in dims.items()})
         streams = len(dims) if cfg.context_over == "modality" else 1
@@ -143,7 +202,8 @@ class ERCModel(nn.Module):
                 streams, cfg.max_relative_position, cfg.speaker_aware,
             )
         elif self.context_kind == "gru":
-            self.context = GRUContextEncoder(cfg.hidden, cfg.context_layers, cfg.dropout, cfg.speaker_aware)
+            self.context = GRUContextEncoder(cfg.hidden, cfg.context_layers, cfg.dropout, cfg.speaker_aware,
+                                             residual=cfg.context_residual)
             self.stream_embed = nn.Parameter(torch.zeros(streams, cfg.hidden))
         else:
             self.context = None
@@ -154,6 +214,12 @@ class ERCModel(nn.Module):
         else:
             self.fusion = ObservedAttentionFusion(cfg.hidden, len(dims), cfg.dropout)
         self.head = nn.Linear(cfg.hidden, num_classes)
+        # View-dependent modality states (built after the head, so the modules above keep their initial weights)
+        if cfg.modality_state == "context":
+            self.state_mix = nn.ModuleList(nn.Linear(2 * cfg.hidden, cfg.hidden) for _ in dims)
+        elif cfg.modality_state == "crossmodal":
+            self.cross = CrossModalAttention(cfg.hidden, len(dims))
+        self.state_drop = Dropout(cfg.dropout)
 
     def set_input_statistics(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Standardise inputs with these (train-split) statistics from now on; they are saved with the weights."""
@@ -199,14 +265,27 @@ class ERCModel(nn.Module):
         return self.readout(encoded, mask, batch)
 
     def readout(self, encoded: torch.Tensor, mask: torch.Tensor, batch: Batch) -> Output:
-        """Context, fusion and head over per-modality states ``encoded`` [B, U, M, H] under ``mask`` [B, U, M]."""
+        """Context, fusion and head over per-modality states ``encoded`` [B, U, M, H] under ``mask`` [B, U, M].
+
+        ``modality_state`` (context_over fused): ``encoding``: h_m = the encoding, fused = context(fusion(h_m));
+        ``crossmodal``: h_m = e_m + drop(attention of e_m over the utterance's observed e_k), then as ``encoding``;
+        ``context``: c = context(fusion(e)), h_m = c + drop(GELU(W_m [e_m; c])), fused = fusion(h_m) (the head
+        reads the modality states, each formed after the dialogue's fused view).
+        """
+        kind = self.cfg.modality_state
         if self.cfg.context_over == "modality":
             states = self._contextualise(encoded, mask, batch)  # [B, U, M, H]
             fused = self.fusion(states, mask)  # [B, U, H]
-        else:  # one context over the fused sequence; the per-modality states are the encodings
-            states = encoded
-            fused = self.fusion(encoded, mask)  # [B, U, H]
-            fused = self._contextualise(fused[:, :, None], batch.utt_mask[..., None], batch)[:, :, 0]
+            return Output(logits=self.head(fused), fused=fused, states=states)
+        states = encoded if kind != "crossmodal" else encoded + self.state_drop(self.cross(encoded, mask))  # [B, U, M, H]
+        fused = self.fusion(states, mask)  # [B, U, H]
+        fused = self._contextualise(fused[:, :, None], batch.utt_mask[..., None], batch)[:, :, 0]  # [B, U, H]
+        if kind == "context":
+            ctx = fused[:, :, None].expand_as(encoded)  # [B, U, M, H]
+            mixed = torch.stack([mix(torch.cat([encoded[:, :, j], fused], -1)) for j, mix in enumerate(self.state_mix)],
+                                dim=2)  # [B, U, M, H]
+            states = (ctx + self.state_drop(F.gelu(mixed))) * batch.utt_mask[..., None, None].to(encoded.dtype)
+            fused = self.fusion(states, mask)  # [B, U, H]
         return Output(logits=self.head(fused), fused=fused, states=states)
 
 

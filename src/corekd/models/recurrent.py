@@ -28,7 +28,8 @@ def reversal_index(lengths: torch.Tensor, u: int) -> tuple[torch.Tensor, torch.T
 
 
 class GRUContextEncoder(nn.Module):
-    """[N, U, H] states (N sequences) -> context-aware states [N, U, H]; residual + LayerNorm.
+    """[N, U, H] states (N sequences) -> context-aware states [N, U, H]; residual + LayerNorm (or, with
+    ``residual=False``, the recurrence's output after dropout alone).
 
     ``lengths`` counts each sequence's real utterances (a prefix). Each layer is a forward and a
     backward GRU of H/2 units, their outputs concatenated; ``dropout`` between layers. Sequences
@@ -37,8 +38,9 @@ class GRUContextEncoder(nn.Module):
 
     MAX_SPEAKERS = 8  # speaker indices beyond this share the last embedding
 
-    def __init__(self, hidden: int, layers: int, dropout: float, speaker_aware: bool):
+    def __init__(self, hidden: int, layers: int, dropout: float, speaker_aware: bool, residual: bool = True):
         super().__init__()
+        self.residual = residual
         if hidden % 2:
             raise ValueError(f"hidden ({hidden}) must be even for a bidirectional GRU")
         self.speaker_aware = speaker_aware
@@ -52,7 +54,7 @@ class GRUContextEncoder(nn.Module):
             self.backward_grus.append(nn.GRU(hidden, hidden // 2, batch_first=True))
         self.between = Dropout(dropout)  # between stacked layers only
         self.drop = Dropout(dropout)
-        self.norm = nn.LayerNorm(hidden)
+        self.norm = nn.LayerNorm(hidden) if residual else None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, speakers: torch.Tensor | None) -> torch.Tensor:
         # x: [N, U, H]; lengths: [N] long (real utterances, a prefix); speakers: [N, U] long or None
@@ -68,4 +70,6 @@ class GRUContextEncoder(nn.Module):
             ahead, _ = fwd(seq)  # [N, U, H/2]
             behind, _ = bwd(seq.gather(1, rev[..., :1].expand(n, u, seq.shape[-1])))  # on the reversed prefixes
             seq = torch.cat([ahead, behind.gather(1, rev)], -1) * real[..., None]  # [N, U, H]; padding -> 0
+        if self.norm is None:  # the recurrence's output alone (padding stays 0)
+            return self.drop(seq)
         return self.norm(x + self.drop(seq))
