@@ -142,3 +142,20 @@ def test_a_run_records_nce_share_and_mstate_drift(tmp_path):
         (by[("corekd", "complete", "l")]["normalized"] - ref) / ref)
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Modality-state drift" in report and "realised share" in report
+
+
+def test_config_check_and_run_refuse_l_mstate_on_encodings_in_one_line(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from corekd.cli import app
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(quick_config(model={"hidden": 16, "heads": 2, "modality_state": "encoding"},
+                                                methods=[{"name": "corekd"}])))
+    for command in (["config", "check", str(path)], ["run", str(path), "--out", str(tmp_path / "r")]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and "methods[0].options.l_mstate" in lines[0] and "c.yaml" in lines[0]
+    assert not (tmp_path / "r").exists()
