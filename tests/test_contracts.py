@@ -471,9 +471,12 @@ def test_predictions_are_the_argmax_of_per_utterance_probabilities(tiny_corpus, 
     assert (preds.y_pred == logits.argmax(-1).numpy()).all()
 
 
-def test_macro_scores_average_over_the_classes_present_in_the_truth():
-    # class 2 is predicted but absent from the truth: it must not enter macro F1 or UAR
+def test_macro_scores_average_as_scikit_learn_and_the_present_pair_over_the_truths_classes():
+    # class 2 is predicted but absent from the truth: it enters macro F1 and UAR with 0 (scikit-learn's
+    # average="macro", labels=None), not macro_f1_present / uar_present
     m = classification_metrics(np.array([0, 0, 1, 1]), np.array([0, 2, 1, 1]), ["a", "b", "c"])
-    assert m["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)  # a: P=1 R=1/2; b: 1
-    assert m["uar"] == pytest.approx((0.5 + 1.0) / 2)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1.0 + 0) / 3)  # a: P=1 R=1/2; b: 1; c: 0
+    assert m["uar"] == pytest.approx((0.5 + 1.0 + 0) / 3)
+    assert m["macro_f1_present"] == pytest.approx((2 / 3 + 1.0) / 2)
+    assert m["uar_present"] == pytest.approx((0.5 + 1.0) / 2)
     assert m["weighted_f1"] == pytest.approx((2 / 3 + 1.0) / 2)

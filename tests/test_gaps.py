@@ -147,19 +147,22 @@ def test_classes_never_predicted_or_never_true_score_zero():
     This pins the values; it does NOT kill metrics.py:21-23 `zero_division=1`: scikit-learn >= 1.4
     computes F1 as 2TP / (2TP + FP + FN), so zero_division only enters for a class with
     TP + FP + FN = 0 (absent from both truth and prediction), which weighs 0 in weighted F1 and is
-    left out of macro F1 and UAR (those average over the classes present in the truth, whose
-    recall always has TP + FN > 0). The mutants are equivalent on valid inputs.
+    left out of macro F1 and UAR (those average over the classes present in the truth or the predictions, as
+    scikit-learn's labels=None; the *_present pair over the truth's classes, whose recall always has TP + FN > 0). The mutants are equivalent on valid inputs.
 
     y_true = a a a b b, y_pred = a a c a a (d never occurs):
       a: TP 2, FP 2, FN 1 -> F1 = 4 / (4 + 2 + 1) = 4/7, recall 2/3
       b: TP 0, FP 0, FN 2 -> F1 = 0, recall 0 (precision 0 under zero_division=0)
       c: TP 0, FP 1, FN 0 -> F1 = 0
       d: TP 0, FP 0, FN 0 -> F1 = 0 (zero_division)
-    weighted F1 = (3 * 4/7 + 2 * 0) / 5 = 12/35; macro F1 over {a, b} = 2/7; UAR = (2/3 + 0) / 2 = 1/3.
+    weighted F1 = (3 * 4/7 + 2 * 0) / 5 = 12/35; macro F1 over {a, b, c} = 4/21; UAR = (2/3 + 0 + 0) / 3 = 2/9;
+    over the truth's {a, b}: 2/7 and 1/3.
     """
     m = classification_metrics(np.array([0, 0, 0, 1, 1]), np.array([0, 0, 2, 0, 0]), ["a", "b", "c", "d"])
     assert m["accuracy"] == pytest.approx(2 / 5)
     assert m["weighted_f1"] == pytest.approx(12 / 35)
-    assert m["macro_f1"] == pytest.approx(2 / 7)
-    assert m["uar"] == pytest.approx(1 / 3)
+    assert m["macro_f1"] == pytest.approx(4 / 21)
+    assert m["uar"] == pytest.approx(2 / 9)
+    assert m["macro_f1_present"] == pytest.approx(2 / 7)
+    assert m["uar_present"] == pytest.approx(1 / 3)
     assert m["per_class_f1"] == pytest.approx({"a": 4 / 7, "b": 0.0, "c": 0.0, "d": 0.0})

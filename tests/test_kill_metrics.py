@@ -46,11 +46,11 @@ def test_acc2_nz_leaves_out_only_the_zero_truths():
     assert m["acc2"] == pytest.approx(1 / 3)  # over all three: 0 >= 0 but -3 < 0; 1 right; -1 vs 1 wrong
 
 
-def test_regression_metrics_with_every_truth_zero_score_zero_on_the_non_zero_subset():
-    """Kills metrics.py:55 `... if has_nz else 1.0` and metrics.py:56 `... if has_nz else 1.0`."""
+def test_regression_metrics_with_every_truth_zero_are_undefined_on_the_non_zero_subset():
+    """Nothing to score: None (null in JSON, n/a in reports), not a 0.0 that reads as a real score."""
     m = regression_metrics(np.zeros(3), np.array([0.5, -0.5, 0.0]))
-    assert m["acc2_nz"] == 0.0 and m["f1_2_nz"] == 0.0
-    assert m["corr"] == 0.0  # constant truth: r undefined -> 0
+    assert m["acc2_nz"] is None and m["f1_2_nz"] is None
+    assert m["corr"] is None  # constant truth: r undefined
     assert m["acc2"] == pytest.approx(2 / 3)
 
 

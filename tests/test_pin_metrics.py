@@ -36,11 +36,14 @@ def _dims(splits):
 # ---------------------------------------------------------------- metrics
 def test_classification_metrics_by_hand():
     m = classification_metrics(Y_TRUE, Y_PRED, NAMES)
-    assert set(m) == {"accuracy", "weighted_f1", "macro_f1", "uar", "per_class_f1"}
+    assert set(m) == {"accuracy", "weighted_f1", "macro_f1", "uar", "macro_f1_present", "uar_present", "per_class_f1"}
     assert m["accuracy"] == pytest.approx(3 / 6)
     assert m["weighted_f1"] == pytest.approx((2 * 2 / 3 + 3 * 1 / 2) / 6)  # supports 2, 3, 1
-    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)  # over the classes in the truth only
-    assert m["uar"] == pytest.approx((1 + 1 / 3 + 0) / 3)
+    # scikit-learn's labels=None: over the classes in the truth or the predictions (a, b, c, d)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 0 + 0) / 4)
+    assert m["uar"] == pytest.approx((1 + 1 / 3 + 0 + 0) / 4)
+    assert m["macro_f1_present"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)  # over the classes in the truth only
+    assert m["uar_present"] == pytest.approx((1 + 1 / 3 + 0) / 3)
     assert m["per_class_f1"] == pytest.approx({"a": 2 / 3, "b": 1 / 2, "c": 0.0, "d": 0.0, "e": 0.0})
     assert list(m["per_class_f1"]) == NAMES
     assert all(type(v) is float for k, v in m.items() if k != "per_class_f1")

@@ -542,3 +542,32 @@ def test_save_checkpoint_into_an_existing_folder_replaces_both_files(tmp_path, t
     assert json.loads((tmp_path / "ck" / "model.json").read_text())["seed"] == 2
     from safetensors.torch import load_file
     assert _states_equal(load_file(str(tmp_path / "ck" / "model.safetensors")), other.state_dict())
+
+
+def test_train_model_an_undefined_dev_score_is_the_worst(tiny_corpus, tiny_splits, monkeypatch):
+    """corr is None on a constant dev prediction: that epoch is never selected over a defined one, whatever the
+    direction, and a history/record keeps the None (null in JSON)."""
+    run = _scripted(tiny_corpus, tiny_splits, monkeypatch, [None, 0.1, None, 0.05], metric="corr", task="regression",
+                    epochs=4, patience=5)
+    result = run["result"]
+    assert result.selected_epoch == 2 and result.best_epoch == 2 and result.best_score == 0.1
+    assert [h["dev_corr"] for h in result.history] == [None, 0.1, None, 0.05]
+    assert run["on_epoch"] == [(1, None), (2, 0.1), (3, None), (4, 0.05)]
+    assert _states_equal(result.model.state_dict(), run["snapshots"][1])
+
+
+def test_train_model_every_dev_score_undefined_keeps_the_first_epoch(tiny_corpus, tiny_splits, monkeypatch):
+    run = _scripted(tiny_corpus, tiny_splits, monkeypatch, [None] * 6, metric="corr", task="regression",
+                    epochs=6, patience=2)
+    result = run["result"]
+    assert result.selected_epoch == 1 and result.best_score is None and result.epochs_run == 3  # stops on patience
+    assert _states_equal(result.model.state_dict(), run["snapshots"][0])
+
+
+def test_train_model_a_smoothed_window_over_an_undefined_score_is_the_worst(tiny_corpus, tiny_splits, monkeypatch):
+    run = _scripted(tiny_corpus, tiny_splits, monkeypatch, [0.2, None, 0.9, 0.3, 0.1], metric="corr",
+                    task="regression", epochs=5, patience=9, select_window=2)
+    result = run["result"]
+    # trailing means: 0.2, None, None, 0.6, 0.2 -> epoch 4
+    assert [h["dev_corr_smoothed"] for h in result.history] == pytest.approx([0.2, None, None, 0.6, 0.2])
+    assert result.selected_epoch == 4 and result.best_score == 0.3 and result.best_epoch == 3

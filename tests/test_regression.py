@@ -78,7 +78,9 @@ def test_regression_metrics_by_hand():
     # 7 classes: truth rounds to [-2, -0, 0, 1, 2, 3], pred clipped+rounded to [-1, 0, -0, 1, 3, 3] -> 4 of 6
     assert m["acc7"] == pytest.approx(4 / 6)
     assert m["corr"] == pytest.approx(float(np.corrcoef(y, p)[0, 1]))
-    assert regression_metrics(y, np.ones_like(y))["corr"] == 0.0  # a constant prediction: r undefined, reported 0
+    # 5 classes: truth clipped to [-2, 2] rounds to [-2, -0, 0, 1, 2, 2], pred to [-1, 0, -0, 1, 2, 2] -> 5 of 6
+    assert m["acc5"] == pytest.approx(5 / 6)
+    assert regression_metrics(y, np.ones_like(y))["corr"] is None  # a constant prediction: r undefined
 
 
 def test_metric_direction_and_task_dispatch():
@@ -171,7 +173,7 @@ def test_tiny_regression_pipeline_end_to_end(tmp_path):
     test = [r for r in result.records if r["split"] == "test" and r.get("applicable", True)]
     assert {r["variant"] for r in test} == {"teacher", "vanilla_kd", "corekd"}
     for r in test:
-        assert {"mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc7"} <= set(r) and "weighted_f1" not in r
+        assert {"mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc5", "acc7"} <= set(r) and "weighted_f1" not in r
         assert 0 <= r["mae"] <= 6 and 0 <= r["acc2"] <= 1
     for t in result.trainings:  # selection on the LOWEST dev MAE
         curve = [h["dev_mae"] for h in t["history"]]
@@ -182,3 +184,46 @@ def test_tiny_regression_pipeline_end_to_end(tmp_path):
     # report.md = the rendered tables, then the mechanism analyses section (from analyses.json)
     assert report.startswith(render_report(saved["meta"], saved["records"], saved["trainings"]).rstrip("\n"))
     assert "## Mechanism analyses" in report and "### Conflict rejection rate" not in report  # skipped for regression
+
+
+def _reg_records(seed_values):
+    """Test records of one variant at every fixed condition and random:0.5; ``seed_values``: seed -> corr value."""
+    out = []
+    for seed, corr in seed_values.items():
+        for cond in ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av", "complete", "random:0.5"]:
+            out.append({"method": "no_kd", "variant": "no_kd", "seed": seed, "condition": cond, "split": "test",
+                        "mae": 0.5, "corr": corr, "acc2": 0.6, "f1_2": 0.6, "acc2_nz": None, "f1_2_nz": None,
+                        "acc5": 0.3, "acc7": 0.2, "missing_rate": 0.5 if cond == "random:0.5" else 0.0})
+    return out
+
+
+def test_undefined_metrics_read_n_a_in_reports_never_zero():
+    """acc2_nz / f1_2_nz undefined (every true score 0) and corr undefined for one seed: "n/a" where no seed has a
+    value, the mean over the seeds that have one (n=...) otherwise; never 0.00."""
+    from corekd.evaluation.report import records_frame
+
+    records = _reg_records({0: None, 1: 0.4})
+    meta = {"corpus": "x", "task": "regression", "seeds": [0, 1], "methods": ["no_kd"]}
+    report = render_report(meta, records, [])
+    section = report.split("## All sentiment metrics at random:0.5")[1]
+    row = next(line for line in section.split("\n") if line.startswith("| no_kd |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == ["no_kd", "0.500 ± 0.000", "0.400 (n=1)", "60.00 ± 0.00", "60.00 ± 0.00", "n/a", "n/a",
+                     "30.00 ± 0.00", "20.00 ± 0.00"]
+    assert "Acc-5" in report
+    frame = records_frame(records)
+    avg = frame[frame.condition == "fixed:avg"].set_index("seed")
+    assert np.isnan(avg.loc[0, "corr"]) and avg.loc[1, "corr"] == pytest.approx(0.4)
+    # one condition undefined -> that seed's fixed average is undefined, not the mean of the other five
+    records[0]["corr"] = None
+    records[8]["corr"] = None  # seed 1, fixed:l
+    frame = records_frame(records)
+    assert frame[(frame.condition == "fixed:avg")]["corr"].isna().all()
+
+
+def test_an_undefined_dev_score_reads_n_a_in_the_training_table():
+    meta = {"corpus": "x", "task": "regression", "seeds": [0], "methods": ["no_kd"]}
+    trainings = [{"variant": "no_kd", "seed": 0, "best_epoch": 1, "selected_epoch": 1, "epochs_run": 2,
+                  "dev_corr": None, "seconds": 1.0}]
+    report = render_report(meta, _reg_records({0: 0.1}), trainings)
+    assert "| no_kd | 1.0 | 2.0 | n/a | 1.0 |" in report

@@ -20,8 +20,9 @@ from corekd.errors import CorekdError, from_validation_error
 from corekd.methods import method_class
 from corekd.models.model import ModelConfig
 
-SelectMetric = Literal["weighted_f1", "macro_f1", "accuracy", "uar", "mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc7"]
-REGRESSION_SELECT = ("mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc7")
+SelectMetric = Literal["weighted_f1", "macro_f1", "accuracy", "uar", "macro_f1_present", "uar_present", "mae", "corr",
+                       "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc5", "acc7"]
+REGRESSION_SELECT = ("mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc5", "acc7")
 Task = Literal["classification", "regression"]
 
 
@@ -81,8 +82,10 @@ class TrainingConfig(_Strict):
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0 = off)")
     select_metric: SelectMetric = Field(
         "weighted_f1", description="dev metric for model selection and early stopping; classification: weighted_f1, "
-        "macro_f1, accuracy, uar; regression: mae (lower is better; the default for regression), corr, acc2, f1_2, "
-        "acc2_nz, f1_2_nz, acc7"
+        "macro_f1, accuracy, uar (scikit-learn's macro averages), macro_f1_present, uar_present (over the classes "
+        "present in the dev truth); regression: mae (lower is better; the default for regression), corr, acc2, f1_2, "
+        "acc2_nz, f1_2_nz, acc5, acc7. An epoch whose metric is undefined (e.g. corr on constant predictions) counts "
+        "as the worst"
     )
     missing: TrainingMissing = Field(default_factory=TrainingMissing, description="students' random-missing training range")
     teacher_cache: bool = Field(True, description="compute the frozen teacher's complete-view outputs once per seed")

@@ -412,7 +412,7 @@ def train_unit(setup: RunSetup, spec: MethodSpec, seed: int, device: torch.devic
     }
     training = {
         "method": method.name, "variant": label, "seed": seed, "best_epoch": result.best_epoch,
-        "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run, f"dev_{metric}": round(result.best_score, 6),
+        "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run, f"dev_{metric}": None if result.best_score is None else round(result.best_score, 6),
         "seconds": round(result.seconds, 2), "history": result.history,
     }
     records = []
@@ -532,7 +532,8 @@ def run(
                     analyse(label, method.name, seed, result.model, teacher_ref)
                     reporter.end_model(
                         f"{label} seed {seed}: epoch {result.selected_epoch}/{result.epochs_run} selected, "
-                        f"dev {config.training.select_metric} {result.best_score:.4f}, {result.seconds:.1f} s"
+                        f"dev {config.training.select_metric} "
+                        f"{'n/a' if result.best_score is None else f'{result.best_score:.4f}'}, {result.seconds:.1f} s"
                     )
     except KeyboardInterrupt:
         meta["status"] = "interrupted"

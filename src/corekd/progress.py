@@ -16,7 +16,7 @@ class Reporter(AbstractContextManager):
 
     def plan(self, total_models: int) -> None: ...
     def start_model(self, label: str, epochs: int) -> None: ...
-    def epoch(self, epoch: int, score: float) -> None: ...
+    def epoch(self, epoch: int, score: float | None) -> None: ...
     def end_model(self, summary: str) -> None: ...
     def message(self, text: str) -> None: ...
 
@@ -72,8 +72,8 @@ class RichReporter(_LiveProgress, Reporter):
     def start_model(self, label: str, epochs: int) -> None:
         self.current = self.progress.add_task(f"  {label}", total=epochs, info="")
 
-    def epoch(self, epoch: int, score: float) -> None:
-        self.progress.update(self.current, completed=epoch, info=f"dev {score:.4f}")
+    def epoch(self, epoch: int, score: float | None) -> None:
+        self.progress.update(self.current, completed=epoch, info="dev n/a" if score is None else f"dev {score:.4f}")
 
     def end_model(self, summary: str) -> None:
         self.progress.remove_task(self.current)

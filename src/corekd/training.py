@@ -59,7 +59,7 @@ class TeacherReference:
 class TrainResult:
     model: ERCModel  # with the selected weights, in eval mode
     best_epoch: int  # the epoch with the best raw dev score
-    best_score: float  # the raw dev score of the selected epoch
+    best_score: float | None  # the raw dev score of the selected epoch (None: undefined on dev, see train_model)
     epochs_run: int
     seconds: float
     history: list[dict] = field(default_factory=list)  # per epoch: mean loss terms and the dev score
@@ -196,15 +196,17 @@ def train_model(
 
     The selection curve is the dev score, or its trailing mean over ``cfg.select_window`` epochs;
     the epoch with its best value (highest; lowest for ``mae``; the first, on ties) is kept, and training stops ``cfg.patience``
-    epochs after it. ``best_epoch`` is the raw dev curve's best, ``selected_epoch`` the kept one.
+    epochs after it. A score that is undefined on dev (``None``, e.g. ``corr`` when the predictions are constant)
+    counts as the worst, and so does a trailing mean over a window holding one; when every epoch's is undefined, the
+    first epoch is kept. ``best_epoch`` is the raw dev curve's best, ``selected_epoch`` the kept one.
     """
     start = time.perf_counter()
     trainer = Trainer(method, model, cfg, seed=seed, device=device, teacher=teacher)
     dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed), dev.modalities)
     sign = -1.0 if cfg.select_metric in LOWER_IS_BETTER else 1.0  # compare sign * score: higher is always better
-    best_state, best_score, best_epoch = None, -np.inf, 0
+    best_state, best_score, best_epoch = None, None, 0
     raw_best, raw_best_epoch, selected_curve = -np.inf, 0, -np.inf
-    scores: list[float] = []
+    scores: list[float | None] = []
     history: list[dict] = []
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):  # dropout draws from here, not the caller's RNG
@@ -214,13 +216,15 @@ def train_model(
             preds = predict(trainer.eval_model, dev, dev_masks, eval_batch_size, device)
             scores_now = (regression_metrics(preds.y_true, preds.y_pred) if preds.task == "regression"
                           else classification_metrics(preds.y_true, preds.y_pred, label_names))
-            score = scores_now[cfg.select_metric]
+            score = scores_now[cfg.select_metric]  # None where undefined on the dev split (e.g. corr, constant side)
             record = {"epoch": epoch, **terms, f"dev_{cfg.select_metric}": score}
             scores.append(score)
-            curve = float(np.mean(scores[-cfg.select_window:]))
+            window = scores[-cfg.select_window:]
+            # An undefined score is the worst: it, and any trailing mean over it, is never selected.
+            curve = None if None in window else float(np.mean(window))
             if cfg.select_window > 1:
                 record[f"dev_{cfg.select_metric}_smoothed"] = curve
-            if not all(np.isfinite(v) for v in record.values()):
+            if not all(v is None or np.isfinite(v) for v in record.values()):
                 raise CorekdError(
                     f"training diverged at epoch {epoch} ({record}); lower training.lr or check the features",
                     field=f"method {method.name}, seed {seed}",
@@ -228,17 +232,19 @@ def train_model(
             history.append(record)
             if on_epoch:
                 on_epoch(epoch, score)
-            if sign * score > raw_best:
+            if score is not None and sign * score > raw_best:
                 raw_best, raw_best_epoch = sign * score, epoch
-            if sign * curve > selected_curve:
-                selected_curve, best_score, best_epoch = sign * curve, score, epoch
+            if best_state is None or (curve is not None and sign * curve > selected_curve):
+                # The first epoch is kept until a defined score beats it (all undefined: the first, as on ties).
+                selected_curve = -np.inf if curve is None else sign * curve
+                best_score, best_epoch = (None if score is None else float(score)), epoch
                 best_state = copy.deepcopy(trainer.eval_model.state_dict())
             elif epoch - best_epoch >= cfg.patience:
                 break
     model = trainer.model
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, raw_best_epoch, float(best_score), len(history), time.perf_counter() - start, history,
+    return TrainResult(model, raw_best_epoch or best_epoch, best_score, len(history), time.perf_counter() - start, history,
                        selected_epoch=best_epoch)
 
 

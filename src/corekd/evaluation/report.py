@@ -12,7 +12,7 @@ import pandas as pd
 
 from corekd.data.corpus import atomic_write
 from corekd.evaluation.ablation import ablation_section
-from corekd.evaluation.metrics import LOWER_IS_BETTER, PLAIN_METRICS, REGRESSION_METRICS
+from corekd.evaluation.metrics import LOWER_IS_BETTER, METRICS, PLAIN_METRICS, PRESENT_METRICS, REGRESSION_METRICS
 from corekd.evaluation.provenance import provenance_section
 
 FIXED_ORDER = ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av"]
@@ -26,7 +26,8 @@ TABLE_METRICS = {
     "regression": (("mae", "MAE"), ("acc2", "Acc-2, negative/non-negative")),
 }
 REGRESSION_HEADLINE = (("mae", "MAE"), ("corr", "Corr"), ("acc2", "Acc-2"), ("f1_2", "F1-2"),
-                       ("acc2_nz", "Acc-2 (non-zero)"), ("f1_2_nz", "F1-2 (non-zero)"), ("acc7", "Acc-7"))
+                       ("acc2_nz", "Acc-2 (non-zero)"), ("f1_2_nz", "F1-2 (non-zero)"), ("acc5", "Acc-5"), ("acc7", "Acc-7"))
+SCORE_COLUMNS = (*METRICS, *PRESENT_METRICS, *REGRESSION_METRICS)
 
 
 def md(text: object) -> str:
@@ -57,17 +58,23 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     out; the fixed average is then the mean of the applicable fixed conditions. A variant that is
     not scored under some fixed condition other variants are scored under (a method's own
     not-applicable conditions) gets no fixed average: it would not average the same conditions.
+    A metric undefined on the data (``None`` in the records) is NaN here; a fixed average over a condition where it
+    is undefined is undefined too (NaN), and tables show "n/a" where no seed has a defined value.
     """
     present = {r["condition"] for r in records}
     frame = pd.DataFrame([{k: v for k, v in r.items() if k != "per_class_f1"} for r in _applicable(records)])
     if frame.empty:
         return frame
+    numeric = [c for c in SCORE_COLUMNS if c in frame]
+    frame[numeric] = frame[numeric].astype(float)  # None (undefined) -> NaN, also in an all-None column
     fixed = frame[frame.condition.isin(FIXED_ORDER)]
     partial = [v for v, conds in method_not_applicable(records).items() if set(conds) & set(FIXED_ORDER)]
     fixed = fixed[~fixed.variant.isin(partial)]
     if set(FIXED_ORDER) <= present and not fixed.empty:
-        numeric = [c for c in ("accuracy", "weighted_f1", "macro_f1", "uar", *REGRESSION_METRICS) if c in frame]
-        avg = fixed.groupby(["method", "variant", "seed"], as_index=False, sort=False)[numeric].mean()
+        groups = fixed.groupby(["method", "variant", "seed"], as_index=False, sort=False)[numeric]
+        avg = groups.mean()
+        undefined = groups.count()[numeric].to_numpy() < groups.size()["size"].to_numpy()[:, None]
+        avg[numeric] = avg[numeric].mask(undefined)  # undefined under one condition: the average is undefined
         avg["condition"] = FIXED_AVG
         frame = pd.concat([frame, avg], ignore_index=True)
     return frame
@@ -76,13 +83,17 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
 def mean_std_table(frame: pd.DataFrame, metric: str, conditions: list[str]) -> pd.DataFrame:
     """Rows: variants (in first-seen order); columns: conditions; cells: (mean, std over seeds, n).
 
-    The std is the sample std (ddof=1): None for a single seed, where it is undefined.
+    The std is the sample std (ddof=1): None for a single seed, where it is undefined. Seeds whose value is
+    undefined (NaN) are left out of the mean (the cell then says n=...); a cell with no defined value is "n/a".
     """
     sub = frame[frame.condition.isin(conditions)]
     stats = sub.groupby(["variant", "condition"], sort=False)[metric].agg(["mean", "std", "count"])
     variants = list(dict.fromkeys(frame.variant))
     table = pd.DataFrame(index=variants, columns=conditions, dtype=object)
     for (variant, condition), row in stats.iterrows():
+        if row["count"] == 0:
+            table.loc[variant, condition] = NOT_APPLICABLE  # undefined on the data for every seed
+            continue
         std = None if row["count"] < 2 or np.isnan(row["std"]) else float(row["std"])
         table.loc[variant, condition] = (float(row["mean"]), std, int(row["count"]))
     return table
@@ -132,8 +143,10 @@ def coverage(meta: dict, records: list[dict], trainings: list[dict]) -> dict:
             "partial": bool(missing) or meta.get("status") in ("running", "interrupted")}
 
 
-def _dev_value(column: str, value: float) -> str:
-    """A training table's dev score: MAE/Corr as they are, the rest in percent."""
+def _dev_value(column: str, value: float | None) -> str:
+    """A training table's dev score: MAE/Corr as they are, the rest in percent; "n/a" where undefined."""
+    if value is None or not np.isfinite(value):
+        return NOT_APPLICABLE
     return f"{value:.3f}" if column.removeprefix("dev_") in PLAIN_METRICS else f"{100 * value:.2f}"
 
 
@@ -339,8 +352,9 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
             lines.append(f"| {md(variant)} | " + " | ".join(_cell(cells[m][variant], n_seeds, m) for m, _ in REGRESSION_HEADLINE) + " |")
         parts += [f"## All sentiment metrics at {headline}", "",
                   "MAE and Corr (Pearson r) as they are, the rest in percent. Acc-2/F1-2: negative vs non-negative; "
-                  "(non-zero): negative vs positive over utterances whose true score is not 0; F1 weighted; Acc-7: "
-                  "scores clipped to [-3, 3] and rounded.", "", *lines, ""]
+                  "(non-zero): negative vs positive over utterances whose true score is not 0; F1 weighted; Acc-5/Acc-7: "
+                  "scores clipped to [-2, 2]/[-3, 3] and rounded. n/a: undefined on the data (Corr with a constant "
+                  "side; the non-zero pair when every true score is 0).", "", *lines, ""]
     elif headline:
         per_class = pd.DataFrame([
             {"variant": r["variant"], **r["per_class_f1"]} for r in _applicable(records) if r["condition"] == headline
@@ -362,6 +376,7 @@ def render_report(meta: dict, records: list[dict], trainings: list[dict]) -> str
         if "seconds" not in train_frame:
             train_frame["seconds"] = np.nan
         score_col = next(c for c in train_frame.columns if c.startswith("dev_"))
+        train_frame[score_col] = train_frame[score_col].astype(float)  # None (undefined on dev) -> NaN
         summary = train_frame.groupby("variant", sort=False).agg(
             best_epoch=("best_epoch", "mean"), epochs_run=("epochs_run", "mean"),
             dev=(score_col, "mean"), seconds=("seconds", "mean"),
