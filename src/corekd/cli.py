@@ -554,8 +554,11 @@ def predict_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Media manifest: extract everything again (store nothing)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Media manifest: feature cache folder (default "
                                              "$COREKD_CACHE, else ~/.cache/corekd/features, as `features extract`)."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Corpus folder: only this split (repeat it, or "
+                                              "a comma list: --split dev,test); default every split."),
 ) -> None:
-    """Predict every utterance of INPUT; one JSON line per utterance (ids, prediction, probabilities, modalities used)."""
+    """Predict every utterance of INPUT; one JSON line per utterance (ids, prediction, probabilities, modalities used;
+    for a corpus folder, the dialogue's split)."""
     from corekd.serving.inputs import open_input, predict_stream
     from corekd.serving.predictor import load
 
@@ -563,10 +566,13 @@ def predict_cmd(
         raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
     if batch_size < 1:
         raise CorekdError(f"expected a positive number, got {batch_size}", field="--batch-size")
+    splits = [s.strip() for item in split or [] for s in item.split(",")]
+    if any(not s for s in splits):
+        raise CorekdError(f"expected split names (e.g. --split test or --split dev,test), got {split}", field="--split")
     predictor = load(model, device=device, runtime=runtime)
     show = err_console.is_terminal
     reader = open_input(input_path, predictor, workers=workers, strict=strict, cache=not no_cache, cache_dir=cache_dir,
-                        progress=show)
+                        progress=show, splits=splits or None)
     media = getattr(reader, "shows_progress", False)  # a manifest shows its own bar (the extraction's)
     total = len(reader)
     sink = out.open("w", encoding="utf-8") if out is not None else sys.stdout
