@@ -368,3 +368,31 @@ def test_serve_takes_a_keep_alive_timeout(tiny_run_bundle, monkeypatch):
     assert json.loads(os.environ["COREKD_SERVE_SETTINGS"])["parse_workers"] == 0
     bad = runner.invoke(cli, ["serve", str(tiny_run_bundle[1]), "--timeout-keep-alive", "0"])
     assert bad.exit_code == 2 and "--timeout-keep-alive" in bad.output
+
+
+@pytest.mark.subprocess
+def test_parsing_workers_exit_with_a_killed_server(tmp_path):
+    """A server killed outright (no shutdown) leaves no parsing worker behind: each watches the process it serves."""
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import multiprocessing, os, signal\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from corekd.serving.schema import init_worker\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = multiprocessing.get_context('forkserver')\n"
+        "    ctx.set_forkserver_preload(['corekd.serving.schema'])\n"
+        "    pool = ProcessPoolExecutor(2, mp_context=ctx, initializer=init_worker,\n"
+        "                               initargs=({'l': {'dim': 2}}, 4, 5))\n"
+        "    pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "    print(' '.join(map(str, pids)), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids, out.stderr
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in
+                 open(f"/proc/{p}/stat").read().split(")")[-1].split()[0]]
+    assert not alive

@@ -102,12 +102,13 @@ class ParsePool:
         try:
             return await asyncio.wrap_future(await anyio.to_thread.run_sync(submit))
         except BrokenProcessPool:  # a worker died (e.g. killed): start fresh ones and try once more
-            self.close()
+            self.close(wait=False)
             return await asyncio.wrap_future(await anyio.to_thread.run_sync(submit))
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers (``wait``: until they have exited)."""
         if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool.shutdown(wait=wait, cancel_futures=True)
             self.pool = None
 
 
@@ -209,8 +210,8 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
         if parse_pool is not None:
             await anyio.to_thread.run_sync(parse_pool.start)
         yield
-        if parse_pool is not None:
-            parse_pool.close()
+        if parse_pool is not None:  # not waiting: the workers also exit when the server process does
+            parse_pool.close(wait=False)
 
     app = FastAPI(title="corekd", version=__version__, lifespan=lifespan,
                   description="Emotion recognition in conversations with missing modalities: a corekd student.")

@@ -231,8 +231,17 @@ def init_worker(modalities: dict[str, dict], max_dialogues: int, max_utterances:
     """Process-pool initializer: this worker's validator, at a lower CPU priority than the server (``nice``), so
     that parsing a large body never takes the CPU from the event loop that answers every other request."""
     global _WORKER
+    import multiprocessing
     import os
+    import threading
 
+    parent = multiprocessing.parent_process()  # the server that asked for this worker (a forkserver's child knows it)
+    if parent is not None and parent.sentinel is not None:
+        def exit_with_parent() -> None:  # a server killed (or exiting without shutting the pool down) leaves no worker
+            multiprocessing.connection.wait([parent.sentinel])
+            os._exit(0)
+
+        threading.Thread(target=exit_with_parent, daemon=True, name="corekd-parse-watch").start()
     if nice:
         try:
             os.nice(nice)
