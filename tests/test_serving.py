@@ -195,3 +195,30 @@ def test_cli_predict_refuses_bad_inputs_in_one_line(tiny_run_bundle, tmp_path):
 def test_serving_commands_have_help(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_cli_predict_on_a_corpus_names_each_rows_split_and_takes_split(tiny_run_bundle, tiny_corpus, tiny_test_dialogues,
+                                                                        tmp_path):
+    bundle_dir = tiny_run_bundle[1]
+    corpus_dir = tiny_corpus.save(tmp_path / "corpus")
+    split_of = {d.id: d.split for d in tiny_corpus.dialogues}
+    result = runner.invoke(app, ["predict", str(bundle_dir), str(corpus_dir), "--out", str(tmp_path / "all.jsonl")])
+    assert result.exit_code == 0, result.output
+    rows = _jsonl_rows((tmp_path / "all.jsonl").read_text())
+    assert len(rows) == tiny_corpus.num_utterances  # every split by default, as before
+    assert all(r["split"] == split_of[r["dialogue_id"]] for r in rows)
+    assert {r["split"] for r in rows} == {"train", "dev", "test"}
+    for args in (["--split", "dev", "--split", "test"], ["--split", "dev,test"]):
+        result = runner.invoke(app, ["predict", str(bundle_dir), str(corpus_dir), "--out", str(tmp_path / "s.jsonl"),
+                                     *args])
+        assert result.exit_code == 0, result.output
+        some = _jsonl_rows((tmp_path / "s.jsonl").read_text())
+        assert some == [r for r in rows if r["split"] in ("dev", "test")]
+    bad = runner.invoke(app, ["predict", str(bundle_dir), str(corpus_dir), "--split", "validation"])
+    assert bad.exit_code == 2 and "--split" in bad.output and "validation" in bad.output
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(tiny_test_dialogues[0]) + "\n")
+    bad = runner.invoke(app, ["predict", str(bundle_dir), str(src), "--split", "test"])
+    assert bad.exit_code == 2 and "corpus folder" in bad.output
+    plain = runner.invoke(app, ["predict", str(bundle_dir), str(src), "--out", str(tmp_path / "j.jsonl")])
+    assert plain.exit_code == 0 and "split" not in _jsonl_rows((tmp_path / "j.jsonl").read_text())[0]

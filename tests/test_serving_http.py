@@ -199,3 +199,200 @@ def test_real_uvicorn_process(tiny_run_bundle, dialogue, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+# ------------------------------------------------------------------ the schema says what the handler accepts
+def _request_schema(app):
+    from jsonschema import Draft202012Validator
+
+    spec = call(app, "GET", "/openapi.json").json()
+    op = spec["paths"]["/v1/predict"]["post"]
+    body = op["requestBody"]["content"]["application/json"]["schema"]
+    return op, Draft202012Validator({**body, "components": spec["components"]})
+
+
+def test_openapi_documents_every_answer_and_refuses_what_the_handler_refuses(predictor, dialogue):
+    app = create_app(predictor, parse_workers=0)
+    op, validator = _request_schema(app)
+    assert set(op["responses"]) == {"200", "413", "415", "422"}
+    for code in ("413", "415", "422"):
+        assert op["responses"][code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorAnswer"}
+    refused = {
+        "empty list": [],
+        "all-null utterance": {"dialogue_id": "x", "utterances": [{"l": None, "a": None, "v": None}]},
+        "no modality": {"dialogue_id": "x", "utterances": [{"id": "u"}]},
+        "string number": {"dialogue_id": "x", "utterances": [{"l": ["1.5"] + [0.0] * 11}]},
+        "boolean number": {"dialogue_id": "x", "utterances": [{"l": [True] + [0.0] * 11}]},
+        "beyond float32": {"dialogue_id": "x", "utterances": [{"l": [1e39] + [0.0] * 11}]},
+    }
+    for name, body in refused.items():
+        assert not validator.is_valid(body), name  # the schema refuses it ...
+        r = call(app, "POST", "/v1/predict", json=body)
+        assert r.status_code == 422, (name, r.text)  # ... and so does the handler
+    assert validator.is_valid(dialogue) and validator.is_valid([dialogue])
+    one_null = {"dialogue_id": "x", "utterances": [{"l": [0.0] * 12, "a": None}]}
+    assert validator.is_valid(one_null) and call(app, "POST", "/v1/predict", json=one_null).status_code == 200
+    answer = call(app, "POST", "/v1/predict", json=dialogue).json()
+    spec = call(app, "GET", "/openapi.json").json()
+    from jsonschema import Draft202012Validator
+
+    ok = Draft202012Validator({**op["responses"]["200"]["content"]["application/json"]["schema"],
+                               "components": spec["components"]})
+    assert ok.is_valid(answer) and ok.is_valid(call(app, "POST", "/v1/predict", json=[dialogue]).json())
+
+
+def test_a_json_content_type_is_required(predictor, dialogue):
+    app = create_app(predictor, parse_workers=0)
+    body = json.dumps(dialogue)
+    for headers in ({}, {"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}):
+        r = call(app, "POST", "/v1/predict", content=body, headers=headers)
+        assert r.status_code == 415, (headers, r.text)
+        assert r.json()["detail"][0]["loc"] == ["header", "content-type"]
+        assert r.json()["detail"][0]["field"] == "header.content-type"
+    r = call(app, "POST", "/v1/predict", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+def test_one_loc_format_for_the_schema_and_corekds_own_checks(predictor, dialogue):
+    app = create_app(predictor, parse_workers=0)
+    dup = json.loads(json.dumps(dialogue))
+    dup["utterances"][1]["id"] = dup["utterances"][0]["id"]
+    wrong = json.loads(json.dumps(dialogue))
+    wrong["utterances"][2]["a"] = wrong["utterances"][2]["a"][:-1]
+    own = call(app, "POST", "/v1/predict", json=[dialogue, dup]).json()["detail"][0]  # corekd's check
+    schema = call(app, "POST", "/v1/predict", json=[dialogue, wrong]).json()["detail"][0]  # pydantic's
+    assert own["loc"] == ["body", 1, "utterances"] and own["field"] == "body[1].utterances"
+    assert schema["loc"] == ["body", 1, "utterances", 2, "a"] and schema["field"] == "body[1].utterances[2].a"
+    single = call(app, "POST", "/v1/predict", json=dup).json()["detail"][0]
+    assert single["loc"] == ["body", "utterances"] and "duplicate utterance id" in single["msg"]
+
+
+def test_parsing_inference_and_serialisation_run_off_the_event_loop(predictor, dialogue, monkeypatch):
+    """Every CPU-heavy step of a request runs in a worker thread (or process), never in the event loop's thread."""
+    import threading
+
+    from corekd.serving import app as app_module
+
+    where: dict[str, int] = {}
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            where[name] = threading.get_ident()
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(app_module.BodyValidator, "__call__", spy("parse", app_module.BodyValidator.__call__))
+    monkeypatch.setattr(app_module, "_dialogue_inputs", spy("check", app_module._dialogue_inputs))
+    monkeypatch.setattr(app_module, "_serialise", spy("serialise", app_module._serialise))
+    app = create_app(predictor, parse_workers=0)
+    monkeypatch.setattr(predictor, "predict_many", spy("model", predictor.predict_many))
+
+    async def go():
+        loop_thread = threading.get_ident()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            r = await client.post("/v1/predict", json=dialogue)
+        return loop_thread, r
+
+    loop_thread, r = asyncio.run(go())
+    assert r.status_code == 200
+    assert set(where) == {"parse", "check", "model", "serialise"}
+    assert loop_thread not in where.values()
+
+
+def test_large_bodies_are_parsed_in_worker_processes_with_the_same_answers(predictor, dialogue):
+    app = create_app(predictor, parse_workers=1, parse_in_process_bytes=0)  # every body goes to the process
+    try:
+        one = call(app, "POST", "/v1/predict", json=dialogue)
+        many = call(app, "POST", "/v1/predict", json=[dialogue, dialogue])
+        bad = call(app, "POST", "/v1/predict", json={"dialogue_id": "x", "utterances": [{"l": ["1"] * 12}]})
+        assert app.state.parse_pool.pool is not None  # the process pool answered
+    finally:
+        app.state.parse_pool.close()
+    expected = json.loads(json.dumps(predictor.predict(dialogue)))
+    assert one.status_code == 200 and one.json()["utterances"] == expected
+    pair = json.loads(json.dumps(predictor.predict_many([dialogue, dialogue])))  # one padded forward, as served
+    assert many.status_code == 200 and [d["utterances"] for d in many.json()] == pair
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "body.utterances[0].l[0]"
+
+
+def test_schemathesis_all_checks_find_nothing(predictor):
+    """Schemathesis (pinned in the test extra), every check, positive and negative data, in-process over ASGI."""
+    import schemathesis
+    from schemathesis.config import SchemathesisConfig
+    from schemathesis.engine import events, from_schema
+
+    app = create_app(predictor, parse_workers=0)
+    config = SchemathesisConfig.from_dict({"seed": 29, "generation": {"max-examples": 15, "mode": "all"},
+                                           "checks": {"enabled": True}})
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+    failures, checks = [], set()
+    for event in from_schema(schema).execute():
+        if isinstance(event, (events.NonFatalError, events.FatalError)):
+            failures.append(repr(event)[:300])
+        if not isinstance(event, events.ScenarioFinished):
+            continue
+        for case_id, results in event.recorder.checks.items():
+            for check in results:
+                checks.add(check.name)
+                if check.status.name != "FAILURE":
+                    continue
+                interaction = event.recorder.interactions.get(case_id)
+                response = interaction.response if interaction is not None else None
+                body = (response.content or b"") if response is not None else b""
+                # Huge finite inputs make today's model output NaN: a 422 naming the dialogue (the issue's item 2,
+                # where inputs are clipped as training clipped them, takes these away); nothing else is allowed.
+                if b'"non_finite_output"' in body:
+                    continue
+                message = check.failure_info.failure.title if check.failure_info else ""
+                failures.append(f"{event.label}: {check.name}: {message}: {body[:300]!r}")
+    assert not failures, failures
+    assert {"not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance",
+            "negative_data_rejection", "positive_data_acceptance", "unsupported_method"} <= checks
+
+
+def test_serve_takes_a_keep_alive_timeout(tiny_run_bundle, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from corekd.cli import app as cli
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
+    monkeypatch.setenv("COREKD_SERVE_SETTINGS", "{}")  # the command sets it; restored after the test
+    runner = CliRunner()
+    assert runner.invoke(cli, ["serve", str(tiny_run_bundle[1])]).exit_code == 0
+    assert seen["timeout_keep_alive"] == 5.0  # the default
+    assert runner.invoke(cli, ["serve", str(tiny_run_bundle[1]), "--timeout-keep-alive", "30",
+                               "--parse-workers", "0"]).exit_code == 0
+    assert seen["timeout_keep_alive"] == 30.0
+    assert json.loads(os.environ["COREKD_SERVE_SETTINGS"])["parse_workers"] == 0
+    bad = runner.invoke(cli, ["serve", str(tiny_run_bundle[1]), "--timeout-keep-alive", "0"])
+    assert bad.exit_code == 2 and "--timeout-keep-alive" in bad.output
+
+
+@pytest.mark.subprocess
+def test_parsing_workers_exit_with_a_killed_server(tmp_path):
+    """A server killed outright (no shutdown) leaves no parsing worker behind: each watches the process it serves."""
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import multiprocessing, os, signal\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from corekd.serving.schema import init_worker\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = multiprocessing.get_context('forkserver')\n"
+        "    ctx.set_forkserver_preload(['corekd.serving.schema'])\n"
+        "    pool = ProcessPoolExecutor(2, mp_context=ctx, initializer=init_worker,\n"
+        "                               initargs=({'l': {'dim': 2}}, 4, 5))\n"
+        "    pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "    print(' '.join(map(str, pids)), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids, out.stderr
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in
+                 open(f"/proc/{p}/stat").read().split(")")[-1].split()[0]]
+    assert not alive

@@ -554,8 +554,11 @@ def predict_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Media manifest: extract everything again (store nothing)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Media manifest: feature cache folder (default "
                                              "$COREKD_CACHE, else ~/.cache/corekd/features, as `features extract`)."),
+    split: Optional[list[str]] = typer.Option(None, "--split", help="Corpus folder: only this split (repeat it, or "
+                                              "a comma list: --split dev,test); default every split."),
 ) -> None:
-    """Predict every utterance of INPUT; one JSON line per utterance (ids, prediction, probabilities, modalities used)."""
+    """Predict every utterance of INPUT; one JSON line per utterance (ids, prediction, probabilities, modalities used;
+    for a corpus folder, the dialogue's split)."""
     from corekd.serving.inputs import open_input, predict_stream
     from corekd.serving.predictor import load
 
@@ -563,10 +566,13 @@ def predict_cmd(
         raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
     if batch_size < 1:
         raise CorekdError(f"expected a positive number, got {batch_size}", field="--batch-size")
+    splits = [s.strip() for item in split or [] for s in item.split(",")]
+    if any(not s for s in splits):
+        raise CorekdError(f"expected split names (e.g. --split test or --split dev,test), got {split}", field="--split")
     predictor = load(model, device=device, runtime=runtime)
     show = err_console.is_terminal
     reader = open_input(input_path, predictor, workers=workers, strict=strict, cache=not no_cache, cache_dir=cache_dir,
-                        progress=show)
+                        progress=show, splits=splits or None)
     media = getattr(reader, "shows_progress", False)  # a manifest shows its own bar (the extraction's)
     total = len(reader)
     sink = out.open("w", encoding="utf-8") if out is not None else sys.stdout
@@ -627,6 +633,10 @@ def serve_cmd(
     max_batch: int = typer.Option(32, "--max-batch", help="--batching: most dialogues in one forward."),
     batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="--batching: how long the first request waits "
                                         "for others."),
+    timeout_keep_alive: float = typer.Option(5.0, "--timeout-keep-alive", help="Seconds an idle keep-alive "
+                                             "connection is kept open (then the server closes it)."),
+    parse_workers: int = typer.Option(-1, "--parse-workers", help="Processes that parse large request bodies, off "
+                                      "the server's event loop (-1: min(2, CPUs); 0: parse in threads only)."),
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict, GET /v1/model, GET /healthz, OpenAPI docs at /docs."""
     import os
@@ -644,13 +654,20 @@ def serve_cmd(
             raise CorekdError(f"expected a positive number, got {value}", field=name)
     if not 0 < port < 65536:
         raise CorekdError(f"expected a port in 1..65535, got {port}", field="--port")
+    if not timeout_keep_alive > 0:
+        raise CorekdError(f"expected a positive number of seconds, got {timeout_keep_alive}", field="--timeout-keep-alive")
+    if parse_workers < -1:
+        raise CorekdError(f"expected -1 (automatic), 0 or a positive number, got {parse_workers}", field="--parse-workers")
+    from corekd.serving.app import DEFAULT_PARSE_WORKERS
+
     load(model, device=device, runtime=runtime)  # fail here, with one line, before any worker starts
     os.environ[SETTINGS_ENV] = json.dumps({
         "model": str(model.resolve()), "device": device, "runtime": runtime, "max_body_bytes": max_body_bytes,
-        "max_dialogues": max_dialogues, "batching": batching, "max_batch": max_batch, "batch_wait_ms": batch_wait_ms})
+        "max_dialogues": max_dialogues, "batching": batching, "max_batch": max_batch, "batch_wait_ms": batch_wait_ms,
+        "parse_workers": DEFAULT_PARSE_WORKERS if parse_workers == -1 else parse_workers})
     _one_line(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     uvicorn.run("corekd.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning")
+                log_level="warning", timeout_keep_alive=timeout_keep_alive)
 
 
 @app.command("export")

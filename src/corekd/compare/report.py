@@ -155,11 +155,15 @@ def _inline(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
 
 
-CSS = ("body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;line-height:1.4;color:#222}"
-       "table{border-collapse:collapse;margin:.5rem 0 1rem}th,td{border:1px solid #bbb;padding:.2rem .5rem;"
+# Tables and figures scroll sideways inside the page column instead of being clipped or shrunk: a figure is
+# drawn at most 1100 px wide with 12 pt text (corekd.evaluation.analyses.FIGURE_RC), shown at its own size.
+CSS = ("body{font-family:system-ui,sans-serif;font-size:16px;max-width:70rem;margin:2rem auto;padding:0 1rem;"
+       "line-height:1.4;color:#222}"
+       ".table-wrap{overflow-x:auto;max-width:100%;margin:.5rem 0 1rem}"
+       "table{border-collapse:collapse}th,td{border:1px solid #bbb;padding:.2rem .5rem;"
        "text-align:right;white-space:nowrap}th{background:#eee}td:first-child,th:first-child{text-align:left}"
-       "code{background:#f3f3f3;padding:0 .2rem}figure{margin:1rem 0}img{max-width:100%}"
-       "figcaption{font-size:.9em;color:#555}")
+       "code{background:#f3f3f3;padding:0 .2rem}figure{margin:1rem 0;overflow-x:auto;max-width:100%}"
+       "img{max-width:none;height:auto}figcaption{font-size:.9em;color:#555}")
 
 
 def render_html(blocks: list[Block], root: Path, title: str) -> str:
@@ -176,7 +180,7 @@ def render_html(blocks: list[Block], root: Path, title: str) -> str:
         elif isinstance(b, Table):
             head = "".join(f"<th>{html.escape(h)}</th>" for h in b.headers)
             body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            out.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
         else:
             data = base64.b64encode((root / b.path).read_bytes()).decode("ascii")
             out.append(f'<figure><img alt="{html.escape(b.caption.replace("`", ""))}" src="data:image/png;base64,{data}">'
@@ -552,7 +556,8 @@ def _analyses_blocks(payload: dict, variants: list[str], task: str) -> list[Bloc
         drift_rows = add_relative_to_no_kd(drift_rows)
     if drift_rows:
         columns = _condition_order(r["condition"] for r in drift_rows)
-        blocks += [Paragraph("State drift to the teacher's complete-view state, normalised ||s/|s| - t/|t|||^2, per "
+        blocks += [Paragraph("Normalised state drift to the teacher's complete-view state: the squared distance between "
+                             "the two states after scaling each to length 1 (0: same direction, 4: opposite), per "
                              "condition (the teacher's row: its own incomplete views against its complete view):"),
                    _analysis_table(drift_rows, "condition", "normalized", variants, columns, "normalised")]
         rel = [r for r in drift_rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")]
@@ -662,19 +667,20 @@ def _draw_figures(grid: Grid) -> tuple[dict[str, list[Figure]], dict[str, list[s
             (grid.root / folder).mkdir(parents=True, exist_ok=True)
         path = f"{folder}/score_vs_missing_rate.png"
         if recs and curve_figure(grid.root / path, recs, task):
-            drawn.append(Figure(path, f"`{key}`: test {title} against the random missing rate, mean ± std over "
-                                      "seeds (band)"))
+            drawn.append(Figure(path, f"`{key}`: test {title}" + ("" if task == "regression" else " in percent")
+                                + " against the random missing rate, mean ± std over seeds (band)"))
         payload = (grid.analyses or {}).get("corpora", {}).get(key)
         if payload is not None:
             path = f"{folder}/drift.png"
             if drift_figure(grid.root / path, payload.get("drift", []), grid.variants, f"{key}: state drift"):
-                drawn.append(Figure(path, f"`{key}`: normalised state drift per condition (bars) and against the "
-                                          "random missing rate (lines), mean ± std over seeds"))
+                drawn.append(Figure(path, f"`{key}`: normalised state drift (squared distance between the student's "
+                                          "and the teacher's states scaled to length 1) per condition (points) and "
+                                          "against the random missing rate (lines), mean ± std over seeds"))
             path = f"{folder}/rejection.png"
             if rejection_figure(grid.root / path, payload.get("rejection", []), grid.variants,
                                 f"{key}: conflict rejection"):
-                drawn.append(Figure(path, f"`{key}`: conflict rejection rate per swapped modality type, mean ± std "
-                                          "over seeds"))
+                drawn.append(Figure(path, f"`{key}`: conflict rejection rate in percent, one panel per swapped "
+                                          "modality type, mean ± std over seeds"))
         listed = (grid.analyses or {}).get("embeddings", {}).get(key) or {}
         if listed:
             embeddings, skipped = _embeddings(grid.root, key, listed, grid.variants, task)
@@ -684,7 +690,7 @@ def _draw_figures(grid: Grid) -> tuple[dict[str, list[Figure]], dict[str, list[s
                 (grid.root / folder).mkdir(parents=True, exist_ok=True)
                 if tsne_figure(grid.root / path, embeddings, task, list(info.get("labels") or [])):
                     drawn.append(Figure(path, f"`{key}`: t-SNE of the fused states at {TSNE_CONDITION}, first "
-                                              "seed, one panel per variant"))
+                                              "seed, one panel per variant (colour: the true label)"))
         figures[key] = drawn
     return figures, notes
 

@@ -51,6 +51,7 @@ TARGET_SHARE = 0.2  # at most this share of a dialogue's utterances are conflict
 TSNE_CONDITION = "random:0.5"
 TSNE_POINTS = 600
 FLAG = "nonverbal_conflict"
+TSNE_COLUMNS = 3  # t-SNE panels per row
 TSNE_FIGURE = "figures/tsne_random0.5.png"
 CURVE_FIGURE = "figures/f1_vs_missing_rate.png"
 
@@ -318,13 +319,30 @@ class RunAnalyses:
 
 
 # ------------------------------------------------------------------ figures
+# Figures are drawn at 100 dpi and at most MAX_FIGURE_INCHES wide (1100 px), so that report.html's column (70rem)
+# shows them at their own size; every text at 12 pt or more (about 17 px at 100 dpi, the page's 16 px text or larger).
+FIGURE_DPI = 100
+MAX_FIGURE_INCHES = 11.0
+FIGURE_RC = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 12,
+             "ytick.labelsize": 12, "legend.fontsize": 12, "legend.title_fontsize": 12, "figure.titlesize": 14}
+
+
 def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams.update(FIGURE_RC)
     return plt
+
+
+def legend_outside(ax_or_fig, handles=None, labels=None, ncol: int = 1):
+    """A legend right of the axes (never over the data); on a figure, right of every panel."""
+    kwargs = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "ncol": ncol, "frameon": False}
+    if handles is not None:
+        return ax_or_fig.legend(handles, labels, **kwargs)
+    return ax_or_fig.legend(**kwargs)
 
 
 def write_figures(out_dir: Path, embeddings: dict, records: list[dict], task: str, labels: list[str]) -> list[str]:
@@ -346,8 +364,14 @@ def tsne_figure(path: Path, embeddings: dict, task: str, labels: list[str]) -> b
     panels = [(v, e) for v, e in embeddings.items() if len(e[0]) >= 5]
     if not panels:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
-    for ax, (variant, (fused, target)) in zip(axes[0], panels):
+    # Panels wrapped into rows of at most TSNE_COLUMNS, so each stays about 3 inches wide whatever the variants.
+    ncols = min(TSNE_COLUMNS, len(panels))
+    nrows = -(-len(panels) // ncols)
+    legend_in = 0.0 if task == "regression" else 2.0
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(MAX_FIGURE_INCHES, 3.0 * ncols + legend_in), 3.1 * nrows + 0.6),
+                             squeeze=False, layout="constrained")
+    handles: dict = {}
+    for ax, (variant, (fused, target)) in zip(axes.flat, panels):
         perplexity = float(min(30.0, max(2.0, (len(fused) - 1) / 3)))
         # Barnes-Hut on as many OpenMP threads as torch uses (the run's `threads`): about half the CPU time of
         # exact gradients at 600 points, and no spinning threads on a busy machine
@@ -355,20 +379,24 @@ def tsne_figure(path: Path, embeddings: dict, task: str, labels: list[str]) -> b
             xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0, max_iter=500,
                       method="barnes_hut").fit_transform(fused)
         if task == "regression":
-            ax.scatter(xy[:, 0], xy[:, 1], c=target, cmap="coolwarm", s=6)
+            points = ax.scatter(xy[:, 0], xy[:, 1], c=target, cmap="coolwarm", s=6, vmin=-3, vmax=3)
         else:
             for k, name in enumerate(labels):
                 hit = target == k
                 if hit.any():
-                    ax.scatter(xy[hit, 0], xy[hit, 1], s=6, label=name)
+                    handles[name] = ax.scatter(xy[hit, 0], xy[hit, 1], s=6, label=name, color=f"C{k % 10}")
         ax.set_title(variant)
         ax.set_xticks([])
         ax.set_yticks([])
-    if task != "regression":
-        axes[0][-1].legend(fontsize=7, markerscale=2, loc="best")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_axis_off()
+    if task == "regression":
+        fig.colorbar(points, ax=axes, shrink=0.6, label="true sentiment")
+    elif handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", markerscale=3, frameon=False,
+                   title="true label")
     fig.suptitle(f"fused states at {TSNE_CONDITION} (t-SNE)")
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=FIGURE_DPI))
     plt.close(fig)
     return True
 
@@ -380,22 +408,25 @@ def curve_figure(path: Path, records: list[dict], task: str) -> bool:
             and str(r.get("condition", "")).startswith("random:") and metric in r]
     if not rows:
         return False
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for variant in dict.fromkeys(r["variant"] for r in rows):
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    # Scores in percent, as in the tables (MAE as it is); the legend right of the axes, in two columns beyond 12
+    ncol = 2 if len(variants) > 12 else 1
+    fig, ax = plt.subplots(figsize=(min(MAX_FIGURE_INCHES, 6.0 + 2.3 * ncol), 4.8), layout="constrained")
+    scale = 1.0 if metric == "mae" else 100.0
+    for variant in variants:
         by_rate: dict[float, list[float]] = {}
         for r in rows:
             if r["variant"] == variant:
-                by_rate.setdefault(float(r["condition"].split(":")[1]), []).append(r[metric])
+                by_rate.setdefault(float(r["condition"].split(":")[1]), []).append(scale * r[metric])
         rates = sorted(by_rate)
         mean = np.array([np.mean(by_rate[p]) for p in rates])
         std = np.array([np.std(by_rate[p], ddof=1) if len(by_rate[p]) > 1 else 0.0 for p in rates])
         ax.plot(rates, mean, marker="o", label=variant)
         ax.fill_between(rates, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("random missing rate p")
-    ax.set_ylabel("MAE" if metric == "mae" else "weighted F1")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    ax.set_ylabel("MAE" if metric == "mae" else "weighted F1 (%)")
+    legend_outside(ax, ncol=ncol)
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=FIGURE_DPI))
     plt.close(fig)
     return True
 

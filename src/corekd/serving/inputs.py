@@ -61,7 +61,9 @@ class JsonlReader(InputReader):
 
 
 class CorpusReader(InputReader):
-    def __init__(self, folder: Path, modalities: dict[str, dict]):
+    """A corpus folder's dialogues, every split or only ``splits``; each dialogue carries its split (and so its rows)."""
+
+    def __init__(self, folder: Path, modalities: dict[str, dict], splits: list[str] | None = None):
         self.folder, self.modalities = folder, modalities
         meta_path = folder / META_FILE
         try:
@@ -83,9 +85,18 @@ class CorpusReader(InputReader):
         self.features_path = folder / FEATURES_FILE
         if not self.features_path.is_file():
             raise CorekdError("file not found", path=self.features_path)
+        present = list(dict.fromkeys(d.split for d in self.meta.dialogues))
+        unknown = [s for s in splits or [] if s not in present]
+        if unknown:
+            raise CorekdError(f"no split '{unknown[0]}' in {meta_path} (its splits: {', '.join(present)})",
+                              field="--split")
+        self.splits = set(splits) if splits else None
+
+    def _wanted(self, d) -> bool:
+        return self.splits is None or d.split in self.splits
 
     def __len__(self) -> int:
-        return len(self.meta.dialogues)
+        return sum(1 for d in self.meta.dialogues if self._wanted(d))
 
     def __iter__(self) -> Iterator[DialogueInput]:
         meta = self.meta
@@ -99,6 +110,9 @@ class CorpusReader(InputReader):
             start = 0
             for k, d in enumerate(meta.dialogues):
                 n = len(d.utterances)
+                if not self._wanted(d):  # another split: skipped without reading its features
+                    start += n
+                    continue
                 feats: dict[str, list] = {m: [None] * n for m in self.modalities}
                 for m, spec in meta.modalities.items():
                     if m in offsets and reads_frames(self.modalities[m]):  # the model reads the frames themselves
@@ -126,7 +140,7 @@ class CorpusReader(InputReader):
                                           field=f"dialogues[{k}].utterances[{i}].missing")
                 start += n
                 yield DialogueInput(id=d.id, utterance_ids=[u.id for u in d.utterances],
-                                    speakers=[u.speaker for u in d.utterances], features=feats)
+                                    speakers=[u.speaker for u in d.utterances], features=feats, split=d.split)
 
 
     def _frames(self, f, m: str, dim: int, offsets: np.ndarray, d, out: list) -> None:
@@ -178,7 +192,8 @@ def _modalities(predictor) -> dict[str, dict]:
 
 
 READERS: list[tuple[Callable[[Path], bool], Callable[[Path, object, dict], object]]] = [
-    (lambda p: p.is_dir() and (p / META_FILE).is_file(), lambda p, pr, o: CorpusReader(p, _modalities(pr))),
+    (lambda p: p.is_dir() and (p / META_FILE).is_file(),
+     lambda p, pr, o: CorpusReader(p, _modalities(pr), o.pop("splits", None))),
     (_is_manifest, _manifest_reader),
     (lambda p: p.is_file(), lambda p, pr, o: JsonlReader(p, _modalities(pr))),
 ]
@@ -189,13 +204,20 @@ def open_input(path: str | Path, predictor, **media_options):
 
     ``predictor``: a :class:`~corekd.serving.predictor.Predictor` (or, for features only, the model's
     modalities ``{m: {"dim", "kind"}}``). ``media_options`` go to the manifest reader: ``workers``,
-    ``strict``, ``cache``, ``cache_dir``, ``progress``.
+    ``strict``, ``cache``, ``cache_dir``, ``progress``; ``splits`` (a list of split names, or None for every split)
+    to the corpus reader, the only input that has splits.
     """
     path = Path(path)
     if not path.exists():
         raise CorekdError("no such file or folder", path=path, field="INPUT")
+    splits = media_options.pop("splits", None)
     for detect, reader in READERS:
         if detect(path):
+            if reader is READERS[0][1]:
+                return reader(path, predictor, {**media_options, "splits": splits})
+            if splits:
+                raise CorekdError("--split applies to a corpus folder (a jsonl file or a manifest has no splits to "
+                                  "choose from)", path=path, field="--split")
             return reader(path, predictor, media_options)
     raise CorekdError(f"expected a corpus folder (with {META_FILE}), a jsonl file or a media manifest", path=path,
                       field="INPUT")
@@ -211,9 +233,9 @@ def predict_stream(predictor, reader: InputReader, write: Callable[[dict], None]
     counts = [0, 0]
 
     def flush() -> None:
-        for rows in predictor.predict_many(pending):
+        for dialogue, rows in zip(pending, predictor.predict_many(pending)):
             for row in rows:
-                write(row)
+                write(row if dialogue.split is None else {**row, "split": dialogue.split})
             counts[1] += len(rows)
         counts[0] += len(pending)
         if on_dialogues:

@@ -61,6 +61,7 @@ class DialogueInput:
     # utterances that have no modality at all (a media manifest's rows whose extraction failed): (position among
     # all of the dialogue's utterances, id, reason); the model never sees them, the output reports them
     skipped: list[tuple[int, str, str]] = field(default_factory=list)
+    split: str | None = None  # the corpus split it comes from (a corpus folder's input); rows then carry it
 
     def __len__(self) -> int:
         return len(self.utterance_ids)
