@@ -77,10 +77,11 @@ class ModelConfig(BaseModel):
     )
 
     modality_state: ModalityState = Field(
-        "encoding", description="what each modality-specific state h_m is (context_over fused only): encoding (the "
+        "crossmodal", description="what each modality-specific state h_m is (context_over fused only): encoding (the "
         "modality's context-free encoding: the same whatever else the view hides), context (the encoding mixed with "
         "the dialogue context of the fused view, per modality, then fused again for the head), crossmodal (the "
-        "encoding plus an attention over the utterance's observed modalities, before fusion)"
+        "encoding plus an attention over the utterance's observed modalities, before fusion; the default, chosen on dev "
+        "by the backbone study's stage 8)"
     )
     vector_encoder: VectorEncoderKind = Field(
         "blocks", description="vector modalities: blocks (encoder_layers x linear -> GELU -> dropout) or mlp "
