@@ -13,9 +13,11 @@ naming the file, the field and what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -240,6 +242,33 @@ def atomic_write(target: str | Path, write) -> None:
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_new_or_empty(out: str | Path, field: str = "--out") -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CorekdError("expected a folder, but this is a file", path=out, field=field)
+    if out.is_dir() and any(out.iterdir()):
+        raise CorekdError("folder is not empty; expected a new or empty folder", path=out, field=field)
+    return out
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | Path, *, field: str = "--out"):
+    """Write a folder whole or not at all: yields a temporary folder beside ``out`` (which must be new or empty);
+    when the block ends without an error it is moved into place, else removed (``out`` is left as it was)."""
+    out = check_new_or_empty(out, field)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # a folder's usual permissions, not mkdtemp's 0700
+        os.replace(tmp, out)  # onto a missing or empty folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
