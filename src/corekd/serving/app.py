@@ -7,7 +7,9 @@ modalities with dims, kinds, dataset cards and extractor settings, the service's
 Requests are validated by pydantic models built from the bundle (dims, kinds and modality names
 are the model's; a ``sequence`` modality takes one vector or a list of frames, kept as frames for a
 model that reads them and averaged otherwise, see :mod:`corekd.serving.predictor`): unknown fields, a wrong dim, NaN/inf, an empty dialogue, an utterance with no
-modality, too many dialogues, a malformed body -> 422; a body over ``max_body_bytes`` -> 413.
+modality, too many dialogues, a malformed body, a value too far from the training data -> 422; a body over
+``max_body_bytes`` -> 413. No NaN leaves the service: an output that is not finite is a 422 naming the dialogue,
+and ``/healthz`` answers 503 when the model cannot answer a dialogue of training means (checked at start-up).
 Every error answer is ``{"detail": [{"loc": [...], "field": "body.utterances[0].l", "msg", "type"}]}``.
 
 Inference runs in a worker thread (the model is only read, so concurrent requests share it).
@@ -31,7 +33,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdap
 
 from corekd import __version__
 from corekd.errors import CorekdError, _format_loc
-from corekd.serving.predictor import Predictor, parse_dialogue, reads_frames
+from corekd.serving.predictor import Predictor, reads_frames
 
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
 DEFAULT_MAX_DIALOGUES = 64
@@ -167,8 +169,12 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
     app.state.predictor = predictor
     app.state.batcher = DynamicBatcher(predictor.predict_many, max_batch, batch_wait_ms / 1000) if batching else None
 
+    health = predictor.self_check()  # None: the model answers (a dialogue of training means)
+
     @app.get("/healthz")
-    async def healthz() -> dict:
+    async def healthz():
+        if health is not None:
+            return JSONResponse({"status": "unavailable", "detail": health}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/v1/model")
@@ -196,15 +202,18 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
             return _error(422, exc.errors(include_url=False))
         dialogues_in = parsed if is_list else [parsed]
         try:
-            dialogues = [parse_dialogue({"dialogue_id": d.dialogue_id, "utterances": [u.__dict__ for u in d.utterances]},
-                                        predictor.modalities, f"[{i}]" if is_list else "")
+            dialogues = [predictor.parse({"dialogue_id": d.dialogue_id, "utterances": [u.__dict__ for u in d.utterances]},
+                                         f"[{i}]" if is_list else "")
                          for i, d in enumerate(dialogues_in)]
-        except CorekdError as exc:  # what the schema cannot say (e.g. duplicate utterance ids)
+        except CorekdError as exc:  # what the schema cannot say (duplicate utterance ids, a value too far out)
             return _error(422, [{"loc": (exc.field or "",), "msg": exc.detail, "type": "value_error"}])
-        if app.state.batcher is not None:
-            results = await app.state.batcher.submit(dialogues)
-        else:
-            results = await anyio.to_thread.run_sync(predictor.predict_many, dialogues)
+        try:
+            if app.state.batcher is not None:
+                results = await app.state.batcher.submit(dialogues)
+            else:
+                results = await anyio.to_thread.run_sync(predictor.predict_many, dialogues)
+        except CorekdError as exc:  # the model cannot answer (a non-finite output): the message names the dialogue
+            return _error(422, [{"loc": (), "msg": str(exc), "type": "value_error"}])
         answer = [{"dialogue_id": d.id, "utterances": rows} for d, rows in zip(dialogues, results)]
         return answer if is_list else answer[0]
 

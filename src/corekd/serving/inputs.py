@@ -62,7 +62,8 @@ class JsonlReader(InputReader):
 
 class CorpusReader(InputReader):
     def __init__(self, folder: Path, modalities: dict[str, dict]):
-        self.folder, self.modalities = folder, modalities
+        self.path = self.folder = folder
+        self.modalities = modalities
         meta_path = folder / META_FILE
         try:
             raw = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -211,7 +212,12 @@ def predict_stream(predictor, reader: InputReader, write: Callable[[dict], None]
     counts = [0, 0]
 
     def flush() -> None:
-        for rows in predictor.predict_many(pending):
+        try:
+            results = predictor.predict_many(pending)
+        except CorekdError as exc:  # an input too far out or a non-finite output: name the input file too
+            where = getattr(reader, "path", None)
+            raise CorekdError(exc.detail, path=exc.path or where, field=exc.field) from None
+        for rows in results:
             for row in rows:
                 write(row)
             counts[1] += len(rows)
