@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from corekd import __version__
 from corekd.config import TrainingConfig
 from corekd.data.batching import Batch, SplitTensors
-from corekd.data.corpus import atomic_write
+from corekd.data.corpus import atomic_write, read_json
 from corekd.errors import CorekdError, from_validation_error
 from corekd.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, regression_metrics
 from corekd.evaluation.predict import predict, run_model
@@ -32,7 +32,7 @@ from corekd.features.cache import file_sha256
 from corekd.methods.base import Method, StepContext
 from corekd.models.model import ARCHITECTURES, ERCModel, ModelConfig, Output, build_architecture
 from corekd.seeding import derive_seed, torch_generator
-from corekd.weights import CHECKSUM_FIELD, check_checksum, check_shapes, load_finite, read_json
+from corekd.weights import CHECKSUM_FIELD, check_checksum, check_shapes, load_finite
 
 
 class TeacherReference:

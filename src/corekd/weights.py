@@ -3,7 +3,7 @@
 A checkpoint or a bundle is a pair of files that can be truncated, damaged or edited apart. Each
 check here fails with one :class:`CorekdError` naming the file (and the field or tensor):
 
-- :func:`read_json`: model.json parses (the JSON error's line named);
+- :func:`~corekd.data.corpus.read_json`: model.json parses (the JSON error's line named);
 - :func:`check_checksum`: the weights' SHA-256 equals model.json's ``weights_sha256`` (files
   written before the field existed carry none and are not checked);
 - :func:`check_shapes`: the tensors the header lists (read without loading any data) are the ones
@@ -14,7 +14,6 @@ check here fails with one :class:`CorekdError` naming the file (and the field or
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -25,19 +24,6 @@ from corekd.errors import CorekdError
 from corekd.features.cache import file_sha256
 
 CHECKSUM_FIELD = "weights_sha256"
-
-
-def read_json(path: Path, what: str):
-    """The parsed JSON of ``path``; missing, undecodable or malformed: one line naming it (``what``: the hint)."""
-    if not path.is_file():
-        raise CorekdError(f"file not found ({what})", path=path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise CorekdError(f"not a UTF-8 text file (undecodable byte at position {exc.start})", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise CorekdError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; the file is truncated "
-                          "or damaged)", path=path) from None
 
 
 def check_checksum(weights: Path, recorded: str | None, meta_path: Path) -> None:

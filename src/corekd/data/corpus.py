@@ -245,6 +245,19 @@ def atomic_write(target: str | Path, write) -> None:
         raise
 
 
+def read_json(path: Path, what: str):
+    """The parsed JSON of ``path``; missing, undecodable or malformed: one line naming it (``what``: the hint)."""
+    if not path.is_file():
+        raise CorekdError(f"file not found ({what})", path=path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CorekdError(f"not a UTF-8 text file (undecodable byte at position {exc.start})", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise CorekdError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; the file is truncated "
+                          "or damaged)", path=path) from None
+
+
 def check_new_or_empty(out: str | Path, field: str = "--out") -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -323,12 +336,7 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
     if not folder.exists():
         raise CorekdError("no such corpus folder", path=folder)
     meta_path, feat_path = folder / META_FILE, folder / FEATURES_FILE
-    if not meta_path.is_file():
-        raise CorekdError(f"file not found (a corpus folder holds {META_FILE} and {FEATURES_FILE})", path=meta_path)
-    try:
-        raw = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CorekdError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path=meta_path) from None
+    raw = read_json(meta_path, f"a corpus folder holds {META_FILE} and {FEATURES_FILE}")
     try:
         meta = _CorpusFile.model_validate(raw)
     except ValidationError as exc:

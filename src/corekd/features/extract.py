@@ -136,6 +136,13 @@ def read_manifest(path: str | Path, *, predict: bool = False) -> list[Row]:
         raise CorekdError("manifest not found", path=path)
     required = PREDICT_REQUIRED if predict else REQUIRED
     optional = tuple(c for c in REQUIRED if c not in required) + MEDIA
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CorekdError(f"not UTF-8 text (undecodable byte at position {exc.start}); expected a UTF-8 CSV/TSV file",
+                          path=path, field=f"line {line}") from None
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         columns = reader.fieldnames or []

@@ -17,7 +17,6 @@ Readers in this version:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,7 +24,7 @@ import numpy as np
 from pydantic import ValidationError
 from safetensors import safe_open
 
-from corekd.data.corpus import FEATURES_FILE, META_FILE, _CorpusFile, offsets_name, pool_mean
+from corekd.data.corpus import FEATURES_FILE, META_FILE, _CorpusFile, offsets_name, pool_mean, read_json
 from corekd.data.importers.jsonl import jsonl_objects
 from corekd.errors import CorekdError, from_validation_error
 from corekd.serving.predictor import DialogueInput, parse_dialogue, reads_frames
@@ -65,10 +64,7 @@ class CorpusReader(InputReader):
         self.path = self.folder = folder
         self.modalities = modalities
         meta_path = folder / META_FILE
-        try:
-            raw = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CorekdError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path=meta_path) from None
+        raw = read_json(meta_path, f"a corpus folder holds {META_FILE} and {FEATURES_FILE}")
         try:
             self.meta = _CorpusFile.model_validate(raw)
         except ValidationError as exc:
