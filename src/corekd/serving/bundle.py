@@ -91,9 +91,6 @@ def frame_inputs(model: ERCModel) -> tuple[str, ...]:
                  if model.kinds.get(m) == "sequence" and model.cfg.sequence_encoder != "mean")
 
 
-_json = read_json
-
-
 def _corpus_settings(run_dir: Path, recorded: dict | None = None) -> tuple[dict, dict, dict | None, str | None]:
     """For the run's corpus: (raw corpus.json modality entries, its ``info.extractors`` if any, the
     :func:`features_record` of its extraction if it was extracted by corekd, a note).
@@ -114,7 +111,7 @@ def _corpus_settings(run_dir: Path, recorded: dict | None = None) -> tuple[dict,
         return {}, {}, features_record(recorded), (
             f"the run's corpus ({data['path']}) is not readable here: extractor settings from the run's cards"
             + (" and results.json" if features_record(recorded) else " only"))
-    raw = _json(corpus_meta, "the run's corpus")
+    raw = read_json(corpus_meta, "the run's corpus")
     info = raw.get("info") if isinstance(raw.get("info"), dict) else {}
     extractors = info.get("extractors") if isinstance(info.get("extractors"), dict) else {}
     extraction_path = Path(data["path"]) / EXTRACTION_FILE
@@ -134,7 +131,7 @@ def export_bundle(run_dir: str | Path, method: str, out: str | Path, seed: int |
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
         raise CorekdError("no such run folder", path=run_dir)
-    results = _json(run_dir / RESULTS_FILE, "a run folder written by `corekd run` holds results.json")
+    results = read_json(run_dir / RESULTS_FILE, "a run folder written by `corekd run` holds results.json")
     meta = results.get("meta", {}) if isinstance(results, dict) else {}
     labels_run = [p.name for p in sorted((run_dir / CHECKPOINTS).glob("*")) if p.is_dir()]
     if method not in labels_run:
@@ -229,7 +226,7 @@ def read_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         raise CorekdError("no such bundle folder (make one with `corekd export-bundle RUN_DIR --method M --out DIR`)",
                           path=path)
     meta_path = path / MODEL_META_FILE
-    info = _json(meta_path, "a bundle folder holds model.json and model.safetensors")
+    info = read_json(meta_path, "a bundle folder holds model.json and model.safetensors")
     b = info.get("bundle") if isinstance(info, dict) else None
     if not isinstance(b, dict):
         raise CorekdError("this is a run checkpoint, not a bundle (no 'bundle' section); make a bundle with "

@@ -374,21 +374,25 @@ class Predictor:
         Errors name the field as :func:`parse_dialogue` does (``where`` first, e.g. ``[2]`` or ``line 5``)."""
         at = (lambda f: f"{where}: {f}" if where else f)  # noqa: E731
         for m, rows in dialogue.features.items():
+            given = [(t, np.atleast_2d(x)) for t, x in enumerate(rows) if x is not None]  # [1, D] or frames [F, D]
+            if not given:
+                continue
             mean, std = self.statistics[m]
-            for t, x in enumerate(rows):
-                if x is None:
-                    continue
-                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                    z = (x - mean) / std  # [D] or frames [F, D], float32 as the model computes it
-                bad = ~(np.abs(z) <= Z_LIMIT)  # NaN included
-                if bad.any():
-                    k = tuple(int(i) for i in np.argwhere(bad)[0])
-                    index = f"frame {k[0]}, index {k[1]}" if len(k) == 2 else f"index {k[0]}"
-                    size = "overflows float32" if not np.isfinite(z[k]) else f"is {float(z[k]):.3g}"
-                    raise CorekdError(
-                        f"value {float(x[k]):.6g} at {index} is too far from the training data: standardised with the "
-                        f"training mean and std its z-score {size}; expected |z| <= {Z_LIMIT:.0e}",
-                        field=at(f"utterances[{t}].{m}"))
+            x = np.concatenate([v for _, v in given])  # [R, D]: every given vector or frame of m
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                z = (x - mean) / std  # float32, as the model computes it
+            bad = ~(np.abs(z) <= Z_LIMIT)  # NaN included
+            if not bad.any():
+                continue
+            r, j = (int(i) for i in np.argwhere(bad)[0])
+            ends = np.cumsum([len(v) for _, v in given])  # [n]
+            k = int(np.searchsorted(ends, r, side="right"))
+            t, frame = given[k][0], r - (int(ends[k - 1]) if k else 0)
+            index = f"frame {frame}, index {j}" if rows[t].ndim == 2 else f"index {j}"
+            size = "overflows float32" if not np.isfinite(z[r, j]) else f"is {float(z[r, j]):.3g}"
+            raise CorekdError(
+                f"value {float(x[r, j]):.6g} at {index} is too far from the training data: standardised with the "
+                f"training mean and std its z-score {size}; expected |z| <= {Z_LIMIT:.0e}", field=at(f"utterances[{t}].{m}"))
         return dialogue
 
     def self_check(self) -> str | None:
