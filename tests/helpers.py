@@ -41,6 +41,21 @@ def edit_features(folder, fn):
     save_file(tensors, str(folder / "features.safetensors"))
 
 
+def edit_weights(folder, fn):
+    """Apply ``fn`` to a checkpoint's or bundle's weights (a dict of tensors), write them back and record their new
+    checksum in model.json: a well-formed artefact holding these weights."""
+    import hashlib
+
+    from safetensors.torch import load_file as load_torch, save_file as save_torch
+
+    weights = load_torch(str(folder / "model.safetensors"))
+    fn(weights)
+    save_torch(weights, str(folder / "model.safetensors"))
+    info = json.loads((folder / "model.json").read_text())
+    info["weights_sha256"] = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(info))
+
+
 def loss_before_and_after_one_step(name, splits, options=None, *, lr=1e-3, seed=0):
     """A method's loss on a fixed batch before and after one optimisation step of the real ``Trainer.step``.
 

@@ -109,6 +109,10 @@ def test_invalid_json_names_the_line(corpus_dir):
     (corpus_dir / "corpus.json").write_text('{"format": "corekd-corpus",\n  oops}')
     with pytest.raises(CorekdError, match=r"not valid JSON \(line 2"):
         load_corpus(corpus_dir)
+    (corpus_dir / "corpus.json").write_bytes(b'{"format": "caf\xe9"}')  # latin-1: the file is named, not only the byte
+    with pytest.raises(CorekdError, match=r"corpus\.json: not a UTF-8 text file") as info:
+        load_corpus(corpus_dir)
+    assert info.value.path == str(corpus_dir / "corpus.json")
 
 
 def test_duplicate_ids(corpus_dir):

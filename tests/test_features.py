@@ -282,6 +282,10 @@ def test_manifest_errors_name_the_line_and_column(tmp_path):
     bad.write_text("dialogue_id,utterance_id,speaker,label,split\nd,u,A,happy,train\n")
     with pytest.raises(CorekdError, match="no media column"):
         read_manifest(bad)
+    bad.write_bytes(b"dialogue_id,utterance_id,speaker,label,split,text\nd,u,A,happy,train,caf\xe9\n")  # latin-1
+    with pytest.raises(CorekdError, match=r"m\.csv: line 2: not UTF-8 text") as err:
+        read_manifest(bad)
+    assert err.value.path == str(bad)
 
 
 def test_an_utterance_with_nothing_extracted_is_dropped_loudly(media, tmp_path):

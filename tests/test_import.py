@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import time
+import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from corekd.cli import app
 from corekd.data.corpus import load_corpus
 from corekd.data.importers import import_corpus
 from corekd.data.importers.conversation_pickle import IEMOCAP_LABELS, MELD_LABELS
-from corekd.data.unpickle import safe_load
+from corekd.data.unpickle import safe_load, safe_loads
 from corekd.errors import CorekdError
 from helpers import quick_config
 
@@ -167,6 +170,55 @@ def test_bad_jsonl_is_one_line_naming_file_line_and_expectation(tmp_path, text, 
     assert result.exit_code == 2 and result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
 
 
+def _good_line(k=0, **utterance):
+    u = {"id": f"u{k}", "label": "a", "l": [1.0, 2.0], **utterance}
+    return json.dumps({"dialogue_id": f"d{k}", "split": "train", "utterances": [u]})
+
+
+@pytest.mark.parametrize("line, where, expected", [
+    ("[" * 10**6 + "]" * 10**6, "line 2", "arrays/objects nested 1000000 deep; expected at most 32"),
+    (_good_line(1, l=[1e39, 2.0]), r"line 2: utterances\[0\]\.l", r"value 1e\+39 at index 0 is beyond float32's range"),
+    (_good_line(1, a=[[1.0], [3e38], [3e38]]), r"line 2: utterances\[0\]\.a", "the frames' sum .* beyond float32"),
+    (_good_line(1, id="\udc80"), r"line 2: utterances\[0\]\.id", "lone UTF-16 surrogate"),
+    (_good_line(1, speaker="caf\udce9"), r"line 2: utterances\[0\]\.speaker", "lone UTF-16 surrogate"),
+    (_good_line(1, text="caf\xe9").replace("\\u00e9", "\udce9"), "line 2", r"not UTF-8 text \(undecodable byte"),
+])
+def test_hostile_jsonl_is_one_line_naming_the_source_and_leaves_nothing(tmp_path, line, where, expected):
+    src = tmp_path / "src.jsonl"
+    src.write_bytes((_good_line(0) + "\n" + line + "\n").encode("utf-8", "surrogateescape"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning lines either
+        with pytest.raises(CorekdError, match=rf"src\.jsonl: {where}: .*{expected}"):
+            import_corpus("jsonl", src, tmp_path / "c", labels=["a", "b"])
+        result = runner.invoke(app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c"), "--labels", "a,b"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "src.jsonl: line 2" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.jsonl"]  # no corpus, no temporary folder
+    src.write_text(_good_line(0) + "\n" + _good_line(1) + "\n")  # the fixed file imports into the same folder
+    result = runner.invoke(app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c"), "--labels", "a,b"])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_import_that_fails_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
+    from corekd.data.corpus import Corpus
+
+    src = _write_jsonl(tmp_path / "d.jsonl", _jsonl_dialogues(np.random.default_rng(0)))
+    (tmp_path / "out").mkdir()  # an empty folder is accepted, and kept as it was on failure
+    save = Corpus.save
+
+    def save_then_fail(self, folder):
+        save(self, folder)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Corpus, "save", save_then_fail)
+    result = runner.invoke(app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "No space left" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "out"] and not any((tmp_path / "out").iterdir())
+    monkeypatch.setattr(Corpus, "save", save)
+    assert runner.invoke(app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "out")]).exit_code == 0
+    assert load_corpus(tmp_path / "out").num_utterances == 13 * 4
+
+
 # ------------------------------------------------------------------ untrusted pickles
 class _Hostile:
     def __init__(self, target):
@@ -198,6 +250,66 @@ def test_the_restricted_unpickler_reads_numpy_and_python2_style_containers(tmp_p
         back = safe_load(src)
         np.testing.assert_array_equal(back[0]["a"][0], obj[0]["a"][0])
         assert back[1] == {"x", "y"} and back[2].tolist() == ["v$_$1"] and back[3] == np.float32(2.5)
+
+
+def _shared_rows_pickle() -> bytes:
+    """~1.1 MB: one 10^5-number list and 10^5 rows referencing it (numpy would expand it into 10^10 numbers)."""
+    row = [0.5] * 10**5
+    return pickle.dumps({"train": {"id": np.array(["v$_$1"], dtype=object), "regression_labels": [0.0],
+                                   "text": [row] * 10**5}}, protocol=2)
+
+
+def _nested(depth):
+    obj = []
+    for _ in range(depth):
+        obj = [obj]
+    return obj
+
+
+def _cyclic():
+    obj = []
+    obj.append(obj)
+    return obj
+
+
+POISONED = {  # name -> (pickle bytes, what the error says)
+    "bytearray(5e10)": (b"cbuiltins\nbytearray\n(I50000000000\ntR.", r"bytearray\(50000000000\) would allocate"),
+    "ndarray((1e6, 1e6))": (b"cnumpy\nndarray\n((I1000000\nI1000000\nttR.", r"numpy\.ndarray.* would allocate 8,000,000,000,000"),
+    "an array state larger than its data": (
+        pickle.dumps(np.array([1, 2, 3], dtype=object), protocol=2).replace(b"K\x03\x85", b"J\x00\xca\x9a;\x85"),
+        r"array state of shape \(1000000000,\) holds 3 objects"),
+    "BYTEARRAY8 beyond the file": (b"\x80\x05\x96" + (2**40).to_bytes(8, "little") + b".", "bytearray of 1,099,511,627,776"),
+    "rows sharing one list": (_shared_rows_pickle(), r"shared references would expand .* by 9,999,900,000 more"),
+    "nesting 200 deep": (pickle.dumps(_nested(200), protocol=2), "nested more than 64 deep"),
+    "a list inside itself": (pickle.dumps(_cyclic(), protocol=2), "contains itself"),
+}
+
+
+@pytest.mark.parametrize("name", POISONED)
+def test_pickle_bombs_are_refused_before_allocation(tmp_path, name):
+    data, expected = POISONED[name]
+    src = tmp_path / "bomb.pkl"
+    src.write_bytes(data)
+    started = time.perf_counter()
+    with pytest.raises(CorekdError, match=rf"bomb\.pkl: pickle refused before allocating: .*{expected}"):
+        safe_load(src)
+    for fmt in ("conversation-pickle", "mmsa-pickle"):
+        result = runner.invoke(app, ["data", "import", fmt, str(src), "--out", str(tmp_path / "c")])
+        assert result.exit_code == 2 and result.output.startswith("error: ") and len(result.output.splitlines()) == 1
+        assert "bomb.pkl" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.pkl"]  # nothing written
+    assert time.perf_counter() - started < 5
+
+
+def test_a_large_memo_index_allocates_nothing():
+    """LONG_BINPUT 2^25: the C unpickler grows its memo list to 2^26 entries (512 MB; 2^31: 32 GB) for 9 bytes."""
+    tracemalloc.start()
+    try:
+        assert safe_loads(b"\x80\x02]r\x00\x00\x00\x02.") == []
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
 
 
 # ------------------------------------------------------------------ conversation pickles
@@ -395,6 +507,21 @@ def test_mmsa_seven_classes_and_a_bad_label_or_id_names_the_row(tmp_path):
     src.write_bytes(pickle.dumps(data))
     with pytest.raises(CorekdError, match=r"\['valid'\] row 2 \('vidD\$_\$1'\) audio: feature dim 2 differs from the dim 3"):
         import_corpus("mmsa-pickle", src, tmp_path / "c")
+
+
+@pytest.mark.parametrize("value", [1e39, -1e39])
+def test_an_mmsa_value_beyond_float32_is_refused_not_read_as_minus_inf(tmp_path, value):
+    """-1e39 became -inf when cast to float32, which MMSA's rule (-inf of silent COVAREP frames -> 0) then zeroed."""
+    data = _mmsa_pickle(np.random.default_rng(7), aligned=True)
+    data["train"]["audio"] = data["train"]["audio"].astype(np.float64)
+    data["train"]["audio"][4, 2, 1] = value
+    src = tmp_path / "m.pkl"
+    src.write_bytes(pickle.dumps(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CorekdError, match=r"m\.pkl: \['train'\]\['audio'\]\[4\]: value .*1e\+39 at frame 2, index 1 is "
+                                              "beyond float32's range"):
+            import_corpus("mmsa-pickle", src, tmp_path / "c")
 
 
 def test_a_sequence_corpus_runs_on_its_frames_and_says_so(tmp_path):

@@ -254,14 +254,14 @@ def test_load_checkpoint_architecture_without_options_uses_the_defaults(tmp_path
 def test_load_checkpoint_refuses_unexpected_weights_and_restores_kinds(tmp_path):
     """A weight the model has no place for is named (not dropped) with the weights file as the path; a model with a
     sequence modality comes back with its kinds."""
-    from safetensors.torch import load_file, save_file
+    from helpers import edit_weights
 
     model = ERCModel(TINY_CFG, TINY_DIMS, 3, {"a": "sequence"}).eval()
     _saved(tmp_path / "ck", model=model)
     loaded, info = load_checkpoint(tmp_path / "ck")
     assert loaded.kinds == {"l": "vector", "a": "sequence"} and info["kinds"] == {"l": "vector", "a": "sequence"}
     weights_file = tmp_path / "ck" / "model.safetensors"
-    save_file({**load_file(str(weights_file)), "extra.weight": torch.zeros(2)}, str(weights_file))
+    edit_weights(tmp_path / "ck", lambda w: w.update({"extra.weight": torch.zeros(2)}))  # checksum recorded anew
     with pytest.raises(CorekdError, match=r"missing \[\], unexpected \['extra\.weight'\]") as caught:
         load_checkpoint(tmp_path / "ck")
     assert caught.value.path == str(weights_file)

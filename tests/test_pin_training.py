@@ -2,6 +2,7 @@
 train_model's selection and bookkeeping (dev scores scripted, a real but tiny training) and save_checkpoint."""
 
 import copy
+import hashlib
 import json
 import math
 
@@ -516,6 +517,7 @@ def test_save_checkpoint_writes_the_weights_and_the_exact_model_json(tmp_path, t
         "num_classes": NC,
         "method": "no_kd",
         "seed": 3,
+        "weights_sha256": hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest(),
     }
     text = (folder / "model.json").read_text()
     assert json.loads(text) == info

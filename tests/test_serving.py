@@ -1,6 +1,7 @@
 """Model bundles, the Python predictor and `corekd predict` / `corekd export-bundle`."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -16,7 +17,7 @@ from corekd.errors import CorekdError
 from corekd.evaluation.predict import predict as eval_predict
 from corekd.serving.bundle import BUNDLE_VERSION, export_bundle, read_bundle
 from corekd.serving.predictor import parse_dialogue
-from helpers import as_interchange
+from helpers import as_interchange, edit_weights
 
 runner = CliRunner()
 
@@ -222,3 +223,60 @@ def test_cli_predict_on_a_corpus_names_each_rows_split_and_takes_split(tiny_run_
     assert bad.exit_code == 2 and "corpus folder" in bad.output
     plain = runner.invoke(app, ["predict", str(bundle_dir), str(src), "--out", str(tmp_path / "j.jsonl")])
     assert plain.exit_code == 0 and "split" not in _jsonl_rows((tmp_path / "j.jsonl").read_text())[0]
+
+
+# ------------------------------------------------------------------ no NaN leaves corekd
+def _broken_bundle(bundle_dir, tmp_path):
+    """A copy of the bundle whose finite head weights overflow float32: every output is NaN."""
+    broken = tmp_path / "broken"
+    shutil.copytree(bundle_dir, broken)
+    edit_weights(broken, lambda w: w["head.weight"].fill_(3e38))
+    return broken
+
+
+def test_a_non_finite_output_is_an_error_naming_the_dialogue(tiny_run_bundle, tmp_path):
+    broken = _broken_bundle(tiny_run_bundle[1], tmp_path)
+    predictor = corekd.load(broken)  # finite weights: loads
+    dialogue = {"dialogue_id": "d7", "utterances": [{"l": [0.1] * 12}, {"a": [0.2] * 10}]}
+    with pytest.raises(CorekdError, match=r"output for utterance '0' is not finite") as err:
+        predictor.predict(dialogue)
+    assert err.value.field == "dialogue 'd7'"
+    assert "not finite" in predictor.self_check()
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(dialogue) + "\n")
+    result = runner.invoke(app, ["predict", str(broken), str(src)])
+    assert result.exit_code == 2 and "NaN" not in result.stdout
+    assert "in.jsonl: dialogue 'd7': the model's output for utterance '0' is not finite" in " ".join(result.output.split())
+    assert corekd.load(tiny_run_bundle[1]).self_check() is None
+
+
+def test_a_regression_output_that_is_not_finite_is_an_error_not_null(tmp_path):
+    from corekd.models.model import ModelConfig
+    from corekd.serving.bundle import bundle_checkpoint
+    from corekd.training import init_model, save_checkpoint
+
+    model = init_model(ModelConfig(hidden=16, heads=2), {"l": 12}, 1, 0, "student")
+    save_checkpoint(model, tmp_path / "ckpt", {"labels": ["negative", "non-negative"], "task": "regression"})
+    bundle = bundle_checkpoint(tmp_path / "ckpt", tmp_path / "bundle")
+    edit_weights(bundle, lambda w: w["head.weight"].fill_(3e38))
+    with pytest.raises(CorekdError, match="not finite"):
+        corekd.load(bundle).predict({"dialogue_id": "r", "utterances": [{"l": [0.5] * 12}]})
+
+
+@pytest.mark.parametrize("value, size", [(1e20, r"is 1\.\d+e\+20"), (3e38, r"(is 3\.\d+e\+38|overflows float32)")])
+def test_a_value_too_far_from_the_training_data_is_refused_naming_the_field(tiny_run_bundle, tmp_path, value, size):
+    shown = re.escape(f"{value:.6g}")
+    predictor = corekd.load(tiny_run_bundle[1])
+    far = [0.0] * 12
+    far[3] = value  # a float32 number, > 1e9 training standard deviations out: the model's float32 arithmetic overflows
+    dialogue = {"dialogue_id": "d", "utterances": [{"l": [0.0] * 12}, {"l": far}]}
+    with pytest.raises(CorekdError, match=rf"value {shown} at index 3 .*z-score {size}; expected \|z\| <= 1e\+09") as err:
+        predictor.predict(dialogue)
+    assert err.value.field == "utterances[1].l"
+    with pytest.raises(CorekdError) as err:  # the library's parsed input is checked too, the dialogue named
+        predictor.predict_many([parse_dialogue(dialogue, predictor.modalities)])
+    assert err.value.field == "dialogue 'd': utterances[1].l"
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(dialogue) + "\n")
+    result = runner.invoke(app, ["predict", str(tiny_run_bundle[1]), str(src)])
+    assert result.exit_code == 2 and "in.jsonl: dialogue 'd': utterances[1].l: value" in " ".join(result.output.split())

@@ -396,3 +396,32 @@ def test_parsing_workers_exit_with_a_killed_server(tmp_path):
         alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in
                  open(f"/proc/{p}/stat").read().split(")")[-1].split()[0]]
     assert not alive
+
+
+def test_no_nan_leaves_the_service(predictor, dialogue, tiny_run_bundle, tmp_path):
+    """A value too far out is a 422 naming the field; a model that cannot answer is a 422 naming the dialogue, and
+    /healthz says so (503) instead of 'ok'."""
+    import shutil
+
+    from helpers import edit_weights
+
+    far = json.loads(json.dumps(dialogue))
+    far["utterances"][2]["a"][1] = 1e20  # a float32 number: NaN under torch before
+    for batching in (False, True):
+        app = create_app(predictor, batching=batching)
+        r = call(app, "POST", "/v1/predict", json=far)
+        assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body.utterances[2].a", r.text
+        assert "too far from the training data" in r.json()["detail"][0]["msg"]
+        r = call(app, "POST", "/v1/predict", json=[dialogue, far])
+        field = r.json()["detail"][0]["field"]  # the dialogue's index and the field (one loc format: issue 29, item 3)
+        assert r.status_code == 422 and field.startswith("body") and "[1]" in field and "utterances[2].a" in field, r.text
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run_bundle[1], broken)
+    edit_weights(broken, lambda w: w["head.weight"].fill_(3e38))  # finite weights whose outputs overflow: NaN
+    for batching in (False, True):
+        app = create_app(corekd.load(broken), batching=batching)
+        health = call(app, "GET", "/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable" and "not finite" in health.text
+        r = call(app, "POST", "/v1/predict", json=dialogue)
+        assert r.status_code == 422, r.text
+        assert f"dialogue '{dialogue['dialogue_id']}': the model's output" in r.json()["detail"][0]["msg"]

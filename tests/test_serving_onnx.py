@@ -123,3 +123,26 @@ def test_regression_bundle_predicts_values_under_both_runtimes(tmp_path):
         assert np.allclose([r["prediction"] for r in rows], module(*x)[0, :, 0].numpy(), atol=1e-6)
     onnx_rows = corekd.load(bundle_dir, runtime="onnx").predict(dialogue)
     assert max(abs(a["prediction"] - b["prediction"]) for a, b in zip(rows, onnx_rows)) <= 1e-4
+
+
+def test_torch_and_onnx_agree_on_values_far_from_the_training_data(tiny_run_bundle):
+    """Inputs are standardised as in training under both runtimes: up to Z_LIMIT standard deviations out both answer
+    alike; beyond it (1e20 gave NaN under torch and another finite answer under onnxruntime) both refuse the field."""
+    from corekd.serving.predictor import Z_LIMIT
+
+    torch_p, onnx_p = corekd.load(tiny_run_bundle[1]), corekd.load(tiny_run_bundle[1], runtime="onnx")
+    mean, std = (float(x[3]) for x in torch_p.statistics["l"])
+
+    def dialogue(value):
+        far = [mean] * 12
+        far[3] = value
+        return {"dialogue_id": "d", "utterances": [{"l": [0.0] * 12, "a": [0.5] * 10}, {"l": far}]}
+
+    for z in (1e3, 1e6, 0.99 * Z_LIMIT, -0.99 * Z_LIMIT):
+        a, b = torch_p.predict(dialogue(mean + z * std)), onnx_p.predict(dialogue(mean + z * std))
+        assert max(abs(x["probabilities"][k] - y["probabilities"][k]) for x, y in zip(a, b) for k in x["probabilities"]) <= 1e-4
+    for value in (1e20, -1e20, 3e38):
+        for predictor in (torch_p, onnx_p):
+            with pytest.raises(corekd.errors.CorekdError, match="too far from the training data") as err:
+                predictor.predict(dialogue(value))
+            assert err.value.field == "utterances[1].l"

@@ -69,6 +69,11 @@ def test_checkpoint_round_trip(tmp_path, tiny_corpus, tiny_splits, tiny_batch):
     weights = load_file(str(folder / "model.safetensors"))
     renamed = {("old." + k if i == 0 else k): v for i, (k, v) in enumerate(sorted(weights.items()))}
     save_file(renamed, str(folder / "model.safetensors"))
+    with pytest.raises(CorekdError, match=r"model\.safetensors: SHA-256 .* differs .*\(weights_sha256\)"):
+        load_checkpoint(folder)  # the checksum model.json records catches any change first
+    meta = json.loads((folder / "model.json").read_text())
+    del meta["weights_sha256"]  # as written before checksums were recorded: still loads, the names are checked
+    (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(CorekdError, match=r"model\.safetensors: the weights do not fit .* missing \['"):
         load_checkpoint(folder)
 

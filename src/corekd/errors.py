@@ -6,6 +6,7 @@ shown only with ``--debug``. Library callers catch it like any exception.
 
 from __future__ import annotations
 
+import reprlib
 import typing
 from pathlib import Path
 
@@ -21,6 +22,15 @@ class CorekdError(Exception):
         self.detail = message
         where = ": ".join(p for p in (self.path, field) if p)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 2, 4, 4, 4, 60, 60
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut to a few dozen characters: a bad value in an error line, never the whole of a big one."""
+    return _SHOWN.repr(value)
 
 
 def _format_loc(loc: tuple) -> str:
@@ -80,7 +90,7 @@ def from_validation_error(
         message = first["msg"].removeprefix("Value error, ")
         value = first.get("input")
         if not isinstance(value, (dict, list)):  # a whole section would drown the line
-            message += f", got {value!r}"
+            message += f", got {shown(value)}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return CorekdError(message, path=path, field=_format_loc(loc) or None)

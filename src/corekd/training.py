@@ -14,22 +14,25 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable, Literal, Optional
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from safetensors.torch import save_file
 
 from corekd import __version__
 from corekd.config import TrainingConfig
 from corekd.data.batching import Batch, SplitTensors
-from corekd.data.corpus import atomic_write
-from corekd.errors import CorekdError
+from corekd.data.corpus import atomic_write, read_json
+from corekd.errors import CorekdError, from_validation_error
 from corekd.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, regression_metrics
 from corekd.evaluation.predict import predict, run_model
+from corekd.features.cache import file_sha256
 from corekd.methods.base import Method, StepContext
 from corekd.models.model import ARCHITECTURES, ERCModel, ModelConfig, Output, build_architecture
 from corekd.seeding import derive_seed, torch_generator
+from corekd.weights import CHECKSUM_FIELD, check_checksum, check_shapes, load_finite
 
 
 class TeacherReference:
@@ -254,7 +257,8 @@ MODEL_META_FILE = "model.json"
 
 
 def save_checkpoint(model: ERCModel, folder: str | Path, meta: dict) -> Path:
-    """``model.safetensors`` + ``model.json`` (architecture, dims, labels, provenance), each written atomically.
+    """``model.safetensors`` + ``model.json`` (architecture, dims, labels, provenance, the weights' SHA-256), each
+    written atomically.
 
     ``architecture`` names the model class (``erc``, or a method's subclass) and its options, so that
     :func:`load_checkpoint` rebuilds the same modules.
@@ -272,33 +276,76 @@ def save_checkpoint(model: ERCModel, folder: str | Path, meta: dict) -> Path:
         **meta,
     }
     atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(weights, str(p)))
+    info[CHECKSUM_FIELD] = file_sha256(folder / WEIGHTS_FILE)  # verified by load_checkpoint
     atomic_write(folder / MODEL_META_FILE, lambda p: Path(p).write_text(json.dumps(info, indent=2)))
     return folder
 
 
-def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[ERCModel, dict]:
-    folder = Path(folder)
-    meta_path = folder / MODEL_META_FILE
-    if not meta_path.is_file():
-        raise CorekdError("file not found (a checkpoint folder holds model.json and model.safetensors)", path=meta_path)
-    info = json.loads(meta_path.read_text())
+class _CheckpointMeta(BaseModel):
+    """The fields of a checkpoint's model.json that rebuild the model (the rest is provenance)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: dict
+    dims: dict[str, Annotated[StrictInt, Field(gt=0)]]
+    num_classes: Annotated[StrictInt, Field(gt=0)]
+    kinds: Optional[dict[str, Literal["vector", "sequence"]]] = None
+    architecture: Optional[dict] = None
+    weights_sha256: Optional[str] = None
+
+
+def _rebuild(meta: _CheckpointMeta, meta_path: Path) -> Callable[[], ERCModel]:
+    """A builder of the model model.json describes; its fields are checked here (one line naming the field)."""
     # Checkpoints written before architectures were recorded hold the plain model.
-    arch = info.get("architecture") or {"name": ERCModel.architecture, "options": {}}
+    arch = meta.architecture or {"name": ERCModel.architecture, "options": {}}
+    version = getattr(meta, "corekd_version", "?")
     if arch.get("name") not in ARCHITECTURES:
         raise CorekdError(
             f"unknown model architecture '{arch.get('name')}' (known: {', '.join(sorted(ARCHITECTURES))}; written by "
-            f"corekd {info.get('corekd_version', '?')}, this is {__version__})", path=meta_path, field="architecture.name",
+            f"corekd {version}, this is {__version__})", path=meta_path, field="architecture.name",
         )
-    model = build_architecture(arch["name"], arch.get("options", {}), ModelConfig(**info["model"]), info["dims"],
-                               info["num_classes"], kinds=info.get("kinds"))
-    weights = load_file(str(folder / WEIGHTS_FILE), device=str(device))
-    expected = model.state_dict().keys()
-    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CorekdError(
-            f"the weights do not fit the model that model.json describes (written by corekd "
-            f"{info.get('corekd_version', '?')}; this is {__version__}): missing {missing[:3]}, unexpected {unexpected[:3]}",
-            path=folder / WEIGHTS_FILE,
-        )
+    options = arch.get("options") or {}
+    if not isinstance(options, dict):
+        raise CorekdError(f"expected an object, got {options!r}", path=meta_path, field="architecture.options")
+    try:
+        cfg = ModelConfig(**meta.model)
+    except ValidationError as exc:
+        raise from_validation_error(exc, meta_path, model=ModelConfig, prefix=("model",)) from None
+
+    def build() -> ERCModel:
+        try:
+            return build_architecture(arch["name"], options, cfg, meta.dims, meta.num_classes, kinds=meta.kinds)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CorekdError(f"does not describe a model corekd {__version__} can build ({type(exc).__name__}: {exc}; "
+                              f"written by corekd {version})", path=meta_path) from None
+
+    return build
+
+
+def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> tuple[ERCModel, dict]:
+    """The model of a checkpoint folder (``save_checkpoint``'s, or a bundle's) on ``device``, in eval mode, and its model.json.
+
+    Checked before the weights are loaded: model.json's fields, the weights' checksum, and that the
+    header's tensor shapes are the described model's (built on the meta device: nothing allocated);
+    then that every weight is finite (see :mod:`corekd.weights`).
+    """
+    folder = Path(folder)
+    meta_path, weights_path = folder / MODEL_META_FILE, folder / WEIGHTS_FILE
+    info = read_json(meta_path, f"a checkpoint folder holds {MODEL_META_FILE} and {WEIGHTS_FILE}")
+    if not isinstance(info, dict):
+        raise CorekdError(f"expected a JSON object, got {type(info).__name__}", path=meta_path)
+    try:
+        meta = _CheckpointMeta.model_validate(info)
+    except ValidationError as exc:
+        raise from_validation_error(exc, meta_path, model=_CheckpointMeta) from None
+    build = _rebuild(meta, meta_path)
+    if not weights_path.is_file():
+        raise CorekdError(f"file not found (a checkpoint folder holds {MODEL_META_FILE} and {WEIGHTS_FILE})",
+                          path=weights_path)
+    check_checksum(weights_path, meta.weights_sha256, meta_path)
+    with torch.device("meta"):  # shapes only: sizes from model.json allocate nothing here
+        shapes = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    check_shapes(weights_path, shapes, f"{MODEL_META_FILE} (written by corekd {getattr(meta, 'corekd_version', '?')})")
+    weights = load_finite(weights_path, device)
+    model = build()
     model.load_state_dict(weights)
     return model.to(device).eval(), info

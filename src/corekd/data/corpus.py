@@ -13,9 +13,11 @@ naming the file, the field and what was expected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -243,6 +245,46 @@ def atomic_write(target: str | Path, write) -> None:
         raise
 
 
+def read_json(path: Path, what: str):
+    """The parsed JSON of ``path``; missing, undecodable or malformed: one line naming it (``what``: the hint)."""
+    if not path.is_file():
+        raise CorekdError(f"file not found ({what})", path=path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CorekdError(f"not a UTF-8 text file (undecodable byte at position {exc.start})", path=path) from None
+    except json.JSONDecodeError as exc:
+        raise CorekdError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; the file is truncated "
+                          "or damaged)", path=path) from None
+
+
+def check_new_or_empty(out: str | Path, field: str = "--out") -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CorekdError("expected a folder, but this is a file", path=out, field=field)
+    if out.is_dir() and any(out.iterdir()):
+        raise CorekdError("folder is not empty; expected a new or empty folder", path=out, field=field)
+    return out
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | Path, *, field: str = "--out"):
+    """Write a folder whole or not at all: yields a temporary folder beside ``out`` (which must be new or empty);
+    when the block ends without an error it is moved into place, else removed (``out`` is left as it was)."""
+    out = check_new_or_empty(out, field)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # a folder's usual permissions, not mkdtemp's 0700
+        os.replace(tmp, out)  # onto a missing or empty folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 # ---------------------------------------------------------------------- loading
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -294,12 +336,7 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
     if not folder.exists():
         raise CorekdError("no such corpus folder", path=folder)
     meta_path, feat_path = folder / META_FILE, folder / FEATURES_FILE
-    if not meta_path.is_file():
-        raise CorekdError(f"file not found (a corpus folder holds {META_FILE} and {FEATURES_FILE})", path=meta_path)
-    try:
-        raw = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CorekdError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", path=meta_path) from None
+    raw = read_json(meta_path, f"a corpus folder holds {META_FILE} and {FEATURES_FILE}")
     try:
         meta = _CorpusFile.model_validate(raw)
     except ValidationError as exc:

@@ -23,7 +23,7 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from corekd.data.corpus import SPLITS, Corpus, load_corpus
+from corekd.data.corpus import SPLITS, Corpus, check_new_or_empty, load_corpus, staged_folder
 from corekd.data.importers.base import CorpusBuilder, Utterance
 from corekd.errors import CorekdError, from_validation_error
 from corekd.features.cache import FeatureCache, default_cache_dir, text_sha256
@@ -136,6 +136,13 @@ def read_manifest(path: str | Path, *, predict: bool = False) -> list[Row]:
         raise CorekdError("manifest not found", path=path)
     required = PREDICT_REQUIRED if predict else REQUIRED
     optional = tuple(c for c in REQUIRED if c not in required) + MEDIA
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CorekdError(f"not UTF-8 text (undecodable byte at position {exc.start}); expected a UTF-8 CSV/TSV file",
+                          path=path, field=f"line {line}") from None
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         columns = reader.fieldnames or []
@@ -541,20 +548,15 @@ def features_record(info_features: object, extraction: object = None) -> dict | 
 
 
 def save_result(result: ExtractionResult, out: str | Path) -> Corpus:
-    """Write the corpus and ``extraction.json``; read the corpus back with every check."""
-    out = Path(out)
-    result.corpus.save(out)
-    (out / "extraction.json").write_text(json.dumps(result.summary, indent=2) + "\n", encoding="utf-8")
-    return load_corpus(out)
+    """Write the corpus and ``extraction.json`` into a temporary folder beside ``out``, read the corpus back with
+    every check, then move the folder into place (a failure leaves ``out`` as it was)."""
+    with staged_folder(out) as tmp:
+        result.corpus.save(tmp)
+        (tmp / "extraction.json").write_text(json.dumps(result.summary, indent=2) + "\n", encoding="utf-8")
+        return load_corpus(tmp)
 
 
-def check_out(out: str | Path) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CorekdError("expected a folder, but this is a file", path=out, field="--out")
-    if out.is_dir() and any(out.iterdir()):
-        raise CorekdError("folder is not empty; expected a new or empty folder", path=out, field="--out")
-    return out
+check_out = check_new_or_empty
 
 
 def extract_manifest(manifest: str | Path, out: str | Path, config: FeaturesConfig | None = None, *, workers: int = 1,

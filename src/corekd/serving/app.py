@@ -9,9 +9,12 @@ kinds and modality names are the model's; numbers strict, finite, within float32
 ``sequence`` modality takes one vector or a list of frames, kept as frames for a model that reads
 them and averaged otherwise, see :mod:`corekd.serving.predictor`): unknown fields, a wrong dim, a
 string or boolean for a number, NaN/inf, an empty dialogue, an utterance with no modality, an empty
-list or too many dialogues, duplicate utterance ids, a malformed body -> 422; a body that is not
+list or too many dialogues, duplicate utterance ids, a value too far from the training data (its
+standardised value beyond the predictor's limit), a malformed body -> 422; a body that is not
 declared ``application/json`` (missing or another content type) -> 415; a body over
-``max_body_bytes`` -> 413. Every error answer is
+``max_body_bytes`` -> 413. No NaN leaves the service: an output that is not finite is a 422 naming the
+dialogue, and ``/healthz`` answers 503 when the model cannot answer a dialogue of training means
+(checked at start-up). Every error answer is
 ``{"detail": [{"loc": ["body", ...], "field": "body.utterances[0].l", "msg", "type"}], "errors": n}``,
 one ``loc`` format for the schema's errors and corekd's own checks.
 
@@ -112,12 +115,14 @@ class ParsePool:
             self.pool = None
 
 
-def _dialogue_inputs(packed: list, is_list: bool, modalities: dict) -> list:
-    """Packed dialogues -> DialogueInputs (corekd's own checks: duplicate ids, frames); errors with the schema's locs."""
+def _dialogue_inputs(packed: list, is_list: bool, predictor: Predictor) -> list:
+    """Packed dialogues -> DialogueInputs (corekd's own checks: duplicate ids, frames, values too far from the training
+    data); errors with the schema's locs."""
+    modalities = predictor.modalities
     out = []
     for i, p in enumerate(packed):
         try:
-            out.append(parse_dialogue(unpack(p, modalities), modalities))
+            out.append(predictor.check(parse_dialogue(unpack(p, modalities), modalities)))
         except CorekdError as exc:
             raise _Refused(422, [error_entry(((i,) if is_list else ()) + field_to_loc(exc.field), exc.detail,
                                              "value_error")]) from None
@@ -219,8 +224,12 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
     app.state.parse_pool = parse_pool
     app.state.batcher = DynamicBatcher(predictor.predict_many, max_batch, batch_wait_ms / 1000) if batching else None
 
+    health = predictor.self_check()  # None: the model answers (a dialogue of training means)
+
     @app.get("/healthz")
-    async def healthz() -> dict:
+    async def healthz():
+        if health is not None:
+            return JSONResponse({"status": "unavailable", "detail": health}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/v1/model")
@@ -254,7 +263,7 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
             return JSONResponse(parsed[2], status_code=parsed[1])
         _, is_list, packed = parsed
         try:
-            dialogues = await anyio.to_thread.run_sync(_dialogue_inputs, packed, is_list, modalities)
+            dialogues = await anyio.to_thread.run_sync(_dialogue_inputs, packed, is_list, predictor)
             try:
                 if app.state.batcher is not None:
                     results = await app.state.batcher.submit(dialogues)

@@ -32,12 +32,14 @@ import yaml
 
 from corekd import __version__
 from corekd.data.corpus import META_FILE as CORPUS_META_FILE
-from corekd.data.corpus import atomic_write
+from corekd.data.corpus import atomic_write, check_new_or_empty, read_json, staged_folder
 from corekd.errors import CorekdError
+from corekd.features.cache import file_sha256
 from corekd.features.extract import features_record
 from corekd.models.model import ERCModel
 from corekd.rundir import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, UNIT_DONE_FILE
 from corekd.training import MODEL_META_FILE, WEIGHTS_FILE, load_checkpoint
+from corekd.weights import CHECKSUM_FIELD
 
 EXTRACTION_FILE = "extraction.json"  # written beside an extracted corpus by `corekd features extract`
 BUNDLE_FORMAT = "corekd-bundle"
@@ -89,15 +91,6 @@ def frame_inputs(model: ERCModel) -> tuple[str, ...]:
                  if model.kinds.get(m) == "sequence" and model.cfg.sequence_encoder != "mean")
 
 
-def _json(path: Path, what: str):
-    if not path.is_file():
-        raise CorekdError(f"file not found ({what})", path=path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CorekdError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path=path) from None
-
-
 def _corpus_settings(run_dir: Path, recorded: dict | None = None) -> tuple[dict, dict, dict | None, str | None]:
     """For the run's corpus: (raw corpus.json modality entries, its ``info.extractors`` if any, the
     :func:`features_record` of its extraction if it was extracted by corekd, a note).
@@ -118,7 +111,7 @@ def _corpus_settings(run_dir: Path, recorded: dict | None = None) -> tuple[dict,
         return {}, {}, features_record(recorded), (
             f"the run's corpus ({data['path']}) is not readable here: extractor settings from the run's cards"
             + (" and results.json" if features_record(recorded) else " only"))
-    raw = _json(corpus_meta, "the run's corpus")
+    raw = read_json(corpus_meta, "the run's corpus")
     info = raw.get("info") if isinstance(raw.get("info"), dict) else {}
     extractors = info.get("extractors") if isinstance(info.get("extractors"), dict) else {}
     extraction_path = Path(data["path"]) / EXTRACTION_FILE
@@ -138,7 +131,7 @@ def export_bundle(run_dir: str | Path, method: str, out: str | Path, seed: int |
     run_dir, out = Path(run_dir), Path(out)
     if not run_dir.is_dir():
         raise CorekdError("no such run folder", path=run_dir)
-    results = _json(run_dir / RESULTS_FILE, "a run folder written by `corekd run` holds results.json")
+    results = read_json(run_dir / RESULTS_FILE, "a run folder written by `corekd run` holds results.json")
     meta = results.get("meta", {}) if isinstance(results, dict) else {}
     labels_run = [p.name for p in sorted((run_dir / CHECKPOINTS).glob("*")) if p.is_dir()]
     if method not in labels_run:
@@ -179,8 +172,7 @@ def bundle_checkpoint(checkpoint: str | Path, out: str | Path, *, cards: dict | 
     ``labels`` / ``task`` are used where the checkpoint's model.json does not name them.
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CorekdError("expected a new or empty folder", path=out, field="--out")
+    check_new_or_empty(out)
     model, info = load_checkpoint(checkpoint, "cpu")  # the one way a model is rebuilt: fails here if it does not fit
     task = info.get("task") or task or "classification"
     labels = list(info.get("labels") or labels or [])
@@ -218,11 +210,12 @@ def bundle_checkpoint(checkpoint: str | Path, out: str | Path, *, cards: dict | 
     if features:
         bundle["features"] = {**features, "extractors": {m: features["extractors"][m] for m in model.modalities
                                                          if m in features["extractors"]}}
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(checkpoint / WEIGHTS_FILE, out / WEIGHTS_FILE)
-    atomic_write(out / MODEL_META_FILE,
-                 lambda p: Path(p).write_text(json.dumps({**info, "bundle": bundle}, indent=2), encoding="utf-8"))
-    read_bundle(out)  # read back: what was written loads
+    with staged_folder(out) as tmp:  # the bundle appears whole or not at all
+        shutil.copyfile(checkpoint / WEIGHTS_FILE, tmp / WEIGHTS_FILE)
+        info.setdefault(CHECKSUM_FIELD, file_sha256(tmp / WEIGHTS_FILE))  # a checkpoint written before checksums
+        atomic_write(tmp / MODEL_META_FILE,
+                     lambda p: Path(p).write_text(json.dumps({**info, "bundle": bundle}, indent=2), encoding="utf-8"))
+        read_bundle(tmp)  # read back: what was written loads
     return out
 
 
@@ -233,7 +226,7 @@ def read_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
         raise CorekdError("no such bundle folder (make one with `corekd export-bundle RUN_DIR --method M --out DIR`)",
                           path=path)
     meta_path = path / MODEL_META_FILE
-    info = _json(meta_path, "a bundle folder holds model.json and model.safetensors")
+    info = read_json(meta_path, "a bundle folder holds model.json and model.safetensors")
     b = info.get("bundle") if isinstance(info, dict) else None
     if not isinstance(b, dict):
         raise CorekdError("this is a run checkpoint, not a bundle (no 'bundle' section); make a bundle with "
@@ -247,12 +240,7 @@ def read_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             f"{__version__}, which reads version{'s' if len(READABLE_VERSIONS) > 1 else ''} "
             f"{', '.join(map(str, READABLE_VERSIONS))}; re-export the bundle with this corekd or install the corekd that wrote it",
             path=meta_path, field="bundle.version")
-    try:
-        model, info = load_checkpoint(path, device)
-    except RuntimeError as exc:  # a weight's shape differs from what model.json describes
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise CorekdError(f"the weights do not fit the model that model.json describes ({first})",
-                          path=path / WEIGHTS_FILE) from None
+    model, info = load_checkpoint(path, device)  # model.json's fields, checksum, shapes, finite weights
     task = b.get("task")
     if task not in ("classification", "regression"):
         raise CorekdError(f"expected 'classification' or 'regression', got {task!r}", path=meta_path, field="bundle.task")
@@ -272,18 +260,29 @@ def read_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
             raise CorekdError(f"kind {spec.get('kind', 'vector')!r}, but the model reads '{m}' as a sequence of frames "
                               "(model.json kinds)", path=meta_path, field=f"bundle.modalities.{m}.kind")
     labels = b.get("labels") or []
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise CorekdError(f"expected a list of label names, got {labels!r}", path=meta_path, field="bundle.labels")
     if task == "classification" and len(labels) != model.num_classes:
         raise CorekdError(f"{len(labels)} labels for a {model.num_classes}-class head", path=meta_path, field="bundle.labels")
     if task == "regression" and model.num_classes != 1:
         raise CorekdError(f"a regression bundle needs a one-output head, got {model.num_classes} outputs", path=meta_path,
                           field="bundle.task")
-    recorded = (b.get("standardization") or {}).get("statistics") or {}
+    standardization = b.get("standardization") or {}
+    recorded = (standardization.get("statistics") if isinstance(standardization, dict) else None) or {}
+    if not isinstance(recorded, dict):
+        raise CorekdError(f"expected an object of modality -> mean/std, got {type(recorded).__name__}", path=meta_path,
+                          field="bundle.standardization.statistics")
     for m, (mean, std) in model.standardizer.statistics().items():
         rec = recorded.get(m)
         if rec is None:
             continue
         for name, weights in (("mean", mean), ("std", std)):
-            values = torch.tensor(rec.get(name, []), dtype=torch.float32)
+            value = rec.get(name, []) if isinstance(rec, dict) else None
+            try:
+                values = torch.tensor(value, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError):
+                raise CorekdError(f"expected a list of {weights.numel()} numbers", path=meta_path,
+                                  field=f"bundle.standardization.statistics.{m}.{name}") from None
             if values.shape != weights.shape or not torch.allclose(values, weights.cpu(), rtol=1e-5, atol=1e-6):
                 raise CorekdError("the standardisation statistics in model.json differ from those in the weights "
                                   "(the files come from different models)", path=meta_path,

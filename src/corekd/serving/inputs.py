@@ -17,7 +17,6 @@ Readers in this version:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,7 +24,7 @@ import numpy as np
 from pydantic import ValidationError
 from safetensors import safe_open
 
-from corekd.data.corpus import FEATURES_FILE, META_FILE, _CorpusFile, offsets_name, pool_mean
+from corekd.data.corpus import FEATURES_FILE, META_FILE, _CorpusFile, offsets_name, pool_mean, read_json
 from corekd.data.importers.jsonl import jsonl_objects
 from corekd.errors import CorekdError, from_validation_error
 from corekd.serving.predictor import DialogueInput, parse_dialogue, reads_frames
@@ -64,12 +63,10 @@ class CorpusReader(InputReader):
     """A corpus folder's dialogues, every split or only ``splits``; each dialogue carries its split (and so its rows)."""
 
     def __init__(self, folder: Path, modalities: dict[str, dict], splits: list[str] | None = None):
-        self.folder, self.modalities = folder, modalities
+        self.path = self.folder = folder
+        self.modalities = modalities
         meta_path = folder / META_FILE
-        try:
-            raw = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise CorekdError(f"not valid JSON (line {exc.lineno}: {exc.msg})", path=meta_path) from None
+        raw = read_json(meta_path, f"a corpus folder holds {META_FILE} and {FEATURES_FILE}")
         try:
             self.meta = _CorpusFile.model_validate(raw)
         except ValidationError as exc:
@@ -233,7 +230,12 @@ def predict_stream(predictor, reader: InputReader, write: Callable[[dict], None]
     counts = [0, 0]
 
     def flush() -> None:
-        for dialogue, rows in zip(pending, predictor.predict_many(pending)):
+        try:
+            results = predictor.predict_many(pending)
+        except CorekdError as exc:  # an input too far out or a non-finite output: name the input file too
+            where = getattr(reader, "path", None)
+            raise CorekdError(exc.detail, path=exc.path or where, field=exc.field) from None
+        for dialogue, rows in zip(pending, results):
             for row in rows:
                 write(row if dialogue.split is None else {**row, "split": dialogue.split})
             counts[1] += len(rows)

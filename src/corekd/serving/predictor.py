@@ -26,11 +26,18 @@ refuses them instead); a modality the model does not have is an error.
 
 The same :class:`ServingModule` (model + input assembly + softmax) runs under PyTorch and is what
 :mod:`corekd.serving.onnx_export` exports, so both runtimes compute the same function.
+
+No NaN leaves the predictor. Inputs are standardised as in training (the bundle's train-split
+mean and std) and a value whose z-score is not finite or beyond :data:`Z_LIMIT` is refused,
+naming the field: no training value is that far out (with n training observations every
+training z-score is within sqrt(n - 1)), and values of ~1e18 standard deviations overflow float32
+inside the model, where torch and onnxruntime then give different answers (NaN, or another finite
+one). An output that is not finite (from any input or weight) is a :class:`CorekdError` naming
+the dialogue, under either runtime.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -47,6 +54,7 @@ from corekd.models.model import ERCModel
 from corekd.serving.bundle import Bundle, frame_inputs, read_bundle
 
 ID_KEYS = ("dialogue_id", "id")
+Z_LIMIT = 1e9  # the largest |standardised value| accepted (see the module docstring)
 
 
 @dataclass
@@ -333,6 +341,9 @@ class Predictor:
             self.runtime = OnnxRuntime(bundle, onnx_path)
         else:
             raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
+        # m -> (mean [D_m], std [D_m]) float32: the training standardisation, to check inputs against
+        self.statistics = {m: (mean.detach().cpu().numpy(), std.detach().cpu().numpy())
+                           for m, (mean, std) in bundle.model.standardizer.statistics().items()}
 
     @property
     def task(self) -> str:
@@ -355,7 +366,46 @@ class Predictor:
         return {**self.bundle.describe(), "runtime": self.runtime.name}
 
     def parse(self, obj: Mapping, where: str = "") -> DialogueInput:
-        return parse_dialogue(obj, self.modalities, where)
+        """:func:`parse_dialogue`, then :meth:`check`: a dialogue the model can answer, or a CorekdError naming the field."""
+        return self.check(parse_dialogue(obj, self.modalities, where), where)
+
+    def check(self, dialogue: DialogueInput, where: str = "") -> DialogueInput:
+        """Refuse a value whose standardised form (as training standardised it) is not finite or beyond ``Z_LIMIT``.
+
+        Errors name the field as :func:`parse_dialogue` does (``where`` first, e.g. ``[2]`` or ``line 5``)."""
+        at = (lambda f: f"{where}: {f}" if where else f)  # noqa: E731
+        for m, rows in dialogue.features.items():
+            given = [(t, np.atleast_2d(x)) for t, x in enumerate(rows) if x is not None]  # [1, D] or frames [F, D]
+            if not given:
+                continue
+            mean, std = self.statistics[m]
+            x = np.concatenate([v for _, v in given])  # [R, D]: every given vector or frame of m
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                z = (x - mean) / std  # float32, as the model computes it
+            bad = ~(np.abs(z) <= Z_LIMIT)  # NaN included
+            if not bad.any():
+                continue
+            r, j = (int(i) for i in np.argwhere(bad)[0])
+            ends = np.cumsum([len(v) for _, v in given])  # [n]
+            k = int(np.searchsorted(ends, r, side="right"))
+            t, frame = given[k][0], r - (int(ends[k - 1]) if k else 0)
+            index = f"frame {frame}, index {j}" if rows[t].ndim == 2 else f"index {j}"
+            size = "overflows float32" if not np.isfinite(z[r, j]) else f"is {float(z[r, j]):.3g}"
+            raise CorekdError(
+                f"value {float(x[r, j]):.6g} at {index} is too far from the training data: standardised with the "
+                f"training mean and std its z-score {size}; expected |z| <= {Z_LIMIT:.0e}", field=at(f"utterances[{t}].{m}"))
+        return dialogue
+
+    def self_check(self) -> str | None:
+        """None if the model answers a dialogue of training means (one utterance, every modality), else why not."""
+        probe = DialogueInput(id="self-check", utterance_ids=["0"], speakers=["A"],
+                              features={m: [mean[None] if reads_frames(self.modalities[m]) else mean]
+                                        for m, (mean, _) in self.statistics.items()})
+        try:
+            self.predict_many([probe])
+        except CorekdError as exc:
+            return str(exc)
+        return None
 
     def predict(self, dialogue: Mapping | DialogueInput) -> list[dict]:
         """One dialogue -> one dict per utterance (see :meth:`predict_many`)."""
@@ -371,12 +421,19 @@ class Predictor:
         ``{"dialogue_id", "utterance_id", "prediction": None, "probabilities": None (classification),
         "modalities": [], "error": reason}``; the model runs on the dialogue without them.
         """
-        parsed = [d if isinstance(d, DialogueInput) else self.parse(d, f"[{i}]" if len(dialogues) > 1 else "")
+        parsed = [self.check(d, f"dialogue '{d.id}'") if isinstance(d, DialogueInput) else self.parse(d, f"[{i}]" if len(dialogues) > 1 else "")
                   for i, d in enumerate(dialogues)]
         if not parsed:
             return []
         present = [d for d in parsed if len(d)]  # a dialogue whose every utterance was skipped has nothing to run
         out = self.runtime(encode(present, self.bundle.dims, self.frame_modalities)) if present else None  # [B, U, C]
+        for i, d in enumerate(present):
+            bad = ~np.isfinite(out[i, : len(d)]).all(-1)  # [U_i]
+            if bad.any():
+                t = int(np.argmax(bad))
+                raise CorekdError(f"the model's output for utterance '{d.utterance_ids[t]}' is not finite (NaN/inf) under "
+                                  f"{self.runtime.name}; the model cannot answer this dialogue",
+                                  field=f"dialogue '{d.id}'")
         results = []
         for d in parsed:
             i = next((k for k, p in enumerate(present) if p is d), -1)
@@ -388,8 +445,7 @@ class Predictor:
                     row["prediction"] = self.labels[int(np.argmax(p))]
                     row["probabilities"] = {name: float(v) for name, v in zip(self.labels, p)}
                 else:
-                    value = float(out[i, t, 0])
-                    row["prediction"] = value if math.isfinite(value) else None
+                    row["prediction"] = float(out[i, t, 0])
                 row["modalities"] = d.observed(t)
                 rows.append(row)
             for pos, uid, reason in sorted(d.skipped):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corekd.data.corpus import load_corpus
+from corekd.data.corpus import check_new_or_empty, load_corpus, staged_folder
 from corekd.data.importers.base import ImportResult, finish
 from corekd.data.importers.conversation_pickle import import_conversation_pickle
 from corekd.data.importers.jsonl import import_jsonl
@@ -25,17 +25,23 @@ def import_corpus(
 ) -> ImportResult:
     """Read ``src`` in format ``fmt``, carve a dev split if it has none, write the corpus to ``out``.
 
-    The written corpus is read back with every check of ``load_corpus`` before this returns. ``task="regression"``
+    The corpus is written into a temporary folder beside ``out`` and moved into place at the end (a failure
+    leaves ``out`` as it was). The written corpus is read back with every check of ``load_corpus`` before this returns. ``task="regression"``
     (jsonl, mmsa-pickle) makes the per-utterance ``sentiment`` the target (required on every utterance).
     """
     if task == "regression" and fmt == "conversation-pickle":
         raise CorekdError("conversation-pickle files hold class labels only; regression needs a sentiment score "
                           "(use jsonl or mmsa-pickle)", field="--task")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CorekdError("expected a folder, but this is a file", path=out, field="--out")
-    if out.is_dir() and any(out.iterdir()):
-        raise CorekdError("folder is not empty; expected a new or empty folder", path=out, field="--out")
+    check_new_or_empty(out)
+    result = _read(fmt, src, labels=labels, name=name, dataset=dataset, classes=classes, task=task)
+    finish(result, dev_fraction=dev_fraction, seed=seed)
+    with staged_folder(out) as tmp:  # a failure leaves nothing behind; the corpus appears whole or not at all
+        result.corpus.save(tmp)
+        result.corpus = load_corpus(tmp)
+    return result
+
+
+def _read(fmt: str, src: str | Path, *, labels, name, dataset, classes, task) -> ImportResult:
     if fmt == "jsonl":
         result = import_jsonl(src, labels=labels, name=name, task=task)
     elif fmt == "conversation-pickle":
@@ -52,9 +58,6 @@ def import_corpus(
                               if extraction.summary["failures"] else [])
     else:
         raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
-    finish(result, dev_fraction=dev_fraction, seed=seed)
-    result.corpus.save(out)
-    result.corpus = load_corpus(out)
     return result
 
 

@@ -16,7 +16,9 @@ import numpy as np
 
 from corekd.data.corpus import MODALITIES, Corpus, Dialogue, ModalitySpec, pool_mean
 from corekd.data.splits import carve_dev, describe
-from corekd.errors import CorekdError
+from corekd.errors import CorekdError, shown
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -76,12 +78,21 @@ class CorpusBuilder:
             raise self.error(where, "expected at least one feature, got an empty vector")
         if not np.isfinite(arr).all():
             raise self.error(where, f"{int((~np.isfinite(arr)).sum())} non-finite values (NaN/inf); expected finite numbers")
-        return np.ascontiguousarray(arr, dtype=np.float32)
+        with np.errstate(over="ignore"):  # checked below, where the value is named
+            out = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(out).all():
+            k = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+            raise self.error(where, f"value {arr[k]:.6g} at index {k[-1]}{f' of frame {k[0]}' if frames else ''} is beyond "
+                                    f"float32's range (+-{FLOAT32_MAX:.4g}); expected a float32 number")
+        if frames and not (np.abs(arr).sum(axis=0, dtype=np.float64) < FLOAT32_MAX).all():
+            raise self.error(where, f"the frames' sum (for their mean) is beyond float32's range (+-{FLOAT32_MAX:.4g}); "
+                                    "expected smaller values")
+        return out
 
     def label(self, value: object, where: str) -> int:
         """An integer index or a label name -> the index, checked against the label names."""
         if isinstance(value, (bool, np.bool_)):
-            raise self.error(where, f"expected a label name or index, got {value!r}")
+            raise self.error(where, f"expected a label name or index, got {shown(value)}")
         if isinstance(value, (int, np.integer)):
             if not 0 <= int(value) < len(self.labels):
                 raise self.error(where, f"label index {int(value)} outside the {len(self.labels)} labels "

@@ -18,7 +18,7 @@ import numpy as np
 
 from corekd.data.importers.base import CorpusBuilder, ImportResult, Utterance
 from corekd.data.unpickle import safe_load
-from corekd.errors import CorekdError
+from corekd.errors import CorekdError, shown
 
 # The label orders of the published files (index -> name).
 IEMOCAP_LABELS = ["happy", "sad", "neutral", "angry", "excited", "frustrated"]  # hap sad neu ang exc fru
@@ -155,7 +155,7 @@ def _as_int(value, builder: CorpusBuilder, where: str) -> int:
         return int(value)
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return int(value)
-    raise builder.error(where, f"expected an integer label index, got {value!r}")
+    raise builder.error(where, f"expected an integer label index, got {shown(value)}")
 
 
 def _speaker(value, builder: CorpusBuilder, where: str) -> str:
@@ -165,4 +165,4 @@ def _speaker(value, builder: CorpusBuilder, where: str) -> str:
     arr = np.asarray(value)
     if arr.ndim == 1 and arr.size and np.isin(arr, (0, 1)).all() and arr.sum() == 1:
         return f"speaker{int(arr.argmax())}"
-    raise builder.error(where, f"expected 'M'/'F' or a one-hot speaker vector, got {value!r}")
+    raise builder.error(where, f"expected 'M'/'F' or a one-hot speaker vector, got {shown(value)}")

@@ -9,23 +9,48 @@ its sentiment's sign class, ``negative`` below 0 or ``non-negative``).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+import numpy as np
 
 from corekd.data.corpus import MODALITIES, SPLITS
 from corekd.data.importers.base import CorpusBuilder, ImportResult, Utterance
-from corekd.errors import CorekdError
+from corekd.errors import CorekdError, shown
 
 DIALOGUE_KEYS = ("dialogue_id", "split", "utterances")
 UTTERANCE_KEYS = ("id", "speaker", "label", "sentiment", "text", *MODALITIES)
 SIGN_LABELS = ("negative", "non-negative")  # regression: the label of an utterance that has none
 
 
+MAX_DEPTH = 32  # arrays and objects within each other: a line holds at most dialogue > utterances > frames > frame
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')  # JSON strings (their brackets are text, not nesting)
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # only an escape can make one in UTF-8 text
+
+
+def _depth(line: str) -> int:
+    """How deep arrays and objects nest in one JSON text, counted without parsing it (json.loads recurses)."""
+    skeleton = np.frombuffer(_STRINGS.sub("", line).encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    step = np.isin(skeleton, (ord("["), ord("{"))).astype(np.int64) - np.isin(skeleton, (ord("]"), ord("}")))
+    return int(step.cumsum().max(initial=0))
+
+
 def jsonl_objects(src: Path):
-    """(line number, parsed object) for every non-blank line."""
-    with src.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
+    """(line number, parsed object) for every non-blank line; a line that is not UTF-8, nests deeper than
+    ``MAX_DEPTH``, is not one JSON object or holds a lone surrogate is one error naming the file and line."""
+    with src.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorekdError(f"not UTF-8 text (undecodable byte at column {exc.start + 1}); expected a UTF-8 jsonl "
+                                  "file", path=src, field=f"line {n}") from None
             if not line.strip():
                 continue
+            if line.count("[") + line.count("{") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
+                raise CorekdError(f"arrays/objects nested {_depth(line)} deep; expected at most {MAX_DEPTH} (a dialogue "
+                                  "holds utterances, which hold vectors or frames)", path=src, field=f"line {n}")
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -34,7 +59,26 @@ def jsonl_objects(src: Path):
             if not isinstance(obj, dict):
                 raise CorekdError(f"expected a JSON object (one dialogue), got {type(obj).__name__}", path=src,
                                   field=f"line {n}")
+            bad_text = _lone_surrogate(obj) if _SURROGATE_ESCAPE.search(line) else None
+            if bad_text is not None:
+                raise CorekdError("a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair) is no character "
+                                  "and cannot be stored as UTF-8; expected text", path=src, field=f"line {n}: {bad_text}")
             yield n, obj
+
+
+def _lone_surrogate(value, where: str = "") -> str | None:
+    """Where in ``value`` a string holds a lone surrogate (a ``\\udc80`` escape that is no character: not storable
+    as UTF-8), or None."""
+    if isinstance(value, str):
+        return where if _SURROGATE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return f"{where}.{key!r}" if where else repr(key)
+        found = _lone_surrogate(item, f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else key)
+        if found is not None:
+            return found
+    return None
 
 
 def _label_names(src: Path, labels: list[str] | None) -> list[str]:
@@ -49,7 +93,7 @@ def _label_names(src: Path, labels: list[str] | None) -> list[str]:
             if isinstance(u, dict) and "label" in u:
                 value = u["label"]
                 if isinstance(value, bool) or not isinstance(value, (int, str)):
-                    raise CorekdError(f"expected a label name or integer index, got {value!r}", path=src,
+                    raise CorekdError(f"expected a label name or integer index, got {shown(value)}", path=src,
                                       field=f"line {n}: utterances[{k}].label")
                 found.add(value)
     ints = sorted(v for v in found if isinstance(v, int))
@@ -83,9 +127,9 @@ def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str 
                 raise builder.error(f"{line}: {key}", "required field is missing")
         did, split, utts = obj["dialogue_id"], obj["split"], obj["utterances"]
         if not isinstance(did, str) or not did:
-            raise builder.error(f"{line}: dialogue_id", f"expected a non-empty string, got {did!r}")
+            raise builder.error(f"{line}: dialogue_id", f"expected a non-empty string, got {shown(did)}")
         if split not in SPLITS:
-            raise builder.error(f"{line}: split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
+            raise builder.error(f"{line}: split", f"expected one of {', '.join(SPLITS)}, got {shown(split)}")
         if not isinstance(utts, list) or not utts:
             raise builder.error(f"{line}: utterances", "expected a non-empty list of utterances")
         utterances = []
@@ -97,10 +141,10 @@ def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str 
                 if key not in u or u[key] is None:
                     raise builder.error(f"{where}.{key}", "required field is missing")
             if not isinstance(u["id"], str) or not u["id"]:
-                raise builder.error(f"{where}.id", f"expected a non-empty string, got {u['id']!r}")
+                raise builder.error(f"{where}.id", f"expected a non-empty string, got {shown(u['id'])}")
             speaker = u.get("speaker", did)  # no speaker: one speaker per dialogue
             if not isinstance(speaker, str):
-                raise builder.error(f"{where}.speaker", f"expected a string, got {speaker!r}")
+                raise builder.error(f"{where}.speaker", f"expected a string, got {shown(speaker)}")
             sentiment = builder.sentiment(u["sentiment"], f"{where}.sentiment") if u.get("sentiment") is not None else None
             label = u["label"] if "label" in u else SIGN_LABELS[sentiment >= 0]
             if as_index and isinstance(label, int) and not isinstance(label, bool):

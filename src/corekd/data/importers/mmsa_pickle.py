@@ -81,7 +81,14 @@ def import_mmsa_pickle(
                                   field=f"['{split}']['{key}']")
             if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
                 raise CorekdError(f"expected numbers, got dtype {x.dtype}", path=src, field=f"['{split}']['{key}']")
-            x = np.array(x, dtype=np.float32)
+            with np.errstate(over="ignore"):  # a finite value beyond float32's range is refused just below
+                x32 = np.array(x, dtype=np.float32)
+            overflow = np.isinf(x32) & np.isfinite(x) if x.dtype != np.float32 and np.isinf(x32).any() else None
+            if overflow is not None and overflow.any():
+                row, frame, j = (int(i) for i in np.argwhere(overflow)[0])
+                raise CorekdError(f"value {x[row, frame, j]:.6g} at frame {frame}, index {j} is beyond float32's range; "
+                                  "expected a float32 number", path=src, field=f"['{split}']['{key}'][{row}]")
+            x = x32
             inf = np.isneginf(x)
             neg_inf += int(inf.sum())
             x[inf] = 0.0  # MMSA reads -inf (log of silent COVAREP frames) as 0
