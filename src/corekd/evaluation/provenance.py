@@ -21,6 +21,11 @@ FASTEST_WITHIN_DEV = ("the fastest candidate within 0.5 of the defaults' dev cri
                       "rule fixed before the run; only dev tables were printed")
 STUDY_3 = f"backbone study, stage 3 (configs/backbone_study_stage3.yaml): {FASTEST_WITHIN_DEV}"
 STUDY_6 = f"backbone study, stage 6 (configs/backbone_study_stage6.yaml): {FASTEST_WITHIN_DEV}"
+STUDY_8 = ("backbone study, stage 8 (configs/backbone_study_stage8.yaml): the view-dependent modality states with the "
+           "best dev criterion, by a rule fixed before the run; only dev tables were printed (the plain model's test "
+           "table, configs/plain.yaml, was seen before its step B, whose rule was already written)")
+STUDY_9 = ("backbone study, stage 9 (configs/backbone_study_stage9.yaml): CoRe-KD's dev criterion, by a rule fixed "
+           "before the run; only dev tables were printed")
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,11 @@ DEFAULT_CHOICES: tuple[DefaultChoice, ...] = (
     DefaultChoice("teacher.input_dropout", 0.2, "dev", STUDY_2),
     DefaultChoice("training.patience", 8, "dev", STUDY_3),
     DefaultChoice("training.bucket", 8, "dev", STUDY_6),
+    DefaultChoice("model.modality_state", "crossmodal", "dev", STUDY_8),
     DefaultChoice("training.batch_size", 16, "none", "set with the study's base recipe, not varied"),
     DefaultChoice("methods[corekd].options.nce_targets", "language_observed", "test",
                   "changed from `all` after the first quickstart run's test tables (README, \"What the numbers say\")"),
+    DefaultChoice("methods[corekd].options.nce_average", "utterances", "dev", STUDY_9),
     DefaultChoice("methods[corekd].options.nce_mode", "separate", "none",
                   "METHOD.md's objective; the `inline` approximation's test and dev figures were known when it changed"),
 )

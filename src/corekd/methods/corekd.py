@@ -80,7 +80,7 @@ class CoReKDOptions(BaseModel):
         "student's incomplete view has them (a modality the view hides is swapped in as missing)",
     )
     nce_average: Literal["targets", "utterances"] = Field(
-        "targets", description="fill-in: the NCE terms' mean over the conflict targets, or their sum over the targets "
+        "utterances", description="fill-in: the NCE terms' mean over the conflict targets, or their sum over the targets "
         "divided by the real utterances of the batch (a target then weighs what a clean utterance weighs)",
     )
     l_nce_kd: float = Field(0.0, ge=0, description="option, off in the paper: KD from the teacher's complete view on conflict views")

@@ -203,7 +203,8 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
                parse_workers: int = DEFAULT_PARSE_WORKERS,
                parse_in_process_bytes: int = DEFAULT_PARSE_IN_PROCESS_BYTES) -> FastAPI:
     """The service for ``predictor`` (see the module docstring). ``parse_workers=0``: every body parsed in a thread."""
-    modalities = {m: dict(spec) for m, spec in predictor.modalities.items()}
+    bounds = predictor.value_bounds()  # the schema states the values the predictor's check accepts
+    modalities = {m: {**spec, "max_abs": bounds[m]} for m, spec in predictor.modalities.items()}
     validator = BodyValidator(modalities, max_dialogues, max_utterances)
     parse_pool = ParsePool(modalities, max_dialogues, max_utterances, parse_workers) if parse_workers > 0 else None
     settings = {"max_body_bytes": max_body_bytes, "max_dialogues": max_dialogues, "max_utterances": max_utterances,
@@ -269,8 +270,9 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
                     results = await app.state.batcher.submit(dialogues)
                 else:
                     results = await anyio.to_thread.run_sync(predictor.predict_many, dialogues)
-            except CorekdError as exc:  # the model cannot answer for this input (e.g. a non-finite output)
-                raise _Refused(422, [error_entry(field_to_loc(exc.field), exc.detail, "value_error")]) from None
+            except CorekdError as exc:  # the model cannot answer (a non-finite output): the message names the dialogue
+                raise _Refused(422, [error_entry((), f"{exc.field}: {exc.detail}" if exc.field else exc.detail,
+                                                 "non_finite_output")]) from None
             content = await anyio.to_thread.run_sync(_serialise, dialogues, results, is_list)
         except _Refused as exc:
             return _error(exc.status, exc.entries)

@@ -396,6 +396,15 @@ class Predictor:
                 f"training mean and std its z-score {size}; expected |z| <= {Z_LIMIT:.0e}", field=at(f"utterances[{t}].{m}"))
         return dialogue
 
+    def value_bounds(self) -> dict[str, float]:
+        """Per modality, the largest |value| that :meth:`check` accepts in every column (what the request schema states):
+        ``min_j (Z_LIMIT * std_j - |mean_j|)``, a hair inside it (float32 rounding), at most float32's largest."""
+        out = {}
+        for m, (mean, std) in self.statistics.items():
+            room = Z_LIMIT * np.asarray(std, dtype=np.float64) - np.abs(np.asarray(mean, dtype=np.float64))  # [D]
+            out[m] = float(min(np.finfo(np.float32).max, max(0.0, float(room.min()) * (1 - 1e-6))))
+        return out
+
     def self_check(self) -> str | None:
         """None if the model answers a dialogue of training means (one utterance, every modality), else why not."""
         probe = DialogueInput(id="self-check", utterance_ids=["0"], speakers=["A"],

@@ -75,7 +75,9 @@ def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MA
     }
     for m, spec in modalities.items():
         dim = int(spec["dim"])
-        vector = Annotated[list[ModelFloat], Field(min_length=dim, max_length=dim)]
+        bound = float(spec.get("max_abs", FLOAT32_MAX))  # values farther from the training data are refused
+        number = ModelFloat if bound >= FLOAT32_MAX else confloat(strict=True, allow_inf_nan=False, ge=-bound, le=bound)
+        vector = Annotated[list[number], Field(min_length=dim, max_length=dim)]
         kind = spec.get("kind", "vector")
         if kind == "sequence":  # one vector or a list of frames, told apart by the first element (errors name one branch)
             annotation = Annotated[Union[Annotated[vector, Tag(VECTOR_TAG)],
@@ -88,7 +90,9 @@ def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MA
                     "numbers is one frame")
         else:
             what = f"{dim} numbers" + (" or a list of frames of that dim (averaged)" if kind == "sequence" else "")
-        fields[m] = (Optional[annotation], Field(None, description=f"modality '{m}': {what}; leave out (or null) "
+        limit = "" if bound >= FLOAT32_MAX else (f"; each value within ±{bound:.6g} (farther from the training data "
+                                                 "than the model can read)")
+        fields[m] = (Optional[annotation], Field(None, description=f"modality '{m}': {what}{limit}; leave out (or null) "
                                                                    "where missing"))
     names = tuple(modalities)
     base = type("_Utterance", (_UtteranceBase,), {  # the base's config plus the schema of its validator
