@@ -97,7 +97,8 @@ def test_configs_validate():
     ablations = load_config("configs/ablations.yaml")
     assert ablations.seeds == [0, 1, 2, 3, 4]
     labels = [m.label for m in ablations.methods]
-    assert labels == ["teacher", "corekd", "wo_kd", "wo_state", "wo_mstate", "wo_csa", "wo_nce", "nce_a", "nce_v", "nce_av"]
+    assert labels == ["teacher", "corekd", "wo_kd", "wo_state", "wo_mstate", "wo_csa", "wo_nce", "nce_a", "nce_v", "nce_av",
+                      "nce_avg_targets"]
     quick = load_config("configs/quickstart.yaml")
     full = next(m for m in quick.methods if m.name == "corekd").options
     by_label = {m.label: m.options for m in ablations.methods}
@@ -105,7 +106,7 @@ def test_configs_validate():
     changed = {v: {k for k in full if by_label[v][k] != full[k]} for v in labels[2:]}
     assert changed == {"wo_kd": {"l_kd"}, "wo_state": {"l_state"}, "wo_mstate": {"l_mstate"},
                        "wo_csa": {"l_kd", "l_state", "l_mstate"}, "wo_nce": {"l_nce"}, "nce_a": {"nce_types"},
-                       "nce_v": {"nce_types"}, "nce_av": {"nce_types"}}
+                       "nce_v": {"nce_types"}, "nce_av": {"nce_types"}, "nce_avg_targets": {"nce_average"}}
     assert by_label["nce_av"]["nce_types"] == ["av"]
     sweep = load_config("configs/conflict_sweep.yaml")
     assert sweep.sweep.option == "data.synth.conflict_rate" and sweep.sweep.values == [0.0, 0.1, 0.3, 0.5]

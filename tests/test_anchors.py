@@ -159,3 +159,15 @@ def test_config_check_and_run_refuse_l_mstate_on_encodings_in_one_line(tmp_path)
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and "methods[0].options.l_mstate" in lines[0] and "c.yaml" in lines[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_a_checkpoint_written_before_modality_states_loads_as_encodings(tmp_path):
+    from corekd.training import MODEL_META_FILE, init_model, load_checkpoint, save_checkpoint
+
+    model = init_model(ModelConfig(hidden=16, heads=2, modality_state="encoding"), {"l": 4, "a": 3}, 2, 0, "student")
+    save_checkpoint(model, tmp_path, {"labels": ["x", "y"], "task": "classification"})
+    meta = json.loads((tmp_path / MODEL_META_FILE).read_text())
+    del meta["model"]["modality_state"]  # as an older corekd wrote it
+    (tmp_path / MODEL_META_FILE).write_text(json.dumps(meta))
+    loaded, _ = load_checkpoint(tmp_path)
+    assert loaded.cfg.modality_state == "encoding"

@@ -306,8 +306,10 @@ def _rebuild(meta: _CheckpointMeta, meta_path: Path) -> Callable[[], ERCModel]:
     options = arch.get("options") or {}
     if not isinstance(options, dict):
         raise CorekdError(f"expected an object, got {options!r}", path=meta_path, field="architecture.options")
+    # Written before modality states were an option (corekd 0.1 up to issue 28): their states were the encodings.
+    settings = {"modality_state": "encoding", **meta.model}
     try:
-        cfg = ModelConfig(**meta.model)
+        cfg = ModelConfig(**settings)
     except ValidationError as exc:
         raise from_validation_error(exc, meta_path, model=ModelConfig, prefix=("model",)) from None
 

@@ -6,7 +6,10 @@ utterance, a sequence encoder over the frames of a ``sequence`` modality, ``sequ
 -> dialogue context (``context``: speaker-aware attention, a
 bidirectional speaker-aware GRU, or none), either per modality before fusion or once after it
 (``context_over``) -> fusion (``fusion``: the learned-token attention fusion, or the mean /
-attention over the observed modalities only) -> classifier. Every forward returns an
+attention over the observed modalities only) -> classifier. With one context after fusion,
+``modality_state`` says what each modality state h_m is: the encoding (the same whatever else the
+view hides), the encoding plus an attention over the utterance's observed modalities
+(``crossmodal``, the default) or the encoding mixed with the dialogue context (``context``). Every forward returns an
 :class:`Output` with the logits, the fused state and one state per modality (``[B, U, M, H]`` in
 every configuration); nothing downstream reaches into the model's internals.
 
