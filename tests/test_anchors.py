@@ -41,7 +41,7 @@ def test_an_observed_modalitys_state_changes_when_another_modality_is_hidden(tin
 
 
 def test_a_context_free_encoding_is_the_same_whatever_else_is_hidden(tiny_corpus, tiny_batch):
-    model = _model(tiny_corpus)  # modality_state: encoding, context_over: fused
+    model = _model(tiny_corpus, modality_state="encoding")  # context_over: fused
     complete, without_v = model(tiny_batch.complete()), model(_hide(tiny_batch, "v"))
     assert torch.equal(complete.states[..., :2, :], without_v.states[..., :2, :])
     assert not states_depend_on_view(model.cfg)

@@ -210,7 +210,8 @@ def test_margin_reads_the_donor_label_at_flat_index_zero():
                             kind=torch.tensor([[-1, 0]]), types=("av",))
     logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])
     out = Output(logits=logits, fused=torch.zeros(1, 2, 2), states=torch.zeros(1, 2, 3, 2))
-    method = _corekd(nce_mode="inline", l_kd=0.0, l_state=0.0, l_mstate=0.0, l_nce=0.0, l_nce_margin=1.0, nce_margin=2.0)
+    method = _corekd(nce_mode="inline", l_kd=0.0, l_state=0.0, l_mstate=0.0, l_nce=0.0, l_nce_margin=1.0, nce_margin=2.0,
+                     nce_average="targets")
     ctx = StepContext(batch=batch, view=TrainView(batch, {"conflict": conflict}), output=out, teacher=None,
                       model=None, generator=torch_generator("x"))
     _, terms = method.loss(ctx)

@@ -100,7 +100,9 @@ def _context(mode, c_logits=None, **options):
             return c_out
 
     method_cls = method_class("corekd")
-    method = method_cls(method_cls.Options(nce_mode=mode, **{**WEIGHTS, **options}), TrainingMissing())
+    # the hand-computed values below are the mean over the targets unless a test asks for the other average
+    method = method_cls(method_cls.Options(nce_mode=mode, **{"nce_average": "targets", **WEIGHTS, **options}),
+                        TrainingMissing())
     ctx = StepContext(batch=complete, view=view, output=student, teacher=teacher, model=model,
                       generator=torch_generator("unused"))
     return method.loss(ctx)

@@ -295,7 +295,7 @@ def test_corekd_kd_and_conflict_kd_on_regression_are_squared_errors_by_hand():
                     targets=torch.tensor([[1.0, -2.0, 0.0]]))
     conflict = ConflictView(batch=batch, selected=torch.tensor([[True, False, False]]), donor=torch.tensor([[1, -1, -1]]),
                             kind=torch.tensor([[0, -1, -1]]), types=("a",))
-    total, terms = _corekd_loss(batch, [[0.5], [-1.0], [3.0]], dict(CK_OFF, l_kd=0.5, l_nce_kd=0.4, nce_types=["a"]),
+    total, terms = _corekd_loss(batch, [[0.5], [-1.0], [3.0]], dict(CK_OFF, l_kd=0.5, l_nce_kd=0.4, nce_types=["a"], nce_average="targets"),
                                 teacher=[[1.5], [1.0], [9.0]], conflict=conflict, conflict_logits=[[2.0], [7.0], [7.0]])
     assert set(terms) == {"ce", "kd", "nce_kd"}
     assert {k: v.item() for k, v in terms.items()} == pytest.approx({"ce": 0.75, "kd": 2.5, "nce_kd": 0.25})

@@ -471,8 +471,8 @@ def test_payload_by_hand(calls, tmp_path):
     run.add("kd", "corekd", 0, FakeModel("S", 1.0, STUDENT_WRONG), t)
     run.notes.append("a note")
     payload = run.payload(["figures/x.png"])
-    assert list(payload) == ["format", "version", "pairs", "task", "drift", "rejection", "natural_conflicts", "notes",
-                             "figures"]
+    assert list(payload) == ["format", "version", "pairs", "task", "drift", "mstate_drift", "rejection",
+                             "natural_conflicts", "notes", "figures"]
     assert payload["format"] == "corekd-analyses" and payload["version"] == 1
     assert payload["pairs"] == {"seed": 3, "targets": 2, "types": ["a", "v", "av"], "share_per_dialogue": 0.2}
     assert payload["task"] == "classification"

@@ -14,8 +14,11 @@ PLAIN = [c for c in DEFAULT_CHOICES if not c.option.startswith("methods[")]
 CHANGED = {
     "data.standardize": False, "model.context": "attention", "model.fusion": "token", "training.schedule": "cosine",
     "training.ema": 0.5, "model.context_over": "modality", "model.input_norm": True, "teacher.input_dropout": 0.0,
-    "training.patience": 3, "training.bucket": 0, "training.batch_size": 8,
+    "training.patience": 3, "training.bucket": 0, "training.batch_size": 8, "model.modality_state": "context",
 }
+# Options whose non-default value takes another recorded default with it: context_over 'modality' gives each modality
+# its own context, so the modality_state default (which builds on 'fused') does not apply there.
+COUPLED = {"model.context_over": {"model.modality_state"}}
 
 
 def _nested(option: str, value) -> dict:
@@ -56,7 +59,8 @@ def test_the_changed_values_are_valid_and_not_the_defaults():
 @pytest.mark.parametrize("option", sorted(CHANGED))
 def test_one_plain_option_off_its_default_drops_exactly_that_entry(option):
     cfg = validate_config(_nested(option, CHANGED[option]))
-    assert [e["option"] for e in defaults_in_effect(cfg)] == [c.option for c in DEFAULT_CHOICES if c.option != option]
+    dropped = {option} | COUPLED.get(option, set())
+    assert [e["option"] for e in defaults_in_effect(cfg)] == [c.option for c in DEFAULT_CHOICES if c.option not in dropped]
 
 
 def test_method_options_count_when_any_entry_of_the_method_keeps_the_default():
@@ -66,12 +70,14 @@ def test_method_options_count_when_any_entry_of_the_method_keeps_the_default():
         {"name": "corekd", "variant": "b", "options": {"nce_mode": "inline"}},
     ]})
     options = [e["option"] for e in defaults_in_effect(both)]
-    assert options == [c.option for c in PLAIN] + ["methods[corekd].options.nce_targets"]
-    assert defaults_in_effect(both)[-1] == {
-        "option": "methods[corekd].options.nce_targets", "value": "language_observed", "chosen_on": "test",
-        "how": DEFAULT_CHOICES[-2].how}
+    targets, average = "methods[corekd].options.nce_targets", "methods[corekd].options.nce_average"
+    assert options == [c.option for c in PLAIN] + [targets, average]
+    assert defaults_in_effect(both)[-2] == {
+        "option": targets, "value": "language_observed", "chosen_on": "test",
+        "how": next(c.how for c in DEFAULT_CHOICES if c.option == targets)}
     none = validate_config({"methods": [{"name": "teacher"},
-                                        {"name": "corekd", "options": {"nce_targets": "all", "nce_mode": "inline"}}]})
+                                        {"name": "corekd", "options": {"nce_targets": "all", "nce_mode": "inline",
+                                                                       "nce_average": "targets"}}]})
     assert [e["option"] for e in defaults_in_effect(none)] == [c.option for c in PLAIN]
 
 

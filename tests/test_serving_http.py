@@ -339,6 +339,9 @@ def test_schemathesis_all_checks_find_nothing(predictor):
                 interaction = event.recorder.interactions.get(case_id)
                 response = interaction.response if interaction is not None else None
                 body = (response.content or b"") if response is not None else b""
+                # The one rule JSON Schema cannot state (docs/serving.md): utterance ids unique within a dialogue.
+                if b"duplicate utterance id" in body:
+                    continue
                 message = check.failure_info.failure.title if check.failure_info else ""
                 failures.append(f"{event.label}: {check.name}: {message}: {body[:300]!r}")
     assert not failures, failures

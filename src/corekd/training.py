@@ -126,10 +126,12 @@ class Trainer:
             label_smoothing=self.cfg.label_smoothing,
             auxiliary=self.auxiliary,
         )
-        return method.loss(ctx)
+        total, terms = method.loss(ctx)
+        self.last_stats = method.stats(ctx)  # step diagnostics, recorded beside the terms by :meth:`step`
+        return total, terms
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """One optimisation step on ``batch`` (complete view); returns the detached loss terms."""
+        """One optimisation step on ``batch`` (complete view); returns the detached loss terms and step diagnostics."""
         model = self.model
         total, terms = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -142,7 +144,7 @@ class Trainer:
         self.steps_done += 1
         if self.ema_model is not None:
             self._update_average()
-        return {k: v.detach() for k, v in {"loss": total, **terms}.items()}
+        return {k: v.detach() for k, v in {"loss": total, **terms, **self.last_stats}.items()}
 
     @property
     def eval_model(self) -> ERCModel:

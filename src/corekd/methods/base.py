@@ -111,3 +111,8 @@ class Method:
     def loss(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def stats(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Diagnostics of one step (scalars, not optimised), averaged per epoch into the training history beside the
+        loss terms (e.g. CoRe-KD's realised NCE share). None by default."""
+        return {}
+

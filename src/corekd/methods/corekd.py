@@ -159,6 +159,15 @@ class CoReKD(Method):
         view.extra["conflict_output"] = with_conflicts
         return clean
 
+    def stats(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """The realised share of conflict targets among the batch's real utterances, and whether the cap bound."""
+        conflict = ctx.view.extra.get("conflict")
+        if conflict is None:
+            return {}
+        valid = ctx.batch.utt_mask
+        return {"nce_share": (conflict.selected & valid).sum() / valid.sum().clamp(min=1),
+                "nce_capped": torch.tensor(float(conflict.capped), device=valid.device)}
+
     def loss(self, ctx: StepContext):
         o, out, teacher = self.options, ctx.output, ctx.teacher
         labels, valid = ctx.batch.labels, ctx.batch.utt_mask
@@ -191,8 +200,6 @@ class CoReKD(Method):
             def nce_mean(values: torch.Tensor) -> torch.Tensor:
                 return masked_mean(values, selected) * scale
 
-            terms["nce_share"] = (selected & valid).sum() / valid.sum().clamp(min=1)  # recorded, not optimised
-            terms["nce_capped"] = torch.tensor(float(conflict.capped), device=selected.device)
             if o.l_nce > 0:
                 terms["nce"] = nce_mean(supervised_loss(c_out.logits, ctx.batch))
                 total = total + o.l_nce * terms["nce"]

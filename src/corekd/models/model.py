@@ -151,7 +151,7 @@ def states_depend_on_view(cfg: ModelConfig) -> bool:
 class CrossModalAttention(nn.Module):
     """[B, U, M, H] modality states -> [B, U, M, H]: each modality's single-head attention over the utterance's
     observed modalities (itself included); a learned modality embedding tells the modalities apart. An utterance
-    with nothing observed reads zeros."""
+    with nothing observed (padding included) reads zeros."""
 
     def __init__(self, hidden: int, num_modalities: int):
         super().__init__()
@@ -166,7 +166,8 @@ class CrossModalAttention(nn.Module):
         scores = torch.einsum("bumh,bukh->bumk", q, k) * self.scale  # [B, U, M, M]
         scores = scores.masked_fill(~mask[:, :, None, :], float("-inf"))
         weights = torch.nan_to_num(scores.softmax(-1), nan=0.0)  # rows with no observed key -> 0
-        return self.out(torch.einsum("bumk,bukh->bumh", weights, v))  # [B, U, M, H]
+        read = self.out(torch.einsum("bumk,bukh->bumh", weights, v))  # [B, U, M, H]
+        return read * mask.any(-1)[..., None, None].to(read.dtype)  # nothing observed (or padding): 0, not the bias
 
 
 class ERCModel(nn.Module):
