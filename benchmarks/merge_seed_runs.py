@@ -76,6 +76,7 @@ def main(argv: list[str]) -> int:
         (out / "figures").mkdir()
         merged = dict(first["analyses"])
         merged["drift"] = add_relative_to_no_kd([x for r in runs for x in r["analyses"]["drift"]])
+        merged["mstate_drift"] = add_relative_to_no_kd([x for r in runs for x in r["analyses"].get("mstate_drift", [])])
         merged["rejection"] = [x for r in runs for x in r["analyses"]["rejection"]]
         merged["natural_conflicts"] = {**first["analyses"]["natural_conflicts"],
                                        "records": [x for r in runs for x in r["analyses"]["natural_conflicts"]["records"]]}
