@@ -106,6 +106,7 @@ class Trainer:
             groups.append({"params": list(self.auxiliary.parameters())})
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_done = 0
+        self.last_stats: dict[str, torch.Tensor] = {}  # the method's diagnostics of the last step (Method.stats)
         # The weight average (training.ema): scored on dev, selected and saved in place of the raw weights.
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema > 0 else None
         self.shuffle_gen = torch_generator("shuffle", seed)

@@ -40,7 +40,6 @@ class GRUContextEncoder(nn.Module):
 
     def __init__(self, hidden: int, layers: int, dropout: float, speaker_aware: bool, residual: bool = True):
         super().__init__()
-        self.residual = residual
         if hidden % 2:
             raise ValueError(f"hidden ({hidden}) must be even for a bidirectional GRU")
         self.speaker_aware = speaker_aware

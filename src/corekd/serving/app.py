@@ -116,13 +116,13 @@ class ParsePool:
 
 
 def _dialogue_inputs(packed: list, is_list: bool, predictor: Predictor) -> list:
-    """Packed dialogues -> DialogueInputs (corekd's own checks: duplicate ids, frames, values too far from the training
-    data); errors with the schema's locs."""
+    """Packed dialogues -> DialogueInputs (corekd's own checks: duplicate ids, frames); errors with the schema's locs."""
     modalities = predictor.modalities
     out = []
     for i, p in enumerate(packed):
         try:
-            out.append(predictor.check(parse_dialogue(unpack(p, modalities), modalities)))
+            # the values' bound is the schema's (Predictor.value_bounds); predict_many checks each dialogue once more
+            out.append(parse_dialogue(unpack(p, modalities), modalities))
         except CorekdError as exc:
             raise _Refused(422, [error_entry(((i,) if is_list else ()) + field_to_loc(exc.field), exc.detail,
                                              "value_error")]) from None
