@@ -23,7 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from corekd.evaluation.analyses import ANALYSES_FILE, CURVE_FIGURE, add_relative_to_no_kd, curve_figure
+from corekd.evaluation.analyses import (
+    ANALYSES_FILE,
+    CURVE_FIGURE,
+    add_relative_to_no_kd,
+    curve_figure,
+)
 from corekd.evaluation.report import write_report
 from corekd.rundir import CONFIG_FILE, MARKER_FILE, RESULTS_FILE, config_difference
 

@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from corekd.config import load_config
-from corekd.pipeline import resolve_device
-
 # benchmarks/ is on sys.path when this file is run as a script: share the machine description.
 from speed import load_average, machine_info
+
+from corekd.config import load_config
+from corekd.device import resolve_device
 
 CONFIG = Path("configs/quickstart.yaml")
 TARGETS_S = {"one_seed_1_thread": 50.0, "quickstart_2_threads": 600.0}

@@ -54,12 +54,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from corekd.config import EvaluationConfig, TrainingConfig
 from corekd.data.batching import SplitTensors
 from corekd.data.synth import SynthConfig, generate
+from corekd.device import resolve_device
 from corekd.errors import CorekdError
 from corekd.evaluation.predict import run_model
 from corekd.methods import method_class
 from corekd.models.dropout import Dropout
 from corekd.models.model import ERCModel, ModelConfig
-from corekd.pipeline import resolve_device
 from corekd.training import TeacherReference, Trainer, init_model
 
 SEED = 0

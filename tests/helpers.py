@@ -46,7 +46,8 @@ def edit_weights(folder, fn):
     checksum in model.json: a well-formed artefact holding these weights."""
     import hashlib
 
-    from safetensors.torch import load_file as load_torch, save_file as save_torch
+    from safetensors.torch import load_file as load_torch
+    from safetensors.torch import save_file as save_torch
 
     weights = load_torch(str(folder / "model.safetensors"))
     fn(weights)

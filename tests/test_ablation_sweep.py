@@ -7,16 +7,20 @@ import math
 
 import pytest
 import yaml
+from helpers import quick_config
 from scipy import stats
 
 from corekd.config import load_config, validate_config
 from corekd.errors import CorekdError
-from corekd.evaluation.ablation import PairedDifference, format_difference, paired_difference
+from corekd.evaluation.ablation import (
+    PairedDifference,
+    format_difference,
+    paired_difference,
+)
 from corekd.evaluation.report import records_frame, render_report
 from corekd.pipeline import run
 from corekd.progress import Reporter
 from corekd.sweep import rebuild
-from helpers import quick_config
 
 
 def test_paired_difference_by_hand():

@@ -4,9 +4,9 @@ conflict flag, and a tiny run writing analyses.json, the figures and the report 
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
+from helpers import TINY_SYNTH, quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -15,11 +15,17 @@ from corekd.data.corpus import load_corpus
 from corekd.data.synth import SynthConfig, generate
 from corekd.errors import CorekdError
 from corekd.evaluation.analyses import (
-    CONFLICT_TYPES, add_relative_to_no_kd, conflict_flags, conflict_pairs, conflict_view, drift, read_analyses, rejected,
+    CONFLICT_TYPES,
+    add_relative_to_no_kd,
+    conflict_flags,
+    conflict_pairs,
+    conflict_view,
+    drift,
+    read_analyses,
+    rejected,
 )
 from corekd.pipeline import run
 from corekd.rundir import corpus_fingerprint
-from helpers import TINY_SYNTH, quick_config
 
 # corpus_fingerprint (ids, splits, speakers, labels, availability, features) of generate(TINY_SYNTH) before the
 # conflict flag was recorded: recording it must change no draw.

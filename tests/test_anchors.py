@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from helpers import quick_config
 
 from corekd.config import validate_config
 from corekd.data.batching import Batch
@@ -13,8 +14,6 @@ from corekd.methods.nce import nce_view
 from corekd.models.model import ERCModel, ModelConfig, states_depend_on_view
 from corekd.pipeline import run
 from corekd.seeding import torch_generator
-
-from helpers import quick_config
 
 
 def _model(corpus, **options):
@@ -162,7 +161,12 @@ def test_config_check_and_run_refuse_l_mstate_on_encodings_in_one_line(tmp_path)
 
 
 def test_a_checkpoint_written_before_modality_states_loads_as_encodings(tmp_path):
-    from corekd.training import MODEL_META_FILE, init_model, load_checkpoint, save_checkpoint
+    from corekd.training import (
+        MODEL_META_FILE,
+        init_model,
+        load_checkpoint,
+        save_checkpoint,
+    )
 
     model = init_model(ModelConfig(hidden=16, heads=2, modality_state="encoding"), {"l": 4, "a": 3}, 2, 0, "student")
     save_checkpoint(model, tmp_path, {"labels": ["x", "y"], "task": "classification"})

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import yaml
+from helpers import edit_weights, quick_config
 from typer.testing import CliRunner
 
 import corekd
@@ -15,7 +16,6 @@ from corekd.cli import app
 from corekd.errors import CorekdError
 from corekd.serving.bundle import read_bundle
 from corekd.training import load_checkpoint
-from helpers import edit_weights, quick_config
 
 runner = CliRunner()
 

@@ -5,16 +5,20 @@ import itertools
 import json
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_SYNTH
 
 import corekd.pipeline as pipeline
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.batching import SplitTensors
-from corekd.data.protocols import TrainingMissing, split_condition_mask, standard_conditions
+from corekd.data.protocols import (
+    TrainingMissing,
+    split_condition_mask,
+    standard_conditions,
+)
 from corekd.data.standardize import train_statistics
 from corekd.data.synth import SynthConfig, generate
 from corekd.errors import CorekdError
@@ -25,7 +29,6 @@ from corekd.models.fusion import ObservedMeanFusion
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.models.recurrent import GRUContextEncoder, reversal_index
 from corekd.training import Trainer, init_model, load_checkpoint, train_model
-from helpers import TINY_SYNTH
 
 COMBOS = list(itertools.product(["attention", "gru", "none"], ["modality", "fused"],
                                 ["token", "observed_mean", "observed_attention"]))

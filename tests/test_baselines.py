@@ -4,8 +4,9 @@ import json
 
 import pytest
 import torch
+from helpers import loss_before_and_after_one_step, quick_config
 
-from corekd.config import validate_config
+from corekd.config import TrainingConfig, validate_config
 from corekd.data.protocols import Condition, TrainingMissing, standard_conditions
 from corekd.errors import CorekdError
 from corekd.evaluation.report import NOT_APPLICABLE
@@ -15,9 +16,7 @@ from corekd.methods.batch_losses import contrastive_distill
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.pipeline import run
 from corekd.seeding import torch_generator
-from corekd.config import TrainingConfig
 from corekd.training import TeacherReference, Trainer, init_model
-from helpers import loss_before_and_after_one_step, quick_config
 
 
 def _build(name, **options):

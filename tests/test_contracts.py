@@ -25,10 +25,17 @@ from corekd.data.protocols import (
     split_condition_mask,
     standard_conditions,
 )
+from corekd.errors import CorekdError
 from corekd.evaluation.metrics import classification_metrics
 from corekd.evaluation.predict import predict, run_model
-from corekd.evaluation.report import FIXED_AVG, markdown_table, mean_std_table, records_frame, render_report, write_report
-from corekd.errors import CorekdError
+from corekd.evaluation.report import (
+    FIXED_AVG,
+    markdown_table,
+    mean_std_table,
+    records_frame,
+    render_report,
+    write_report,
+)
 from corekd.methods import Method, StepContext, TrainView, method_class, register
 from corekd.methods.losses import conflict_margin, modality_anchor, state_distance
 from corekd.methods.nce import ConflictView, nce_view

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from helpers import edit_features, edit_meta
 
 from corekd.data.batching import SplitTensors
 from corekd.data.corpus import load_corpus
 from corekd.data.summary import summarize
 from corekd.errors import CorekdError
-from helpers import edit_features, edit_meta
 
 
 @pytest.fixture()

@@ -13,19 +13,24 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import TINY_SYNTH
 
 import corekd.pipeline as pipeline
 import corekd.training as training
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.batching import Batch, SplitTensors
-from corekd.data.protocols import TrainingMissing, missing_rate, split_condition_mask, standard_conditions
+from corekd.data.protocols import (
+    TrainingMissing,
+    missing_rate,
+    split_condition_mask,
+    standard_conditions,
+)
 from corekd.data.synth import SynthConfig, generate
 from corekd.methods import StepContext, TrainView, method_class
 from corekd.methods.nce import ConflictView
 from corekd.models.model import ModelConfig, Output
 from corekd.seeding import torch_generator
 from corekd.training import init_model
-from helpers import TINY_SYNTH
 
 LN3, LN4 = math.log(3.0), math.log(4.0)
 

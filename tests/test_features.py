@@ -127,8 +127,8 @@ def test_all_three_extractors_offline_make_a_checked_corpus(extracted):
     assert "dlib" in cards["v"]["extractor"]
     assert all(c["frame_rate"] == "utterance-level" for c in cards.values())
     ident = corpus.info["features"]["extractors"]["l"]
-    from corekd.features.cache import file_sha256
     from corekd.features.text import model_dir
+    from corekd.files import file_sha256
 
     assert ident["model_sha256"] == file_sha256(model_dir() / "model.safetensors")
     # extra manifest columns are kept

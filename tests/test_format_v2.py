@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from helpers import edit_features, edit_meta, quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -16,7 +17,6 @@ from corekd.data.batching import SplitTensors
 from corekd.data.corpus import Corpus, Dialogue, ModalitySpec, load_corpus
 from corekd.data.splits import carve_dev
 from corekd.errors import CorekdError
-from helpers import edit_features, edit_meta, quick_config
 
 runner = CliRunner()
 

@@ -8,26 +8,36 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_SYNTH, quick_config
 
-from corekd.config import validate_config
+from corekd.config import TrainingConfig, validate_config
 from corekd.data.batching import Batch, SplitTensors
 from corekd.data.corpus import load_corpus
-from corekd.data.protocols import Condition, frame_keep_masks, frame_missing_rate, split_frame_keep
+from corekd.data.protocols import (
+    Condition,
+    TrainingMissing,
+    frame_keep_masks,
+    frame_missing_rate,
+    split_frame_keep,
+)
 from corekd.data.standardize import train_statistics
 from corekd.data.synth import SynthConfig, generate
 from corekd.errors import CorekdError
 from corekd.evaluation.analyses import conflict_pairs, conflict_view
+from corekd.methods import method_class
 from corekd.methods.nce import nce_view
 from corekd.models.encoders import SequenceEncoder
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.pipeline import evaluation_masks, run
 from corekd.rundir import corpus_fingerprint
 from corekd.seeding import torch_generator
-from corekd.config import TrainingConfig
-from corekd.data.protocols import TrainingMissing
-from corekd.methods import method_class
-from corekd.training import TeacherReference, init_model, load_checkpoint, save_checkpoint, train_model
-from helpers import TINY_SYNTH, quick_config
+from corekd.training import (
+    TeacherReference,
+    init_model,
+    load_checkpoint,
+    save_checkpoint,
+    train_model,
+)
 
 # Tiny frame corpus: l and a as sequences, v stays a vector (a mixed corpus), short utterances.
 TINY_FRAMES = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},

@@ -9,16 +9,23 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import quick_config
 
 from corekd.compare.report import (
-    build_blocks, curve_auc, format_p, holm, is_grid_folder, paired_comparison, read_grid, render_markdown,
+    build_blocks,
+    curve_auc,
+    format_p,
+    holm,
+    is_grid_folder,
+    paired_comparison,
+    read_grid,
+    render_markdown,
     write_grid_report,
 )
 from corekd.config import RunConfig
 from corekd.errors import CorekdError
 from corekd.evaluation.report import FIXED_ORDER
 from corekd.pipeline import run
-from helpers import quick_config
 
 VARIANTS = ["teacher", "no_kd", "vanilla_kd", "corekd"]
 SEEDS = [0, 1, 2]

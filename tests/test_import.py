@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -22,7 +23,6 @@ from corekd.data.importers import import_corpus
 from corekd.data.importers.conversation_pickle import IEMOCAP_LABELS, MELD_LABELS
 from corekd.data.unpickle import safe_load, safe_loads
 from corekd.errors import CorekdError
-from helpers import quick_config
 
 runner = CliRunner()
 MELD_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "meld" / "dev_sent_emo.csv"

@@ -6,16 +6,21 @@ availability, the analyses tables' default layout, and the teacher's label smoot
 """
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
-from dataclasses import replace
+from helpers import build_method, made_up_batch, py_ce
 
-from corekd.evaluation.analyses import ConflictPairs, _table, conflict_view, drift, relative
+from corekd.evaluation.analyses import (
+    ConflictPairs,
+    _table,
+    conflict_view,
+    drift,
+    relative,
+)
 from corekd.methods.base import StepContext, TrainView
 from corekd.models.model import Output
-
-from helpers import build_method, made_up_batch, py_ce
 
 
 def test_drift_of_an_empty_selection_is_nan_not_an_error():

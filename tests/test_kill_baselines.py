@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import TINY_SYNTH, build_method, made_up_batch, py_ce, py_kd, py_softmax
 from torch import nn
 
 from corekd.data.batching import SplitTensors
@@ -26,7 +27,6 @@ from corekd.methods.corrkd import Critics
 from corekd.methods.reconstruction import ReconstructionModel, imputation_loss
 from corekd.models.model import ERCModel, ModelConfig, Output
 from corekd.seeding import torch_generator
-from helpers import TINY_SYNTH, build_method, made_up_batch, py_ce, py_kd, py_softmax
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
 

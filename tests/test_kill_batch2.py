@@ -13,10 +13,16 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import torch
+from helpers import build_method, made_up_batch, py_ce, py_kd
 from torch import nn
 
 from corekd.errors import CorekdError
-from corekd.evaluation.ablation import PairedDifference, format_difference, paired_difference, per_seed
+from corekd.evaluation.ablation import (
+    PairedDifference,
+    format_difference,
+    paired_difference,
+    per_seed,
+)
 from corekd.methods import StepContext, TrainView
 from corekd.methods.decoupled import (
     edge_prior,
@@ -32,7 +38,6 @@ from corekd.methods.reconstruction import ReconstructionModel
 from corekd.models.model import ERCModel, ModelConfig, Output
 from corekd.seeding import torch_generator
 from corekd.training import load_checkpoint, save_checkpoint
-from helpers import build_method, made_up_batch, py_ce, py_kd
 
 SQ2 = math.sqrt(2.0)
 

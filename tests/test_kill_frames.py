@@ -6,7 +6,12 @@ Each test names the mutants it kills; every kill was checked by applying the mut
 import pytest
 import torch
 
-from corekd.data.protocols import Condition, frame_keep_masks, frame_missing_rate, split_frame_keep
+from corekd.data.protocols import (
+    Condition,
+    frame_keep_masks,
+    frame_missing_rate,
+    split_frame_keep,
+)
 from corekd.errors import CorekdError
 from corekd.seeding import torch_generator
 

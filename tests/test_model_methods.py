@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from helpers import quick_config
 
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.protocols import TrainingMissing
@@ -33,7 +34,6 @@ from corekd.models.model import ERCModel, ModelConfig, Output
 from corekd.pipeline import run
 from corekd.seeding import torch_generator
 from corekd.training import Trainer, init_model, load_checkpoint, save_checkpoint
-from helpers import quick_config
 
 CFG = ModelConfig(hidden=16, heads=2, dropout=0.0)
 

@@ -1,9 +1,9 @@
 """Every registered method: one training step (the real Trainer.step) lowers its loss on a fixed batch."""
 
 import pytest
+from helpers import loss_before_and_after_one_step
 
 from corekd.methods import registered
-from helpers import loss_before_and_after_one_step
 
 # method -> the options of its one-step case ({} = defaults). A registered method missing here fails the
 # meta-test below: a new method comes with its one-step case (one entry).

@@ -7,10 +7,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from helpers import made_up_batch, py_ce
 
 from corekd.data.protocols import TrainingMissing
 from corekd.errors import CorekdError
-from corekd.evaluation.metrics import classification_metrics, regression_metrics, task_metrics
+from corekd.evaluation.metrics import (
+    classification_metrics,
+    regression_metrics,
+    task_metrics,
+)
 from corekd.evaluation.predict import length_sorted_batches, predict, run_model
 from corekd.methods import method_class
 from corekd.methods.base import Method, StepContext, TrainView
@@ -19,7 +24,6 @@ from corekd.methods.no_kd import NoKD
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.seeding import torch_generator
 from corekd.training import init_model
-from helpers import made_up_batch, py_ce
 
 CFG = ModelConfig(hidden=16, heads=2, dropout=0.0)
 NAMES = ["a", "b", "c", "d", "e"]
@@ -200,10 +204,11 @@ def test_classification_metrics_scores_absent_classes_zero_without_warnings():
 
 
 def test_predict_passes_the_frames_to_keep(tiny_splits):
+    from helpers import TINY_SYNTH
+
     from corekd.data.batching import SplitTensors
     from corekd.data.protocols import Condition, split_frame_keep
     from corekd.data.synth import SynthConfig, generate
-    from helpers import TINY_SYNTH
 
     frames = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},
                                       "max_frames": 7, "signal_share": {"l": 0.5, "a": 0.5}})

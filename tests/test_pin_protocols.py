@@ -18,7 +18,7 @@ from corekd.data.protocols import (
     training_rate_masks,
 )
 from corekd.errors import CorekdError
-from corekd.seeding import derive_seed, torch_generator
+from corekd.seeding import derive_seed
 
 MODS = ("l", "a", "v")
 

@@ -11,9 +11,27 @@ import pytest
 
 from corekd.evaluation.analyses import analyses_section
 from corekd.evaluation.report import (
-    FIXED_AVG, FIXED_ORDER, NOT_APPLICABLE, SELECTED_ON_TEST, _applicable, _cell, _dev_value, _fixed_header,
-    _mark_not_applicable, card_section, coverage, markdown_table, md, mean_std_table, method_not_applicable,
-    rate_columns, records_frame, render_report, split_records, students_above_teacher, with_test_selection_banner,
+    FIXED_AVG,
+    FIXED_ORDER,
+    NOT_APPLICABLE,
+    SELECTED_ON_TEST,
+    _applicable,
+    _cell,
+    _dev_value,
+    _fixed_header,
+    _mark_not_applicable,
+    card_section,
+    coverage,
+    markdown_table,
+    md,
+    mean_std_table,
+    method_not_applicable,
+    rate_columns,
+    records_frame,
+    render_report,
+    split_records,
+    students_above_teacher,
+    with_test_selection_banner,
     write_report,
 )
 

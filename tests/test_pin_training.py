@@ -6,7 +6,6 @@ import hashlib
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -17,7 +16,6 @@ from corekd.config import TrainingConfig
 from corekd.data.protocols import TrainingMissing
 from corekd.errors import CorekdError
 from corekd.evaluation.predict import Predictions
-from corekd.methods import method_class
 from corekd.methods.no_kd import NoKD
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.seeding import derive_seed, torch_generator

@@ -1,7 +1,11 @@
 """Which split each default was fixed on: the entries a run uses, and the report section they make."""
 
 from corekd.config import load_config, validate_config
-from corekd.evaluation.provenance import DEFAULT_CHOICES, defaults_in_effect, provenance_section
+from corekd.evaluation.provenance import (
+    DEFAULT_CHOICES,
+    defaults_in_effect,
+    provenance_section,
+)
 from corekd.evaluation.report import render_report
 
 

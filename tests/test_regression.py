@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_SYNTH, quick_config
 
 from corekd.config import validate_config
 from corekd.data.batching import SplitTensors
@@ -20,7 +21,6 @@ from corekd.methods.losses import distill_loss, l1_error, squared_error, supervi
 from corekd.methods.nce import nce_view
 from corekd.pipeline import run
 from corekd.seeding import torch_generator
-from helpers import TINY_SYNTH, quick_config
 
 
 @pytest.fixture(scope="module")

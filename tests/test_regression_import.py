@@ -8,6 +8,8 @@ import pickle
 
 import numpy as np
 import pytest
+from helpers import quick_config
+from test_import import _mmsa_pickle
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -16,8 +18,6 @@ from corekd.data.corpus import load_corpus
 from corekd.data.importers import import_corpus
 from corekd.errors import CorekdError
 from corekd.pipeline import run
-from helpers import quick_config
-from test_import import _mmsa_pickle
 
 runner = CliRunner()
 

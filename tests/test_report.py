@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from corekd.evaluation.metrics import classification_metrics
-from corekd.evaluation.report import FIXED_AVG, mean_std_table, records_frame, render_report
+from corekd.evaluation.report import (
+    FIXED_AVG,
+    mean_std_table,
+    records_frame,
+    render_report,
+)
 
 LABELS = ["a", "b", "c"]
 

@@ -9,7 +9,13 @@ import pytest
 
 from corekd.compare.figures import drift_figure, rejection_figure
 from corekd.compare.report import CSS, Figure, Table, render_html
-from corekd.evaluation.analyses import FIGURE_RC, MAX_FIGURE_INCHES, _pyplot, curve_figure, tsne_figure
+from corekd.evaluation.analyses import (
+    FIGURE_RC,
+    MAX_FIGURE_INCHES,
+    _pyplot,
+    curve_figure,
+    tsne_figure,
+)
 
 VARIANTS = [f"variant_{k:02d}" for k in range(16)]
 FIXED = ["complete", "fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av"]

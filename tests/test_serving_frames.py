@@ -16,10 +16,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
-import corekd
+from helpers import TINY_SYNTH, quick_config
 from typer.testing import CliRunner
 
+import corekd
 from corekd.cli import app as cli_app
 from corekd.data.batching import SplitTensors
 from corekd.data.synth import SynthConfig, generate
@@ -30,9 +30,14 @@ from corekd.serving.app import create_app
 from corekd.serving.bundle import bundle_checkpoint, read_bundle
 from corekd.serving.inputs import CorpusReader, predict_stream
 from corekd.serving.onnx_export import export_onnx
-from corekd.serving.predictor import DialogueInput, Predictor, ServingModule, encode, parse_dialogue
+from corekd.serving.predictor import (
+    DialogueInput,
+    Predictor,
+    ServingModule,
+    encode,
+    parse_dialogue,
+)
 from corekd.training import init_model, save_checkpoint
-from helpers import TINY_SYNTH, quick_config
 
 TINY_FRAMES = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},
                                        "max_frames": 7, "signal_share": {"l": 0.5, "a": 0.5}})

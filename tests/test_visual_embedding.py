@@ -29,7 +29,11 @@ if not _installed("PyEmotion"):
 
 from corekd.errors import CorekdError  # noqa: E402
 from corekd.features import visual  # noqa: E402
-from corekd.features.extract import FeaturesConfig, extract_manifest, load_features_config  # noqa: E402
+from corekd.features.extract import (  # noqa: E402
+    FeaturesConfig,
+    extract_manifest,
+    load_features_config,
+)
 from corekd.features.synthmedia import face_video, hopper_image  # noqa: E402
 from tests.test_features import write_manifest  # noqa: E402
 

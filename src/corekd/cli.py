@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
-
-from pydantic import ValidationError
 
 from corekd import __version__
 from corekd.errors import CorekdError, from_validation_error
@@ -576,7 +575,13 @@ def predict_cmd(
     media = getattr(reader, "shows_progress", False)  # a manifest shows its own bar (the extraction's)
     total = len(reader)
     sink = out.open("w", encoding="utf-8") if out is not None else sys.stdout
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     progress = Progress(TextColumn("dialogues"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err_console, disable=not show or media)

@@ -31,13 +31,14 @@ from corekd.data.protocols import (
 from corekd.data.splits import carve_dev, describe
 from corekd.data.standardize import train_statistics
 from corekd.data.synth import generate
+from corekd.device import resolve_device
 from corekd.errors import CorekdError, from_validation_error
 from corekd.evaluation.analyses import RunAnalyses, conflict_flags
 from corekd.evaluation.metrics import task_metrics
 from corekd.evaluation.predict import predict
 from corekd.evaluation.provenance import defaults_in_effect
-from corekd.features.extract import features_record
 from corekd.evaluation.report import write_report
+from corekd.features.extract import features_record
 from corekd.methods import method_class
 from corekd.models.model import ERCModel
 from corekd.progress import Reporter
@@ -60,25 +61,6 @@ class RunResult:
     records: list[dict]
     trainings: list[dict]
     report: Path | None = None  # report.md, or sweep.md for a sweep
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CorekdError(f"unknown device '{name}': expected auto, cpu, cuda, cuda:N or mps", field="device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CorekdError(f"device '{name}' requested, but CUDA is not available here (use --device cpu or auto)",
-                          field="device")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise CorekdError(f"device '{name}' requested, but there are {torch.cuda.device_count()} CUDA device(s)",
-                          field="device")
-    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise CorekdError(f"device '{name}' requested, but MPS is not available here (use --device cpu or auto)",
-                          field="device")
-    return device
 
 
 def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:

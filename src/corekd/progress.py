@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import AbstractContextManager
 
 from rich.console import Console
-import time
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class Reporter(AbstractContextManager):

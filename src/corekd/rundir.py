@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from corekd import __version__
 from corekd.config import RunConfig, dump_config, validate_config
-from corekd.data.corpus import atomic_write
 from corekd.errors import CorekdError, from_validation_error
+from corekd.files import atomic_write, move_aside
 
 MARKER_FILE = "corekd-run.json"
 CONFIG_FILE = "config.yaml"
@@ -118,17 +117,6 @@ def corpus_fingerprint(corpus) -> str:
                 h.update(d.frames[m][1].tobytes())
                 h.update(np.ascontiguousarray(d.frames[m][0]).tobytes())
     return h.hexdigest()
-
-
-def move_aside(path: Path) -> Path:
-    """Rename an earlier output folder to ``<path>.old-<UTC time>[-k]`` (never deleted); return the new path."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target, k = path.with_name(f"{path.name}.old-{stamp}"), 1
-    while target.exists():
-        k += 1
-        target = path.with_name(f"{path.name}.old-{stamp}-{k}")
-    os.replace(path, target)
-    return target
 
 
 def _record_key(record: object) -> str:

@@ -202,7 +202,7 @@ def summarize_run(run_dir: Path) -> dict:
 
 def write_summary(out: Path, config, command: str) -> Path:
     """Write ``OUT/sweep.json`` and ``OUT/sweep.md`` from the sub-run folders (also ``corekd report OUT``)."""
-    from corekd.data.corpus import atomic_write
+    from corekd.files import atomic_write
 
     kind = option_type(config.sweep.option)
     runs = []

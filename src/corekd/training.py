@@ -24,13 +24,22 @@ from safetensors.torch import save_file
 from corekd import __version__
 from corekd.config import TrainingConfig
 from corekd.data.batching import Batch, SplitTensors
-from corekd.data.corpus import atomic_write, read_json
 from corekd.errors import CorekdError, from_validation_error
-from corekd.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, regression_metrics
+from corekd.evaluation.metrics import (
+    LOWER_IS_BETTER,
+    classification_metrics,
+    regression_metrics,
+)
 from corekd.evaluation.predict import predict, run_model
-from corekd.features.cache import file_sha256
+from corekd.files import atomic_write, file_sha256, read_json
 from corekd.methods.base import Method, StepContext
-from corekd.models.model import ARCHITECTURES, ERCModel, ModelConfig, Output, build_architecture
+from corekd.models.model import (
+    ARCHITECTURES,
+    ERCModel,
+    ModelConfig,
+    Output,
+    build_architecture,
+)
 from corekd.seeding import derive_seed, torch_generator
 from corekd.weights import CHECKSUM_FIELD, check_checksum, check_shapes, load_finite
 

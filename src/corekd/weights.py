@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from corekd.errors import CorekdError
-from corekd.features.cache import file_sha256
+from corekd.files import file_sha256
 
 CHECKSUM_FIELD = "weights_sha256"
 

@@ -27,7 +27,13 @@ import torch
 
 from corekd.config import MethodSpec, validate_config
 from corekd.evaluation.analyses import RunAnalyses, conflict_flags
-from corekd.training import MODEL_META_FILE, WEIGHTS_FILE, TeacherReference, load_checkpoint, save_checkpoint
+from corekd.training import (
+    MODEL_META_FILE,
+    WEIGHTS_FILE,
+    TeacherReference,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 CHECKPOINT_FILES = (MODEL_META_FILE, WEIGHTS_FILE)
 
@@ -52,7 +58,8 @@ class Cell:
 @functools.lru_cache(maxsize=4)
 def _setup(config_json: str, config_path: str | None, device: str):
     """The corpus's prepared run (loaded once per worker process and corpus)."""
-    from corekd.pipeline import prepare_run, resolve_device
+    from corekd.device import resolve_device
+    from corekd.pipeline import prepare_run
 
     cfg = validate_config(json.loads(config_json), config_path)
     return prepare_run(cfg, Path(config_path) if config_path else None, resolve_device(device), command="")
@@ -82,7 +89,8 @@ def embedding_bytes(fused: np.ndarray, target: np.ndarray) -> bytes:
 
 def run_cell(task: dict) -> dict:
     """Train and evaluate one cell (``task``: see :func:`corekd.compare.grid.cell_task`); return its result."""
-    from corekd.pipeline import resolve_device, train_unit
+    from corekd.device import resolve_device
+    from corekd.pipeline import train_unit
 
     started = time.perf_counter()
     threads_before = torch.get_num_threads()

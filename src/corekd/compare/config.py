@@ -22,7 +22,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from corekd.config import RunConfig, dump_config, read_yaml_file, resolve_paths, validate_config
+from corekd.config import (
+    RunConfig,
+    dump_config,
+    read_yaml_file,
+    resolve_paths,
+    validate_config,
+)
 from corekd.errors import CorekdError
 
 GRID_KEYS = ("corpora", "reference")

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from corekd.data.corpus import atomic_write
-from corekd.evaluation.analyses import FIGURE_DPI, MAX_FIGURE_INCHES, _pyplot, curve_figure, tsne_figure
+from corekd.evaluation.analyses import (
+    FIGURE_DPI,
+    MAX_FIGURE_INCHES,
+    _pyplot,
+    curve_figure,
+    tsne_figure,
+)
 from corekd.evaluation.report import FIXED_ORDER, rate_columns
+from corekd.files import atomic_write
 
 __all__ = ["curve_figure", "drift_figure", "rejection_figure", "tsne_figure"]
 

@@ -35,12 +35,12 @@ from corekd.compare.backends import make_backend
 from corekd.compare.cells import CHECKPOINT_FILES, Cell
 from corekd.compare.config import GridConfig, load_grid
 from corekd.config import MethodSpec
-from corekd.data.corpus import atomic_write
 from corekd.errors import CorekdError
 from corekd.evaluation.analyses import add_relative_to_no_kd
+from corekd.files import atomic_write, move_aside
 from corekd.methods import method_class
 from corekd.progress import GridProgress
-from corekd.rundir import config_difference, move_aside
+from corekd.rundir import config_difference
 
 MARKER_FILE = "corekd-grid.json"
 CONFIG_FILE = "config.yaml"
@@ -256,7 +256,8 @@ def run_grid(
     before anything is written. A KeyboardInterrupt stops the running cells and raises
     :class:`GridInterrupted`; the finished cells are kept.
     """
-    from corekd.pipeline import prepare_run, resolve_device
+    from corekd.device import resolve_device
+    from corekd.pipeline import prepare_run
 
     config_path = None if isinstance(config, GridConfig) else Path(config)
     grid = config if isinstance(config, GridConfig) else load_grid(config)

@@ -19,15 +19,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from corekd.compare.figures import curve_figure, drift_figure, rejection_figure, tsne_figure
-from corekd.data.corpus import atomic_write
+from corekd.compare.figures import (
+    curve_figure,
+    drift_figure,
+    rejection_figure,
+    tsne_figure,
+)
 from corekd.errors import CorekdError
-from corekd.evaluation.analyses import TSNE_CONDITION, _grouped, _pyplot, _stat, add_relative_to_no_kd
+from corekd.evaluation.analyses import (
+    TSNE_CONDITION,
+    _grouped,
+    _pyplot,
+    _stat,
+    add_relative_to_no_kd,
+)
 from corekd.evaluation.metrics import LOWER_IS_BETTER, PLAIN_METRICS
 from corekd.evaluation.report import (
-    FIXED_AVG, FIXED_ORDER, NOT_APPLICABLE, TABLE_METRICS, _cell, _fixed_header, _mark_not_applicable, md,
-    mean_std_table, rate_columns, records_frame, split_records, students_above_teacher,
+    FIXED_AVG,
+    FIXED_ORDER,
+    NOT_APPLICABLE,
+    TABLE_METRICS,
+    _cell,
+    _fixed_header,
+    _mark_not_applicable,
+    md,
+    mean_std_table,
+    rate_columns,
+    records_frame,
+    split_records,
+    students_above_teacher,
 )
+from corekd.files import atomic_write
 
 RESULTS_FILE = "results.json"
 ANALYSES_FILE = "analyses.json"

@@ -13,12 +13,8 @@ naming the file, the field and what was expected.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from corekd.errors import CorekdError, from_validation_error
+from corekd.files import atomic_write, read_json
 
 MODALITIES: tuple[str, ...] = ("l", "a", "v")
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
@@ -221,68 +218,6 @@ def _dialogue_meta(d: Dialogue, corpus: Corpus) -> dict:
             u["extra"] = d.extras[i]
         utterances.append(u)
     return {"id": d.id, "split": d.split, "utterances": utterances}
-
-
-def atomic_write(target: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``target``: readers never see a half-written file.
-
-    The file is flushed to disk before the rename and gets the usual permissions (0666 less the
-    umask, e.g. 0644), not the 0600 of a temporary file.
-    """
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path, what: str):
-    """The parsed JSON of ``path``; missing, undecodable or malformed: one line naming it (``what``: the hint)."""
-    if not path.is_file():
-        raise CorekdError(f"file not found ({what})", path=path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise CorekdError(f"not a UTF-8 text file (undecodable byte at position {exc.start})", path=path) from None
-    except json.JSONDecodeError as exc:
-        raise CorekdError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; the file is truncated "
-                          "or damaged)", path=path) from None
-
-
-def check_new_or_empty(out: str | Path, field: str = "--out") -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CorekdError("expected a folder, but this is a file", path=out, field=field)
-    if out.is_dir() and any(out.iterdir()):
-        raise CorekdError("folder is not empty; expected a new or empty folder", path=out, field=field)
-    return out
-
-
-@contextlib.contextmanager
-def staged_folder(out: str | Path, *, field: str = "--out"):
-    """Write a folder whole or not at all: yields a temporary folder beside ``out`` (which must be new or empty);
-    when the block ends without an error it is moved into place, else removed (``out`` is left as it was)."""
-    out = check_new_or_empty(out, field)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        yield tmp
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # a folder's usual permissions, not mkdtemp's 0700
-        os.replace(tmp, out)  # onto a missing or empty folder
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---------------------------------------------------------------------- loading

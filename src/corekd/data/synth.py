@@ -19,9 +19,9 @@ its own stream; with it off the corpus is exactly what it was before the option 
 
 from __future__ import annotations
 
-import numpy as np
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corekd.data.corpus import Corpus, Dialogue, ModalitySpec, pool_mean

@@ -37,10 +37,11 @@ import numpy as np
 import torch
 
 from corekd.data.batching import SplitTensors
-from corekd.data.corpus import Corpus, atomic_write
+from corekd.data.corpus import Corpus
 from corekd.errors import CorekdError
 from corekd.evaluation.metrics import classification_metrics
 from corekd.evaluation.predict import run_model
+from corekd.files import atomic_write
 from corekd.methods.losses import state_distance
 from corekd.seeding import numpy_generator, torch_generator
 

@@ -10,10 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from corekd.data.corpus import atomic_write
 from corekd.evaluation.ablation import ablation_section
-from corekd.evaluation.metrics import LOWER_IS_BETTER, METRICS, PLAIN_METRICS, PRESENT_METRICS, REGRESSION_METRICS
+from corekd.evaluation.metrics import (
+    LOWER_IS_BETTER,
+    METRICS,
+    PLAIN_METRICS,
+    PRESENT_METRICS,
+    REGRESSION_METRICS,
+)
 from corekd.evaluation.provenance import provenance_section
+from corekd.files import atomic_write
 
 FIXED_ORDER = ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av"]
 FIXED_AVG = "fixed:avg"

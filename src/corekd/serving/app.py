@@ -46,10 +46,25 @@ from pydantic import BaseModel, TypeAdapter
 from corekd import __version__
 from corekd.errors import CorekdError
 from corekd.serving.predictor import Predictor, parse_dialogue
-from corekd.serving.schema import (DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DIALOGUES, DEFAULT_MAX_UTTERANCES, FRAMES_TAG,
-                                   MAX_ERRORS_SHOWN, VECTOR_TAG, BodyValidator, ErrorAnswer, body_annotations,
-                                   error_answer, error_entry, field_to_loc, init_worker, prediction_models,
-                                   request_models, unpack, validate_in_worker)
+from corekd.serving.schema import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_DIALOGUES,
+    DEFAULT_MAX_UTTERANCES,
+    FRAMES_TAG,
+    MAX_ERRORS_SHOWN,
+    VECTOR_TAG,
+    BodyValidator,
+    ErrorAnswer,
+    body_annotations,
+    error_answer,
+    error_entry,
+    field_to_loc,
+    init_worker,
+    prediction_models,
+    request_models,
+    unpack,
+    validate_in_worker,
+)
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_DIALOGUES", "DEFAULT_MAX_UTTERANCES", "FRAMES_TAG",
            "MAX_ERRORS_SHOWN", "VECTOR_TAG", "DynamicBatcher", "app_from_env", "create_app", "request_models"]

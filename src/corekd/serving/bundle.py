@@ -32,10 +32,15 @@ import yaml
 
 from corekd import __version__
 from corekd.data.corpus import META_FILE as CORPUS_META_FILE
-from corekd.data.corpus import atomic_write, check_new_or_empty, read_json, staged_folder
 from corekd.errors import CorekdError
-from corekd.features.cache import file_sha256
 from corekd.features.extract import features_record
+from corekd.files import (
+    atomic_write,
+    check_new_or_empty,
+    file_sha256,
+    read_json,
+    staged_folder,
+)
 from corekd.models.model import ERCModel
 from corekd.rundir import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, UNIT_DONE_FILE
 from corekd.training import MODEL_META_FILE, WEIGHTS_FILE, load_checkpoint

@@ -24,9 +24,16 @@ import numpy as np
 from pydantic import ValidationError
 from safetensors import safe_open
 
-from corekd.data.corpus import FEATURES_FILE, META_FILE, _CorpusFile, offsets_name, pool_mean, read_json
+from corekd.data.corpus import (
+    FEATURES_FILE,
+    META_FILE,
+    _CorpusFile,
+    offsets_name,
+    pool_mean,
+)
 from corekd.data.importers.jsonl import jsonl_objects
 from corekd.errors import CorekdError, from_validation_error
+from corekd.files import read_json
 from corekd.serving.predictor import DialogueInput, parse_dialogue, reads_frames
 
 MANIFEST_SUFFIXES = (".csv", ".tsv")

@@ -59,7 +59,11 @@ def media_config(bundle: Bundle, *, where: str | Path | None = None, cache: bool
             f"feature extractors; {why}. Media cannot be turned into its inputs: predict on features instead (a "
             "corpus folder or a jsonl file, docs/import-jsonl.md), or train on a corpus written by `corekd features "
             "extract` and export its bundle again", path=where)
-    from corekd.features.extract import EXTRACTOR_VERSION, FeaturesConfig, extractor_identity
+    from corekd.features.extract import (
+        EXTRACTOR_VERSION,
+        FeaturesConfig,
+        extractor_identity,
+    )
 
     recorded = feats.get("extractors") if isinstance(feats.get("extractors"), dict) else {}
     lacking = [m for m in bundle.modalities if m not in recorded]
@@ -130,7 +134,11 @@ class ManifestReader(InputReader):
     def __init__(self, path: str | Path, bundle: Bundle, *, workers: int = 1, strict: bool = False, cache: bool = True,
                  cache_dir: str | Path | None = None, device: str = "cpu", progress: bool = False,
                  chunk_rows: int = CHUNK_ROWS):
-        from corekd.features.extract import count_jobs, extractor_identity, read_manifest
+        from corekd.features.extract import (
+            count_jobs,
+            extractor_identity,
+            read_manifest,
+        )
 
         if workers < 1:
             raise CorekdError(f"expected at least 1 worker, got {workers}", field="--workers")

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from corekd import __version__
-from corekd.data.corpus import atomic_write
 from corekd.errors import CorekdError
+from corekd.files import atomic_write
 from corekd.serving.bundle import Bundle
 from corekd.serving.predictor import ServingModule, input_names
 

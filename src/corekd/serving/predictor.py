@@ -494,7 +494,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", runtime: str =
     ``model.onnx`` if it has one, else an export made now into a temporary folder.
     """
     if runtime == "torch":
-        from corekd.pipeline import resolve_device
+        from corekd.device import resolve_device
 
         device = resolve_device(str(device)) if str(device) == "auto" or isinstance(device, str) else device
     return Predictor(read_bundle(path, "cpu" if runtime == "onnx" else device), device=device, runtime=runtime,

@@ -19,8 +19,18 @@ import re
 from typing import Annotated, Any, ClassVar, Optional, Union
 
 import numpy as np
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, confloat,
-                      create_model, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    confloat,
+    create_model,
+    model_validator,
+)
 
 from corekd.errors import _format_loc
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corekd.data.corpus import check_new_or_empty, load_corpus, staged_folder
+from corekd.data.corpus import load_corpus
 from corekd.data.importers.base import ImportResult, finish
 from corekd.data.importers.conversation_pickle import import_conversation_pickle
 from corekd.data.importers.jsonl import import_jsonl
 from corekd.data.importers.mmsa_pickle import import_mmsa_pickle
 from corekd.errors import CorekdError
+from corekd.files import check_new_or_empty, staged_folder
 
 FORMATS = ("jsonl", "conversation-pickle", "mmsa-pickle", "meld")
 

@@ -136,7 +136,7 @@ def meld_rows(root: str | Path, *, target: str = "emotion", media: str | Path | 
     rows.sort(key=lambda r: (("train", "dev", "test").index(r.split), r.extra["_d"], r.extra["_u"]))
     for r in rows:
         del r.extra["_d"], r.extra["_u"]
-    from corekd.features.cache import file_sha256
+    from corekd.files import file_sha256
 
     sha = {fname: file_sha256(root / fname) for fname in SPLIT_FILES.values()}
     info = {"imported_from": {"format": "meld", "files": read, "sha256": sha, "target": target,
@@ -175,8 +175,8 @@ def meld_source_corpus(root: str | Path, folder: str | Path, *, target: str = "e
     import json
 
     from corekd.data.corpus import load_corpus
-    from corekd.features.cache import file_sha256
     from corekd.features.extract import check_out, save_result
+    from corekd.files import file_sha256
 
     root, folder = Path(root), Path(folder)
     meta_path = folder / "corpus.json"
