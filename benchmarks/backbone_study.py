@@ -29,9 +29,9 @@ from speed import load_average, machine_info
 
 from corekd.config import validate_config
 from corekd.evaluation.report import FIXED_AVG, records_frame, split_records
-from corekd.pipeline import run
-from corekd.study import candidate_config
-from corekd.study import candidate_methods as methods_of
+from corekd.experiments import run
+from corekd.experiments.spec import candidate_config
+from corekd.experiments.spec import candidate_methods as methods_of
 
 FIGURES = [("teacher", "complete"), ("teacher", FIXED_AVG), ("no_kd", "complete"), ("no_kd", FIXED_AVG)]
 # The first study's criterion; a study file may name its own (``criterion: ["no_kd random:0.5", ...]``).

@@ -36,7 +36,7 @@ TARGET_MINUTES = 30.0
 
 
 def _timed(grid, out: Path, **kw) -> dict:
-    from corekd.compare.grid import run_grid
+    from corekd.experiments import compare as run_grid
     from corekd.progress import LineGridProgress
 
     load = os.getloadavg()[0]
@@ -52,7 +52,7 @@ def _timed(grid, out: Path, **kw) -> dict:
 def speedup(config: Path, seeds: int) -> dict:
     import yaml
 
-    from corekd.compare.config import load_grid, validate_grid
+    from corekd.experiments.spec import load_grid, validate_grid
 
     raw = yaml.safe_load(config.read_text())
     raw["seeds"] = load_grid(config).seeds[:seeds]

@@ -30,7 +30,8 @@ from corekd.evaluation.analyses import (
     curve_figure,
 )
 from corekd.evaluation.report import write_report
-from corekd.rundir import CONFIG_FILE, MARKER_FILE, RESULTS_FILE, config_difference
+from corekd.experiments.folder import CONFIG_FILE, RESULTS_FILE, config_difference
+from corekd.experiments.folder import RUN_MARKER as MARKER_FILE
 
 
 def load(run: Path) -> dict:

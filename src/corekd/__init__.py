@@ -21,7 +21,7 @@ def __getattr__(name: str):
     # ``corekd.run`` is imported on first use, so that importing a light submodule (the feature extraction
     # workers, corekd.features.worker) does not pull in torch.
     if name == "run":
-        from corekd.pipeline import run
+        from corekd.experiments import run
 
         return run
     raise AttributeError(f"module 'corekd' has no attribute {name!r}")

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from corekd import __version__
 from corekd.errors import CorekdError, from_validation_error
+from corekd.experiments.folder import refuse_inside_experiment
 
 app = typer.Typer(
     help="Robust multimodal emotion recognition in conversations when modalities go missing (CoRe-KD).",
@@ -110,12 +111,16 @@ def _root(
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM stops a run or a grid like Ctrl-C (finished work is kept); yields the signals received."""
+    """SIGTERM stops a run or a grid like Ctrl-C (finished work is kept); yields the signals received.
+
+    Only the first signal interrupts: a second one while the interrupted work writes what it keeps is recorded,
+    not raised (the exit code still names the first)."""
     received: list[int] = []
 
     def on_term(signum, frame):
         received.append(signum)
-        raise KeyboardInterrupt
+        if len(received) == 1:
+            raise KeyboardInterrupt
 
     try:
         previous, installed = signal.signal(signal.SIGTERM, on_term), True
@@ -166,9 +171,9 @@ def run(
     Everything is checked before anything is written. Ctrl-C (or SIGTERM) keeps every finished
     model; `--resume` continues from there.
     """
-    from corekd.pipeline import run as run_pipeline
+    from corekd.experiments import Interrupted
+    from corekd.experiments import run as run_experiment
     from corekd.progress import default_reporter
-    from corekd.rundir import RunInterrupted
 
     seed_list = parse_seeds(seeds)
     words = ["corekd", "run", *([str(config)] if config else [])]
@@ -177,10 +182,14 @@ def run(
     command = " ".join(shlex.quote(w) for w in words)
     with _sigterm_as_interrupt() as received:
         try:
-            result = run_pipeline(config, out, seeds=seed_list, device=device, reporter=default_reporter(),
-                                  command=command, resume=resume, overwrite=overwrite)
-        except RunInterrupted as stop:
+            result = run_experiment(config, out, seeds=seed_list, device=device, reporter=default_reporter(),
+                                    command=command, resume=resume, overwrite=overwrite)
+        except Interrupted as stop:
             _one_line(stop.line())
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
+        except KeyboardInterrupt:  # before any model was finished
+            _one_line(f"interrupted: no model finished; start again with: {command}"
+                      + (" --resume" if out is not None and out.exists() else ""))
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     print(f"report: {result.report or result.out_dir / 'report.md'}")
 
@@ -210,7 +219,8 @@ def compare(
     are the same as an uninterrupted run's). Writes results.json, analyses.json, figures/,
     report.md and report.html into the grid folder.
     """
-    from corekd.compare.grid import GridInterrupted, run_grid
+    from corekd.experiments import Interrupted
+    from corekd.experiments import compare as run_grid
     from corekd.progress import default_grid_progress
 
     words = ["corekd", "compare", str(config), *(["--out", str(out)] if out else [])]
@@ -222,8 +232,11 @@ def compare(
         try:
             result = run_grid(config, out, workers=workers, threads=threads, backend=backend, address=address,
                               device=device, overwrite=overwrite, progress=default_grid_progress(), command=command)
-        except GridInterrupted as stop:
+        except Interrupted as stop:
             _one_line(stop.line())
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
+        except KeyboardInterrupt:  # before any cell was finished
+            _one_line(f"interrupted: no cell finished; start again with: {command}")
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     print(f"{result.ran} of {result.cells} cells run now ({result.cells - result.ran - len(result.failed)} kept from "
           f"before), {result.seconds / 60:.1f} min; report: {result.report}")
@@ -240,24 +253,12 @@ def compare(
 def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd run` or `corekd compare` (holds "
                                          "results.json).")) -> None:
     """Rebuild report.md from a run's results.json (a grid: report.md and report.html; a partial run is reported as partial)."""
-    from corekd.evaluation.report import write_report
-    from corekd.rundir import read_results
-    from corekd.sweep import is_sweep_folder, rebuild
+    from corekd.experiments.report import rebuild_report
 
     if run_dir.exists() and not run_dir.is_dir():
         raise CorekdError("expected a run folder, got a file", path=run_dir)
-    if is_sweep_folder(run_dir):  # a sweep: sweep.json and sweep.md again from its sub-runs
-        print(f"report: {rebuild(run_dir)}")
-        return
-    from corekd.compare.report import is_grid_folder, write_grid_report
-
-    if is_grid_folder(run_dir):  # a comparison grid: report.md and report.html from results.json and analyses.json
-
-        md_path, html_path = write_grid_report(run_dir)
-        print(f"report: {md_path}, {html_path}")
-        return
-    meta, records, trainings = read_results(run_dir)
-    print(f"report: {write_report(run_dir, meta, records, trainings)}")
+    for line in rebuild_report(run_dir):
+        print(line)
 
 
 @data_app.command("synth")
@@ -272,6 +273,8 @@ def data_synth(
     """Generate the IEMOCAP-shaped synthetic corpus (deterministic for a given seed and knobs)."""
     from corekd.config import load_config
     from corekd.data.synth import SynthConfig, generate
+
+    refuse_inside_experiment(out)
 
     synth = load_config(config).data.synth if config else SynthConfig()
     if seed is not None:
@@ -404,6 +407,8 @@ def data_import(
     from corekd.data.importers import FORMATS, import_corpus
     from corekd.data.summary import summarize
 
+    refuse_inside_experiment(out)
+
     if fmt == "meld":
         from corekd.data.importers.meld import import_meld
         from corekd.features.extract import check_out, load_features_config, save_result
@@ -491,6 +496,8 @@ def features_extract(
     """Extract text, audio and visual features from a manifest into a corpus folder `corekd run` trains on."""
     from corekd.features.extract import extract_manifest, load_features_config
 
+    refuse_inside_experiment(out)
+
     cfg = load_features_config(config)
     if no_cache:
         cfg = cfg.model_copy(update={"cache": False})
@@ -505,7 +512,7 @@ def features_extract(
 def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")) -> None:
     """Validate a config and its corpus (methods against the corpus included) without training anything."""
     from corekd.config import load_config
-    from corekd.pipeline import corpus_notes, load_data
+    from corekd.experiments.setup import corpus_notes, load_data
 
     cfg = load_config(config)
     corpus = load_data(cfg, config)
@@ -529,6 +536,8 @@ def export_bundle_cmd(
 ) -> None:
     """Save one trained model of a run as a bundle folder: weights + model.json (labels, dims, cards, statistics)."""
     from corekd.serving.bundle import export_bundle, read_bundle
+
+    refuse_inside_experiment(out)
 
     path = export_bundle(run_dir, method, out, seed)
     b = read_bundle(path)
@@ -560,6 +569,9 @@ def predict_cmd(
     for a corpus folder, the dialogue's split)."""
     from corekd.serving.inputs import open_input, predict_stream
     from corekd.serving.predictor import load
+
+    if out is not None:
+        refuse_inside_experiment(out)
 
     if runtime not in ("torch", "onnx"):
         raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
@@ -684,6 +696,8 @@ def export_cmd(
     """Export the bundle's model to ONNX: dynamic dialogues and utterances, the modality mask as an input."""
     from corekd.serving.bundle import read_bundle
     from corekd.serving.onnx_export import OPSET, export_onnx, sidecar_path
+
+    refuse_inside_experiment(out)
 
     path = export_onnx(read_bundle(model), out)
     print(f"wrote {path} (opset {OPSET}) and {sidecar_path(path)}")

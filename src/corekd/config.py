@@ -8,6 +8,8 @@ resolved configuration (every default filled in, method options included) as ``c
 from __future__ import annotations
 
 import re
+import types
+import typing
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -293,8 +295,6 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
             )
         seen.add(spec.label)
     if cfg.sweep is not None:
-        from corekd.sweep import check_sweep  # the sweep needs the config classes
-
         check_sweep(cfg, source)
     return cfg
 
@@ -334,3 +334,79 @@ def dump_config(cfg: RunConfig) -> str:
     if data.get("sweep") is None:
         data.pop("sweep", None)  # runs without a sweep keep the config.yaml of earlier versions (resume compares it)
     return yaml.safe_dump(data, sort_keys=False)
+
+
+# ------------------------------------------------------------------ sweeps: one run per value of one setting
+def _unwrap(annotation: object) -> object:
+    """``X | None`` -> ``X``; anything else unchanged."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def option_type(option: str) -> type:
+    """The type (int or float) of the numeric setting named by the dotted path ``option``; ValueError otherwise."""
+    model: type[BaseModel] = RunConfig
+    parts = option.split(".")
+    for i, part in enumerate(parts):
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the top level"
+            raise ValueError(f"'{option}' names no setting: '{part}' is not a field of {where} "
+                             f"(fields: {', '.join(fields)})")
+        annotation = _unwrap(fields[part].annotation)
+        last = i == len(parts) - 1
+        if last:
+            if annotation in (int, float):
+                return annotation
+            raise ValueError(f"'{option}' is not a numeric setting (it holds {getattr(annotation, '__name__', annotation)})")
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise ValueError(f"'{option}' goes inside '{'.'.join(parts[: i + 1])}', which is not a section")
+        model = annotation
+    raise ValueError(f"'{option}' names no setting")  # pragma: no cover - the loop returns or raises
+
+
+def value_text(value: float, kind: type) -> str:
+    """How a value is written in folder names and tables: ``3`` for an int setting, ``0.1`` for a float one."""
+    return str(int(value)) if kind is int else repr(float(value))
+
+
+def folder_name(option: str, value: float, kind: type) -> str:
+    return f"{option.split('.')[-1]}={value_text(value, kind)}"
+
+
+def sub_config(cfg, value: float, source=None):
+    """The ordinary run of one sweep value: ``cfg`` without its sweep, with the option set to ``value``."""
+    kind = option_type(cfg.sweep.option)
+    if kind is int and float(value) != int(value):
+        raise CorekdError(f"{cfg.sweep.option} is an integer setting; {value} is not an integer", path=source,
+                          field="sweep.values")
+    raw = cfg.model_dump(mode="json")
+    raw.pop("sweep")
+    node = raw
+    *sections, last = cfg.sweep.option.split(".")
+    for part in sections:
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    node[last] = int(value) if kind is int else float(value)
+    return validate_config(raw, source)
+
+
+def check_sweep(cfg, source=None) -> None:
+    """Raise :class:`CorekdError` naming ``sweep.option`` / ``sweep.values[i]`` if the sweep cannot run."""
+    try:
+        kind = option_type(cfg.sweep.option)
+    except ValueError as exc:
+        raise CorekdError(str(exc), path=source, field="sweep.option") from None
+    for i, value in enumerate(cfg.sweep.values):
+        if kind is int and float(value) != int(value):
+            raise CorekdError(f"{cfg.sweep.option} is an integer setting; {value} is not an integer", path=source,
+                              field=f"sweep.values[{i}]")
+        try:
+            sub_config(cfg, value, source)
+        except CorekdError as exc:
+            raise CorekdError(f"value {value} gives an invalid run: {exc.detail}"
+                              + (f" (at {exc.field})" if exc.field else ""), path=source, field=f"sweep.values[{i}]") from None

@@ -24,7 +24,10 @@ def atomic_write(target: str | Path, write) -> None:
     umask, e.g. 0644), not the 0600 of a temporary file.
     """
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise CorekdError(f"could not write this file ({exc.strerror or exc}); nothing was changed", path=target) from None
     os.close(fd)
     try:
         write(tmp)
@@ -34,9 +37,27 @@ def atomic_write(target: str | Path, write) -> None:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except Exception as exc:
+        Path(tmp).unlink(missing_ok=True)
+        reason = _io_failure(exc)
+        if reason is None:
+            raise
+        # a full disk, a quota, a read-only mount: one line naming the file, the earlier file intact
+        raise CorekdError(f"could not write this file ({reason}); the earlier version, if any, is unchanged: free "
+                          "some space (or fix the permissions) and run the same command again", path=target) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _io_failure(exc: BaseException) -> str | None:
+    """Why writing failed, when the cause is the file system (an OSError, or safetensors' wrapped "I/O error")."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = str(exc)
+    if type(exc).__name__ == "SafetensorError" and "I/O error" in text:
+        return text.split("I/O error:", 1)[1].strip()
+    return None
 
 
 def read_json(path: Path, what: str):

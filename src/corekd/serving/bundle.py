@@ -42,7 +42,7 @@ from corekd.files import (
     staged_folder,
 )
 from corekd.models.model import ERCModel
-from corekd.rundir import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, UNIT_DONE_FILE
+from corekd.experiments.folder import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, UNIT_DONE_FILE
 from corekd.training import MODEL_META_FILE, WEIGHTS_FILE, load_checkpoint
 from corekd.weights import CHECKSUM_FIELD
 

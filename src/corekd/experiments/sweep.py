@@ -1,4 +1,7 @@
-"""A sweep: one ordinary run per value of one numeric setting, then a table of paired differences per value.
+"""A sweep's summary: per value, each student minus no_kd paired over seeds, and the rejection rates.
+
+The sweep itself (one ordinary run per value) is run by :mod:`corekd.experiments.engine`; the values' configs come
+from :func:`corekd.config.sub_config`.
 
 ``sweep: {option: data.synth.conflict_rate, values: [0.0, 0.1, 0.3, 0.5]}`` in a run config makes
 ``corekd run CONFIG --out OUT`` write::
@@ -7,7 +10,7 @@
     OUT/<last part>=<value>/                 one normal run folder per value (config.yaml without the sweep)
     OUT/sweep.json, OUT/sweep.md             per value: each student minus no_kd, paired over seeds; rejection rates
 
-The top folder follows the rules of every run folder (``corekd.rundir.RunFolder``): an existing
+The top folder follows the rules of every run folder (:mod:`corekd.experiments.folder`): an existing
 sweep is refused unless ``--resume`` (same config; finished models of every sub-run are kept) or
 ``--overwrite`` (the whole folder is moved aside).
 """
@@ -15,143 +18,35 @@ sweep is refused unless ``--resume`` (same config; finished models of every sub-
 from __future__ import annotations
 
 import json
-import types
-import typing
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
 
+from corekd.config import folder_name, load_config, option_type
 from corekd.errors import CorekdError
+from corekd.evaluation.ablation import (
+    PairedDifference,
+    difference_table,
+    format_difference,
+)
+from corekd.evaluation.metrics import PLAIN_METRICS
+from corekd.evaluation.report import records_frame, split_records
+from corekd.experiments.folder import (
+    ANALYSES_FILE,
+    CONFIG_FILE,
+    RUN_MARKER,
+    read_results,
+)
+from corekd.files import atomic_write
 
 FORMAT = "corekd-sweep"
 VERSION = 1
 SWEEP_JSON = "sweep.json"
 SWEEP_MD = "sweep.md"
-ANALYSES_FILE = "analyses.json"
 BASELINE = "no_kd"
 SWEEP_CONDITIONS = ("fixed:avg", "random:0.5")
 CONFLICT_TYPES = ("a", "v", "av")
 NOT_COMPUTED = "not computed"
-
-
-def _unwrap(annotation: object) -> object:
-    """``X | None`` -> ``X``; anything else unchanged."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
-def option_type(option: str) -> type:
-    """The type (int or float) of the numeric setting named by the dotted path ``option``; ValueError otherwise."""
-    from corekd.config import RunConfig
-
-    model: type[BaseModel] = RunConfig
-    parts = option.split(".")
-    for i, part in enumerate(parts):
-        fields = model.model_fields
-        if part not in fields:
-            where = ".".join(parts[:i]) or "the top level"
-            raise ValueError(f"'{option}' names no setting: '{part}' is not a field of {where} "
-                             f"(fields: {', '.join(fields)})")
-        annotation = _unwrap(fields[part].annotation)
-        last = i == len(parts) - 1
-        if last:
-            if annotation in (int, float):
-                return annotation
-            raise ValueError(f"'{option}' is not a numeric setting (it holds {getattr(annotation, '__name__', annotation)})")
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            raise ValueError(f"'{option}' goes inside '{'.'.join(parts[: i + 1])}', which is not a section")
-        model = annotation
-    raise ValueError(f"'{option}' names no setting")  # pragma: no cover - the loop returns or raises
-
-
-def value_text(value: float, kind: type) -> str:
-    """How a value is written in folder names and tables: ``3`` for an int setting, ``0.1`` for a float one."""
-    return str(int(value)) if kind is int else repr(float(value))
-
-
-def folder_name(option: str, value: float, kind: type) -> str:
-    return f"{option.split('.')[-1]}={value_text(value, kind)}"
-
-
-def sub_config(cfg, value: float, source=None):
-    """The ordinary run of one sweep value: ``cfg`` without its sweep, with the option set to ``value``."""
-    from corekd.config import validate_config
-
-    kind = option_type(cfg.sweep.option)
-    if kind is int and float(value) != int(value):
-        raise CorekdError(f"{cfg.sweep.option} is an integer setting; {value} is not an integer", path=source,
-                          field="sweep.values")
-    raw = cfg.model_dump(mode="json")
-    raw.pop("sweep")
-    node = raw
-    *sections, last = cfg.sweep.option.split(".")
-    for part in sections:
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-    node[last] = int(value) if kind is int else float(value)
-    return validate_config(raw, source)
-
-
-def check_sweep(cfg, source=None) -> None:
-    """Raise :class:`CorekdError` naming ``sweep.option`` / ``sweep.values[i]`` if the sweep cannot run."""
-    try:
-        kind = option_type(cfg.sweep.option)
-    except ValueError as exc:
-        raise CorekdError(str(exc), path=source, field="sweep.option") from None
-    for i, value in enumerate(cfg.sweep.values):
-        if kind is int and float(value) != int(value):
-            raise CorekdError(f"{cfg.sweep.option} is an integer setting; {value} is not an integer", path=source,
-                              field=f"sweep.values[{i}]")
-        try:
-            sub_config(cfg, value, source)
-        except CorekdError as exc:
-            raise CorekdError(f"value {value} gives an invalid run: {exc.detail}"
-                              + (f" (at {exc.field})" if exc.field else ""), path=source, field=f"sweep.values[{i}]") from None
-
-
-def run_sweep(config, config_path: Path | None, out: Path, *, reporter, command: str, resume: bool, overwrite: bool,
-              run_one):
-    """Every sub-run in turn (``run_one(cfg, out, **kw)``: :func:`corekd.pipeline.run`), then sweep.json and sweep.md."""
-    from corekd.rundir import RunFolder, RunInterrupted
-
-    folder = RunFolder.check(out, config, resume=resume, overwrite=overwrite, config_path=config_path)
-    subs = [(v, sub_config(config, v, config_path)) for v in config.sweep.values]
-    existed = out.exists()
-    folder.prepare(config, command)
-    if folder.moved_to:
-        reporter.message(f"moved the earlier sweep in {out} aside to {folder.moved_to}")
-    kind = option_type(config.sweep.option)
-    for i, (value, cfg) in enumerate(subs, 1):
-        sub = out / folder_name(config.sweep.option, value, kind)
-        reporter.message(f"sweep {config.sweep.option} = {value_text(value, kind)} ({i}/{len(subs)}): {sub}")
-        try:
-            run_one(cfg, sub, reporter=reporter, command=command, resume=resume,
-                    overwrite=overwrite)
-        except RunInterrupted as stop:
-            raise RunInterrupted(out, stop.kept, stop.total, f"{command} --resume") from None
-        except CorekdError:
-            if i == 1 and folder.mode == "new":  # refused before anything of a sub-run was written: leave no trace
-                _remove_new_top(out, keep_folder=existed)
-            raise
-    path = write_summary(out, config, command)
-    reporter.message(f"wrote {path}, {out / SWEEP_JSON}")
-    return path
-
-
-def _remove_new_top(out: Path, keep_folder: bool) -> None:
-    """Remove the marker and config this sweep just wrote into a new (or empty) folder, when nothing else is there."""
-    from corekd.rundir import CONFIG_FILE, MARKER_FILE
-
-    if {p.name for p in out.iterdir()} <= {CONFIG_FILE, MARKER_FILE}:
-        for name in (CONFIG_FILE, MARKER_FILE):
-            (out / name).unlink(missing_ok=True)
-        if not keep_folder:
-            out.rmdir()
 
 
 def read_rejection(run_dir: Path) -> dict | None:
@@ -177,10 +72,6 @@ def read_rejection(run_dir: Path) -> dict | None:
 
 def summarize_run(run_dir: Path) -> dict:
     """One sweep value: each student minus no_kd (paired over seeds) on the fixed average and random:0.5."""
-    from corekd.evaluation.ablation import difference_table
-    from corekd.evaluation.report import records_frame, split_records
-    from corekd.rundir import read_results
-
     if not (run_dir / "results.json").is_file():
         return {"folder": run_dir.name, "status": "missing", "differences": {}, "rejection": None, "seeds": []}
     meta, records, _ = read_results(run_dir)
@@ -202,8 +93,6 @@ def summarize_run(run_dir: Path) -> dict:
 
 def write_summary(out: Path, config, command: str) -> Path:
     """Write ``OUT/sweep.json`` and ``OUT/sweep.md`` from the sub-run folders (also ``corekd report OUT``)."""
-    from corekd.files import atomic_write
-
     kind = option_type(config.sweep.option)
     runs = []
     for value in config.sweep.values:
@@ -218,9 +107,6 @@ def write_summary(out: Path, config, command: str) -> Path:
 
 def render_sweep(payload: dict) -> str:
     """sweep.md from sweep.json's payload."""
-    from corekd.evaluation.ablation import PairedDifference, format_difference
-    from corekd.evaluation.metrics import PLAIN_METRICS
-
     option, runs = payload["option"], payload["runs"]
     name = option.split(".")[-1]
     metric = next((r["metric"] for r in runs if r.get("metric")), "weighted_f1")
@@ -274,7 +160,7 @@ def render_sweep(payload: dict) -> str:
 
 def is_sweep_folder(run_dir: Path) -> bool:
     """A folder written by a sweep: its config.yaml has a ``sweep`` section."""
-    path = Path(run_dir) / "config.yaml"
+    path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         return False
     try:
@@ -286,12 +172,10 @@ def is_sweep_folder(run_dir: Path) -> bool:
 
 def rebuild(run_dir: Path) -> Path:
     """``corekd report`` on a sweep folder: sweep.json and sweep.md again from the sub-runs."""
-    from corekd.config import load_config
-
     run_dir = Path(run_dir)
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / CONFIG_FILE)
     command = ""
-    marker = run_dir / "corekd-run.json"
+    marker = run_dir / RUN_MARKER
     if marker.is_file():
         try:
             command = json.loads(marker.read_text(encoding="utf-8")).get("command", "")
