@@ -10,7 +10,7 @@ shown as they go:
 1. ``one_seed_1_thread``: ``configs/quickstart.yaml`` with ``seeds: [0]`` and ``threads: 1``
    (written to ``RUN_DIR/one-seed-1-thread.yaml``); target under 50 s;
 2. ``quickstart_2_threads``: ``corekd run configs/quickstart.yaml`` itself with ``threads: 2``
-   (every seed; its report is the README's results); target 10 minutes.
+   (every seed; its report is the README's results table and docs/results/quickstart.md); target 10 minutes.
 
 The JSON records each command, wall time, target and whether it was met, the machine and the
 load average at the start and end of each job (timings taken while other work uses the CPU are
