@@ -12,9 +12,10 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Optional
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -300,9 +301,9 @@ class _CheckpointMeta(BaseModel):
     model: dict
     dims: dict[str, Annotated[StrictInt, Field(gt=0)]]
     num_classes: Annotated[StrictInt, Field(gt=0)]
-    kinds: Optional[dict[str, Literal["vector", "sequence"]]] = None
-    architecture: Optional[dict] = None
-    weights_sha256: Optional[str] = None
+    kinds: dict[str, Literal["vector", "sequence"]] | None = None
+    architecture: dict | None = None
+    weights_sha256: str | None = None
 
 
 def _rebuild(meta: _CheckpointMeta, meta_path: Path) -> Callable[[], ERCModel]:

@@ -360,7 +360,7 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
             else:
                 feats[m] = tensors[m][start : start + n].astype(np.float32)
                 feats[m][~avail[:, j]] = 0.0  # unavailable rows carry no information, whatever the file holds
-        given = lambda key: [getattr(u, key) for u in d.utterances]  # noqa: E731
+        given = lambda key: [getattr(u, key) for u in d.utterances]  # noqa: E731, B023 (called in this iteration only)
         sentiment = given("sentiment")
         dialogues.append(
             Dialogue(

@@ -53,7 +53,7 @@ class Condition:
         return f"{self.kind}:{self.rate:g}" if self.rate != int(self.rate) else f"{self.kind}:{self.rate:.1f}"
 
     @classmethod
-    def parse(cls, name: str, modalities: tuple[str, ...] = ("l", "a", "v")) -> "Condition":
+    def parse(cls, name: str, modalities: tuple[str, ...] = ("l", "a", "v")) -> Condition:
         """``complete`` | ``fixed:<modalities>`` | ``random:<rate in [0, 1)>`` | ``frames:<rate in [0, 1)>``."""
         text = name.strip()
         if text == "complete":
@@ -249,7 +249,7 @@ class TrainingMissing(BaseModel):
     scheme: RandomScheme = "calibrated"
 
     @model_validator(mode="after")
-    def _ordered(self) -> "TrainingMissing":
+    def _ordered(self) -> TrainingMissing:
         if self.low > self.high:
             raise ValueError("low must not exceed high")
         return self

@@ -70,7 +70,7 @@ class SynthFrames(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SynthFrames":
+    def _consistent(self) -> SynthFrames:
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError("frames.modalities must not repeat")
         for key in ("mean_frames", "signal_share"):
@@ -136,7 +136,7 @@ class SynthConfig(BaseModel):
     frames: SynthFrames = Field(default_factory=SynthFrames, description="frame mode (docs/synthetic-corpus.md)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SynthConfig":
+    def _consistent(self) -> SynthConfig:
         if len(self.class_prior) != len(self.labels):
             raise ValueError(f"class_prior has {len(self.class_prior)} entries for {len(self.labels)} labels")
         if any(p <= 0 for p in self.class_prior):

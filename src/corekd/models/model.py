@@ -101,7 +101,7 @@ class ModelConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _shapes_fit(self) -> "ModelConfig":
+    def _shapes_fit(self) -> ModelConfig:
         if self.modality_state != "encoding" and self.context_over != "fused":
             if "modality_state" in self.model_fields_set:
                 raise ValueError(f"modality_state '{self.modality_state}' builds on context_over 'fused' (context_over "
@@ -125,14 +125,14 @@ class Output:
     # so that detach / select / split treat them like the fields above. Empty for the plain model.
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def detach(self) -> "Output":
+    def detach(self) -> Output:
         return Output(self.logits.detach(), self.fused.detach(), self.states.detach(),
                       {k: v.detach() for k, v in self.extra.items()})
 
-    def select(self, rows: torch.Tensor) -> "Output":
+    def select(self, rows: torch.Tensor) -> Output:
         return Output(self.logits[rows], self.fused[rows], self.states[rows], {k: v[rows] for k, v in self.extra.items()})
 
-    def split(self, size: int) -> list["Output"]:
+    def split(self, size: int) -> list[Output]:
         """The outputs of a :meth:`Batch.stack` of views, one per view of ``size`` rows."""
         keys = list(self.extra)
         tensors = [self.logits, self.fused, self.states, *(self.extra[k] for k in keys)]
