@@ -226,6 +226,7 @@ class DecoupledOptions(BaseModel):
 class Decoupled(Method):
     name = "decoupled"
     Options = DecoupledOptions
+    options: DecoupledOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
@@ -262,8 +263,9 @@ class Decoupled(Method):
         if o.l_graph > 0:
             valid = pair_mask(observed)  # [B, U, M, M]
             prior = edge_prior(batch.modalities, o.prior_sources, o.prior_temperature).to(out.logits.device)
-            for space, part_kind, part_weight in (("shared", "l1", o.shared_repr_weight),
-                                                  ("exclusive", "cos_hinge", o.exclusive_repr_weight)):
+            parts: tuple[tuple[str, PairDistance, float], ...] = (("shared", "l1", o.shared_repr_weight),
+                                                                   ("exclusive", "cos_hinge", o.exclusive_repr_weight))
+            for space, part_kind, part_weight in parts:
                 w = edge_weights(e[f"{space}_edges"], valid, o.graph_alpha)
                 d = pairwise_distance(e[f"{space}_logits"], "l1")
                 if part_weight > 0:
@@ -281,6 +283,7 @@ class Decoupled(Method):
             terms["ort"] = mean(modality_sum(orthogonality(e["shared"], e["exclusive"]), observed))
             total = total + o.l_ort * terms["ort"]
         if o.l_kd > 0:
+            assert ctx.teacher is not None  # needs_teacher: l_kd > 0
             terms["kd"] = mean(distill_loss(out.logits, ctx.teacher.logits, o.temperature, regression))
             total = total + o.l_kd * terms["kd"]
         return total, terms

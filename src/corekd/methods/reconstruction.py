@@ -104,6 +104,7 @@ class ReconstructionOptions(BaseModel):
 class Reconstruction(Method):
     name = "reconstruction"
     Options = ReconstructionOptions
+    options: ReconstructionOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
@@ -130,6 +131,7 @@ class Reconstruction(Method):
             terms["rec"] = masked_mean(values, real & usable)
             total = total + o.l_rec * terms["rec"]
         if o.l_kd > 0:
+            assert ctx.teacher is not None  # needs_teacher: l_kd > 0
             terms["kd"] = masked_mean(distill_loss(out.logits, ctx.teacher.logits, o.temperature, batch.targets is not None), real)
             total = total + o.l_kd * terms["kd"]
         return total, terms
