@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import numpy as np
 import torch
@@ -131,7 +131,8 @@ class Trainer:
             batch=batch,
             view=view,
             output=method.forward(model, view),
-            teacher=self.teacher.outputs(batch) if method.needs_teacher else None,
+            # __init__ refused a method that needs a teacher without one
+            teacher=self.teacher.outputs(batch) if method.needs_teacher and self.teacher is not None else None,
             model=model,
             generator=self.method_gen,
             label_smoothing=self.cfg.label_smoothing,
@@ -164,9 +165,10 @@ class Trainer:
 
     def _update_average(self) -> None:
         # Warm-up: the effective decay grows with the step count, so the average leaves the initial weights quickly.
+        assert self.ema_model is not None  # step() averages only when training.ema > 0
         decay = min(self.cfg.ema, (1 + self.steps_done) / (10 + self.steps_done))
         with torch.no_grad():
-            ema = [p for p in self.ema_model.parameters()]
+            ema: list[torch.Tensor] = [p for p in self.ema_model.parameters()]
             cur = [p.detach() for p in self.model.parameters()]
             torch._foreach_lerp_(ema, cur, 1.0 - decay)
             for b_ema, b in zip(self.ema_model.buffers(), self.model.buffers()):
@@ -237,7 +239,7 @@ def train_model(
             scores.append(score)
             window = scores[-cfg.select_window:]
             # An undefined score is the worst: it, and any trailing mean over it, is never selected.
-            curve = None if None in window else float(np.mean(window))
+            curve = None if None in window else float(np.mean(cast(list[float], window)))
             if cfg.select_window > 1:
                 record[f"dev_{cfg.select_metric}_smoothed"] = curve
             if not all(v is None or np.isfinite(v) for v in record.values()):
@@ -257,6 +259,7 @@ def train_model(
                 best_state = copy.deepcopy(trainer.eval_model.state_dict())
             elif epoch - best_epoch >= cfg.patience:
                 break
+    assert best_state is not None  # kept at the first epoch (epochs >= 1)
     model = trainer.model
     model.load_state_dict(best_state)
     model.eval()
@@ -328,7 +331,7 @@ def _rebuild(meta: _CheckpointMeta, meta_path: Path) -> Callable[[], ERCModel]:
 
     def build() -> ERCModel:
         try:
-            return build_architecture(arch["name"], options, cfg, meta.dims, meta.num_classes, kinds=meta.kinds)
+            return build_architecture(arch["name"], options, cfg, meta.dims, meta.num_classes, kinds=cast("dict[str, str] | None", meta.kinds))
         except (TypeError, ValueError, KeyError) as exc:
             raise CorekdError(f"does not describe a model corekd {__version__} can build ({type(exc).__name__}: {exc}; "
                               f"written by corekd {version})", path=meta_path) from None

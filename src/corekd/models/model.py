@@ -136,7 +136,8 @@ class Output:
         """The outputs of a :meth:`Batch.stack` of views, one per view of ``size`` rows."""
         keys = list(self.extra)
         tensors = [self.logits, self.fused, self.states, *(self.extra[k] for k in keys)]
-        return [Output(*parts[:3], dict(zip(keys, parts[3:]))) for parts in zip(*(t.split(size) for t in tensors))]
+        return [Output(parts[0], parts[1], parts[2], dict(zip(keys, parts[3:])))
+                for parts in zip(*(t.split(size) for t in tensors))]
 
 
 def states_depend_on_view(cfg: ModelConfig) -> bool:
@@ -205,6 +206,8 @@ class ERCModel(nn.Module):
         streams = len(dims) if cfg.context_over == "modality" else 1
         # context_layers 0: no context (the attention encoder keeps its final LayerNorm, as before)
         self.context_kind = "none" if cfg.context == "gru" and cfg.context_layers == 0 else cfg.context
+        self.context: SpeakerContextEncoder | GRUContextEncoder | None
+        self.fusion: MaskedFusion | ObservedMeanFusion | ObservedAttentionFusion
         if self.context_kind == "attention":
             self.context = SpeakerContextEncoder(
                 cfg.hidden, cfg.heads, cfg.context_layers, cfg.ffn_mult, cfg.dropout,
@@ -236,6 +239,8 @@ class ERCModel(nn.Module):
 
     def _contextualise(self, x: torch.Tensor, mask: torch.Tensor, batch: Batch) -> torch.Tensor:
         # x: [B, U, S, H] (S streams: modalities, or 1 after fusion); mask: [B, U, S] bool -> [B, U, S, H]
+        if self.context is None:  # context_kind "none"
+            return x
         if self.context_kind == "attention":
             return self.context(x, mask, batch.speakers)
         if self.context_kind == "gru":
