@@ -12,7 +12,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, cast
@@ -80,7 +80,7 @@ class TrainResult:
 
 
 def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str,
-               kinds: dict[str, str] | None = None,
+               kinds: Mapping[str, str] | None = None,
                build: Callable[..., ERCModel] | None = None) -> ERCModel:
     """A freshly initialised model; the same (seed, role) gives the same weights (``kinds``: see :class:`ERCModel`).
 
@@ -331,7 +331,7 @@ def _rebuild(meta: _CheckpointMeta, meta_path: Path) -> Callable[[], ERCModel]:
 
     def build() -> ERCModel:
         try:
-            return build_architecture(arch["name"], options, cfg, meta.dims, meta.num_classes, kinds=cast("dict[str, str] | None", meta.kinds))
+            return build_architecture(arch["name"], options, cfg, meta.dims, meta.num_classes, kinds=meta.kinds)
         except (TypeError, ValueError, KeyError) as exc:
             raise CorekdError(f"does not describe a model corekd {__version__} can build ({type(exc).__name__}: {exc}; "
                               f"written by corekd {version})", path=meta_path) from None

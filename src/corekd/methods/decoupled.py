@@ -34,6 +34,7 @@ are not implemented; edges and their softmax are restricted to pairs of observed
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -160,7 +161,7 @@ class DecoupledModel(ERCModel):
 
     architecture = "decoupled"
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: dict[str, str] | None = None,
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None,
                  graph_size: int = 32):
         super().__init__(cfg, dims, num_classes, kinds)  # first: the base weights are the plain model's
         h = cfg.hidden
@@ -233,7 +234,7 @@ class Decoupled(Method):
         return self.options.l_kd > 0
 
     def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
-                    kinds: dict[str, str] | None = None) -> ERCModel:
+                    kinds: Mapping[str, str] | None = None) -> ERCModel:
         return DecoupledModel(model_cfg, dims, num_classes, kinds, graph_size=self.options.graph_size)
 
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:

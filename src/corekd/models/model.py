@@ -23,6 +23,7 @@ initialised from the same random state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -180,7 +181,8 @@ class ERCModel(nn.Module):
 
     architecture: ClassVar[str] = "erc"  # the name checkpoints record (``build_architecture``)
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: dict[str, str] | None = None):
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int,
+                 kinds: Mapping[str, str] | None = None):
         super().__init__()
         self.cfg = cfg
         self.modalities = tuple(dims)
@@ -316,6 +318,6 @@ def register_architecture(cls: type[ERCModel]) -> type[ERCModel]:
 
 
 def build_architecture(name: str, options: dict[str, Any], cfg: ModelConfig, dims: dict[str, int],
-                       num_classes: int, kinds: dict[str, str] | None = None) -> ERCModel:
+                       num_classes: int, kinds: Mapping[str, str] | None = None) -> ERCModel:
     """The model a checkpoint's ``architecture`` entry names (KeyError for an unknown name)."""
     return ARCHITECTURES[name](cfg, dims, num_classes, kinds=kinds, **options)
