@@ -8,8 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
-from helpers import quick_config
-from test_import import _mmsa_pickle
+from helpers import mmsa_pickle, quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -76,7 +75,7 @@ def test_jsonl_regression_keeps_given_labels_and_needs_a_sentiment(tmp_path):
 
 
 def test_mmsa_regression_import_and_refusals(tmp_path):
-    data = _mmsa_pickle(np.random.default_rng(5), aligned=False)
+    data = mmsa_pickle(np.random.default_rng(5), aligned=False)
     src = tmp_path / "m.pkl"
     src.write_bytes(pickle.dumps(data))
     result = runner.invoke(app, ["data", "import", "mmsa-pickle", str(src), "--out", str(tmp_path / "c"),

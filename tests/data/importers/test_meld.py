@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -14,7 +15,7 @@ from corekd.config import load_config
 from corekd.data.importers.meld import EMOTIONS, SENTIMENTS, meld_rows, repair_text
 from corekd.errors import CorekdError
 
-MELD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "meld"
+MELD = ROOT / ".." / "shared" / "data" / "meld"
 needs_meld = pytest.mark.skipif(not (MELD / "train_sent_emo.csv").is_file(),
                                 reason=f"MELD's annotation CSVs are not at {MELD} (shared/ beside the repository)")
 runner = CliRunner()
@@ -148,6 +149,6 @@ def test_config_source_meld_needs_root_and_path(tmp_path):
 
 @needs_meld
 def test_repo_config_points_at_the_shared_files():
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "meld_text.yaml")
+    cfg = load_config(ROOT / "configs" / "meld_text.yaml")
     assert Path(cfg.data.meld_root).resolve() == MELD.resolve()
     assert cfg.data.source == "meld" and cfg.seeds == [0, 1, 2]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import ROOT
 
 from corekd.models.dropout import Dropout, dropout
 
@@ -77,9 +78,8 @@ def test_a_probability_outside_0_1_is_refused(p):
 
 def test_every_model_dropout_is_ours_and_the_speed_benchmark_can_swap_it_for_torchs(tiny_corpus):
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     from speed import with_torch_dropout
 
     from corekd.models.model import ERCModel, ModelConfig

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from corekd.compare.cells import Cell
 from corekd.compare.config import load_grid, validate_grid
@@ -31,7 +32,6 @@ from corekd.config import validate_config
 from corekd.errors import CorekdError
 from corekd.pipeline import run
 
-ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke_grid.yaml"
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import backbone_study  # noqa: E402

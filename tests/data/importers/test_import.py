@@ -9,12 +9,11 @@ import pickle
 import time
 import tracemalloc
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from helpers import quick_config
+from helpers import ROOT, quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -25,7 +24,7 @@ from corekd.data.unpickle import safe_load, safe_loads
 from corekd.errors import CorekdError
 
 runner = CliRunner()
-MELD_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "meld" / "dev_sent_emo.csv"
+MELD_CSV = ROOT / ".." / "shared" / "data" / "meld" / "dev_sent_emo.csv"
 
 
 def _vec(rng, d, dtype=np.float64):
@@ -415,39 +414,10 @@ def test_a_conversation_pickle_of_the_wrong_layout_names_the_element(tmp_path):
 
 
 # ------------------------------------------------------------------ MMSA pickles
-def _mmsa_pickle(rng, aligned: bool):
-    """MMSA's layout: {'train','valid','test'} of dicts of [N, T, D] arrays, ids 'video$_$clip'."""
-    data = {}
-    videos = {"train": ["vidA", "vidB", "vidC"], "valid": ["vidD"], "test": ["vidE", "vidF"]}
-    for split, vids in videos.items():
-        ids = []
-        for v in vids:
-            ids += [f"{v}$_${c}" for c in (10, 2, 1)]  # clips out of order: 10 must come after 2
-        n = len(ids)
-        t_len, a_len, v_len = (6, 6, 6) if aligned else (5, 8, 7)
-        part = {
-            "id": np.array(ids, dtype=object),
-            "raw_text": [f"clip {i}" for i in range(n)],
-            "text": rng.normal(size=(n, t_len, 4)).astype(np.float32),
-            "audio": rng.normal(size=(n, a_len, 3)).astype(np.float32),
-            "vision": rng.normal(size=(n, v_len, 2)).astype(np.float32),
-            "regression_labels": np.round(rng.uniform(-3, 3, n), 1).astype(np.float32),
-            "annotations": ["Positive"] * n,
-        }
-        part["audio"][0, 0, 1] = -np.inf  # COVAREP's log of silence
-        if aligned:
-            part["text"][1, :2] = 0.0  # zero padding at the front of clip row 1
-        else:
-            part["audio_lengths"] = np.array([(i % a_len) + 1 for i in range(n)])
-            part["vision_lengths"] = np.array([v_len] * (n - 1) + [0])  # last clip: no face found
-        data[split] = part
-    return data
-
-
 @pytest.mark.parametrize("aligned", [True, False])
 def test_mmsa_round_trip_groups_clips_by_video_in_clip_order_and_keeps_frames(tmp_path, aligned):
     rng = np.random.default_rng(5)
-    data = _mmsa_pickle(rng, aligned)
+    data = mmsa_pickle(rng, aligned)
     src = tmp_path / ("aligned_50.pkl" if aligned else "unaligned_50.pkl")
     src.write_bytes(pickle.dumps(data, protocol=4))
     result = runner.invoke(app, ["data", "import", "mmsa-pickle", str(src), "--out", str(tmp_path / "c")])
@@ -487,7 +457,7 @@ def test_mmsa_round_trip_groups_clips_by_video_in_clip_order_and_keeps_frames(tm
 
 def test_mmsa_seven_classes_and_a_bad_label_or_id_names_the_row(tmp_path):
     rng = np.random.default_rng(6)
-    data = _mmsa_pickle(rng, aligned=False)
+    data = mmsa_pickle(rng, aligned=False)
     src = tmp_path / "m.pkl"
     src.write_bytes(pickle.dumps(data))
     corpus = import_corpus("mmsa-pickle", src, tmp_path / "c7", classes=7).corpus
@@ -497,12 +467,12 @@ def test_mmsa_seven_classes_and_a_bad_label_or_id_names_the_row(tmp_path):
     src.write_bytes(pickle.dumps(data))
     with pytest.raises(CorekdError, match=r"m\.pkl: \['test'\]\['regression_labels'\]\[4\]: sentiment nan"):
         import_corpus("mmsa-pickle", src, tmp_path / "c")
-    data = _mmsa_pickle(rng, aligned=False)
+    data = mmsa_pickle(rng, aligned=False)
     data["train"]["id"][3] = "no-separator"
     src.write_bytes(pickle.dumps(data))
     with pytest.raises(CorekdError, match=r"\['train'\]\['id'\]\[3\]: id 'no-separator'; expected 'video\$_\$clip'"):
         import_corpus("mmsa-pickle", src, tmp_path / "c")
-    data = _mmsa_pickle(rng, aligned=False)
+    data = mmsa_pickle(rng, aligned=False)
     data["valid"]["audio"] = data["valid"]["audio"][:, :, :2]
     src.write_bytes(pickle.dumps(data))
     with pytest.raises(CorekdError, match=r"\['valid'\] row 2 \('vidD\$_\$1'\) audio: feature dim 2 differs from the dim 3"):
@@ -512,7 +482,7 @@ def test_mmsa_seven_classes_and_a_bad_label_or_id_names_the_row(tmp_path):
 @pytest.mark.parametrize("value", [1e39, -1e39])
 def test_an_mmsa_value_beyond_float32_is_refused_not_read_as_minus_inf(tmp_path, value):
     """-1e39 became -inf when cast to float32, which MMSA's rule (-inf of silent COVAREP frames -> 0) then zeroed."""
-    data = _mmsa_pickle(np.random.default_rng(7), aligned=True)
+    data = mmsa_pickle(np.random.default_rng(7), aligned=True)
     data["train"]["audio"] = data["train"]["audio"].astype(np.float64)
     data["train"]["audio"][4, 2, 1] = value
     src = tmp_path / "m.pkl"
@@ -526,7 +496,7 @@ def test_an_mmsa_value_beyond_float32_is_refused_not_read_as_minus_inf(tmp_path,
 
 def test_a_sequence_corpus_runs_on_its_frames_and_says_so(tmp_path):
     rng = np.random.default_rng(7)
-    data = _mmsa_pickle(rng, aligned=False)
+    data = mmsa_pickle(rng, aligned=False)
     for part in data.values():  # a few more videos so every split has dialogues worth training on
         part["regression_labels"] = np.where(np.arange(len(part["id"])) % 2, 1.5, -1.5).astype(np.float32)
     src = tmp_path / "m.pkl"

