@@ -214,3 +214,54 @@ def mmsa_pickle(rng, aligned: bool):
             part["vision_lengths"] = np.array([v_len] * (n - 1) + [0])  # last clip: no face found
         data[split] = part
     return data
+
+
+# ------------------------------------------------------------------ losses of whole methods
+def method_loss(method, batch, splits, corpus, targets=None):
+    """A method's (loss, terms) on ``batch`` with seeded tiny student and teacher models, and their outputs: the view
+    and the models come from fixed streams, so the same call gives the same numbers."""
+    import torch
+
+    from corekd.methods.base import StepContext
+    from corekd.models.model import ERCModel, ModelConfig
+    from corekd.seeding import torch_generator
+
+    dims = corpus_dims(corpus)
+    classes = 1 if targets is not None else len(corpus.labels)
+    torch.manual_seed(0)
+    student = ERCModel(ModelConfig(hidden=16, heads=2), dims, classes)
+    teacher = ERCModel(ModelConfig(hidden=16, heads=2), dims, classes)
+    view = method.train_view(batch, torch_generator("m"), torch_generator("x"))
+    out = method.forward(student, view)
+    with torch.no_grad():
+        t_out = teacher(batch.complete())
+    ctx = StepContext(batch=batch, view=view, output=out, teacher=t_out if method.needs_teacher else None,
+                      model=student, generator=torch_generator("x"), auxiliary=method.auxiliary(student))
+    return method.loss(ctx), out, t_out
+
+
+# A made-up step for CorrKD's and contrastive_view's losses by hand: two dialogues of two utterances (the second
+# has one), one modality, three classes.
+C_UTT = [[True, True], [True, False]]  # [B, U]; the second dialogue has one utterance
+C_LABELS = [[2, 0], [2, 0]]
+C_S_LOGITS = [[[0.0, 0.0, math.log(2.0)], [math.log(2.0), 0.0, 0.0]], [[0.0, math.log(2.0), 0.0], [9.0, 0.0, 0.0]]]
+C_T_LOGITS = [[[0.0, 0.0, math.log(2.0)], [0.0, 0.0, math.log(2.0)]], [[0.0, 0.0, math.log(6.0)], [0.0, 0.0, 0.0]]]
+C_S_FUSED = [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [5.0, -5.0]]]
+C_T_FUSED = [[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 7.0]]]
+
+
+def made_up_context(method, auxiliary, label_smoothing=0.0):
+    """A step on the made-up two-dialogue batch above (``[2, 2]`` utterances, one modality, 3 classes): student and
+    teacher logits ``C_S_LOGITS`` / ``C_T_LOGITS`` and fused states ``C_S_FUSED`` / ``C_T_FUSED``."""
+    import torch
+
+    from corekd.methods.base import StepContext, TrainView
+    from corekd.models.model import Output
+    from corekd.seeding import torch_generator
+
+    utt, labels = torch.tensor(C_UTT), torch.tensor(C_LABELS)
+    batch = made_up_batch(utt[..., None].expand(2, 2, 1).clone(), utt[..., None].expand(2, 2, 1).clone(), labels, utt)
+    out = Output(logits=torch.tensor(C_S_LOGITS), fused=torch.tensor(C_S_FUSED), states=torch.zeros(2, 2, 1, 2))
+    teacher = Output(logits=torch.tensor(C_T_LOGITS), fused=torch.tensor(C_T_FUSED), states=torch.zeros(2, 2, 1, 2))
+    return StepContext(batch=batch, view=TrainView(batch), output=out, teacher=teacher, model=None,
+                       generator=torch_generator("unused"), label_smoothing=label_smoothing, auxiliary=auxiliary)

@@ -3,82 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import yaml
 from helpers import quick_config
-from scipy import stats
 
 from corekd.config import load_config, validate_config
 from corekd.errors import CorekdError
-from corekd.evaluation.ablation import (
-    PairedDifference,
-    format_difference,
-    paired_difference,
-)
-from corekd.evaluation.report import records_frame, render_report
 from corekd.pipeline import run
 from corekd.progress import Reporter
 from corekd.sweep import rebuild
-
-
-def test_paired_difference_by_hand():
-    # candidate - reference per seed: 0.02, 0.04, 0.06 -> mean 0.04, sample std 0.02 (ddof=1)
-    cand = {0: 0.52, 1: 0.54, 2: 0.56, 7: 0.9}  # seed 7 has no partner: left out
-    ref = {0: 0.50, 1: 0.50, 2: 0.50}
-    d = paired_difference(cand, ref)
-    assert d.n == 3
-    assert d.mean == pytest.approx(0.04)
-    assert d.std == pytest.approx(0.02)
-    # t = 0.04 / (0.02 / sqrt 3) = 2 sqrt 3, two-sided with 2 degrees of freedom
-    assert d.p == pytest.approx(2 * stats.t.sf(2 * math.sqrt(3), 2))
-    assert d.p == pytest.approx(stats.ttest_rel([0.52, 0.54, 0.56], [0.5, 0.5, 0.5]).pvalue)
-    assert format_difference(d, "weighted_f1") == f"+4.00 ± 2.00 (n=3, p={d.p:.3g})"
-
-
-def test_paired_difference_one_seed_and_none():
-    d = paired_difference({0: 0.4}, {0: 0.5})
-    assert d == PairedDifference(pytest.approx(-0.1), None, 1, None)
-    assert format_difference(d, "weighted_f1") == "-10.00 (n=1, p=n/a)"
-    assert format_difference(paired_difference({0: 1.2, 1: 1.0}, {0: 1.0, 1: 1.1}), "mae").startswith("+0.050 ± 0.212 (n=2, p=")
-    assert paired_difference({0: 0.4}, {1: 0.5}) is None
-    assert format_difference(None, "weighted_f1") == "–"
-
-
-def _records(variants: dict[str, list[float]], split: str = "test") -> list[dict]:
-    """One complete-view record per (variant, seed); the value list gives weighted F1 per seed."""
-    return [
-        {"method": "teacher" if v == "teacher" else "corekd", "variant": v, "seed": s, "split": split,
-         "condition": "complete", "weighted_f1": x, "accuracy": x, "missing_rate": 0.0, "n_utterances": 10,
-         "per_class_f1": {"a": x}}
-        for v, xs in variants.items() for s, x in enumerate(xs)
-    ]
-
-
-META = {"corpus": "c", "seeds": [0, 1, 2], "mask_seed": 0, "random_scheme": "calibrated", "status": "complete"}
-
-
-def test_ablation_section_present_with_variants():
-    records = _records({"teacher": [0.7, 0.7, 0.7], "corekd": [0.5, 0.5, 0.5], "wo_nce": [0.52, 0.54, 0.56]})
-    records += _records({"corekd": [0.4, 0.4, 0.4], "wo_nce": [0.4, 0.3, 0.2]}, split="dev")
-    text = render_report({**META, "methods": ["teacher", "corekd", "wo_nce"]}, records, [])
-    assert "## Ablations" in text
-    test_part = text.split("### Test split")[1].split("### Dev split")[0]
-    p = stats.ttest_rel([0.52, 0.54, 0.56], [0.5, 0.5, 0.5]).pvalue
-    assert f"| wo_nce | +4.00 ± 2.00 (n=3, p={p:.3g}) |" in test_part
-    dev_part = text.split("### Dev split")[1]
-    assert "| wo_nce | -10.00 ± 10.00 (n=3, p=" in dev_part
-
-
-def test_ablation_section_absent_without_variants_or_reference():
-    plain = _records({"teacher": [0.7, 0.7], "corekd": [0.5, 0.6]})
-    base = render_report({**META, "seeds": [0, 1]}, plain, [])
-    assert "Ablations" not in base
-    # variants without the reference `corekd`: no table either
-    no_ref = _records({"teacher": [0.7, 0.7], "wo_nce": [0.5, 0.6]})
-    assert "Ablations" not in render_report({**META, "seeds": [0, 1]}, no_ref, [])
-    assert records_frame(plain).shape[0] == 4
 
 
 @pytest.mark.parametrize("sweep, field, words", [

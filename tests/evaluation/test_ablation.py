@@ -8,8 +8,18 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import pytest
+from scipy import stats
 
-from corekd.evaluation.ablation import ablation_section, ablation_variants
+from corekd.evaluation.ablation import (
+    PairedDifference,
+    ablation_section,
+    ablation_variants,
+    format_difference,
+    paired_difference,
+    per_seed,
+)
+from corekd.evaluation.report import records_frame, render_report
 
 
 def _rows(method, variant, condition, values):
@@ -105,3 +115,76 @@ def test_ablation_section_plain_lower_is_better_metric_and_two_splits():
 def test_ablation_section_empty_when_no_split_has_a_variant():
     assert ablation_section({"test": _reference_only_frame(), "dev": pd.DataFrame()}, "weighted_f1") == []
     assert ablation_section({}, "weighted_f1") == []
+
+
+def test_paired_difference_by_hand():
+    # candidate - reference per seed: 0.02, 0.04, 0.06 -> mean 0.04, sample std 0.02 (ddof=1)
+    cand = {0: 0.52, 1: 0.54, 2: 0.56, 7: 0.9}  # seed 7 has no partner: left out
+    ref = {0: 0.50, 1: 0.50, 2: 0.50}
+    d = paired_difference(cand, ref)
+    assert d.n == 3
+    assert d.mean == pytest.approx(0.04)
+    assert d.std == pytest.approx(0.02)
+    # t = 0.04 / (0.02 / sqrt 3) = 2 sqrt 3, two-sided with 2 degrees of freedom
+    assert d.p == pytest.approx(2 * stats.t.sf(2 * math.sqrt(3), 2))
+    assert d.p == pytest.approx(stats.ttest_rel([0.52, 0.54, 0.56], [0.5, 0.5, 0.5]).pvalue)
+    assert format_difference(d, "weighted_f1") == f"+4.00 ± 2.00 (n=3, p={d.p:.3g})"
+
+
+def test_paired_difference_one_seed_and_none():
+    d = paired_difference({0: 0.4}, {0: 0.5})
+    assert d == PairedDifference(pytest.approx(-0.1), None, 1, None)
+    assert format_difference(d, "weighted_f1") == "-10.00 (n=1, p=n/a)"
+    assert format_difference(paired_difference({0: 1.2, 1: 1.0}, {0: 1.0, 1: 1.1}), "mae").startswith("+0.050 ± 0.212 (n=2, p=")
+    assert paired_difference({0: 0.4}, {1: 0.5}) is None
+    assert format_difference(None, "weighted_f1") == "–"
+
+
+def _records(variants: dict[str, list[float]], split: str = "test") -> list[dict]:
+    """One complete-view record per (variant, seed); the value list gives weighted F1 per seed."""
+    return [
+        {"method": "teacher" if v == "teacher" else "corekd", "variant": v, "seed": s, "split": split,
+         "condition": "complete", "weighted_f1": x, "accuracy": x, "missing_rate": 0.0, "n_utterances": 10,
+         "per_class_f1": {"a": x}}
+        for v, xs in variants.items() for s, x in enumerate(xs)
+    ]
+
+
+META = {"corpus": "c", "seeds": [0, 1, 2], "mask_seed": 0, "random_scheme": "calibrated", "status": "complete"}
+
+
+def test_ablation_section_present_with_variants():
+    records = _records({"teacher": [0.7, 0.7, 0.7], "corekd": [0.5, 0.5, 0.5], "wo_nce": [0.52, 0.54, 0.56]})
+    records += _records({"corekd": [0.4, 0.4, 0.4], "wo_nce": [0.4, 0.3, 0.2]}, split="dev")
+    text = render_report({**META, "methods": ["teacher", "corekd", "wo_nce"]}, records, [])
+    assert "## Ablations" in text
+    test_part = text.split("### Test split")[1].split("### Dev split")[0]
+    p = stats.ttest_rel([0.52, 0.54, 0.56], [0.5, 0.5, 0.5]).pvalue
+    assert f"| wo_nce | +4.00 ± 2.00 (n=3, p={p:.3g}) |" in test_part
+    dev_part = text.split("### Dev split")[1]
+    assert "| wo_nce | -10.00 ± 10.00 (n=3, p=" in dev_part
+
+
+def test_ablation_section_absent_without_variants_or_reference():
+    plain = _records({"teacher": [0.7, 0.7], "corekd": [0.5, 0.6]})
+    base = render_report({**META, "seeds": [0, 1]}, plain, [])
+    assert "Ablations" not in base
+    # variants without the reference `corekd`: no table either
+    no_ref = _records({"teacher": [0.7, 0.7], "wo_nce": [0.5, 0.6]})
+    assert "Ablations" not in render_report({**META, "seeds": [0, 1]}, no_ref, [])
+    assert records_frame(plain).shape[0] == 4
+
+
+def test_paired_difference_without_variation_has_no_p_value():
+    """Equal per-seed values: the differences do not vary, the t-test is undefined: p is None, not NaN, and prints
+    as n/a. Kills ablation.py:47 `math.isnan(p) and False`."""
+    d = paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
+    assert d == PairedDifference(0.0, 0.0, 2, None)
+    assert format_difference(d, "mae") == "+0.000 ± 0.000 (n=2, p=n/a)"
+
+
+def test_per_seed_of_a_metric_the_records_lack_is_empty():
+    """Kills ablation.py:52 `frame.empty and metric not in frame` (a KeyError on the missing column)."""
+    frame = pd.DataFrame({"variant": ["corekd"], "condition": ["complete"], "seed": [0], "acc": [0.5]})
+    assert per_seed(frame, "corekd", "complete", "wf1") == {}
+    assert per_seed(frame, "corekd", "complete", "acc") == {0: 0.5}

@@ -1,8 +1,15 @@
 """Which split each default was fixed on: the entries a run uses, and the report section they make."""
 
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+
 from corekd.config import load_config, validate_config
 from corekd.evaluation.provenance import (
     DEFAULT_CHOICES,
+    _lookup,
     defaults_in_effect,
     provenance_section,
 )
@@ -46,3 +53,84 @@ def test_section_rendering_and_old_results_without_it():
     assert "Defaults this run used" not in plain
     with_entries = render_report({**meta, "defaults_provenance": entries}, records, [])
     assert with_entries.startswith(plain.rstrip("\n")) and "| `model.fusion` | `observed_mean` | dev | study |" in with_entries
+
+
+PLAIN = [c for c in DEFAULT_CHOICES if not c.option.startswith("methods[")]
+
+
+# A non-default value for every plain (non-method) option, each valid for the config.
+CHANGED = {
+    "data.standardize": False, "model.context": "attention", "model.fusion": "token", "training.schedule": "cosine",
+    "training.ema": 0.5, "model.context_over": "modality", "model.input_norm": True, "teacher.input_dropout": 0.0,
+    "training.patience": 3, "training.bucket": 0, "training.batch_size": 8, "model.modality_state": "context",
+}
+
+
+# Options whose non-default value takes another recorded default with it: context_over 'modality' gives each modality
+# its own context, so the modality_state default (which builds on 'fused') does not apply there.
+COUPLED = {"model.context_over": {"model.modality_state"}}
+
+
+def _nested(option: str, value) -> dict:
+    section, key = option.split(".")
+    return {section: {key: value}}
+
+
+def test_lookup_follows_a_dotted_path():
+    tree = {"a": {"b": {"c": 0}}, "x": 5}
+    assert _lookup(tree, ["a", "b", "c"]) == (True, 0)
+    assert _lookup(tree, ["a", "b"]) == (True, {"c": 0})
+    assert _lookup(tree, ["x"]) == (True, 5)
+    assert _lookup(tree, []) == (True, tree)
+
+
+def test_lookup_reports_a_missing_key_or_a_path_through_a_leaf():
+    tree = {"a": {"b": 1}, "x": 5}
+    assert _lookup(tree, ["a", "z"]) == (False, None)
+    assert _lookup(tree, ["z"]) == (False, None)
+    assert _lookup(tree, ["x", "y"]) == (False, None)  # 5 is not a mapping
+    assert _lookup(tree, ["a", "b", "c"]) == (False, None)
+
+
+def test_every_recorded_default_is_in_effect_for_the_default_config_in_order():
+    cfg = validate_config({})  # teacher, no_kd, vanilla_kd, corekd at their defaults
+    assert [s.name for s in cfg.methods][-1] == "corekd"
+    assert defaults_in_effect(cfg) == [asdict(c) for c in DEFAULT_CHOICES]
+    assert defaults_in_effect(cfg)[0] == {"option": "data.standardize", "value": True, "chosen_on": "dev",
+                                          "how": DEFAULT_CHOICES[0].how}
+
+
+def test_the_changed_values_are_valid_and_not_the_defaults():
+    assert set(CHANGED) == {c.option for c in PLAIN}
+    for c in PLAIN:
+        assert CHANGED[c.option] != c.value
+
+
+@pytest.mark.parametrize("option", sorted(CHANGED))
+def test_one_plain_option_off_its_default_drops_exactly_that_entry(option):
+    cfg = validate_config(_nested(option, CHANGED[option]))
+    dropped = {option} | COUPLED.get(option, set())
+    assert [e["option"] for e in defaults_in_effect(cfg)] == [c.option for c in DEFAULT_CHOICES if c.option not in dropped]
+
+
+def test_method_options_count_when_any_entry_of_the_method_keeps_the_default():
+    both = validate_config({"methods": [
+        {"name": "teacher"},
+        {"name": "corekd", "variant": "a", "options": {"nce_targets": "all", "nce_mode": "inline"}},
+        {"name": "corekd", "variant": "b", "options": {"nce_mode": "inline"}},
+    ]})
+    options = [e["option"] for e in defaults_in_effect(both)]
+    targets, average = "methods[corekd].options.nce_targets", "methods[corekd].options.nce_average"
+    assert options == [c.option for c in PLAIN] + [targets, average]
+    assert defaults_in_effect(both)[-2] == {
+        "option": targets, "value": "language_observed", "chosen_on": "test",
+        "how": next(c.how for c in DEFAULT_CHOICES if c.option == targets)}
+    none = validate_config({"methods": [{"name": "teacher"},
+                                        {"name": "corekd", "options": {"nce_targets": "all", "nce_mode": "inline",
+                                                                       "nce_average": "targets"}}]})
+    assert [e["option"] for e in defaults_in_effect(none)] == [c.option for c in PLAIN]
+
+
+def test_a_run_without_the_method_lists_none_of_its_options():
+    cfg = validate_config({"methods": [{"name": "teacher"}, {"name": "no_kd"}]})
+    assert [e["option"] for e in defaults_in_effect(cfg)] == [c.option for c in PLAIN]

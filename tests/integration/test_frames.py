@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_SYNTH, quick_config
+from helpers import TINY_SYNTH, corpus_dims, quick_config
 
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.batching import Batch, SplitTensors
@@ -62,10 +62,6 @@ def frame_batch(frame_splits):
 
 def _kinds(corpus):
     return {m: s.kind for m, s in corpus.modalities.items()}
-
-
-def _dims(corpus):
-    return {m: s.dim for m, s in corpus.modalities.items()}
 
 
 # ------------------------------------------------------------------ batching
@@ -171,15 +167,16 @@ def test_the_sequence_encoder_ignores_padded_and_dropped_frames(kind, pool):
 
 
 def test_the_model_reads_frames_and_ignores_hidden_ones(frame_corpus, frame_batch):
-    model = ERCModel(ModelConfig(hidden=16, heads=2, dropout=0.0), _dims(frame_corpus), 6, _kinds(frame_corpus)).eval()
+    model = ERCModel(ModelConfig(hidden=16, heads=2, dropout=0.0), corpus_dims(frame_corpus), 6,
+                     _kinds(frame_corpus)).eval()
     keep = {"a": torch.rand(frame_batch.frame_mask["a"].shape, generator=torch.Generator().manual_seed(0)) < 0.5}
     view = frame_batch.drop_frames(keep)
     out = model(view).logits
     noisy = {m: torch.where(view.frame_mask[m][..., None], x, torch.randn_like(x) * 50) for m, x in view.frames.items()}
     assert torch.allclose(model(replace(view, frames=noisy)).logits, out, atol=1e-5)
     assert not torch.allclose(model(frame_batch).logits, out)  # the dropped frames mattered before
-    mean_model = ERCModel(ModelConfig(hidden=16, heads=2, dropout=0.0, sequence_encoder="mean"), _dims(frame_corpus), 6,
-                          _kinds(frame_corpus)).eval()
+    mean_model = ERCModel(ModelConfig(hidden=16, heads=2, dropout=0.0, sequence_encoder="mean"),
+                          corpus_dims(frame_corpus), 6, _kinds(frame_corpus)).eval()
     assert torch.allclose(mean_model(replace(view, frames=noisy)).logits, mean_model(view).logits, atol=1e-5)
     with pytest.raises(ValueError, match="carries no frames"):
         model(replace(frame_batch, frames={}, frame_mask={}))
@@ -252,7 +249,8 @@ def test_analyses_conflict_view_points_targets_at_donor_frames(frame_splits):
 
 
 def test_teacher_reference_cache_matches_the_teacher_on_frame_batches(frame_corpus, frame_splits, tmp_path):
-    teacher = init_model(ModelConfig(hidden=16, heads=2), _dims(frame_corpus), 6, 0, "teacher", _kinds(frame_corpus)).eval()
+    teacher = init_model(ModelConfig(hidden=16, heads=2), corpus_dims(frame_corpus), 6, 0, "teacher",
+                         _kinds(frame_corpus)).eval()
     train = frame_splits["train"]
     cached = TeacherReference(teacher, train, cache=True, batch_size=4, device=torch.device("cpu"))
     direct = TeacherReference(teacher, train, cache=False, batch_size=4, device=torch.device("cpu"))
@@ -268,12 +266,14 @@ def test_teacher_reference_cache_matches_the_teacher_on_frame_batches(frame_corp
 
 def test_corekd_on_frames_same_seed_same_numbers(frame_corpus, frame_splits):
     """NCE swaps frames, the teacher reference holds frame outputs; one seed gives one set of numbers."""
-    teacher = init_model(ModelConfig(hidden=16, heads=2), _dims(frame_corpus), 6, 0, "teacher", _kinds(frame_corpus))
+    teacher = init_model(ModelConfig(hidden=16, heads=2), corpus_dims(frame_corpus), 6, 0, "teacher",
+                         _kinds(frame_corpus))
     ref = TeacherReference(teacher, frame_splits["train"], cache=True, batch_size=4, device=torch.device("cpu"))
     cls = method_class("corekd")
 
     def train(seed):
-        model = init_model(ModelConfig(hidden=16, heads=2), _dims(frame_corpus), 6, seed, "student", _kinds(frame_corpus))
+        model = init_model(ModelConfig(hidden=16, heads=2), corpus_dims(frame_corpus), 6, seed, "student",
+                           _kinds(frame_corpus))
         return train_model(cls(cls.Options(nce_prob=0.5), TrainingMissing()), model, frame_splits["train"],
                            frame_splits["dev"], TrainingConfig(epochs=2, patience=2, batch_size=4), seed=seed,
                            label_names=frame_corpus.labels, device=torch.device("cpu"), teacher=ref)

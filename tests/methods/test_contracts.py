@@ -4,9 +4,9 @@ import re
 
 import pytest
 import torch
+from helpers import build_method, loss_before_and_after_one_step
 
 import corekd.methods.corekd as corekd_module
-from corekd.data.protocols import TrainingMissing
 from corekd.errors import CorekdError
 from corekd.methods import method_class, register, registered
 from corekd.methods.base import Method, StepContext
@@ -51,16 +51,14 @@ def _step(method, student, batch, teacher_ref, seed=0):
     return view, method.loss(ctx)
 
 
-def _build(name, **options):
-    cls = method_class(name)
-    return cls(cls.Options(**options), TrainingMissing())
+
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_TERMS))
 def test_method_gives_finite_loss_gradients_and_terms(name, tiny_corpus, tiny_splits, tiny_batch):
     student, teacher = _models(tiny_corpus)
     ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
-    method = _build(name)
+    method = build_method(name)
     torch.manual_seed(0)
     student = method.build_model(student.cfg, student.dims, student.num_classes)  # the method's own architecture
     _, (total, terms) = _step(method, student, tiny_batch, ref)
@@ -76,13 +74,13 @@ def test_method_gives_finite_loss_gradients_and_terms(name, tiny_corpus, tiny_sp
 
 
 def test_teacher_trains_on_complete_views_students_on_incomplete(tiny_batch):
-    teacher_view = _build("teacher").train_view(tiny_batch, torch_generator("m"), torch_generator("x")).batch
+    teacher_view = build_method("teacher").train_view(tiny_batch, torch_generator("m"), torch_generator("x")).batch
     assert torch.equal(teacher_view.mask, tiny_batch.avail)
-    student_view = _build("no_kd").train_view(tiny_batch, torch_generator("m", 5), torch_generator("x")).batch
+    student_view = build_method("no_kd").train_view(tiny_batch, torch_generator("m", 5), torch_generator("x")).batch
     real = tiny_batch.utt_mask
     assert (student_view.mask[real].sum(-1) >= 1).all()
     # Students of one seed draw the same masks (fair comparison), whatever else they draw.
-    other = _build("corekd", l_nce=0).train_view(tiny_batch, torch_generator("m", 5), torch_generator("y")).batch
+    other = build_method("corekd", l_nce=0).train_view(tiny_batch, torch_generator("m", 5), torch_generator("y")).batch
     assert torch.equal(student_view.mask, other.mask)
 
 
@@ -97,7 +95,7 @@ def test_zero_weight_term_is_not_computed(weight, fn, monkeypatch, tiny_corpus, 
     options = {weight: 0.0}
     if fn == "distill_loss":
         options["l_nce_kd"] = 0.0
-    _, (_, terms) = _step(_build("corekd", **options), student, tiny_batch, ref)
+    _, (_, terms) = _step(build_method("corekd", **options), student, tiny_batch, ref)
     assert weight.removeprefix("l_") not in terms
 
 
@@ -106,14 +104,14 @@ def test_nce_off_gives_no_conflicts_and_no_term(off, tiny_corpus, tiny_splits, t
     student, teacher = _models(tiny_corpus)
     student.eval()
     ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
-    method = _build("corekd", **off)
+    method = build_method("corekd", **off)
     view, (total, terms) = _step(method, student, tiny_batch, ref)
     assert "conflict" not in view.extra
     assert set(terms) == {"ce", "kd", "state", "mstate"}
     # The student trains on the plain random-missing view, every real utterance scored by CE and CSA.
-    plain = _build("no_kd").train_view(tiny_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    plain = build_method("no_kd").train_view(tiny_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
     assert torch.equal(view.batch.mask, plain.mask)
-    _, (ce, _) = _step(_build("no_kd"), student, tiny_batch, ref)
+    _, (ce, _) = _step(build_method("no_kd"), student, tiny_batch, ref)
     assert torch.allclose(terms["ce"], ce)
     assert torch.allclose(total, terms["ce"] + terms["kd"] + 0.5 * terms["state"] + 0.5 * terms["mstate"])
 
@@ -122,8 +120,8 @@ def test_corekd_without_state_terms_and_nce_equals_vanilla_kd(tiny_corpus, tiny_
     student, teacher = _models(tiny_corpus)
     student.eval()  # no dropout: the two forwards must see the same function
     ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
-    _, (a, _) = _step(_build("corekd", l_state=0, l_mstate=0, l_nce=0), student, tiny_batch, ref, seed=3)
-    _, (b, _) = _step(_build("vanilla_kd"), student, tiny_batch, ref, seed=3)
+    _, (a, _) = _step(build_method("corekd", l_state=0, l_mstate=0, l_nce=0), student, tiny_batch, ref, seed=3)
+    _, (b, _) = _step(build_method("vanilla_kd"), student, tiny_batch, ref, seed=3)
     assert torch.allclose(a, b, atol=1e-6)
 
 
@@ -134,7 +132,7 @@ def test_nce_modes_cost_one_forward(mode, tiny_corpus, tiny_splits, tiny_batch):
     ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
     rows = []
     student.register_forward_pre_hook(lambda module, args: rows.append(args[0].size))
-    method = _build("corekd", nce_mode=mode, nce_prob=0.5)
+    method = build_method("corekd", nce_mode=mode, nce_prob=0.5)
     view, (total, terms) = _step(method, student, tiny_batch, ref)
     conflict = view.extra["conflict"]
     assert "nce" in terms and conflict.selected.any()
@@ -150,7 +148,7 @@ def test_stacked_views_give_what_separate_forwards_give(tiny_corpus, tiny_splits
     donors' features reach no utterance of the clean view (rows are independent dialogues)."""
     student, _ = _models(tiny_corpus)
     student.eval()  # no dropout: the forwards must see the same function
-    method = _build("corekd", nce_prob=0.5)
+    method = build_method("corekd", nce_prob=0.5)
     view = method.train_view(tiny_batch, torch_generator("mask", 0), torch_generator("method", 0))
     clean = method.forward(student, view)
     alone, conflict_alone = student(view.batch), student(view.extra["conflict"].batch)
@@ -163,7 +161,7 @@ def test_stacked_views_give_what_separate_forwards_give(tiny_corpus, tiny_splits
 @pytest.mark.parametrize("source", ["complete", "view"])
 def test_nce_donor_source(source, tiny_batch):
     """complete: the donor's swapped modality as the data has it; view: as the student's own view has it."""
-    method = _build("corekd", nce_prob=1.0, nce_donor_source=source)
+    method = build_method("corekd", nce_prob=1.0, nce_donor_source=source)
     view = method.train_view(tiny_batch, torch_generator("mask", 0), torch_generator("method", 0))
     conflict = view.extra["conflict"]
     donors = view.batch if source == "view" else tiny_batch
@@ -183,15 +181,16 @@ def test_nce_donor_source(source, tiny_batch):
 def test_optional_nce_terms(tiny_corpus, tiny_splits, tiny_batch):
     student, teacher = _models(tiny_corpus)
     ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
-    _, (_, terms) = _step(_build("corekd", l_nce_kd=0.5, l_nce_margin=0.5, nce_prob=0.5), student, tiny_batch, ref)
+    _, (_, terms) = _step(build_method("corekd", l_nce_kd=0.5, l_nce_margin=0.5, nce_prob=0.5), student, tiny_batch,
+                          ref)
     assert {"nce_kd", "nce_margin"} <= set(terms)
 
 
 def test_teacher_need_follows_weights():
-    assert _build("corekd").needs_teacher
-    assert not _build("corekd", l_kd=0, l_state=0, l_mstate=0).needs_teacher
-    assert not _build("vanilla_kd", l_kd=0).needs_teacher
-    assert not _build("no_kd").needs_teacher
+    assert build_method("corekd").needs_teacher
+    assert not build_method("corekd", l_kd=0, l_state=0, l_mstate=0).needs_teacher
+    assert not build_method("vanilla_kd", l_kd=0).needs_teacher
+    assert not build_method("no_kd").needs_teacher
 
 
 def test_registry_rejects_duplicates_and_names_unknown_methods():
@@ -215,3 +214,27 @@ def test_teacher_cache_equals_running_the_teacher(tiny_corpus, tiny_splits):
     real = batch.utt_mask
     for field in ("logits", "fused", "states"):
         assert torch.allclose(getattr(a, field)[real], getattr(b, field)[real], atol=1e-5)
+
+
+# method -> the options of its one-step case ({} = defaults). A registered method missing here fails the
+# meta-test below: a new method comes with its one-step case (one entry).
+ONE_STEP_CASES = {
+    "teacher": {},
+    "no_kd": {},
+    "vanilla_kd": {},
+    "corekd": {},
+    "corrkd": {},
+    "contrastive_view": {},
+    "decoupled": {},
+    "reconstruction": {},
+}
+
+
+def test_every_registered_method_has_a_one_step_case():
+    assert set(registered()) == set(ONE_STEP_CASES), "add the new method's one-step case to ONE_STEP_CASES"
+
+
+@pytest.mark.parametrize("name", sorted(ONE_STEP_CASES))
+def test_one_step_lowers_the_loss_on_a_fixed_batch(name, tiny_splits):
+    before, after, _ = loss_before_and_after_one_step(name, tiny_splits, ONE_STEP_CASES[name])
+    assert after < before, f"{name}: loss {before:.6f} -> {after:.6f} after one step"

@@ -2,16 +2,21 @@
 cannot depend on the view, NCE at its stated share, and the analyses and history that show both."""
 
 import json
+import math
+from dataclasses import replace
 
 import pytest
 import torch
-from helpers import quick_config
+from helpers import build_method, made_up_batch, py_ce, quick_config
+from torch import nn
 
 from corekd.config import validate_config
 from corekd.data.batching import Batch
+from corekd.data.protocols import TrainingMissing
 from corekd.errors import CorekdError
-from corekd.methods.nce import nce_view
-from corekd.models.model import ERCModel, ModelConfig, states_depend_on_view
+from corekd.methods import StepContext, TrainView, method_class
+from corekd.methods.nce import ConflictView, nce_view
+from corekd.models.model import ERCModel, ModelConfig, Output, states_depend_on_view
 from corekd.pipeline import run
 from corekd.seeding import torch_generator
 
@@ -175,3 +180,124 @@ def test_a_checkpoint_written_before_modality_states_loads_as_encodings(tmp_path
     (tmp_path / MODEL_META_FILE).write_text(json.dumps(meta))
     loaded, _ = load_checkpoint(tmp_path)
     assert loaded.cfg.modality_state == "encoding"
+
+
+# ---------------------------------------------------------------- CoRe-KD's conflict views and margin
+def _corekd(**options):
+    cls = method_class("corekd")
+    return cls(cls.Options(**options), TrainingMissing())
+
+
+def test_corekd_conflicts_come_from_its_own_stream_only(tiny_batch):
+    method = _corekd(nce_prob=0.5)
+    views = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # the global RNG must not matter
+        views.append(method.train_view(tiny_batch, torch_generator("m", 3), torch_generator("nce", 3)).extra["conflict"])
+    assert views[0].selected.any()
+    assert torch.equal(views[0].selected, views[1].selected) and torch.equal(views[0].donor, views[1].donor)
+
+
+def test_nce_targets_option_decides_whether_targets_keep_their_language(tiny_batch):
+    found = {}
+    for targets in ("language_observed", "all"):
+        method = _corekd(nce_prob=1.0, nce_targets=targets)
+        method.missing = TrainingMissing(low=0.6, high=0.6)  # language hidden on a good share of utterances
+        view = method.train_view(tiny_batch, torch_generator("m", 0), torch_generator("nce", 0))
+        conflict = view.extra["conflict"]
+        drawn = method.missing.masks(tiny_batch.avail, torch_generator("m", 0))
+        found[targets] = drawn[..., 0][conflict.selected]
+    assert found["language_observed"].numel() > 0 and found["language_observed"].all()
+    assert not found["all"].all()
+
+
+def test_margin_reads_the_donor_label_at_flat_index_zero():
+    """Target (0, 1) has label 0; its donor is flat index 0, label 1: the margin uses that label."""
+    labels = torch.tensor([[1, 0]])
+    avail = torch.ones(1, 2, 3, dtype=torch.bool)
+    batch = Batch(features={m: torch.zeros(1, 2, 1) for m in "lav"}, mask=avail, avail=avail,
+                  speakers=torch.zeros(1, 2, dtype=torch.long), labels=labels, utt_mask=torch.ones(1, 2, dtype=torch.bool),
+                  modalities=("l", "a", "v"), index=torch.tensor([0]))
+    conflict = ConflictView(batch=batch, selected=torch.tensor([[False, True]]), donor=torch.tensor([[-1, 0]]),
+                            kind=torch.tensor([[-1, 0]]), types=("av",))
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])
+    out = Output(logits=logits, fused=torch.zeros(1, 2, 2), states=torch.zeros(1, 2, 3, 2))
+    method = _corekd(nce_mode="inline", l_kd=0.0, l_state=0.0, l_mstate=0.0, l_nce=0.0, l_nce_margin=1.0, nce_margin=2.0,
+                     nce_average="targets")
+    ctx = StepContext(batch=batch, view=TrainView(batch, {"conflict": conflict}), output=out, teacher=None,
+                      model=None, generator=torch_generator("x"))
+    _, terms = method.loss(ctx)
+    assert terms["nce_margin"].item() == pytest.approx(2.0 - math.log(3.0), abs=1e-6)
+
+
+# edge scores [U, M, M] (target, source); with graph_alpha 1: u0's weights softmax([0, ln 3]) = (1/4, 3/4)
+LN3 = math.log(3.0)
+
+
+def _corekd_loss(batch, logits, options, teacher=None, conflict=None, conflict_logits=None, label_smoothing=0.0):
+    b, u = batch.utt_mask.shape
+    z = lambda *s: torch.zeros(b, u, *s)  # noqa: E731
+    extra = {}
+    if conflict is not None:
+        extra = {"conflict": conflict, "conflict_output": Output(torch.tensor([conflict_logits]), z(2), z(2, 2))}
+    method = build_method("corekd", **options)
+    ctx = StepContext(batch=batch, view=TrainView(batch, extra), output=Output(torch.tensor([logits]), z(2), z(2, 2)),
+                      teacher=Output(torch.tensor([teacher]), z(2), z(2, 2)) if teacher is not None else None,
+                      model=nn.Identity(), generator=torch_generator("unused"), label_smoothing=label_smoothing)
+    return method.loss(ctx)
+
+
+CK_OFF = dict(l_kd=0.0, l_state=0.0, l_mstate=0.0, l_nce=0.0)
+
+
+def test_corekd_kd_and_conflict_kd_on_regression_are_squared_errors_by_hand():
+    """Regression, u2 padding: CE = L1 over u0, u1: (|0.5 - 1| + |-1 + 2|) / 2 = 0.75; KD = squared error to the
+    teacher: ((0.5 - 1.5)^2 + (-1 - 1)^2) / 2 = 2.5; NCE-KD on the one target u0: (2 - 1.5)^2 = 0.25.
+    Kills corekd.py:151 `regression = None`; :158 and :184 `distill_loss(..., None)` (the classification KD of a
+    one-output head is 0)."""
+    utt = torch.tensor([[True, True, False]])
+    full = torch.ones(1, 3, 2, dtype=torch.bool)
+    batch = replace(made_up_batch(full, full, torch.zeros(1, 3, dtype=torch.long), utt, ("l", "a")),
+                    targets=torch.tensor([[1.0, -2.0, 0.0]]))
+    conflict = ConflictView(batch=batch, selected=torch.tensor([[True, False, False]]), donor=torch.tensor([[1, -1, -1]]),
+                            kind=torch.tensor([[0, -1, -1]]), types=("a",))
+    total, terms = _corekd_loss(batch, [[0.5], [-1.0], [3.0]], dict(CK_OFF, l_kd=0.5, l_nce_kd=0.4, nce_types=["a"], nce_average="targets"),
+                                teacher=[[1.5], [1.0], [9.0]], conflict=conflict, conflict_logits=[[2.0], [7.0], [7.0]])
+    assert set(terms) == {"ce", "kd", "nce_kd"}
+    assert {k: v.item() for k, v in terms.items()} == pytest.approx({"ce": 0.75, "kd": 2.5, "nce_kd": 0.25})
+    assert total.item() == pytest.approx(0.75 + 0.5 * 2.5 + 0.4 * 0.25)
+
+
+def test_corekd_ce_takes_the_label_smoothing():
+    """Kills corekd.py:155 `supervised_loss(out.logits, ctx.batch, )`."""
+    utt = torch.tensor([[True, True]])
+    full = torch.ones(1, 2, 2, dtype=torch.bool)
+    batch = made_up_batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
+    logits = [[0.0, 1.0], [2.0, 0.0]]
+    total, terms = _corekd_loss(batch, logits, CK_OFF, label_smoothing=0.2)
+    want = (py_ce(logits[0], 1, 0.2) + py_ce(logits[1], 0, 0.2)) / 2
+    assert set(terms) == {"ce"} and total.item() == pytest.approx(want, abs=1e-6)
+
+
+def test_corekd_nce_averaged_over_the_utterances_of_a_one_utterance_batch():
+    """nce_average utterances: the targets' sum over the real utterances; one real utterance, itself the target:
+    scale 1/1, so L_nce is its CE (-log 1/4 = ln 4). Kills corekd.py:175 `clamp(min=2)` (scale 1/2)."""
+    utt = torch.tensor([[True, False]])
+    full = torch.ones(1, 2, 2, dtype=torch.bool)
+    batch = made_up_batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
+    conflict = ConflictView(batch=batch, selected=torch.tensor([[True, False]]), donor=torch.tensor([[1, -1]]),
+                            kind=torch.tensor([[0, -1]]), types=("a",))
+    total, terms = _corekd_loss(batch, [[0.0, 0.0], [0.0, 0.0]], dict(CK_OFF, l_nce=1.0, nce_types=["a"],
+                                nce_average="utterances"), conflict=conflict, conflict_logits=[[LN3, 0.0], [9.0, 0.0]])
+    assert terms["nce"].item() == pytest.approx(math.log(4.0), abs=1e-6)
+    assert total.item() == pytest.approx(math.log(2.0) + math.log(4.0), abs=1e-6)
+
+
+def test_corekd_corpus_and_task_checks_say_how_to_fix_the_config():
+    """Kills corekd.py:119 the `XX...XX` and lower-cased `nce` hints; :125 the `XX...XX` and upper-cased texts."""
+    field, text = build_method("corekd", nce_types=["v"]).check_modalities(("l", "a"))
+    assert field == "nce_types"
+    assert text.endswith("(it has ['l', 'a']); list only types of its nonverbal modalities, or switch NCE off with l_nce: 0")
+    field, text = build_method("corekd", l_nce_margin=0.5).check_task("regression")
+    assert field == "l_nce_margin"
+    assert text == "the conflict margin compares class log-probabilities; it has no regression form (set 0)"

@@ -1,9 +1,11 @@
 """Each objective on a tiny case computed by hand, a degenerate case, and a backward pass."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+from helpers import made_up_batch, py_ce
 
 from corekd.methods.losses import (
     conflict_margin,
@@ -13,6 +15,7 @@ from corekd.methods.losses import (
     modality_anchor,
     state_anchor,
     state_distance,
+    supervised_loss,
 )
 
 
@@ -122,3 +125,67 @@ def test_gradients_by_hand():
     s = torch.tensor([[2.0, 0.0]], requires_grad=True)
     state_anchor(s, torch.tensor([[0.0, 5.0]]), "cosine").sum().backward()
     assert torch.allclose(s.grad, torch.tensor([[0.0, -0.5]]), atol=1e-6)  # half of the above
+
+
+# ---------------------------------------------------------------- losses on [B, U, ...] inputs
+def test_conflict_margin_on_dialogue_shaped_inputs():
+    probs = torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]], [[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]])  # [B=2, U=2, C=3]
+    target = torch.tensor([[0, 2], [1, 2]])
+    donor = torch.tensor([[1, 0], [0, 1]])
+    got = conflict_margin(probs.log(), target, donor, 2.0)
+    want = torch.tensor([[2.0 - torch.log(torch.tensor(2.0)), 2.0 - torch.log(torch.tensor(7.0))],
+                         [2.0 - torch.log(torch.tensor(0.5)), 2.0 - torch.log(torch.tensor(3.0))]])
+    assert torch.allclose(got, want.clamp(min=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse"])
+def test_modality_anchor_uses_the_chosen_distance(kind):
+    student = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]])  # [1, M=2, H=2]
+    teacher = torch.tensor([[[4.0, 3.0], [0.0, 2.0]]])
+    values, _ = modality_anchor(student, teacher, torch.tensor([[True, True]]), kind)
+    assert values.item() == pytest.approx(state_distance(student, teacher, kind).mean().item())
+    assert values.item() != pytest.approx(state_distance(student, teacher).mean().item())
+
+
+# ---------------------------------------------------------------- state distances
+def test_state_distance_defaults_and_shapes():
+    s, t = torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[4.0, 3.0], [1.0, 2.0]])
+    assert torch.allclose(state_distance(s, t), state_distance(s, t, "normalized_sq"))
+    assert torch.allclose(state_distance(s, t, "mse"), torch.tensor([1.0, 2.0]))  # one value per row
+    with pytest.raises(ValueError, match="unknown state distance 'manhattan'"):
+        state_distance(s, t, "manhattan")
+
+
+# ---------------------------------------------------------------- cross-entropy, supervised loss, masked mean
+def test_cross_entropy_by_hand_with_and_without_smoothing():
+    logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    labels = torch.tensor([1, 0])
+    assert cross_entropy(logits, labels).tolist() == pytest.approx([py_ce([1.0, 2.0, 0.5], 1), py_ce([0.0, -1.0, 3.0], 0)])
+    assert cross_entropy(logits, labels, 0.0).tolist() == pytest.approx([py_ce([1.0, 2.0, 0.5], 1), py_ce([0.0, -1.0, 3.0], 0)])
+    got = cross_entropy(logits, labels, 0.3).tolist()
+    assert got == pytest.approx([py_ce([1.0, 2.0, 0.5], 1, 0.3), py_ce([0.0, -1.0, 3.0], 0, 0.3)])
+    assert all(v > 0 for v in got)
+    # at smoothing 1 only the uniform part is left: mean_c(-log p[c])
+    uniform = [sum(py_ce(row, c) for c in range(3)) / 3 for row in ([1.0, 2.0, 0.5], [0.0, -1.0, 3.0])]
+    assert cross_entropy(logits, labels, 1.0).tolist() == pytest.approx(uniform)
+
+
+def test_supervised_loss_dispatches_on_the_batch_task():
+    avail = torch.ones(1, 2, 3, dtype=torch.bool)
+    batch = made_up_batch(avail, avail, torch.tensor([[2, 0]]), torch.tensor([[True, True]]))
+    logits = torch.tensor([[[0.5, 1.0, -1.0], [2.0, 0.0, 1.0]]])
+    assert supervised_loss(logits, batch)[0].tolist() == pytest.approx([py_ce([0.5, 1.0, -1.0], 2), py_ce([2.0, 0.0, 1.0], 0)])
+    assert supervised_loss(logits, batch, 0.2)[0].tolist() == pytest.approx(
+        [py_ce([0.5, 1.0, -1.0], 2, 0.2), py_ce([2.0, 0.0, 1.0], 0, 0.2)])
+    reg = replace(batch, targets=torch.tensor([[1.5, -1.0]]))
+    assert supervised_loss(logits, reg)[0].tolist() == pytest.approx([1.0, 3.0])  # |0.5 - 1.5|, |2 - (-1)|
+    assert supervised_loss(logits, reg, 0.2)[0].tolist() == pytest.approx([1.0, 3.0])  # no smoothing in regression
+
+
+def test_masked_mean_weights_and_bool_masks():
+    values = torch.tensor([[1.0, 2.0], [4.0, 8.0]])
+    assert float(masked_mean(values, torch.tensor([[True, False], [True, True]]))) == pytest.approx(13 / 3)
+    assert float(masked_mean(values, torch.tensor([[0.5, 0.0], [0.0, 1.5]]))) == pytest.approx((0.5 + 12) / 2)
+    assert float(masked_mean(values, torch.zeros(2, 2, dtype=torch.bool))) == 0.0
+    half = masked_mean(torch.tensor([1.0, 3.0], dtype=torch.float16), torch.tensor([1.0, 1.0]))
+    assert half.dtype == torch.float16 and float(half) == 2.0  # the weights take the values' dtype

@@ -1,5 +1,7 @@
 """NCE's conflict views: donors of another label; only the chosen nonverbal modalities change."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -90,3 +92,62 @@ def test_targets_keep_their_language_by_default(tiny_batch):
     assert view.mask[..., 0][cv.selected].all()  # no target without its language
     loose = nce_view(view, tiny_batch, 1.0, ("av",), torch_generator("lang"), require_language=False)
     assert (~view.mask[..., 0][loose.selected]).any()
+
+
+# ---------------------------------------------------------------- NCE conflict views
+def _labelled(batch, labels):
+    return replace(batch, labels=labels)
+
+
+def test_the_first_utterance_can_be_a_donor(tiny_batch):
+    """Flat index 0 is a real donor: only (0, 0) differs in label, so every other target takes it."""
+    labels = torch.ones_like(tiny_batch.labels)
+    labels[0, 0] = 0
+    batch = _labelled(tiny_batch, labels)
+    cv = nce_view(batch, batch, 1.0, ("av",), torch_generator("first"))
+    others = batch.utt_mask.clone()
+    others[0, 0] = False
+    assert cv.selected[others].all()  # every other real utterance is a target...
+    assert (cv.donor[others] == 0).all()  # ...with the one donor of another label: utterance (0, 0)
+    b, u = batch.utt_mask.shape
+    for m in ("a", "v"):
+        got = cv.batch.features[m].reshape(b * u, -1)[others.reshape(-1)]
+        assert torch.equal(got, batch.features[m][0, 0].expand_as(got))
+
+
+def test_unselected_utterances_carry_minus_one(tiny_batch):
+    cv = nce_view(tiny_batch, tiny_batch, 0.3, ("a", "v"), torch_generator("sentinel", 1))
+    assert cv.selected.any() and (~cv.selected).any()
+    assert (cv.donor[~cv.selected] == -1).all() and (cv.kind[~cv.selected] == -1).all()
+    assert (cv.donor[cv.selected] >= 0).all() and (cv.kind[cv.selected] >= 0).all()
+    assert cv.donor.dtype == torch.long and cv.kind.dtype == torch.long
+    assert cv.types == ("a", "v")  # kind indexes into these
+
+
+def test_each_target_draws_its_own_donor(tiny_batch):
+    """Targets with the same candidate donors do not all get the same one."""
+    labels = (torch.arange(tiny_batch.labels.numel()) % 2).view_as(tiny_batch.labels)
+    batch = _labelled(tiny_batch, labels)
+    cv = nce_view(batch, batch, 1.0, ("a",), torch_generator("own"))
+    zero_targets = cv.selected & (labels == 0)
+    assert zero_targets.sum() >= 5
+    assert len(set(cv.donor[zero_targets].tolist())) > 1
+
+
+def test_a_donor_without_the_modality_leaves_it_missing(tiny_batch):
+    """The swapped modality is observed only where the donor's data has it."""
+    labels = (torch.arange(tiny_batch.labels.numel()) % 2).view_as(tiny_batch.labels)
+    avail = tiny_batch.avail.clone()
+    avail[..., 1] &= labels == 0  # label-1 utterances (the donors of label-0 targets) have no acoustic features
+    source = replace(tiny_batch, labels=labels, avail=avail, mask=avail.clone())
+    cv = nce_view(source, source, 1.0, ("a",), torch_generator("missing"))
+    zero_targets = cv.selected & (labels == 0)
+    assert zero_targets.any()
+    assert not cv.batch.mask[..., 1][zero_targets].any() and not cv.batch.avail[..., 1][zero_targets].any()
+    assert (cv.batch.features["a"][zero_targets] == 0).all()
+
+
+@pytest.mark.parametrize("types", [("x",), ("",), ("la",)])
+def test_conflict_types_must_be_nonverbal_modalities_of_the_corpus(tiny_batch, types):
+    with pytest.raises(CorekdError, match="must name nonverbal modalities of this corpus"):
+        nce_view(tiny_batch, tiny_batch, 0.2, types, torch_generator("x"))

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from corekd.models.model import ERCModel, ModelConfig
+from corekd.models.model import ERCModel, ModelConfig, Output
 
 
 @pytest.fixture()
@@ -81,3 +81,12 @@ def test_context_carries_information_across_utterances(model, tiny_batch):
 def test_runs_on_cuda(model, tiny_batch):
     out = model.cuda()(tiny_batch.to("cuda"))
     assert out.logits.is_cuda
+
+
+def test_output_extra_survives_detach_select_and_split():
+    t = torch.arange(24.0).view(4, 1, 2, 3)
+    out = Output(torch.zeros(4, 1, 2), torch.zeros(4, 1, 3), t, {"imputed": t * 2})
+    halves = out.split(2)
+    assert torch.equal(halves[1].extra["imputed"], (t * 2)[2:])
+    assert torch.equal(out.select(torch.tensor([3])).extra["imputed"], (t * 2)[3:])
+    assert not out.detach().extra["imputed"].requires_grad and set(out.detach().extra) == {"imputed"}

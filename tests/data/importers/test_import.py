@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, quick_config
+from helpers import ROOT, mmsa_pickle, quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
