@@ -742,7 +742,7 @@ def _same(a, b):
 
 
 def test_initial_weights_depend_on_the_seed_and_role(tiny_corpus):
-    """Kills training.py:70 `derive_seed("init", None, role)` and `derive_seed("init", role)`."""
+    """Kills training.init_model `derive_seed("init", None, role)` and `derive_seed("init", role)`."""
     cfg, dims, n = ModelConfig(hidden=16, heads=2), corpus_dims(tiny_corpus), len(tiny_corpus.labels)
     s0 = _weights(init_model(cfg, dims, n, 0, "student"))
     assert _same(s0, _weights(init_model(cfg, dims, n, 0, "student")))  # same (seed, role): same weights
@@ -758,7 +758,7 @@ def _seeded_trainer(tiny_corpus, seed, name="no_kd", **options):
 
 
 def test_training_masks_depend_on_the_seed(tiny_corpus, tiny_splits):
-    """Kills training.py:89 `torch_generator("train-mask", None)`: the first batch's training masks of the
+    """Kills training.Trainer.__init__ `torch_generator("train-mask", None)`: the first batch's training masks of the
     same student method differ between seeds, and are the same for the same seed."""
     batch = tiny_splits["train"].batch([0, 1, 2, 3])
 
@@ -772,7 +772,7 @@ def test_training_masks_depend_on_the_seed(tiny_corpus, tiny_splits):
 
 
 def test_method_draws_depend_on_the_seed(tiny_corpus, tiny_splits):
-    """Kills training.py:90 `torch_generator("method", None, method.name)`: with the training masks held
+    """Kills training.Trainer.__init__ `torch_generator("method", None, method.name)`: with the training masks held
     fixed, corekd's NCE conflict targets (drawn from the method stream) differ between seeds."""
     batch = tiny_splits["train"].batch([0, 1, 2, 3])
 
@@ -951,8 +951,8 @@ def _ema_trainer(ema):
 def test_weight_average_update_by_hand(steps_done, ema, decay):
     """average <- decay * average + (1 - decay) * weights, decay = min(ema, (1 + s) / (10 + s)) after s steps.
 
-    Kills training.py:151 `(1 + s) * (10 + s)`, `(1 - s)`, `(2 + s)`, `(10 - s)`, `(11 + s)`; :155 `1.0 + decay`,
-    `2.0 - decay`."""
+    Kills training.Trainer._update_average `(1 + s) * (10 + s)`, `(1 - s)`, `(2 + s)`, `(10 - s)`, `(11 + s)`;
+    Trainer._update_average `1.0 + decay`, `2.0 - decay`."""
     trainer = _ema_trainer(ema)
     with torch.no_grad():
         for i, (p, a) in enumerate(zip(trainer.model.parameters(), trainer.ema_model.parameters())):
@@ -982,8 +982,8 @@ def _saved(folder, model=None, edit=None):
 
 def test_load_checkpoint_unknown_architecture_names_the_file_field_known_names_and_versions(tmp_path):
     """The error names model.json, the field architecture.name, the known architectures and the version that wrote
-    the checkpoint. Kills training.py:282 `'XX, XX'.join`; :283 `path=None`, `field=None`, path or field left out,
-    `"XXarchitecture.nameXX"`, `"ARCHITECTURE.NAME"`, `info.get(None, '?')`, `info.get('?')`,
+    the checkpoint. Kills training.load_checkpoint `'XX, XX'.join`; load_checkpoint `path=None`, `field=None`, path or
+    field left out, `"XXarchitecture.nameXX"`, `"ARCHITECTURE.NAME"`, `info.get(None, '?')`, `info.get('?')`,
     `"XXcorekd_versionXX"`, `"COREKD_VERSION"` (these lose the recorded version)."""
     from corekd import __version__
     from corekd.models.model import ARCHITECTURES
@@ -1002,8 +1002,8 @@ def test_load_checkpoint_unknown_architecture_names_the_file_field_known_names_a
 
 
 def test_load_checkpoint_unknown_architecture_without_a_recorded_version(tmp_path):
-    """No corekd_version in model.json: '?' stands for it. Kills training.py:283 `info.get('corekd_version', None)`,
-    `info.get('corekd_version', )` (both print None) and `'XX?XX'`."""
+    """No corekd_version in model.json: '?' stands for it. Kills training.load_checkpoint `info.get('corekd_version',
+    None)`, `info.get('corekd_version', )` (both print None) and `'XX?XX'`."""
 
     def unknown(info):
         info["architecture"] = {"name": "nonesuch"}
@@ -1016,7 +1016,7 @@ def test_load_checkpoint_unknown_architecture_without_a_recorded_version(tmp_pat
 
 def test_load_checkpoint_architecture_without_options_uses_the_defaults(tmp_path):
     """An architecture entry with a name and no options rebuilds that class with its default options (decoupled:
-    graph_size 32) and loads the weights. Kills training.py:285 `arch.get("options", None)` and
+    graph_size 32) and loads the weights. Kills training.load_checkpoint `arch.get("options", None)` and
     `arch.get("options", )` (no options: None, not a mapping)."""
     from corekd.methods.decoupled import DecoupledModel
 

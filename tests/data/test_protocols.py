@@ -385,7 +385,7 @@ def _present(lengths, width):
 
 
 def test_rate_zero_keeps_every_present_frame():
-    """A rate of 0 is valid and drops nothing. Kills protocols.py:193 `rate_t <= 0`."""
+    """A rate of 0 is valid and drops nothing. Kills protocols.frame_keep_masks `rate_t <= 0`."""
     present = _present([[3, 0, 1], [5, 2, 4]], 5)
     keep = frame_keep_masks(present, 0.0, torch_generator("t", 0))
     assert torch.equal(keep["a"], present["a"])
@@ -394,8 +394,8 @@ def test_rate_zero_keeps_every_present_frame():
 
 @pytest.mark.parametrize("rate", [1.0, 1.5, -0.1])
 def test_rates_outside_zero_one_are_refused(rate):
-    """Kills protocols.py:193 `bool(None)`, `(rate_t < 0) & (...)`, `rate_t > 1`, `rate_t >= 2`; :194
-    `CorekdError(None)`."""
+    """Kills protocols.frame_keep_masks `bool(None)`, `(rate_t < 0) & (...)`, `rate_t > 1`, `rate_t >= 2`;
+    frame_keep_masks `CorekdError(None)`."""
     with pytest.raises(CorekdError, match=r"frame missing rate must lie in \[0, 1\)"):
         frame_keep_masks(_present([[3]], 3), rate, torch_generator("t", 0))
 
@@ -407,7 +407,7 @@ def test_per_row_rates_are_checked_too():
 
 
 def test_a_rate_just_below_one_is_valid_and_keeps_one_frame_per_utterance():
-    """1 - 1e-9 lies in [0, 1) (it rounds to 1.0 only in float32). Kills protocols.py:192
+    """1 - 1e-9 lies in [0, 1) (it rounds to 1.0 only in float32). Kills protocols.frame_keep_masks
     `torch.as_tensor(rate, dtype=None)` and `torch.as_tensor(rate, )`."""
     present = _present([[4, 1, 0, 6]], 6)
     keep = frame_keep_masks(present, 1 - 1e-9, torch_generator("t", 0))["a"]
@@ -418,7 +418,7 @@ def test_a_rate_just_below_one_is_valid_and_keeps_one_frame_per_utterance():
 def test_two_frame_utterances_drop_the_rate():
     """n = 2 frames: one is guaranteed; the other is kept with q = (2 (1 - p) - 1) / (2 - 1) = 1 - 2p, so the share
     dropped is (1 - q) / 2 = p (0.2 -> 0.2). With the divisor clamped at 2 instead of 1, q = (1 - 2p) / 2 and the
-    share is (1 + 2p) / 4 = 0.35. Kills protocols.py:198 `(n - 1).clamp(min=2)`."""
+    share is (1 + 2p) / 4 = 0.35. Kills protocols.frame_keep_masks `(n - 1).clamp(min=2)`."""
     present = _present(torch.full((4000,), 2), 2)
     keep = frame_keep_masks(present, 0.2, torch_generator("t", 0))
     assert keep["a"].any(-1).all()
@@ -426,14 +426,14 @@ def test_two_frame_utterances_drop_the_rate():
 
 
 def test_split_frame_keep_only_for_frames_conditions():
-    """Kills protocols.py:210 `ValueError(None)`."""
+    """Kills protocols.split_frame_keep `ValueError(None)`."""
     with pytest.raises(ValueError, match="condition complete drops no frames"):
         split_frame_keep(Condition("complete"), _present([[2]], 2), 0, "test")
 
 
 def test_split_frame_keep_depends_on_the_split():
     """Dev and test frame masks are drawn from their own streams: two splits of the same shape do not get the same
-    masks (the docstring: a function of seed, split and condition). Kills protocols.py:211
+    masks (the docstring: a function of seed, split and condition). Kills protocols.split_frame_keep
     `torch_generator("eval-frames", mask_seed, None, condition.name)` and `torch_generator("eval-frames", mask_seed,
     condition.name)`."""
     present = _present(torch.randint(2, 9, (20, 6), generator=torch.Generator().manual_seed(3)), 8)
@@ -444,8 +444,8 @@ def test_split_frame_keep_depends_on_the_split():
 
 
 def test_frame_missing_rate_without_frames_is_zero():
-    """Nothing there, nothing dropped: 0, not a division by zero. Kills protocols.py:219 `if (total) or True` and
-    `else 1.0`."""
+    """Nothing there, nothing dropped: 0, not a division by zero. Kills protocols.frame_missing_rate `if (total) or
+    True` and `else 1.0`."""
     assert frame_missing_rate({}, {}) == 0.0
     empty = {"a": torch.zeros(2, 3, 4, dtype=torch.bool)}
     assert frame_missing_rate(empty, empty) == 0.0
@@ -460,7 +460,7 @@ def test_frame_missing_rate_by_hand():
 # ---------------------------------------------------------------- rate checks, calibration, redraw, empty splits
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, torch.tensor([0.2, 1.0])])
 def test_random_mask_checks_its_own_rate_range(rate):
-    """Kills protocols.py:109 `bool(None)`, `&` for `|`, `rate_t > 1` and `rate_t >= 2`
+    """Kills protocols.random_mask `bool(None)`, `&` for `|`, `rate_t > 1` and `rate_t >= 2`
     (-0.1 kills `bool(None)` and `&`; 1.0 all four; 1.5 `bool(None)`, `&` and `>= 2`)."""
     avail = torch.ones(2, 3, dtype=torch.bool)
     for scheme in ("calibrated", "redraw"):
@@ -477,7 +477,7 @@ def test_random_mask_accepts_rates_in_range(rate):
 
 @pytest.mark.parametrize("p", [0.1, 0.3])
 def test_calibrated_rate_with_exactly_two_modalities(p):
-    """Kills protocols.py:117 `(k - 1).clamp(min=2)`.
+    """Kills protocols.random_mask `(k - 1).clamp(min=2)`.
 
     With k = 2 available, one modality is always kept and the other is kept with probability
     q = (k(1-p) - 1) / (k - 1) = 1 - 2p, so the expected missing entries per utterance are
@@ -494,7 +494,7 @@ def test_calibrated_rate_with_exactly_two_modalities(p):
 
 
 def test_training_masks_honour_the_redraw_scheme():
-    """Kills protocols.py:172 `random_mask(avail, rate, generator, )` (the scheme dropped: calibrated).
+    """Kills protocols.training_rate_masks `random_mask(avail, rate, generator, )` (the scheme dropped: calibrated).
 
     A fixed rate (low = high = 0.5) makes the training mask the redraw mask drawn right after the
     rate draw. Redraw's realised rate at p = 0.5 with 3 modalities: the expected missing count given
@@ -513,7 +513,7 @@ def test_training_masks_honour_the_redraw_scheme():
 
 
 def test_missing_rate_of_a_split_with_nothing_available_is_zero():
-    """Kills protocols.py:178 `if (total) or True` (division by zero) and `else 1.0`."""
+    """Kills protocols.missing_rate `if (total) or True` (division by zero) and `else 1.0`."""
     nothing = torch.zeros(2, 4, 3, dtype=torch.bool)
     assert missing_rate(nothing, nothing) == 0.0
     assert missing_rate(torch.ones(2, 4, 3, dtype=torch.bool), nothing) == 0.0

@@ -177,14 +177,14 @@ def test_ablation_section_absent_without_variants_or_reference():
 
 def test_paired_difference_without_variation_has_no_p_value():
     """Equal per-seed values: the differences do not vary, the t-test is undefined: p is None, not NaN, and prints
-    as n/a. Kills ablation.py:47 `math.isnan(p) and False`."""
+    as n/a. Kills ablation.paired_difference `math.isnan(p) and False`."""
     d = paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
     assert d == PairedDifference(0.0, 0.0, 2, None)
     assert format_difference(d, "mae") == "+0.000 ± 0.000 (n=2, p=n/a)"
 
 
 def test_per_seed_of_a_metric_the_records_lack_is_empty():
-    """Kills ablation.py:52 `frame.empty and metric not in frame` (a KeyError on the missing column)."""
+    """Kills ablation.per_seed `frame.empty and metric not in frame` (a KeyError on the missing column)."""
     frame = pd.DataFrame({"variant": ["corekd"], "condition": ["complete"], "seed": [0], "acc": [0.5]})
     assert per_seed(frame, "corekd", "complete", "wf1") == {}
     assert per_seed(frame, "corekd", "complete", "acc") == {0: 0.5}

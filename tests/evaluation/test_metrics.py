@@ -116,7 +116,7 @@ def test_undefined_regression_metrics_are_none_never_zero():
 def test_classes_never_predicted_or_never_true_score_zero():
     """Hand-computed scores with a present class never predicted (b) and a class predicted but never true (c).
 
-    This pins the values; it does NOT kill metrics.py:21-23 `zero_division=1`: scikit-learn >= 1.4
+    This pins the values; it does NOT kill metrics.classification_metrics `zero_division=1`: scikit-learn >= 1.4
     computes F1 as 2TP / (2TP + FP + FN), so zero_division only enters for a class with
     TP + FP + FN = 0 (absent from both truth and prediction), which weighs 0 in weighted F1 and is
     left out of macro F1 and UAR (those average over the classes present in the truth or the predictions, as
@@ -155,7 +155,7 @@ def test_macro_scores_average_as_scikit_learn_and_the_present_pair_over_the_trut
 def test_regression_sign_classes_at_the_zero_boundary():
     """A true score of 0.5 is non-negative; a predicted 0 is non-negative (acc2) but not positive (acc2_nz).
 
-    Kills metrics.py:46 `y_true >= 1`, `y_pred > 0`, `y_pred >= 1`; metrics.py:47 `y_pred[nz] >= 0`.
+    Kills metrics.regression_metrics `y_true >= 1`, `y_pred > 0`, `y_pred >= 1`, `y_pred[nz] >= 0`.
     """
     y_true = np.array([0.5, 2.0, -1.0, 1.0])
     y_pred = np.array([0.3, 0.0, -2.0, -0.5])
@@ -173,7 +173,7 @@ def test_regression_sign_classes_at_the_zero_boundary():
 
 def test_acc2_nz_leaves_out_only_the_zero_truths():
     """Truth exactly 0 is left out of the non-zero scores; a non-zero truth is positive iff > 0 (so the `>= 0`
-    mutant of the truth side, metrics.py:47 `y_true[nz] >= 0`, is equivalent: nz excludes 0)."""
+    mutant of the truth side, metrics.regression_metrics `y_true[nz] >= 0`, is equivalent: nz excludes 0)."""
     m = regression_metrics(np.array([0.0, 1.0, -1.0]), np.array([-3.0, 1.0, 1.0]))
     assert m["acc2_nz"] == pytest.approx(0.5)  # (1 -> 1) right, (-1 -> 1) wrong; the 0 truth is not counted
     assert m["acc2"] == pytest.approx(1 / 3)  # over all three: 0 >= 0 but -3 < 0; 1 right; -1 vs 1 wrong
@@ -188,7 +188,7 @@ def test_regression_metrics_with_every_truth_zero_are_undefined_on_the_non_zero_
 
 
 def test_correlation_of_a_truth_with_unit_spread():
-    """std(truth) = 1 exactly is not "constant": kills metrics.py:49 `y_true.std() == 1`."""
+    """std(truth) = 1 exactly is not "constant": kills metrics.regression_metrics `y_true.std() == 1`."""
     y_true = np.array([-1.0, 1.0])  # population std 1
     m = regression_metrics(y_true, np.array([-0.5, 2.0]))
     assert m["corr"] == pytest.approx(1.0)  # two points: r = 1 when they rise together
@@ -199,7 +199,7 @@ def test_acc7_clips_both_sides_to_minus_three_three():
     """Scores beyond +-3 count as +-3 before rounding, on the truth side and on the prediction side.
 
     (-3.6 unclipped rounds to -4, clipped to -4 also rounds to -4; clipped to [-3, 3] it is -3.)
-    Kills metrics.py:57 `np.clip(y_true, None, 3)`, `np.clip(y_true, -3, None)`, `np.clip(y_true, -4, 3)`,
+    Kills metrics.regression_metrics `np.clip(y_true, None, 3)`, `np.clip(y_true, -3, None)`, `np.clip(y_true, -4, 3)`,
     `np.clip(y_true, -3, 4)`, `np.clip(y_pred, None, 3)`, `np.clip(y_pred, -4, 3)`.
     """
     y_true = np.array([-3.6, 3.6, -3.0, 1.0])
@@ -210,7 +210,7 @@ def test_acc7_clips_both_sides_to_minus_three_three():
 
 
 def test_better_breaks_no_ties():
-    """An equal score does not beat the best so far, on either direction. Kills metrics.py:70 `score <= than` (MAE)
+    """An equal score does not beat the best so far, on either direction. Kills metrics.better `score <= than` (MAE)
     and `score >= than` (every other metric)."""
     assert not better("mae", 0.5, 0.5) and better("mae", 0.4, 0.5) and not better("mae", 0.6, 0.5)
     assert not better("weighted_f1", 0.5, 0.5) and better("weighted_f1", 0.6, 0.5) and not better("acc2", 0.4, 0.5)

@@ -518,8 +518,9 @@ def test_report_headers_and_file(tmp_path):
 
 # ---------------------------------------------------------------- the test-selection banner
 def test_banner_above_the_title_block_and_every_table_exactly():
-    """Kills report.py:393 `previous = None`; :395 `or`, `startswith("XX|XX")`; :396 `"XXXX"`; :398
-    `startswith("XX# XX")`; :399 `out = [...]`, `"XXXX"`."""
+    """Kills report.with_test_selection_banner `previous = None`; with_test_selection_banner `or`,
+    `startswith("XX|XX")`; with_test_selection_banner `"XXXX"`; with_test_selection_banner `startswith("XX# XX")`;
+    with_test_selection_banner `out = [...]`, `"XXXX"`."""
     text = "\n".join(["| a |", "| 1 |", "# Title", "prose", "", "| x | y |", "|---|---|", "| 1 | 2 |", "end"])
     got = with_test_selection_banner(text).split("\n")
     assert got == [

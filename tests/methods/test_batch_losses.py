@@ -112,7 +112,7 @@ LN2, LN3 = math.log(2.0), math.log(3.0)
 
 
 def test_pair_distances_by_hand():
-    """Kills batch_losses.py:27 `clamp(min=1.000000000001)` (distances below 1 clamped to 1)."""
+    """Kills batch_losses.pair_distances `clamp(min=1.000000000001)` (distances below 1 clamped to 1)."""
     s = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
     t = torch.tensor([[0.0, 0.5], [0.0, 0.0]])
     d = pair_distances(s, t)
@@ -122,7 +122,7 @@ def test_pair_distances_by_hand():
 
 def test_cpd_with_one_category_divides_by_one():
     """One category present: K = 1. s: (1, 0), (0, 1), prototype (.5, .5), cos r = 1/sqrt 2 each; t: (1, 0) twice,
-    cos 1. Per utterance (r - 1)^2 / 1. Kills batch_losses.py:71 `present.sum().clamp(min=2)`."""
+    cos 1. Per utterance (r - 1)^2 / 1. Kills batch_losses.prototype_distill `present.sum().clamp(min=2)`."""
     r = 1 / math.sqrt(2)
     values = prototype_distill(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]),
                                torch.tensor([1, 1]), 3)
@@ -132,7 +132,7 @@ def test_cpd_with_one_category_divides_by_one():
 def test_jsd_mutual_information_loss_with_three_utterances():
     """The marginal term is the mean over the N - 1 = 2 other utterances (N = 2 cannot tell / from *).
     scores: diagonal ln 3 (softplus(-ln 3) = ln 4/3); off-diagonal 0 (softplus 0 = ln 2) except F[0, 1] = ln 3
-    (softplus = ln 4). Kills batch_losses.py:103 `* (n - 1)`."""
+    (softplus = ln 4). Kills batch_losses.jsd_mutual_information_loss `* (n - 1)`."""
     scores = torch.zeros(3, 3)
     scores.fill_diagonal_(LN3)
     scores[0, 1] = LN3
@@ -143,8 +143,8 @@ def test_jsd_mutual_information_loss_with_three_utterances():
 
 def test_separable_critic_is_linear_relu_linear_on_each_side():
     """g(q) = W2 relu(W1 q + b1) + b2 (and h alike): with W1 = (1, -1)^T, the ReLU keeps |q| in one unit; W2 sums
-    the units. F(q, u) = g(q) h(u) = |q| * |u|. Kills batch_losses.py:115/116 the ReLU left out (F would be 0) and
-    the last Linear left out."""
+    the units. F(q, u) = g(q) h(u) = |q| * |u|. Kills batch_losses.SeparableCritic.__init__ the ReLU left out (F would
+    be 0) and the last Linear left out."""
     critic = SeparableCritic(1, 1, hidden=2)
     with torch.no_grad():
         for mlp in (critic.g, critic.h):

@@ -114,7 +114,8 @@ def test_tiny_run_scores_contrastive_view_on_its_subset_only_and_corrkd_everywhe
 
 def test_contrastive_view_without_contrast_is_smoothed_ce_only():
     """l_contrast = 0: no teacher, no contrast term; label smoothing reaches the CE.
-    Kills contrastive_view.py:96 `supervised_loss(ctx.output.logits, ctx.batch, )`; :98 `l_contrast >= 0`."""
+    Kills contrastive_view.ContrastiveView.loss `supervised_loss(ctx.output.logits, ctx.batch, )`; ContrastiveView.loss
+    `l_contrast >= 0`."""
     method = build_method("contrastive_view", modalities=["l"], l_contrast=0.0)
     assert not method.needs_teacher
     ctx = made_up_context(method, None, label_smoothing=0.2)
@@ -125,8 +126,9 @@ def test_contrastive_view_without_contrast_is_smoothed_ce_only():
 
 
 def test_contrastive_view_not_applicable_text():
-    """The report's note for conditions other than the student's own. Kills contrastive_view.py:91 `'XX,XX'.join`;
-    :92 the wording of "(the contrastive_view method)"."""
+    """The report's note for conditions other than the student's own. Kills
+    contrastive_view.ContrastiveView.not_applicable `'XX,XX'.join`; ContrastiveView.not_applicable the wording of "(the
+    contrastive_view method)"."""
     method = build_method("contrastive_view", modalities=["v", "a"])
     note = method.not_applicable(Condition("complete"), ("l", "a", "v"))
     assert note == "this student sees only {a,v} and is scored under fixed:av only (the contrastive_view method)"

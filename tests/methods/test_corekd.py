@@ -253,7 +253,7 @@ CK_OFF = dict(l_kd=0.0, l_state=0.0, l_mstate=0.0, l_nce=0.0)
 def test_corekd_kd_and_conflict_kd_on_regression_are_squared_errors_by_hand():
     """Regression, u2 padding: CE = L1 over u0, u1: (|0.5 - 1| + |-1 + 2|) / 2 = 0.75; KD = squared error to the
     teacher: ((0.5 - 1.5)^2 + (-1 - 1)^2) / 2 = 2.5; NCE-KD on the one target u0: (2 - 1.5)^2 = 0.25.
-    Kills corekd.py:151 `regression = None`; :158 and :184 `distill_loss(..., None)` (the classification KD of a
+    Kills corekd.CoReKD.loss `regression = None`; CoReKD.loss `distill_loss(..., None)` (the classification KD of a
     one-output head is 0)."""
     utt = torch.tensor([[True, True, False]])
     full = torch.ones(1, 3, 2, dtype=torch.bool)
@@ -269,7 +269,7 @@ def test_corekd_kd_and_conflict_kd_on_regression_are_squared_errors_by_hand():
 
 
 def test_corekd_ce_takes_the_label_smoothing():
-    """Kills corekd.py:155 `supervised_loss(out.logits, ctx.batch, )`."""
+    """Kills corekd.CoReKD.loss `supervised_loss(out.logits, ctx.batch, )`."""
     utt = torch.tensor([[True, True]])
     full = torch.ones(1, 2, 2, dtype=torch.bool)
     batch = made_up_batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
@@ -281,7 +281,7 @@ def test_corekd_ce_takes_the_label_smoothing():
 
 def test_corekd_nce_averaged_over_the_utterances_of_a_one_utterance_batch():
     """nce_average utterances: the targets' sum over the real utterances; one real utterance, itself the target:
-    scale 1/1, so L_nce is its CE (-log 1/4 = ln 4). Kills corekd.py:175 `clamp(min=2)` (scale 1/2)."""
+    scale 1/1, so L_nce is its CE (-log 1/4 = ln 4). Kills corekd.CoReKD.loss `clamp(min=2)` (scale 1/2)."""
     utt = torch.tensor([[True, False]])
     full = torch.ones(1, 2, 2, dtype=torch.bool)
     batch = made_up_batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
@@ -294,7 +294,8 @@ def test_corekd_nce_averaged_over_the_utterances_of_a_one_utterance_batch():
 
 
 def test_corekd_corpus_and_task_checks_say_how_to_fix_the_config():
-    """Kills corekd.py:119 the `XX...XX` and lower-cased `nce` hints; :125 the `XX...XX` and upper-cased texts."""
+    """Kills corekd.CoReKD.check_modalities the `XX...XX` and lower-cased `nce` hints; CoReKD.check_task the `XX...XX`
+    and upper-cased texts."""
     field, text = build_method("corekd", nce_types=["v"]).check_modalities(("l", "a"))
     assert field == "nce_types"
     assert text.endswith("(it has ['l', 'a']); list only types of its nonverbal modalities, or switch NCE off with l_nce: 0")

@@ -144,8 +144,8 @@ def _jsd(scores):
 
 def test_corrkd_loss_by_hand_cpd_and_rcd():
     """CE (label smoothing 0.1), CPD over the 2 categories present (0 and 2 of 3), RCD with identity critics;
-    l_scd = 0 leaves SCD out. Kills corrkd.py:128 `supervised_loss(out.logits, ctx.batch, )`; :134 `l_scd >= 0`;
-    :146 `out.logits.shape[+1]`, `shape[-2]`; :158 `mi_target - mi_non_target`."""
+    l_scd = 0 leaves SCD out. Kills corrkd.CorrKD.loss `supervised_loss(out.logits, ctx.batch, )`; CorrKD.loss `l_scd >=
+    0`; CorrKD.loss `out.logits.shape[+1]`, `shape[-2]`; CorrKD.loss `mi_target - mi_non_target`."""
     method = build_method("corrkd", l_scd=0.0, l_cpd=2.0, l_rcd=0.5, critic_hidden=2)
     critics = _identity_critics(Critics(3, 2))
     total, terms = method.loss(made_up_context(method, critics, label_smoothing=0.1))
@@ -176,7 +176,7 @@ def test_corrkd_scd_sum_reduction_with_two_utterances():
     """eq. 1 as printed: the per-utterance mean times N (N - 1) = 2 * 1 for N = 2 (not 2 * 2).
     Normalised states s = (1, 0), (0, 1); t = (1, 0), (1, 0); eta 1.4:
     u0: D(s0, t0)^2 = 0, hinge (1.4 - D(s0, t1) = 0)^2 = 1.96;  u1: D(s1, t1)^2 = 2, hinge (1.4 - sqrt 2 < 0) = 0.
-    Kills corrkd.py:139 `max(n - 1, 2)`."""
+    Kills corrkd.CorrKD.loss `max(n - 1, 2)`."""
     method = build_method("corrkd", l_cpd=0.0, l_rcd=0.0, scd_reduction="sum", l_scd=1.0)
     ctx = made_up_context(method, None)
     ctx.batch.utt_mask[1, 0] = False  # only row 0: N = 2
@@ -185,8 +185,8 @@ def test_corrkd_scd_sum_reduction_with_two_utterances():
 
 
 def test_corrkd_rcd_needs_two_classes_and_its_critics():
-    """Kills corrkd.py:120 `num_classes <= 2`, `< 3`; :121 `ValueError(None)`, lower- and upper-cased text; :152
-    `ValueError(None)`, lower- and upper-cased text."""
+    """Kills corrkd.CorrKD.auxiliary `num_classes <= 2`, `< 3`; CorrKD.auxiliary `ValueError(None)`, lower- and
+    upper-cased text; CorrKD.loss `ValueError(None)`, lower- and upper-cased text."""
     method = build_method("corrkd")
     binary = ERCModel(ModelConfig(hidden=8, heads=1), {"l": 3}, 2)
     critics = method.auxiliary(binary)  # two classes: the non-target part has one probability
@@ -208,8 +208,8 @@ def frame_batch():
 
 def test_corrkd_frame_drops_come_from_the_method_stream_only(frame_batch):
     """The same seeds give the same dropped frames whatever the global RNG did before (same seed, same numbers).
-    Kills corrkd.py:113 `generator=None` and the generator left out (the rate from the global RNG); :114
-    `frame_keep_masks(..., None)` (the frames from the global RNG)."""
+    Kills corrkd.CorrKD.train_view `generator=None` and the generator left out (the rate from the global RNG);
+    CorrKD.train_view `frame_keep_masks(..., None)` (the frames from the global RNG)."""
     method = build_method("corrkd")
 
     def frames(global_seed):
@@ -224,7 +224,7 @@ def test_corrkd_frame_drops_come_from_the_method_stream_only(frame_batch):
 
 def test_corrkd_without_frame_missing_sees_every_students_view_bit_for_bit(frame_batch):
     """frame_missing 0: no frame is dropped and the view is the shared one, features included, bit for bit (a
-    "drop nothing" pass would recompute the frame means and move them by rounding). Kills corrkd.py:111
+    "drop nothing" pass would recompute the frame means and move them by rounding). Kills corrkd.CorrKD.train_view
     `frame_missing <= 0 and not ...` and `frame_missing < 0`."""
     off = build_method("corrkd", frame_missing=0.0)
     view = off.train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch

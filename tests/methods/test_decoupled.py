@@ -131,7 +131,8 @@ def test_decoupled_rejects_prior_sources_the_corpus_lacks(tmp_path):
 
 
 def test_decoupled_names_the_prior_sources_field():
-    """Kills decoupled.py:235 the field `"XXprior_sourcesXX"`; :236 the upper-cased text."""
+    """Kills decoupled.Decoupled.check_modalities the field `"XXprior_sourcesXX"`; Decoupled.check_modalities the
+    upper-cased text."""
     field, text = build_method("decoupled", prior_sources=["a", "x"]).check_modalities(("l", "a", "v"))
     assert field == "prior_sources"
     assert text.startswith("['x'] are not modalities of the corpus (it has ['l', 'a', 'v'])")
@@ -143,8 +144,8 @@ SQ2 = math.sqrt(2.0)
 
 
 def test_decoupled_pure_terms_keep_their_leading_dimensions():
-    """Two rows each: one value per row, not one over everything. Kills decoupled.py:56 `.sum(None)`; :69
-    `.mean(None)`; :108 `.sum(None)`."""
+    """Two rows each: one value per row, not one over everything. Kills decoupled.modality_sum `.sum(None)`;
+    self_regression `.mean(None)`; graph_distillation `.sum(None)`."""
     observed = torch.tensor([[True, False, True], [False, True, True]])
     assert modality_sum(torch.tensor([[1.0, 2.0, 4.0], [8.0, 16.0, 32.0]]), observed).tolist() == [5.0, 48.0]
     # rows: ((1 - 0)^2 + (2 - 4)^2) / 2 = 2.5;  ((3 - 0)^2 + (0 - 1)^2) / 2 = 5
@@ -159,7 +160,7 @@ def test_decoupled_pure_terms_keep_their_leading_dimensions():
 
 
 def test_pairwise_distance_names_an_unknown_kind():
-    """Kills decoupled.py:103 `ValueError(None)`."""
+    """Kills decoupled.pairwise_distance `ValueError(None)`."""
     with pytest.raises(ValueError, match="unknown pair distance 'l2'"):
         pairwise_distance(torch.zeros(2, 3), "l2")
 
@@ -167,7 +168,7 @@ def test_pairwise_distance_names_an_unknown_kind():
 def test_edge_prior_penalty_leaves_out_edges_that_never_exist():
     """M = 3, v never observed: only edges l<->a exist; the edges to and from v have a prior (1/6 each, uniform) but
     no weight and must not count. (1/4 - 1/6)^2 + (3/4 - 1/6)^2 = 1/144 + 49/144 = 50/144.
-    Kills decoupled.py:120 `count >= 0` (which adds 4 * (1/6)^2 for the v edges)."""
+    Kills decoupled.edge_prior_penalty `count >= 0` (which adds 4 * (1/6)^2 for the v edges)."""
     weights = torch.tensor([[[[0.0, 0.25, 0.0], [0.75, 0.0, 0.0], [0.0, 0.0, 0.0]]]])  # [1, 1, 3, 3]
     valid = pair_mask(torch.tensor([[[True, True, False]]]))
     prior = edge_prior(("l", "a", "v"), [], 0.25)
@@ -178,7 +179,7 @@ def test_edge_prior_penalty_leaves_out_edges_that_never_exist():
 
 def test_edge_prior_of_two_and_of_one_modality():
     """Two modalities, sources [l], temperature 0.5: the edge from l (target a: [1, 0]) gets e^2 / (1 + e^2), the one
-    from a 1 / (1 + e^2). One modality: a 1 x 1 zero prior. Kills decoupled.py:130 `m > 2` (a zero prior for two),
+    from a 1 / (1 + e^2). One modality: a 1 x 1 zero prior. Kills decoupled.edge_prior `m > 2` (a zero prior for two),
     `torch.zeros(None, m)`, `torch.zeros(m, None)`, `torch.zeros(m)`, `torch.zeros(m, )` (shape [1])."""
     prior = edge_prior(("l", "a"), ["l"], 0.5)
     e2 = math.exp(2.0)
@@ -235,11 +236,12 @@ def test_decoupled_loss_by_hand_every_term():
     """Every term of DMD's loss on made-up outputs, label smoothing 0.1, graph_alpha 1, shared_repr_weight 0.5,
     exclusive_repr_weight 2, prior from l at temperature 0.5, and KD (0.5) on.
 
-    Kills decoupled.py:243 `mask | real` (u1's hidden a would count); :244 `targets is None` (classification KD
-    would be the squared error); :249, :252, :253, :64 the label smoothing left out; :252 `shared - exclusive`;
-    :255, :267 (both), :270, :273, :276, :279 `total - ...` and `weight / term`; :259 `"XXl1XX"`, `"L1"` (an
-    unknown distance); :263 `part_weight > 1`; :264 `d - part_weight * ...`; :277 `l_kd > 1`; and (through the
-    per-utterance means) :56 `.sum(None)`, :69 `.mean(None)`, :108 `.sum(None)`."""
+    Kills decoupled.Decoupled.loss `mask | real` (u1's hidden a would count); Decoupled.loss `targets is None`
+    (classification KD would be the squared error); Decoupled.loss and per_modality_supervised the label smoothing left
+    out; Decoupled.loss `shared - exclusive`; Decoupled.loss (both), Decoupled.loss `total - ...` and `weight / term`;
+    Decoupled.loss `"XXl1XX"`, `"L1"` (an unknown distance); Decoupled.loss `part_weight > 1`; Decoupled.loss `d -
+    part_weight * ...`; Decoupled.loss `l_kd > 1`; and (through the per-utterance means) modality_sum `.sum(None)`,
+    self_regression `.mean(None)`, graph_distillation `.sum(None)`."""
     eps = 0.1
     total, terms = _decoupled_loss(label_smoothing=eps, graph_alpha=1.0, shared_repr_weight=0.5,
                                    exclusive_repr_weight=2.0, prior_temperature=0.5, l_aux_ce=0.3, l_graph=0.2,
@@ -279,8 +281,8 @@ def test_decoupled_loss_by_hand_every_term():
 
 
 def test_decoupled_zero_weights_switch_their_terms_off():
-    """Every weight 0: only the CE is computed. Kills decoupled.py:251 `l_aux_ce >= 0`; :256 `l_graph >= 0`;
-    :268 `l_rec >= 0`; :271 `l_cyc >= 0`; :274 `l_ort >= 0`."""
+    """Every weight 0: only the CE is computed. Kills decoupled.Decoupled.loss `l_aux_ce >= 0`; Decoupled.loss `l_graph
+    >= 0`; Decoupled.loss `l_rec >= 0`; Decoupled.loss `l_cyc >= 0`; Decoupled.loss `l_ort >= 0`."""
     total, terms = _decoupled_loss(l_aux_ce=0.0, l_graph=0.0, l_rec=0.0, l_cyc=0.0, l_ort=0.0, l_kd=0.0)
     assert set(terms) == {"ce"}
     assert total.item() == pytest.approx((py_ce(D_LOGITS[0], 1) + py_ce(D_LOGITS[1], 0)) / 2, abs=1e-6)
@@ -289,8 +291,8 @@ def test_decoupled_zero_weights_switch_their_terms_off():
 def test_decoupled_kd_on_regression_is_the_squared_error_by_hand():
     """A regression batch: L1 to the target plus l_kd times the squared error to the teacher's output.
     u0: |0.5 - 1| = 0.5, (0.5 - 1.5)^2 = 1;  u1: |-1 + 2| = 1, (-1 - 1)^2 = 4;  padding never counts.
-    Kills decoupled.py:244 `regression = None` and :278 `distill_loss(..., None)` (the classification KD of a
-    one-output head is 0)."""
+    Kills decoupled.Decoupled.loss `regression = None` and Decoupled.loss `distill_loss(..., None)` (the classification
+    KD of a one-output head is 0)."""
     batch = replace(made_up_batch(D_AVAIL, D_AVAIL, D_LABELS, D_UTT, ("l", "a")), targets=torch.tensor([[1.0, -2.0, 0.0]]))
     total, terms = _decoupled_loss(batch=batch, logits=[[0.5], [-1.0], [3.0]], teacher=[[1.5], [1.0], [9.0]],
                                    l_aux_ce=0.0, l_graph=0.0, l_rec=0.0, l_cyc=0.0, l_ort=0.0, l_kd=0.5)

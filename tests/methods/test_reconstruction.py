@@ -64,9 +64,9 @@ CE_R = (math.log(4 / 3) + math.log(8.0)) / 2  # u0 and u1; label 1 with p = 3/4 
 
 def test_reconstruction_loss_by_hand_over_all_modalities():
     """rec_over all: every modality the data has, of the real utterances: u0 (1 + 4) / 2, u1 1 / 1 (a is not in
-    the data, so not scored). Kills reconstruction.py:126 `batch.avail | real`; :127 `(rec_over == "all") and False`,
-    `!= "all"`, `"XXallXX"`, `"ALL"`; :130 `total - ...`, `l_rec / rec`; :47 (imputation_loss) `clamp(min=2.0)`,
-    `count > 1` (u1 has one selected modality)."""
+    the data, so not scored). Kills reconstruction.Reconstruction.loss `batch.avail | real`; Reconstruction.loss
+    `(rec_over == "all") and False`, `!= "all"`, `"XXallXX"`, `"ALL"`; Reconstruction.loss `total - ...`, `l_rec / rec`;
+    imputation_loss `clamp(min=2.0)`, `count > 1` (u1 has one selected modality)."""
     total, terms, encoder = _reconstruction_loss(l_rec=0.5)
     assert set(terms) == {"ce", "rec"}
     assert terms["ce"].item() == pytest.approx(CE_R, abs=1e-6)
@@ -78,8 +78,8 @@ def test_reconstruction_loss_by_hand_over_all_modalities():
 
 def test_reconstruction_loss_by_hand_over_the_hidden_modalities():
     """rec_over missing: only what the data has and the view hides: u0's a (error 4); u1 hides nothing, so it is
-    not usable and leaves the mean. Kills reconstruction.py:127 `(rec_over == "all") or True`, `has | ~mask`,
-    `has & mask`; :129 `real | usable`."""
+    not usable and leaves the mean. Kills reconstruction.Reconstruction.loss `(rec_over == "all") or True`, `has |
+    ~mask`, `has & mask`; Reconstruction.loss `real | usable`."""
     total, terms, _ = _reconstruction_loss(l_rec=2.0, rec_over="missing")
     assert terms["rec"].item() == pytest.approx(4.0, abs=1e-6)
     assert total.item() == pytest.approx(CE_R + 2.0 * 4.0, abs=1e-6)
@@ -87,8 +87,9 @@ def test_reconstruction_loss_by_hand_over_the_hidden_modalities():
 
 def test_reconstruction_with_label_smoothing_and_kd_by_hand():
     """Label smoothing reaches the CE; l_kd = 0.5 (below 1) adds KD at temperature 2 over the real utterances.
-    Kills reconstruction.py:118 `supervised_loss(out.logits, batch, )`; :131 `l_kd > 1`; :132 every KD-term mutant
-    (`None`, the key, the arguments, `targets is None`); :133 `total = None`, `-`, `/`, the key."""
+    Kills reconstruction.Reconstruction.loss `supervised_loss(out.logits, batch, )`; Reconstruction.loss `l_kd > 1`;
+    Reconstruction.loss every KD-term mutant (`None`, the key, the arguments, `targets is None`); Reconstruction.loss
+    `total = None`, `-`, `/`, the key."""
     total, terms, _ = _reconstruction_loss(label_smoothing=0.1, l_rec=0.0, l_kd=0.5, temperature=2.0)
     ce = (py_ce(R_LOGITS[0], 1, 0.1) + py_ce(R_LOGITS[1], 1, 0.1)) / 2
     kd = (py_kd(R_LOGITS[0], R_TEACHER[0], 2.0) + py_kd(R_LOGITS[1], R_TEACHER[1], 2.0)) / 2
@@ -101,7 +102,8 @@ def test_reconstruction_with_label_smoothing_and_kd_by_hand():
 def test_reconstruction_kd_on_regression_is_the_squared_error_by_hand():
     """A regression batch: L1 to the target plus l_kd times the squared error to the teacher's output.
     u0: |0.5 - 1| = 0.5, (0.5 - 1.5)^2 = 1;  u1: |-1 + 2| = 1, (-1 - 0)^2 = 1;  the padding never counts.
-    Kills reconstruction.py:132 `distill_loss(..., o.temperature, None)` (None: the classification branch)."""
+    Kills reconstruction.Reconstruction.loss `distill_loss(..., o.temperature, None)` (None: the classification
+    branch)."""
     batch = replace(made_up_batch(R_AVAIL, R_AVAIL, R_LABELS, R_UTT), targets=torch.tensor([[1.0, -2.0, 0.0]]))
     out = Output(logits=torch.tensor([[[0.5], [-1.0], [3.0]]]), fused=torch.zeros(1, 3, 1),
                  states=torch.zeros(1, 3, 2, 1), extra={"imputed": torch.zeros(1, 3, 2, 1)})
@@ -115,7 +117,8 @@ def test_reconstruction_kd_on_regression_is_the_squared_error_by_hand():
 
 
 def test_reconstruction_without_rec_weight_computes_no_target():
-    """l_rec = 0 switches the term off: no second encoder pass. Kills reconstruction.py:120 `l_rec >= 0`."""
+    """l_rec = 0 switches the term off: no second encoder pass. Kills reconstruction.Reconstruction.loss `l_rec >=
+    0`."""
     total, terms, encoder = _reconstruction_loss(l_rec=0.0)
     assert set(terms) == {"ce"} and encoder.seen == []
     assert total.item() == pytest.approx(CE_R, abs=1e-6)
@@ -123,7 +126,7 @@ def test_reconstruction_without_rec_weight_computes_no_target():
 
 @pytest.mark.parametrize("rec_target,reaches_encoder", [("detached", False), ("attached", True)])
 def test_reconstruction_target_detached_or_attached(rec_target, reaches_encoder):
-    """Kills reconstruction.py:121 `!= "detached"`, `"XXdetachedXX"`, `"DETACHED"`."""
+    """Kills reconstruction.Reconstruction.loss `!= "detached"`, `"XXdetachedXX"`, `"DETACHED"`."""
     total, _, encoder = _reconstruction_loss(rec_target=rec_target)
     total.backward()
     assert (encoder.scale.grad is not None) == reaches_encoder
@@ -133,16 +136,16 @@ def test_reconstruction_target_detached_or_attached(rec_target, reaches_encoder)
 
 
 def test_imputation_loss_of_one_selected_modality():
-    """The mean over one selected modality is its error, and the utterance is usable. Kills reconstruction.py:47
-    `count.clamp(min=2.0)` and `count > 1`."""
+    """The mean over one selected modality is its error, and the utterance is usable. Kills
+    reconstruction.imputation_loss `count.clamp(min=2.0)` and `count > 1`."""
     values, usable = imputation_loss(torch.tensor([[[2.0, 0.0], [9.0, 9.0]]]), torch.zeros(1, 2, 2),
                                      torch.tensor([[True, False]]))
     assert values.tolist() == [2.0] and usable.tolist() == [True]  # mean_H (4, 0) = 2
 
 
 def test_reconstruction_model_is_built_with_the_corpus_kinds_and_imputer_width():
-    """Kills reconstruction.py:113 `kinds` -> None / left out, `imputer_hidden` -> None / left out; :58 the base
-    model built without `kinds`."""
+    """Kills reconstruction.Reconstruction.build_model `kinds` -> None / left out, `imputer_hidden` -> None / left out;
+    ReconstructionModel.__init__ the base model built without `kinds`."""
     cfg, dims = ModelConfig(hidden=8, heads=1), {"l": 3, "a": 2}
     model = build_method("reconstruction", imputer_hidden=5).build_model(cfg, dims, 4, {"a": "sequence"})
     assert isinstance(model, ReconstructionModel)
@@ -155,8 +158,8 @@ def test_reconstruction_model_is_built_with_the_corpus_kinds_and_imputer_width()
 def test_reconstruction_imputer_is_linear_gelu_dropout_linear():
     """Hand-set imputer (hidden 8, M = 2, one hidden unit): the first layer gives -1, GELU(-1) = -Phi(-1) = -0.158655,
     the last layer copies it to the M * H = 16 outputs. In training mode dropout 0.5 zeroes the unit or doubles it.
-    Kills reconstruction.py:62 the GELU left out (the outputs would be -1) and the Dropout left out (train mode
-    would give -0.158655 everywhere). The default width is 2 * hidden: kills :60 `3 * h`."""
+    Kills reconstruction.ReconstructionModel.__init__ the GELU left out (the outputs would be -1) and the Dropout left
+    out (train mode would give -0.158655 everywhere). The default width is 2 * hidden: kills its `3 * h`."""
     cfg = ModelConfig(hidden=8, heads=1, dropout=0.5)
     assert ReconstructionModel(cfg, {"l": 3, "a": 2}, 3).imputer_hidden == 16
     model = ReconstructionModel(cfg, {"l": 3, "a": 2}, 3, imputer_hidden=1)
