@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import corpus_dims, split_dims
+from helpers import corpus_dims, made_up_batch, split_dims
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -418,51 +418,66 @@ def test_a_parameter_without_a_gradient_this_step_is_not_moved(tiny_splits):
     assert _states_equal(trainer.auxiliary.state_dict(), after_first)
 
 
-# ---------------------------------------------------------------- Trainer._set_lr
+# ---------------------------------------------------------------- the learning-rate schedule
 def _aux_trainer(tiny_splits, **cfg):
     model = init_model(CFG, split_dims(tiny_splits), NC, 0, "student")
     return Trainer(AuxMethod(AuxMethod.Options(), TrainingMissing()), model, TrainingConfig(**cfg), seed=0, device=CPU)
 
 
-@pytest.mark.parametrize("steps_done, steps_per_epoch, factor", [
-    (0, 3, 1.0),  # start: the full rate
-    (2, 3, 0.75),  # total 2 epochs x 3 steps = 6: 0.5 (1 + cos(pi/3))
-    (3, 3, 0.5),  # half way
-    (9, 3, 0.0),  # past the end: held at 0
-    (1, 0, 0.0),  # no steps per epoch: total is at least 1
-    (0, 0, 1.0),
+def _rates_of_an_epoch(trainer, train):
+    """The learning rate of every parameter group at each step of ``trainer.epoch`` (the steps only count)."""
+    seen = []
+
+    def counting_step(batch):
+        seen.append([g["lr"] for g in trainer.optimizer.param_groups])
+        trainer.steps_done += 1
+        return {"loss": torch.tensor(0.0)}
+
+    trainer.step = counting_step
+    trainer.epoch(train)
+    return seen
+
+
+@pytest.mark.parametrize("steps_done, batch_size, factor", [
+    (0, 4, 1.0),  # start: the full rate (10 dialogues in batches of 4: 3 steps per epoch)
+    (2, 4, 0.75),  # total 2 epochs x 3 steps = 6: 0.5 (1 + cos(pi/3))
+    (3, 4, 0.5),  # half way
+    (9, 4, 0.0),  # past the end: held at 0
+    (1, 10, 0.5),  # one step per epoch: total 2, 0.5 (1 + cos(pi/2))
+    (2, 10, 0.0),
 ])
-def test_cosine_schedule_sets_every_group(tiny_splits, steps_done, steps_per_epoch, factor):
-    trainer = _aux_trainer(tiny_splits, lr=0.04, epochs=2, schedule="cosine")
+def test_cosine_schedule_sets_every_group(tiny_splits, steps_done, batch_size, factor):
+    trainer = _aux_trainer(tiny_splits, lr=0.04, epochs=2, schedule="cosine", batch_size=batch_size, bucket=0)
     trainer.steps_done = steps_done
-    trainer._set_lr(steps_per_epoch)
-    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.04 * factor] * 2, abs=1e-12)
+    first = _rates_of_an_epoch(trainer, tiny_splits["train"])[0]
+    assert first == pytest.approx([0.04 * factor] * 2, abs=1e-12)
 
 
 def test_cosine_schedule_counts_epochs_times_steps(tiny_splits):
-    trainer = _aux_trainer(tiny_splits, lr=1.0, epochs=4, schedule="cosine")
+    trainer = _aux_trainer(tiny_splits, lr=1.0, epochs=4, schedule="cosine", batch_size=5, bucket=0)
     trainer.steps_done = 2
-    trainer._set_lr(2)  # total 8: 0.5 (1 + cos(pi / 4))
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    rates = _rates_of_an_epoch(trainer, tiny_splits["train"])  # 2 steps per epoch, total 8: 0.5 (1 + cos(pi s / 8))
+    assert [r[0] for r in rates] == pytest.approx([0.5 * (1 + math.cos(math.pi * s / 8)) for s in (2, 3)])
 
 
 def test_constant_schedule_leaves_the_rate(tiny_splits):
-    trainer = _aux_trainer(tiny_splits, lr=0.04, epochs=2, schedule="constant")
+    trainer = _aux_trainer(tiny_splits, lr=0.04, epochs=2, schedule="constant", batch_size=3, bucket=0)
     trainer.steps_done = 3
-    trainer._set_lr(3)
-    assert [g["lr"] for g in trainer.optimizer.param_groups] == [0.04, 0.04]
+    assert _rates_of_an_epoch(trainer, tiny_splits["train"]) == [[0.04, 0.04]] * 4
 
 
 # ---------------------------------------------------------------- Trainer.epoch
 def test_an_epoch_trains_the_model_sets_the_rate_per_step_and_averages(tiny_splits):
     train = tiny_splits["train"]  # 10 dialogues
     model = init_model(ModelConfig(hidden=16, heads=2, dropout=0.0), split_dims(tiny_splits), 4, 0, "student").eval()
-    trainer = Trainer(_no_kd(), model, TrainingConfig(batch_size=3, bucket=0), seed=0, device=CPU)
-    lr_calls, sizes, modes = [], [], []
-    trainer._set_lr = lr_calls.append
+    trainer = Trainer(_no_kd(), model, TrainingConfig(batch_size=3, bucket=0, schedule="cosine", epochs=1, lr=1.0), seed=0,
+                      device=CPU)
+    rates, sizes, modes = [], [], []
     values = iter([1.0, 2.0, 4.0, 9.0])
 
     def fake_step(batch):
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.steps_done += 1
         sizes.append(len(batch.index))
         modes.append(trainer.model.training)
         v = next(values)
@@ -470,7 +485,8 @@ def test_an_epoch_trains_the_model_sets_the_rate_per_step_and_averages(tiny_spli
 
     trainer.step = fake_step
     terms = trainer.epoch(train)
-    assert lr_calls == [4, 4, 4, 4]  # ceil(10 / 3) steps per epoch, set before each step
+    # ceil(10 / 3) = 4 steps per epoch, the rate set before each step: 0.5 (1 + cos(pi s / 4))
+    assert rates == pytest.approx([0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(4)])
     assert sizes == [3, 3, 3, 1] and modes == [True] * 4
     assert terms == {"loss": 4.0, "x": -4.0}
     assert all(type(v) is float for v in terms.values())
@@ -937,10 +953,12 @@ def test_grad_clip_zero_means_no_clipping(tiny_corpus, tiny_splits):
 # ---------------------------------------------------------------- the weight average
 def _ema_trainer(ema):
     torch.manual_seed(0)
-    model = ERCModel(ModelConfig(hidden=8, heads=1, dropout=0.0), {"l": 2}, 2)
+    model = ERCModel(ModelConfig(hidden=8, heads=1, dropout=0.0), {"l": 1}, 2)
     cls = method_class("no_kd")
-    return Trainer(cls(cls.Options(), TrainingMissing()), model, TrainingConfig(ema=ema), seed=0,
-                   device=torch.device("cpu"))
+    trainer = Trainer(cls(cls.Options(), TrainingMissing()), model, TrainingConfig(ema=ema), seed=0,
+                      device=torch.device("cpu"))
+    trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.0)  # a step leaves the weights as they are
+    return trainer
 
 
 @pytest.mark.parametrize("steps_done,ema,decay", [
@@ -951,15 +969,17 @@ def _ema_trainer(ema):
 def test_weight_average_update_by_hand(steps_done, ema, decay):
     """average <- decay * average + (1 - decay) * weights, decay = min(ema, (1 + s) / (10 + s)) after s steps.
 
-    Kills training.Trainer._update_average `(1 + s) * (10 + s)`, `(1 - s)`, `(2 + s)`, `(10 - s)`, `(11 + s)`;
-    Trainer._update_average `1.0 + decay`, `2.0 - decay`."""
+    Through Trainer.step, whose optimiser has a zero rate (only the average moves). Kills the mutants of
+    training.Trainer._update_average `(1 + s) * (10 + s)`, `(1 - s)`, `(2 + s)`, `(10 - s)`, `(11 + s)`, `1.0 + decay`,
+    `2.0 - decay`."""
     trainer = _ema_trainer(ema)
     with torch.no_grad():
         for i, (p, a) in enumerate(zip(trainer.model.parameters(), trainer.ema_model.parameters())):
             p.fill_(1.0 + i)  # the current weights
             a.fill_(-1.0)  # the average so far
-    trainer.steps_done = steps_done
-    trainer._update_average()
+    trainer.steps_done = steps_done - 1  # the step counts itself, then averages
+    utt = torch.ones(1, 2, dtype=torch.bool)
+    trainer.step(made_up_batch(utt[..., None].clone(), utt[..., None].clone(), torch.tensor([[0, 1]]), utt, ("l",)))
     for i, a in enumerate(trainer.ema_model.parameters()):
         expected = decay * -1.0 + (1 - decay) * (1.0 + i)
         assert torch.allclose(a, torch.full_like(a, expected), atol=1e-6), (i, float(a.flatten()[0]), expected)

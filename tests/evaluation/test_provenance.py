@@ -9,7 +9,6 @@ import pytest
 from corekd.config import load_config, validate_config
 from corekd.evaluation.provenance import (
     DEFAULT_CHOICES,
-    _lookup,
     defaults_in_effect,
     provenance_section,
 )
@@ -76,20 +75,34 @@ def _nested(option: str, value) -> dict:
     return {section: {key: value}}
 
 
-def test_lookup_follows_a_dotted_path():
-    tree = {"a": {"b": {"c": 0}}, "x": 5}
-    assert _lookup(tree, ["a", "b", "c"]) == (True, 0)
-    assert _lookup(tree, ["a", "b"]) == (True, {"c": 0})
-    assert _lookup(tree, ["x"]) == (True, 5)
-    assert _lookup(tree, []) == (True, tree)
+class _Dumped:
+    """Stands in for a RunConfig whose dump is ``tree`` (no methods): what defaults_in_effect reads of a config."""
+
+    methods: list = []
+
+    def __init__(self, tree):
+        self.tree = tree
+
+    def model_dump(self, mode):
+        return self.tree
 
 
-def test_lookup_reports_a_missing_key_or_a_path_through_a_leaf():
-    tree = {"a": {"b": 1}, "x": 5}
-    assert _lookup(tree, ["a", "z"]) == (False, None)
-    assert _lookup(tree, ["z"]) == (False, None)
-    assert _lookup(tree, ["x", "y"]) == (False, None)  # 5 is not a mapping
-    assert _lookup(tree, ["a", "b", "c"]) == (False, None)
+def test_defaults_are_found_along_their_dotted_paths():
+    tree: dict = {"extra": {"x": 5}}
+    for c in PLAIN:
+        section, key = c.option.split(".")
+        tree.setdefault(section, {})[key] = c.value
+    assert defaults_in_effect(_Dumped(tree)) == [asdict(c) for c in PLAIN]
+
+
+def test_a_missing_option_or_a_path_through_a_leaf_is_not_in_effect():
+    c = PLAIN[0]
+    section, key = c.option.split(".")
+    assert defaults_in_effect(_Dumped({})) == []  # no section
+    assert defaults_in_effect(_Dumped({section: {}})) == []  # no key
+    assert defaults_in_effect(_Dumped({section: 5})) == []  # the section is a leaf, not a mapping
+    assert defaults_in_effect(_Dumped({section: {key: {"deeper": c.value}}})) == []  # a mapping, not the value
+    assert defaults_in_effect(_Dumped(_nested(c.option, c.value))) == [asdict(c)]
 
 
 def test_every_recorded_default_is_in_effect_for_the_default_config_in_order():

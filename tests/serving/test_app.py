@@ -270,6 +270,7 @@ def test_one_loc_format_for_the_schema_and_corekds_own_checks(predictor, dialogu
 def test_parsing_inference_and_serialisation_run_off_the_event_loop(predictor, dialogue, monkeypatch):
     """Every CPU-heavy step of a request runs in a worker thread (or process), never in the event loop's thread."""
     import threading
+    import types
 
     from corekd.serving import app as app_module
 
@@ -282,8 +283,9 @@ def test_parsing_inference_and_serialisation_run_off_the_event_loop(predictor, d
         return wrapped
 
     monkeypatch.setattr(app_module.BodyValidator, "__call__", spy("parse", app_module.BodyValidator.__call__))
-    monkeypatch.setattr(app_module, "_dialogue_inputs", spy("check", app_module._dialogue_inputs))
-    monkeypatch.setattr(app_module, "_serialise", spy("serialise", app_module._serialise))
+    # corekd's own checks (parse_dialogue) and the answer's JSON encoding, seen through the names the app calls
+    monkeypatch.setattr(app_module, "parse_dialogue", spy("check", app_module.parse_dialogue))
+    monkeypatch.setattr(app_module, "json", types.SimpleNamespace(dumps=spy("serialise", json.dumps)))
     app = create_app(predictor, parse_workers=0)
     monkeypatch.setattr(predictor, "predict_many", spy("model", predictor.predict_many))
 
