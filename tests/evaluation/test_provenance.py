@@ -78,10 +78,9 @@ def _nested(option: str, value) -> dict:
 class _Dumped:
     """Stands in for a RunConfig whose dump is ``tree`` (no methods): what defaults_in_effect reads of a config."""
 
-    methods: list = []
-
     def __init__(self, tree):
         self.tree = tree
+        self.methods: list = []
 
     def model_dump(self, mode):
         return self.tree
