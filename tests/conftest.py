@@ -48,7 +48,7 @@ def tiny_run_bundle(tmp_path_factory):
     from helpers import quick_config
 
     from corekd.config import validate_config
-    from corekd.pipeline import run
+    from corekd.experiments import run
     from corekd.serving.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("serving")

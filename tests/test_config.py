@@ -5,10 +5,10 @@ import pytest
 import yaml
 from helpers import ROOT
 
-from corekd.compare.config import load_grid
+from corekd.experiments.spec import load_grid
 from corekd.config import RunConfig, dump_config, load_config, validate_config
 from corekd.errors import CorekdError
-from corekd.study import expand_study, is_study
+from corekd.experiments.spec import expand_study, is_study
 
 
 def _write(tmp_path, text):

@@ -10,9 +10,9 @@ from helpers import quick_config
 
 from corekd.config import load_config, validate_config
 from corekd.errors import CorekdError
-from corekd.pipeline import run
+from corekd.experiments import run
 from corekd.progress import Reporter
-from corekd.sweep import rebuild
+from corekd.experiments.sweep import rebuild
 
 
 @pytest.mark.parametrize("sweep, field, words", [

@@ -15,7 +15,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import corekd
-import corekd.pipeline as pipeline
+import corekd.evaluation.conditions as conditions
+import corekd.experiments.unit as unit_mod
+from corekd.experiments import run
 import corekd.training as training
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.protocols import TrainingMissing
@@ -117,8 +119,8 @@ def test_test_split_cannot_influence_training_or_selection(tmp_path, tiny_corpus
         for d in tiny_corpus.dialogues
     ])
     scrambled.save(tmp_path / "b")
-    run_a = pipeline.run(_tiny_run_config(tmp_path / "a"), tmp_path / "out_a")
-    run_b = pipeline.run(_tiny_run_config(tmp_path / "b"), tmp_path / "out_b")
+    run_a = run(_tiny_run_config(tmp_path / "a"), tmp_path / "out_a")
+    run_b = run(_tiny_run_config(tmp_path / "b"), tmp_path / "out_b")
     untimed = lambda runs: [{k: v for k, v in t.items() if k != "seconds"} for t in runs]  # noqa: E731
     assert untimed(run_a.trainings) == untimed(run_b.trainings)  # same histories, same selected epochs
     for label in ("teacher", "corekd"):
@@ -131,7 +133,7 @@ def test_test_split_cannot_influence_training_or_selection(tmp_path, tiny_corpus
 def test_test_split_is_predicted_only_after_each_model_is_trained(tmp_path, tiny_corpus, monkeypatch):
     tiny_corpus.save(tmp_path / "c")
     events = []
-    real_train, real_eval_predict, real_train_predict = pipeline.train_model, pipeline.predict, training.predict
+    real_train, real_eval_predict, real_train_predict = unit_mod.train_model, conditions.predict, training.predict
 
     def spy_train(method, *args, **kwargs):
         events.append(("train-start", method.name))
@@ -148,10 +150,10 @@ def test_test_split_is_predicted_only_after_each_model_is_trained(tmp_path, tiny
 
         return inner
 
-    monkeypatch.setattr(pipeline, "train_model", spy_train)
-    monkeypatch.setattr(pipeline, "predict", spy_predict("pipeline"))
+    monkeypatch.setattr(unit_mod, "train_model", spy_train)
+    monkeypatch.setattr(conditions, "predict", spy_predict("pipeline"))
     monkeypatch.setattr(training, "predict", spy_predict("training"))
-    pipeline.run(_tiny_run_config(tmp_path / "c"), tmp_path / "out")
+    run(_tiny_run_config(tmp_path / "c"), tmp_path / "out")
     assert {s for kind, s in events if kind == "predict:training"} == {"dev"}  # selection sees dev only
     assert {s for kind, s in events if kind == "predict:pipeline"} == {"dev", "test"}  # dev records, then test
     inside = False
@@ -166,7 +168,7 @@ def test_test_split_is_predicted_only_after_each_model_is_trained(tmp_path, tiny
 
 def test_results_and_checkpoints_written(tmp_path, tiny_corpus):
     tiny_corpus.save(tmp_path / "d")
-    pipeline.run(_tiny_run_config(tmp_path / "d"), tmp_path / "out")
+    run(_tiny_run_config(tmp_path / "d"), tmp_path / "out")
     payload = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {t["variant"] for t in payload["trainings"]} == {"teacher", "corekd"}
     info = json.loads(Path(tmp_path / "out/checkpoints/corekd/seed0/model.json").read_text())
@@ -176,11 +178,11 @@ def test_results_and_checkpoints_written(tmp_path, tiny_corpus):
 def test_an_unlisted_teacher_is_trained_for_its_students_but_not_reported(tmp_path, tiny_corpus):
     tiny_corpus.save(tmp_path / "e")
     cfg = _tiny_run_config(tmp_path / "e", methods=[{"name": "vanilla_kd"}, {"name": "no_kd"}])
-    result = pipeline.run(cfg, tmp_path / "out")
+    result = run(cfg, tmp_path / "out")
     assert [t["variant"] for t in result.trainings] == ["teacher", "vanilla_kd", "no_kd"]
     assert {r["variant"] for r in result.records} == {"vanilla_kd", "no_kd"}
     # No method needs a teacher: none is trained.
-    result = pipeline.run(_tiny_run_config(tmp_path / "e", methods=[{"name": "no_kd"}]), tmp_path / "out2")
+    result = run(_tiny_run_config(tmp_path / "e", methods=[{"name": "no_kd"}]), tmp_path / "out2")
     assert [t["variant"] for t in result.trainings] == ["no_kd"]
 
 

@@ -20,17 +20,14 @@ import pytest
 import yaml
 from helpers import ROOT
 
-from corekd.compare.cells import Cell
-from corekd.compare.config import load_grid, validate_grid
-from corekd.compare.grid import (
-    CELL_FILE,
-    check_folder,
-    plan_cells,
-    run_grid,
-)
+import corekd.experiments.unit as unit_mod
+from corekd.experiments import compare as run_grid
+from corekd.experiments.engine import plan_grid as plan_cells
+from corekd.experiments.folder import CELL_FILE, GRID, ExperimentFolder
+from corekd.experiments.spec import load_grid, validate_grid
 from corekd.config import validate_config
 from corekd.errors import CorekdError
-from corekd.pipeline import run
+from corekd.experiments import run
 
 SMOKE = ROOT / "configs" / "smoke_grid.yaml"
 
@@ -100,22 +97,27 @@ def test_plan_trains_each_teacher_once_before_its_students():
     assert len(set(cells)) == len(cells)
     for corpus in grid.corpora:
         for seed in grid.seeds:
-            mine = [c for c in cells if (c.corpus, c.seed) == (corpus, seed)]
+            mine = [c for c in cells if (c.part, c.seed) == (corpus, seed)]
             assert [c.variant for c in mine] == labels and mine[0].method == "teacher"
     # a teacher no one lists is still trained (once per corpus and seed) for the students that need it
     raw = _grid_dict(methods=[{"name": "no_kd"}, {"name": "corekd"}])
     cells = plan_cells(validate_grid(raw))
-    assert [c.variant for c in cells if c.corpus == "vectors" and c.seed == 0] == ["teacher", "no_kd", "corekd"]
+    assert [c.variant for c in cells if c.part == "vectors" and c.seed == 0] == ["teacher", "no_kd", "corekd"]
 
 
 @pytest.mark.subprocess
+def check_folder(out, grid, *, overwrite, config_path):
+    return ExperimentFolder.check(out, GRID, grid.resolved(), mode="grid", overwrite=overwrite,
+                                  config_path=config_path).mode
+
+
 def test_a_folder_of_another_grid_or_not_a_grid_is_refused(tmp_path, smoke):
     out, _ = smoke
     other = validate_grid(_grid_dict(seeds=[0, 1, 2]))
     with pytest.raises(CorekdError) as err:
         check_folder(out, other, overwrite=False, config_path=None)
     assert err.value.field == "seeds" and "--overwrite" in err.value.detail
-    assert check_folder(out, load_grid(SMOKE), overwrite=False, config_path=None) == "continue"
+    assert check_folder(out, load_grid(SMOKE), overwrite=False, config_path=None) == "resume"
     assert check_folder(out, other, overwrite=True, config_path=None) == "overwrite"
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("mine")
@@ -226,16 +228,14 @@ def test_one_worker_in_process_gives_the_records_of_two(smoke, tmp_path):
 
 
 def test_a_failed_cell_is_reported_and_its_students_are_not_run(tmp_path, monkeypatch):
-    import corekd.pipeline as pipeline  # run_cell reads train_unit from here at call time
-
-    original = pipeline.train_unit
+    original = unit_mod.train_unit  # run_unit reads train_unit from here at call time
 
     def failing(setup, spec, seed, *args, **kwargs):
         if spec.label == "teacher" and seed == 1:
             raise CorekdError("training diverged (test)")
         return original(setup, spec, seed, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train_unit", failing)
+    monkeypatch.setattr(unit_mod, "train_unit", failing)
     raw = _grid_dict(corpora={"vectors": {}}, methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "corekd"}])
     out = tmp_path / "grid"
     result = run_grid(validate_grid(raw, SMOKE), out, workers=1, device="cpu", report=False)
@@ -253,10 +253,10 @@ def test_a_failed_cell_is_reported_and_its_students_are_not_run(tmp_path, monkey
     alone = run_grid(validate_grid(raw_plain, SMOKE), tmp_path / "plain", workers=1, device="cpu", report=False)
     assert {f["cell"] for f in alone.failed} == {"vectors/seed-1/teacher", "vectors/seed-1/corekd"}
     # started again (the cause gone), only the failed cells run
-    monkeypatch.setattr(pipeline, "train_unit", original)
+    monkeypatch.setattr(unit_mod, "train_unit", original)
     again = run_grid(validate_grid(raw, SMOKE), out, workers=1, device="cpu", report=False)
     assert again.ran == 3 and again.failed == []
-    assert Cell("vectors", 1, "corekd", "corekd").folder.as_posix() == "cells/vectors/seed-1/corekd"
+    assert GRID.unit_dir(Path(""), "vectors", "corekd", 1).as_posix() == "cells/vectors/seed-1/corekd"
 
 
 def test_a_grid_on_a_corpus_folder_continues_with_the_same_config(tmp_path, tiny_corpus):

@@ -25,7 +25,7 @@ from corekd.compare.report import (
 from corekd.config import RunConfig
 from corekd.errors import CorekdError
 from corekd.evaluation.report import FIXED_ORDER
-from corekd.pipeline import run
+from corekd.experiments import run
 
 VARIANTS = ["teacher", "no_kd", "vanilla_kd", "corekd"]
 SEEDS = [0, 1, 2]

@@ -33,8 +33,8 @@ from corekd.evaluation.analyses import (
     relative,
 )
 from corekd.models.model import Output
-from corekd.pipeline import run
-from corekd.rundir import corpus_fingerprint
+from corekd.experiments import run
+from corekd.experiments.folder import corpus_fingerprint
 from corekd.seeding import numpy_generator, torch_generator
 
 # corpus_fingerprint (ids, splits, speakers, labels, availability, features) of generate(TINY_SYNTH) before the

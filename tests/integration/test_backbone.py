@@ -11,7 +11,7 @@ import pytest
 import torch
 from helpers import TINY_SYNTH
 
-import corekd.pipeline as pipeline
+from corekd.experiments import run
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.batching import SplitTensors
 from corekd.data.protocols import (
@@ -175,7 +175,7 @@ def _standardized_run(tmp_path, corpus, name, **extra):
            "standardize": True}, "model": {"hidden": 16, "heads": 2},
            "training": {"epochs": 2, "patience": 2, "batch_size": 4},
            "methods": [{"name": "teacher"}, {"name": "no_kd"}], **extra}
-    return pipeline.run(validate_config(raw), tmp_path / f"out_{name}")
+    return run(validate_config(raw), tmp_path / f"out_{name}")
 
 
 def test_standardisation_statistics_come_from_train_and_travel_with_every_checkpoint(tmp_path, tiny_corpus, tiny_splits):

@@ -3,7 +3,7 @@
 - ``CoReKD.loss`` on made-up outputs with a fixed conflict view, every term and the total worked
   out by hand (inline and separate NCE);
 - ``evaluate_model`` with a recording model: every condition is scored under its own mask;
-- ``pipeline.run`` with a recording ``Trainer``: students of one seed start from the same
+- ``corekd.experiments.run`` with a recording ``Trainer``: students of one seed start from the same
   weights, see the same batches and training masks, and are selected on the same masked dev
   views; the teacher trains and is selected on complete views.
 """
@@ -15,7 +15,9 @@ import pytest
 import torch
 from helpers import TINY_SYNTH
 
-import corekd.pipeline as pipeline
+import corekd.experiments.unit as unit_mod
+from corekd.evaluation.conditions import evaluate_model
+from corekd.experiments import run
 import corekd.training as training
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.batching import Batch, SplitTensors
@@ -186,7 +188,7 @@ def test_evaluate_model_scores_every_condition_under_its_own_mask(tiny_corpus, t
     model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
     seen = []  # (dialogue rows, the mask the model was given) per forward
     model.register_forward_pre_hook(lambda module, args: seen.append((args[0].index.clone(), args[0].mask.clone())))
-    rows = pipeline.evaluate_model(model, test, masks, tiny_corpus.labels, 2, torch.device("cpu"))
+    rows = evaluate_model(model, test, masks, tiny_corpus.labels, 2, torch.device("cpu"))
     assert [r["condition"] for r in rows] == list(masks)
     assert len(seen) % len(masks) == 0
     per_condition = len(seen) // len(masks)  # conditions are scored one after another, each over the whole split
@@ -225,7 +227,7 @@ def _recorded_run(tmp_path):
     records = {}
     scoring = {"on": False}  # the run's own dev/test scoring after training: not a selection pass
     real_init = training.Trainer.__init__
-    real_evaluate = pipeline.evaluate_model
+    real_evaluate = unit_mod.evaluate_model
 
     def spy_evaluate(*args, **kwargs):
         scoring["on"] = True
@@ -251,8 +253,8 @@ def _recorded_run(tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(training.Trainer, "__init__", spy_init)
-        mp.setattr(pipeline, "evaluate_model", spy_evaluate)
-        pipeline.run(validate_config(raw), tmp_path / "out")
+        mp.setattr(unit_mod, "evaluate_model", spy_evaluate)
+        run(validate_config(raw), tmp_path / "out")
     return records
 
 
@@ -278,7 +280,7 @@ EXTENDED = ("decoupled", "reconstruction")
 
 
 def test_students_of_a_seed_share_initial_weights_batches_training_masks_and_dev_views(tmp_path):
-    """pipeline.run, one seed: what each Trainer was given and what each model was shown.
+    """corekd.experiments.run, one seed: what each Trainer was given and what each model was shown.
 
     One run in the test body (not a fixture), so that mutation testing sees its cost and what it calls.
     """

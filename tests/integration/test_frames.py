@@ -28,8 +28,9 @@ from corekd.methods import method_class
 from corekd.methods.nce import nce_view
 from corekd.models.encoders import SequenceEncoder
 from corekd.models.model import ERCModel, ModelConfig
-from corekd.pipeline import evaluation_masks, run
-from corekd.rundir import corpus_fingerprint
+from corekd.evaluation.conditions import evaluation_masks
+from corekd.experiments import run
+from corekd.experiments.folder import corpus_fingerprint
 from corekd.seeding import torch_generator
 from corekd.training import (
     TeacherReference,

@@ -19,7 +19,7 @@ from corekd.evaluation.report import render_report
 from corekd.methods import method_class
 from corekd.methods.losses import distill_loss, l1_error, squared_error, supervised_loss
 from corekd.methods.nce import nce_view
-from corekd.pipeline import run
+from corekd.experiments import run
 from corekd.seeding import torch_generator
 
 

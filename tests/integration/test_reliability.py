@@ -196,11 +196,12 @@ def test_files_get_normal_permissions(tmp_path):
 
 
 def test_results_never_shrink(tmp_path):
-    from corekd.rundir import RunFolder
+    from corekd.config import dump_config
+    from corekd.experiments.folder import RUN, ExperimentFolder
 
     cfg = load_config(_write(tmp_path / "q.yaml", quick_config()))
-    folder = RunFolder(tmp_path / "run", "new")
-    folder.prepare(cfg, "corekd run q.yaml")
+    folder = ExperimentFolder(tmp_path / "run", RUN, "new")
+    folder.open(dump_config(cfg), "corekd run q.yaml", {"": None})
     rows = [{"variant": "a", "seed": 0, "condition": "complete"}, {"variant": "b", "seed": 0, "condition": "complete"}]
     folder.write_results({"meta": {}, "records": rows})
     with pytest.raises(RuntimeError, match="refusing to drop 1 record"):

@@ -18,7 +18,7 @@ from corekd.methods import StepContext, method_class
 from corekd.methods.decoupled import DecoupledModel
 from corekd.methods.reconstruction import ReconstructionModel
 from corekd.models.model import ERCModel, ModelConfig
-from corekd.pipeline import run
+from corekd.experiments import run
 from corekd.seeding import torch_generator
 from corekd.training import Trainer, init_model, load_checkpoint, save_checkpoint
 

@@ -17,7 +17,7 @@ from corekd.config import validate_config
 from corekd.data.protocols import Condition, standard_conditions
 from corekd.evaluation.report import NOT_APPLICABLE
 from corekd.methods import method_class
-from corekd.pipeline import run
+from corekd.experiments import run
 from corekd.seeding import torch_generator
 
 

@@ -17,7 +17,7 @@ from corekd.errors import CorekdError
 from corekd.methods import StepContext, TrainView, method_class
 from corekd.methods.nce import ConflictView, nce_view
 from corekd.models.model import ERCModel, ModelConfig, Output, states_depend_on_view
-from corekd.pipeline import run
+from corekd.experiments import run
 from corekd.seeding import torch_generator
 
 

@@ -26,7 +26,7 @@ from corekd.methods import method_class
 from corekd.methods.batch_losses import contrastive_distill
 from corekd.methods.corrkd import Critics
 from corekd.models.model import ERCModel, ModelConfig
-from corekd.pipeline import run
+from corekd.experiments import run
 from corekd.seeding import torch_generator
 from corekd.training import TeacherReference, Trainer, init_model
 

@@ -26,7 +26,7 @@ from corekd.methods.decoupled import (
     self_regression,
 )
 from corekd.models.model import ModelConfig, Output
-from corekd.pipeline import run
+from corekd.experiments import run
 from corekd.seeding import torch_generator
 
 CFG = ModelConfig(hidden=16, heads=2, dropout=0.0)

@@ -52,7 +52,7 @@ def frame_corpus():
 def frame_bundle(tmp_path_factory, frame_corpus):
     """A finished one-epoch run on the frame corpus (default sequence_encoder: conv) and its bundle; the corpus saved."""
     from corekd.config import validate_config
-    from corekd.pipeline import run
+    from corekd.experiments import run
     from corekd.serving.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("serving-frames")

@@ -46,7 +46,7 @@ COLUMNS = ["dialogue_id", "utterance_id", "speaker", "label", "split", "text", "
 def trained(tmp_path_factory):
     """Media, a training manifest (a missing audio file in train), its corpus, a one-epoch run and its bundle."""
     from corekd.config import validate_config
-    from corekd.pipeline import run
+    from corekd.experiments import run
     from corekd.serving.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("media-predict")

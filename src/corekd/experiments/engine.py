@@ -43,6 +43,7 @@ from corekd.evaluation.analyses import add_relative_to_no_kd, write_figures
 from corekd.evaluation.report import write_report
 from corekd.experiments.folder import (
     ANALYSES_FILE,
+    CONFIG_FILE,
     EMBEDDING_FILE,
     GRID,
     RUN,
@@ -52,6 +53,7 @@ from corekd.experiments.folder import (
 from corekd.experiments.runner import SequentialRunner, make_runner
 from corekd.experiments.setup import (
     RunSetup,
+    method_order,
     peek_corpus_task,
     prepare_run,
     resolve_config,
@@ -136,13 +138,19 @@ class Part:
     config_path: Path | None
 
 
-def plan_units(parts: list[Part], seeds: list[int]) -> list[Unit]:
+def plan_units(configs: dict[str, RunConfig], seeds: list[int]) -> list[Unit]:
     """Every unit in the fixed order: part (config order), seed, then the teacher and the students."""
     units = []
-    for part in parts:
+    for key, config in configs.items():
+        methods, order, _ = method_order(config)
         for seed in seeds:
-            units += [Unit(part.key, seed, spec.label, part.setup.methods[spec.label].name) for spec in part.setup.order]
+            units += [Unit(key, seed, spec.label, methods[spec.label].name) for spec in order]
     return units
+
+
+def plan_grid(grid: GridConfig) -> list[Unit]:
+    """A grid's cells in the order they are planned (and reported)."""
+    return plan_units(grid.corpora, grid.seeds)
 
 
 def uses_teacher(config: RunConfig, unit: Unit) -> bool:
@@ -303,7 +311,7 @@ def _run_one(config: RunConfig, config_path: Path | None, out: Path, *, reporter
     folder.check_fingerprints({"": setup.fingerprint},
                               config.data.path if config.data.source != "synthetic" else config_path)
     part = Part("", config, setup, config_path)
-    units = plan_units([part], config.seeds)
+    units = plan_units({"": config}, config.seeds)
     resume_line = interrupted_command or f"{command} --resume"
     if folder.mode == "resume" and stored_status(out) == "complete" and all(
             folder.finished("", u.variant, u.seed) is not None for u in units) and (out / "report.md").is_file():
@@ -456,6 +464,7 @@ def _run_sweep(config: RunConfig, config_path: Path | None, out: Path, *, report
                                     resume=resume, overwrite=overwrite, config_path=config_path,
                                     normalise=_normalised)
     subs = [(v, sub_config(config, v, config_path)) for v in config.sweep.values]
+    existed = out.exists()
     folder.open(dump_config(config), command, {})
     try:
         if folder.moved_to:
@@ -475,7 +484,7 @@ def _run_sweep(config: RunConfig, config_path: Path | None, out: Path, *, report
             except CorekdError:
                 if i == 1 and folder.mode == "new":  # refused before anything of a value's run was written
                     folder.close()
-                    _remove_new(out)
+                    _remove_new(out, keep_folder=existed)
                 raise
         path = write_summary(out, config, command)
     finally:
@@ -484,12 +493,13 @@ def _run_sweep(config: RunConfig, config_path: Path | None, out: Path, *, report
     return RunResult(out, [], [], report=path)
 
 
-def _remove_new(out: Path) -> None:
-    """Remove a sweep folder this call just created when nothing but its marker and config are in it."""
-    import shutil
-
-    if {p.name for p in out.iterdir() if not p.name.startswith(".")} <= {"config.yaml", RUN.marker}:
-        shutil.rmtree(out, ignore_errors=True)
+def _remove_new(out: Path, keep_folder: bool) -> None:
+    """Remove what this call just wrote into a new (or empty) sweep folder when nothing else is there."""
+    if {p.name for p in out.iterdir() if not p.name.startswith(".")} <= {CONFIG_FILE, RUN.marker}:
+        for p in out.iterdir():
+            p.unlink()
+        if not keep_folder:
+            out.rmdir()
 
 
 # ------------------------------------------------------------------ corekd compare
@@ -537,7 +547,7 @@ def compare(
         fingerprints[key] = setup.fingerprint
         parts.append(Part(key, cfg, setup, config_path))
     folder.check_fingerprints(fingerprints, config_path)
-    units = plan_units(parts, grid.seeds)
+    units = plan_grid(grid)
     runner = make_runner(backend, workers, threads, address, str(resolved_device))
     if folder.mode == "resume" and stored_status(out) == "complete" and all(
             folder.finished(u.part, u.variant, u.seed) is not None for u in units) and (out / "report.md").is_file():

@@ -188,7 +188,8 @@ class FolderLock:
         self.folder, self.command = folder, command
         self.fd: int | None = None
 
-    def acquire(self) -> FolderLock:
+    def acquire(self, record: bool = True) -> FolderLock:
+        """Take the lock (``record``: write this process's pid and command into the file) or raise naming the holder."""
         path = self.folder / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -202,8 +203,9 @@ class FolderLock:
             who = f"pid {holder.get('pid', '?')}" + (f" ({holder['command']})" if holder.get("command") else "")
             raise CorekdError(f"another corekd process is writing to this folder: {who}; wait for it to finish, or "
                               "stop it and --resume", path=self.folder, field="--out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": self.command}).encode("utf-8"), 0)
+        if record:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": self.command}).encode("utf-8"), 0)
         self.fd = fd
         return self
 
@@ -355,7 +357,7 @@ class ExperimentFolder:
             self.lock = FolderLock(self.path, command).acquire()
             return
         if self.mode == "overwrite":
-            lock = FolderLock(self.path, command).acquire()  # nobody may be writing into what is moved aside
+            lock = FolderLock(self.path, command).acquire(record=False)  # nobody may write into what is moved aside
             try:
                 self.moved_to = move_aside(self.path)
             finally:

@@ -16,7 +16,7 @@ from corekd.config import validate_config
 from corekd.data.corpus import load_corpus
 from corekd.data.importers import import_corpus
 from corekd.errors import CorekdError
-from corekd.pipeline import run
+from corekd.experiments import run
 
 runner = CliRunner()
 
