@@ -608,9 +608,11 @@ def predict_cmd(
                 if not show and (done[0] == total or done[0] % 500 < n):
                     _one_line(f"predicted {done[0]}/{total} dialogues")
 
-            dialogues, utterances = predict_stream(
-                predictor, reader, lambda row: sink.write(json.dumps(row) + "\n"), batch_size=batch_size,
-                on_dialogues=advance)
+            def write_row(row: dict) -> None:
+                sink.write(json.dumps(row) + "\n")
+
+            dialogues, utterances = predict_stream(predictor, reader, write_row, batch_size=batch_size,
+                                                   on_dialogues=advance)
     finally:
         if out is not None:
             sink.close()
@@ -684,7 +686,8 @@ def serve_cmd(
         "parse_workers": DEFAULT_PARSE_WORKERS if parse_workers == -1 else parse_workers})
     _one_line(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     uvicorn.run("corekd.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", timeout_keep_alive=timeout_keep_alive)
+                log_level="warning",
+                timeout_keep_alive=timeout_keep_alive)  # type: ignore[arg-type]  # uvicorn annotates int, sleeps a float
 
 
 @app.command("export")

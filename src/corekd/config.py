@@ -11,7 +11,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 import yaml
 from pydantic import (
@@ -238,7 +238,9 @@ class RunConfig(_Strict):
             self.training.select_metric = "mae"
         if task == "classification" and regression_metric:
             raise ValueError(f"training.select_metric '{metric}' is a regression metric; the task is classification")
-        self.task = task
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task '{task}': expected classification or regression")
+        self.task = cast(Task, task)
 
     def model_for(self, method_name: str) -> ModelConfig:
         """The model settings of a method's model: the shared ones, with the teacher's overrides for the teacher."""

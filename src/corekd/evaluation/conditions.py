@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from corekd.data.batching import SplitTensors
-from corekd.data.protocols import frame_missing_rate, missing_rate, split_condition_mask, split_frame_keep
+from corekd.data.protocols import RandomScheme, frame_missing_rate, missing_rate, split_condition_mask, split_frame_keep
 from corekd.evaluation.metrics import task_metrics
 from corekd.evaluation.predict import predict
 from corekd.models.model import ERCModel
@@ -21,7 +21,7 @@ def not_applicable(condition, mask: torch.Tensor, split: SplitTensors,
     if condition.kind == "frames":
         if not split.sequence_modalities:
             return "the corpus has no sequence modality: there are no frames to drop"
-        if condition.rate > 0 and frame_missing_rate(frame_keep, split.frame_presence()) == 0:
+        if condition.rate > 0 and frame_keep is not None and frame_missing_rate(frame_keep, split.frame_presence()) == 0:
             return "no utterance has more than one frame: frame missing drops nothing (same as complete)"
     if condition.kind == "random" and condition.rate > 0 and int(split.avail[valid].sum(-1).max()) <= 1:
         return "at most one modality per utterance: random missing drops nothing (same as complete)"
@@ -42,7 +42,8 @@ def evaluate_model(
         reason = reasons.get(name)
         rate = round(missing_rate(mask[test.utt_mask], test.avail[test.utt_mask]), 4)
         keep = frames.get(name)
-        extra = {} if keep is None else {"frame_missing_rate": round(frame_missing_rate(keep, present), 4)}
+        extra = {} if keep is None or present is None else {
+            "frame_missing_rate": round(frame_missing_rate(keep, present), 4)}
         if reason:  # no number: nothing observed, or the same as another condition
             rows.append({"condition": name, "applicable": False, "reason": reason, "missing_rate": rate, **extra,
                          "n_utterances": int(test.utt_mask.sum())})
@@ -80,7 +81,7 @@ def method_masks(method, masks: ConditionMasks, conditions, modalities: tuple[st
 
 
 def evaluation_masks(
-    conditions, split: SplitTensors, modalities: tuple[str, ...], mask_seed: int, scheme: str
+    conditions, split: SplitTensors, modalities: tuple[str, ...], mask_seed: int, scheme: RandomScheme
 ) -> ConditionMasks:
     """Condition name -> mask on ``split`` (named ``split.name``): a function of (mask_seed, split, condition).
 

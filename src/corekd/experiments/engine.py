@@ -460,19 +460,21 @@ def _finish_run(folder: ExperimentFolder, part: Part, units: list[Unit], saved: 
 def _run_sweep(config: RunConfig, config_path: Path | None, out: Path, *, reporter: Reporter, command: str,
                resume: bool, overwrite: bool) -> RunResult:
     """Every value's run in turn (``OUT/<option>=<value>/``, the run layout), then sweep.json and sweep.md."""
+    sweep = config.sweep
+    assert sweep is not None
     folder = ExperimentFolder.check(out, RUN, _normalised(yaml.safe_load(dump_config(config))), mode="run",
                                     resume=resume, overwrite=overwrite, config_path=config_path,
                                     normalise=_normalised)
-    subs = [(v, sub_config(config, v, config_path)) for v in config.sweep.values]
+    subs = [(v, sub_config(config, v, config_path)) for v in sweep.values]
     existed = out.exists()
     folder.open(dump_config(config), command, {})
     try:
         if folder.moved_to:
             reporter.message(f"moved the earlier sweep in {out} aside to {folder.moved_to}")
-        kind = option_type(config.sweep.option)
+        kind = option_type(sweep.option)
         for i, (value, cfg) in enumerate(subs, 1):
-            sub = out / folder_name(config.sweep.option, value, kind)
-            reporter.message(f"sweep {config.sweep.option} = {value_text(value, kind)} ({i}/{len(subs)}): {sub}")
+            sub = out / folder_name(sweep.option, value, kind)
+            reporter.message(f"sweep {sweep.option} = {value_text(value, kind)} ({i}/{len(subs)}): {sub}")
             sub_resume = resume and sub.exists()
             try:
                 _run_one(cfg, config_path, sub, reporter=reporter, command=command, resume=sub_resume,

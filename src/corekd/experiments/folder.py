@@ -244,7 +244,7 @@ class ExperimentFolder:
 
     # ------------------------------------------------------------ checks (read only)
     @classmethod
-    def check(cls, out: str | Path, layout: Layout, resolved: dict, *, mode: Literal["run", "grid"],
+    def check(cls, out: str | Path, layout: Layout, resolved: object, *, mode: Literal["run", "grid"],
               resume: bool = False, overwrite: bool = False, config_path: Path | None = None, nested: bool = False,
               normalise: Callable[[object], object] | None = None) -> ExperimentFolder:
         """Decide how ``out`` may be used; raise :class:`CorekdError` (nothing written) if it may not.

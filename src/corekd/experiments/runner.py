@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
 from corekd.errors import CorekdError
@@ -131,7 +132,7 @@ class RayRunner:
         self.ray, self.threads = ray, threads
         self.started = not ray.is_initialized()
         if self.started:
-            options = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+            options: dict[str, Any] = dict(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
             try:
                 if address:
                     ray.init(address=address, **options)

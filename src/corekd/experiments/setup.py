@@ -36,9 +36,12 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
             meld_source_corpus,  # lazily: it loads the text model's packages
         )
 
-        corpus = meld_source_corpus(cfg.data.meld_root, cfg.data.path, target=cfg.data.meld_target)
+        corpus = meld_source_corpus(_required(cfg.data.meld_root, "data.meld_root", source),
+                                    _required(cfg.data.path, "data.path", source), target=cfg.data.meld_target)
+    elif cfg.data.source == "synthetic":
+        corpus = generate(cfg.data.synth)
     else:
-        corpus = generate(cfg.data.synth) if cfg.data.source == "synthetic" else load_corpus(cfg.data.path)
+        corpus = load_corpus(_required(cfg.data.path, "data.path", source))
     where = cfg.data.path if cfg.data.source in ("corpus", "meld") else source
     if cfg.data.dev == "carve" and not corpus.split("dev") and corpus.split("train"):
         try:
@@ -51,7 +54,7 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
             raise CorekdError(f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are "
                               f"needed{hint})",
                               path=where, field="dialogues[].split" if cfg.data.source != "synthetic" else "data.synth")
-    task = settle_task(cfg, corpus.task, source)
+    task = settle_task(cfg, corpus.task, source) or corpus.task
     if task == "regression":
         lacking = next((d for d in corpus.dialogues if d.sentiment is None or bool(np.isnan(d.sentiment).any())), None)
         if lacking is not None:
@@ -65,6 +68,12 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
             option, text = problem
             raise CorekdError(f"{text} (corpus '{corpus.name}')", path=source, field=f"methods[{i}].options.{option}")
     return corpus
+
+
+def _required(value: str | None, field: str, source: str | Path | None) -> str:
+    if value is None:  # the config's validation requires it for this source: reached only by a hand-built config
+        raise CorekdError("required for this data source", path=source, field=field)
+    return value
 
 
 def settle_task(cfg: RunConfig, corpus_task: str | None, source: str | Path | None = None) -> str | None:
@@ -155,7 +164,7 @@ class RunSetup:
     conditions: list
     test_masks: ConditionMasks
     dev_masks: ConditionMasks
-    input_stats: object  # the train split's input statistics, None without data.standardize
+    input_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None  # train split's input statistics (data.standardize)
     methods: dict  # label -> Method (the teacher included when a student needs one)
     order: list[MethodSpec]  # the teacher first (its students need it), then the students
     reported: set[str]  # the labels whose records are reported (an unlisted teacher is not)
@@ -167,8 +176,8 @@ class RunSetup:
         return self.corpus.labels
 
     @property
-    def task(self) -> str | None:
-        return self.config.task
+    def task(self) -> str:
+        return self.config.task or self.corpus.task  # settled by load_data
 
 
 def method_order(config: RunConfig) -> tuple[dict, list[MethodSpec], set[str]]:
@@ -192,7 +201,7 @@ def prepare_run(config: RunConfig, config_path: Path | None, device: torch.devic
     corpus = load_data(config, config_path)
     fingerprint = corpus_fingerprint(corpus)
     labels = corpus.labels
-    task = config.task  # settled by load_data
+    task = config.task or corpus.task  # settled by load_data
     train, dev_split, test = (SplitTensors.from_corpus(corpus, s, task) for s in ("train", "dev", "test"))
     ev = config.evaluation
     conditions = standard_conditions(corpus.modality_names, ev.random_rates,
