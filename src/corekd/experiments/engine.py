@@ -69,8 +69,8 @@ from corekd.experiments.unit import (
     remember_setup,
 )
 from corekd.files import atomic_write
-from corekd.methods import method_class
 from corekd.progress import GridProgress, Reporter
+from corekd.training import load_checkpoint
 from corekd.version import __version__
 
 GRID_RESULTS_FORMAT = "corekd-grid"
@@ -158,9 +158,25 @@ def uses_teacher(config: RunConfig, unit: Unit) -> bool:
     drift and conflict rejection against it."""
     if unit.method == "teacher":
         return False
-    has_teacher = any(s.name == "teacher" for s in config.methods) or any(
-        method_class(s.name).needs_teacher for s in config.methods)
-    return method_class(unit.method).needs_teacher or (has_teacher and config.evaluation.analyses)
+    methods, order, _ = method_order(config)  # a teacher is in the order when one is listed or a student needs one
+    has_teacher = any(methods[s.label].name == "teacher" for s in order)
+    return methods[unit.variant].needs_teacher or (has_teacher and config.evaluation.analyses)
+
+
+def finished_before(folder: ExperimentFolder, units: list[Unit], *, analyses: bool) -> bool:
+    """Whether ``folder`` holds this experiment complete (every unit, its status, report and analyses), with every
+    checkpoint sound (a damaged one is refused here, in one line, as loading it would be): then nothing is written."""
+    out = folder.path
+    if folder.mode != "resume" or stored_status(out) != "complete" or not (out / "report.md").is_file():
+        return False
+    if analyses and not (out / ANALYSES_FILE).is_file():
+        return False
+    if any(folder.finished(u.part, u.variant, u.seed) is None for u in units):
+        return False
+    with torch.random.fork_rng(devices=[]):
+        for u in units:
+            load_checkpoint(folder.unit_dir(u.part, u.variant, u.seed), "cpu")
+    return True
 
 
 def unit_task(part: Part, unit: Unit, folder: ExperimentFolder, *, device: str, threads: int | None,
@@ -313,8 +329,7 @@ def _run_one(config: RunConfig, config_path: Path | None, out: Path, *, reporter
     part = Part("", config, setup, config_path)
     units = plan_units({"": config}, config.seeds)
     resume_line = interrupted_command or f"{command} --resume"
-    if folder.mode == "resume" and stored_status(out) == "complete" and all(
-            folder.finished("", u.variant, u.seed) is not None for u in units) and (out / "report.md").is_file():
+    if finished_before(folder, units, analyses=config.evaluation.analyses):
         reporter.message(f"{out} holds this run, complete: nothing to do (the report is {out / 'report.md'})")
         return _result_from_folder(folder, units)
 
@@ -551,8 +566,7 @@ def compare(
     folder.check_fingerprints(fingerprints, config_path)
     units = plan_grid(grid)
     runner = make_runner(backend, workers, threads, address, str(resolved_device))
-    if folder.mode == "resume" and stored_status(out) == "complete" and all(
-            folder.finished(u.part, u.variant, u.seed) is not None for u in units) and (out / "report.md").is_file():
+    if finished_before(folder, units, analyses=False):
         progress.message(f"{out} holds this grid, complete: nothing to do (the report is {out / 'report.md'})")
         runner.close()
         return GridResult(out, len(units), 0, [], out / "report.md", 0.0)

@@ -18,8 +18,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
 
 from corekd.errors import CorekdError
 from corekd.experiments.unit import run_unit
