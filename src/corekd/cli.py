@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from corekd import __version__
 from corekd.errors import CorekdError, from_validation_error
+from corekd.version import __version__
 
 app = typer.Typer(
     help="Robust multimodal emotion recognition in conversations when modalities go missing (CoRe-KD).",

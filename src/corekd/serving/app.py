@@ -43,7 +43,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, TypeAdapter
 
-from corekd import __version__
 from corekd.errors import CorekdError
 from corekd.serving.predictor import Predictor, parse_dialogue
 from corekd.serving.schema import (
@@ -65,6 +64,7 @@ from corekd.serving.schema import (
     unpack,
     validate_in_worker,
 )
+from corekd.version import __version__
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_DIALOGUES", "DEFAULT_MAX_UTTERANCES", "FRAMES_TAG",
            "MAX_ERRORS_SHOWN", "VECTOR_TAG", "DynamicBatcher", "app_from_env", "create_app", "request_models"]

@@ -30,7 +30,6 @@ from pathlib import Path
 import torch
 import yaml
 
-from corekd import __version__
 from corekd.data.corpus import META_FILE as CORPUS_META_FILE
 from corekd.errors import CorekdError
 from corekd.features.extract import features_record
@@ -44,6 +43,7 @@ from corekd.files import (
 from corekd.models.model import ERCModel
 from corekd.rundir import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, UNIT_DONE_FILE
 from corekd.training import MODEL_META_FILE, WEIGHTS_FILE, load_checkpoint
+from corekd.version import __version__
 from corekd.weights import CHECKSUM_FIELD
 
 EXTRACTION_FILE = "extraction.json"  # written beside an extracted corpus by `corekd features extract`

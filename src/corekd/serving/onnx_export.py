@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corekd import __version__
 from corekd.errors import CorekdError
 from corekd.files import atomic_write
 from corekd.serving.bundle import Bundle
 from corekd.serving.predictor import ServingModule, input_names
+from corekd.version import __version__
 
 OPSET = 17
 BUNDLE_ONNX = "model.onnx"  # a bundle's own ONNX file, used by `--runtime onnx` when present
