@@ -27,7 +27,7 @@ from safetensors import safe_open
 from corekd.data.corpus import (
     FEATURES_FILE,
     META_FILE,
-    _CorpusFile,
+    CorpusFile,
     offsets_name,
     pool_mean,
 )
@@ -75,9 +75,9 @@ class CorpusReader(InputReader):
         meta_path = folder / META_FILE
         raw = read_json(meta_path, f"a corpus folder holds {META_FILE} and {FEATURES_FILE}")
         try:
-            self.meta = _CorpusFile.model_validate(raw)
+            self.meta = CorpusFile.model_validate(raw)
         except ValidationError as exc:
-            raise from_validation_error(exc, meta_path, model=_CorpusFile) from None
+            raise from_validation_error(exc, meta_path, model=CorpusFile) from None
         extra = [m for m in self.meta.modalities if m not in modalities]
         if extra:
             raise CorekdError(f"the corpus has modality '{extra[0]}', which this model does not read (its modalities: "

@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from corekd.errors import _format_loc
+from corekd.errors import format_loc
 
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
 DEFAULT_MAX_DIALOGUES = 64
@@ -160,7 +160,7 @@ def prediction_models(task: str, labels: list[str]):
 def error_entry(loc: tuple | list, msg: str, type_: str, root: str = "body") -> dict:
     """One entry of ``detail``: ``loc`` without the union branch names, from ``root``; ``field`` the same as text."""
     loc = [root, *(p for p in loc if p not in (VECTOR_TAG, FRAMES_TAG))]
-    return {"loc": loc, "field": _format_loc(tuple(loc)), "msg": msg, "type": type_}
+    return {"loc": loc, "field": format_loc(tuple(loc)), "msg": msg, "type": type_}
 
 
 def error_answer(entries: list[dict]) -> dict:
