@@ -44,7 +44,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, TypeAdapter
 
 from corekd.errors import CorekdError
-from corekd.serving.predictor import Predictor, parse_dialogue
+from corekd.serving.dialogue import parse_dialogue
+from corekd.serving.predictor import Predictor
 from corekd.serving.schema import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DIALOGUES,

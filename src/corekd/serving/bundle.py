@@ -42,6 +42,7 @@ from corekd.files import (
 )
 from corekd.models.model import ERCModel
 from corekd.rundir import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, UNIT_DONE_FILE
+from corekd.serving.module import frame_inputs
 from corekd.training import MODEL_META_FILE, WEIGHTS_FILE, load_checkpoint
 from corekd.version import __version__
 from corekd.weights import CHECKSUM_FIELD
@@ -88,12 +89,6 @@ class Bundle:
             "standardization": b.get("standardization", {}).get("kind", "identity"),
             "features": self.features,  # None: media manifests cannot be turned into this model's inputs
         }
-
-
-def frame_inputs(model: ERCModel) -> tuple[str, ...]:
-    """The modalities ``model`` reads frame by frame: ``sequence`` kind and a ``sequence_encoder`` other than ``mean``."""
-    return tuple(m for m in model.modalities
-                 if model.kinds.get(m) == "sequence" and model.cfg.sequence_encoder != "mean")
 
 
 def _corpus_settings(run_dir: Path, recorded: dict | None = None) -> tuple[dict, dict, dict | None, str | None]:

@@ -34,20 +34,16 @@ from corekd.data.corpus import (
 from corekd.data.importers.jsonl import jsonl_objects
 from corekd.errors import CorekdError, from_validation_error
 from corekd.files import read_json
-from corekd.serving.predictor import DialogueInput, parse_dialogue, reads_frames
+from corekd.serving.dialogue import (
+    DialogueInput,
+    InputReader,
+    parse_dialogue,
+    reads_frames,
+)
+from corekd.serving.media import ManifestReader
 
 MANIFEST_SUFFIXES = (".csv", ".tsv")
 MEDIA_COLUMNS = ("audio", "video", "audio_path", "video_path", "wav", "path", "file", "media")
-
-
-class InputReader:
-    """``len(reader)``: dialogues to come (for the progress bar); iterating yields :class:`DialogueInput`."""
-
-    def __len__(self) -> int:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def __iter__(self) -> Iterator[DialogueInput]:  # pragma: no cover - interface
-        raise NotImplementedError
 
 
 class JsonlReader(InputReader):
@@ -182,8 +178,6 @@ def _is_manifest(path: Path) -> bool:
 
 
 def _manifest_reader(path: Path, predictor, options: dict):
-    from corekd.serving.media import ManifestReader
-
     bundle = getattr(predictor, "bundle", None)
     if bundle is None:  # only modalities were given: nothing says how the model's features were made
         raise CorekdError("this looks like a media manifest; reading one needs the predictor (its bundle records the "

@@ -31,8 +31,7 @@ from pydantic import ValidationError
 from corekd.data.corpus import pool_mean
 from corekd.errors import CorekdError
 from corekd.serving.bundle import Bundle
-from corekd.serving.inputs import InputReader
-from corekd.serving.predictor import DialogueInput, reads_frames
+from corekd.serving.dialogue import DialogueInput, InputReader, reads_frames
 
 CHUNK_ROWS = 512  # manifest rows extracted (and held) at once; whole dialogues, so a long one may exceed it
 IDENTITY_IGNORED = ("kind",)  # derived from the config, which is compared as a whole

@@ -1,6 +1,6 @@
 """ONNX export of a bundle's model, and an onnxruntime runtime for :class:`~corekd.serving.predictor.Predictor`.
 
-The exported graph is :class:`~corekd.serving.predictor.ServingModule`: inputs ``mask`` [B, U, M]
+The exported graph is :class:`~corekd.serving.module.ServingModule`: inputs ``mask`` [B, U, M]
 bool, ``speakers`` [B, U] int64, ``lengths`` [B] int64 and one ``[B, U, D_m]`` float32 input per
 modality (named ``l``, ``a``, ``v``), except that a modality the model reads frame by frame (a
 ``sequence`` modality, ``sequence_encoder`` conv / transformer / none) has two inputs instead:
@@ -31,7 +31,7 @@ import torch
 from corekd.errors import CorekdError
 from corekd.files import atomic_write
 from corekd.serving.bundle import Bundle
-from corekd.serving.predictor import ServingModule, input_names
+from corekd.serving.module import ServingModule, input_names
 from corekd.version import __version__
 
 OPSET = 17

@@ -16,7 +16,7 @@ gets 422).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Optional, Union
+from typing import Annotated, Any, ClassVar, Mapping, Optional, Union
 
 import numpy as np
 from pydantic import (
@@ -46,9 +46,11 @@ ModelFloat = confloat(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOA
 VECTOR_TAG, FRAMES_TAG = "one vector", "list of frames"  # union branch names; left out of the locs errors name
 
 
-def reads_frames(spec) -> bool:
-    """Whether a modality spec is read frame by frame (``input: "frames"``); the same rule as
-    :func:`corekd.serving.predictor.reads_frames`, here so that this module does not import torch."""
+def reads_frames(spec: Mapping) -> bool:
+    """Whether a modality spec (``Bundle.modalities[m]``) is read frame by frame (``input: "frames"``).
+
+    The one definition of the rule (:mod:`corekd.serving.dialogue` and the predictor re-export it); here, at the
+    bottom of the serving package, so that the request schema applies it without importing torch."""
     return spec.get("input") == "frames"
 
 
