@@ -51,12 +51,9 @@ def _read(fmt: str, src: str | Path, *, labels, name, dataset, classes, task) ->
         if labels is not None:
             raise CorekdError("mmsa-pickle labels come from the sentiment score (use --classes)", field="--labels")
         result = import_mmsa_pickle(src, name=name, classes=classes, task=task)
-    elif fmt == "meld":
-        from corekd.data.importers.meld import import_meld
-
-        extraction = import_meld(src, name=name)
-        result = ImportResult(extraction.corpus, [f"{len(extraction.summary['failures'])} extraction failure(s)"]
-                              if extraction.summary["failures"] else [])
+    elif fmt == "meld":  # its transcripts go through the feature extractors, a layer above this package
+        raise CorekdError("MELD is imported through the feature extractors: `corekd data import meld`, or "
+                          "corekd.features.meld.import_meld in Python", field="FORMAT")
     else:
         raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
     return result
