@@ -15,10 +15,11 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -73,7 +74,7 @@ class VisualOptions(_Strict):
 
 
     @model_validator(mode="after")
-    def _size_is_for_hog(self) -> "VisualOptions":
+    def _size_is_for_hog(self) -> VisualOptions:
         if self.embedding == "pyemotion" and self.size != 64:
             raise ValueError(f"visual.size ({self.size}) applies to embedding 'hog' only; the pyemotion network "
                              "takes a fixed 48x48 crop (leave size at its default, 64)")

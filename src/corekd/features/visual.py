@@ -57,7 +57,7 @@ def pyemotion_weights_path() -> Path:
     dist = metadata.distribution(PYEMOTION_PACKAGE)  # PackageNotFoundError: the features extra is not installed
     for f in dist.files or ():
         if str(f).replace("\\", "/") == PYEMOTION_FILE:
-            return Path(dist.locate_file(f))
+            return Path(str(dist.locate_file(f)))
     raise FileNotFoundError(f"{PYEMOTION_FILE} is not in the installed {PYEMOTION_PACKAGE} "
                             f"{dist.version} (expected inside its wheel)")
 

@@ -173,17 +173,18 @@ class DynamicBatcher:
         self.requests = 0  # requests served
 
     async def submit(self, dialogues: list) -> list:
-        if self.task is None or self.task.done():
-            self.queue = asyncio.Queue()
-            self.task = asyncio.get_running_loop().create_task(self._loop())
+        queue = self.queue  # None exactly when the task is (both are set together)
+        if queue is None or self.task is None or self.task.done():
+            queue = self.queue = asyncio.Queue()
+            self.task = asyncio.get_running_loop().create_task(self._loop(queue))
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((dialogues, future))
+        await queue.put((dialogues, future))
         return await future
 
-    async def _loop(self) -> None:
+    async def _loop(self, queue: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            items = [await self.queue.get()]
+            items = [await queue.get()]
             size = len(items[0][0])
             deadline = loop.time() + self.wait_s
             while size < self.max_batch:
@@ -191,8 +192,8 @@ class DynamicBatcher:
                 if left <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), left)
-                except asyncio.TimeoutError:
+                    item = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
                     break
                 items.append(item)
                 size += len(item[0])
@@ -262,7 +263,7 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
     async def predict(request: Request):
         if not _is_json(request.headers.get("content-type")):
             got = request.headers.get("content-type")
-            return _error(415, [error_entry(("content-type",), f"expected Content-Type: application/json, got "
+            return _error(415, [error_entry(("content-type",), "expected Content-Type: application/json, got "
                                             + (repr(got) if got else "none"), "unsupported_media_type", root="header")])
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
@@ -315,11 +316,11 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
         operation["requestBody"] = {
             "required": True, "description": "one dialogue, or a list of 1 to max_dialogues dialogues "
             "(utterance ids must be unique within a dialogue)",
-            "content": {"application/json": {"schema": component(Union[single, many])}},
+            "content": {"application/json": {"schema": component(Union[single, many])}},  # noqa: UP007 (the models built at run time)
         }
         operation["responses"] = {
             "200": {"description": "per dialogue, one row per utterance (a list of them for a list of dialogues)",
-                    "content": {"application/json": {"schema": component(Union[answer, list[answer]])}}},
+                    "content": {"application/json": {"schema": component(Union[answer, list[answer]])}}},  # type: ignore[valid-type]  # noqa: UP007
             "413": {**error, "description": "the body is larger than max_body_bytes"},
             "415": {**error, "description": "the body is not declared as JSON (Content-Type: application/json)"},
             "422": {**error, "description": "the body is not valid JSON, does not match the schema, repeats an "
@@ -328,7 +329,7 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to customise the schema
     return app
 
 

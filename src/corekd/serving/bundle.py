@@ -112,8 +112,8 @@ def _corpus_settings(run_dir: Path, recorded: dict | None = None) -> tuple[dict,
             f"the run's corpus ({data['path']}) is not readable here: extractor settings from the run's cards"
             + (" and results.json" if features_record(recorded) else " only"))
     raw = read_json(corpus_meta, "the run's corpus")
-    info = raw.get("info") if isinstance(raw.get("info"), dict) else {}
-    extractors = info.get("extractors") if isinstance(info.get("extractors"), dict) else {}
+    info = found if isinstance(found := raw.get("info"), dict) else {}
+    extractors = found if isinstance(found := info.get("extractors"), dict) else {}
     extraction_path = Path(data["path"]) / EXTRACTION_FILE
     try:
         extraction = json.loads(extraction_path.read_text(encoding="utf-8")) if extraction_path.is_file() else None
@@ -197,7 +197,7 @@ def bundle_checkpoint(checkpoint: str | Path, out: str | Path, *, cards: dict | 
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "corekd_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "task": task,
         "labels": labels,
         "modalities": modalities,

@@ -31,8 +31,8 @@ refuses them instead); a modality the model does not have is an error.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -82,12 +82,14 @@ def _frames(value, m: str, spec: dict, where: str) -> np.ndarray:
     elif isinstance(value, (list, tuple)):
         if value and not isinstance(value[0], (list, tuple, np.ndarray)):  # a single vector: an utterance of one frame
             return _vector(value, m, {"dim": dim, "kind": "vector"}, where)[None]
+        parsed: np.ndarray | None
         try:  # the common case in one step; anything else is checked frame by frame to name the bad one
-            x = np.asarray(value, dtype=np.float32)
+            parsed = np.asarray(value, dtype=np.float32)
         except (TypeError, ValueError):
-            x = None
+            parsed = None
+        whole = parsed is not None and parsed.ndim == 2 and parsed.shape[1] == dim  # parsed is the frames [F, D]
         rows = []
-        for k, frame in enumerate(value if x is None or x.ndim != 2 or x.shape[1] != dim else ()):
+        for k, frame in enumerate(() if whole else value):
             fwhere = f"{where}[{k}]"
             if not isinstance(frame, (list, tuple, np.ndarray)):
                 raise CorekdError(f"expected a frame (a list of {dim} numbers), got {type(frame).__name__}", field=fwhere)
@@ -99,7 +101,9 @@ def _frames(value, m: str, spec: dict, where: str) -> np.ndarray:
                 got = f"{row.shape[0]} numbers" if row.ndim == 1 else f"a {row.ndim}-d array"
                 raise CorekdError(f"frame of {got}; expected {dim} (the model's '{m}' input dim)", field=fwhere)
             rows.append(row)
-        if rows or x is None or x.ndim != 2 or x.shape[1] != dim:
+        if parsed is not None and whole and not rows:
+            x = parsed
+        else:
             x = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
     else:
         raise CorekdError(f"expected a list of frames (each a list of {dim} numbers), got {type(value).__name__}",

@@ -17,8 +17,8 @@ Readers in this version:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from pydantic import ValidationError

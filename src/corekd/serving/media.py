@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from pydantic import ValidationError
@@ -64,7 +64,7 @@ def media_config(bundle: Bundle, *, where: str | Path | None = None, cache: bool
         extractor_identity,
     )
 
-    recorded = feats.get("extractors") if isinstance(feats.get("extractors"), dict) else {}
+    recorded = found if isinstance(found := feats.get("extractors"), dict) else {}
     lacking = [m for m in bundle.modalities if m not in recorded]
     if lacking:
         raise CorekdError(

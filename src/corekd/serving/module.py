@@ -7,7 +7,7 @@ order, are :func:`input_names`; :func:`frame_inputs` says which modalities a mod
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

@@ -24,9 +24,11 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from corekd.errors import CorekdError
 from corekd.files import atomic_write
@@ -53,7 +55,7 @@ def check_exportable(module: ServingModule, bundle: Bundle) -> None:
     """
     for m in module.frame_modalities:
         encoder = module.model.encoders[m]
-        if getattr(encoder, "kind", None) == "transformer" and len(encoder.blocks):
+        if getattr(encoder, "kind", None) == "transformer" and len(cast(nn.ModuleList, encoder.blocks)):
             raise CorekdError(
                 f"this model reads modality '{m}' with the transformer sequence encoder, whose "
                 "torch.nn.MultiheadAttention (in nn.TransformerEncoderLayer) does not export with dynamic shapes: "

@@ -18,8 +18,9 @@ the dialogue, under either runtime.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +67,7 @@ class Predictor:
                  onnx_path: str | Path | None = None):
         self.bundle = bundle
         self.device = torch.device(device)
+        self.runtime: TorchRuntime | OnnxRuntime
         if runtime == "torch":
             self.runtime = TorchRuntime(bundle, self.device)
         elif runtime == "onnx":
@@ -120,7 +122,9 @@ class Predictor:
             ends = np.cumsum([len(v) for _, v in given])  # [n]
             k = int(np.searchsorted(ends, r, side="right"))
             t, frame = given[k][0], r - (int(ends[k - 1]) if k else 0)
-            index = f"frame {frame}, index {j}" if rows[t].ndim == 2 else f"index {j}"
+            row = rows[t]
+            assert row is not None  # t indexes a given value
+            index = f"frame {frame}, index {j}" if row.ndim == 2 else f"index {j}"
             size = "overflows float32" if not np.isfinite(z[r, j]) else f"is {float(z[r, j]):.3g}"
             raise CorekdError(
                 f"value {float(x[r, j]):.6g} at {index} is too far from the training data: standardised with the "
@@ -133,7 +137,8 @@ class Predictor:
         out = {}
         for m, (mean, std) in self.statistics.items():
             room = Z_LIMIT * np.asarray(std, dtype=np.float64) - np.abs(np.asarray(mean, dtype=np.float64))  # [D]
-            out[m] = float(min(np.finfo(np.float32).max, max(0.0, float(room.min()) * (1 - 1e-6))))
+            bound: Any = min(np.finfo(np.float32).max, max(0.0, float(room.min()) * (1 - 1e-6)))
+            out[m] = float(bound)
         return out
 
     def self_check(self) -> str | None:
@@ -166,7 +171,9 @@ class Predictor:
         if not parsed:
             return []
         present = [d for d in parsed if len(d)]  # a dialogue whose every utterance was skipped has nothing to run
-        out = self.runtime(encode(present, self.bundle.dims, self.frame_modalities)) if present else None  # [B, U, C]
+        # [B, U, C]; with no dialogue to run, an empty batch (nothing reads it: only present dialogues have rows)
+        out = (self.runtime(encode(present, self.bundle.dims, self.frame_modalities)) if present
+               else np.zeros((0, 0, 0), np.float32))
         for i, d in enumerate(present):
             bad = ~np.isfinite(out[i, : len(d)]).all(-1)  # [U_i]
             if bad.any():
@@ -177,9 +184,9 @@ class Predictor:
         results = []
         for d in parsed:
             i = next((k for k, p in enumerate(present) if p is d), -1)
-            rows = []
+            rows: list[dict[str, Any]] = []
             for t in range(len(d)):
-                row = {"dialogue_id": d.id, "utterance_id": d.utterance_ids[t]}
+                row: dict[str, Any] = {"dialogue_id": d.id, "utterance_id": d.utterance_ids[t]}
                 if self.task == "classification":
                     p = out[i, t]
                     row["prediction"] = self.labels[int(np.argmax(p))]
@@ -189,7 +196,7 @@ class Predictor:
                 row["modalities"] = d.observed(t)
                 rows.append(row)
             for pos, uid, reason in sorted(d.skipped):
-                empty = {"probabilities": None} if self.task == "classification" else {}
+                empty: dict[str, None] = {"probabilities": None} if self.task == "classification" else {}
                 rows.insert(pos, {"dialogue_id": d.id, "utterance_id": uid, "prediction": None, **empty,
                                   "modalities": [], "error": reason})
             results.append(rows)

@@ -16,7 +16,8 @@ gets 422).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import (
@@ -80,20 +81,20 @@ def _at_least_one_modality(names: tuple[str, ...]):
 def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MAX_UTTERANCES):
     """The pydantic models ``Utterance`` and ``Dialogue`` of this bundle's request body."""
     fields: dict[str, Any] = {
-        "id": (Optional[Annotated[str, Field(min_length=1, strict=True)]],
+        "id": (Annotated[str, Field(min_length=1, strict=True)] | None,
                Field(None, description="utterance id, unique within the dialogue (default: its index)")),
-        "speaker": (Optional[Annotated[str, Field(strict=True)]],
+        "speaker": (Annotated[str, Field(strict=True)] | None,
                     Field(None, description="speaker name (default: one speaker for the dialogue)")),
     }
     for m, spec in modalities.items():
         dim = int(spec["dim"])
         bound = float(spec.get("max_abs", FLOAT32_MAX))  # values farther from the training data are refused
         number = ModelFloat if bound >= FLOAT32_MAX else confloat(strict=True, allow_inf_nan=False, ge=-bound, le=bound)
-        vector = Annotated[list[number], Field(min_length=dim, max_length=dim)]
+        vector = Annotated[list[number], Field(min_length=dim, max_length=dim)]  # type: ignore[valid-type]
         kind = spec.get("kind", "vector")
+        annotation: Any  # a type built at run time (the bundle's dims)
         if kind == "sequence":  # one vector or a list of frames, told apart by the first element (errors name one branch)
-            annotation = Annotated[Union[Annotated[vector, Tag(VECTOR_TAG)],
-                                         Annotated[list[vector], Field(min_length=1), Tag(FRAMES_TAG)]],
+            annotation = Annotated[Annotated[vector, Tag(VECTOR_TAG)] | Annotated[list[vector], Field(min_length=1), Tag(FRAMES_TAG)],
                                    Discriminator(_vector_or_frames)]
         else:
             annotation = vector
@@ -104,13 +105,13 @@ def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MA
             what = f"{dim} numbers" + (" or a list of frames of that dim (averaged)" if kind == "sequence" else "")
         limit = "" if bound >= FLOAT32_MAX else (f"; each value within ±{bound:.6g} (farther from the training data "
                                                  "than the model can read)")
-        fields[m] = (Optional[annotation], Field(None, description=f"modality '{m}': {what}{limit}; leave out (or null) "
+        fields[m] = (annotation | None, Field(None, description=f"modality '{m}': {what}{limit}; leave out (or null) "
                                                                    "where missing"))
     names = tuple(modalities)
     base = type("_Utterance", (_UtteranceBase,), {  # the base's config plus the schema of its validator
         "model_config": ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra=_at_least_one_modality(names)),
         "modality_names": names, "__module__": __name__})
-    utterance = create_model("Utterance", __base__=base, **fields)
+    utterance: Any = create_model("Utterance", __base__=base, **fields)
     dialogue = create_model(
         "Dialogue",
         __config__=ConfigDict(extra="forbid"),
@@ -123,12 +124,12 @@ def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MA
 def body_annotations(modalities: dict[str, dict], max_dialogues: int, max_utterances: int):
     """(one dialogue, a list of dialogues): the two forms of ``POST /v1/predict``'s body."""
     _, dialogue = request_models(modalities, max_utterances)
-    return dialogue, Annotated[list[dialogue], Field(min_length=1, max_length=max_dialogues)]
+    return dialogue, Annotated[list[dialogue], Field(min_length=1, max_length=max_dialogues)]  # type: ignore[valid-type]
 
 
 # ------------------------------------------------------------------ the answers
 class ErrorEntry(BaseModel):
-    loc: list[Union[str, int]] = Field(description='where: "body" (or "header"), then keys and list indices')
+    loc: list[str | int] = Field(description='where: "body" (or "header"), then keys and list indices')
     field: str = Field(description="the same place as one string, e.g. body.utterances[2].a")
     msg: str
     type: str
@@ -268,4 +269,5 @@ def init_worker(modalities: dict[str, dict], max_dialogues: int, max_utterances:
 
 def validate_in_worker(body: bytes) -> tuple:
     """:class:`BodyValidator` of this worker (:func:`init_worker`) on ``body``."""
+    assert _WORKER is not None, "init_worker (the pool's initializer) runs before any task"
     return _WORKER(body)

@@ -147,7 +147,7 @@ class CorpusBuilder:
             n = len(utts)
             avail = np.array([[m in u.features for m in order] for u in utts], dtype=bool).reshape(n, len(order))
             feats, frames = {}, {}
-            for j, m in enumerate(order):
+            for m in order:
                 dim = self.dims[m][0]
                 if specs[m].kind == "sequence":
                     lengths = np.array([len(u.features[m]) if m in u.features else 0 for u in utts], dtype=np.int64)

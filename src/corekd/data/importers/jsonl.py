@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -146,7 +147,8 @@ def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str 
             if not isinstance(speaker, str):
                 raise builder.error(f"{where}.speaker", f"expected a string, got {shown(speaker)}")
             sentiment = builder.sentiment(u["sentiment"], f"{where}.sentiment") if u.get("sentiment") is not None else None
-            label = u["label"] if "label" in u else SIGN_LABELS[sentiment >= 0]
+            # no label: a regression corpus, whose sentiment is required (checked above)
+            label = u["label"] if "label" in u else SIGN_LABELS[cast(float, sentiment) >= 0]
             if as_index and isinstance(label, int) and not isinstance(label, bool):
                 label = str(label)
             text = u.get("text")

@@ -115,7 +115,7 @@ def import_mmsa_pickle(
         for video, clips in by_video.items():
             clips.sort(key=lambda c: _clip_key(c[0]))
             utterances = []
-            for clip, row in clips:
+            for _clip, row in clips:
                 where = f"['{split}'] row {row} ('{ids[row]}')"
                 feats = {}
                 for mod, x in arrays.items():
