@@ -26,8 +26,18 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # name, or ``pkg.*`` for a package and everything under it; the most specific pattern decides (an exact name over
 # ``pkg.*``, a longer ``pkg.*`` over a shorter one).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("corekd.version", "corekd.errors", "corekd.files", "corekd.device", "corekd.seeding", "corekd.progress",
-              "corekd.weights")),
+    (
+        "base",
+        (
+            "corekd.version",
+            "corekd.errors",
+            "corekd.files",
+            "corekd.device",
+            "corekd.seeding",
+            "corekd.progress",
+            "corekd.weights",
+        ),
+    ),
     ("data", ("corekd.data.*",)),
     ("features", ("corekd.features.*",)),
     ("models", ("corekd.models.*",)),
@@ -37,11 +47,22 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("training", ("corekd.training",)),
     ("evaluation", ("corekd.evaluation.*",)),
     ("reporting", ("corekd.reporting.*",)),
-    ("experiments", ("corekd.experiments.*", "corekd.pipeline", "corekd.rundir", "corekd.sweep", "corekd.study",
-                     "corekd.compare.*")),
+    (
+        "experiments",
+        (
+            "corekd.experiments.*",
+            "corekd.pipeline",
+            "corekd.rundir",
+            "corekd.sweep",
+            "corekd.study",
+            "corekd.compare.*",
+        ),
+    ),
     ("serving: bottom", ("corekd.serving.schema", "corekd.serving.dialogue", "corekd.serving.module")),
-    ("serving: middle", ("corekd.serving.bundle", "corekd.serving.inputs", "corekd.serving.media",
-                         "corekd.serving.onnx_export")),
+    (
+        "serving: middle",
+        ("corekd.serving.bundle", "corekd.serving.inputs", "corekd.serving.media", "corekd.serving.onnx_export"),
+    ),
     ("serving: top", ("corekd.serving.*",)),
     ("cli", ("corekd.cli", "corekd.__main__")),
     ("facade", ("corekd",)),  # the public face (corekd.run, corekd.load, corekd.__version__): imported by no module
@@ -93,7 +114,8 @@ def _module_names(src: Path) -> dict[str, Path]:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _package(name: str, path: Path) -> str:
@@ -262,16 +284,21 @@ def test_no_import_goes_up_a_layer(graph):
 
 
 def test_no_private_name_is_imported_from_another_package(graph):
-    bad = [f"{key} (line {', '.join(map(str, lines))})" for key, lines in sorted(graph.private.items())
-           if key not in KNOWN]
+    bad = [
+        f"{key} (line {', '.join(map(str, lines))})" for key, lines in sorted(graph.private.items()) if key not in KNOWN
+    ]
     assert not bad, "private names imported across packages (make them public in their home module):\n" + "\n".join(bad)
 
 
 def test_known_violations_still_occur(graph):
     """KNOWN only shrinks: an entry that no longer occurs (fixed) must be removed from it."""
     upward = _upward(graph)
-    in_cycle = {_edge_key(a, b) for comp in strongly_connected(sorted(graph.modules), set(graph.edges))
-                for a, b in graph.edges if a in comp and b in comp}
+    in_cycle = {
+        _edge_key(a, b)
+        for comp in strongly_connected(sorted(graph.modules), set(graph.edges))
+        for a, b in graph.edges
+        if a in comp and b in comp
+    }
     gone = sorted(k for k in KNOWN if k not in graph.private and k not in upward and k not in in_cycle)
     assert not gone, f"fixed, so remove from KNOWN: {gone}"
 
@@ -285,11 +312,16 @@ def test_the_graph_sees_every_kind_of_import(tmp_path):
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "a.py").write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.sub import b\n"
-        "def f():\n    from ..low import _hidden\n    import pkg.sub.b\n")
+        "def f():\n    from ..low import _hidden\n    import pkg.sub.b\n"
+    )
     (pkg / "sub" / "b.py").write_text("from . import a\nfrom pkg import low\n")
     g = build_graph(tmp_path, "pkg")
-    assert set(g.edges) == {("pkg.sub.a", "pkg.low"), ("pkg.sub.a", "pkg.sub.b"), ("pkg.sub.b", "pkg.sub.a"),
-                            ("pkg.sub.b", "pkg.low")}
+    assert set(g.edges) == {
+        ("pkg.sub.a", "pkg.low"),
+        ("pkg.sub.a", "pkg.sub.b"),
+        ("pkg.sub.b", "pkg.sub.a"),
+        ("pkg.sub.b", "pkg.low"),
+    }
     assert g.edges[("pkg.sub.a", "pkg.low")] == [5]
     assert list(g.private) == ["pkg.sub.a: _hidden from pkg.low"]
     assert strongly_connected(sorted(g.modules), set(g.edges)) == [["pkg.sub.a", "pkg.sub.b"]]

@@ -21,28 +21,66 @@ from corekd.features.extract import FeaturesConfig, Row, check_out, extract_rows
 def meld_rows(root: str | Path, *, target: str = "emotion", media: str | Path | None = None) -> tuple[list[Row], dict]:
     """One :class:`Row` per utterance of the three official files, in file order; and what was read."""
     records, info = read_meld(root, target=target, media=media)
-    return [Row(dialogue_id=r.dialogue_id, utterance_id=r.utterance_id, speaker=r.speaker, label=r.label, split=r.split,
-                text=r.text, video_path=r.video_path, extra=r.extra, where=r.where) for r in records], info
+    return [
+        Row(
+            dialogue_id=r.dialogue_id,
+            utterance_id=r.utterance_id,
+            speaker=r.speaker,
+            label=r.label,
+            split=r.split,
+            text=r.text,
+            video_path=r.video_path,
+            extra=r.extra,
+            where=r.where,
+        )
+        for r in records
+    ], info
 
 
-def import_meld(root: str | Path, *, target: str = "emotion", media: str | Path | None = None,
-                config: FeaturesConfig | None = None, workers: int = 1, strict: bool = False, name: str | None = None,
-                progress: bool = False):
+def import_meld(
+    root: str | Path,
+    *,
+    target: str = "emotion",
+    media: str | Path | None = None,
+    config: FeaturesConfig | None = None,
+    workers: int = 1,
+    strict: bool = False,
+    name: str | None = None,
+    progress: bool = False,
+):
     """Rows of the official files -> the extractors -> an :class:`~corekd.features.extract.ExtractionResult`."""
     rows, info = meld_rows(root, target=target, media=media)
     cfg = config or FeaturesConfig()
     if media is None:  # annotations only: the transcripts are the one modality
-        cfg = cfg.model_copy(update={"audio": cfg.audio.model_copy(update={"enabled": False}),
-                                     "visual": cfg.visual.model_copy(update={"enabled": False})})
+        cfg = cfg.model_copy(
+            update={
+                "audio": cfg.audio.model_copy(update={"enabled": False}),
+                "visual": cfg.visual.model_copy(update={"enabled": False}),
+            }
+        )
     if not cfg.text.enabled and media is None:
         raise CorekdError("without --media the transcripts are the only modality; the text extractor must be on")
-    return extract_rows(rows, cfg, workers=workers, strict=strict,
-                        labels=EMOTIONS if target == "emotion" else SENTIMENTS,
-                        name=name or f"meld-{target}", src=Path(root), progress=progress, info=info)
+    return extract_rows(
+        rows,
+        cfg,
+        workers=workers,
+        strict=strict,
+        labels=EMOTIONS if target == "emotion" else SENTIMENTS,
+        name=name or f"meld-{target}",
+        src=Path(root),
+        progress=progress,
+        info=info,
+    )
 
 
-def meld_source_corpus(root: str | Path, folder: str | Path, *, target: str = "emotion",
-                       config: FeaturesConfig | None = None, progress: bool = False):
+def meld_source_corpus(
+    root: str | Path,
+    folder: str | Path,
+    *,
+    target: str = "emotion",
+    config: FeaturesConfig | None = None,
+    progress: bool = False,
+):
     """The corpus a run config with ``data.source: meld`` trains on: imported into ``folder`` on first use, read
     from there afterwards while the annotation files (by SHA-256) and the target are unchanged."""
     root, folder = Path(root), Path(folder)
@@ -56,9 +94,12 @@ def meld_source_corpus(root: str | Path, folder: str | Path, *, target: str = "e
         want = annotation_sha256(root)
         if made.get("format") == "meld" and made.get("target") == target and made.get("sha256") == want:
             return load_corpus(folder)
-        raise CorekdError("this folder holds a corpus that was not imported from these MELD files with this target; "
-                          "expected a new or empty folder, or the one an earlier run imported", path=folder,
-                          field="data.path")
+        raise CorekdError(
+            "this folder holds a corpus that was not imported from these MELD files with this target; "
+            "expected a new or empty folder, or the one an earlier run imported",
+            path=folder,
+            field="data.path",
+        )
     check_out(folder)
     result = import_meld(root, target=target, config=config, progress=progress)
     return save_result(result, folder)

@@ -13,11 +13,27 @@ The names below are imported on first use, so that the service's request-parsing
 (:mod:`corekd.serving.schema`) start without torch.
 """
 
-__all__ = ["BUNDLE_VERSION", "Bundle", "DialogueInput", "Predictor", "export_bundle", "load", "parse_dialogue",
-           "read_bundle"]
+__all__ = [
+    "BUNDLE_VERSION",
+    "Bundle",
+    "DialogueInput",
+    "Predictor",
+    "export_bundle",
+    "load",
+    "parse_dialogue",
+    "read_bundle",
+]
 
-_FROM = {"BUNDLE_VERSION": "bundle", "Bundle": "bundle", "export_bundle": "bundle", "read_bundle": "bundle",
-         "DialogueInput": "dialogue", "Predictor": "predictor", "load": "predictor", "parse_dialogue": "dialogue"}
+_FROM = {
+    "BUNDLE_VERSION": "bundle",
+    "Bundle": "bundle",
+    "export_bundle": "bundle",
+    "read_bundle": "bundle",
+    "DialogueInput": "dialogue",
+    "Predictor": "predictor",
+    "load": "predictor",
+    "parse_dialogue": "dialogue",
+}
 
 
 def __getattr__(name: str):

@@ -66,7 +66,6 @@ class DialogueInput:
         return [m for m, rows in self.features.items() if rows[i] is not None]
 
 
-
 def _frames(value, m: str, spec: dict, where: str) -> np.ndarray:
     """A frame-reading modality's value -> [F, D] float32 frames (a single vector: one frame); errors name the frame."""
     dim = int(spec["dim"])
@@ -75,8 +74,9 @@ def _frames(value, m: str, spec: dict, where: str) -> np.ndarray:
         if x.ndim == 1:
             x = x[None]
         if x.ndim != 2:
-            raise CorekdError(f"got a {x.ndim}-d array; expected frames [F, {dim}] ('{m}' is read frame by frame)",
-                              field=where)
+            raise CorekdError(
+                f"got a {x.ndim}-d array; expected frames [F, {dim}] ('{m}' is read frame by frame)", field=where
+            )
         if x.shape[1] != dim:
             raise CorekdError(f"frames of dim {x.shape[1]}; expected dim {dim} (the model's '{m}' input)", field=where)
     elif isinstance(value, (list, tuple)):
@@ -92,7 +92,9 @@ def _frames(value, m: str, spec: dict, where: str) -> np.ndarray:
         for k, frame in enumerate(() if whole else value):
             fwhere = f"{where}[{k}]"
             if not isinstance(frame, (list, tuple, np.ndarray)):
-                raise CorekdError(f"expected a frame (a list of {dim} numbers), got {type(frame).__name__}", field=fwhere)
+                raise CorekdError(
+                    f"expected a frame (a list of {dim} numbers), got {type(frame).__name__}", field=fwhere
+                )
             try:
                 row = np.asarray(frame, dtype=np.float32)
             except (TypeError, ValueError):
@@ -106,8 +108,9 @@ def _frames(value, m: str, spec: dict, where: str) -> np.ndarray:
         else:
             x = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
     else:
-        raise CorekdError(f"expected a list of frames (each a list of {dim} numbers), got {type(value).__name__}",
-                          field=where)
+        raise CorekdError(
+            f"expected a list of frames (each a list of {dim} numbers), got {type(value).__name__}", field=where
+        )
     if x.shape[0] == 0:
         raise CorekdError("expected at least one frame (leave the modality out where it is missing)", field=where)
     bad = ~np.isfinite(x)
@@ -125,8 +128,10 @@ def _vector(value, m: str, spec: dict, where: str) -> np.ndarray:
     try:
         x = np.asarray(value, dtype=np.float32)
     except (TypeError, ValueError):
-        raise CorekdError(f"expected a list of {dim} numbers"
-                          + (" or a list of equal-length frames" if kind == "sequence" else ""), field=where) from None
+        raise CorekdError(
+            f"expected a list of {dim} numbers" + (" or a list of equal-length frames" if kind == "sequence" else ""),
+            field=where,
+        ) from None
     if x.ndim == 2 and kind == "sequence":
         if x.shape[0] == 0:
             raise CorekdError("expected at least one frame (leave the modality out where it is missing)", field=where)
@@ -137,12 +142,16 @@ def _vector(value, m: str, spec: dict, where: str) -> np.ndarray:
         return x.mean(0, dtype=np.float64).astype(np.float32)
     if x.ndim != 1:
         shape = "frames" if x.ndim == 2 else f"a {x.ndim}-d array"
-        raise CorekdError(f"got {shape}; expected one vector of {dim} numbers ('{m}' is a {kind} modality)", field=where)
+        raise CorekdError(
+            f"got {shape}; expected one vector of {dim} numbers ('{m}' is a {kind} modality)", field=where
+        )
     if x.shape[0] != dim:
         raise CorekdError(f"got {x.shape[0]} numbers; expected {dim} (the model's '{m}' input dim)", field=where)
     if not np.isfinite(x).all():
-        raise CorekdError(f"non-finite value (NaN/inf) at index {int(np.argmin(np.isfinite(x)))}; expected finite numbers",
-                          field=where)
+        raise CorekdError(
+            f"non-finite value (NaN/inf) at index {int(np.argmin(np.isfinite(x)))}; expected finite numbers",
+            field=where,
+        )
     return x
 
 
@@ -153,7 +162,7 @@ def modality_value(value, m: str, spec: dict, where: str) -> np.ndarray:
 
 def parse_dialogue(obj: Mapping, modalities: dict[str, dict], where: str = "") -> DialogueInput:
     """Check one dialogue mapping against the model's ``modalities`` ({m: {"dim", "kind"}}); errors name the field."""
-    at = (lambda f: f"{where}: {f}" if where else f)  # noqa: E731
+    at = lambda f: f"{where}: {f}" if where else f  # noqa: E731
     if not isinstance(obj, Mapping):
         raise CorekdError(f"expected a JSON object (one dialogue), got {type(obj).__name__}", field=where or None)
     did = next((obj[k] for k in ID_KEYS if k in obj), None)
@@ -161,8 +170,9 @@ def parse_dialogue(obj: Mapping, modalities: dict[str, dict], where: str = "") -
         raise CorekdError(f"expected a non-empty string, got {did!r}", field=at("dialogue_id"))
     utts = obj.get("utterances")
     if not isinstance(utts, list) or not utts:
-        raise CorekdError("expected a non-empty list of utterances (an empty dialogue has nothing to predict)",
-                          field=at("utterances"))
+        raise CorekdError(
+            "expected a non-empty list of utterances (an empty dialogue has nothing to predict)", field=at("utterances")
+        )
     ids, speakers = [], []
     features: dict[str, list] = {m: [] for m in modalities}
     for k, u in enumerate(utts):
@@ -177,8 +187,10 @@ def parse_dialogue(obj: Mapping, modalities: dict[str, dict], where: str = "") -
             raise CorekdError(f"expected a string, got {speaker!r}", field=f"{uwhere}.speaker")
         unknown = [m for m in MODALITIES if m in u and m not in modalities and u[m] is not None]
         if unknown:
-            raise CorekdError(f"modality '{unknown[0]}' is not an input of this model (its modalities: "
-                              f"{', '.join(modalities)})", field=f"{uwhere}.{unknown[0]}")
+            raise CorekdError(
+                f"modality '{unknown[0]}' is not an input of this model (its modalities: {', '.join(modalities)})",
+                field=f"{uwhere}.{unknown[0]}",
+            )
         seen = False
         for m, spec in modalities.items():
             value = u.get(m)
@@ -197,8 +209,9 @@ def parse_dialogue(obj: Mapping, modalities: dict[str, dict], where: str = "") -
     return DialogueInput(id=did, utterance_ids=ids, speakers=speakers, features=features)
 
 
-
-def encode(dialogues: list[DialogueInput], dims: Mapping[str, int], frames: Iterable[str] = ()) -> dict[str, np.ndarray]:
+def encode(
+    dialogues: list[DialogueInput], dims: Mapping[str, int], frames: Iterable[str] = ()
+) -> dict[str, np.ndarray]:
     """Padded arrays: ``mask`` [B, U, M] bool, ``speakers`` [B, U] int64, ``lengths`` [B] int64, one [B, U, D_m] per modality.
 
     A modality in ``frames`` (read frame by frame) gives ``<m>_frames`` [B, U, F, D_m] float32 and ``<m>_frame_mask``
@@ -234,9 +247,10 @@ def encode(dialogues: list[DialogueInput], dims: Mapping[str, int], frames: Iter
         arrays[m] = feats
     for i, d in enumerate(dialogues):
         order: dict[str, int] = {}
-        arrays["speakers"][i, : len(d)] = [order.setdefault(s, len(order)) for s in d.speakers]  # index of first appearance
+        arrays["speakers"][i, : len(d)] = [
+            order.setdefault(s, len(order)) for s in d.speakers
+        ]  # index of first appearance
     return arrays
-
 
 
 class InputReader:

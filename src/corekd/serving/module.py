@@ -20,8 +20,9 @@ from corekd.serving.dialogue import reads_frames
 
 def frame_inputs(model: ERCModel) -> tuple[str, ...]:
     """The modalities ``model`` reads frame by frame: ``sequence`` kind and a ``sequence_encoder`` other than ``mean``."""
-    return tuple(m for m in model.modalities
-                 if model.kinds.get(m) == "sequence" and model.cfg.sequence_encoder != "mean")
+    return tuple(
+        m for m in model.modalities if model.kinds.get(m) == "sequence" and model.cfg.sequence_encoder != "mean"
+    )
 
 
 def input_names(modalities: Mapping[str, Mapping]) -> list[str]:
@@ -31,7 +32,6 @@ def input_names(modalities: Mapping[str, Mapping]) -> list[str]:
     for m, spec in modalities.items():
         names += [f"{m}_frames", f"{m}_frame_mask"] if reads_frames(spec) else [m]
     return names
-
 
 
 class ServingModule(nn.Module):
@@ -52,10 +52,12 @@ class ServingModule(nn.Module):
         self.model = model
         self.modalities = tuple(model.modalities)
         self.frame_modalities = frame_inputs(model)
-        self.one_frame = tuple(m for m in self.modalities
-                               if model.kinds.get(m) == "sequence" and m not in self.frame_modalities)
-        self.input_names = input_names({m: {"input": "frames" if m in self.frame_modalities else "vector"}
-                                        for m in self.modalities})
+        self.one_frame = tuple(
+            m for m in self.modalities if model.kinds.get(m) == "sequence" and m not in self.frame_modalities
+        )
+        self.input_names = input_names(
+            {m: {"input": "frames" if m in self.frame_modalities else "vector"} for m in self.modalities}
+        )
         self.classify = task == "classification"
 
     def forward(self, mask: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor, *inputs: torch.Tensor):
@@ -80,11 +82,17 @@ class ServingModule(nn.Module):
                 frame_mask[m] = observed[..., j, None]  # [B, U, 1]
             k += 1
         batch = Batch(
-            features=features, mask=observed, avail=observed, speakers=speakers,
-            labels=torch.zeros_like(speakers), utt_mask=utt_mask, modalities=self.modalities,
-            index=torch.zeros_like(lengths), frame_lengths={m: x.sum(-1) for m, x in frame_mask.items()},
-            frames=frames, frame_mask=frame_mask,
+            features=features,
+            mask=observed,
+            avail=observed,
+            speakers=speakers,
+            labels=torch.zeros_like(speakers),
+            utt_mask=utt_mask,
+            modalities=self.modalities,
+            index=torch.zeros_like(lengths),
+            frame_lengths={m: x.sum(-1) for m, x in frame_mask.items()},
+            frames=frames,
+            frame_mask=frame_mask,
         )
         logits = self.model(batch).logits  # [B, U, C]
         return logits.softmax(-1) if self.classify else logits
-

@@ -43,8 +43,20 @@ from corekd.serving.onnx_export import OnnxRuntime
 
 Z_LIMIT = 1e9  # the largest |standardised value| accepted (see the module docstring)
 
-__all__ = ["ID_KEYS", "Z_LIMIT", "DialogueInput", "Predictor", "ServingModule", "TorchRuntime", "encode", "input_names",
-           "load", "modality_value", "parse_dialogue", "reads_frames"]
+__all__ = [
+    "ID_KEYS",
+    "Z_LIMIT",
+    "DialogueInput",
+    "Predictor",
+    "ServingModule",
+    "TorchRuntime",
+    "encode",
+    "input_names",
+    "load",
+    "modality_value",
+    "parse_dialogue",
+    "reads_frames",
+]
 
 
 class TorchRuntime:
@@ -63,8 +75,14 @@ class TorchRuntime:
 class Predictor:
     """A loaded bundle that predicts; thread-safe for concurrent calls (the model is only read)."""
 
-    def __init__(self, bundle: Bundle, *, device: str | torch.device = "cpu", runtime: str = "torch",
-                 onnx_path: str | Path | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        device: str | torch.device = "cpu",
+        runtime: str = "torch",
+        onnx_path: str | Path | None = None,
+    ):
         self.bundle = bundle
         self.device = torch.device(device)
         self.runtime: TorchRuntime | OnnxRuntime
@@ -75,8 +93,10 @@ class Predictor:
         else:
             raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
         # m -> (mean [D_m], std [D_m]) float32: the training standardisation, to check inputs against
-        self.statistics = {m: (mean.detach().cpu().numpy(), std.detach().cpu().numpy())
-                           for m, (mean, std) in bundle.model.standardizer.statistics().items()}
+        self.statistics = {
+            m: (mean.detach().cpu().numpy(), std.detach().cpu().numpy())
+            for m, (mean, std) in bundle.model.standardizer.statistics().items()
+        }
 
     @property
     def task(self) -> str:
@@ -106,7 +126,7 @@ class Predictor:
         """Refuse a value whose standardised form (as training standardised it) is not finite or beyond ``Z_LIMIT``.
 
         Errors name the field as :func:`parse_dialogue` does (``where`` first, e.g. ``[2]`` or ``line 5``)."""
-        at = (lambda f: f"{where}: {f}" if where else f)  # noqa: E731
+        at = lambda f: f"{where}: {f}" if where else f  # noqa: E731
         for m, rows in dialogue.features.items():
             given = [(t, np.atleast_2d(x)) for t, x in enumerate(rows) if x is not None]  # [1, D] or frames [F, D]
             if not given:
@@ -128,7 +148,9 @@ class Predictor:
             size = "overflows float32" if not np.isfinite(z[r, j]) else f"is {float(z[r, j]):.3g}"
             raise CorekdError(
                 f"value {float(x[r, j]):.6g} at {index} is too far from the training data: standardised with the "
-                f"training mean and std its z-score {size}; expected |z| <= {Z_LIMIT:.0e}", field=at(f"utterances[{t}].{m}"))
+                f"training mean and std its z-score {size}; expected |z| <= {Z_LIMIT:.0e}",
+                field=at(f"utterances[{t}].{m}"),
+            )
         return dialogue
 
     def value_bounds(self) -> dict[str, float]:
@@ -143,9 +165,15 @@ class Predictor:
 
     def self_check(self) -> str | None:
         """None if the model answers a dialogue of training means (one utterance, every modality), else why not."""
-        probe = DialogueInput(id="self-check", utterance_ids=["0"], speakers=["A"],
-                              features={m: [mean[None] if reads_frames(self.modalities[m]) else mean]
-                                        for m, (mean, _) in self.statistics.items()})
+        probe = DialogueInput(
+            id="self-check",
+            utterance_ids=["0"],
+            speakers=["A"],
+            features={
+                m: [mean[None] if reads_frames(self.modalities[m]) else mean]
+                for m, (mean, _) in self.statistics.items()
+            },
+        )
         try:
             self.predict_many([probe])
         except CorekdError as exc:
@@ -166,21 +194,30 @@ class Predictor:
         ``{"dialogue_id", "utterance_id", "prediction": None, "probabilities": None (classification),
         "modalities": [], "error": reason}``; the model runs on the dialogue without them.
         """
-        parsed = [self.check(d, f"dialogue '{d.id}'") if isinstance(d, DialogueInput) else self.parse(d, f"[{i}]" if len(dialogues) > 1 else "")
-                  for i, d in enumerate(dialogues)]
+        parsed = [
+            self.check(d, f"dialogue '{d.id}'")
+            if isinstance(d, DialogueInput)
+            else self.parse(d, f"[{i}]" if len(dialogues) > 1 else "")
+            for i, d in enumerate(dialogues)
+        ]
         if not parsed:
             return []
         present = [d for d in parsed if len(d)]  # a dialogue whose every utterance was skipped has nothing to run
         # [B, U, C]; with no dialogue to run, an empty batch (nothing reads it: only present dialogues have rows)
-        out = (self.runtime(encode(present, self.bundle.dims, self.frame_modalities)) if present
-               else np.zeros((0, 0, 0), np.float32))
+        out = (
+            self.runtime(encode(present, self.bundle.dims, self.frame_modalities))
+            if present
+            else np.zeros((0, 0, 0), np.float32)
+        )
         for i, d in enumerate(present):
             bad = ~np.isfinite(out[i, : len(d)]).all(-1)  # [U_i]
             if bad.any():
                 t = int(np.argmax(bad))
-                raise CorekdError(f"the model's output for utterance '{d.utterance_ids[t]}' is not finite (NaN/inf) under "
-                                  f"{self.runtime.name}; the model cannot answer this dialogue",
-                                  field=f"dialogue '{d.id}'")
+                raise CorekdError(
+                    f"the model's output for utterance '{d.utterance_ids[t]}' is not finite (NaN/inf) under "
+                    f"{self.runtime.name}; the model cannot answer this dialogue",
+                    field=f"dialogue '{d.id}'",
+                )
         results = []
         for d in parsed:
             i = next((k for k, p in enumerate(present) if p is d), -1)
@@ -197,20 +234,46 @@ class Predictor:
                 rows.append(row)
             for pos, uid, reason in sorted(d.skipped):
                 empty: dict[str, None] = {"probabilities": None} if self.task == "classification" else {}
-                rows.insert(pos, {"dialogue_id": d.id, "utterance_id": uid, "prediction": None, **empty,
-                                  "modalities": [], "error": reason})
+                rows.insert(
+                    pos,
+                    {
+                        "dialogue_id": d.id,
+                        "utterance_id": uid,
+                        "prediction": None,
+                        **empty,
+                        "modalities": [],
+                        "error": reason,
+                    },
+                )
             results.append(rows)
         return results
 
-    def predict_manifest(self, manifest: str | Path, *, workers: int = 1, strict: bool = False, cache: bool = True,
-                         cache_dir: str | Path | None = None, batch_size: int = 16, progress: bool = False):
+    def predict_manifest(
+        self,
+        manifest: str | Path,
+        *,
+        workers: int = 1,
+        strict: bool = False,
+        cache: bool = True,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 16,
+        progress: bool = False,
+    ):
         """Predict a media manifest (``docs/features.md``; ``label`` / ``split`` optional) through the extractors
         the bundle records: a :class:`~corekd.serving.media.ManifestPredictions` with one row per manifest row
         (a row with no modality extracted: ``"prediction": None`` and ``"error"``) and the extraction summary
         (failures, faceless utterances, cache use). Refuses a bundle whose features corekd's extractors did not make.
         """
-        reader = ManifestReader(manifest, self.bundle, workers=workers, strict=strict, cache=cache, cache_dir=cache_dir,
-                                device=self.text_device, progress=progress)
+        reader = ManifestReader(
+            manifest,
+            self.bundle,
+            workers=workers,
+            strict=strict,
+            cache=cache,
+            cache_dir=cache_dir,
+            device=self.text_device,
+            progress=progress,
+        )
         rows: list[dict] = []
         predict_stream(self, reader, rows.append, batch_size=batch_size)
         return ManifestPredictions(rows=rows, summary=reader.summary)
@@ -221,8 +284,9 @@ class Predictor:
         return str(self.device) if self.runtime.name == "torch" and self.device.type in ("cpu", "cuda") else "cpu"
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu", runtime: str = "torch",
-         onnx_path: str | Path | None = None) -> Predictor:
+def load(
+    path: str | Path, *, device: str | torch.device = "cpu", runtime: str = "torch", onnx_path: str | Path | None = None
+) -> Predictor:
     """A :class:`Predictor` for the bundle folder ``path`` (``corekd export-bundle`` writes one).
 
     ``runtime="onnx"`` runs the model under onnxruntime: ``onnx_path``, else the bundle's own
@@ -230,5 +294,6 @@ def load(path: str | Path, *, device: str | torch.device = "cpu", runtime: str =
     """
     if runtime == "torch":
         device = resolve_device(str(device)) if str(device) == "auto" or isinstance(device, str) else device
-    return Predictor(read_bundle(path, "cpu" if runtime == "onnx" else device), device=device, runtime=runtime,
-                     onnx_path=onnx_path)
+    return Predictor(
+        read_bundle(path, "cpu" if runtime == "onnx" else device), device=device, runtime=runtime, onnx_path=onnx_path
+    )

@@ -73,18 +73,24 @@ def _vector_or_frames(value) -> str:
 
 def _at_least_one_modality(names: tuple[str, ...]):
     """JSON Schema of the model validator above: some modality is present and not null."""
+
     def extra(schema: dict) -> None:
         schema["anyOf"] = [{"required": [m], "properties": {m: {"not": {"type": "null"}}}} for m in names]
+
     return extra
 
 
 def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MAX_UTTERANCES):
     """The pydantic models ``Utterance`` and ``Dialogue`` of this bundle's request body."""
     fields: dict[str, Any] = {
-        "id": (Annotated[str, Field(min_length=1, strict=True)] | None,
-               Field(None, description="utterance id, unique within the dialogue (default: its index)")),
-        "speaker": (Annotated[str, Field(strict=True)] | None,
-                    Field(None, description="speaker name (default: one speaker for the dialogue)")),
+        "id": (
+            Annotated[str, Field(min_length=1, strict=True)] | None,
+            Field(None, description="utterance id, unique within the dialogue (default: its index)"),
+        ),
+        "speaker": (
+            Annotated[str, Field(strict=True)] | None,
+            Field(None, description="speaker name (default: one speaker for the dialogue)"),
+        ),
     }
     for m, spec in modalities.items():
         dim = int(spec["dim"])
@@ -93,24 +99,43 @@ def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MA
         vector = Annotated[list[number], Field(min_length=dim, max_length=dim)]  # type: ignore[valid-type]
         kind = spec.get("kind", "vector")
         annotation: Any  # a type built at run time (the bundle's dims)
-        if kind == "sequence":  # one vector or a list of frames, told apart by the first element (errors name one branch)
-            annotation = Annotated[Annotated[vector, Tag(VECTOR_TAG)] | Annotated[list[vector], Field(min_length=1), Tag(FRAMES_TAG)],
-                                   Discriminator(_vector_or_frames)]
+        if (
+            kind == "sequence"
+        ):  # one vector or a list of frames, told apart by the first element (errors name one branch)
+            annotation = Annotated[
+                Annotated[vector, Tag(VECTOR_TAG)] | Annotated[list[vector], Field(min_length=1), Tag(FRAMES_TAG)],
+                Discriminator(_vector_or_frames),
+            ]
         else:
             annotation = vector
         if reads_frames(spec):
-            what = (f"a list of frames, each of {dim} numbers (the model reads them frame by frame); a list of {dim} "
-                    "numbers is one frame")
+            what = (
+                f"a list of frames, each of {dim} numbers (the model reads them frame by frame); a list of {dim} "
+                "numbers is one frame"
+            )
         else:
             what = f"{dim} numbers" + (" or a list of frames of that dim (averaged)" if kind == "sequence" else "")
-        limit = "" if bound >= FLOAT32_MAX else (f"; each value within ±{bound:.6g} (farther from the training data "
-                                                 "than the model can read)")
-        fields[m] = (annotation | None, Field(None, description=f"modality '{m}': {what}{limit}; leave out (or null) "
-                                                                   "where missing"))
+        limit = (
+            ""
+            if bound >= FLOAT32_MAX
+            else (f"; each value within ±{bound:.6g} (farther from the training data than the model can read)")
+        )
+        fields[m] = (
+            annotation | None,
+            Field(None, description=f"modality '{m}': {what}{limit}; leave out (or null) where missing"),
+        )
     names = tuple(modalities)
-    base = type("_Utterance", (_UtteranceBase,), {  # the base's config plus the schema of its validator
-        "model_config": ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra=_at_least_one_modality(names)),
-        "modality_names": names, "__module__": __name__})
+    base = type(
+        "_Utterance",
+        (_UtteranceBase,),
+        {  # the base's config plus the schema of its validator
+            "model_config": ConfigDict(
+                extra="forbid", allow_inf_nan=False, json_schema_extra=_at_least_one_modality(names)
+            ),
+            "modality_names": names,
+            "__module__": __name__,
+        },
+    )
     utterance: Any = create_model("Utterance", __base__=base, **fields)
     dialogue = create_model(
         "Dialogue",
@@ -150,8 +175,7 @@ def prediction_models(task: str, labels: list[str]):
         "modalities": (list[str], Field(..., description="the modalities observed for this utterance")),
     }
     if task == "classification":
-        row_fields["prediction"] = (str, Field(..., description="the most probable label, one of "
-                                                                 + ", ".join(labels)))
+        row_fields["prediction"] = (str, Field(..., description="the most probable label, one of " + ", ".join(labels)))
         row_fields["probabilities"] = (dict[str, float], Field(..., description="label -> probability"))
     else:
         row_fields["prediction"] = (float, Field(..., description="the predicted sentiment score"))
@@ -200,8 +224,13 @@ class BodyValidator:
             parsed = (self.many if is_list else self.single).validate_json(body)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            return "error", 422, error_answer([error_entry(e.get("loc", ()), e.get("msg", ""),
-                                                           e.get("type", "value_error")) for e in errors])
+            return (
+                "error",
+                422,
+                error_answer(
+                    [error_entry(e.get("loc", ()), e.get("msg", ""), e.get("type", "value_error")) for e in errors]
+                ),
+            )
         dialogues = parsed if is_list else [parsed]
         return "ok", is_list, [self._pack(d) for d in dialogues]
 
@@ -220,8 +249,10 @@ class BodyValidator:
                 x = np.asarray(value, dtype=np.float32)
                 rows.append(0 if x.ndim == 1 else len(x))
                 data.append(x.ravel())
-        packed = {m: (np.asarray(rows, dtype=np.int32),
-                      np.concatenate(data) if data else np.zeros(0, np.float32)) for m, (rows, data) in values.items()}
+        packed = {
+            m: (np.asarray(rows, dtype=np.int32), np.concatenate(data) if data else np.zeros(0, np.float32))
+            for m, (rows, data) in values.items()
+        }
         return dialogue.dialogue_id, ids, speakers, packed
 
 
@@ -235,7 +266,7 @@ def unpack(packed: tuple, modalities: dict[str, dict]) -> dict:
             if n < 0:
                 continue
             size = dim * max(n, 1)
-            chunk = data[offset: offset + size]
+            chunk = data[offset : offset + size]
             u[m] = chunk if n == 0 else chunk.reshape(n, dim)
             offset += size
     return {"dialogue_id": did, "utterances": utterances}
@@ -254,6 +285,7 @@ def init_worker(modalities: dict[str, dict], max_dialogues: int, max_utterances:
 
     parent = multiprocessing.parent_process()  # the server that asked for this worker (a forkserver's child knows it)
     if parent is not None and parent.sentinel is not None:
+
         def exit_with_parent() -> None:  # a server killed (or exiting without shutting the pool down) leaves no worker
             multiprocessing.connection.wait([parent.sentinel])
             os._exit(0)

@@ -30,8 +30,11 @@ COLUMNS = ("Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utter
 EMOTIONS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
 SENTIMENTS = ["neutral", "positive", "negative"]
 # The clip folders of MELD.Raw for each split (the first that exists is used).
-MEDIA_FOLDERS = {"train": ("train_splits", "train"), "dev": ("dev_splits_complete", "dev_splits", "dev"),
-                 "test": ("output_repeated_splits_test", "test_splits", "test")}
+MEDIA_FOLDERS = {
+    "train": ("train_splits", "train"),
+    "dev": ("dev_splits_complete", "dev_splits", "dev"),
+    "test": ("output_repeated_splits_test", "test_splits", "test"),
+}
 
 # Characters that cp1252 shows for the bytes 0x80-0xBF (UTF-8 continuation bytes); its five undefined
 # bytes come through as the C1 control characters of the same code.
@@ -104,15 +107,17 @@ def annotation_sha256(root: str | Path) -> dict[str, str]:
     return {fname: file_sha256(root / fname) for fname in SPLIT_FILES.values() if (root / fname).is_file()}
 
 
-def read_meld(root: str | Path, *, target: str = "emotion",
-              media: str | Path | None = None) -> tuple[list[MeldUtterance], dict]:
+def read_meld(
+    root: str | Path, *, target: str = "emotion", media: str | Path | None = None
+) -> tuple[list[MeldUtterance], dict]:
     """One record per utterance of the three official files, in file order; and what was read."""
     root = Path(root)
     if target not in ("emotion", "sentiment"):
         raise CorekdError(f"expected emotion or sentiment, got '{target}'", field="--target")
     if not root.is_dir():
-        raise CorekdError("MELD folder not found (expected the folder holding train/dev/test_sent_emo.csv)", path=root,
-                          field="--root")
+        raise CorekdError(
+            "MELD folder not found (expected the folder holding train/dev/test_sent_emo.csv)", path=root, field="--root"
+        )
     media_dir = Path(media) if media is not None else None
     if media_dir is not None and not media_dir.is_dir():
         raise CorekdError("media folder not found", path=media_dir, field="--media")
@@ -122,15 +127,19 @@ def read_meld(root: str | Path, *, target: str = "emotion",
     for split, fname in SPLIT_FILES.items():
         path = root / fname
         if not path.is_file():
-            raise CorekdError(f"missing {fname}; expected {', '.join(SPLIT_FILES.values())} in the MELD folder",
-                              path=path)
+            raise CorekdError(
+                f"missing {fname}; expected {', '.join(SPLIT_FILES.values())} in the MELD folder", path=path
+            )
         with path.open(encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh)
             header = reader.fieldnames or []
             for col in COLUMNS:
                 if col not in header:
-                    raise CorekdError(f"missing column '{col}' (expected MELD's columns: {', '.join(COLUMNS)})",
-                                      path=path, field="header")
+                    raise CorekdError(
+                        f"missing column '{col}' (expected MELD's columns: {', '.join(COLUMNS)})",
+                        path=path,
+                        field="header",
+                    )
             seen: dict[tuple[int, int], int] = {}
             n_split = 0
             for n, rec in enumerate(reader, 2):
@@ -138,19 +147,30 @@ def read_meld(root: str | Path, *, target: str = "emotion",
                 try:
                     d, u = int(rec["Dialogue_ID"]), int(rec["Utterance_ID"])
                 except (TypeError, ValueError):
-                    raise CorekdError(f"expected integer ids, got Dialogue_ID={rec['Dialogue_ID']!r}, "
-                                      f"Utterance_ID={rec['Utterance_ID']!r}", path=path, field=f"line {n}") from None
+                    raise CorekdError(
+                        f"expected integer ids, got Dialogue_ID={rec['Dialogue_ID']!r}, "
+                        f"Utterance_ID={rec['Utterance_ID']!r}",
+                        path=path,
+                        field=f"line {n}",
+                    ) from None
                 if (d, u) in seen:
-                    raise CorekdError(f"duplicate utterance dia{d}_utt{u} (also on line {seen[(d, u)]})", path=path,
-                                      field=f"line {n}")
+                    raise CorekdError(
+                        f"duplicate utterance dia{d}_utt{u} (also on line {seen[(d, u)]})", path=path, field=f"line {n}"
+                    )
                 seen[(d, u)] = n
                 emotion, sentiment = rec["Emotion"].strip().lower(), rec["Sentiment"].strip().lower()
                 if emotion not in EMOTIONS:
-                    raise CorekdError(f"unknown emotion '{emotion}' (expected one of: {', '.join(EMOTIONS)})",
-                                      path=path, field=f"line {n}: Emotion")
+                    raise CorekdError(
+                        f"unknown emotion '{emotion}' (expected one of: {', '.join(EMOTIONS)})",
+                        path=path,
+                        field=f"line {n}: Emotion",
+                    )
                 if sentiment not in SENTIMENTS:
-                    raise CorekdError(f"unknown sentiment '{sentiment}' (expected one of: {', '.join(SENTIMENTS)})",
-                                      path=path, field=f"line {n}: Sentiment")
+                    raise CorekdError(
+                        f"unknown sentiment '{sentiment}' (expected one of: {', '.join(SENTIMENTS)})",
+                        path=path,
+                        field=f"line {n}: Sentiment",
+                    )
                 raw = rec["Utterance"] or ""
                 text = repair_text(raw).strip()
                 if text != raw.strip():
@@ -165,14 +185,28 @@ def read_meld(root: str | Path, *, target: str = "emotion",
     for r in rows:
         del r.extra["_d"], r.extra["_u"]
     sha = {fname: file_sha256(root / fname) for fname in SPLIT_FILES.values()}
-    info = {"imported_from": {"format": "meld", "files": read, "sha256": sha, "target": target,
-                              "media": str(media_dir) if media_dir else None},
-            "text_repaired": {"count": len(repaired), "examples": repaired[:5]}}
+    info = {
+        "imported_from": {
+            "format": "meld",
+            "files": read,
+            "sha256": sha,
+            "target": target,
+            "media": str(media_dir) if media_dir else None,
+        },
+        "text_repaired": {"count": len(repaired), "examples": repaired[:5]},
+    }
     return rows, info
 
 
 def _row(split, d, u, rec, target, emotion, sentiment, text, media_dir, extra, where) -> MeldUtterance:
-    return MeldUtterance(dialogue_id=f"{split}_dia{d}", utterance_id=f"{split}_dia{d}_utt{u}",
-                         speaker=(rec["Speaker"] or "").strip() or "unknown",
-                         label=emotion if target == "emotion" else sentiment, split=split, text=text,
-                         video_path=find_clip(media_dir, split, d, u), extra={**extra, "_d": d, "_u": u}, where=where)
+    return MeldUtterance(
+        dialogue_id=f"{split}_dia{d}",
+        utterance_id=f"{split}_dia{d}_utt{u}",
+        speaker=(rec["Speaker"] or "").strip() or "unknown",
+        label=emotion if target == "emotion" else sentiment,
+        split=split,
+        text=text,
+        video_path=find_clip(media_dir, split, d, u),
+        extra={**extra, "_d": d, "_u": u},
+        where=where,
+    )
