@@ -32,9 +32,7 @@ DEFAULT_CONFIG = Path("configs/quickstart.yaml")
 def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
     """The run's corpus, checked against the configured methods (``source``: the config file, for errors)."""
     if cfg.data.source == "meld":
-        from corekd.data.importers.meld import (
-            meld_source_corpus,  # lazily: it loads the text model's packages
-        )
+        from corekd.features.meld import meld_source_corpus  # lazily: it loads the text model's packages
 
         corpus = meld_source_corpus(_required(cfg.data.meld_root, "data.meld_root", source),
                                     _required(cfg.data.path, "data.path", source), target=cfg.data.meld_target)
