@@ -4,7 +4,14 @@ import math
 
 import pytest
 
-from corekd.reporting.stats import PairedDifference, curve_auc, format_difference, format_p, holm, paired_difference
+from corekd.reporting.stats import (
+    PairedDifference,
+    curve_auc,
+    format_difference,
+    format_p,
+    holm,
+    paired_difference,
+)
 
 
 def test_paired_difference_by_hand():
