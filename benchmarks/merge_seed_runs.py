@@ -23,13 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from corekd.evaluation.analyses import (
-    ANALYSES_FILE,
-    CURVE_FIGURE,
-    add_relative_to_no_kd,
-    curve_figure,
-)
-from corekd.evaluation.report import write_report
+from corekd.evaluation.analyses import ANALYSES_FILE, add_relative_to_no_kd
+from corekd.reporting.figures import CURVE_FIGURE, curve_figure
+from corekd.reporting.run import write_report
 from corekd.rundir import CONFIG_FILE, MARKER_FILE, RESULTS_FILE, config_difference
 
 
