@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -86,7 +88,7 @@ class Grid:
     methods: dict[str, str] = field(default_factory=dict)  # variant -> method
 
 
-def _load(path: Path) -> object:
+def _load(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -500,9 +502,12 @@ def draw_figures(grid: Grid) -> tuple[dict[str, list[Figure]], dict[str, list[st
     """
     from cycler import cycler
     from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
 
     plt = pyplot()
-    palette = colormaps["tab20" if len(grid.variants) > 10 else "tab10"].colors
+    colormap = colormaps["tab20" if len(grid.variants) > 10 else "tab10"]
+    assert isinstance(colormap, ListedColormap)  # tab10 and tab20 are lists of colours
+    palette = list(cast(Sequence, colormap.colors))
     with plt.rc_context({"axes.prop_cycle": cycler(color=list(palette))}):
         return _draw_figures(grid)
 
