@@ -12,14 +12,15 @@ from scipy import stats
 
 from corekd.config import load_config, validate_config
 from corekd.errors import CorekdError
-from corekd.evaluation.ablation import (
+from corekd.pipeline import run
+from corekd.progress import Reporter
+from corekd.reporting.run import render_report
+from corekd.reporting.stats import (
     PairedDifference,
     format_difference,
     paired_difference,
 )
-from corekd.evaluation.report import records_frame, render_report
-from corekd.pipeline import run
-from corekd.progress import Reporter
+from corekd.reporting.tables import records_frame
 from corekd.sweep import rebuild
 
 

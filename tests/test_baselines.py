@@ -9,12 +9,12 @@ from helpers import loss_before_and_after_one_step, quick_config
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.protocols import Condition, TrainingMissing, standard_conditions
 from corekd.errors import CorekdError
-from corekd.evaluation.report import NOT_APPLICABLE
 from corekd.methods import method_class
 from corekd.methods.base import StepContext
 from corekd.methods.batch_losses import contrastive_distill
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.pipeline import run
+from corekd.reporting.tables import NOT_APPLICABLE
 from corekd.seeding import torch_generator
 from corekd.training import TeacherReference, Trainer, init_model
 

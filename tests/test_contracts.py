@@ -28,18 +28,17 @@ from corekd.data.protocols import (
 from corekd.errors import CorekdError
 from corekd.evaluation.metrics import classification_metrics
 from corekd.evaluation.predict import predict, run_model
-from corekd.evaluation.report import (
-    FIXED_AVG,
-    markdown_table,
-    mean_std_table,
-    records_frame,
-    render_report,
-    write_report,
-)
 from corekd.methods import Method, StepContext, TrainView, method_class, register
 from corekd.methods.losses import conflict_margin, modality_anchor, state_distance
 from corekd.methods.nce import ConflictView, nce_view
 from corekd.models.model import ModelConfig, Output
+from corekd.reporting.run import render_report, write_report
+from corekd.reporting.tables import (
+    FIXED_AVG,
+    markdown_table,
+    mean_std_table,
+    records_frame,
+)
 from corekd.seeding import torch_generator
 from corekd.training import Trainer, init_model, load_checkpoint, save_checkpoint
 

@@ -14,13 +14,14 @@ from helpers import build_method, made_up_batch, py_ce
 
 from corekd.evaluation.analyses import (
     ConflictPairs,
-    _table,
     conflict_view,
     drift,
     relative,
 )
 from corekd.methods.base import StepContext, TrainView
 from corekd.models.model import Output
+from corekd.reporting.blocks import markdown_table_lines
+from corekd.reporting.tables import grouped_table
 
 
 def test_drift_of_an_empty_selection_is_nan_not_an_error():
@@ -72,16 +73,19 @@ def test_analyses_table_default_layout():
         {"variant": "corekd", "condition": "random:0.5", "x": float("nan")},  # not finite: left out of the cell
         {"variant": "corekd", "condition": "random:0.5", "x": None},  # no value: left out too
     ]
-    assert _table(rows, "condition", "x") == [
+    def table(rows, key, value, first="method", **kw):
+        return markdown_table_lines(grouped_table(rows, key, value, first, **kw))
+
+    assert table(rows, "condition", "x") == [
         "| method | fixed:l | random:0.5 |",
         "|---|---|---|",
         "| no_kd | 0.223 ± 0.141 | – |",
         "| corekd | 1.500 | 2.000 |",
     ]
-    assert _table(rows[:1] + rows[4:], "condition", "x") == [
+    assert table(rows[:1] + rows[4:], "condition", "x") == [
         "| method | fixed:l | random:0.5 |", "|---|---|---|", "| no_kd | 0.123 | – |", "| corekd | – | – |"]
-    assert _table(rows[2:], "condition", "x", scale=100.0, digits=1, first="model")[0] == "| model | fixed:l | random:0.5 |"
-    assert _table(rows[2:], "condition", "x", scale=100.0, digits=1)[2] == "| corekd | 150.0 | 200.0 |"
+    assert table(rows[2:], "condition", "x", scale=100.0, digits=1, first="model")[0] == "| model | fixed:l | random:0.5 |"
+    assert table(rows[2:], "condition", "x", scale=100.0, digits=1)[2] == "| corekd | 150.0 | 200.0 |"
 
 
 def test_teacher_cross_entropy_uses_label_smoothing_by_hand():

@@ -17,12 +17,6 @@ from helpers import build_method, made_up_batch, py_ce, py_kd
 from torch import nn
 
 from corekd.errors import CorekdError
-from corekd.evaluation.ablation import (
-    PairedDifference,
-    format_difference,
-    paired_difference,
-    per_seed,
-)
 from corekd.methods import StepContext, TrainView
 from corekd.methods.decoupled import (
     edge_prior,
@@ -36,6 +30,12 @@ from corekd.methods.decoupled import (
 from corekd.methods.nce import ConflictView
 from corekd.methods.reconstruction import ReconstructionModel
 from corekd.models.model import ERCModel, ModelConfig, Output
+from corekd.reporting.stats import (
+    PairedDifference,
+    format_difference,
+    paired_difference,
+    per_seed,
+)
 from corekd.seeding import torch_generator
 from corekd.training import load_checkpoint, save_checkpoint
 

@@ -12,9 +12,9 @@ import torch
 from corekd.config import TrainingConfig
 from corekd.data.protocols import TrainingMissing
 from corekd.evaluation.metrics import better, regression_metrics
-from corekd.evaluation.report import SELECTED_ON_TEST, with_test_selection_banner
 from corekd.methods import method_class
 from corekd.models.model import ERCModel, ModelConfig
+from corekd.reporting.run import SELECTED_ON_TEST, with_test_selection_banner
 from corekd.training import Trainer
 
 

@@ -9,7 +9,14 @@ import math
 
 import pandas as pd
 
-from corekd.evaluation.ablation import ablation_section, ablation_variants
+from corekd.reporting.blocks import render_markdown
+from corekd.reporting.run import ablation_section, ablation_variants
+
+
+def section_lines(frames, metric):
+    """The Ablations section's Markdown, line by line (nothing when it has no block)."""
+    blocks = ablation_section(frames, metric)
+    return render_markdown(blocks).split("\n") if blocks else []
 
 
 def _rows(method, variant, condition, values):
@@ -65,7 +72,7 @@ def test_ablation_variants_empty_without_the_reference_or_records():
 def test_ablation_section_exact_text_in_percentage_points():
     assert f"{P_T2_DF1:.3g}" == "0.295"
     # dev first and without variants: it is skipped and the later split still reported
-    parts = ablation_section({"dev": _reference_only_frame(), "test": _test_frame()}, "weighted_f1")
+    parts = section_lines({"dev": _reference_only_frame(), "test": _test_frame()}, "weighted_f1")
     assert parts == [
         "## Ablations",
         "",
@@ -85,7 +92,7 @@ def test_ablation_section_exact_text_in_percentage_points():
 
 def test_ablation_section_plain_lower_is_better_metric_and_two_splits():
     val = pd.DataFrame(_rows("corekd", "corekd", "complete", [1.0, 1.5]) + _rows("corekd", "v", "complete", [1.25, 1.5]))
-    parts = ablation_section({"test": _test_frame(), "val": val}, "mae")
+    parts = section_lines({"test": _test_frame(), "val": val}, "mae")
     assert parts.count("## Ablations") == 1 and parts[:3] == ["## Ablations", "", "### Test split (mae)"]
     assert parts[4] == PARAGRAPH.format(SPLIT="TEST", metric="mae", unit="as they are", better="lower")
     assert "| wo_nce | +0.050 (n=1, p=n/a) | +0.000 ± 0.000 (n=2, p=n/a) | +0.020 ± 0.014 (n=2, p=0.295) |" in parts
@@ -103,5 +110,5 @@ def test_ablation_section_plain_lower_is_better_metric_and_two_splits():
 
 
 def test_ablation_section_empty_when_no_split_has_a_variant():
-    assert ablation_section({"test": _reference_only_frame(), "dev": pd.DataFrame()}, "weighted_f1") == []
-    assert ablation_section({}, "weighted_f1") == []
+    assert section_lines({"test": _reference_only_frame(), "dev": pd.DataFrame()}, "weighted_f1") == []
+    assert section_lines({}, "weighted_f1") == []

@@ -15,9 +15,12 @@ import pytest
 import torch
 
 import corekd.evaluation.analyses as A
+import corekd.reporting.figures
 from corekd.data.batching import SplitTensors
 from corekd.errors import CorekdError
 from corekd.models.model import Output
+from corekd.reporting.blocks import Table
+from corekd.reporting.tables import grouped_table, mean_std_text
 from corekd.seeding import numpy_generator, torch_generator
 
 DEVICE = torch.device("cpu")
@@ -516,16 +519,16 @@ def test_save_writes_the_payload_and_reads_back(calls, tmp_path):
 def test_save_final_draws_the_figures_from_the_records(calls, tmp_path, monkeypatch):
     seen = []
 
-    def fake_write_figures(out_dir, embeddings, records, task, labels):
-        seen.append((out_dir, embeddings, records, task, labels))
+    def fake_write_figures(out_dir, embeddings, records, task, labels, condition):
+        seen.append((out_dir, embeddings, records, task, labels, condition))
         return ["figures/f1_vs_missing_rate.png"]
 
-    monkeypatch.setattr(A, "write_figures", fake_write_figures)
+    monkeypatch.setattr(corekd.reporting.figures, "write_run_figures", fake_write_figures)
     run = build(calls, tmp_path)
     run.add("kd", "corekd", 0, FakeModel("S"), FakeModel("T"))
     records = [{"variant": "kd", "condition": "random:0.5", "weighted_f1": 0.5}]
     run.save(records, final=True)
-    assert seen == [(tmp_path, run.embeddings, records, "classification", ["x", "y", "z"])]
+    assert seen == [(tmp_path, run.embeddings, records, "classification", ["x", "y", "z"], "random:0.5")]
     assert json.loads((tmp_path / "analyses.json").read_text())["figures"] == ["figures/f1_vs_missing_rate.png"]
     run.save(final=True)
     assert seen[-1][2] == []
@@ -534,6 +537,9 @@ def test_save_final_draws_the_figures_from_the_records(calls, tmp_path, monkeypa
     off.save(records, final=True)
     assert len(seen) == 2
     assert json.loads((tmp_path / "off" / "analyses.json").read_text())["figures"] == []
+    off.save(figures=["figures/drawn_elsewhere.png"])  # the figures the reporting layer drew: listed, none drawn here
+    assert len(seen) == 2
+    assert json.loads((tmp_path / "off" / "analyses.json").read_text())["figures"] == ["figures/drawn_elsewhere.png"]
 
 
 def test_read_analyses_missing_bad_and_foreign(tmp_path):
@@ -560,22 +566,24 @@ def test_read_analyses_missing_bad_and_foreign(tmp_path):
 
 # ------------------------------------------------------------------ report helpers
 def test_stat_defaults_and_filtering():
-    assert A._stat([0.5]) == "0.500"
-    assert A._stat([1.0, 2.0]) == "1.500 ± 0.707"  # sample std: sqrt(0.5)
-    assert A._stat([1.0, 2.0, 4.0]) == "2.333 ± 1.528"  # sqrt(((4/3)^2 + (1/3)^2 + (5/3)^2) / 2) = sqrt(7/3)
-    assert A._stat([None, float("nan"), 2.0, float("inf")]) == "2.000"
-    assert A._stat([None, float("nan")]) == "–"
-    assert A._stat([]) == "–"
-    assert A._stat([0.25, 0.75], 100.0, 1) == "50.0 ± 35.4"
+    assert mean_std_text([0.5]) == "0.500"
+    assert mean_std_text([1.0, 2.0]) == "1.500 ± 0.707"  # sample std: sqrt(0.5)
+    assert mean_std_text([1.0, 2.0, 4.0]) == "2.333 ± 1.528"  # sqrt(((4/3)^2 + (1/3)^2 + (5/3)^2) / 2) = sqrt(7/3)
+    assert mean_std_text([None, float("nan"), 2.0, float("inf")]) == "2.000"
+    assert mean_std_text([None, float("nan")]) == "–"
+    assert mean_std_text([]) == "–"
+    assert mean_std_text([0.25, 0.75], 100.0, 1) == "50.0 ± 35.4"
 
 
 def test_grouped_by_hand():
     rows = [{"variant": "b", "k": "x", "v": 1}, {"variant": "a", "k": "y", "v": 2}, {"variant": "b", "k": "x", "v": 3},
             {"variant": "b", "k": "y", "v": 4}]
-    variants, columns, cells = A._grouped(rows, "k", "v")
-    assert variants == ["b", "a"] and columns == ["x", "y"]
-    assert cells == {("b", "x"): [1, 3], ("a", "y"): [2], ("b", "y"): [4]}
-    assert A._grouped([], "k", "v") == ([], [], {})
+    # rows and columns in first-seen order; a cell: mean ± sample std of its rows' values
+    assert grouped_table(rows, "k", "v", "m") == Table(("m", "x", "y"), (("b", "2.000 ± 1.414", "4.000"),
+                                                                         ("a", "–", "2.000")))
+    assert grouped_table(rows, "k", "v", "m", variants=["a", "c"], columns=["y"]) == Table(
+        ("m", "y"), (("a", "2.000"), ("b", "4.000")))  # the given order, then any variant it does not name
+    assert grouped_table([], "k", "v", "m") == Table(("m",), ())
 
 
 class FixedModel:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from corekd.cli import app
 from corekd.config import load_config
-from corekd.evaluation.report import render_report
+from corekd.reporting.run import render_report
 
 runner = CliRunner()
 

@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 
 from corekd.evaluation.metrics import classification_metrics
-from corekd.evaluation.report import (
-    FIXED_AVG,
-    mean_std_table,
-    records_frame,
-    render_report,
-)
+from corekd.reporting.run import render_report
+from corekd.reporting.tables import FIXED_AVG, mean_std_table, records_frame
 
 LABELS = ["a", "b", "c"]
 
@@ -65,7 +61,7 @@ def test_rendered_report_shows_the_figures():
 def test_one_modality_report_says_which_protocols_do_not_apply():
     """A text-only corpus (MELD text): no fixed subset exists and no random rate removes anything; the report says
     so in words that fit one modality, and keeps the three-modality wording for three."""
-    from corekd.evaluation.report import render_report
+    from corekd.reporting.run import render_report
 
     def recs(conditions):
         return [{"method": "teacher", "variant": "teacher", "seed": s, "split": "test", "condition": c,
