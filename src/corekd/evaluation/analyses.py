@@ -1,4 +1,5 @@
-"""Mechanism analyses of a run (METHOD.md, "Analyses"): state drift, conflict rejection, natural conflicts, figures.
+"""Mechanism analyses of a run (METHOD.md, "Analyses"): state drift, conflict rejection, natural conflicts, the t-SNE
+embeddings.
 
 Everything is computed on the TEST split, after a model's test evaluation, with inputs that depend
 only on ``evaluation.mask_seed`` (the test-table masks, the conflict pairs), so every method and
