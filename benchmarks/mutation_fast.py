@@ -42,10 +42,10 @@ import time
 from mutation import FAST_STAGE, ROOT, function_hashes, mutant_patterns
 
 MUTANTS = ROOT / "mutants"
-# Unit tests on hand-made inputs: no `corekd run`, no module-scoped pipeline fixture.
-FAST_FILES = ("tests/test_pin_*.py", "tests/test_kill_*.py", "tests/test_contracts.py", "tests/test_gaps.py",
-              "tests/test_losses.py", "tests/test_metrics_exact.py", "tests/test_protocols.py", "tests/test_report.py",
-              "tests/test_provenance.py", "tests/test_nce.py")
+# The test modules of the mutated modules (tests/<package>/test_<module>.py): unit tests on hand-made inputs, no
+# module-scoped pipeline fixture (a few tests in them train a tiny model or run a one-epoch corekd run).
+FAST_FILES = ("tests/data/test_protocols.py", "tests/test_training.py", "tests/methods/test_*.py",
+              "tests/evaluation/test_*.py", "tests/models/test_model.py")
 
 
 def mangled_function(mutant: str) -> str:

@@ -2,8 +2,8 @@
 
     python benchmarks/survivors.py [--json benchmarks/results/mutation.json] [--doc docs/testing.md] > rows.md
 
-Each mutant that was not killed becomes one markdown row ``| where | change (excerpt) | verdict |``. The
-verdict is the one docs/testing.md already gives a row of the same file whose excerpt is part of the
+Each mutant that was not killed becomes one markdown row ``| where (file, function) | change (excerpt) | verdict |``.
+The verdict is the one docs/testing.md already gives a row of the same file whose excerpt is part of the
 mutant's original and mutated code (the code moved, the judgement did not); otherwise the verdict of a
 rule below when one describes the change exactly (each rule is a kind of mutant judged the same way in
 docs/testing.md); otherwise ``TO JUDGE``, which a person replaces before the table is committed. The
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW = re.compile(r"^\| `([^`:]+):\d+` \| `(.*)` → `(.*)` \| (.+) \|$")
+ROW = re.compile(r"^\| `([^`:]+)(?::\d+)?`(?: `[^`]+`)? \| `(.*)` → `(.*)` \| (.+) \|$")
 
 # (regex on the mutated line, the same verdict text docs/testing.md uses for that kind of change)
 RULES = [
@@ -78,7 +78,8 @@ def main() -> int:
         todo += text == "TO JUDGE"
         esc = lambda t: t.replace("|", "\\|")  # noqa: E731
         status = "" if s["status"] == "survived" else f" ({s['status']})"
-        print(f"| `{s['file'].removeprefix('src/corekd/')}:{s['line']}` | `{esc(old)}` → `{esc(new)}` | {text}{status} |")
+        where = f"`{s['file'].removeprefix('src/corekd/')}` `{s['function']}`"
+        print(f"| {where} | `{esc(old)}` → `{esc(new)}` | {text}{status} |")
     print(f"{len(survivors)} rows, {todo} to judge", file=sys.stderr)
     return 0
 

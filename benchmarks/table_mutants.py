@@ -5,7 +5,7 @@
 Every mutant is a one-line text replacement; the suite must go red for each. Writes
 ``benchmarks/results/table_mutants.json``: per mutant, whether it still applies to the code, the
 tests that failed under it (with their messages), and the pytest exit code. The source file is restored after each
-mutant (also on Ctrl-C). ``--fast`` runs only ``tests/test_fairness.py`` instead of the whole
+mutant (also on Ctrl-C). ``--fast`` runs only ``tests/integration/test_fairness.py`` instead of the whole
 suite. Torch runs with one thread (a shared machine).
 """
 
@@ -63,7 +63,7 @@ def run_one(k: int, fast: bool) -> dict:
     if original.count(old) != 1:
         entry.update(applies=False, note="the original line is not in the code (any more): update this table")
         return entry
-    tests = ["tests/test_fairness.py"] if fast else ["tests/test_fairness.py", "tests"]
+    tests = ["tests/integration/test_fairness.py"] if fast else ["tests/integration/test_fairness.py", "tests"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "400"}
     start = time.perf_counter()
     try:
@@ -85,7 +85,7 @@ def run_one(k: int, fast: bool) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", type=int, nargs="*", help="mutant numbers (1-based) to run")
-    ap.add_argument("--fast", action="store_true", help="run tests/test_fairness.py only")
+    ap.add_argument("--fast", action="store_true", help="run tests/integration/test_fairness.py only")
     args = ap.parse_args()
     chosen = [n - 1 for n in args.only] if args.only else range(len(MUTANTS))
     results = []
@@ -99,7 +99,7 @@ def main() -> int:
     git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     out = ROOT / "benchmarks" / "results" / "table_mutants.json"
     if not args.only:
-        suite = "tests/test_fairness.py" if args.fast else "tests/"
+        suite = "tests/integration/test_fairness.py" if args.fast else "tests/"
         out.write_text(json.dumps({"commit": git, "suite": suite, "mutants": results}, indent=1) + "\n")
         print(f"wrote {out}")
     return 0 if all(e.get("killed") for e in results if e["applies"]) else 1

@@ -1,10 +1,16 @@
 """Small helpers shared by test modules (fixtures live in conftest.py)."""
 
 import copy
+import csv
 import json
 import math
+from pathlib import Path
 
+import numpy as np
 from safetensors.numpy import load_file, save_file
+
+# The repository root (configs/, benchmarks/, ../shared/ are found from it).
+ROOT = Path(__file__).resolve().parents[1]
 
 # A whole corpus in milliseconds: 14 short dialogues, small feature dims.
 TINY_SYNTH = dict(n_dialogues=14, mean_length=10, length_std=3, min_length=4, max_length=16,
@@ -25,6 +31,16 @@ def quick_config(**extra):
     }
     cfg.update(copy.deepcopy(extra))
     return cfg
+
+
+def corpus_dims(corpus):
+    """Each modality's feature size, from a corpus: the ``dims`` a model is built with."""
+    return {m: s.dim for m, s in corpus.modalities.items()}
+
+
+def split_dims(splits):
+    """Each modality's feature size, from the train split's tensors (``[B, U, D]`` or ``[B, U, F, D]``)."""
+    return {m: int(x.shape[-1]) for m, x in splits["train"].features.items()}
 
 
 def edit_meta(folder, fn):
@@ -154,3 +170,98 @@ def made_up_batch(avail, mask, labels, utt, mods=("l", "a", "v")):
     return Batch(features={k: torch.zeros(b, u, 1) for k in mods}, mask=mask & avail, avail=avail,
                  speakers=torch.zeros(b, u, dtype=torch.long), labels=labels.clone(), utt_mask=utt.clone(), modalities=mods,
                  index=torch.arange(b))
+
+
+# ------------------------------------------------------------------ made-up input files
+MANIFEST_COLUMNS = ["dialogue_id", "utterance_id", "speaker", "label", "split", "text", "audio_path", "video_path",
+                    "sentiment"]
+
+
+def write_manifest(path, rows, columns=MANIFEST_COLUMNS):
+    """A media manifest (CSV) with these columns; a row's missing fields are empty, other keys left out."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c, "") for c in columns})
+    return path
+
+
+def mmsa_pickle(rng, aligned: bool):
+    """MMSA's layout: {'train','valid','test'} of dicts of [N, T, D] arrays, ids 'video$_$clip'."""
+    data = {}
+    videos = {"train": ["vidA", "vidB", "vidC"], "valid": ["vidD"], "test": ["vidE", "vidF"]}
+    for split, vids in videos.items():
+        ids = []
+        for v in vids:
+            ids += [f"{v}$_${c}" for c in (10, 2, 1)]  # clips out of order: 10 must come after 2
+        n = len(ids)
+        t_len, a_len, v_len = (6, 6, 6) if aligned else (5, 8, 7)
+        part = {
+            "id": np.array(ids, dtype=object),
+            "raw_text": [f"clip {i}" for i in range(n)],
+            "text": rng.normal(size=(n, t_len, 4)).astype(np.float32),
+            "audio": rng.normal(size=(n, a_len, 3)).astype(np.float32),
+            "vision": rng.normal(size=(n, v_len, 2)).astype(np.float32),
+            "regression_labels": np.round(rng.uniform(-3, 3, n), 1).astype(np.float32),
+            "annotations": ["Positive"] * n,
+        }
+        part["audio"][0, 0, 1] = -np.inf  # COVAREP's log of silence
+        if aligned:
+            part["text"][1, :2] = 0.0  # zero padding at the front of clip row 1
+        else:
+            part["audio_lengths"] = np.array([(i % a_len) + 1 for i in range(n)])
+            part["vision_lengths"] = np.array([v_len] * (n - 1) + [0])  # last clip: no face found
+        data[split] = part
+    return data
+
+
+# ------------------------------------------------------------------ losses of whole methods
+def method_loss(method, batch, splits, corpus, targets=None):
+    """A method's (loss, terms) on ``batch`` with seeded tiny student and teacher models, and their outputs: the view
+    and the models come from fixed streams, so the same call gives the same numbers."""
+    import torch
+
+    from corekd.methods.base import StepContext
+    from corekd.models.model import ERCModel, ModelConfig
+    from corekd.seeding import torch_generator
+
+    dims = corpus_dims(corpus)
+    classes = 1 if targets is not None else len(corpus.labels)
+    torch.manual_seed(0)
+    student = ERCModel(ModelConfig(hidden=16, heads=2), dims, classes)
+    teacher = ERCModel(ModelConfig(hidden=16, heads=2), dims, classes)
+    view = method.train_view(batch, torch_generator("m"), torch_generator("x"))
+    out = method.forward(student, view)
+    with torch.no_grad():
+        t_out = teacher(batch.complete())
+    ctx = StepContext(batch=batch, view=view, output=out, teacher=t_out if method.needs_teacher else None,
+                      model=student, generator=torch_generator("x"), auxiliary=method.auxiliary(student))
+    return method.loss(ctx), out, t_out
+
+
+# A made-up step for CorrKD's and contrastive_view's losses by hand: two dialogues of two utterances (the second
+# has one), one modality, three classes.
+C_UTT = [[True, True], [True, False]]  # [B, U]; the second dialogue has one utterance
+C_LABELS = [[2, 0], [2, 0]]
+C_S_LOGITS = [[[0.0, 0.0, math.log(2.0)], [math.log(2.0), 0.0, 0.0]], [[0.0, math.log(2.0), 0.0], [9.0, 0.0, 0.0]]]
+C_T_LOGITS = [[[0.0, 0.0, math.log(2.0)], [0.0, 0.0, math.log(2.0)]], [[0.0, 0.0, math.log(6.0)], [0.0, 0.0, 0.0]]]
+C_S_FUSED = [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 1.0], [5.0, -5.0]]]
+C_T_FUSED = [[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 7.0]]]
+
+
+def made_up_context(method, auxiliary, label_smoothing=0.0):
+    """A step on the made-up two-dialogue batch above (``[2, 2]`` utterances, one modality, 3 classes): student and
+    teacher logits ``C_S_LOGITS`` / ``C_T_LOGITS`` and fused states ``C_S_FUSED`` / ``C_T_FUSED``."""
+    import torch
+
+    from corekd.methods.base import StepContext, TrainView
+    from corekd.models.model import Output
+    from corekd.seeding import torch_generator
+
+    utt, labels = torch.tensor(C_UTT), torch.tensor(C_LABELS)
+    batch = made_up_batch(utt[..., None].expand(2, 2, 1).clone(), utt[..., None].expand(2, 2, 1).clone(), labels, utt)
+    out = Output(logits=torch.tensor(C_S_LOGITS), fused=torch.tensor(C_S_FUSED), states=torch.zeros(2, 2, 1, 2))
+    teacher = Output(logits=torch.tensor(C_T_LOGITS), fused=torch.tensor(C_T_FUSED), states=torch.zeros(2, 2, 1, 2))
+    return StepContext(batch=batch, view=TrainView(batch), output=out, teacher=teacher, model=None,
+                       generator=torch_generator("unused"), label_smoothing=label_smoothing, auxiliary=auxiliary)

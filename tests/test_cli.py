@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import edit_features, edit_meta
+from helpers import ROOT, edit_features, edit_meta
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -160,7 +160,7 @@ def test_no_traceback_unless_debug(tmp_path, corpus_dir):
 
 
 def test_compare_refuses_bad_input_in_one_line_before_writing(tmp_path):
-    grid = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "smoke_grid.yaml").read_text())
+    grid = yaml.safe_load((ROOT / "configs" / "smoke_grid.yaml").read_text())
     grid["corpora"]["frames"]["synth"]["n_dialogues"] = 1
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(grid))

@@ -1,16 +1,14 @@
 """Configuration: YAML -> typed config; every mistake names the file and the field."""
 
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from corekd.compare.config import load_grid
 from corekd.config import RunConfig, dump_config, load_config, validate_config
 from corekd.errors import CorekdError
 from corekd.study import expand_study, is_study
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(tmp_path, text):

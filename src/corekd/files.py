@@ -89,7 +89,7 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def move_aside(path: Path) -> Path:
     """Rename an earlier output folder to ``<path>.old-<UTC time>[-k]`` (never deleted); return the new path."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     target, k = path.with_name(f"{path.name}.old-{stamp}"), 1
     while target.exists():
         k += 1

@@ -11,6 +11,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -69,8 +70,8 @@ class RichReporter(_LiveProgress, Reporter):
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), console=self.console, transient=False,
         )
-        self.overall = None
-        self.current = None
+        self.overall: TaskID | None = None  # set by plan()
+        self.current: TaskID | None = None  # set by start_model()
 
     def plan(self, total_models: int) -> None:
         self.overall = self.progress.add_task("models", total=total_models, info="")
@@ -79,9 +80,11 @@ class RichReporter(_LiveProgress, Reporter):
         self.current = self.progress.add_task(f"  {label}", total=epochs, info="")
 
     def epoch(self, epoch: int, score: float | None) -> None:
+        assert self.current is not None  # the reporter's calls come in order: start_model first
         self.progress.update(self.current, completed=epoch, info="dev n/a" if score is None else f"dev {score:.4f}")
 
     def end_model(self, summary: str) -> None:
+        assert self.current is not None
         self.progress.remove_task(self.current)
         self.progress.console.print(summary)
         if self.overall is not None:
@@ -139,15 +142,17 @@ class RichGridProgress(_LiveProgress, GridProgress):
             TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
         )
-        self.task = None
+        self.task: TaskID | None = None  # set by plan()
 
     def plan(self, total: int, done_before: int) -> None:
         self.task = self.progress.add_task("cells", total=total, completed=done_before, info="")
 
     def running(self, n: int) -> None:
+        assert self.task is not None  # the reporter's calls come in order: plan first
         self.progress.update(self.task, info=f"{n} running")
 
     def cell_done(self, cell: str, seconds: float, running: int) -> None:
+        assert self.task is not None
         self.progress.advance(self.task)
         self.progress.update(self.task, info=f"{running} running")
         self.progress.console.print(f"{cell}: {seconds:.1f} s")

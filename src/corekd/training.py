@@ -12,9 +12,10 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Optional
+from typing import Annotated, Literal, cast
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ class TrainResult:
 
 
 def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str,
-               kinds: dict[str, str] | None = None,
+               kinds: Mapping[str, str] | None = None,
                build: Callable[..., ERCModel] | None = None) -> ERCModel:
     """A freshly initialised model; the same (seed, role) gives the same weights (``kinds``: see :class:`ERCModel`).
 
@@ -130,7 +131,8 @@ class Trainer:
             batch=batch,
             view=view,
             output=method.forward(model, view),
-            teacher=self.teacher.outputs(batch) if method.needs_teacher else None,
+            # __init__ refused a method that needs a teacher without one
+            teacher=self.teacher.outputs(batch) if method.needs_teacher and self.teacher is not None else None,
             model=model,
             generator=self.method_gen,
             label_smoothing=self.cfg.label_smoothing,
@@ -163,9 +165,10 @@ class Trainer:
 
     def _update_average(self) -> None:
         # Warm-up: the effective decay grows with the step count, so the average leaves the initial weights quickly.
+        assert self.ema_model is not None  # step() averages only when training.ema > 0
         decay = min(self.cfg.ema, (1 + self.steps_done) / (10 + self.steps_done))
         with torch.no_grad():
-            ema = [p for p in self.ema_model.parameters()]
+            ema: list[torch.Tensor] = [p for p in self.ema_model.parameters()]
             cur = [p.detach() for p in self.model.parameters()]
             torch._foreach_lerp_(ema, cur, 1.0 - decay)
             for b_ema, b in zip(self.ema_model.buffers(), self.model.buffers()):
@@ -236,7 +239,7 @@ def train_model(
             scores.append(score)
             window = scores[-cfg.select_window:]
             # An undefined score is the worst: it, and any trailing mean over it, is never selected.
-            curve = None if None in window else float(np.mean(window))
+            curve = None if None in window else float(np.mean(cast(list[float], window)))
             if cfg.select_window > 1:
                 record[f"dev_{cfg.select_metric}_smoothed"] = curve
             if not all(v is None or np.isfinite(v) for v in record.values()):
@@ -256,6 +259,7 @@ def train_model(
                 best_state = copy.deepcopy(trainer.eval_model.state_dict())
             elif epoch - best_epoch >= cfg.patience:
                 break
+    assert best_state is not None  # kept at the first epoch (epochs >= 1)
     model = trainer.model
     model.load_state_dict(best_state)
     model.eval()
@@ -300,9 +304,9 @@ class _CheckpointMeta(BaseModel):
     model: dict
     dims: dict[str, Annotated[StrictInt, Field(gt=0)]]
     num_classes: Annotated[StrictInt, Field(gt=0)]
-    kinds: Optional[dict[str, Literal["vector", "sequence"]]] = None
-    architecture: Optional[dict] = None
-    weights_sha256: Optional[str] = None
+    kinds: dict[str, Literal["vector", "sequence"]] | None = None
+    architecture: dict | None = None
+    weights_sha256: str | None = None
 
 
 def _rebuild(meta: _CheckpointMeta, meta_path: Path) -> Callable[[], ERCModel]:

@@ -17,16 +17,32 @@ def records(corpus=None):
     for variant, by_seed in SCORES.items():
         for seed, score in by_seed.items():
             for split in ("test", "dev"):
-                r = {"variant": variant, "method": "corekd", "seed": seed, "split": split, "condition": "complete",
-                     "weighted_f1": score / 2, "accuracy": score / 2, "missing_rate": 0.0}
+                r = {
+                    "variant": variant,
+                    "method": "corekd",
+                    "seed": seed,
+                    "split": split,
+                    "condition": "complete",
+                    "weighted_f1": score / 2,
+                    "accuracy": score / 2,
+                    "missing_rate": 0.0,
+                }
                 if corpus:
                     r["corpus"] = corpus
                 out.append(r)
     return out
 
 
-META = {"corpus": "hand", "seeds": [0, 1], "methods": list(SCORES), "status": "complete", "mask_seed": 0,
-        "random_scheme": "calibrated", "command": "corekd run hand.yaml", "modalities": "lav"}
+META = {
+    "corpus": "hand",
+    "seeds": [0, 1],
+    "methods": list(SCORES),
+    "status": "complete",
+    "mask_seed": 0,
+    "random_scheme": "calibrated",
+    "command": "corekd run hand.yaml",
+    "modalities": "lav",
+}
 
 
 def test_run_report_p_is_none_when_differences_do_not_vary():
@@ -36,8 +52,14 @@ def test_run_report_p_is_none_when_differences_do_not_vary():
 
 
 def test_grid_report_p_is_none_when_differences_do_not_vary(tmp_path):
-    meta = {"name": "g", "seeds": [0, 1], "reference": "corekd", "status": "complete", "cells": {"done": 4, "total": 4},
-            "corpora": {"hand": {"corpus": "hand", "task": "classification"}}}
+    meta = {
+        "name": "g",
+        "seeds": [0, 1],
+        "reference": "corekd",
+        "status": "complete",
+        "cells": {"done": 4, "total": 4},
+        "corpora": {"hand": {"corpus": "hand", "task": "classification"}},
+    }
     grid = Grid(tmp_path, meta, records("hand"), [], None, list(SCORES), dict.fromkeys(SCORES, "corekd"))
     text = render_markdown(build_blocks(grid))
     row = re.search(r"complete weighted F1:\n\n.*\n.*\n(\| corekd_no_x \|.*)", text).group(1)
@@ -68,13 +90,25 @@ def test_selection_banner_above_every_table(tmp_path):
 
 
 def test_sweep_text():
-    payload = {"option": "data.synth.conflict_rate", "command": "corekd run s.yaml", "seeds": [0, 1],
-               "runs": [{"value": 0.0, "status": "complete", "metric": "weighted_f1",
-                         "differences": {"corekd": {"fixed:avg": {"mean": 0.01, "std": 0.02, "n": 2, "p": 0.5}}},
-                         "rejection": None},
-                        {"value": 0.3, "status": "missing", "differences": {}, "rejection": None}]}
+    payload = {
+        "option": "data.synth.conflict_rate",
+        "command": "corekd run s.yaml",
+        "seeds": [0, 1],
+        "runs": [
+            {
+                "value": 0.0,
+                "status": "complete",
+                "metric": "weighted_f1",
+                "differences": {"corekd": {"fixed:avg": {"mean": 0.01, "std": 0.02, "n": 2, "p": 0.5}}},
+                "rejection": None,
+            },
+            {"value": 0.3, "status": "missing", "differences": {}, "rejection": None},
+        ],
+    }
     text = render_sweep(payload)
-    assert "| conflict_rate | corekd − no_kd, fixed Avg |\n|---|---|\n| 0.0 | +1.00 ± 2.00 (n=2, p=0.5) |\n" \
-           "| 0.3 | no run |" in text
+    assert (
+        "| conflict_rate | corekd − no_kd, fixed Avg |\n|---|---|\n| 0.0 | +1.00 ± 2.00 (n=2, p=0.5) |\n"
+        "| 0.3 | no run |" in text
+    )
     assert "| 0.0 | – | not computed | not computed | not computed |" in text
     assert text.endswith("Incomplete or missing sub-runs: 0.3 (finish with `corekd run s.yaml --resume`).\n")

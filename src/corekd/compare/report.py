@@ -11,5 +11,12 @@ from corekd.reporting.grid import (
     write_grid_report,
 )
 
-__all__ = ["Grid", "build_blocks", "draw_figures", "is_grid_folder", "read_grid", "read_grid_analyses",
-           "write_grid_report"]
+__all__ = [
+    "Grid",
+    "build_blocks",
+    "draw_figures",
+    "is_grid_folder",
+    "read_grid",
+    "read_grid_analyses",
+    "write_grid_report",
+]

@@ -46,7 +46,7 @@ class Batch:
     def size(self) -> int:
         return int(self.utt_mask.shape[0])
 
-    def view(self, mask: torch.Tensor) -> "Batch":
+    def view(self, mask: torch.Tensor) -> Batch:
         """The same utterances seen through ``mask`` [B, U, M] (intersected with what the data has)."""
         mask = mask.to(self.avail.device, torch.bool) & self.avail
         feats = {m: x * mask[..., j, None].to(x.dtype) for j, (m, x) in enumerate(self.features.items())}
@@ -59,7 +59,7 @@ class Batch:
             frame_mask[m] = self.frame_mask[m] & shown[..., None]  # [B, U, F]
         return replace(self, features=feats, mask=mask, frames=frames, frame_mask=frame_mask)
 
-    def drop_frames(self, keep: dict[str, torch.Tensor]) -> "Batch":
+    def drop_frames(self, keep: dict[str, torch.Tensor]) -> Batch:
         """The same view with some frames of sequence modalities hidden (intra-modality frame missing).
 
         ``keep``: m -> [B, U, F'] bool (F' >= the batch's F: masks drawn for a whole split are sliced); a modality
@@ -88,7 +88,7 @@ class Batch:
         return replace(self, features=features, frames=frames, frame_mask=frame_mask)
 
     @staticmethod
-    def stack(batches: list["Batch"]) -> "Batch":
+    def stack(batches: list[Batch]) -> Batch:
         """Several views of the same rows, one after another along B: [k*B, U, ...] (one forward for all)."""
         first = batches[0]
 
@@ -111,11 +111,11 @@ class Batch:
             frame_mask={m: cat_frames(lambda b, m=m: b.frame_mask[m]) for m in first.frame_mask},
         )
 
-    def complete(self) -> "Batch":
+    def complete(self) -> Batch:
         """The view with everything the data has."""
         return self.view(self.avail)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return replace(
             self,
@@ -159,7 +159,7 @@ class SplitTensors:
         return "classification" if self.targets is None else "regression"
 
     @classmethod
-    def from_dialogues(cls, name: str, dialogues: list[Dialogue], corpus: Corpus, task: str = "classification") -> "SplitTensors":
+    def from_dialogues(cls, name: str, dialogues: list[Dialogue], corpus: Corpus, task: str = "classification") -> SplitTensors:
         """``task="regression"``: the dialogues' ``sentiment`` becomes ``targets`` (every utterance must have one)."""
         mods = corpus.modality_names
         n = len(dialogues)
@@ -214,7 +214,7 @@ class SplitTensors:
         )
 
     @classmethod
-    def from_corpus(cls, corpus: Corpus, split: str, task: str = "classification") -> "SplitTensors":
+    def from_corpus(cls, corpus: Corpus, split: str, task: str = "classification") -> SplitTensors:
         return cls.from_dialogues(split, corpus.split(split), corpus, task)
 
     def __len__(self) -> int:

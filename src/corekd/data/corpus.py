@@ -18,7 +18,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -206,7 +206,7 @@ class Corpus:
 def _dialogue_meta(d: Dialogue, corpus: Corpus) -> dict:
     utterances = []
     for i, uid in enumerate(d.utterance_ids):
-        u = {"id": uid, "speaker": d.speakers[i], "label": corpus.labels[int(d.labels[i])]}
+        u: dict[str, Any] = {"id": uid, "speaker": d.speakers[i], "label": corpus.labels[int(d.labels[i])]}
         missing = [m for j, m in enumerate(corpus.modality_names) if not d.available[i, j]]
         if missing:
             u["missing"] = missing
@@ -339,7 +339,8 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
         for i, u in enumerate(d.utterances):
             for m in u.missing:
                 avail[i, order.index(m)] = False
-        feats, frames = {}, {}
+        feats: dict[str, np.ndarray] = {}  # modality -> [n, D]
+        frames: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # modality -> ([frames, D], [n] lengths)
         for j, m in enumerate(order):
             if m in lengths:
                 lens = lengths[m][start : start + n].copy()
@@ -360,7 +361,7 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
             else:
                 feats[m] = tensors[m][start : start + n].astype(np.float32)
                 feats[m][~avail[:, j]] = 0.0  # unavailable rows carry no information, whatever the file holds
-        given = lambda key: [getattr(u, key) for u in d.utterances]  # noqa: E731
+        given = lambda key: [getattr(u, key) for u in d.utterances]  # noqa: E731, B023 (called in this iteration only)
         sentiment = given("sentiment")
         dialogues.append(
             Dialogue(

@@ -25,9 +25,10 @@ that, one frame is kept); an utterance with one frame loses nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,7 +54,7 @@ class Condition:
         return f"{self.kind}:{self.rate:g}" if self.rate != int(self.rate) else f"{self.kind}:{self.rate:.1f}"
 
     @classmethod
-    def parse(cls, name: str, modalities: tuple[str, ...] = ("l", "a", "v")) -> "Condition":
+    def parse(cls, name: str, modalities: tuple[str, ...] = ("l", "a", "v")) -> Condition:
         """``complete`` | ``fixed:<modalities>`` | ``random:<rate in [0, 1)>`` | ``frames:<rate in [0, 1)>``."""
         text = name.strip()
         if text == "complete":
@@ -73,7 +74,7 @@ class Condition:
                 rate = math.nan
             if not 0.0 <= rate < 1.0:
                 raise CorekdError(f"bad condition '{name}': expected {kind}:<rate in [0, 1)>, e.g. {kind}:0.5")
-            return cls(kind, rate=round(rate, 6))
+            return cls(cast(Literal["random", "frames"], kind), rate=round(rate, 6))
         raise CorekdError(f"unknown condition '{name}': expected complete, fixed:<modalities>, random:<rate> or "
                           "frames:<rate>")
 
@@ -87,7 +88,8 @@ def fixed_subsets(modalities: tuple[str, ...]) -> list[Condition]:
     ]
 
 
-def standard_conditions(modalities: tuple[str, ...], rates: list[float], frame_rates: list[float] = ()) -> list[Condition]:
+def standard_conditions(modalities: tuple[str, ...], rates: Sequence[float],
+                        frame_rates: Sequence[float] = ()) -> list[Condition]:
     """complete, the fixed subsets, ``random:p`` per rate, then ``frames:p`` per frame rate (pass none for a corpus
     without sequence modalities)."""
     return [Condition("complete"), *fixed_subsets(modalities), *(Condition("random", rate=r) for r in rates),
@@ -249,7 +251,7 @@ class TrainingMissing(BaseModel):
     scheme: RandomScheme = "calibrated"
 
     @model_validator(mode="after")
-    def _ordered(self) -> "TrainingMissing":
+    def _ordered(self) -> TrainingMissing:
         if self.low > self.high:
             raise ValueError("low must not exceed high")
         return self

@@ -44,6 +44,10 @@ DEFAULT_GROUPS: dict[str, list[list[str]]] = {
 }
 
 
+def _all_modalities() -> list[Literal["l", "a", "v"]]:
+    return ["l", "a", "v"]
+
+
 class SynthFrames(BaseModel):
     """Frame mode of the synthetic corpus (``data.synth.frames``): off by default."""
 
@@ -51,7 +55,7 @@ class SynthFrames(BaseModel):
 
     enabled: bool = Field(False, description="give the modalities of `modalities` frame sequences instead of vectors")
     modalities: list[Literal["l", "a", "v"]] = Field(
-        default_factory=lambda: ["l", "a", "v"], min_length=1,
+        default_factory=_all_modalities, min_length=1,
         description="which modalities become sequences (l: tokens as frames; a, v: frames); the rest stay vectors",
     )
     mean_frames: dict[str, float] = Field(
@@ -70,7 +74,7 @@ class SynthFrames(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SynthFrames":
+    def _consistent(self) -> SynthFrames:
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError("frames.modalities must not repeat")
         for key in ("mean_frames", "signal_share"):
@@ -136,7 +140,7 @@ class SynthConfig(BaseModel):
     frames: SynthFrames = Field(default_factory=SynthFrames, description="frame mode (docs/synthetic-corpus.md)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SynthConfig":
+    def _consistent(self) -> SynthConfig:
         if len(self.class_prior) != len(self.labels):
             raise ValueError(f"class_prior has {len(self.class_prior)} entries for {len(self.labels)} labels")
         if any(p <= 0 for p in self.class_prior):
@@ -187,7 +191,7 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
     n_cls = len(cfg.labels)
     prior = np.asarray(cfg.class_prior, dtype=np.float64)
     prior = prior / prior.sum()
-    modalities = [m for m in ("l", "a", "v") if m in cfg.dims]
+    modalities: list[str] = [m for m in ("l", "a", "v") if m in cfg.dims]
 
     # Per-modality class codes [C, K] (classes in one group share a code) and projections [K, D].
     codes, proj = {}, {}
@@ -222,7 +226,7 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
         flags = conflict & bool(nonverbal)  # [U] a channel really shows another emotion
         speaker_off = {m: rng.standard_normal((2, cfg.latent_dim)) * cfg.speaker_offset for m in modalities}
         topic = rng.standard_normal(cfg.latent_dim) * cfg.topic_offset
-        feats = {}
+        feats: dict[str, np.ndarray] = {}  # modality -> [U, D]
         kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for j, m in enumerate(modalities):
             intensity = rng.gamma(cfg.intensity_shape, 1.0 / cfg.intensity_shape, size=(length, 1))
@@ -271,7 +275,8 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
         name=f"synthetic-iemocap6-seed{cfg.seed}" + ("-regression" if regression else "") + ("-frames" if sequences else ""),
         labels=list(cfg.labels),
         modalities={m: ModalitySpec(dim=cfg.dims[m], source="corekd.data.synth",
-                                    **({"kind": "sequence", "aligned": False} if m in sequences else {}))
+                                    kind="sequence" if m in sequences else "vector",  # the default: vector
+                                    aligned=False if m in sequences else None)  # the default: None
                     for m in modalities},
         dialogues=dialogues,
         task=cfg.task,

@@ -32,7 +32,9 @@ import io
 import math
 import pickle
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -91,8 +93,10 @@ for _name in ("set", "frozenset", "list", "dict", "tuple", "complex", "slice"):
 _ALLOWED[("collections", "OrderedDict")] = ("collections", "OrderedDict")
 _ALLOWED[("_codecs", "encode")] = ("_codecs", "encode")  # how protocol 2 writes bytes; pure, no side effects
 # the constructors that take a size, guarded
-_SIZED = {("numpy", "ndarray"): _sized_ndarray, ("builtins", "bytearray"): _sized_bytearray,
-          ("__builtin__", "bytearray"): _sized_bytearray}
+_SIZED: dict[tuple[str, str], Callable[..., Any]] = {
+    ("numpy", "ndarray"): _sized_ndarray, ("builtins", "bytearray"): _sized_bytearray,
+    ("__builtin__", "bytearray"): _sized_bytearray,
+}
 for _core in ("numpy.core", "numpy._core"):
     _SIZED[(f"{_core}.multiarray", "_reconstruct")] = _sized_reconstruct
 
@@ -126,7 +130,7 @@ def _check_array_state(state) -> None:
 
 
 class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its steps can be checked
-    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch: ClassVar[dict[int, Callable[..., Any]]] = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, data: bytes):
         super().__init__(io.BytesIO(data), encoding="latin1")

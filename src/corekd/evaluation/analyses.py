@@ -44,6 +44,7 @@ from corekd.evaluation.metrics import classification_metrics
 from corekd.evaluation.predict import run_model
 from corekd.files import atomic_write
 from corekd.methods.losses import state_distance
+from corekd.models.model import Output
 from corekd.seeding import numpy_generator, torch_generator
 
 ANALYSES_FILE = "analyses.json"
@@ -194,13 +195,13 @@ class RunAnalyses:
     natural: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # variant -> (fused, labels)
-    _teacher: tuple[int, object] | None = None
+    _teacher: tuple[int, Output] | None = None
 
     def __post_init__(self) -> None:
         self.pairs = conflict_pairs(self.test, self.mask_seed)
         self.first_seed: int | None = None
 
-    def _teacher_outputs(self, seed: int, teacher) -> object:
+    def _teacher_outputs(self, seed: int, teacher) -> Output:
         if self._teacher is None or self._teacher[0] != seed:
             self._teacher = (seed, run_model(teacher, self.test, None, self.batch_size, self.device))
         return self._teacher[1]
@@ -275,11 +276,14 @@ class RunAnalyses:
             pick = numpy_generator("tsne", self.mask_seed).permutation(len(real))[:TSNE_POINTS]
             rows = real[torch.from_numpy(np.sort(pick))]
             fused = outputs[TSNE_CONDITION].fused.float().cpu()[rows[:, 0], rows[:, 1]].numpy()
-            target = (self.test.targets if regression else self.test.labels)[rows[:, 0], rows[:, 1]].numpy()
+            truth = self.test.targets if regression else self.test.labels  # [N, U]
+            assert truth is not None  # a regression split carries its targets
+            target = truth[rows[:, 0], rows[:, 1]].numpy()
             self.embeddings[variant] = (fused, target)
 
     def payload(self, figures: list[str] | None = None) -> dict:
         flagged = self.flags is not None
+        flagged_utterances = int((self.flags & self.test.utt_mask).sum()) if self.flags is not None else 0
         return {
             "format": FORMAT, "version": 1,
             "pairs": {"seed": self.pairs.seed, "targets": len(self.pairs), "types": list(self.pairs.types),
@@ -288,9 +292,7 @@ class RunAnalyses:
             "drift": add_relative_to_no_kd([dict(r) for r in self.drift]),
             "mstate_drift": add_relative_to_no_kd([dict(r) for r in self.mstate_drift]),
             "rejection": self.rejection,
-            "natural_conflicts": {"flagged": flagged,
-                                  "utterances": int((self.flags & self.test.utt_mask).sum()) if flagged else 0,
-                                  "records": self.natural},
+            "natural_conflicts": {"flagged": flagged, "utterances": flagged_utterances, "records": self.natural},
             "notes": self.notes + self._notes(),
             "figures": figures or [],
         }
@@ -306,7 +308,9 @@ class RunAnalyses:
             notes.append("this corpus records no natural conflict flag (real corpora have none): no natural-conflict numbers")
         return notes
 
-    def save(self, records: list[dict] | None = None, *, final: bool = False, figures: list[str] | None = None) -> Path:
+    def save(
+        self, records: list[dict] | None = None, *, final: bool = False, figures: list[str] | None = None
+    ) -> Path:
         """Write analyses.json (atomically), listing ``figures``: the paths the reporting layer drew from
         :attr:`embeddings` and the run's records (``corekd.reporting.figures.write_run_figures``)."""
         if final and figures is None and self.figures:

@@ -25,6 +25,20 @@ from corekd.reporting.tables import (
     students_above_teacher,
 )
 
-__all__ = ["FIXED_AVG", "FIXED_ORDER", "NOT_APPLICABLE", "SELECTED_ON_TEST", "TABLE_METRICS", "coverage",
-           "markdown_table", "mean_std_table", "rate_columns", "records_frame", "render_report", "split_records",
-           "students_above_teacher", "with_test_selection_banner", "write_report"]
+__all__ = [
+    "FIXED_AVG",
+    "FIXED_ORDER",
+    "NOT_APPLICABLE",
+    "SELECTED_ON_TEST",
+    "TABLE_METRICS",
+    "coverage",
+    "markdown_table",
+    "mean_std_table",
+    "rate_columns",
+    "records_frame",
+    "render_report",
+    "split_records",
+    "students_above_teacher",
+    "with_test_selection_banner",
+    "write_report",
+]

@@ -11,6 +11,7 @@ and one import line in ``corekd/methods/__init__.py``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -56,7 +57,7 @@ class Method:
         self.missing = missing
 
     def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
-                    kinds: dict[str, str] | None = None) -> ERCModel:
+                    kinds: Mapping[str, str] | None = None) -> ERCModel:
         """The model this method trains (default: the plain :class:`ERCModel`).
 
         A method whose model carries extra trainable modules (used at inference too) returns a registered

@@ -52,6 +52,7 @@ class ContrastiveViewOptions(BaseModel):
 class ContrastiveView(Method):
     name = "contrastive_view"
     Options = ContrastiveViewOptions
+    options: ContrastiveViewOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
@@ -96,6 +97,7 @@ class ContrastiveView(Method):
         terms = {"ce": masked_mean(supervised_loss(ctx.output.logits, ctx.batch, ctx.label_smoothing), valid)}
         total = terms["ce"]
         if o.l_contrast > 0:
+            assert ctx.teacher is not None  # needs_teacher: l_contrast > 0
             s_h, t_h = ctx.output.fused[valid], ctx.teacher.fused[valid]  # [N, H]
             terms["contrast"] = masked_mean(info_nce(s_h, t_h, o.temperature), torch.ones(s_h.shape[0], device=s_h.device))
             total = total + o.l_contrast * terms["contrast"]

@@ -28,7 +28,7 @@ over the targets and divided by the real utterances, so a target weighs what a c
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +106,7 @@ class CoReKDOptions(BaseModel):
 class CoReKD(Method):
     name = "corekd"
     Options = CoReKDOptions
+    options: CoReKDOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
@@ -169,7 +170,8 @@ class CoReKD(Method):
                 "nce_capped": torch.tensor(float(conflict.capped), device=valid.device)}
 
     def loss(self, ctx: StepContext):
-        o, out, teacher = self.options, ctx.output, ctx.teacher
+        # the teacher is read only under a positive weight that needs_teacher lists, when the trainer passes it
+        o, out, teacher = self.options, ctx.output, cast(Output, ctx.teacher)
         labels, valid = ctx.batch.labels, ctx.batch.utt_mask
         regression = ctx.batch.targets is not None
         conflict = ctx.view.extra.get("conflict")

@@ -29,7 +29,7 @@ head has no target/non-target split), so ``check_task`` refuses ``l_rcd > 0`` th
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -93,6 +93,7 @@ class Critics(nn.Module):
 class CorrKD(Method):
     name = "corrkd"
     Options = CorrKDOptions
+    options: CorrKDOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
@@ -124,11 +125,12 @@ class CorrKD(Method):
     def loss(self, ctx: StepContext):
         o, out, teacher = self.options, ctx.output, ctx.teacher
         valid = ctx.batch.utt_mask  # [B, U]
-        regression = ctx.batch.targets is not None
+        targets = ctx.batch.targets  # [B, U] sentiment scores under regression, None under classification
         terms = {"ce": masked_mean(supervised_loss(out.logits, ctx.batch, ctx.label_smoothing), valid)}
         total = terms["ce"]
         if not self.needs_teacher:
             return total, terms
+        assert teacher is not None  # the trainer passes it whenever needs_teacher
         s_h, t_h = out.fused[valid], teacher.fused[valid]  # [N, H]: the batch's real utterances, flattened
         every = torch.ones(s_h.shape[0], device=s_h.device)  # [N]: each utterance counts once
         if o.l_scd > 0:
@@ -140,14 +142,14 @@ class CorrKD(Method):
             terms["scd"] = masked_mean(values, every)
             total = total + o.l_scd * terms["scd"]
         if o.l_cpd > 0:
-            if regression:
-                categories, k = (torch.sign(ctx.batch.targets[valid]) + 1).long(), SIGN_CATEGORIES  # [N]: 0, 1, 2
+            if targets is not None:
+                categories, k = (torch.sign(targets[valid]) + 1).long(), SIGN_CATEGORIES  # [N]: 0, 1, 2
             else:
                 categories, k = ctx.batch.labels[valid], out.logits.shape[-1]  # [N]
             terms["cpd"] = masked_mean(prototype_distill(s_h, t_h, categories, k), every)
             total = total + o.l_cpd * terms["cpd"]
         if o.l_rcd > 0:
-            critics = ctx.auxiliary
+            critics = cast("Critics | None", ctx.auxiliary)  # what auxiliary() built for this method
             if critics is None:
                 raise ValueError("corrkd's RCD needs its statistics networks: StepContext.auxiliary = method.auxiliary(model)")
             labels = ctx.batch.labels[valid]  # [N]

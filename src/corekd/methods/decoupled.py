@@ -34,6 +34,7 @@ are not implemented; edges and their softmax are restricted to pairs of observed
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -160,7 +161,7 @@ class DecoupledModel(ERCModel):
 
     architecture = "decoupled"
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: dict[str, str] | None = None,
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None,
                  graph_size: int = 32):
         super().__init__(cfg, dims, num_classes, kinds)  # first: the base weights are the plain model's
         h = cfg.hidden
@@ -226,13 +227,14 @@ class DecoupledOptions(BaseModel):
 class Decoupled(Method):
     name = "decoupled"
     Options = DecoupledOptions
+    options: DecoupledOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
         return self.options.l_kd > 0
 
     def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
-                    kinds: dict[str, str] | None = None) -> ERCModel:
+                    kinds: Mapping[str, str] | None = None) -> ERCModel:
         return DecoupledModel(model_cfg, dims, num_classes, kinds, graph_size=self.options.graph_size)
 
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
@@ -262,8 +264,9 @@ class Decoupled(Method):
         if o.l_graph > 0:
             valid = pair_mask(observed)  # [B, U, M, M]
             prior = edge_prior(batch.modalities, o.prior_sources, o.prior_temperature).to(out.logits.device)
-            for space, part_kind, part_weight in (("shared", "l1", o.shared_repr_weight),
-                                                  ("exclusive", "cos_hinge", o.exclusive_repr_weight)):
+            parts: tuple[tuple[str, PairDistance, float], ...] = (("shared", "l1", o.shared_repr_weight),
+                                                                   ("exclusive", "cos_hinge", o.exclusive_repr_weight))
+            for space, part_kind, part_weight in parts:
                 w = edge_weights(e[f"{space}_edges"], valid, o.graph_alpha)
                 d = pairwise_distance(e[f"{space}_logits"], "l1")
                 if part_weight > 0:
@@ -281,6 +284,7 @@ class Decoupled(Method):
             terms["ort"] = mean(modality_sum(orthogonality(e["shared"], e["exclusive"]), observed))
             total = total + o.l_ort * terms["ort"]
         if o.l_kd > 0:
+            assert ctx.teacher is not None  # needs_teacher: l_kd > 0
             terms["kd"] = mean(distill_loss(out.logits, ctx.teacher.logits, o.temperature, regression))
             total = total + o.l_kd * terms["kd"]
         return total, terms

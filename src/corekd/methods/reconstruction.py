@@ -22,6 +22,7 @@ cycle and GCNet's graph over the dialogue are not implemented; no teacher unless
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -54,7 +55,7 @@ class ReconstructionModel(ERCModel):
 
     architecture = "reconstruction"
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: dict[str, str] | None = None,
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None,
                  imputer_hidden: int | None = None):
         super().__init__(cfg, dims, num_classes, kinds)  # first: the base weights are the plain model's
         h, m = cfg.hidden, len(dims)
@@ -104,13 +105,14 @@ class ReconstructionOptions(BaseModel):
 class Reconstruction(Method):
     name = "reconstruction"
     Options = ReconstructionOptions
+    options: ReconstructionOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
         return self.options.l_kd > 0
 
     def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
-                    kinds: dict[str, str] | None = None) -> ERCModel:
+                    kinds: Mapping[str, str] | None = None) -> ERCModel:
         return ReconstructionModel(model_cfg, dims, num_classes, kinds, imputer_hidden=self.options.imputer_hidden)
 
     def loss(self, ctx: StepContext):
@@ -130,6 +132,7 @@ class Reconstruction(Method):
             terms["rec"] = masked_mean(values, real & usable)
             total = total + o.l_rec * terms["rec"]
         if o.l_kd > 0:
+            assert ctx.teacher is not None  # needs_teacher: l_kd > 0
             terms["kd"] = masked_mean(distill_loss(out.logits, ctx.teacher.logits, o.temperature, batch.targets is not None), real)
             total = total + o.l_kd * terms["kd"]
         return total, terms

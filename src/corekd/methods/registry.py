@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from corekd.errors import CorekdError
 from corekd.methods.base import Method
 
 _METHODS: dict[str, type[Method]] = {}
+MethodT = TypeVar("MethodT", bound=type[Method])
 
 
-def register(cls: type[Method]) -> type[Method]:
+def register(cls: MethodT) -> MethodT:
     name = getattr(cls, "name", None)
     if not name:
         raise TypeError(f"{cls.__qualname__} has no name")

@@ -20,6 +20,7 @@ class VanillaKDOptions(BaseModel):
 class VanillaKD(Method):
     name = "vanilla_kd"
     Options = VanillaKDOptions
+    options: VanillaKDOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
@@ -31,6 +32,7 @@ class VanillaKD(Method):
         terms = {"ce": ce}
         total = ce
         if o.l_kd > 0:
+            assert ctx.teacher is not None  # needs_teacher: l_kd > 0
             terms["kd"] = masked_mean(distill_loss(ctx.output.logits, ctx.teacher.logits, o.temperature, ctx.batch.targets is not None), valid)
             total = total + o.l_kd * terms["kd"]
         return total, terms

@@ -23,6 +23,7 @@ initialised from the same random state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -101,7 +102,7 @@ class ModelConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _shapes_fit(self) -> "ModelConfig":
+    def _shapes_fit(self) -> ModelConfig:
         if self.modality_state != "encoding" and self.context_over != "fused":
             if "modality_state" in self.model_fields_set:
                 raise ValueError(f"modality_state '{self.modality_state}' builds on context_over 'fused' (context_over "
@@ -125,18 +126,19 @@ class Output:
     # so that detach / select / split treat them like the fields above. Empty for the plain model.
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def detach(self) -> "Output":
+    def detach(self) -> Output:
         return Output(self.logits.detach(), self.fused.detach(), self.states.detach(),
                       {k: v.detach() for k, v in self.extra.items()})
 
-    def select(self, rows: torch.Tensor) -> "Output":
+    def select(self, rows: torch.Tensor) -> Output:
         return Output(self.logits[rows], self.fused[rows], self.states[rows], {k: v[rows] for k, v in self.extra.items()})
 
-    def split(self, size: int) -> list["Output"]:
+    def split(self, size: int) -> list[Output]:
         """The outputs of a :meth:`Batch.stack` of views, one per view of ``size`` rows."""
         keys = list(self.extra)
         tensors = [self.logits, self.fused, self.states, *(self.extra[k] for k in keys)]
-        return [Output(*parts[:3], dict(zip(keys, parts[3:]))) for parts in zip(*(t.split(size) for t in tensors))]
+        return [Output(parts[0], parts[1], parts[2], dict(zip(keys, parts[3:])))
+                for parts in zip(*(t.split(size) for t in tensors))]
 
 
 def states_depend_on_view(cfg: ModelConfig) -> bool:
@@ -179,7 +181,8 @@ class ERCModel(nn.Module):
 
     architecture: ClassVar[str] = "erc"  # the name checkpoints record (``build_architecture``)
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: dict[str, str] | None = None):
+    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int,
+                 kinds: Mapping[str, str] | None = None):
         super().__init__()
         self.cfg = cfg
         self.modalities = tuple(dims)
@@ -205,6 +208,8 @@ class ERCModel(nn.Module):
         streams = len(dims) if cfg.context_over == "modality" else 1
         # context_layers 0: no context (the attention encoder keeps its final LayerNorm, as before)
         self.context_kind = "none" if cfg.context == "gru" and cfg.context_layers == 0 else cfg.context
+        self.context: SpeakerContextEncoder | GRUContextEncoder | None
+        self.fusion: MaskedFusion | ObservedMeanFusion | ObservedAttentionFusion
         if self.context_kind == "attention":
             self.context = SpeakerContextEncoder(
                 cfg.hidden, cfg.heads, cfg.context_layers, cfg.ffn_mult, cfg.dropout,
@@ -236,6 +241,8 @@ class ERCModel(nn.Module):
 
     def _contextualise(self, x: torch.Tensor, mask: torch.Tensor, batch: Batch) -> torch.Tensor:
         # x: [B, U, S, H] (S streams: modalities, or 1 after fusion); mask: [B, U, S] bool -> [B, U, S, H]
+        if self.context is None:  # context_kind "none"
+            return x
         if self.context_kind == "attention":
             return self.context(x, mask, batch.speakers)
         if self.context_kind == "gru":
@@ -311,6 +318,6 @@ def register_architecture(cls: type[ERCModel]) -> type[ERCModel]:
 
 
 def build_architecture(name: str, options: dict[str, Any], cfg: ModelConfig, dims: dict[str, int],
-                       num_classes: int, kinds: dict[str, str] | None = None) -> ERCModel:
+                       num_classes: int, kinds: Mapping[str, str] | None = None) -> ERCModel:
     """The model a checkpoint's ``architecture`` entry names (KeyError for an unknown name)."""
     return ARCHITECTURES[name](cfg, dims, num_classes, kinds=kinds, **options)

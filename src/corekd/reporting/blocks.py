@@ -93,14 +93,16 @@ def inline_html(text: str) -> str:
 
 # Tables and figures scroll sideways inside the page column instead of being clipped or shrunk: a figure is
 # drawn at most 1100 px wide with 12 pt text (corekd.reporting.figures.FIGURE_RC), shown at its own size.
-CSS = ("body{font-family:system-ui,sans-serif;font-size:16px;max-width:70rem;margin:2rem auto;padding:0 1rem;"
-       "line-height:1.4;color:#222}"
-       ".table-wrap{overflow-x:auto;max-width:100%;margin:.5rem 0 1rem}"
-       "table{border-collapse:collapse}th,td{border:1px solid #bbb;padding:.2rem .5rem;"
-       "text-align:right;white-space:nowrap}th{background:#eee}td:first-child,th:first-child{text-align:left}"
-       "code{background:#f3f3f3;padding:0 .2rem}figure{margin:1rem 0;overflow-x:auto;max-width:100%}"
-       "img{max-width:none;height:auto}figcaption{font-size:.9em;color:#555}"
-       "blockquote{margin:1rem 0;padding:.3rem 1rem;border-left:4px solid #c33;background:#fff3f3}")
+CSS = (
+    "body{font-family:system-ui,sans-serif;font-size:16px;max-width:70rem;margin:2rem auto;padding:0 1rem;"
+    "line-height:1.4;color:#222}"
+    ".table-wrap{overflow-x:auto;max-width:100%;margin:.5rem 0 1rem}"
+    "table{border-collapse:collapse}th,td{border:1px solid #bbb;padding:.2rem .5rem;"
+    "text-align:right;white-space:nowrap}th{background:#eee}td:first-child,th:first-child{text-align:left}"
+    "code{background:#f3f3f3;padding:0 .2rem}figure{margin:1rem 0;overflow-x:auto;max-width:100%}"
+    "img{max-width:none;height:auto}figcaption{font-size:.9em;color:#555}"
+    "blockquote{margin:1rem 0;padding:.3rem 1rem;border-left:4px solid #c33;background:#fff3f3}"
+)
 
 
 def _figure_html(b: Figure, root: Path) -> str:
@@ -108,15 +110,25 @@ def _figure_html(b: Figure, root: Path) -> str:
     if not file.is_file():  # e.g. a report rebuilt after its figures were removed: say so, do not fail
         return f"<p>Figure missing: <code>{html.escape(b.path)}</code></p>"
     data = base64.b64encode(file.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(b.caption.replace("`", ""))}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{inline_html(b.caption)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{html.escape(b.caption.replace("`", ""))}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{inline_html(b.caption)}</figcaption></figure>"
+    )
 
 
 def render_html(blocks: list[Block], root: Path, title: str) -> str:
     """One HTML file with nothing outside it: figures inline as base64 data URIs (read from ``root``), CSS inline,
     no script."""
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style>",
+        "</head>",
+        "<body>",
+    ]
     for b in blocks:
         if isinstance(b, Heading):
             out.append(f"<h{b.level}>{inline_html(b.text)}</h{b.level}>")
@@ -129,7 +141,9 @@ def render_html(blocks: list[Block], root: Path, title: str) -> str:
         elif isinstance(b, Table):
             head = "".join(f"<th>{inline_html(h)}</th>" for h in b.headers)
             body = "".join("<tr>" + "".join(f"<td>{inline_html(c)}</td>" for c in row) + "</tr>" for row in b.rows)
-            out.append(f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+            out.append(
+                f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+            )
         else:
             out.append(_figure_html(b, Path(root)))
     out += ["</body>", "</html>"]

@@ -26,8 +26,16 @@ CURVE_FIGURE = "figures/f1_vs_missing_rate.png"
 # shows them at their own size; every text at 12 pt or more (about 17 px at 100 dpi, the page's 16 px text or larger).
 FIGURE_DPI = 100
 MAX_FIGURE_INCHES = 11.0
-FIGURE_RC = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 12,
-             "ytick.labelsize": 12, "legend.fontsize": 12, "legend.title_fontsize": 12, "figure.titlesize": 14}
+FIGURE_RC = {
+    "font.size": 12,
+    "axes.titlesize": 13,
+    "axes.labelsize": 12,
+    "xtick.labelsize": 12,
+    "ytick.labelsize": 12,
+    "legend.fontsize": 12,
+    "legend.title_fontsize": 12,
+    "figure.titlesize": 14,
+}
 
 
 def pyplot():
@@ -49,8 +57,9 @@ def legend_outside(ax_or_fig, handles=None, labels=None, ncol: int = 1):
     return ax_or_fig.legend(**kwargs)
 
 
-def write_run_figures(out_dir: str | Path, embeddings: dict, records: list[dict], task: str, labels: list[str],
-                      condition: str) -> list[str]:
+def write_run_figures(
+    out_dir: str | Path, embeddings: dict, records: list[dict], task: str, labels: list[str], condition: str
+) -> list[str]:
     """A run's figures that can be drawn, as paths relative to ``out_dir`` (what analyses.json lists under
     ``figures``): the t-SNE panels of ``embeddings`` (variant -> (fused [n, H], target [n]) taken under
     ``condition``: ``RunAnalyses.embeddings`` and ``TSNE_CONDITION``) and the test score against the random missing
@@ -78,16 +87,22 @@ def tsne_figure(path: Path, embeddings: dict, task: str, labels: list[str], cond
     ncols = min(TSNE_COLUMNS, len(panels))
     nrows = -(-len(panels) // ncols)
     legend_in = 0.0 if task == "regression" else 2.0
-    fig, axes = plt.subplots(nrows, ncols, figsize=(min(MAX_FIGURE_INCHES, 3.0 * ncols + legend_in), 3.1 * nrows + 0.6),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(min(MAX_FIGURE_INCHES, 3.0 * ncols + legend_in), 3.1 * nrows + 0.6),
+        squeeze=False,
+        layout="constrained",
+    )
     handles: dict = {}
     for ax, (variant, (fused, target)) in zip(axes.flat, panels):
         perplexity = float(min(30.0, max(2.0, (len(fused) - 1) / 3)))
         # Barnes-Hut on as many OpenMP threads as torch uses (the run's `threads`): about half the CPU time of
         # exact gradients at 600 points, and no spinning threads on a busy machine
         with threadpool_limits(limits=torch.get_num_threads(), user_api="openmp"):
-            xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0, max_iter=500,
-                      method="barnes_hut").fit_transform(fused)
+            xy = TSNE(
+                n_components=2, perplexity=perplexity, init="pca", random_state=0, max_iter=500, method="barnes_hut"
+            ).fit_transform(fused)
         if task == "regression":
             points = ax.scatter(xy[:, 0], xy[:, 1], c=target, cmap="coolwarm", s=6, vmin=-3, vmax=3)
         else:
@@ -98,13 +113,19 @@ def tsne_figure(path: Path, embeddings: dict, task: str, labels: list[str], cond
         ax.set_title(variant)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_axis_off()
     if task == "regression":
         fig.colorbar(points, ax=axes, shrink=0.6, label="true sentiment")
     elif handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside right upper", markerscale=3, frameon=False,
-                   title="true label")
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside right upper",
+            markerscale=3,
+            frameon=False,
+            title="true label",
+        )
     fig.suptitle(f"fused states at {condition} (t-SNE)")
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=FIGURE_DPI))
     plt.close(fig)
@@ -116,8 +137,14 @@ def curve_figure(path: Path, records: list[dict], task: str) -> bool:
     ± std band over seeds."""
     plt = pyplot()
     metric = "mae" if task == "regression" else "weighted_f1"
-    rows = [r for r in records if r.get("split", "test") == "test" and r.get("applicable", True)
-            and str(r.get("condition", "")).startswith("random:") and metric in r]
+    rows = [
+        r
+        for r in records
+        if r.get("split", "test") == "test"
+        and r.get("applicable", True)
+        and str(r.get("condition", "")).startswith("random:")
+        and metric in r
+    ]
     if not rows:
         return False
     variants = list(dict.fromkeys(r["variant"] for r in rows))
@@ -187,8 +214,13 @@ def drift_figure(path: Path, rows: list[dict], variants: list[str], title: str) 
     panels = [p for p, have in (("fixed", fixed), ("random", rates)) if have]
     ncol = _legend_columns(shown)
     plt = pyplot()
-    fig, axes = plt.subplots(len(panels), 1, figsize=(min(MAX_FIGURE_INCHES, 6.5 + 2.2 * ncol), 4.2 * len(panels) + 0.5),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(min(MAX_FIGURE_INCHES, 6.5 + 2.2 * ncol), 4.2 * len(panels) + 0.5),
+        squeeze=False,
+        layout="constrained",
+    )
     offsets = np.linspace(-0.3, 0.3, len(shown)) if len(shown) > 1 else np.zeros(1)
     for ax, panel in zip(axes[:, 0], panels):
         for k, variant in enumerate(shown):
@@ -234,13 +266,19 @@ def rejection_figure(path: Path, rows: list[dict], variants: list[str], title: s
     shown = _ordered(variants, rows)
     plt = pyplot()
     width = min(MAX_FIGURE_INCHES, 2.0 + 2.8 * len(types))
-    fig, axes = plt.subplots(1, len(types), figsize=(width, 0.34 * len(shown) + 1.6), sharey=True, squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(types), figsize=(width, 0.34 * len(shown) + 1.6), sharey=True, squeeze=False, layout="constrained"
+    )
     y = np.arange(len(shown))
     for ax, t in zip(axes[0], types):
         stats = [_mean_std(cells[(v, t)]) if cells.get((v, t)) else (np.nan, 0.0) for v in shown]
-        ax.barh(y, [100 * m for m, _ in stats], xerr=[100 * s for _, s in stats], capsize=2,
-                color=[f"C{k}" for k in range(len(shown))])
+        ax.barh(
+            y,
+            [100 * m for m, _ in stats],
+            xerr=[100 * s for _, s in stats],
+            capsize=2,
+            color=[f"C{k}" for k in range(len(shown))],
+        )
         ax.set_title(f"swapped: {t}")
         ax.set_xlim(0, 105)
         ax.set_xlabel("rejection rate (%)")

@@ -133,8 +133,12 @@ def read_grid(out_dir: str | Path) -> Grid:
     _need(isinstance(variants_meta, list), path, "meta.variants", "a list")
     methods: dict[str, str] = {}
     for i, v in enumerate(variants_meta):
-        _need(isinstance(v, dict) and isinstance(v.get("variant"), str) and isinstance(v.get("method"), str), path,
-              f"meta.variants[{i}]", 'an object with string "variant" and "method"')
+        _need(
+            isinstance(v, dict) and isinstance(v.get("variant"), str) and isinstance(v.get("method"), str),
+            path,
+            f"meta.variants[{i}]",
+            'an object with string "variant" and "method"',
+        )
         methods[v["variant"]] = v["method"]
     reference = meta.get("reference")
     _need(reference is None or isinstance(reference, str), path, "meta.reference", "a variant name or null")
@@ -151,8 +155,12 @@ def read_grid(out_dir: str | Path) -> Grid:
         if r.get("applicable", True):
             for metric, _ in TABLE_METRICS[corpora[r["corpus"]].get("task", "classification")]:
                 value = r.get(metric)
-                _need(isinstance(value, (int, float)) and not isinstance(value, bool), path, f"{where}.{metric}",
-                      "a number (an applicable record carries its scores)")
+                _need(
+                    isinstance(value, (int, float)) and not isinstance(value, bool),
+                    path,
+                    f"{where}.{metric}",
+                    "a number (an applicable record carries its scores)",
+                )
         methods.setdefault(r["variant"], r["method"])
     trainings = payload.get("trainings", [])
     _need(isinstance(trainings, list), path, "trainings", "a list")
@@ -169,23 +177,37 @@ def read_grid_analyses(out_dir: str | Path) -> dict | None:
     _need(payload.get("format") == GRID_ANALYSES_FORMAT, path, "format", f'"{GRID_ANALYSES_FORMAT}"')
     corpora = payload.get("corpora", {})
     _need(isinstance(corpora, dict), path, "corpora", "an object of corpus key -> analyses payload")
-    required = {"drift": ("variant", "method", "seed", "condition", "normalized"),
-                "rejection": ("variant", "seed", "type", "rate")}
+    required = {
+        "drift": ("variant", "method", "seed", "condition", "normalized"),
+        "rejection": ("variant", "seed", "type", "rate"),
+    }
     for key, p in corpora.items():
         _need(isinstance(p, dict), path, f"corpora.{key}", "an object (a corekd run's analyses payload)")
         for name, keys in required.items():
             rows = p.get(name, [])
             _need(isinstance(rows, list), path, f"corpora.{key}.{name}", "a list")
             for i, row in enumerate(rows):
-                _need(isinstance(row, dict) and all(k in row for k in keys), path, f"corpora.{key}.{name}[{i}]",
-                      "an object with " + ", ".join(keys))
+                _need(
+                    isinstance(row, dict) and all(k in row for k in keys),
+                    path,
+                    f"corpora.{key}.{name}[{i}]",
+                    "an object with " + ", ".join(keys),
+                )
         natural = p.get("natural_conflicts", {})
-        _need(isinstance(natural, dict) and isinstance(natural.get("records", []), list), path,
-              f"corpora.{key}.natural_conflicts", 'an object with a "records" list')
+        _need(
+            isinstance(natural, dict) and isinstance(natural.get("records", []), list),
+            path,
+            f"corpora.{key}.natural_conflicts",
+            'an object with a "records" list',
+        )
         _need(isinstance(p.get("notes", []), list), path, f"corpora.{key}.notes", "a list of strings")
     embeddings = payload.get("embeddings", {})
-    _need(isinstance(embeddings, dict) and all(isinstance(v, dict) for v in embeddings.values()), path, "embeddings",
-          "an object of corpus key -> {variant: relative path of an embedding.npz}")
+    _need(
+        isinstance(embeddings, dict) and all(isinstance(v, dict) for v in embeddings.values()),
+        path,
+        "embeddings",
+        "an object of corpus key -> {variant: relative path of an embedding.npz}",
+    )
     _need(isinstance(payload.get("figures", []), list), path, "figures", "a list of relative paths")
     return payload
 
@@ -236,8 +258,16 @@ def _per_seed(frame: pd.DataFrame, variants: list[str], condition: str, metric: 
     return {v: values for v, values in out.items() if values}
 
 
-def _analysis_table(rows: list[dict], key: str, value: str, variants: list[str], columns: list[str], first: str,
-                    scale: float = 1.0, digits: int = 3) -> Table:
+def _analysis_table(
+    rows: list[dict],
+    key: str,
+    value: str,
+    variants: list[str],
+    columns: list[str],
+    first: str,
+    scale: float = 1.0,
+    digits: int = 3,
+) -> Table:
     """An analyses table as the run report prints it, rows in config order."""
     return grouped_table(rows, key, value, first, scale, digits, variants=variants, columns=columns)
 
@@ -254,26 +284,43 @@ def _intro(grid: Grid) -> list[Block]:
         run_info.append(f"{meta['seconds']:.0f} s")
     blocks: list[Block] = [
         Heading(1, f"Comparison grid: {meta.get('name', '')}"),
-        Paragraph(f"{len(meta['corpora'])} corpus key(s) x {len(grid.variants)} method variant(s) x {len(seeds)} "
-                  f"seed(s) {seeds}; every cell is one `corekd run` unit (one variant, one seed, one corpus). "
-                  + ", ".join(run_info) + "."),
+        Paragraph(
+            f"{len(meta['corpora'])} corpus key(s) x {len(grid.variants)} method variant(s) x {len(seeds)} "
+            f"seed(s) {seeds}; every cell is one `corekd run` unit (one variant, one seed, one corpus). "
+            + ", ".join(run_info)
+            + "."
+        ),
         Paragraph(f"Re-run: `{meta.get('command', '')}`"),
-        Bullets(tuple(f"`{v}`: method {grid.methods[v]}" + (" (the reference)" if v == meta.get("reference") else "")
-                      for v in grid.variants)),
-        Paragraph("Tables: mean ± sample std (ddof=1) over seeds, in percent (MAE and Corr as they are; lower MAE "
-                  "is better); a cell with fewer seeds than planned says (n=...); \"–\": no record; "
-                  f"\"{NOT_APPLICABLE}\": nothing is observed under that condition, or the method is not scored "
-                  "under it (it enters no average). Numbers are computed exactly as `corekd run`'s report computes "
-                  "them."),
+        Bullets(
+            tuple(
+                f"`{v}`: method {grid.methods[v]}" + (" (the reference)" if v == meta.get("reference") else "")
+                for v in grid.variants
+            )
+        ),
+        Paragraph(
+            "Tables: mean ± sample std (ddof=1) over seeds, in percent (MAE and Corr as they are; lower MAE "
+            'is better); a cell with fewer seeds than planned says (n=...); "–": no record; '
+            f'"{NOT_APPLICABLE}": nothing is observed under that condition, or the method is not scored '
+            "under it (it enters no average). Numbers are computed exactly as `corekd run`'s report computes "
+            "them."
+        ),
     ]
     if meta.get("status") == "partial" or (cells and cells.get("done") != cells.get("total")):
-        blocks += [Heading(2, "Partial grid"),
-                   Paragraph(f"Only {cells.get('done', '?')} of {cells.get('total', '?')} cells are done: the tables "
-                             "cover what exists, and cells with fewer seeds say (n=...). Paired tests use the seeds "
-                             "both variants have.")]
+        blocks += [
+            Heading(2, "Partial grid"),
+            Paragraph(
+                f"Only {cells.get('done', '?')} of {cells.get('total', '?')} cells are done: the tables "
+                "cover what exists, and cells with fewer seeds say (n=...). Paired tests use the seeds "
+                "both variants have."
+            ),
+        ]
     if grid.analyses is None:
-        blocks.append(Paragraph(f"No {ANALYSES_FILE} in this folder: the report has no mechanism analyses (drift, "
-                                "rejection, natural conflicts) and no drift, rejection or t-SNE figures."))
+        blocks.append(
+            Paragraph(
+                f"No {ANALYSES_FILE} in this folder: the report has no mechanism analyses (drift, "
+                "rejection, natural conflicts) and no drift, rejection or t-SNE figures."
+            )
+        )
     return blocks
 
 
@@ -291,29 +338,59 @@ def _test_blocks(task: str, recs: list[dict], n_seeds: int, modalities: int) -> 
     for metric, title in TABLE_METRICS[task]:
         cols = fixed_cols + ([FIXED_AVG] if have_avg else []) + ["complete"]
         headers = [fixed_header(c) for c in fixed_cols] + (["Avg"] if have_avg else []) + ["complete"]
-        blocks += [Heading(3, f"Test, fixed missing modalities ({title})"),
-                   Paragraph("Columns name the modalities kept; Avg is the per-seed mean of the applicable fixed "
-                             "conditions, then averaged over seeds." if fixed_cols else
-                             f"No fixed-subset condition is scored ({modalities} modalit"
-                             f"{'y' if modalities == 1 else 'ies'}; keeping a proper subset needs at least two): "
-                             "complete views only."),
-                   table_block(mark_not_applicable(mean_std_table(frame, metric, cols), test), headers, "method",
-                                n_seeds, metric)]
-    realised = (frame[frame.condition.isin(random_cols)].groupby("condition")["missing_rate"].first()
-                if "missing_rate" in frame else pd.Series(dtype=float))
+        blocks += [
+            Heading(3, f"Test, fixed missing modalities ({title})"),
+            Paragraph(
+                "Columns name the modalities kept; Avg is the per-seed mean of the applicable fixed "
+                "conditions, then averaged over seeds."
+                if fixed_cols
+                else f"No fixed-subset condition is scored ({modalities} modalit"
+                f"{'y' if modalities == 1 else 'ies'}; keeping a proper subset needs at least two): "
+                "complete views only."
+            ),
+            table_block(
+                mark_not_applicable(mean_std_table(frame, metric, cols), test), headers, "method", n_seeds, metric
+            ),
+        ]
+    realised = (
+        frame[frame.condition.isin(random_cols)].groupby("condition")["missing_rate"].first()
+        if "missing_rate" in frame
+        else pd.Series(dtype=float)
+    )
     for metric, title in TABLE_METRICS[task] if random_cols else ():
-        blocks += [Heading(3, f"Test, random missing at rate p ({title})"),
-                   table_block(mark_not_applicable(mean_std_table(frame, metric, random_cols), test),
-                                [c.split(":")[1] for c in random_cols], "method \\ p", n_seeds, metric)]
+        blocks += [
+            Heading(3, f"Test, random missing at rate p ({title})"),
+            table_block(
+                mark_not_applicable(mean_std_table(frame, metric, random_cols), test),
+                [c.split(":")[1] for c in random_cols],
+                "method \\ p",
+                n_seeds,
+                metric,
+            ),
+        ]
     if random_cols:
-        blocks.append(Paragraph("Realised missing rate on the test masks: " + ", ".join(
-            f"p={c.split(':')[1]}: {realised[c]:.3f}" for c in random_cols if c in realised) + "."))
+        blocks.append(
+            Paragraph(
+                "Realised missing rate on the test masks: "
+                + ", ".join(f"p={c.split(':')[1]}: {realised[c]:.3f}" for c in random_cols if c in realised)
+                + "."
+            )
+        )
     for metric, title in TABLE_METRICS[task] if frame_cols else ():
-        blocks += [Heading(3, f"Test, frame missing at rate p ({title})"),
-                   Paragraph("Every modality observed, a share p of each sequence modality's frames dropped per "
-                             "utterance (the same frames for every method and seed)."),
-                   table_block(mark_not_applicable(mean_std_table(frame, metric, frame_cols), test),
-                                [c.split(":")[1] for c in frame_cols], "method \\ p", n_seeds, metric)]
+        blocks += [
+            Heading(3, f"Test, frame missing at rate p ({title})"),
+            Paragraph(
+                "Every modality observed, a share p of each sequence modality's frames dropped per "
+                "utterance (the same frames for every method and seed)."
+            ),
+            table_block(
+                mark_not_applicable(mean_std_table(frame, metric, frame_cols), test),
+                [c.split(":")[1] for c in frame_cols],
+                "method \\ p",
+                n_seeds,
+                metric,
+            ),
+        ]
     return blocks
 
 
@@ -325,39 +402,58 @@ def _dev_blocks(task: str, recs: list[dict], n_seeds: int) -> list[Block]:
     metric = _primary(task)
     present = set(frame.condition)
     cols = [c for c in ("complete", FIXED_AVG) if c in present] + rate_columns({r["condition"] for r in dev}, "random")
-    headers = ["complete" if c == "complete" else "fixed Avg" if c == FIXED_AVG else f"random {c.split(':')[1]}"
-               for c in cols]
+    headers = [
+        "complete" if c == "complete" else "fixed Avg" if c == FIXED_AVG else f"random {c.split(':')[1]}" for c in cols
+    ]
     table = mark_not_applicable(mean_std_table(frame, metric, cols), dev)
     blocks: list[Block] = [
         Heading(3, f"Dev split ({dict(TABLE_METRICS[task])[metric]})"),
-        Paragraph("The dev split under the test conditions (dev masks drawn like the test masks): the figures "
-                  "defaults may be chosen on; the tables above are test tables."),
+        Paragraph(
+            "The dev split under the test conditions (dev masks drawn like the test masks): the figures "
+            "defaults may be chosen on; the tables above are test tables."
+        ),
         table_block(table, headers, "method", n_seeds, metric),
     ]
     above = students_above_teacher(table, metric in LOWER_IS_BETTER)
     for v, mean, t_mean in above:
-        blocks.append(Paragraph(f"**Warning:** student `{v}` beats the teacher on complete dev views "
-                                f"({score_text(mean, metric)} vs {score_text(t_mean, metric)}): the teacher is a weak "
-                                "reference to distil."))
+        blocks.append(
+            Paragraph(
+                f"**Warning:** student `{v}` beats the teacher on complete dev views "
+                f"({score_text(mean, metric)} vs {score_text(t_mean, metric)}): the teacher is a weak "
+                "reference to distil."
+            )
+        )
     if not above and "teacher" in table.index:
         blocks.append(Paragraph("No student beats the teacher on complete dev views."))
     return blocks
 
 
-def _auc_blocks(task: str, aucs: dict[str, dict[int, float]], conditions: list[str], notes: list[str],
-                variants: list[str], n_seeds: int) -> list[Block]:
+def _auc_blocks(
+    task: str,
+    aucs: dict[str, dict[int, float]],
+    conditions: list[str],
+    notes: list[str],
+    variants: list[str],
+    n_seeds: int,
+) -> list[Block]:
     metric = _primary(task)
     title = dict(TABLE_METRICS[task])[metric]
     blocks: list[Block] = [Heading(3, f"Area under the missing-rate curve ({title})")]
     if aucs:
         lo, hi = conditions[0].split(":")[1], conditions[-1].split(":")[1]
-        blocks += [Paragraph(f"Per variant and seed: the trapezoidal area under the test {title} against the random "
-                             f"missing rate over p = {', '.join(c.split(':')[1] for c in conditions)}, divided by the "
-                             f"span {lo}..{hi}, so it reads as the curve's mean score"
-                             + (" (MAE: lower is better)" if metric in LOWER_IS_BETTER else " in points")
-                             + "; then mean ± sample std over seeds."),
-                   Table(("method", "AUC / span"), tuple((v, values_cell(aucs[v].values(), n_seeds, metric))
-                                                          for v in variants if v in aucs))]
+        blocks += [
+            Paragraph(
+                f"Per variant and seed: the trapezoidal area under the test {title} against the random "
+                f"missing rate over p = {', '.join(c.split(':')[1] for c in conditions)}, divided by the "
+                f"span {lo}..{hi}, so it reads as the curve's mean score"
+                + (" (MAE: lower is better)" if metric in LOWER_IS_BETTER else " in points")
+                + "; then mean ± sample std over seeds."
+            ),
+            Table(
+                ("method", "AUC / span"),
+                tuple((v, values_cell(aucs[v].values(), n_seeds, metric)) for v in variants if v in aucs),
+            ),
+        ]
     if notes:
         blocks.append(Bullets(tuple(notes)))
     return blocks
@@ -369,25 +465,32 @@ def _paired_blocks(grid: Grid, task: str, frame: pd.DataFrame, aucs: dict[str, d
     title = dict(TABLE_METRICS[task])[metric]
     blocks: list[Block] = [Heading(3, "CoRe-KD against each other method")]
     if reference is None:
-        return blocks + [Paragraph("No reference variant in this grid (`meta.reference` is null): no paired "
-                                   "comparison.")]
+        return blocks + [
+            Paragraph("No reference variant in this grid (`meta.reference` is null): no paired comparison.")
+        ]
     have = set(frame.variant) if not frame.empty else set()
     if reference not in have:
-        return blocks + [Paragraph(f"The reference `{reference}` has no test records for this corpus: no paired "
-                                   "comparison.")]
+        return blocks + [
+            Paragraph(f"The reference `{reference}` has no test records for this corpus: no paired comparison.")
+        ]
     others = [v for v in grid.variants if v != reference and v in have | set(aucs)]
-    summaries = [(f"fixed Avg {title}", _per_seed(frame, grid.variants, FIXED_AVG, metric)),
-                 (f"complete {title}", _per_seed(frame, grid.variants, "complete", metric)),
-                 (f"random-curve AUC {title}", aucs)]
+    summaries = [
+        (f"fixed Avg {title}", _per_seed(frame, grid.variants, FIXED_AVG, metric)),
+        (f"complete {title}", _per_seed(frame, grid.variants, "complete", metric)),
+        (f"random-curve AUC {title}", aucs),
+    ]
     better = "lower" if metric in LOWER_IS_BETTER else "higher"
-    blocks.append(Paragraph(
-        f"Reference: `{reference}`. Per seed both have, the difference `{reference}` minus the other variant; the "
-        f"mean ± sample std of those differences ({'as they are' if metric in PLAIN_METRICS else 'in points'}; "
-        f"{better} is better, so a {'negative' if better == 'lower' else 'positive'} difference favours the "
-        "reference), n seeds, and the two-sided paired t-test p-value (scipy.stats.ttest_rel). p is \"–\" with "
-        "fewer than two common seeds or when the differences do not vary. Holm: the p-values adjusted "
-        "(Holm-Bonferroni) over the rows of the same table, the family of comparisons of the reference on that "
-        "summary; the raw p-values are not corrected for multiple comparisons."))
+    blocks.append(
+        Paragraph(
+            f"Reference: `{reference}`. Per seed both have, the difference `{reference}` minus the other variant; the "
+            f"mean ± sample std of those differences ({'as they are' if metric in PLAIN_METRICS else 'in points'}; "
+            f"{better} is better, so a {'negative' if better == 'lower' else 'positive'} difference favours the "
+            'reference), n seeds, and the two-sided paired t-test p-value (scipy.stats.ttest_rel). p is "–" with '
+            "fewer than two common seeds or when the differences do not vary. Holm: the p-values adjusted "
+            "(Holm-Bonferroni) over the rows of the same table, the family of comparisons of the reference on that "
+            "summary; the raw p-values are not corrected for multiple comparisons."
+        )
+    )
     for label, values in summaries:
         ref = values.get(reference, {})
         results = [paired_difference(ref, values.get(v, {})) for v in others]
@@ -396,59 +499,105 @@ def _paired_blocks(grid: Grid, task: str, frame: pd.DataFrame, aucs: dict[str, d
         for v, res, p_holm in zip(others, results, adjusted):
             name = v + (" (teacher)" if grid.methods.get(v) == "teacher" else "")
             diff = "–" if res is None else format_cell((res.mean, res.std, res.n), None, metric)
-            rows.append((name, diff, str(0 if res is None else res.n), format_p(None if res is None else res.p),
-                         format_p(p_holm)))
-        blocks += [Paragraph(f"{label}:"),
-                   Table((f"{reference} vs", "difference (mean ± std)", "n", "p", "p (Holm)"), tuple(rows))]
+            rows.append(
+                (
+                    name,
+                    diff,
+                    str(0 if res is None else res.n),
+                    format_p(None if res is None else res.p),
+                    format_p(p_holm),
+                )
+            )
+        blocks += [
+            Paragraph(f"{label}:"),
+            Table((f"{reference} vs", "difference (mean ± std)", "n", "p", "p (Holm)"), tuple(rows)),
+        ]
     return blocks
 
 
 def _analyses_blocks(payload: dict, variants: list[str], task: str) -> list[Block]:
-    blocks: list[Block] = [Heading(3, "Mechanism analyses"),
-                           Paragraph("From analyses.json, on the test split; mean ± sample std over seeds (one value: "
-                                     "one seed). Definitions: METHOD.md, \"Analyses\".")]
+    blocks: list[Block] = [
+        Heading(3, "Mechanism analyses"),
+        Paragraph(
+            "From analyses.json, on the test split; mean ± sample std over seeds (one value: "
+            'one seed). Definitions: METHOD.md, "Analyses".'
+        ),
+    ]
     drift_rows = [dict(r) for r in payload.get("drift", [])]
     if drift_rows and any("relative_to_no_kd" not in r for r in drift_rows):
         drift_rows = add_relative_to_no_kd(drift_rows)
     if drift_rows:
         columns = condition_order(r["condition"] for r in drift_rows)
-        blocks += [Paragraph("Normalised state drift to the teacher's complete-view state: the squared distance between "
-                             "the two states after scaling each to length 1 (0: same direction, 4: opposite), per "
-                             "condition (the teacher's row: its own incomplete views against its complete view):"),
-                   _analysis_table(drift_rows, "condition", "normalized", variants, columns, "normalised")]
-        rel = [r for r in drift_rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")]
+        blocks += [
+            Paragraph(
+                "Normalised state drift to the teacher's complete-view state: the squared distance between "
+                "the two states after scaling each to length 1 (0: same direction, 4: opposite), per "
+                "condition (the teacher's row: its own incomplete views against its complete view):"
+            ),
+            _analysis_table(drift_rows, "condition", "normalized", variants, columns, "normalised"),
+        ]
+        rel = [
+            r for r in drift_rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")
+        ]
         if rel:
-            blocks += [Paragraph("Normalised drift relative to no_kd, (d - d_no_kd) / d_no_kd in percent, per seed "
-                                 "then averaged (negative: closer to the teacher than no_kd):"),
-                       _analysis_table(rel, "condition", "relative_to_no_kd", variants,
-                                       condition_order(r["condition"] for r in rel), "relative", 100.0, 1)]
+            blocks += [
+                Paragraph(
+                    "Normalised drift relative to no_kd, (d - d_no_kd) / d_no_kd in percent, per seed "
+                    "then averaged (negative: closer to the teacher than no_kd):"
+                ),
+                _analysis_table(
+                    rel,
+                    "condition",
+                    "relative_to_no_kd",
+                    variants,
+                    condition_order(r["condition"] for r in rel),
+                    "relative",
+                    100.0,
+                    1,
+                ),
+            ]
     mstate_rows = [r for r in payload.get("mstate_drift", []) if r.get("utterances", 1) > 0]
     for m in dict.fromkeys(r["modality"] for r in mstate_rows):
         mine = [r for r in mstate_rows if r["modality"] == m]
-        blocks += [Paragraph(f"Modality-state drift of `{m}`: normalised distance between the model's h_{m} under each "
-                             f"condition's view and the teacher's complete-view h_{m}, on the utterances where the model "
-                             f"observes {m} (what L_mstate anchors):"),
-                   _analysis_table(mine, "condition", "normalized", variants,
-                                   condition_order(r["condition"] for r in mine), f"h_{m}")]
+        blocks += [
+            Paragraph(
+                f"Modality-state drift of `{m}`: normalised distance between the model's h_{m} under each "
+                f"condition's view and the teacher's complete-view h_{m}, on the utterances where the model "
+                f"observes {m} (what L_mstate anchors):"
+            ),
+            _analysis_table(
+                mine, "condition", "normalized", variants, condition_order(r["condition"] for r in mine), f"h_{m}"
+            ),
+        ]
     rejection = payload.get("rejection", [])
     if rejection:
         pairs = payload.get("pairs", {})
         types = [t for t in ("a", "v", "av") if any(r["type"] == t for r in rejection)]
         types += [t for t in dict.fromkeys(r["type"] for r in rejection) if t not in types]
-        blocks += [Paragraph(f"Conflict rejection rate in percent ({pairs.get('targets', '?')} target-donor pairs, "
-                             f"seed {pairs.get('seed', '?')}, the same for every method and seed; a pair is rejected "
-                             "when the output on the conflict view is nearer the teacher's output for the target than "
-                             "the one for the donor), per swapped modality type:"),
-                   _analysis_table(rejection, "type", "rate", variants, types, "method (swapped)", 100.0, 2)]
+        blocks += [
+            Paragraph(
+                f"Conflict rejection rate in percent ({pairs.get('targets', '?')} target-donor pairs, "
+                f"seed {pairs.get('seed', '?')}, the same for every method and seed; a pair is rejected "
+                "when the output on the conflict view is nearer the teacher's output for the target than "
+                "the one for the donor), per swapped modality type:"
+            ),
+            _analysis_table(rejection, "type", "rate", variants, types, "method (swapped)", 100.0, 2),
+        ]
     natural = payload.get("natural_conflicts", {})
     if natural.get("flagged") and task != "regression":
         records = natural.get("records", [])
-        blocks.append(Paragraph(f"Natural conflicts: {natural.get('utterances')} test utterances whose nonverbal "
-                                "channels show another emotion than their label; accuracy and weighted F1 in percent."))
+        blocks.append(
+            Paragraph(
+                f"Natural conflicts: {natural.get('utterances')} test utterances whose nonverbal "
+                "channels show another emotion than their label; accuracy and weighted F1 in percent."
+            )
+        )
         if records:
             columns = condition_order(r["condition"] for r in records)
-            blocks += [_analysis_table(records, "condition", "accuracy", variants, columns, "accuracy", 100.0, 2),
-                       _analysis_table(records, "condition", "weighted_f1", variants, columns, "weighted F1", 100.0, 2)]
+            blocks += [
+                _analysis_table(records, "condition", "accuracy", variants, columns, "accuracy", 100.0, 2),
+                _analysis_table(records, "condition", "weighted_f1", variants, columns, "weighted F1", 100.0, 2),
+            ]
         else:
             blocks.append(Paragraph("No numbers: no flagged utterance in the test split."))
     notes = list(dict.fromkeys(str(n) for n in payload.get("notes", [])))
@@ -469,8 +618,9 @@ def _figure_dir(key: str, taken: set[str]) -> str:
     return f"figures/{name}"
 
 
-def _embeddings(root: Path, key: str, listed: dict[str, str], variants: list[str], task: str
-                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+def _embeddings(
+    root: Path, key: str, listed: dict[str, str], variants: list[str], task: str
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     notes: list[str] = []
     for variant in [v for v in variants if v in listed] + [v for v in listed if v not in variants]:
@@ -482,11 +632,15 @@ def _embeddings(root: Path, key: str, listed: dict[str, str], variants: list[str
             with np.load(path) as npz:
                 fused, target = np.asarray(npz["fused"]), np.asarray(npz["target"])
         except (OSError, ValueError, KeyError) as exc:
-            raise CorekdError(f'unreadable embedding (expected arrays "fused" [n, H] and "target" [n]: {exc})',
-                              path=path) from None
+            raise CorekdError(
+                f'unreadable embedding (expected arrays "fused" [n, H] and "target" [n]: {exc})', path=path
+            ) from None
         if fused.ndim != 2 or target.shape != (len(fused),):
-            raise CorekdError(f'expected "fused" [n, H] and "target" [n], got {fused.shape} and {target.shape}',
-                              path=path, field="fused")
+            raise CorekdError(
+                f'expected "fused" [n, H] and "target" [n], got {fused.shape} and {target.shape}',
+                path=path,
+                field="fused",
+            )
         if len(fused) < 5:
             notes.append(f"t-SNE panel of `{variant}` skipped: {len(fused)} points (at least 5 needed)")
             continue
@@ -526,20 +680,37 @@ def _draw_figures(grid: Grid) -> tuple[dict[str, list[Figure]], dict[str, list[s
             (grid.root / folder).mkdir(parents=True, exist_ok=True)
         path = f"{folder}/score_vs_missing_rate.png"
         if recs and curve_figure(grid.root / path, recs, task):
-            drawn.append(Figure(path, f"`{key}`: test {title}" + ("" if task == "regression" else " in percent")
-                                + " against the random missing rate, mean ± std over seeds (band)"))
+            drawn.append(
+                Figure(
+                    path,
+                    f"`{key}`: test {title}"
+                    + ("" if task == "regression" else " in percent")
+                    + " against the random missing rate, mean ± std over seeds (band)",
+                )
+            )
         payload = (grid.analyses or {}).get("corpora", {}).get(key)
         if payload is not None:
             path = f"{folder}/drift.png"
             if drift_figure(grid.root / path, payload.get("drift", []), grid.variants, f"{key}: state drift"):
-                drawn.append(Figure(path, f"`{key}`: normalised state drift (squared distance between the student's "
-                                          "and the teacher's states scaled to length 1) per condition (points) and "
-                                          "against the random missing rate (lines), mean ± std over seeds"))
+                drawn.append(
+                    Figure(
+                        path,
+                        f"`{key}`: normalised state drift (squared distance between the student's "
+                        "and the teacher's states scaled to length 1) per condition (points) and "
+                        "against the random missing rate (lines), mean ± std over seeds",
+                    )
+                )
             path = f"{folder}/rejection.png"
-            if rejection_figure(grid.root / path, payload.get("rejection", []), grid.variants,
-                                f"{key}: conflict rejection"):
-                drawn.append(Figure(path, f"`{key}`: conflict rejection rate in percent, one panel per swapped "
-                                          "modality type, mean ± std over seeds"))
+            if rejection_figure(
+                grid.root / path, payload.get("rejection", []), grid.variants, f"{key}: conflict rejection"
+            ):
+                drawn.append(
+                    Figure(
+                        path,
+                        f"`{key}`: conflict rejection rate in percent, one panel per swapped "
+                        "modality type, mean ± std over seeds",
+                    )
+                )
         listed = (grid.analyses or {}).get("embeddings", {}).get(key) or {}
         if listed:
             embeddings, skipped = _embeddings(grid.root, key, listed, grid.variants, task)
@@ -548,15 +719,21 @@ def _draw_figures(grid: Grid) -> tuple[dict[str, list[Figure]], dict[str, list[s
             if embeddings:
                 (grid.root / folder).mkdir(parents=True, exist_ok=True)
                 if tsne_figure(grid.root / path, embeddings, task, list(info.get("labels") or []), TSNE_CONDITION):
-                    drawn.append(Figure(path, f"`{key}`: t-SNE of the fused states at {TSNE_CONDITION}, first "
-                                              "seed, one panel per variant (colour: the true label)"))
+                    drawn.append(
+                        Figure(
+                            path,
+                            f"`{key}`: t-SNE of the fused states at {TSNE_CONDITION}, first "
+                            "seed, one panel per variant (colour: the true label)",
+                        )
+                    )
         figures[key] = drawn
     return figures, notes
 
 
 # ------------------------------------------------------------------ the report
-def build_blocks(grid: Grid, figures: dict[str, list[Figure]] | None = None,
-                 figure_notes: dict[str, list[str]] | None = None) -> list[Block]:
+def build_blocks(
+    grid: Grid, figures: dict[str, list[Figure]] | None = None, figure_notes: dict[str, list[str]] | None = None
+) -> list[Block]:
     """The whole report as blocks (a pure function of the grid's contents and the figures drawn)."""
     figures = figures or {}
     figure_notes = figure_notes or {}
@@ -568,13 +745,17 @@ def build_blocks(grid: Grid, figures: dict[str, list[Figure]] | None = None,
         have_seeds = sorted({r["seed"] for r in recs})
         n_seeds = len(seeds) or len(have_seeds)
         test = (info.get("splits") or {}).get("test") or {}
-        blocks += [Heading(2, f"Corpus `{key}`: {info.get('corpus', key)}"),
-                   Paragraph(f"Task: {task}. Test split: {test.get('dialogues', '?')} dialogues, "
-                             f"{test.get('utterances', '?')} utterances. Seeds with records: {have_seeds} (planned "
-                             f"{seeds}). Evaluation masks: seed {info.get('mask_seed', '?')}, identical for every "
-                             f"method and seed; random missing uses the `{info.get('random_scheme', '?')}` scheme. "
-                             f"Model selection on {info.get('select_metric', '?')} (dev split)."),
-                   Paragraph(f"Re-run: `{grid.meta.get('command', '')}`")]
+        blocks += [
+            Heading(2, f"Corpus `{key}`: {info.get('corpus', key)}"),
+            Paragraph(
+                f"Task: {task}. Test split: {test.get('dialogues', '?')} dialogues, "
+                f"{test.get('utterances', '?')} utterances. Seeds with records: {have_seeds} (planned "
+                f"{seeds}). Evaluation masks: seed {info.get('mask_seed', '?')}, identical for every "
+                f"method and seed; random missing uses the `{info.get('random_scheme', '?')}` scheme. "
+                f"Model selection on {info.get('select_metric', '?')} (dev split)."
+            ),
+            Paragraph(f"Re-run: `{grid.meta.get('command', '')}`"),
+        ]
         if info.get("warnings"):
             blocks.append(Bullets(tuple(f"warning: {w}" for w in info["warnings"])))
         if not recs:

@@ -70,12 +70,15 @@ def per_seed(frame: pd.DataFrame, variant: str, condition: str, metric: str) -> 
     return {int(s): float(v) for s, v in zip(sub.seed, sub[metric]) if not pd.isna(v)}
 
 
-def difference_table(frame: pd.DataFrame, reference: str, candidates: list[str], metric: str,
-                     conditions: list[str]) -> dict[str, dict[str, PairedDifference | None]]:
+def difference_table(
+    frame: pd.DataFrame, reference: str, candidates: list[str], metric: str, conditions: list[str]
+) -> dict[str, dict[str, PairedDifference | None]]:
     """candidate -> condition -> its paired difference from ``reference`` (candidate - reference)."""
     return {
-        c: {cond: paired_difference(per_seed(frame, c, cond, metric), per_seed(frame, reference, cond, metric))
-            for cond in conditions}
+        c: {
+            cond: paired_difference(per_seed(frame, c, cond, metric), per_seed(frame, reference, cond, metric))
+            for cond in conditions
+        }
         for c in candidates
     }
 

@@ -48,16 +48,22 @@ def sweep_blocks(payload: dict) -> list[Block]:
         rows.append((str(r["value"]), *cells))
     blocks: list[Block] = [
         Heading(1, f"Sweep over {option}"),
-        Paragraph(f"Re-run: `{payload['command']}`. Seeds {payload['seeds']}; one ordinary run per value in "
-                  f"`{name}=<value>/` (each with its own report.md)."),
+        Paragraph(
+            f"Re-run: `{payload['command']}`. Seeds {payload['seeds']}; one ordinary run per value in "
+            f"`{name}=<value>/` (each with its own report.md)."
+        ),
         Heading(2, f"Students minus {BASELINE}, paired over seeds"),
-        Paragraph(f"Test split, {metric} ({'as it is' if metric in PLAIN_METRICS else 'in percentage points'}): per "
-                  f"value, each student minus `{BASELINE}` per seed, then mean ± sample std, the seeds paired (n) and "
-                  "the p-value of a paired t-test over seeds (scipy.stats.ttest_rel; n/a with fewer than two seeds)."),
+        Paragraph(
+            f"Test split, {metric} ({'as it is' if metric in PLAIN_METRICS else 'in percentage points'}): per "
+            f"value, each student minus `{BASELINE}` per seed, then mean ± sample std, the seeds paired (n) and "
+            "the p-value of a paired t-test over seeds (scipy.stats.ttest_rel; n/a with fewer than two seeds)."
+        ),
         Table((name, *(f"{v} − {BASELINE}, {HEADS[c]}" for v, c in cols)), tuple(rows)),
         Heading(2, "Rejection rates per conflict type"),
-        Paragraph("From each sub-run's analyses.json, in percent (mean over seeds), as in report.md; \"not computed\" "
-                  "where a sub-run has none."),
+        Paragraph(
+            'From each sub-run\'s analyses.json, in percent (mean over seeds), as in report.md; "not computed" '
+            "where a sub-run has none."
+        ),
     ]
     rejection_rows: list[tuple[str, ...]] = []
     for r in runs:
@@ -66,13 +72,25 @@ def sweep_blocks(payload: dict) -> list[Block]:
             rejection_rows.append((str(r["value"]), "–", *(NOT_COMPUTED for _ in CONFLICT_TYPES)))
             continue
         for variant, by_type in rejection.items():
-            rejection_rows.append((str(r["value"]), str(variant), *(
-                f"{100 * by_type[t]['rate']:.1f} (n={by_type[t]['n']})" if t in by_type else "–" for t in CONFLICT_TYPES)))
+            rejection_rows.append(
+                (
+                    str(r["value"]),
+                    str(variant),
+                    *(
+                        f"{100 * by_type[t]['rate']:.1f} (n={by_type[t]['n']})" if t in by_type else "–"
+                        for t in CONFLICT_TYPES
+                    ),
+                )
+            )
     blocks.append(Table((name, "method", *CONFLICT_TYPES), tuple(rejection_rows)))
     incomplete = [str(r["value"]) for r in runs if r["status"] not in ("complete",)]
     if incomplete:
-        blocks.append(Paragraph(f"Incomplete or missing sub-runs: {', '.join(incomplete)} (finish with "
-                                f"`{payload['command']} --resume`)."))
+        blocks.append(
+            Paragraph(
+                f"Incomplete or missing sub-runs: {', '.join(incomplete)} (finish with "
+                f"`{payload['command']} --resume`)."
+            )
+        )
     return blocks
 
 

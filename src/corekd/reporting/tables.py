@@ -27,9 +27,16 @@ TABLE_METRICS = {
     "classification": (("weighted_f1", "weighted F1"), ("accuracy", "accuracy")),
     "regression": (("mae", "MAE"), ("acc2", "Acc-2, negative/non-negative")),
 }
-REGRESSION_HEADLINE = (("mae", "MAE"), ("corr", "Corr"), ("acc2", "Acc-2"), ("f1_2", "F1-2"),
-                       ("acc2_nz", "Acc-2 (non-zero)"), ("f1_2_nz", "F1-2 (non-zero)"), ("acc5", "Acc-5"),
-                       ("acc7", "Acc-7"))
+REGRESSION_HEADLINE = (
+    ("mae", "MAE"),
+    ("corr", "Corr"),
+    ("acc2", "Acc-2"),
+    ("f1_2", "F1-2"),
+    ("acc2_nz", "Acc-2 (non-zero)"),
+    ("f1_2_nz", "F1-2 (non-zero)"),
+    ("acc5", "Acc-5"),
+    ("acc7", "Acc-7"),
+)
 SCORE_COLUMNS = (*METRICS, *PRESENT_METRICS, *REGRESSION_METRICS)
 
 Cell = tuple[float, float | None, int] | str  # (mean, sample std or None, seeds) or a marker (n/a)
@@ -159,19 +166,30 @@ def values_cell(values: Iterable[float], n_expected: int | None, metric: str | N
     arr = np.array(list(values), dtype=float)
     if not len(arr):
         return NO_RECORD
-    return format_cell((float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else None, len(arr)),
-                       n_expected, metric)
+    return format_cell(
+        (float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else None, len(arr)), n_expected, metric
+    )
 
 
-def table_block(table: pd.DataFrame, headers: list[str], first: str = "method", n_expected: int | None = None,
-                metric: str | None = None) -> Table:
+def table_block(
+    table: pd.DataFrame,
+    headers: list[str],
+    first: str = "method",
+    n_expected: int | None = None,
+    metric: str | None = None,
+) -> Table:
     """A :func:`mean_std_table` as a table block, rows in the table's order."""
     rows = tuple((str(v), *(format_cell(c, n_expected, metric) for c in row.tolist())) for v, row in table.iterrows())
     return Table((first, *headers), rows)
 
 
-def markdown_table(table: pd.DataFrame, headers: list[str], first: str = "method", n_expected: int | None = None,
-                   metric: str | None = None) -> str:
+def markdown_table(
+    table: pd.DataFrame,
+    headers: list[str],
+    first: str = "method",
+    n_expected: int | None = None,
+    metric: str | None = None,
+) -> str:
     """:func:`table_block` as Markdown text."""
     return "\n".join(markdown_table_lines(table_block(table, headers, first, n_expected, metric)))
 
@@ -187,9 +205,13 @@ def students_above_teacher(table: pd.DataFrame, lower_is_better: bool = False) -
     teacher = table.loc["teacher", "complete"]
     if not isinstance(teacher, tuple):
         return []
-    return [(v, cell[0], teacher[0]) for v, cell in table["complete"].items()
-            if v != "teacher" and isinstance(cell, tuple)
-            and (cell[0] < teacher[0] if lower_is_better else cell[0] > teacher[0])]
+    return [
+        (v, cell[0], teacher[0])
+        for v, cell in table["complete"].items()
+        if v != "teacher"
+        and isinstance(cell, tuple)
+        and (cell[0] < teacher[0] if lower_is_better else cell[0] > teacher[0])
+    ]
 
 
 # ------------------------------------------------------------------ tables of plain rows (analyses)
@@ -204,8 +226,16 @@ def mean_std_text(values: list[float | None], scale: float = 1.0, digits: int = 
     return f"{mean:.{digits}f} ± {scale * float(np.std(kept, ddof=1)):.{digits}f}"
 
 
-def grouped_table(rows: list[dict], key: str, value: str, first: str, scale: float = 1.0, digits: int = 3,
-                  variants: list[str] | None = None, columns: list[str] | None = None) -> Table:
+def grouped_table(
+    rows: list[dict],
+    key: str,
+    value: str,
+    first: str,
+    scale: float = 1.0,
+    digits: int = 3,
+    variants: list[str] | None = None,
+    columns: list[str] | None = None,
+) -> Table:
     """Rows: variants; columns: the values of ``rows[...][key]``; cells: :func:`mean_std_text` of ``value`` over
     the rows of that variant and column (the seeds).
 
@@ -218,5 +248,7 @@ def grouped_table(rows: list[dict], key: str, value: str, first: str, scale: flo
     cells: dict[tuple, list] = {}
     for r in rows:
         cells.setdefault((r["variant"], r[key]), []).append(r[value])
-    return Table((first, *(str(c) for c in cols)),
-                 tuple((v, *(mean_std_text(cells.get((v, c), []), scale, digits) for c in cols)) for v in order))
+    return Table(
+        (first, *(str(c) for c in cols)),
+        tuple((v, *(mean_std_text(cells.get((v, c), []), scale, digits) for c in cols)) for v in order),
+    )
