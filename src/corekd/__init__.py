@@ -5,7 +5,7 @@ model bundle -> a predictor), the corpus API in
 :mod:`corekd.data`, the methods registry in :mod:`corekd.methods`.
 """
 
-__version__ = "0.1.0"
+from corekd.version import __version__
 
 __all__ = ["__version__", "load", "run"]
 

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from corekd import __version__
 from corekd.errors import CorekdError, from_validation_error
+from corekd.version import __version__
 
 app = typer.Typer(
     help="Robust multimodal emotion recognition in conversations when modalities go missing (CoRe-KD).",
@@ -405,8 +405,8 @@ def data_import(
     from corekd.data.summary import summarize
 
     if fmt == "meld":
-        from corekd.data.importers.meld import import_meld
         from corekd.features.extract import check_out, load_features_config, save_result
+        from corekd.features.meld import import_meld
 
         if root is not None and src is not None:
             raise CorekdError("give the MELD folder once: as SRC or as --root", field="--root")

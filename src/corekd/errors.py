@@ -33,7 +33,8 @@ def shown(value: object) -> str:
     return _SHOWN.repr(value)
 
 
-def _format_loc(loc: tuple) -> str:
+def format_loc(loc: tuple) -> str:
+    """A pydantic error location as a field path: ``("dialogues", 2, "id")`` -> ``dialogues[2].id``."""
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -93,4 +94,4 @@ def from_validation_error(
             message += f", got {shown(value)}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-    return CorekdError(message, path=path, field=_format_loc(loc) or None)
+    return CorekdError(message, path=path, field=format_loc(loc) or None)

@@ -66,7 +66,7 @@ class RunResult:
 def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
     """The run's corpus, checked against the configured methods (``source``: the config file, for errors)."""
     if cfg.data.source == "meld":
-        from corekd.data.importers.meld import meld_source_corpus
+        from corekd.features.meld import meld_source_corpus
 
         corpus = meld_source_corpus(cfg.data.meld_root, cfg.data.path, target=cfg.data.meld_target)
     else:

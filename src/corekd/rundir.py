@@ -30,10 +30,10 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from corekd import __version__
 from corekd.config import RunConfig, dump_config, validate_config
 from corekd.errors import CorekdError, from_validation_error
 from corekd.files import atomic_write, move_aside
+from corekd.version import __version__
 
 MARKER_FILE = "corekd-run.json"
 CONFIG_FILE = "config.yaml"

@@ -22,7 +22,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from safetensors.torch import save_file
 
-from corekd import __version__
 from corekd.config import TrainingConfig
 from corekd.data.batching import Batch, SplitTensors
 from corekd.errors import CorekdError, from_validation_error
@@ -42,6 +41,7 @@ from corekd.models.model import (
     build_architecture,
 )
 from corekd.seeding import derive_seed, torch_generator
+from corekd.version import __version__
 from corekd.weights import CHECKSUM_FIELD, check_checksum, check_shapes, load_finite
 
 

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import yaml
 
-from corekd import __version__
 from corekd.compare.backends import make_backend
 from corekd.compare.cells import CHECKPOINT_FILES, Cell
 from corekd.compare.config import GridConfig, load_grid
@@ -41,6 +40,7 @@ from corekd.files import atomic_write, move_aside
 from corekd.methods import method_class
 from corekd.progress import GridProgress
 from corekd.rundir import config_difference
+from corekd.version import __version__
 
 MARKER_FILE = "corekd-grid.json"
 CONFIG_FILE = "config.yaml"

@@ -250,7 +250,7 @@ class _DialogueFile(_Strict):
     utterances: list[_UtteranceFile]
 
 
-class _CorpusFile(_Strict):
+class CorpusFile(_Strict):
     format: Literal["corekd-corpus"]
     version: Literal[1, 2]
     name: str
@@ -273,9 +273,9 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
     meta_path, feat_path = folder / META_FILE, folder / FEATURES_FILE
     raw = read_json(meta_path, f"a corpus folder holds {META_FILE} and {FEATURES_FILE}")
     try:
-        meta = _CorpusFile.model_validate(raw)
+        meta = CorpusFile.model_validate(raw)
     except ValidationError as exc:
-        raise from_validation_error(exc, meta_path, model=_CorpusFile) from None
+        raise from_validation_error(exc, meta_path, model=CorpusFile) from None
     _check_meta(meta, meta_path)
     tensors = _read_tensors(feat_path)
 
@@ -429,7 +429,7 @@ def cast_features(folder: str | Path) -> list[str]:
     return changed
 
 
-def _check_meta(meta: _CorpusFile, path: Path) -> None:
+def _check_meta(meta: CorpusFile, path: Path) -> None:
     if len(set(meta.labels)) != len(meta.labels):
         raise CorekdError("label names must be unique", path=path, field="labels")
     labels = set(meta.labels)
@@ -488,7 +488,7 @@ def _check_meta(meta: _CorpusFile, path: Path) -> None:
                                   field=f"{uwhere}.{key}")
 
 
-def _locate(meta: _CorpusFile, row: int) -> tuple[str, str]:
+def _locate(meta: CorpusFile, row: int) -> tuple[str, str]:
     for d in meta.dialogues:
         if row < len(d.utterances):
             return d.utterances[row].id, d.id

@@ -25,7 +25,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
 
     Computed from the confusion counts with scikit-learn's formulas and zero-division rule (0), because this
     runs for every dev epoch and every condition and scikit-learn's input checks cost about 5 ms a call;
-    ``tests/test_metrics_exact.py`` pins every value to scikit-learn's ``accuracy_score`` / ``f1_score`` /
+    ``tests/evaluation/test_metrics.py`` pins every value to scikit-learn's ``accuracy_score`` / ``f1_score`` /
     ``recall_score``, bit for bit.
     """
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)

@@ -23,8 +23,7 @@ def _smile(feature_set: str, level: str):
     import opensmile
 
     fs = {"eGeMAPSv02": opensmile.FeatureSet.eGeMAPSv02, "ComParE_2016": opensmile.FeatureSet.ComParE_2016}[feature_set]
-    fl = {"functionals": opensmile.FeatureLevel.Functionals,
-          "lld": opensmile.FeatureLevel.LowLevelDescriptors}[level]
+    fl = {"functionals": opensmile.FeatureLevel.Functionals, "lld": opensmile.FeatureLevel.LowLevelDescriptors}[level]
     return opensmile.Smile(feature_set=fs, feature_level=fl)
 
 

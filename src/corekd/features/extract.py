@@ -15,10 +15,11 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,8 +42,10 @@ class _Strict(BaseModel):
 
 class TextOptions(_Strict):
     enabled: bool = Field(True, description="embed the transcripts (modality l)")
-    tokens: bool = Field(False, description="keep the token states [tokens, 384] as a sequence instead of the "
-                         "pooled 384-d sentence embedding")
+    tokens: bool = Field(
+        False,
+        description="keep the token states [tokens, 384] as a sequence instead of the pooled 384-d sentence embedding",
+    )
     batch_size: int = Field(64, ge=1, description="transcripts per forward pass")
     device: str = Field("cpu", description="torch device of the text model (cpu, cuda, cuda:N)")
 
@@ -51,11 +54,13 @@ class AudioOptions(_Strict):
     enabled: bool = Field(True, description="openSMILE features (modality a)")
     feature_set: Literal["eGeMAPSv02", "ComParE_2016"] = Field("eGeMAPSv02", description="openSMILE feature set")
     level: Literal["functionals", "lld"] = Field(
-        "functionals", description="functionals (one vector per utterance) or low-level descriptors (a frame "
-        "sequence, 100 frames/s)")
+        "functionals",
+        description="functionals (one vector per utterance) or low-level descriptors (a frame sequence, 100 frames/s)",
+    )
     sample_rate: int = Field(16000, ge=8000, description="rate the audio is resampled to before openSMILE")
-    from_video: bool = Field(True, description="take the audio from the video's sound track when a row has a video "
-                             "but no audio file")
+    from_video: bool = Field(
+        True, description="take the audio from the video's sound track when a row has a video but no audio file"
+    )
 
 
 class VisualOptions(_Strict):
@@ -63,20 +68,28 @@ class VisualOptions(_Strict):
     fps: float = Field(2.0, gt=0, description="frames sampled per second of video")
     max_frames: int = Field(32, ge=1, description="at most this many sampled frames per utterance")
     embedding: Literal["hog", "pyemotion"] = Field(
-        "hog", description="face descriptor: hog (HOG of the face crop, 1764-d for size 64) or pyemotion (the 256-d "
-        "hidden layer of the facial-expression CNN shipped in the PyEmotion wheel)")
-    size: int = Field(64, ge=16, description="side of the square face crop (pixels) the HOG descriptor is computed "
-                      "on (hog only: pyemotion's network takes 48x48)")
+        "hog",
+        description="face descriptor: hog (HOG of the face crop, 1764-d for size 64) or pyemotion (the 256-d "
+        "hidden layer of the facial-expression CNN shipped in the PyEmotion wheel)",
+    )
+    size: int = Field(
+        64,
+        ge=16,
+        description="side of the square face crop (pixels) the HOG descriptor is computed "
+        "on (hog only: pyemotion's network takes 48x48)",
+    )
     margin: float = Field(0.1, ge=0, le=1, description="margin added around the detected face box (share of its size)")
     pooling: Literal["mean", "sequence"] = Field(
-        "mean", description="mean over the frames with a face (one vector per utterance) or keep them as a sequence")
-
+        "mean", description="mean over the frames with a face (one vector per utterance) or keep them as a sequence"
+    )
 
     @model_validator(mode="after")
-    def _size_is_for_hog(self) -> "VisualOptions":
+    def _size_is_for_hog(self) -> VisualOptions:
         if self.embedding == "pyemotion" and self.size != 64:
-            raise ValueError(f"visual.size ({self.size}) applies to embedding 'hog' only; the pyemotion network "
-                             "takes a fixed 48x48 crop (leave size at its default, 64)")
+            raise ValueError(
+                f"visual.size ({self.size}) applies to embedding 'hog' only; the pyemotion network "
+                "takes a fixed 48x48 crop (leave size at its default, 64)"
+            )
         return self
 
 
@@ -142,17 +155,25 @@ def read_manifest(path: str | Path, *, predict: bool = False) -> list[Row]:
         data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise CorekdError(f"not UTF-8 text (undecodable byte at position {exc.start}); expected a UTF-8 CSV/TSV file",
-                          path=path, field=f"line {line}") from None
+        raise CorekdError(
+            f"not UTF-8 text (undecodable byte at position {exc.start}); expected a UTF-8 CSV/TSV file",
+            path=path,
+            field=f"line {line}",
+        ) from None
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         columns = reader.fieldnames or []
         for col in required:
             if col not in columns:
-                raise CorekdError(f"missing column '{col}' (required: {', '.join(required)}; optional: "
-                                  f"{', '.join(optional)})", path=path, field="header")
+                raise CorekdError(
+                    f"missing column '{col}' (required: {', '.join(required)}; optional: {', '.join(optional)})",
+                    path=path,
+                    field="header",
+                )
         if not any(c in columns for c in MEDIA):
-            raise CorekdError(f"no media column; expected at least one of {', '.join(MEDIA)}", path=path, field="header")
+            raise CorekdError(
+                f"no media column; expected at least one of {', '.join(MEDIA)}", path=path, field="header"
+            )
         rows = []
         for n, rec in enumerate(reader, 2):
             if None in rec:
@@ -162,24 +183,35 @@ def read_manifest(path: str | Path, *, predict: bool = False) -> list[Row]:
                 if not values[col]:
                     raise CorekdError(f"empty '{col}'; expected a value", path=path, field=f"line {n}: {col}")
             if not predict and values["split"] not in SPLITS:
-                raise CorekdError(f"split '{values['split']}'; expected one of {', '.join(SPLITS)}", path=path,
-                                  field=f"line {n}: split")
+                raise CorekdError(
+                    f"split '{values['split']}'; expected one of {', '.join(SPLITS)}",
+                    path=path,
+                    field=f"line {n}: split",
+                )
             media = {}
             for col in ("audio_path", "video_path"):
                 value = values.get(col, "")
                 media[col] = str((path.parent / value).absolute()) if value and not Path(value).is_absolute() else value
-            rows.append(Row(
-                dialogue_id=values["dialogue_id"], utterance_id=values["utterance_id"],
-                speaker=values.get("speaker") or values["dialogue_id"], label=values.get("label", ""),
-                split=values.get("split", ""), text=values.get("text", "").strip(), **media,
-                extra={k: v for k, v in values.items() if k not in REQUIRED + MEDIA}, where=f"line {n}",
-            ))
+            rows.append(
+                Row(
+                    dialogue_id=values["dialogue_id"],
+                    utterance_id=values["utterance_id"],
+                    speaker=values.get("speaker") or values["dialogue_id"],
+                    label=values.get("label", ""),
+                    split=values.get("split", ""),
+                    text=values.get("text", "").strip(),
+                    **media,
+                    extra={k: v for k, v in values.items() if k not in REQUIRED + MEDIA},
+                    where=f"line {n}",
+                )
+            )
     if not rows:
         raise CorekdError("no rows; expected one row per utterance", path=path)
     return rows
 
 
 # ---------------------------------------------------------------------------------------------- jobs
+
 
 def _audio_id(o: AudioOptions) -> str:
     return f"audio-opensmile-{o.feature_set}-{o.level}-{o.sample_rate}-v{EXTRACTOR_VERSION}"
@@ -189,8 +221,10 @@ def _visual_id(o: VisualOptions) -> str:
     if o.embedding == "pyemotion":
         from corekd.features.visual import pyemotion_sha256
 
-        return (f"visual-dlib-pyemotion{pyemotion_sha256()[:16]}-fps{o.fps:g}-max{o.max_frames}-m{o.margin:g}"
-                f"-v{EXTRACTOR_VERSION}")
+        return (
+            f"visual-dlib-pyemotion{pyemotion_sha256()[:16]}-fps{o.fps:g}-max{o.max_frames}-m{o.margin:g}"
+            f"-v{EXTRACTOR_VERSION}"
+        )
     return f"visual-dlibhog-fps{o.fps:g}-max{o.max_frames}-s{o.size}-m{o.margin:g}-v{EXTRACTOR_VERSION}"
 
 
@@ -221,8 +255,14 @@ class Progress:
                 TimeElapsedColumn,
             )
 
-            self.bar = Progress(TextColumn("extracting"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=Console(stderr=True))
+            self.bar = Progress(
+                TextColumn("extracting"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+            )
             self.bar.start()
             self.task = self.bar.add_task("extract", total=total, info="failures 0")
 
@@ -311,24 +351,39 @@ def extractor_identity(m: str, cfg: FeaturesConfig) -> dict:
             from corekd.features.audio import identity as audio_identity
 
             ident = audio_identity(cfg.audio.feature_set, cfg.audio.level, cfg.audio.sample_rate)
-            return {**ident, "kind": f"sequence ({LLD_FRAME_RATE:g} frames/s)" if cfg.audio.level == "lld"
-                    else "utterance-level"}
+            return {
+                **ident,
+                "kind": f"sequence ({LLD_FRAME_RATE:g} frames/s)" if cfg.audio.level == "lld" else "utterance-level",
+            }
         if m == "v":
             from corekd.features.visual import identity as visual_identity
 
-            ident = visual_identity(cfg.visual.fps, cfg.visual.max_frames, cfg.visual.size, cfg.visual.margin,
-                                    cfg.visual.embedding)
-            return {**ident, "kind": f"sequence (faces at {cfg.visual.fps:g} frames/s)"
-                    if cfg.visual.pooling == "sequence" else "utterance-level (mean over frames with a face)"}
+            ident = visual_identity(
+                cfg.visual.fps, cfg.visual.max_frames, cfg.visual.size, cfg.visual.margin, cfg.visual.embedding
+            )
+            return {
+                **ident,
+                "kind": f"sequence (faces at {cfg.visual.fps:g} frames/s)"
+                if cfg.visual.pooling == "sequence"
+                else "utterance-level (mean over frames with a face)",
+            }
     except (ImportError, metadata.PackageNotFoundError) as exc:
-        raise CorekdError(f"the '{m}' extractor needs the features extra (pip install 'corekd[features]'): "
-                          f"{exc}") from None
+        raise CorekdError(
+            f"the '{m}' extractor needs the features extra (pip install 'corekd[features]'): {exc}"
+        ) from None
     raise CorekdError(f"no extractor for modality '{m}' (expected l, a or v)")
 
 
 def extract_features(
-    rows: list[Row], cfg: FeaturesConfig, *, workers: int = 1, strict: bool = False, src: str | Path = "manifest",
-    bar: Progress | None = None, on_failure: Callable[[dict], None] | None = None, pool: Executor | None = None,
+    rows: list[Row],
+    cfg: FeaturesConfig,
+    *,
+    workers: int = 1,
+    strict: bool = False,
+    src: str | Path = "manifest",
+    bar: Progress | None = None,
+    on_failure: Callable[[dict], None] | None = None,
+    pool: Executor | None = None,
     text_model: TextModel | None = None,
 ) -> Extracted:
     """Run every enabled extractor on every row; failures are recorded (``strict``: the first one raises).
@@ -348,14 +403,22 @@ def extract_features(
     hits = computed = 0
 
     def fail(i: int, m: str, path: str, reason: str) -> None:
-        record = {"utterance": rows[i].utterance_id, "dialogue": rows[i].dialogue_id, "modality": m, "file": path,
-                  "reason": reason}
+        record = {
+            "utterance": rows[i].utterance_id,
+            "dialogue": rows[i].dialogue_id,
+            "modality": m,
+            "file": path,
+            "reason": reason,
+        }
         failures.append(record)
         if on_failure is not None:
             on_failure(record)
         if strict:
-            raise CorekdError(f"utterance '{rows[i].utterance_id}', modality {m}: {reason} (--strict stops at the first "
-                              "failure)", path=src, field=rows[i].where or None)
+            raise CorekdError(
+                f"utterance '{rows[i].utterance_id}', modality {m}: {reason} (--strict stops at the first failure)",
+                path=src,
+                field=rows[i].where or None,
+            )
 
     jobs = []
     if cfg.audio.enabled:
@@ -368,7 +431,9 @@ def extract_features(
         vid = f"{_visual_id(cfg.visual)}-{_versions_tag('visual-' + cfg.visual.embedding)}"
         for i, r in enumerate(rows):
             if r.video_path:
-                jobs.append((i, "v", r.video_path, cfg.visual.model_dump(), str(cache_root) if cache_root else None, vid))
+                jobs.append(
+                    (i, "v", r.video_path, cfg.visual.model_dump(), str(cache_root) if cache_root else None, vid)
+                )
     text_rows = [i for i, r in enumerate(rows) if r.text] if cfg.text.enabled else []
 
     def run_in(executor: Executor) -> list:
@@ -434,7 +499,7 @@ def extract_features(
             embedder = (text_model or TextModel(cfg.text)).get()
             chunk = max(cfg.text.batch_size * 8, 1)
             for start in range(0, len(todo), chunk):
-                part = todo[start:start + chunk]
+                part = todo[start : start + chunk]
                 texts = [rows[i].text for i in part]
                 outs = embedder.tokens(texts) if cfg.text.tokens else list(embedder.embed(texts))
                 for i, x in zip(part, outs):
@@ -442,14 +507,30 @@ def extract_features(
                     cache.put(tid, text_sha256(rows[i].text), {"x": x})
                     computed += 1
                 bar.advance(len(part))
-    return Extracted(results=results, failures=failures, no_face=no_face, jobs=len(jobs) + len(text_rows),
-                     computed=computed, hits=hits, cache_root=cache_root, text_ident=text_ident)
+    return Extracted(
+        results=results,
+        failures=failures,
+        no_face=no_face,
+        jobs=len(jobs) + len(text_rows),
+        computed=computed,
+        hits=hits,
+        cache_root=cache_root,
+        text_ident=text_ident,
+    )
 
 
 def extract_rows(
-    rows: list[Row], config: FeaturesConfig | None = None, *, workers: int = 1, strict: bool = False,
-    labels: list[str] | None = None, name: str = "corpus", src: str | Path = "manifest", progress: bool = False,
-    info: dict | None = None, on_failure: Callable[[dict], None] | None = None,
+    rows: list[Row],
+    config: FeaturesConfig | None = None,
+    *,
+    workers: int = 1,
+    strict: bool = False,
+    labels: list[str] | None = None,
+    name: str = "corpus",
+    src: str | Path = "manifest",
+    progress: bool = False,
+    info: dict | None = None,
+    on_failure: Callable[[dict], None] | None = None,
 ) -> ExtractionResult:
     """Extract every modality of every row and build the corpus (not yet saved)."""
     cfg = config or FeaturesConfig()
@@ -479,26 +560,48 @@ def extract_rows(
         idx = grouped[did]
         splits = {rows[i].split for i in idx}
         if len(splits) > 1:
-            raise CorekdError(f"dialogue '{did}' has rows in splits {', '.join(sorted(splits))}; expected one split per "
-                              "dialogue", path=src, field=rows[idx[0]].where)
+            raise CorekdError(
+                f"dialogue '{did}' has rows in splits {', '.join(sorted(splits))}; expected one split per dialogue",
+                path=src,
+                field=rows[idx[0]].where,
+            )
         utterances = []
         for i in idx:
             r = rows[i]
-            feats = {m: builder.feature(m, results[(i, m)], f"{r.where} ({m})", frames=kinds[m])
-                     for m in ("l", "a", "v") if (i, m) in results}
+            feats = {
+                m: builder.feature(m, results[(i, m)], f"{r.where} ({m})", frames=kinds[m])
+                for m in ("l", "a", "v")
+                if (i, m) in results
+            }
             if not feats:
-                dropped.append({"utterance": r.utterance_id, "dialogue": did,
-                                "reason": "no modality could be extracted (see failures / no_face)"})
+                dropped.append(
+                    {
+                        "utterance": r.utterance_id,
+                        "dialogue": did,
+                        "reason": "no modality could be extracted (see failures / no_face)",
+                    }
+                )
                 continue
-            utterances.append(Utterance(id=r.utterance_id, speaker=r.speaker, label=builder.label(r.label, r.where),
-                                        features=feats, text=r.text or None, extra=dict(r.extra)))
+            utterances.append(
+                Utterance(
+                    id=r.utterance_id,
+                    speaker=r.speaker,
+                    label=builder.label(r.label, r.where),
+                    features=feats,
+                    text=r.text or None,
+                    extra=dict(r.extra),
+                )
+            )
         if utterances:
             builder.add(did, rows[idx[0]].split, utterances, rows[idx[0]].where)
         else:
             dropped.append({"dialogue": did, "reason": "every utterance of the dialogue was dropped"})
     if not builder.dialogues:
-        raise CorekdError(f"no utterance has any feature ({len(failures)} failures; first: "
-                          f"{failures[0]['reason'] if failures else 'no media given'})", path=src)
+        raise CorekdError(
+            f"no utterance has any feature ({len(failures)} failures; first: "
+            f"{failures[0]['reason'] if failures else 'no media given'})",
+            path=src,
+        )
 
     present = {m for (_, m) in results}
     idents: dict[str, dict] = {}
@@ -507,9 +610,14 @@ def extract_rows(
         if m not in present:
             continue
         idents[m] = extractor_identity(m, cfg)
-        cards[m] = {"source": _card(idents[m]), "normalization": {
-            "l": "none (token states)" if cfg.text.tokens else "L2 (unit length, the model's Normalize module)",
-            "a": "none", "v": "L2-Hys per HOG block"}[m]}
+        cards[m] = {
+            "source": _card(idents[m]),
+            "normalization": {
+                "l": "none (token states)" if cfg.text.tokens else "L2 (unit length, the model's Normalize module)",
+                "a": "none",
+                "v": "L2-Hys per HOG block",
+            }[m],
+        }
     if "l" in cards and cfg.text.tokens:
         cards["l"]["aligned"] = False
     if "a" in cards and kinds["a"]:
@@ -534,8 +642,9 @@ def extract_rows(
         "seconds": round(time.perf_counter() - started, 3),
     }
     info_out = dict(info or {})
-    info_out["features"] = {k: summary[k] for k in ("extractors", "extractor_version", "config", "failures", "no_face",
-                                                    "dropped")}
+    info_out["features"] = {
+        k: summary[k] for k in ("extractors", "extractor_version", "config", "failures", "no_face", "dropped")
+    }
     corpus = builder.build(name, cards=cards, info=info_out)
     return ExtractionResult(corpus, summary)
 
@@ -550,8 +659,11 @@ def features_record(info_features: object, extraction: object = None) -> dict | 
     """
     for rec in (info_features, extraction):
         if isinstance(rec, dict) and isinstance(rec.get("config"), dict) and isinstance(rec.get("extractors"), dict):
-            return {"config": rec["config"], "extractors": rec["extractors"],
-                    "extractor_version": rec.get("extractor_version", 1)}
+            return {
+                "config": rec["config"],
+                "extractors": rec["extractors"],
+                "extractor_version": rec.get("extractor_version", 1),
+            }
     return None
 
 
@@ -567,16 +679,32 @@ def save_result(result: ExtractionResult, out: str | Path) -> Corpus:
 check_out = check_new_or_empty
 
 
-def extract_manifest(manifest: str | Path, out: str | Path, config: FeaturesConfig | None = None, *, workers: int = 1,
-                     strict: bool = False, labels: list[str] | None = None, name: str | None = None,
-                     progress: bool = False) -> ExtractionResult:
+def extract_manifest(
+    manifest: str | Path,
+    out: str | Path,
+    config: FeaturesConfig | None = None,
+    *,
+    workers: int = 1,
+    strict: bool = False,
+    labels: list[str] | None = None,
+    name: str | None = None,
+    progress: bool = False,
+) -> ExtractionResult:
     """``corekd features extract``: read the manifest, extract, write ``out`` (new or empty) and read it back."""
     out = check_out(out)
     manifest = Path(manifest)
     rows = read_manifest(manifest)
-    result = extract_rows(rows, config, workers=workers, strict=strict, labels=labels, name=name or manifest.stem,
-                          src=manifest, progress=progress,
-                          info={"imported_from": {"format": "features-manifest", "file": manifest.name}})
+    result = extract_rows(
+        rows,
+        config,
+        workers=workers,
+        strict=strict,
+        labels=labels,
+        name=name or manifest.stem,
+        src=manifest,
+        progress=progress,
+        info={"imported_from": {"format": "features-manifest", "file": manifest.name}},
+    )
     result.corpus = save_result(result, out)
     return result
 

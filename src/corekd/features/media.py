@@ -47,8 +47,24 @@ def _check_file(path: str | Path) -> Path:
 def decode_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """``[samples]`` float32 in [-1, 1], mono, at ``sample_rate``; a video file gives its sound track."""
     path = _check_file(path)
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1", "-ar", str(sample_rate),
-           "-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    cmd = [
+        ffmpeg_exe(),
+        "-nostdin",
+        "-v",
+        "error",
+        "-i",
+        str(path),
+        "-vn",
+        "-ac",
+        "1",
+        "-ar",
+        str(sample_rate),
+        "-f",
+        "f32le",
+        "-acodec",
+        "pcm_f32le",
+        "-",
+    ]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         raise MediaError(f"ffmpeg could not decode the audio of {path}: {_last_line(proc.stderr)}")
@@ -63,8 +79,27 @@ def decode_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
 def sample_frames(path: str | Path, fps: float, max_frames: int) -> list[np.ndarray]:
     """RGB frames ``[H, W, 3]`` uint8 sampled at ``fps`` frames per second (at most ``max_frames``)."""
     path = _check_file(path)
-    probe = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-frames:v",
-                            "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"], capture_output=True, check=False)
+    probe = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:v:0",
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray",
+            "-",
+        ],
+        capture_output=True,
+        check=False,
+    )
     if probe.returncode != 0 or not probe.stdout:
         raise MediaError(f"ffmpeg could not decode a video frame of {path}: {_last_line(probe.stderr)}")
     import imageio_ffmpeg

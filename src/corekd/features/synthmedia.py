@@ -45,8 +45,9 @@ def face_video(path, frames=10, fps=10, with_audio=None, shift=0, image=None):
 
     if image is None:
         image = np.ascontiguousarray(data.astronaut()[:256, 128:384])  # [256, 256, 3], the face centred
-    writer = imageio_ffmpeg.write_frames(str(path), (256, 256), fps=fps, macro_block_size=1,
-                                         audio_path=str(with_audio) if with_audio else None)
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (256, 256), fps=fps, macro_block_size=1, audio_path=str(with_audio) if with_audio else None
+    )
     writer.send(None)
     for k in range(frames):
         writer.send(np.ascontiguousarray(np.roll(image, k + shift, axis=1)))

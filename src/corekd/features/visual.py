@@ -57,9 +57,10 @@ def pyemotion_weights_path() -> Path:
     dist = metadata.distribution(PYEMOTION_PACKAGE)  # PackageNotFoundError: the features extra is not installed
     for f in dist.files or ():
         if str(f).replace("\\", "/") == PYEMOTION_FILE:
-            return Path(dist.locate_file(f))
-    raise FileNotFoundError(f"{PYEMOTION_FILE} is not in the installed {PYEMOTION_PACKAGE} "
-                            f"{dist.version} (expected inside its wheel)")
+            return Path(str(dist.locate_file(f)))
+    raise FileNotFoundError(
+        f"{PYEMOTION_FILE} is not in the installed {PYEMOTION_PACKAGE} {dist.version} (expected inside its wheel)"
+    )
 
 
 @lru_cache(maxsize=1)
@@ -75,10 +76,10 @@ def identity(fps: float, max_frames: int, size: int, margin: float, embedding: s
     if embedding == "pyemotion":
         return {
             "extractor": "dlib frontal face detector (HOG+SVM) + PyEmotion facial-expression CNN, 256-d hidden layer "
-                         f"of the {PYEMOTION_INPUT}x{PYEMOTION_INPUT} grey face crop",
+            f"of the {PYEMOTION_INPUT}x{PYEMOTION_INPUT} grey face crop",
             "package": f"dlib-bin {metadata.version('dlib-bin')}, {PYEMOTION_PACKAGE} "
-                       f"{metadata.version(PYEMOTION_PACKAGE)}, scikit-image {metadata.version('scikit-image')}, "
-                       f"torch {metadata.version('torch')}",
+            f"{metadata.version(PYEMOTION_PACKAGE)}, scikit-image {metadata.version('scikit-image')}, "
+            f"torch {metadata.version('torch')}",
             "model_file": PYEMOTION_FILE,
             "model_sha256": pyemotion_sha256(),
             "detector": detector,
@@ -117,8 +118,9 @@ def hog_descriptor(crop: np.ndarray, size: int) -> np.ndarray:
     from skimage.transform import resize
 
     crop = resize(crop, (size, size), anti_aliasing=True)
-    return hog(crop, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), block_norm="L2-Hys",
-               feature_vector=True).astype(np.float32)
+    return hog(
+        crop, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), block_norm="L2-Hys", feature_vector=True
+    ).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
@@ -127,7 +129,9 @@ def _pyemotion_params() -> dict:
 
     record = torch.load(pyemotion_weights_path(), map_location="cpu", weights_only=True)
     state = record["network"] if isinstance(record, dict) and "network" in record else record
-    return {k: v.float() for k, v in state.items() if k != "num_batches_tracked" and not k.endswith(".num_batches_tracked")}
+    return {
+        k: v.float() for k, v in state.items() if k != "num_batches_tracked" and not k.endswith(".num_batches_tracked")
+    }
 
 
 def pyemotion_forward(crops, with_scores: bool = False):
@@ -143,8 +147,15 @@ def pyemotion_forward(crops, with_scores: bool = False):
         for block, stride in (("conv_1", 1), ("conv_2", 2), ("conv_3", 2), ("conv_4", 2)):
             x = F.pad(x, (1, 1, 1, 1), mode="reflect")
             x = F.conv2d(x, p[f"{block}.1.weight"], p[f"{block}.1.bias"], stride=stride)
-            x = F.batch_norm(x, p[f"{block}.2.running_mean"], p[f"{block}.2.running_var"], p[f"{block}.2.weight"],
-                             p[f"{block}.2.bias"], training=False, eps=1e-5)
+            x = F.batch_norm(
+                x,
+                p[f"{block}.2.running_mean"],
+                p[f"{block}.2.running_var"],
+                p[f"{block}.2.weight"],
+                p[f"{block}.2.bias"],
+                training=False,
+                eps=1e-5,
+            )
             x = F.relu(x)
         # x: [N, 256, 6, 6]
         h = F.relu(F.linear(x.reshape(x.shape[0], -1), p["linear.0.weight"], p["linear.0.bias"]))  # [N, 256]
@@ -171,8 +182,9 @@ def face_descriptor(frame: np.ndarray, size: int, margin: float, embedding: str 
     return hog_descriptor(crop, size)
 
 
-def extract_visual(path: str, fps: float, max_frames: int, size: int, margin: float,
-                   embedding: str = "hog") -> tuple[np.ndarray, int]:
+def extract_visual(
+    path: str, fps: float, max_frames: int, size: int, margin: float, embedding: str = "hog"
+) -> tuple[np.ndarray, int]:
     """(``[faces, D]`` descriptors of the sampled frames with a face, number of sampled frames)."""
     if embedding not in EMBEDDINGS:
         raise ValueError(f"visual.embedding: expected one of {EMBEDDINGS}, got {embedding!r}")

@@ -34,8 +34,9 @@ def run_file_job(job: tuple) -> tuple:
         else:
             from corekd.features.visual import extract_visual
 
-            faces, sampled = extract_visual(path, opts["fps"], opts["max_frames"], opts["size"], opts["margin"],
-                                            opts.get("embedding", "hog"))
+            faces, sampled = extract_visual(
+                path, opts["fps"], opts["max_frames"], opts["size"], opts["margin"], opts.get("embedding", "hog")
+            )
             arrays = {"x": faces, "sampled": np.array(sampled, np.int64)}
         cache.put(cache_id, key, arrays)
         return index, "ok", arrays, False

@@ -43,9 +43,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, TypeAdapter
 
-from corekd import __version__
 from corekd.errors import CorekdError
-from corekd.serving.predictor import Predictor, parse_dialogue
+from corekd.serving.dialogue import parse_dialogue
+from corekd.serving.predictor import Predictor
 from corekd.serving.schema import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_DIALOGUES,
@@ -65,9 +65,20 @@ from corekd.serving.schema import (
     unpack,
     validate_in_worker,
 )
+from corekd.version import __version__
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_DIALOGUES", "DEFAULT_MAX_UTTERANCES", "FRAMES_TAG",
-           "MAX_ERRORS_SHOWN", "VECTOR_TAG", "DynamicBatcher", "app_from_env", "create_app", "request_models"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_DIALOGUES",
+    "DEFAULT_MAX_UTTERANCES",
+    "FRAMES_TAG",
+    "MAX_ERRORS_SHOWN",
+    "VECTOR_TAG",
+    "DynamicBatcher",
+    "app_from_env",
+    "create_app",
+    "request_models",
+]
 
 DEFAULT_PARSE_WORKERS = min(2, os.cpu_count() or 1)
 DEFAULT_PARSE_IN_PROCESS_BYTES = 256 * 2**10  # parsing this much holds the GIL ~15 ms: a thread is fine below it
@@ -139,8 +150,9 @@ def _dialogue_inputs(packed: list, is_list: bool, predictor: Predictor) -> list:
             # the values' bound is the schema's (Predictor.value_bounds); predict_many checks each dialogue once more
             out.append(parse_dialogue(unpack(p, modalities), modalities))
         except CorekdError as exc:
-            raise _Refused(422, [error_entry(((i,) if is_list else ()) + field_to_loc(exc.field), exc.detail,
-                                             "value_error")]) from None
+            raise _Refused(
+                422, [error_entry(((i,) if is_list else ()) + field_to_loc(exc.field), exc.detail, "value_error")]
+            ) from None
     return out
 
 
@@ -151,11 +163,19 @@ def _serialise(dialogues: list, results: list, is_list: bool) -> bytes:
         chunks = []
         for start in range(0, len(rows), SERIALISE_ROWS):
             try:
-                chunks.append(json.dumps(rows[start: start + SERIALISE_ROWS], allow_nan=False)[1:-1])
+                chunks.append(json.dumps(rows[start : start + SERIALISE_ROWS], allow_nan=False)[1:-1])
             except ValueError:
-                raise _Refused(422, [error_entry((i,) if is_list else (), f"the model's output for dialogue '{d.id}' "
-                                                 "is not finite (NaN or infinity); check its input values",
-                                                 "non_finite_output")]) from None
+                raise _Refused(
+                    422,
+                    [
+                        error_entry(
+                            (i,) if is_list else (),
+                            f"the model's output for dialogue '{d.id}' "
+                            "is not finite (NaN or infinity); check its input values",
+                            "non_finite_output",
+                        )
+                    ],
+                ) from None
         parts.append('{"dialogue_id": ' + json.dumps(d.id) + ', "utterances": [' + ", ".join(chunks) + "]}")
     text = "[" + ", ".join(parts) + "]" if is_list else parts[0]
     return text.encode("utf-8")
@@ -172,17 +192,18 @@ class DynamicBatcher:
         self.requests = 0  # requests served
 
     async def submit(self, dialogues: list) -> list:
-        if self.task is None or self.task.done():
-            self.queue = asyncio.Queue()
-            self.task = asyncio.get_running_loop().create_task(self._loop())
+        queue = self.queue  # None exactly when the task is (both are set together)
+        if queue is None or self.task is None or self.task.done():
+            queue = self.queue = asyncio.Queue()
+            self.task = asyncio.get_running_loop().create_task(self._loop(queue))
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((dialogues, future))
+        await queue.put((dialogues, future))
         return await future
 
-    async def _loop(self) -> None:
+    async def _loop(self, queue: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            items = [await self.queue.get()]
+            items = [await queue.get()]
             size = len(items[0][0])
             deadline = loop.time() + self.wait_s
             while size < self.max_batch:
@@ -190,8 +211,8 @@ class DynamicBatcher:
                 if left <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), left)
-                except asyncio.TimeoutError:
+                    item = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
                     break
                 items.append(item)
                 size += len(item[0])
@@ -212,19 +233,33 @@ class DynamicBatcher:
                 start += len(dialogues)
 
 
-def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               max_dialogues: int = DEFAULT_MAX_DIALOGUES, max_utterances: int = DEFAULT_MAX_UTTERANCES,
-               batching: bool = False, max_batch: int = 32, batch_wait_ms: float = 5.0,
-               parse_workers: int = DEFAULT_PARSE_WORKERS,
-               parse_in_process_bytes: int = DEFAULT_PARSE_IN_PROCESS_BYTES) -> FastAPI:
+def create_app(
+    predictor: Predictor,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_dialogues: int = DEFAULT_MAX_DIALOGUES,
+    max_utterances: int = DEFAULT_MAX_UTTERANCES,
+    batching: bool = False,
+    max_batch: int = 32,
+    batch_wait_ms: float = 5.0,
+    parse_workers: int = DEFAULT_PARSE_WORKERS,
+    parse_in_process_bytes: int = DEFAULT_PARSE_IN_PROCESS_BYTES,
+) -> FastAPI:
     """The service for ``predictor`` (see the module docstring). ``parse_workers=0``: every body parsed in a thread."""
     bounds = predictor.value_bounds()  # the schema states the values the predictor's check accepts
     modalities = {m: {**spec, "max_abs": bounds[m]} for m, spec in predictor.modalities.items()}
     validator = BodyValidator(modalities, max_dialogues, max_utterances)
     parse_pool = ParsePool(modalities, max_dialogues, max_utterances, parse_workers) if parse_workers > 0 else None
-    settings = {"max_body_bytes": max_body_bytes, "max_dialogues": max_dialogues, "max_utterances": max_utterances,
-                "batching": batching, "max_batch": max_batch, "batch_wait_ms": batch_wait_ms,
-                "parse_workers": parse_workers, "parse_in_process_bytes": parse_in_process_bytes}
+    settings = {
+        "max_body_bytes": max_body_bytes,
+        "max_dialogues": max_dialogues,
+        "max_utterances": max_utterances,
+        "batching": batching,
+        "max_batch": max_batch,
+        "batch_wait_ms": batch_wait_ms,
+        "parse_workers": parse_workers,
+        "parse_in_process_bytes": parse_in_process_bytes,
+    }
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -234,8 +269,12 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
         if parse_pool is not None:  # not waiting: the workers also exit when the server process does
             parse_pool.close(wait=False)
 
-    app = FastAPI(title="corekd", version=__version__, lifespan=lifespan,
-                  description="Emotion recognition in conversations with missing modalities: a corekd student.")
+    app = FastAPI(
+        title="corekd",
+        version=__version__,
+        lifespan=lifespan,
+        description="Emotion recognition in conversations with missing modalities: a corekd student.",
+    )
     app.state.predictor = predictor
     app.state.parse_pool = parse_pool
     app.state.batcher = DynamicBatcher(predictor.predict_many, max_batch, batch_wait_ms / 1000) if batching else None
@@ -261,18 +300,44 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
     async def predict(request: Request):
         if not _is_json(request.headers.get("content-type")):
             got = request.headers.get("content-type")
-            return _error(415, [error_entry(("content-type",), f"expected Content-Type: application/json, got "
-                                            + (repr(got) if got else "none"), "unsupported_media_type", root="header")])
+            return _error(
+                415,
+                [
+                    error_entry(
+                        ("content-type",),
+                        "expected Content-Type: application/json, got " + (repr(got) if got else "none"),
+                        "unsupported_media_type",
+                        root="header",
+                    )
+                ],
+            )
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            return _error(413, [error_entry((), f"request body of {declared} bytes exceeds the limit of "
-                                            f"{max_body_bytes} bytes (corekd serve --max-body-bytes)", "body_too_large")])
+            return _error(
+                413,
+                [
+                    error_entry(
+                        (),
+                        f"request body of {declared} bytes exceeds the limit of "
+                        f"{max_body_bytes} bytes (corekd serve --max-body-bytes)",
+                        "body_too_large",
+                    )
+                ],
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body_bytes:
-                return _error(413, [error_entry((), f"request body exceeds the limit of {max_body_bytes} bytes "
-                                                "(corekd serve --max-body-bytes)", "body_too_large")])
+                return _error(
+                    413,
+                    [
+                        error_entry(
+                            (),
+                            f"request body exceeds the limit of {max_body_bytes} bytes (corekd serve --max-body-bytes)",
+                            "body_too_large",
+                        )
+                    ],
+                )
             chunks.append(chunk)
         parsed = await parse(b"".join(chunks))
         if parsed[0] == "error":
@@ -286,8 +351,10 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
                 else:
                     results = await anyio.to_thread.run_sync(predictor.predict_many, dialogues)
             except CorekdError as exc:  # the model cannot answer (a non-finite output): the message names the dialogue
-                raise _Refused(422, [error_entry((), f"{exc.field}: {exc.detail}" if exc.field else exc.detail,
-                                                 "non_finite_output")]) from None
+                raise _Refused(
+                    422,
+                    [error_entry((), f"{exc.field}: {exc.detail}" if exc.field else exc.detail, "non_finite_output")],
+                ) from None
             content = await anyio.to_thread.run_sync(_serialise, dialogues, results, is_list)
         except _Refused as exc:
             return _error(exc.status, exc.entries)
@@ -309,25 +376,34 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = DEFAULT_MAX_BODY_B
 
         single, many = body_annotations(modalities, max_dialogues, max_utterances)
         _, answer = prediction_models(predictor.task, predictor.labels)
+        # unions of the models built at run time (from the bundle), written as typing.Union
+        request_type = Union[single, many]  # type: ignore[valid-type]  # noqa: UP007
+        answer_type = Union[answer, list[answer]]  # type: ignore[valid-type]  # noqa: UP007
         error = {"description": "", "content": {"application/json": {"schema": component(ErrorAnswer)}}}
         operation = schema["paths"]["/v1/predict"]["post"]
         operation["requestBody"] = {
-            "required": True, "description": "one dialogue, or a list of 1 to max_dialogues dialogues "
+            "required": True,
+            "description": "one dialogue, or a list of 1 to max_dialogues dialogues "
             "(utterance ids must be unique within a dialogue)",
-            "content": {"application/json": {"schema": component(Union[single, many])}},
+            "content": {"application/json": {"schema": component(request_type)}},
         }
         operation["responses"] = {
-            "200": {"description": "per dialogue, one row per utterance (a list of them for a list of dialogues)",
-                    "content": {"application/json": {"schema": component(Union[answer, list[answer]])}}},
+            "200": {
+                "description": "per dialogue, one row per utterance (a list of them for a list of dialogues)",
+                "content": {"application/json": {"schema": component(answer_type)}},
+            },
             "413": {**error, "description": "the body is larger than max_body_bytes"},
             "415": {**error, "description": "the body is not declared as JSON (Content-Type: application/json)"},
-            "422": {**error, "description": "the body is not valid JSON, does not match the schema, repeats an "
-                                            "utterance id within a dialogue, or the model's output is not finite"},
+            "422": {
+                **error,
+                "description": "the body is not valid JSON, does not match the schema, repeats an "
+                "utterance id within a dialogue, or the model's output is not finite",
+            },
         }
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to customise the schema
     return app
 
 
@@ -355,7 +431,9 @@ def app_from_env() -> FastAPI:
     from corekd.serving.predictor import load
 
     settings = json.loads(os.environ[SETTINGS_ENV])
-    predictor = load(settings.pop("model"), device=settings.pop("device", "cpu"), runtime=settings.pop("runtime", "torch"))
+    predictor = load(
+        settings.pop("model"), device=settings.pop("device", "cpu"), runtime=settings.pop("runtime", "torch")
+    )
     app = create_app(predictor, **settings)
     tune_gc()
     return app

@@ -17,8 +17,8 @@ Readers in this version:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from pydantic import ValidationError
@@ -27,27 +27,23 @@ from safetensors import safe_open
 from corekd.data.corpus import (
     FEATURES_FILE,
     META_FILE,
-    _CorpusFile,
+    CorpusFile,
     offsets_name,
     pool_mean,
 )
 from corekd.data.importers.jsonl import jsonl_objects
 from corekd.errors import CorekdError, from_validation_error
 from corekd.files import read_json
-from corekd.serving.predictor import DialogueInput, parse_dialogue, reads_frames
+from corekd.serving.dialogue import (
+    DialogueInput,
+    InputReader,
+    parse_dialogue,
+    reads_frames,
+)
+from corekd.serving.media import ManifestReader
 
 MANIFEST_SUFFIXES = (".csv", ".tsv")
 MEDIA_COLUMNS = ("audio", "video", "audio_path", "video_path", "wav", "path", "file", "media")
-
-
-class InputReader:
-    """``len(reader)``: dialogues to come (for the progress bar); iterating yields :class:`DialogueInput`."""
-
-    def __len__(self) -> int:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def __iter__(self) -> Iterator[DialogueInput]:  # pragma: no cover - interface
-        raise NotImplementedError
 
 
 class JsonlReader(InputReader):
@@ -75,25 +71,33 @@ class CorpusReader(InputReader):
         meta_path = folder / META_FILE
         raw = read_json(meta_path, f"a corpus folder holds {META_FILE} and {FEATURES_FILE}")
         try:
-            self.meta = _CorpusFile.model_validate(raw)
+            self.meta = CorpusFile.model_validate(raw)
         except ValidationError as exc:
-            raise from_validation_error(exc, meta_path, model=_CorpusFile) from None
+            raise from_validation_error(exc, meta_path, model=CorpusFile) from None
         extra = [m for m in self.meta.modalities if m not in modalities]
         if extra:
-            raise CorekdError(f"the corpus has modality '{extra[0]}', which this model does not read (its modalities: "
-                              f"{', '.join(modalities)})", path=meta_path, field=f"modalities.{extra[0]}")
+            raise CorekdError(
+                f"the corpus has modality '{extra[0]}', which this model does not read (its modalities: "
+                f"{', '.join(modalities)})",
+                path=meta_path,
+                field=f"modalities.{extra[0]}",
+            )
         for m, spec in self.meta.modalities.items():
             if spec.dim != modalities[m]["dim"]:
-                raise CorekdError(f"dim {spec.dim}; the model's '{m}' input has dim {modalities[m]['dim']}",
-                                  path=meta_path, field=f"modalities.{m}.dim")
+                raise CorekdError(
+                    f"dim {spec.dim}; the model's '{m}' input has dim {modalities[m]['dim']}",
+                    path=meta_path,
+                    field=f"modalities.{m}.dim",
+                )
         self.features_path = folder / FEATURES_FILE
         if not self.features_path.is_file():
             raise CorekdError("file not found", path=self.features_path)
         present = list(dict.fromkeys(d.split for d in self.meta.dialogues))
         unknown = [s for s in splits or [] if s not in present]
         if unknown:
-            raise CorekdError(f"no split '{unknown[0]}' in {meta_path} (its splits: {', '.join(present)})",
-                              field="--split")
+            raise CorekdError(
+                f"no split '{unknown[0]}' in {meta_path} (its splits: {', '.join(present)})", field="--split"
+            )
         self.splits = set(splits) if splits else None
 
     def _wanted(self, d) -> bool:
@@ -108,9 +112,14 @@ class CorpusReader(InputReader):
             names = set(f.keys())
             for m in meta.modalities:
                 if m not in names:
-                    raise CorekdError("tensor missing (declared in corpus.json modalities)", path=self.features_path, field=m)
-            offsets = {m: f.get_tensor(offsets_name(m)).astype(np.int64) for m, s in meta.modalities.items()
-                       if s.kind == "sequence"}
+                    raise CorekdError(
+                        "tensor missing (declared in corpus.json modalities)", path=self.features_path, field=m
+                    )
+            offsets = {
+                m: f.get_tensor(offsets_name(m)).astype(np.int64)
+                for m, s in meta.modalities.items()
+                if s.kind == "sequence"
+            }
             start = 0
             for k, d in enumerate(meta.dialogues):
                 n = len(d.utterances)
@@ -129,42 +138,64 @@ class CorpusReader(InputReader):
                     else:
                         rows = f.get_slice(m)[start : start + n].astype(np.float32)
                     if rows.shape != (n, spec.dim):
-                        raise CorekdError(f"expected {n} rows of dim {spec.dim} for dialogue '{d.id}', got "
-                                          f"{list(rows.shape)}", path=self.features_path, field=m)
+                        raise CorekdError(
+                            f"expected {n} rows of dim {spec.dim} for dialogue '{d.id}', got {list(rows.shape)}",
+                            path=self.features_path,
+                            field=m,
+                        )
                     for i, u in enumerate(d.utterances):
                         if m in u.missing:
                             continue
                         if not np.isfinite(rows[i]).all():
-                            raise CorekdError(f"non-finite values (NaN/inf) at utterance '{u.id}' of dialogue '{d.id}'",
-                                              path=self.features_path, field=m)
+                            raise CorekdError(
+                                f"non-finite values (NaN/inf) at utterance '{u.id}' of dialogue '{d.id}'",
+                                path=self.features_path,
+                                field=m,
+                            )
                         feats[m][i] = rows[i]
                 for i, u in enumerate(d.utterances):
                     if all(feats[m][i] is None for m in feats):
-                        raise CorekdError(f"utterance '{u.id}' has no modality", path=self.folder / META_FILE,
-                                          field=f"dialogues[{k}].utterances[{i}].missing")
+                        raise CorekdError(
+                            f"utterance '{u.id}' has no modality",
+                            path=self.folder / META_FILE,
+                            field=f"dialogues[{k}].utterances[{i}].missing",
+                        )
                 start += n
-                yield DialogueInput(id=d.id, utterance_ids=[u.id for u in d.utterances],
-                                    speakers=[u.speaker for u in d.utterances], features=feats, split=d.split)
-
+                yield DialogueInput(
+                    id=d.id,
+                    utterance_ids=[u.id for u in d.utterances],
+                    speakers=[u.speaker for u in d.utterances],
+                    features=feats,
+                    split=d.split,
+                )
 
     def _frames(self, f, m: str, dim: int, offsets: np.ndarray, d, out: list) -> None:
         """Dialogue ``d``'s frames of ``m`` ([F_i, D] per utterance where available) into ``out``; ``offsets`` [U + 1]."""
         lo, hi = int(offsets[0]), int(offsets[-1])
         frames = f.get_slice(m)[lo:hi].astype(np.float32)  # [F, D]
         if frames.shape != (hi - lo, dim):
-            raise CorekdError(f"expected {hi - lo} frames of dim {dim} for dialogue '{d.id}', got {list(frames.shape)}",
-                              path=self.features_path, field=m)
+            raise CorekdError(
+                f"expected {hi - lo} frames of dim {dim} for dialogue '{d.id}', got {list(frames.shape)}",
+                path=self.features_path,
+                field=m,
+            )
         for i, u in enumerate(d.utterances):
             if m in u.missing:
                 continue
             x = frames[int(offsets[i]) - lo : int(offsets[i + 1]) - lo]
             if len(x) == 0:
-                raise CorekdError(f"utterance '{u.id}' of dialogue '{d.id}' has 0 frames of sequence modality '{m}'; "
-                                  "expected at least one, or the modality listed in its 'missing'", path=self.features_path,
-                                  field=m)
+                raise CorekdError(
+                    f"utterance '{u.id}' of dialogue '{d.id}' has 0 frames of sequence modality '{m}'; "
+                    "expected at least one, or the modality listed in its 'missing'",
+                    path=self.features_path,
+                    field=m,
+                )
             if not np.isfinite(x).all():
-                raise CorekdError(f"non-finite values (NaN/inf) at utterance '{u.id}' of dialogue '{d.id}'",
-                                  path=self.features_path, field=m)
+                raise CorekdError(
+                    f"non-finite values (NaN/inf) at utterance '{u.id}' of dialogue '{d.id}'",
+                    path=self.features_path,
+                    field=m,
+                )
             out[i] = x
 
 
@@ -182,12 +213,13 @@ def _is_manifest(path: Path) -> bool:
 
 
 def _manifest_reader(path: Path, predictor, options: dict):
-    from corekd.serving.media import ManifestReader
-
     bundle = getattr(predictor, "bundle", None)
     if bundle is None:  # only modalities were given: nothing says how the model's features were made
-        raise CorekdError("this looks like a media manifest; reading one needs the predictor (its bundle records the "
-                          "feature extractors), not only the model's modalities", path=path)
+        raise CorekdError(
+            "this looks like a media manifest; reading one needs the predictor (its bundle records the "
+            "feature extractors), not only the model's modalities",
+            path=path,
+        )
     return ManifestReader(path, bundle, device=getattr(predictor, "text_device", "cpu"), **options)
 
 
@@ -196,8 +228,10 @@ def _modalities(predictor) -> dict[str, dict]:
 
 
 READERS: list[tuple[Callable[[Path], bool], Callable[[Path, object, dict], object]]] = [
-    (lambda p: p.is_dir() and (p / META_FILE).is_file(),
-     lambda p, pr, o: CorpusReader(p, _modalities(pr), o.pop("splits", None))),
+    (
+        lambda p: p.is_dir() and (p / META_FILE).is_file(),
+        lambda p, pr, o: CorpusReader(p, _modalities(pr), o.pop("splits", None)),
+    ),
     (_is_manifest, _manifest_reader),
     (lambda p: p.is_file(), lambda p, pr, o: JsonlReader(p, _modalities(pr))),
 ]
@@ -220,15 +254,25 @@ def open_input(path: str | Path, predictor, **media_options):
             if reader is READERS[0][1]:
                 return reader(path, predictor, {**media_options, "splits": splits})
             if splits:
-                raise CorekdError("--split applies to a corpus folder (a jsonl file or a manifest has no splits to "
-                                  "choose from)", path=path, field="--split")
+                raise CorekdError(
+                    "--split applies to a corpus folder (a jsonl file or a manifest has no splits to choose from)",
+                    path=path,
+                    field="--split",
+                )
             return reader(path, predictor, media_options)
-    raise CorekdError(f"expected a corpus folder (with {META_FILE}), a jsonl file or a media manifest", path=path,
-                      field="INPUT")
+    raise CorekdError(
+        f"expected a corpus folder (with {META_FILE}), a jsonl file or a media manifest", path=path, field="INPUT"
+    )
 
 
-def predict_stream(predictor, reader: InputReader, write: Callable[[dict], None], *, batch_size: int = 16,
-                   on_dialogues: Callable[[int], None] | None = None) -> tuple[int, int]:
+def predict_stream(
+    predictor,
+    reader: InputReader,
+    write: Callable[[dict], None],
+    *,
+    batch_size: int = 16,
+    on_dialogues: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
     """Predict every dialogue of ``reader`` in groups of ``batch_size``; ``write`` each utterance's row, in input order.
 
     At most ``batch_size`` dialogues are held at once. Returns (dialogues, utterances).

@@ -1,6 +1,6 @@
 """ONNX export of a bundle's model, and an onnxruntime runtime for :class:`~corekd.serving.predictor.Predictor`.
 
-The exported graph is :class:`~corekd.serving.predictor.ServingModule`: inputs ``mask`` [B, U, M]
+The exported graph is :class:`~corekd.serving.module.ServingModule`: inputs ``mask`` [B, U, M]
 bool, ``speakers`` [B, U] int64, ``lengths`` [B] int64 and one ``[B, U, D_m]`` float32 input per
 modality (named ``l``, ``a``, ``v``), except that a modality the model reads frame by frame (a
 ``sequence`` modality, ``sequence_encoder`` conv / transformer / none) has two inputs instead:
@@ -24,15 +24,17 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
+from torch import nn
 
-from corekd import __version__
 from corekd.errors import CorekdError
 from corekd.files import atomic_write
 from corekd.serving.bundle import Bundle
-from corekd.serving.predictor import ServingModule, input_names
+from corekd.serving.module import ServingModule, input_names
+from corekd.version import __version__
 
 OPSET = 17
 BUNDLE_ONNX = "model.onnx"  # a bundle's own ONNX file, used by `--runtime onnx` when present
@@ -53,14 +55,16 @@ def check_exportable(module: ServingModule, bundle: Bundle) -> None:
     """
     for m in module.frame_modalities:
         encoder = module.model.encoders[m]
-        if getattr(encoder, "kind", None) == "transformer" and len(encoder.blocks):
+        if getattr(encoder, "kind", None) == "transformer" and len(cast(nn.ModuleList, encoder.blocks)):
             raise CorekdError(
                 f"this model reads modality '{m}' with the transformer sequence encoder, whose "
                 "torch.nn.MultiheadAttention (in nn.TransformerEncoderLayer) does not export with dynamic shapes: "
                 "the TorchScript-based exporter records its head reshape (frames, rows x heads, head dim) as a "
                 "constant, so the graph would fail at any other frame or utterance count. Serve it with the torch "
                 "runtime (corekd predict/serve --runtime torch), or train with sequence_encoder conv or none to export",
-                path=bundle.path / "model.json", field="model.sequence_encoder")
+                path=bundle.path / "model.json",
+                field="model.sequence_encoder",
+            )
 
 
 def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
@@ -78,7 +82,11 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
     names = module.input_names
     b, u, f = 2, 5, 4  # example shapes; every one of these axes is exported as dynamic
     frames_shown = torch.arange(f)[None, None, :] < torch.tensor([[1, 4, 2, 3, 1], [2, 1, 4, 1, 3]])[..., None]
-    example = [torch.ones(b, u, len(mods), dtype=torch.bool), torch.zeros(b, u, dtype=torch.long), torch.tensor([u, u - 2])]
+    example = [
+        torch.ones(b, u, len(mods), dtype=torch.bool),
+        torch.zeros(b, u, dtype=torch.long),
+        torch.tensor([u, u - 2]),
+    ]
     for m in mods:
         if m in module.frame_modalities:
             example += [torch.randn(b, u, f, model.dims[m]), frames_shown]
@@ -93,29 +101,62 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes; parity is tested instead
         raw = Path(tmp) / "model.onnx"
-        torch.onnx.export(module, tuple(example), str(raw), input_names=names, output_names=[output], dynamic_axes=dynamic,
-                          opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            module,
+            tuple(example),
+            str(raw),
+            input_names=names,
+            output_names=[output],
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+        )
         graph = onnx.load(str(raw))
     sidecar = {
-        "format": "corekd-onnx", "corekd_version": __version__, "opset": opset, "torch": torch.__version__,
+        "format": "corekd-onnx",
+        "corekd_version": __version__,
+        "opset": opset,
+        "torch": torch.__version__,
         "exporter": "torch.onnx.export (TorchScript-based, dynamo=False)",
-        "task": bundle.task, "labels": bundle.labels, "output": output,
-        "inputs": {"mask": "[dialogues, utterances, M] bool, modality order " + ",".join(mods),
-                   "speakers": "[dialogues, utterances] int64, speaker index within the dialogue (order of first turn)",
-                   "lengths": "[dialogues] int64, real utterances (the rest is padding)",
-                   **{m: f"[dialogues, utterances, {model.dims[m]}] float32, raw features (standardised inside)"
-                      for m in mods if m not in module.frame_modalities},
-                   **{k: v for m in module.frame_modalities for k, v in (
-                       (f"{m}_frames", f"[dialogues, utterances, {m}_frames, {model.dims[m]}] float32, raw frames "
-                                       "(standardised inside), zeros beyond each utterance's frames"),
-                       (f"{m}_frame_mask", f"[dialogues, utterances, {m}_frames] bool, True on an utterance's real "
-                                           "frames"))}},
+        "task": bundle.task,
+        "labels": bundle.labels,
+        "output": output,
+        "inputs": {
+            "mask": "[dialogues, utterances, M] bool, modality order " + ",".join(mods),
+            "speakers": "[dialogues, utterances] int64, speaker index within the dialogue (order of first turn)",
+            "lengths": "[dialogues] int64, real utterances (the rest is padding)",
+            **{
+                m: f"[dialogues, utterances, {model.dims[m]}] float32, raw features (standardised inside)"
+                for m in mods
+                if m not in module.frame_modalities
+            },
+            **{
+                k: v
+                for m in module.frame_modalities
+                for k, v in (
+                    (
+                        f"{m}_frames",
+                        f"[dialogues, utterances, {m}_frames, {model.dims[m]}] float32, raw frames "
+                        "(standardised inside), zeros beyond each utterance's frames",
+                    ),
+                    (
+                        f"{m}_frame_mask",
+                        f"[dialogues, utterances, {m}_frames] bool, True on an utterance's real frames",
+                    ),
+                )
+            },
+        },
         "frame_modalities": list(module.frame_modalities),
         "modalities": {m: bundle.modalities[m] for m in mods},
         "source": bundle.meta.get("source", {}),
     }
-    for key, value in (("corekd.opset", str(opset)), ("corekd.version", __version__), ("corekd.task", bundle.task),
-                       ("corekd.labels", json.dumps(bundle.labels)), ("corekd.modalities", json.dumps(mods))):
+    for key, value in (
+        ("corekd.opset", str(opset)),
+        ("corekd.version", __version__),
+        ("corekd.task", bundle.task),
+        ("corekd.labels", json.dumps(bundle.labels)),
+        ("corekd.modalities", json.dumps(mods)),
+    ):
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     graph.producer_name = "corekd"
@@ -149,9 +190,11 @@ class OnnxRuntime:
         meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
         mods = json.loads(meta.get("corekd.modalities", "null") or "null")
         if mods != list(bundle.dims) or meta.get("corekd.task") != bundle.task:
-            raise CorekdError(f"this ONNX file was exported for modalities {mods} ({meta.get('corekd.task')}), the bundle "
-                              f"has {list(bundle.dims)} ({bundle.task}); export it again with `corekd export`",
-                              path=onnx_path)
+            raise CorekdError(
+                f"this ONNX file was exported for modalities {mods} ({meta.get('corekd.task')}), the bundle "
+                f"has {list(bundle.dims)} ({bundle.task}); export it again with `corekd export`",
+                path=onnx_path,
+            )
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -159,9 +202,12 @@ class OnnxRuntime:
         expected = input_names(bundle.modalities)
         # a model that does not read speakers (model.speaker_aware: false) exports without that input
         if self.inputs != expected and self.inputs != [n for n in expected if n != "speakers"]:
-            raise CorekdError(f"this ONNX file takes inputs {self.inputs}, the bundle's model takes {expected} (a model "
-                              "that reads frames takes <m>_frames and <m>_frame_mask); export it again with "
-                              "`corekd export`", path=onnx_path)
+            raise CorekdError(
+                f"this ONNX file takes inputs {self.inputs}, the bundle's model takes {expected} (a model "
+                "that reads frames takes <m>_frames and <m>_frame_mask); export it again with "
+                "`corekd export`",
+                path=onnx_path,
+            )
         self.path = onnx_path
 
     def __call__(self, arrays: dict[str, np.ndarray]) -> np.ndarray:

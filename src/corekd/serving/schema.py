@@ -16,7 +16,8 @@ gets 422).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Optional, Union
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import (
@@ -32,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from corekd.errors import _format_loc
+from corekd.errors import format_loc
 
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
 DEFAULT_MAX_DIALOGUES = 64
@@ -46,9 +47,11 @@ ModelFloat = confloat(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOA
 VECTOR_TAG, FRAMES_TAG = "one vector", "list of frames"  # union branch names; left out of the locs errors name
 
 
-def reads_frames(spec) -> bool:
-    """Whether a modality spec is read frame by frame (``input: "frames"``); the same rule as
-    :func:`corekd.serving.predictor.reads_frames`, here so that this module does not import torch."""
+def reads_frames(spec: Mapping) -> bool:
+    """Whether a modality spec (``Bundle.modalities[m]``) is read frame by frame (``input: "frames"``).
+
+    The one definition of the rule (:mod:`corekd.serving.dialogue` and the predictor re-export it); here, at the
+    bottom of the serving package, so that the request schema applies it without importing torch."""
     return spec.get("input") == "frames"
 
 
@@ -70,45 +73,70 @@ def _vector_or_frames(value) -> str:
 
 def _at_least_one_modality(names: tuple[str, ...]):
     """JSON Schema of the model validator above: some modality is present and not null."""
+
     def extra(schema: dict) -> None:
         schema["anyOf"] = [{"required": [m], "properties": {m: {"not": {"type": "null"}}}} for m in names]
+
     return extra
 
 
 def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MAX_UTTERANCES):
     """The pydantic models ``Utterance`` and ``Dialogue`` of this bundle's request body."""
     fields: dict[str, Any] = {
-        "id": (Optional[Annotated[str, Field(min_length=1, strict=True)]],
-               Field(None, description="utterance id, unique within the dialogue (default: its index)")),
-        "speaker": (Optional[Annotated[str, Field(strict=True)]],
-                    Field(None, description="speaker name (default: one speaker for the dialogue)")),
+        "id": (
+            Annotated[str, Field(min_length=1, strict=True)] | None,
+            Field(None, description="utterance id, unique within the dialogue (default: its index)"),
+        ),
+        "speaker": (
+            Annotated[str, Field(strict=True)] | None,
+            Field(None, description="speaker name (default: one speaker for the dialogue)"),
+        ),
     }
     for m, spec in modalities.items():
         dim = int(spec["dim"])
         bound = float(spec.get("max_abs", FLOAT32_MAX))  # values farther from the training data are refused
         number = ModelFloat if bound >= FLOAT32_MAX else confloat(strict=True, allow_inf_nan=False, ge=-bound, le=bound)
-        vector = Annotated[list[number], Field(min_length=dim, max_length=dim)]
+        vector = Annotated[list[number], Field(min_length=dim, max_length=dim)]  # type: ignore[valid-type]
         kind = spec.get("kind", "vector")
-        if kind == "sequence":  # one vector or a list of frames, told apart by the first element (errors name one branch)
-            annotation = Annotated[Union[Annotated[vector, Tag(VECTOR_TAG)],
-                                         Annotated[list[vector], Field(min_length=1), Tag(FRAMES_TAG)]],
-                                   Discriminator(_vector_or_frames)]
+        annotation: Any  # a type built at run time (the bundle's dims)
+        if (
+            kind == "sequence"
+        ):  # one vector or a list of frames, told apart by the first element (errors name one branch)
+            annotation = Annotated[
+                Annotated[vector, Tag(VECTOR_TAG)] | Annotated[list[vector], Field(min_length=1), Tag(FRAMES_TAG)],
+                Discriminator(_vector_or_frames),
+            ]
         else:
             annotation = vector
         if reads_frames(spec):
-            what = (f"a list of frames, each of {dim} numbers (the model reads them frame by frame); a list of {dim} "
-                    "numbers is one frame")
+            what = (
+                f"a list of frames, each of {dim} numbers (the model reads them frame by frame); a list of {dim} "
+                "numbers is one frame"
+            )
         else:
             what = f"{dim} numbers" + (" or a list of frames of that dim (averaged)" if kind == "sequence" else "")
-        limit = "" if bound >= FLOAT32_MAX else (f"; each value within ±{bound:.6g} (farther from the training data "
-                                                 "than the model can read)")
-        fields[m] = (Optional[annotation], Field(None, description=f"modality '{m}': {what}{limit}; leave out (or null) "
-                                                                   "where missing"))
+        limit = (
+            ""
+            if bound >= FLOAT32_MAX
+            else (f"; each value within ±{bound:.6g} (farther from the training data than the model can read)")
+        )
+        fields[m] = (
+            annotation | None,
+            Field(None, description=f"modality '{m}': {what}{limit}; leave out (or null) where missing"),
+        )
     names = tuple(modalities)
-    base = type("_Utterance", (_UtteranceBase,), {  # the base's config plus the schema of its validator
-        "model_config": ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra=_at_least_one_modality(names)),
-        "modality_names": names, "__module__": __name__})
-    utterance = create_model("Utterance", __base__=base, **fields)
+    base = type(
+        "_Utterance",
+        (_UtteranceBase,),
+        {  # the base's config plus the schema of its validator
+            "model_config": ConfigDict(
+                extra="forbid", allow_inf_nan=False, json_schema_extra=_at_least_one_modality(names)
+            ),
+            "modality_names": names,
+            "__module__": __name__,
+        },
+    )
+    utterance: Any = create_model("Utterance", __base__=base, **fields)
     dialogue = create_model(
         "Dialogue",
         __config__=ConfigDict(extra="forbid"),
@@ -121,12 +149,12 @@ def request_models(modalities: dict[str, dict], max_utterances: int = DEFAULT_MA
 def body_annotations(modalities: dict[str, dict], max_dialogues: int, max_utterances: int):
     """(one dialogue, a list of dialogues): the two forms of ``POST /v1/predict``'s body."""
     _, dialogue = request_models(modalities, max_utterances)
-    return dialogue, Annotated[list[dialogue], Field(min_length=1, max_length=max_dialogues)]
+    return dialogue, Annotated[list[dialogue], Field(min_length=1, max_length=max_dialogues)]  # type: ignore[valid-type]
 
 
 # ------------------------------------------------------------------ the answers
 class ErrorEntry(BaseModel):
-    loc: list[Union[str, int]] = Field(description='where: "body" (or "header"), then keys and list indices')
+    loc: list[str | int] = Field(description='where: "body" (or "header"), then keys and list indices')
     field: str = Field(description="the same place as one string, e.g. body.utterances[2].a")
     msg: str
     type: str
@@ -147,8 +175,7 @@ def prediction_models(task: str, labels: list[str]):
         "modalities": (list[str], Field(..., description="the modalities observed for this utterance")),
     }
     if task == "classification":
-        row_fields["prediction"] = (str, Field(..., description="the most probable label, one of "
-                                                                 + ", ".join(labels)))
+        row_fields["prediction"] = (str, Field(..., description="the most probable label, one of " + ", ".join(labels)))
         row_fields["probabilities"] = (dict[str, float], Field(..., description="label -> probability"))
     else:
         row_fields["prediction"] = (float, Field(..., description="the predicted sentiment score"))
@@ -160,7 +187,7 @@ def prediction_models(task: str, labels: list[str]):
 def error_entry(loc: tuple | list, msg: str, type_: str, root: str = "body") -> dict:
     """One entry of ``detail``: ``loc`` without the union branch names, from ``root``; ``field`` the same as text."""
     loc = [root, *(p for p in loc if p not in (VECTOR_TAG, FRAMES_TAG))]
-    return {"loc": loc, "field": _format_loc(tuple(loc)), "msg": msg, "type": type_}
+    return {"loc": loc, "field": format_loc(tuple(loc)), "msg": msg, "type": type_}
 
 
 def error_answer(entries: list[dict]) -> dict:
@@ -197,8 +224,13 @@ class BodyValidator:
             parsed = (self.many if is_list else self.single).validate_json(body)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
-            return "error", 422, error_answer([error_entry(e.get("loc", ()), e.get("msg", ""),
-                                                           e.get("type", "value_error")) for e in errors])
+            return (
+                "error",
+                422,
+                error_answer(
+                    [error_entry(e.get("loc", ()), e.get("msg", ""), e.get("type", "value_error")) for e in errors]
+                ),
+            )
         dialogues = parsed if is_list else [parsed]
         return "ok", is_list, [self._pack(d) for d in dialogues]
 
@@ -217,8 +249,10 @@ class BodyValidator:
                 x = np.asarray(value, dtype=np.float32)
                 rows.append(0 if x.ndim == 1 else len(x))
                 data.append(x.ravel())
-        packed = {m: (np.asarray(rows, dtype=np.int32),
-                      np.concatenate(data) if data else np.zeros(0, np.float32)) for m, (rows, data) in values.items()}
+        packed = {
+            m: (np.asarray(rows, dtype=np.int32), np.concatenate(data) if data else np.zeros(0, np.float32))
+            for m, (rows, data) in values.items()
+        }
         return dialogue.dialogue_id, ids, speakers, packed
 
 
@@ -232,7 +266,7 @@ def unpack(packed: tuple, modalities: dict[str, dict]) -> dict:
             if n < 0:
                 continue
             size = dim * max(n, 1)
-            chunk = data[offset: offset + size]
+            chunk = data[offset : offset + size]
             u[m] = chunk if n == 0 else chunk.reshape(n, dim)
             offset += size
     return {"dialogue_id": did, "utterances": utterances}
@@ -251,6 +285,7 @@ def init_worker(modalities: dict[str, dict], max_dialogues: int, max_utterances:
 
     parent = multiprocessing.parent_process()  # the server that asked for this worker (a forkserver's child knows it)
     if parent is not None and parent.sentinel is not None:
+
         def exit_with_parent() -> None:  # a server killed (or exiting without shutting the pool down) leaves no worker
             multiprocessing.connection.wait([parent.sentinel])
             os._exit(0)
@@ -266,4 +301,5 @@ def init_worker(modalities: dict[str, dict], max_dialogues: int, max_utterances:
 
 def validate_in_worker(body: bytes) -> tuple:
     """:class:`BodyValidator` of this worker (:func:`init_worker`) on ``body``."""
+    assert _WORKER is not None, "init_worker (the pool's initializer) runs before any task"
     return _WORKER(body)

@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from corekd.cli import app
 from corekd.config import load_config
-from corekd.data.importers.meld import EMOTIONS, SENTIMENTS, meld_rows, repair_text
+from corekd.data.importers.meld import EMOTIONS, SENTIMENTS, repair_text
 from corekd.errors import CorekdError
+from corekd.features.meld import meld_rows
 
 MELD = ROOT / ".." / "shared" / "data" / "meld"
 needs_meld = pytest.mark.skipif(not (MELD / "train_sent_emo.csv").is_file(),
@@ -129,7 +130,7 @@ def test_media_folder_clips_go_through_the_extractors(tmp_path, monkeypatch):
 
     speech_like(tmp_path / "s.wav")
     face_video(media / "train_splits" / "dia0_utt0.mp4", with_audio=tmp_path / "s.wav")
-    from corekd.data.importers.meld import import_meld
+    from corekd.features.meld import import_meld
 
     result = import_meld(root, media=media)
     assert result.corpus.modality_names == ("l", "a", "v")

@@ -20,8 +20,16 @@ FORMATS = ("jsonl", "conversation-pickle", "mmsa-pickle", "meld")
 
 
 def import_corpus(
-    fmt: str, src: str | Path, out: str | Path, *, labels: list[str] | None = None, name: str | None = None,
-    dev_fraction: float = 0.1, seed: int = 0, dataset: str | None = None, classes: int = 2,
+    fmt: str,
+    src: str | Path,
+    out: str | Path,
+    *,
+    labels: list[str] | None = None,
+    name: str | None = None,
+    dev_fraction: float = 0.1,
+    seed: int = 0,
+    dataset: str | None = None,
+    classes: int = 2,
     task: str = "classification",
 ) -> ImportResult:
     """Read ``src`` in format ``fmt``, carve a dev split if it has none, write the corpus to ``out``.
@@ -31,8 +39,11 @@ def import_corpus(
     (jsonl, mmsa-pickle) makes the per-utterance ``sentiment`` the target (required on every utterance).
     """
     if task == "regression" and fmt == "conversation-pickle":
-        raise CorekdError("conversation-pickle files hold class labels only; regression needs a sentiment score "
-                          "(use jsonl or mmsa-pickle)", field="--task")
+        raise CorekdError(
+            "conversation-pickle files hold class labels only; regression needs a sentiment score "
+            "(use jsonl or mmsa-pickle)",
+            field="--task",
+        )
     check_new_or_empty(out)
     result = _read(fmt, src, labels=labels, name=name, dataset=dataset, classes=classes, task=task)
     finish(result, dev_fraction=dev_fraction, seed=seed)
@@ -51,16 +62,22 @@ def _read(fmt: str, src: str | Path, *, labels, name, dataset, classes, task) ->
         if labels is not None:
             raise CorekdError("mmsa-pickle labels come from the sentiment score (use --classes)", field="--labels")
         result = import_mmsa_pickle(src, name=name, classes=classes, task=task)
-    elif fmt == "meld":
-        from corekd.data.importers.meld import import_meld
-
-        extraction = import_meld(src, name=name)
-        result = ImportResult(extraction.corpus, [f"{len(extraction.summary['failures'])} extraction failure(s)"]
-                              if extraction.summary["failures"] else [])
+    elif fmt == "meld":  # its transcripts go through the feature extractors, a layer above this package
+        raise CorekdError(
+            "MELD is imported through the feature extractors: `corekd data import meld`, or "
+            "corekd.features.meld.import_meld in Python",
+            field="FORMAT",
+        )
     else:
         raise CorekdError(f"unknown format '{fmt}' (expected one of: {', '.join(FORMATS)})", field="FORMAT")
     return result
 
 
-__all__ = ["FORMATS", "ImportResult", "import_corpus", "import_conversation_pickle", "import_jsonl",
-           "import_mmsa_pickle"]
+__all__ = [
+    "FORMATS",
+    "ImportResult",
+    "import_corpus",
+    "import_conversation_pickle",
+    "import_jsonl",
+    "import_mmsa_pickle",
+]

@@ -68,25 +68,38 @@ class CorpusBuilder:
             raise self.error(where, f"expected a {'2' if frames else '1'}-d array {want}, got shape {list(arr.shape)}")
         kind = "sequence" if frames else "vector"
         if self.kinds.setdefault(m, kind) != kind:
-            raise self.error(where, f"modality '{m}' was {self.kinds[m]} data before; expected {self.kinds[m]} here too")
+            raise self.error(
+                where, f"modality '{m}' was {self.kinds[m]} data before; expected {self.kinds[m]} here too"
+            )
         dim = int(arr.shape[-1])
         first, first_where = self.dims.setdefault(m, (dim, where))
         if dim != first:
-            raise self.error(where, f"feature dim {dim} differs from the dim {first} of '{m}' at {first_where}; "
-                                    "expected the same dim for every utterance")
+            raise self.error(
+                where,
+                f"feature dim {dim} differs from the dim {first} of '{m}' at {first_where}; "
+                "expected the same dim for every utterance",
+            )
         if dim == 0:
             raise self.error(where, "expected at least one feature, got an empty vector")
         if not np.isfinite(arr).all():
-            raise self.error(where, f"{int((~np.isfinite(arr)).sum())} non-finite values (NaN/inf); expected finite numbers")
+            raise self.error(
+                where, f"{int((~np.isfinite(arr)).sum())} non-finite values (NaN/inf); expected finite numbers"
+            )
         with np.errstate(over="ignore"):  # checked below, where the value is named
             out = np.ascontiguousarray(arr, dtype=np.float32)
         if not np.isfinite(out).all():
             k = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
-            raise self.error(where, f"value {arr[k]:.6g} at index {k[-1]}{f' of frame {k[0]}' if frames else ''} is beyond "
-                                    f"float32's range (+-{FLOAT32_MAX:.4g}); expected a float32 number")
+            raise self.error(
+                where,
+                f"value {arr[k]:.6g} at index {k[-1]}{f' of frame {k[0]}' if frames else ''} is beyond "
+                f"float32's range (+-{FLOAT32_MAX:.4g}); expected a float32 number",
+            )
         if frames and not (np.abs(arr).sum(axis=0, dtype=np.float64) < FLOAT32_MAX).all():
-            raise self.error(where, f"the frames' sum (for their mean) is beyond float32's range (+-{FLOAT32_MAX:.4g}); "
-                                    "expected smaller values")
+            raise self.error(
+                where,
+                f"the frames' sum (for their mean) is beyond float32's range (+-{FLOAT32_MAX:.4g}); "
+                "expected smaller values",
+            )
         return out
 
     def label(self, value: object, where: str) -> int:
@@ -95,8 +108,11 @@ class CorpusBuilder:
             raise self.error(where, f"expected a label name or index, got {shown(value)}")
         if isinstance(value, (int, np.integer)):
             if not 0 <= int(value) < len(self.labels):
-                raise self.error(where, f"label index {int(value)} outside the {len(self.labels)} labels "
-                                        f"({', '.join(self.labels)}); expected 0..{len(self.labels) - 1}")
+                raise self.error(
+                    where,
+                    f"label index {int(value)} outside the {len(self.labels)} labels "
+                    f"({', '.join(self.labels)}); expected 0..{len(self.labels) - 1}",
+                )
             return int(value)
         if isinstance(value, str):
             if value not in self.labels:
@@ -124,17 +140,23 @@ class CorpusBuilder:
                 raise self.error(f"{where} utterance {k}", "expected a non-empty utterance id")
             owner = self._utterance_owner.get(u.id)
             if owner is not None:
-                raise self.error(f"{where} utterance {k}", f"duplicate utterance id '{u.id}' (also in dialogue '{owner}'); "
-                                                           "expected ids unique across the corpus")
+                raise self.error(
+                    f"{where} utterance {k}",
+                    f"duplicate utterance id '{u.id}' (also in dialogue '{owner}'); "
+                    "expected ids unique across the corpus",
+                )
             if not u.features:
-                raise self.error(f"{where} utterance {k}", f"utterance '{u.id}' has no modality at all; expected at "
-                                                           "least one of l, a, v")
+                raise self.error(
+                    f"{where} utterance {k}",
+                    f"utterance '{u.id}' has no modality at all; expected at least one of l, a, v",
+                )
             self._utterance_owner[u.id] = dialogue_id
         self._dialogue_ids.add(dialogue_id)
         self.dialogues.append((dialogue_id, split, utterances))
 
-    def build(self, name: str, cards: dict[str, dict] | None = None, info: dict | None = None,
-              task: str = "classification") -> Corpus:
+    def build(
+        self, name: str, cards: dict[str, dict] | None = None, info: dict | None = None, task: str = "classification"
+    ) -> Corpus:
         if len(self.labels) < 2:
             raise self.error("labels", f"found {len(self.labels)} label(s); expected at least two classes")
         order = [m for m in MODALITIES if m in self.dims]
@@ -147,7 +169,7 @@ class CorpusBuilder:
             n = len(utts)
             avail = np.array([[m in u.features for m in order] for u in utts], dtype=bool).reshape(n, len(order))
             feats, frames = {}, {}
-            for j, m in enumerate(order):
+            for m in order:
                 dim = self.dims[m][0]
                 if specs[m].kind == "sequence":
                     lengths = np.array([len(u.features[m]) if m in u.features else 0 for u in utts], dtype=np.int64)
@@ -155,8 +177,10 @@ class CorpusBuilder:
                     stacked = np.concatenate(flat) if flat else np.zeros((0, dim), np.float32)
                     for k, u in enumerate(utts):
                         if m in u.features and lengths[k] == 0:
-                            raise self.error(f"dialogue '{did}' utterance '{u.id}'", f"0 frames of '{m}'; expected at "
-                                             "least one frame, or the modality left out")
+                            raise self.error(
+                                f"dialogue '{did}' utterance '{u.id}'",
+                                f"0 frames of '{m}'; expected at least one frame, or the modality left out",
+                            )
                     frames[m] = (stacked.astype(np.float32), lengths)
                     feats[m] = pool_mean(stacked, lengths, dim)
                 else:
@@ -168,17 +192,31 @@ class CorpusBuilder:
             sentiment = [u.sentiment for u in utts]
             texts = [u.text for u in utts]
             extras = [u.extra for u in utts]
-            dialogues.append(Dialogue(
-                id=did, split=split, utterance_ids=[u.id for u in utts], speakers=[u.speaker for u in utts],
-                labels=np.array([u.label for u in utts], dtype=np.int64), features=feats, available=avail,
-                sentiment=None if all(s is None for s in sentiment)
-                else np.array([np.nan if s is None else s for s in sentiment], dtype=np.float32),
-                texts=None if all(t is None for t in texts) else texts,
-                extras=None if not any(extras) else extras,
-                frames=frames,
-            ))
-        return Corpus(name=name, labels=self.labels, modalities=specs, dialogues=dialogues, task=task,  # type: ignore[arg-type]
-                      info=dict(info or {}))
+            dialogues.append(
+                Dialogue(
+                    id=did,
+                    split=split,
+                    utterance_ids=[u.id for u in utts],
+                    speakers=[u.speaker for u in utts],
+                    labels=np.array([u.label for u in utts], dtype=np.int64),
+                    features=feats,
+                    available=avail,
+                    sentiment=None
+                    if all(s is None for s in sentiment)
+                    else np.array([np.nan if s is None else s for s in sentiment], dtype=np.float32),
+                    texts=None if all(t is None for t in texts) else texts,
+                    extras=None if not any(extras) else extras,
+                    frames=frames,
+                )
+            )
+        return Corpus(
+            name=name,
+            labels=self.labels,
+            modalities=specs,
+            dialogues=dialogues,
+            task=task,  # type: ignore[arg-type]
+            info=dict(info or {}),
+        )
 
 
 def finish(result: ImportResult, *, dev_fraction: float, seed: int) -> ImportResult:

@@ -26,21 +26,56 @@ MELD_LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "ange
 MELD_SENTIMENTS = ["neutral", "positive", "negative"]
 
 LAYOUTS = {
-    "iemocap-9": ("videoIDs", "videoSpeakers", "videoLabels", "videoText", "videoAudio", "videoVisual",
-                  "videoSentence", "trainVid", "testVid"),
-    "meld-9": ("videoIDs", "videoSpeakers", "videoLabels", "videoText", "videoAudio", "videoSentence",
-               "trainVid", "testVid", "videoSentiment"),
-    "meld-10": ("videoIDs", "videoSpeakers", "videoLabels", "videoText", "videoAudio", "videoVisual",
-                "videoSentence", "trainVid", "testVid", "videoSentiment"),
+    "iemocap-9": (
+        "videoIDs",
+        "videoSpeakers",
+        "videoLabels",
+        "videoText",
+        "videoAudio",
+        "videoVisual",
+        "videoSentence",
+        "trainVid",
+        "testVid",
+    ),
+    "meld-9": (
+        "videoIDs",
+        "videoSpeakers",
+        "videoLabels",
+        "videoText",
+        "videoAudio",
+        "videoSentence",
+        "trainVid",
+        "testVid",
+        "videoSentiment",
+    ),
+    "meld-10": (
+        "videoIDs",
+        "videoSpeakers",
+        "videoLabels",
+        "videoText",
+        "videoAudio",
+        "videoVisual",
+        "videoSentence",
+        "trainVid",
+        "testVid",
+        "videoSentiment",
+    ),
 }
 MODALITY_OF = {"videoText": "l", "videoAudio": "a", "videoVisual": "v"}
 
 
 def _layout(data: object, src: Path) -> str:
     if not isinstance(data, (tuple, list)) or len(data) not in (9, 10):
-        got = f"a {type(data).__name__} of {len(data)} elements" if isinstance(data, (tuple, list)) else type(data).__name__
-        raise CorekdError(f"expected a tuple of 9 (IEMOCAP, DialogueRNN MELD) or 10 (MMGCN MELD) elements, got {got}",
-                          path=src, field="pickle")
+        got = (
+            f"a {type(data).__name__} of {len(data)} elements"
+            if isinstance(data, (tuple, list))
+            else type(data).__name__
+        )
+        raise CorekdError(
+            f"expected a tuple of 9 (IEMOCAP, DialogueRNN MELD) or 10 (MMGCN MELD) elements, got {got}",
+            path=src,
+            field="pickle",
+        )
     if len(data) == 10:
         return "meld-10"
     # 9 elements: element 5 is the visual features (IEMOCAP) or the sentences (DialogueRNN MELD)
@@ -63,7 +98,11 @@ def _where(layout: str, index: int, key: object = None, k: int | None = None) ->
 
 
 def import_conversation_pickle(
-    src: str | Path, *, labels: list[str] | None = None, name: str | None = None, dataset: str | None = None,
+    src: str | Path,
+    *,
+    labels: list[str] | None = None,
+    name: str | None = None,
+    dataset: str | None = None,
 ) -> ImportResult:
     src = Path(src)
     data = safe_load(src)
@@ -73,11 +112,17 @@ def import_conversation_pickle(
     for i, key in enumerate(names):
         if key in ("trainVid", "testVid"):
             if not isinstance(elements[key], (list, tuple, set, frozenset, np.ndarray)):
-                raise CorekdError(f"expected a list or set of dialogue ids, got {type(elements[key]).__name__}",
-                                  path=src, field=_where(layout, i))
+                raise CorekdError(
+                    f"expected a list or set of dialogue ids, got {type(elements[key]).__name__}",
+                    path=src,
+                    field=_where(layout, i),
+                )
         elif not isinstance(elements[key], dict):
-            raise CorekdError(f"expected a dict of dialogue id -> per-utterance list, got {type(elements[key]).__name__}",
-                              path=src, field=_where(layout, i))
+            raise CorekdError(
+                f"expected a dict of dialogue id -> per-utterance list, got {type(elements[key]).__name__}",
+                path=src,
+                field=_where(layout, i),
+            )
     one_hot = layout.startswith("meld")
     dataset = dataset or ("meld" if one_hot else "iemocap")
     names_of_labels = labels or (MELD_LABELS if dataset == "meld" else IEMOCAP_LABELS)
@@ -86,15 +131,21 @@ def import_conversation_pickle(
     train_ids, test_ids = _ids(elements["trainVid"]), _ids(elements["testVid"])
     both = {str(v) for v in train_ids} & {str(v) for v in test_ids}
     if both:
-        raise CorekdError(f"dialogue '{sorted(both)[0]}' is in both trainVid and testVid; expected disjoint splits",
-                          path=src, field=_where(layout, index["testVid"]))
+        raise CorekdError(
+            f"dialogue '{sorted(both)[0]}' is in both trainVid and testVid; expected disjoint splits",
+            path=src,
+            field=_where(layout, index["testVid"]),
+        )
     notes = []
     for split, ids in (("train", train_ids), ("test", test_ids)):
         for vid in ids:
             utt_ids = _per_dialogue(elements, "videoIDs", vid, layout, index, src)
             n = len(utt_ids)
-            per = {key: _per_dialogue(elements, key, vid, layout, index, src, n)
-                   for key in names if key not in ("videoIDs", "trainVid", "testVid")}
+            per = {
+                key: _per_dialogue(elements, key, vid, layout, index, src, n)
+                for key in names
+                if key not in ("videoIDs", "trainVid", "testVid")
+            }
             utterances = []
             for k in range(n):
                 speaker = _speaker(per["videoSpeakers"][k], builder, _where(layout, index["videoSpeakers"], vid, k))
@@ -102,18 +153,25 @@ def import_conversation_pickle(
                 if "videoSentiment" in per:
                     s = per["videoSentiment"][k]
                     extra["sentiment_class"] = MELD_SENTIMENTS[int(s)] if 0 <= int(s) < 3 else int(s)
-                utterances.append(Utterance(
-                    id=_utterance_id(vid, utt_ids[k]),
-                    speaker=speaker,
-                    label=builder.label(_as_int(per["videoLabels"][k], builder,
-                                                _where(layout, index["videoLabels"], vid, k)),
-                                        _where(layout, index["videoLabels"], vid, k)),
-                    features={MODALITY_OF[key]: builder.feature(MODALITY_OF[key], per[key][k],
-                                                                _where(layout, index[key], vid, k), frames=False)
-                              for key in MODALITY_OF if key in per},
-                    text=str(per["videoSentence"][k]),
-                    extra=extra,
-                ))
+                utterances.append(
+                    Utterance(
+                        id=_utterance_id(vid, utt_ids[k]),
+                        speaker=speaker,
+                        label=builder.label(
+                            _as_int(per["videoLabels"][k], builder, _where(layout, index["videoLabels"], vid, k)),
+                            _where(layout, index["videoLabels"], vid, k),
+                        ),
+                        features={
+                            MODALITY_OF[key]: builder.feature(
+                                MODALITY_OF[key], per[key][k], _where(layout, index[key], vid, k), frames=False
+                            )
+                            for key in MODALITY_OF
+                            if key in per
+                        },
+                        text=str(per["videoSentence"][k]),
+                        extra=extra,
+                    )
+                )
             builder.add(str(vid), split, utterances, _where(layout, index["videoIDs"], vid))
     info = {"imported_from": {"format": "conversation-pickle", "layout": layout, "dataset": dataset, "file": src.name}}
     cards = {m: {"source": f"{src.name} {key} ({layout})"} for key, m in MODALITY_OF.items() if key in names}
@@ -130,17 +188,24 @@ def _ids(value) -> list:
 def _per_dialogue(elements, key, vid, layout, index, src, n=None):
     table = elements[key]
     if vid not in table:
-        raise CorekdError(f"no entry for dialogue '{vid}' (listed in trainVid/testVid)", path=src,
-                          field=_where(layout, index[key]))
+        raise CorekdError(
+            f"no entry for dialogue '{vid}' (listed in trainVid/testVid)", path=src, field=_where(layout, index[key])
+        )
     value = table[vid]
     if isinstance(value, np.ndarray) and value.ndim >= 1:
         value = list(value)
     if not isinstance(value, (list, tuple)):
-        raise CorekdError(f"expected a per-utterance list, got {type(value).__name__}", path=src,
-                          field=_where(layout, index[key], vid))
+        raise CorekdError(
+            f"expected a per-utterance list, got {type(value).__name__}",
+            path=src,
+            field=_where(layout, index[key], vid),
+        )
     if n is not None and len(value) != n:
-        raise CorekdError(f"{len(value)} entries; expected {n}, one per utterance in videoIDs", path=src,
-                          field=_where(layout, index[key], vid))
+        raise CorekdError(
+            f"{len(value)} entries; expected {n}, one per utterance in videoIDs",
+            path=src,
+            field=_where(layout, index[key], vid),
+        )
     return value
 
 

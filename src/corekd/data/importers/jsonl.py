@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -44,25 +45,40 @@ def jsonl_objects(src: Path):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise CorekdError(f"not UTF-8 text (undecodable byte at column {exc.start + 1}); expected a UTF-8 jsonl "
-                                  "file", path=src, field=f"line {n}") from None
+                raise CorekdError(
+                    f"not UTF-8 text (undecodable byte at column {exc.start + 1}); expected a UTF-8 jsonl file",
+                    path=src,
+                    field=f"line {n}",
+                ) from None
             if not line.strip():
                 continue
             if line.count("[") + line.count("{") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
-                raise CorekdError(f"arrays/objects nested {_depth(line)} deep; expected at most {MAX_DEPTH} (a dialogue "
-                                  "holds utterances, which hold vectors or frames)", path=src, field=f"line {n}")
+                raise CorekdError(
+                    f"arrays/objects nested {_depth(line)} deep; expected at most {MAX_DEPTH} (a dialogue "
+                    "holds utterances, which hold vectors or frames)",
+                    path=src,
+                    field=f"line {n}",
+                )
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise CorekdError(f"not valid JSON (column {exc.colno}: {exc.msg}); expected one JSON object per line",
-                                  path=src, field=f"line {n}") from None
+                raise CorekdError(
+                    f"not valid JSON (column {exc.colno}: {exc.msg}); expected one JSON object per line",
+                    path=src,
+                    field=f"line {n}",
+                ) from None
             if not isinstance(obj, dict):
-                raise CorekdError(f"expected a JSON object (one dialogue), got {type(obj).__name__}", path=src,
-                                  field=f"line {n}")
+                raise CorekdError(
+                    f"expected a JSON object (one dialogue), got {type(obj).__name__}", path=src, field=f"line {n}"
+                )
             bad_text = _lone_surrogate(obj) if _SURROGATE_ESCAPE.search(line) else None
             if bad_text is not None:
-                raise CorekdError("a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair) is no character "
-                                  "and cannot be stored as UTF-8; expected text", path=src, field=f"line {n}: {bad_text}")
+                raise CorekdError(
+                    "a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair) is no character "
+                    "and cannot be stored as UTF-8; expected text",
+                    path=src,
+                    field=f"line {n}: {bad_text}",
+                )
             yield n, obj
 
 
@@ -93,26 +109,32 @@ def _label_names(src: Path, labels: list[str] | None) -> list[str]:
             if isinstance(u, dict) and "label" in u:
                 value = u["label"]
                 if isinstance(value, bool) or not isinstance(value, (int, str)):
-                    raise CorekdError(f"expected a label name or integer index, got {shown(value)}", path=src,
-                                      field=f"line {n}: utterances[{k}].label")
+                    raise CorekdError(
+                        f"expected a label name or integer index, got {shown(value)}",
+                        path=src,
+                        field=f"line {n}: utterances[{k}].label",
+                    )
                 found.add(value)
     ints = sorted(v for v in found if isinstance(v, int))
     if ints and any(v < 0 for v in ints):
-        raise CorekdError(f"negative label index {ints[0]}; expected indices 0, 1, ... (or pass --labels)", path=src,
-                          field="label")
+        raise CorekdError(
+            f"negative label index {ints[0]}; expected indices 0, 1, ... (or pass --labels)", path=src, field="label"
+        )
     strings = sorted(v for v in found if isinstance(v, str))
     return [str(v) for v in ints] + [s for s in strings if s not in {str(v) for v in ints}]
 
 
-def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str | None = None,
-                 task: str = "classification") -> ImportResult:
+def import_jsonl(
+    src: str | Path, *, labels: list[str] | None = None, name: str | None = None, task: str = "classification"
+) -> ImportResult:
     src = Path(src)
     if not src.is_file():
         raise CorekdError("file not found", path=src)
     regression = task == "regression"
     names = _label_names(src, labels)
-    if regression and any("label" not in u for _, obj in jsonl_objects(src) for u in obj.get("utterances") or []
-                          if isinstance(u, dict)):
+    if regression and any(
+        "label" not in u for _, obj in jsonl_objects(src) for u in obj.get("utterances") or [] if isinstance(u, dict)
+    ):
         names += [s for s in SIGN_LABELS if s not in names]
     builder = CorpusBuilder(src, names)
     as_index = labels is None  # integer labels name the decimal-string label
@@ -120,8 +142,10 @@ def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str 
         line = f"line {n}"
         unknown = sorted(set(obj) - set(DIALOGUE_KEYS))
         if unknown:
-            raise builder.error(f"{line}: {unknown[0]}", f"unknown key (expected: {', '.join(DIALOGUE_KEYS)}; "
-                                "per-utterance extras go inside an utterance)")
+            raise builder.error(
+                f"{line}: {unknown[0]}",
+                f"unknown key (expected: {', '.join(DIALOGUE_KEYS)}; per-utterance extras go inside an utterance)",
+            )
         for key in DIALOGUE_KEYS:
             if key not in obj:
                 raise builder.error(f"{line}: {key}", "required field is missing")
@@ -145,20 +169,27 @@ def import_jsonl(src: str | Path, *, labels: list[str] | None = None, name: str 
             speaker = u.get("speaker", did)  # no speaker: one speaker per dialogue
             if not isinstance(speaker, str):
                 raise builder.error(f"{where}.speaker", f"expected a string, got {shown(speaker)}")
-            sentiment = builder.sentiment(u["sentiment"], f"{where}.sentiment") if u.get("sentiment") is not None else None
-            label = u["label"] if "label" in u else SIGN_LABELS[sentiment >= 0]
+            sentiment = (
+                builder.sentiment(u["sentiment"], f"{where}.sentiment") if u.get("sentiment") is not None else None
+            )
+            # no label: a regression corpus, whose sentiment is required (checked above)
+            label = u["label"] if "label" in u else SIGN_LABELS[cast(float, sentiment) >= 0]
             if as_index and isinstance(label, int) and not isinstance(label, bool):
                 label = str(label)
             text = u.get("text")
             if text is not None and not isinstance(text, str):
                 raise builder.error(f"{where}.text", f"expected a string, got {type(text).__name__}")
-            utterances.append(Utterance(
-                id=u["id"], speaker=speaker, label=builder.label(label, f"{where}.label"),
-                features={m: builder.feature(m, u[m], f"{where}.{m}") for m in MODALITIES if m in u},
-                sentiment=sentiment,
-                text=text,
-                extra={key: value for key, value in u.items() if key not in UTTERANCE_KEYS},
-            ))
+            utterances.append(
+                Utterance(
+                    id=u["id"],
+                    speaker=speaker,
+                    label=builder.label(label, f"{where}.label"),
+                    features={m: builder.feature(m, u[m], f"{where}.{m}") for m in MODALITIES if m in u},
+                    sentiment=sentiment,
+                    text=text,
+                    extra={key: value for key, value in u.items() if key not in UTTERANCE_KEYS},
+                )
+            )
         builder.add(did, split, utterances, line)
     if not builder.dialogues:
         raise builder.error("", "no dialogues; expected one JSON object per line")

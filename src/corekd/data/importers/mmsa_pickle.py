@@ -38,7 +38,11 @@ def _clip_key(clip: str):
 
 
 def import_mmsa_pickle(
-    src: str | Path, *, name: str | None = None, classes: int = 2, text_key: str = "text",
+    src: str | Path,
+    *,
+    name: str | None = None,
+    classes: int = 2,
+    text_key: str = "text",
     task: str = "classification",
 ) -> ImportResult:
     src = Path(src)
@@ -46,8 +50,9 @@ def import_mmsa_pickle(
         raise CorekdError(f"expected 2 or 7 classes, got {classes}", field="--classes")
     data = safe_load(src)
     if not isinstance(data, dict):
-        raise CorekdError(f"expected a dict with keys train, valid, test; got {type(data).__name__}", path=src,
-                          field="pickle")
+        raise CorekdError(
+            f"expected a dict with keys train, valid, test; got {type(data).__name__}", path=src, field="pickle"
+        )
     present = [s for s in SPLIT_OF if s in data]
     if not present:
         raise CorekdError(f"expected keys train, valid, test; got {sorted(map(str, data))}", path=src, field="pickle")
@@ -62,14 +67,18 @@ def import_mmsa_pickle(
             raise CorekdError(f"expected a dict of arrays, got {type(part).__name__}", path=src, field=f"['{split}']")
         for key in ("id", "regression_labels"):
             if key not in part:
-                raise CorekdError(f"required key missing (found: {', '.join(sorted(map(str, part)))})", path=src,
-                                  field=f"['{split}']['{key}']")
+                raise CorekdError(
+                    f"required key missing (found: {', '.join(sorted(map(str, part)))})",
+                    path=src,
+                    field=f"['{split}']['{key}']",
+                )
         ids = [str(v) for v in np.asarray(part["id"]).reshape(-1)]
         n = len(ids)
         labels = np.asarray(part["regression_labels"], dtype=np.float64).reshape(-1)
         if len(labels) != n:
-            raise CorekdError(f"{len(labels)} labels; expected {n}, one per id", path=src,
-                              field=f"['{split}']['regression_labels']")
+            raise CorekdError(
+                f"{len(labels)} labels; expected {n}, one per id", path=src, field=f"['{split}']['regression_labels']"
+            )
         keys = {"text": text_key, "audio": "audio", "vision": "vision"}
         arrays = {}
         for mod, key in keys.items():
@@ -77,8 +86,11 @@ def import_mmsa_pickle(
                 continue
             x = np.asarray(part[key])
             if x.ndim != 3 or x.shape[0] != n:
-                raise CorekdError(f"expected a [clips={n}, frames, dim] array, got shape {list(x.shape)}", path=src,
-                                  field=f"['{split}']['{key}']")
+                raise CorekdError(
+                    f"expected a [clips={n}, frames, dim] array, got shape {list(x.shape)}",
+                    path=src,
+                    field=f"['{split}']['{key}']",
+                )
             if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
                 raise CorekdError(f"expected numbers, got dtype {x.dtype}", path=src, field=f"['{split}']['{key}']")
             with np.errstate(over="ignore"):  # a finite value beyond float32's range is refused just below
@@ -86,8 +98,12 @@ def import_mmsa_pickle(
             overflow = np.isinf(x32) & np.isfinite(x) if x.dtype != np.float32 and np.isinf(x32).any() else None
             if overflow is not None and overflow.any():
                 row, frame, j = (int(i) for i in np.argwhere(overflow)[0])
-                raise CorekdError(f"value {x[row, frame, j]:.6g} at frame {frame}, index {j} is beyond float32's range; "
-                                  "expected a float32 number", path=src, field=f"['{split}']['{key}'][{row}]")
+                raise CorekdError(
+                    f"value {x[row, frame, j]:.6g} at frame {frame}, index {j} is beyond float32's range; "
+                    "expected a float32 number",
+                    path=src,
+                    field=f"['{split}']['{key}'][{row}]",
+                )
             x = x32
             inf = np.isneginf(x)
             neg_inf += int(inf.sum())
@@ -100,8 +116,9 @@ def import_mmsa_pickle(
             if key in part:
                 lens = np.asarray(part[key]).reshape(-1)
                 if len(lens) != n or (lens < 0).any() or (lens > arrays[mod].shape[1]).any():
-                    raise CorekdError(f"expected {n} lengths in 0..{arrays[mod].shape[1]}", path=src,
-                                      field=f"['{split}']['{key}']")
+                    raise CorekdError(
+                        f"expected {n} lengths in 0..{arrays[mod].shape[1]}", path=src, field=f"['{split}']['{key}']"
+                    )
                 lengths[mod] = lens.astype(np.int64)
         if aligned is None:
             aligned = not lengths
@@ -115,7 +132,7 @@ def import_mmsa_pickle(
         for video, clips in by_video.items():
             clips.sort(key=lambda c: _clip_key(c[0]))
             utterances = []
-            for clip, row in clips:
+            for _clip, row in clips:
                 where = f"['{split}'] row {row} ('{ids[row]}')"
                 feats = {}
                 for mod, x in arrays.items():
@@ -125,20 +142,31 @@ def import_mmsa_pickle(
                     else:  # aligned files are zero-padded to a fixed length: drop the all-zero padding frames
                         frames = frames[np.abs(frames).sum(axis=1) > 0]
                     if len(frames):
-                        feats[MODALITY_OF[mod]] = builder.feature(MODALITY_OF[mod], frames, f"{where} {mod}", frames=True)
+                        feats[MODALITY_OF[mod]] = builder.feature(
+                            MODALITY_OF[mod], frames, f"{where} {mod}", frames=True
+                        )
                 sentiment = builder.sentiment(float(labels[row]), f"['{split}']['regression_labels'][{row}]")
-                utterances.append(Utterance(
-                    id=ids[row], speaker=video, label=sentiment_class(sentiment, classes), features=feats,
-                    sentiment=sentiment, text=raw_text[row] if raw_text else None,
-                ))
+                utterances.append(
+                    Utterance(
+                        id=ids[row],
+                        speaker=video,
+                        label=sentiment_class(sentiment, classes),
+                        features=feats,
+                        sentiment=sentiment,
+                        text=raw_text[row] if raw_text else None,
+                    )
+                )
             builder.add(video, SPLIT_OF[split], utterances, f"['{split}'] video '{video}'")
     if neg_inf:
         notes.append(f"{neg_inf} audio values of -inf read as 0 (as MMSA does)")
-    notes.append(f"labels: {classes} classes from the sentiment score ({', '.join(CLASS_SETS[classes])}); the score "
-                 "itself is kept per utterance as 'sentiment'"
-                 + (" and is the target (task regression)" if task == "regression" else ""))
+    notes.append(
+        f"labels: {classes} classes from the sentiment score ({', '.join(CLASS_SETS[classes])}); the score "
+        "itself is kept per utterance as 'sentiment'"
+        + (" and is the target (task regression)" if task == "regression" else "")
+    )
     cards = {MODALITY_OF[mod]: {"aligned": bool(aligned), "source": f"{src.name} '{mod}' (MMSA)"} for mod in seq_len}
-    info = {"imported_from": {"format": "mmsa-pickle", "file": src.name, "aligned": bool(aligned),
-                              "padded_frames": seq_len}}
+    info = {
+        "imported_from": {"format": "mmsa-pickle", "file": src.name, "aligned": bool(aligned), "padded_frames": seq_len}
+    }
     corpus = builder.build(name or src.stem, cards=cards, info=info, task=task)
     return ImportResult(corpus, notes)
