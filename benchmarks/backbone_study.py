@@ -28,10 +28,10 @@ import yaml
 from speed import load_average, machine_info
 
 from corekd.config import validate_config
-from corekd.evaluation.report import FIXED_AVG, records_frame, split_records
 from corekd.experiments import run
 from corekd.experiments.spec import candidate_config
 from corekd.experiments.spec import candidate_methods as methods_of
+from corekd.reporting.tables import FIXED_AVG, records_frame, split_records
 
 FIGURES = [("teacher", "complete"), ("teacher", FIXED_AVG), ("no_kd", "complete"), ("no_kd", FIXED_AVG)]
 # The first study's criterion; a study file may name its own (``criterion: ["no_kd random:0.5", ...]``).
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps({
         "config": str(args.config), "study": study, "summary": summary,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "wall_s_this_call": round(time.perf_counter() - started, 1),
         "machine": {**machine_info(torch.device("cpu")), "load_average_start": load_start, "load_average_end": load_average()},
     }, indent=1) + "\n")

@@ -23,15 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from corekd.evaluation.analyses import (
-    ANALYSES_FILE,
-    CURVE_FIGURE,
-    add_relative_to_no_kd,
-    curve_figure,
-)
-from corekd.evaluation.report import write_report
-from corekd.experiments.folder import CONFIG_FILE, RESULTS_FILE, config_difference
+from corekd.evaluation.analyses import ANALYSES_FILE, add_relative_to_no_kd
 from corekd.experiments.folder import RUN_MARKER as MARKER_FILE
+from corekd.experiments.folder import config_difference
+from corekd.files import CONFIG_FILE, RESULTS_FILE
+from corekd.reporting.figures import CURVE_FIGURE, curve_figure
+from corekd.reporting.run import write_report
 
 
 def load(run: Path) -> dict:

@@ -291,7 +291,7 @@ def main() -> int:
         key=lambda s: (s["file"], s["line"] or 0, s["mutant"]),
     )
     per_file = {}
-    for name, (status, path) in statuses.items():
+    for status, path in statuses.values():
         per_file.setdefault(path, Counter())[status] += 1
     result = {
         "tool": "mutmut",

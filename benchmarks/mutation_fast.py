@@ -156,7 +156,7 @@ def main() -> int:
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
             time.sleep(0.02)
-            for wpid, (name, digest, n, t0) in list(running.items()):
+            for wpid, (_name, _digest, _n, t0) in list(running.items()):
                 if time.time() - t0 > args.timeout:
                     os.kill(wpid, signal.SIGKILL)
             continue

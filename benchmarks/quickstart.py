@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     device = torch.device(next((j["device"] for j in results.values() if j.get("device")), None) or resolve_device(config.device))
     result = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "jobs": results,
         "machine": machine_info(device),
         "note": "wall times include starting Python; timings taken while other processes use the CPU are inflated "

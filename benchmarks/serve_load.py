@@ -251,7 +251,7 @@ def main() -> int:
     mean_utts = float(np.mean(utterances))
     record = {
         "benchmark": "serve_load",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "clients": args.clients,
         "requests_sent": result["sent"],

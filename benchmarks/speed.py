@@ -44,8 +44,8 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -427,7 +427,7 @@ PART_OUT = {"onnx": Path("benchmarks/results/speed_onnx.json"), "dropout": Path(
 def write_part(out: Path, figures: dict, device: torch.device, load_start: list[float] | None, note: str) -> None:
     """One part's JSON (``--part onnx`` / ``dropout``): the command, date, machine with load averages, figures, a note."""
     result = {"command": shlex.join(["python", *sys.argv]),
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "machine": {**machine_info(device), "load_average_start": load_start, "load_average_end": load_average()},
               "figures": figures,
               "notes": [note]}
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "command": shlex.join(["python", *sys.argv]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {**machine_info(device), "load_average_start": load_start, "load_average_end": load_average()},
         "sizes": {
             "train_dialogues": len(train),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 
 import pytest
-from helpers import TINY_SYNTH
 
 from corekd.data.batching import SplitTensors
 from corekd.data.synth import SynthConfig, generate
+from helpers import TINY_SYNTH
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +45,10 @@ def tiny_config_dict():
 @pytest.fixture(scope="session")
 def tiny_run_bundle(tmp_path_factory):
     """A finished one-epoch ``no_kd`` run on the tiny corpus and a bundle of its model: (run dir, bundle dir)."""
-    from helpers import quick_config
-
     from corekd.config import validate_config
     from corekd.experiments import run
     from corekd.serving.bundle import export_bundle
+    from helpers import quick_config
 
     root = tmp_path_factory.mktemp("serving")
     run(validate_config(quick_config(evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False}), "cfg.yaml"),

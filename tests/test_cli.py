@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, edit_features, edit_meta
 from typer.testing import CliRunner
 
 from corekd.cli import app
 from corekd.config import load_config
+from helpers import ROOT, edit_features, edit_meta
 
 runner = CliRunner()
 CONDITIONS = [

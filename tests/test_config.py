@@ -3,12 +3,11 @@
 
 import pytest
 import yaml
-from helpers import ROOT
 
-from corekd.experiments.spec import load_grid
 from corekd.config import RunConfig, dump_config, load_config, validate_config
 from corekd.errors import CorekdError
-from corekd.experiments.spec import expand_study, is_study
+from corekd.experiments.spec import expand_study, is_study, load_grid
+from helpers import ROOT
 
 
 def _write(tmp_path, text):

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import yaml
-from helpers import quick_config
 
 from corekd.config import load_config, validate_config
 from corekd.errors import CorekdError
 from corekd.experiments import run
-from corekd.progress import Reporter
 from corekd.experiments.sweep import rebuild
+from corekd.progress import Reporter
+from helpers import quick_config
 
 
 @pytest.mark.parametrize("sweep, field, words", [

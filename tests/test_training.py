@@ -10,19 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import corpus_dims, made_up_batch, split_dims
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 import corekd
 import corekd.evaluation.conditions as conditions
 import corekd.experiments.unit as unit_mod
-from corekd.experiments import run
 import corekd.training as training
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.protocols import TrainingMissing
 from corekd.errors import CorekdError
 from corekd.evaluation.predict import Predictions
+from corekd.experiments import run
 from corekd.methods import method_class
 from corekd.methods.no_kd import NoKD
 from corekd.models.model import ERCModel, ModelConfig
@@ -35,6 +34,7 @@ from corekd.training import (
     save_checkpoint,
     train_model,
 )
+from helpers import corpus_dims, made_up_batch, split_dims
 
 MODEL = ModelConfig(hidden=16, heads=2)
 

@@ -14,7 +14,6 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from pydantic import ValidationError
@@ -151,14 +150,14 @@ def parse_seeds(values: list[str] | None) -> list[int] | None:
 @app.command()
 @_guarded
 def run(
-    config: Optional[Path] = typer.Argument(
+    config: Path | None = typer.Argument(
         None, help="Run config (YAML). Without one, `corekd run` starts the full quickstart: configs/quickstart.yaml "
         "(12 models, about 4 minutes on 2 CPU cores)."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder: new or empty, or an earlier run with "
+    out: Path | None = typer.Option(None, "--out", help="Output folder: new or empty, or an earlier run with "
                                        "--resume/--overwrite. Default: runs/<config name>."),
-    seeds: Optional[list[str]] = typer.Option(None, "--seeds", help="Seeds overriding the config, e.g. 0,1,2."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the config)."),
+    seeds: list[str] | None = typer.Option(None, "--seeds", help="Seeds overriding the config, e.g. 0,1,2."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the config)."),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run in --out (same config): "
                                 "finished models are kept, only missing ones are trained."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again in --out: an earlier run there is first "
@@ -199,16 +198,16 @@ def run(
 def compare(
     config: Path = typer.Argument(..., help="A grid config (YAML): a run config plus `corpora` and `reference` "
                                   "(docs/compare.md), e.g. configs/smoke_grid.yaml or configs/paper_grid.yaml."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Grid folder: new or empty, or an earlier attempt of the "
+    out: Path | None = typer.Option(None, "--out", help="Grid folder: new or empty, or an earlier attempt of the "
                                        "same grid (its finished cells are kept). Default: runs/<config name>."),
     workers: int = typer.Option(1, "--workers", help="Cells run at once (worker processes; Ray: concurrent tasks on a "
                                 "local instance)."),
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads per worker."),
     backend: str = typer.Option("local", "--backend", help="local (worker processes here) or ray "
                                 "(pip install 'corekd[cluster]')."),
-    address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: a running Ray cluster, e.g. "
+    address: str | None = typer.Option(None, "--address", help="With --backend ray: a running Ray cluster, e.g. "
                                           "ray://head:10001 or auto (default: start a local Ray instance)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the config)."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the config)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again in --out: an earlier grid there is first "
                                    "moved aside to <out>.old-<time> (never deleted)."),
 ) -> None:
@@ -265,8 +264,8 @@ def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd
 @_guarded
 def data_synth(
     out: Path = typer.Option(..., "--out", help="Folder to write the corpus into."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Generator seed (default 0, or the config's)."),
-    config: Optional[Path] = typer.Option(
+    seed: int | None = typer.Option(None, "--seed", help="Generator seed (default 0, or the config's)."),
+    config: Path | None = typer.Option(
         None, "--config", help="A run config whose data.synth section sets the generator's knobs."
     ),
 ) -> None:
@@ -380,27 +379,27 @@ def data_probe(
 def data_import(
     fmt: str = typer.Argument(..., metavar="FORMAT", help="jsonl, conversation-pickle, mmsa-pickle or meld "
                               "(docs/import-*.md)."),
-    src: Optional[Path] = typer.Argument(None, help="The source file (meld: the folder, or use --root)."),
+    src: Path | None = typer.Argument(None, help="The source file (meld: the folder, or use --root)."),
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the corpus into."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Label names in index order, e.g. happy,sad,neutral "
+    labels: str | None = typer.Option(None, "--labels", help="Label names in index order, e.g. happy,sad,neutral "
                                          "(jsonl: integer labels index them; conversation-pickle: overrides the "
                                          "dataset's order)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Corpus name (default: the source file's stem)."),
+    name: str | None = typer.Option(None, "--name", help="Corpus name (default: the source file's stem)."),
     dev_fraction: float = typer.Option(0.1, "--dev-fraction", help="Share of train dialogues carved into dev when "
                                        "the source has no dev split."),
     seed: int = typer.Option(0, "--seed", help="Seed of the carved dev split."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="conversation-pickle: iemocap or meld (default: "
+    dataset: str | None = typer.Option(None, "--dataset", help="conversation-pickle: iemocap or meld (default: "
                                           "from the layout and speaker encoding)."),
     classes: int = typer.Option(2, "--classes", help="mmsa-pickle: 2 (negative/non-negative) or 7 (rounded "
                                 "sentiment) classes from the sentiment score."),
     task: str = typer.Option("classification", "--task", help="jsonl, mmsa-pickle: classification (the label is the "
                              "target) or regression (the per-utterance sentiment in [-3, 3] is the target)."),
-    root: Optional[Path] = typer.Option(None, "--root", help="meld: the folder holding train/dev/test_sent_emo.csv."),
-    media: Optional[Path] = typer.Option(None, "--media", help="meld: the folder of MELD's clip folders "
+    root: Path | None = typer.Option(None, "--root", help="meld: the folder holding train/dev/test_sent_emo.csv."),
+    media: Path | None = typer.Option(None, "--media", help="meld: the folder of MELD's clip folders "
                                          "(train_splits/, dev_splits_complete/, output_repeated_splits_test/)."),
     target: str = typer.Option("emotion", "--target", help="meld: emotion (7 classes) or sentiment (3 classes)."),
     workers: int = typer.Option(1, "--workers", help="meld with --media: worker processes for audio and video."),
-    features_config: Optional[Path] = typer.Option(None, "--features-config", help="meld: extractor options (YAML, "
+    features_config: Path | None = typer.Option(None, "--features-config", help="meld: extractor options (YAML, "
                                                    "docs/features.md)."),
 ) -> None:
     """Convert a feature file of the field (or MELD's official CSVs) into a corpus folder (checked by reading it back)."""
@@ -488,9 +487,9 @@ def features_extract(
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the corpus into."),
     workers: int = typer.Option(1, "--workers", help="Worker processes for audio and video."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first missing or undecodable file."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Extractor options (YAML, docs/features.md)."),
-    labels: Optional[str] = typer.Option(None, "--labels", help="Label names in order (default: sorted)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Corpus name (default: the manifest's stem)."),
+    config: Path | None = typer.Option(None, "--config", help="Extractor options (YAML, docs/features.md)."),
+    labels: str | None = typer.Option(None, "--labels", help="Label names in order (default: sorted)."),
+    name: str | None = typer.Option(None, "--name", help="Corpus name (default: the manifest's stem)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Compute everything again (and store nothing)."),
 ) -> None:
     """Extract text, audio and visual features from a manifest into a corpus folder `corekd run` trains on."""
@@ -531,7 +530,7 @@ def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")
 def export_bundle_cmd(
     run_dir: Path = typer.Argument(..., help="A folder written by `corekd run`."),
     method: str = typer.Option(..., "--method", help="The model to bundle: a method's name (label) in the run, e.g. corekd."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Which seed's model (default: the run's first seed)."),
+    seed: int | None = typer.Option(None, "--seed", help="Which seed's model (default: the run's first seed)."),
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the bundle into."),
 ) -> None:
     """Save one trained model of a run as a bundle folder: weights + model.json (labels, dims, cards, statistics)."""
@@ -552,7 +551,7 @@ def predict_cmd(
     model: Path = typer.Argument(..., help="A bundle folder (`corekd export-bundle`)."),
     input_path: Path = typer.Argument(..., metavar="INPUT", help="A corpus folder, a jsonl file (docs/import-jsonl.md) "
                                       "or a media manifest CSV (docs/features.md; label and split optional)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the JSONL here (default: standard output)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the JSONL here (default: standard output)."),
     runtime: str = typer.Option("torch", "--runtime", help="torch or onnx (the bundle's model.onnx, else an export "
                                 "made for this call)."),
     device: str = typer.Option("cpu", "--device", help="torch runtime: auto, cpu, cuda or cuda:N."),
@@ -560,9 +559,9 @@ def predict_cmd(
     workers: int = typer.Option(1, "--workers", help="Media manifest: worker processes for audio and video."),
     strict: bool = typer.Option(False, "--strict", help="Media manifest: stop at the first missing or undecodable file."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Media manifest: extract everything again (store nothing)."),
-    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Media manifest: feature cache folder (default "
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Media manifest: feature cache folder (default "
                                              "$COREKD_CACHE, else ~/.cache/corekd/features, as `features extract`)."),
-    split: Optional[list[str]] = typer.Option(None, "--split", help="Corpus folder: only this split (repeat it, or "
+    split: list[str] | None = typer.Option(None, "--split", help="Corpus folder: only this split (repeat it, or "
                                               "a comma list: --split dev,test); default every split."),
 ) -> None:
     """Predict every utterance of INPUT; one JSON line per utterance (ids, prediction, probabilities, modalities used;
@@ -622,7 +621,7 @@ def predict_cmd(
               + (f" -> {out}" if out is not None else ""))
 
 
-def _print_media_summary(summary: dict, out: Optional[Path]) -> None:
+def _print_media_summary(summary: dict, out: Path | None) -> None:
     """A manifest's extraction, reported as `corekd features extract` reports it (to stderr: stdout may be the JSONL)."""
     for line in _extraction_lines(summary):
         _one_line(line)

@@ -63,7 +63,7 @@ class DataConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _path_given(self) -> "DataConfig":
+    def _path_given(self) -> DataConfig:
         if self.path and "source" not in self.model_fields_set:
             self.source = "corpus"  # a path alone means: read this corpus (never a silent synthetic run)
         if self.source == "corpus" and not self.path:
@@ -218,7 +218,7 @@ class RunConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _task_metric(self) -> "RunConfig":
+    def _task_metric(self) -> RunConfig:
         task = self.task or (self.data.synth.task if self.data.source == "synthetic" else None)
         if task is not None:
             self.settle_task(task)

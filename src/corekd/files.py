@@ -1,4 +1,5 @@
-"""Small file helpers every layer uses: atomic writes, whole-folder writes, JSON reading, hashing.
+"""Small file helpers every layer uses: atomic writes, whole-folder writes, JSON reading, hashing, and the names
+of the files an experiment folder holds (defined once here, at the bottom, for the layers that write and read them).
 
 Nothing here knows about corpora, models or runs; it depends on :mod:`corekd.errors` only.
 """
@@ -15,6 +16,13 @@ import tempfile
 from pathlib import Path
 
 from corekd.errors import CorekdError
+
+CONFIG_FILE = "config.yaml"  # the resolved configuration of a run, sweep or grid
+RESULTS_FILE = "results.json"  # meta + records + training entries
+ANALYSES_FILE = "analyses.json"  # the mechanism analyses
+REPORT_FILE = "report.md"  # beside it report.html
+GRID_FORMAT = "corekd-grid"  # a grid's marker and results.json
+GRID_ANALYSES_FORMAT = "corekd-grid-analyses"  # a grid's analyses.json
 
 
 def atomic_write(target: str | Path, write) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+
 from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
 
 import corekd.experiments.unit as unit_mod
+from corekd.config import validate_config
+from corekd.errors import CorekdError
 from corekd.experiments import compare as run_grid
+from corekd.experiments import run
 from corekd.experiments.engine import plan_grid as plan_cells
 from corekd.experiments.folder import CELL_FILE, GRID, ExperimentFolder
 from corekd.experiments.spec import load_grid, validate_grid
-from corekd.config import validate_config
-from corekd.errors import CorekdError
-from corekd.experiments import run
+from helpers import ROOT
 
 SMOKE = ROOT / "configs" / "smoke_grid.yaml"
 

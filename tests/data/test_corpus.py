@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-from helpers import edit_features, edit_meta, quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -17,6 +16,7 @@ from corekd.data.corpus import Corpus, Dialogue, ModalitySpec, load_corpus
 from corekd.data.splits import carve_dev
 from corekd.data.summary import summarize
 from corekd.errors import CorekdError
+from helpers import edit_features, edit_meta, quick_config
 
 
 @pytest.fixture()

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from helpers import TINY_SYNTH
 
 from corekd.data.summary import linear_probe
 from corekd.data.synth import IEMOCAP6_PRIOR, SynthConfig, generate
+from helpers import TINY_SYNTH
 
 
 @pytest.fixture(scope="module")

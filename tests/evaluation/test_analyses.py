@@ -9,7 +9,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_SYNTH, quick_config
 from typer.testing import CliRunner
 
 import corekd.evaluation.analyses as A
@@ -22,7 +21,6 @@ from corekd.errors import CorekdError
 from corekd.evaluation.analyses import (
     CONFLICT_TYPES,
     ConflictPairs,
-    _table,
     add_relative_to_no_kd,
     conflict_flags,
     conflict_pairs,
@@ -32,10 +30,11 @@ from corekd.evaluation.analyses import (
     rejected,
     relative,
 )
-from corekd.models.model import Output
 from corekd.experiments import run
 from corekd.experiments.folder import corpus_fingerprint
+from corekd.models.model import Output
 from corekd.seeding import numpy_generator, torch_generator
+from helpers import TINY_SYNTH, quick_config
 
 # corpus_fingerprint (ids, splits, speakers, labels, availability, features) of generate(TINY_SYNTH) before the
 # conflict flag was recorded: recording it must change no draw.
@@ -326,7 +325,7 @@ def build(calls, tmp_path, conditions=("complete", "fixed:l", "random:0.5"), fla
     for k, v in attrs.items():
         setattr(masks, k, v)
     calls.fake.test, calls.fake.masks = test, masks
-    run = A.RunAnalyses(tmp_path, test, masks, flags, ["x", "y", "z"], task, 3, 4, DEVICE, figures=figures)
+    run = A.RunAnalyses(test, masks, flags, ["x", "y", "z"], task, 3, 4, DEVICE, figures=figures)
     return run
 
 
@@ -696,39 +695,29 @@ def test_payload_notes_without_flags_and_no_teacher(calls, tmp_path):
     assert run.notes == ["first"]
 
 
-def test_save_writes_the_payload_and_reads_back(calls, tmp_path):
+def test_read_analyses_reads_back_what_a_run_wrote(calls, tmp_path):
     run = build(calls, tmp_path)
     run.add("kd", "corekd", 0, FakeModel("S", 2.0, STUDENT_WRONG), FakeModel("T"))
-    path = run.save()
-    assert path == tmp_path / "analyses.json"
-    assert path.read_text() == json.dumps(run.payload([]), indent=1)
-    assert not (tmp_path / "figures").exists()  # figures only with final
+    (tmp_path / "analyses.json").write_text(json.dumps(run.payload(["figures/x.png"]), indent=1))
     back = A.read_analyses(tmp_path)
-    assert back == json.loads(json.dumps(run.payload()))
+    assert back == json.loads(json.dumps(run.payload(["figures/x.png"])))
     assert A.read_analyses(str(tmp_path)) == back
+    assert A.read_analyses(tmp_path / "nothing-here") is None
 
 
-def test_save_final_draws_the_figures_from_the_records(calls, tmp_path, monkeypatch):
-    seen = []
-
-    def fake_write_figures(out_dir, embeddings, records, task, labels):
-        seen.append((out_dir, embeddings, records, task, labels))
-        return ["figures/f1_vs_missing_rate.png"]
-
-    monkeypatch.setattr(A, "write_figures", fake_write_figures)
-    run = build(calls, tmp_path)
-    run.add("kd", "corekd", 0, FakeModel("S"), FakeModel("T"))
-    records = [{"variant": "kd", "condition": "random:0.5", "weighted_f1": 0.5}]
-    run.save(records, final=True)
-    assert seen == [(tmp_path, run.embeddings, records, "classification", ["x", "y", "z"])]
-    assert json.loads((tmp_path / "analyses.json").read_text())["figures"] == ["figures/f1_vs_missing_rate.png"]
-    run.save(final=True)
-    assert seen[-1][2] == []
-    (tmp_path / "off").mkdir()
-    off = build(calls, tmp_path / "off", figures=False)
-    off.save(records, final=True)
-    assert len(seen) == 2
-    assert json.loads((tmp_path / "off" / "analyses.json").read_text())["figures"] == []
+def test_merged_parts_equal_one_collector_over_every_model(calls, tmp_path):
+    """analyses.json assembled from per-model parts (the engine's way) is what one collector over all models gives."""
+    whole = build(calls, tmp_path)
+    parts = []
+    for variant, model in (("teacher", FakeModel("T")), ("kd", FakeModel("S", 2.0, STUDENT_WRONG))):
+        whole.add(variant, variant, 0, model, FakeModel("T"))
+        one = build(calls, tmp_path)
+        one.add(variant, variant, 0, model, FakeModel("T"))
+        parts.append({**one.payload(), "skipped": list(one.notes)})
+    merged = A.merge_parts(parts)
+    expected = whole.payload()
+    expected.pop("figures")
+    assert merged == expected
 
 
 def test_read_analyses_missing_bad_and_foreign(tmp_path):
@@ -751,26 +740,6 @@ def test_read_analyses_missing_bad_and_foreign(tmp_path):
     (other / "analyses.json").write_text('{"FORMAT": "corekd-analyses"}', encoding="utf-8")
     with pytest.raises(CorekdError):
         A.read_analyses(other)
-
-
-# ------------------------------------------------------------------ report helpers
-def test_stat_defaults_and_filtering():
-    assert A._stat([0.5]) == "0.500"
-    assert A._stat([1.0, 2.0]) == "1.500 ± 0.707"  # sample std: sqrt(0.5)
-    assert A._stat([1.0, 2.0, 4.0]) == "2.333 ± 1.528"  # sqrt(((4/3)^2 + (1/3)^2 + (5/3)^2) / 2) = sqrt(7/3)
-    assert A._stat([None, float("nan"), 2.0, float("inf")]) == "2.000"
-    assert A._stat([None, float("nan")]) == "–"
-    assert A._stat([]) == "–"
-    assert A._stat([0.25, 0.75], 100.0, 1) == "50.0 ± 35.4"
-
-
-def test_grouped_by_hand():
-    rows = [{"variant": "b", "k": "x", "v": 1}, {"variant": "a", "k": "y", "v": 2}, {"variant": "b", "k": "x", "v": 3},
-            {"variant": "b", "k": "y", "v": 4}]
-    variants, columns, cells = A._grouped(rows, "k", "v")
-    assert variants == ["b", "a"] and columns == ["x", "y"]
-    assert cells == {("b", "x"): [1, 3], ("a", "y"): [2], ("b", "y"): [4]}
-    assert A._grouped([], "k", "v") == ([], [], {})
 
 
 class FixedModel:
@@ -841,24 +810,3 @@ def test_conflict_view_swaps_the_availability_of_the_swapped_modality_only(tiny_
 
     both = conflict_view(split, pairs, ("a", "v"))
     assert both.avail[0, 0].tolist() == [True, True, False]  # the donor has no v: the target loses its own
-
-
-def test_analyses_table_default_layout():
-    rows = [
-        {"variant": "no_kd", "condition": "fixed:l", "x": 0.12345},
-        {"variant": "no_kd", "condition": "fixed:l", "x": 0.32345},
-        {"variant": "corekd", "condition": "fixed:l", "x": 1.5},
-        {"variant": "corekd", "condition": "random:0.5", "x": 2.0},
-        {"variant": "corekd", "condition": "random:0.5", "x": float("nan")},  # not finite: left out of the cell
-        {"variant": "corekd", "condition": "random:0.5", "x": None},  # no value: left out too
-    ]
-    assert _table(rows, "condition", "x") == [
-        "| method | fixed:l | random:0.5 |",
-        "|---|---|---|",
-        "| no_kd | 0.223 ± 0.141 | – |",
-        "| corekd | 1.500 | 2.000 |",
-    ]
-    assert _table(rows[:1] + rows[4:], "condition", "x") == [
-        "| method | fixed:l | random:0.5 |", "|---|---|---|", "| no_kd | 0.123 | – |", "| corekd | – | – |"]
-    assert _table(rows[2:], "condition", "x", scale=100.0, digits=1, first="model")[0] == "| model | fixed:l | random:0.5 |"
-    assert _table(rows[2:], "condition", "x", scale=100.0, digits=1)[2] == "| corekd | 150.0 | 200.0 |"

@@ -263,3 +263,23 @@ def test_classification_metrics_scores_absent_classes_zero_without_warnings():
         warnings.simplefilter("error")
         m = classification_metrics(Y_TRUE, Y_PRED, NAMES)
     assert m["per_class_f1"]["e"] == 0.0 and m["per_class_f1"]["c"] == 0.0
+
+
+REPORT_LABELS = ["a", "b", "c"]
+
+
+def test_metrics_by_hand():
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    y_pred = np.array([0, 1, 1, 1, 2, 0])
+    m = classification_metrics(y_true, y_pred, REPORT_LABELS)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    # per class: a: P=1/2 R=1/2 F=1/2; b: P=2/3 R=1 F=0.8; c: P=1 R=1/2 F=2/3
+    assert m["per_class_f1"] == pytest.approx({"a": 0.5, "b": 0.8, "c": 2 / 3})
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert m["weighted_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)  # equal supports
+    assert m["uar"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+
+
+def test_absent_class_scores_zero_but_does_not_enter_uar():
+    m = classification_metrics(np.array([0, 0, 1]), np.array([0, 0, 1]), REPORT_LABELS)
+    assert m["per_class_f1"]["c"] == 0.0 and m["uar"] == 1.0 and m["macro_f1"] == 1.0

@@ -5,13 +5,13 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from helpers import split_dims
 
 from corekd.data.protocols import TrainingMissing
 from corekd.evaluation.predict import length_sorted_batches, predict, run_model
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.seeding import torch_generator
 from corekd.training import init_model
+from helpers import split_dims
 
 
 def test_predictions_are_the_argmax_of_per_utterance_probabilities(tiny_corpus, tiny_splits):
@@ -65,11 +65,10 @@ def test_predict_regression_takes_the_one_output_head(tiny_splits):
 
 
 def test_predict_passes_the_frames_to_keep(tiny_splits):
-    from helpers import TINY_SYNTH
-
     from corekd.data.batching import SplitTensors
     from corekd.data.protocols import Condition, split_frame_keep
     from corekd.data.synth import SynthConfig, generate
+    from helpers import TINY_SYNTH
 
     frames = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},
                                       "max_frames": 7, "signal_share": {"l": 0.5, "a": 0.5}})

@@ -10,9 +10,9 @@ from corekd.config import load_config, validate_config
 from corekd.evaluation.provenance import (
     DEFAULT_CHOICES,
     defaults_in_effect,
-    provenance_section,
 )
-from corekd.evaluation.report import render_report
+from corekd.reporting.blocks import render_markdown
+from corekd.reporting.run import provenance_section, render_report
 
 
 def _options(entries):
@@ -41,7 +41,7 @@ def test_a_changed_option_is_not_listed():
 
 def test_section_rendering_and_old_results_without_it():
     entries = [{"option": "model.fusion", "value": "observed_mean", "chosen_on": "dev", "how": "study"}]
-    lines = provenance_section(entries)
+    lines = render_markdown(provenance_section(entries)).split("\n")
     assert lines[0] == "## Defaults this run used, and the split each was fixed on"
     assert "| `model.fusion` | `observed_mean` | dev | study |" in lines
     assert provenance_section(None) == [] and provenance_section([]) == []

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import quick_config
 
 from corekd.config import validate_config
 from corekd.errors import CorekdError
@@ -26,6 +25,7 @@ from corekd.experiments.folder import (
     refuse_inside_experiment,
 )
 from corekd.files import atomic_write
+from helpers import quick_config
 
 
 def _cfg(**extra):

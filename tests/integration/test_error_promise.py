@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from helpers import TINY_SYNTH, quick_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
@@ -22,6 +21,7 @@ from typer.testing import CliRunner
 from corekd.cli import app
 from corekd.config import dump_config, validate_config
 from corekd.data.synth import SynthConfig, generate
+from helpers import TINY_SYNTH, quick_config
 
 runner = CliRunner()
 SETTINGS = dict(deadline=None, derandomize=True, database=None,

@@ -13,11 +13,8 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers import TINY_SYNTH
 
 import corekd.experiments.unit as unit_mod
-from corekd.evaluation.conditions import evaluate_model
-from corekd.experiments import run
 import corekd.training as training
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.batching import Batch, SplitTensors
@@ -28,11 +25,14 @@ from corekd.data.protocols import (
     standard_conditions,
 )
 from corekd.data.synth import SynthConfig, generate
+from corekd.evaluation.conditions import evaluate_model
+from corekd.experiments import run
 from corekd.methods import StepContext, TrainView, method_class
 from corekd.methods.nce import ConflictView
 from corekd.models.model import ModelConfig, Output
 from corekd.seeding import torch_generator
 from corekd.training import init_model
+from helpers import TINY_SYNTH
 
 LN3, LN4 = math.log(3.0), math.log(4.0)
 

@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_SYNTH, corpus_dims, quick_config
 
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.batching import Batch, SplitTensors
@@ -24,13 +23,13 @@ from corekd.data.standardize import train_statistics
 from corekd.data.synth import SynthConfig, generate
 from corekd.errors import CorekdError
 from corekd.evaluation.analyses import conflict_pairs, conflict_view
+from corekd.evaluation.conditions import evaluation_masks
+from corekd.experiments import run
+from corekd.experiments.folder import corpus_fingerprint
 from corekd.methods import method_class
 from corekd.methods.nce import nce_view
 from corekd.models.encoders import SequenceEncoder
 from corekd.models.model import ERCModel, ModelConfig
-from corekd.evaluation.conditions import evaluation_masks
-from corekd.experiments import run
-from corekd.experiments.folder import corpus_fingerprint
 from corekd.seeding import torch_generator
 from corekd.training import (
     TeacherReference,
@@ -39,6 +38,7 @@ from corekd.training import (
     save_checkpoint,
     train_model,
 )
+from helpers import TINY_SYNTH, corpus_dims, quick_config
 
 # Tiny frame corpus: l and a as sequences, v stays a vector (a mixed corpus), short utterances.
 TINY_FRAMES = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},

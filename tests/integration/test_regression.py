@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_SYNTH, quick_config
 
 from corekd.config import validate_config
 from corekd.data.batching import SplitTensors
@@ -15,12 +14,13 @@ from corekd.data.corpus import load_corpus
 from corekd.data.synth import SynthConfig, generate, label_valence
 from corekd.errors import CorekdError
 from corekd.evaluation.metrics import better, regression_metrics, task_metrics
-from corekd.evaluation.report import render_report
+from corekd.experiments import run
 from corekd.methods import method_class
 from corekd.methods.losses import distill_loss, l1_error, squared_error, supervised_loss
 from corekd.methods.nce import nce_view
-from corekd.experiments import run
+from corekd.reporting.run import render_report
 from corekd.seeding import torch_generator
+from helpers import TINY_SYNTH, quick_config
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,7 @@ def _reg_records(seed_values):
 def test_undefined_metrics_read_n_a_in_reports_never_zero():
     """acc2_nz / f1_2_nz undefined (every true score 0) and corr undefined for one seed: "n/a" where no seed has a
     value, the mean over the seeds that have one (n=...) otherwise; never 0.00."""
-    from corekd.evaluation.report import records_frame
+    from corekd.reporting.tables import records_frame
 
     records = _reg_records({0: None, 1: 0.4})
     meta = {"corpus": "x", "task": "regression", "seeds": [0, 1], "methods": ["no_kd"]}

@@ -9,12 +9,12 @@ import stat
 
 import pytest
 import yaml
-from helpers import edit_meta, quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
 from corekd.config import load_config
-from corekd.evaluation.report import render_report
+from corekd.reporting.run import render_report
+from helpers import edit_meta, quick_config
 
 runner = CliRunner()
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import TINY_SYNTH
 from typer.testing import CliRunner
 
 from corekd.cli import app
+from helpers import TINY_SYNTH
 
 runner = CliRunner()
 

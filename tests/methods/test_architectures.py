@@ -9,18 +9,18 @@ import json
 
 import pytest
 import torch
-from helpers import corpus_dims, quick_config
 
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.protocols import TrainingMissing
 from corekd.errors import CorekdError
+from corekd.experiments import run
 from corekd.methods import StepContext, method_class
 from corekd.methods.decoupled import DecoupledModel
 from corekd.methods.reconstruction import ReconstructionModel
 from corekd.models.model import ERCModel, ModelConfig
-from corekd.experiments import run
 from corekd.seeding import torch_generator
 from corekd.training import Trainer, init_model, load_checkpoint, save_checkpoint
+from helpers import corpus_dims, quick_config
 
 CFG = ModelConfig(hidden=16, heads=2, dropout=0.0)
 

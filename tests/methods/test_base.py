@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from helpers import split_dims
 
 from corekd.data.protocols import TrainingMissing
 from corekd.methods import Method, TrainView, method_class
 from corekd.methods.no_kd import NoKD
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.seeding import torch_generator
+from helpers import split_dims
 
 
 def test_dev_masks_draw_one_rate_per_dialogue():

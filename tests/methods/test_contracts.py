@@ -4,7 +4,6 @@ import re
 
 import pytest
 import torch
-from helpers import build_method, loss_before_and_after_one_step
 
 import corekd.methods.corekd as corekd_module
 from corekd.errors import CorekdError
@@ -13,6 +12,7 @@ from corekd.methods.base import Method, StepContext
 from corekd.models.model import ERCModel, ModelConfig
 from corekd.seeding import torch_generator
 from corekd.training import TeacherReference
+from helpers import build_method, loss_before_and_after_one_step
 
 # The terms each method logs with default options. A registered method missing here fails the
 # meta-test below: a new method must come with its expectations.

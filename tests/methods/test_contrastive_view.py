@@ -4,6 +4,13 @@ import json
 
 import pytest
 import torch
+
+from corekd.config import validate_config
+from corekd.data.protocols import Condition, standard_conditions
+from corekd.experiments import run
+from corekd.methods import method_class
+from corekd.reporting.tables import NOT_APPLICABLE
+from corekd.seeding import torch_generator
 from helpers import (
     C_S_LOGITS,
     build_method,
@@ -12,13 +19,6 @@ from helpers import (
     py_ce,
     quick_config,
 )
-
-from corekd.config import validate_config
-from corekd.data.protocols import Condition, standard_conditions
-from corekd.evaluation.report import NOT_APPLICABLE
-from corekd.methods import method_class
-from corekd.experiments import run
-from corekd.seeding import torch_generator
 
 
 # ------------------------------------------------------------------ contrastive_view
@@ -53,7 +53,7 @@ def test_contrastive_view_is_applicable_to_its_own_subset_only():
 def test_contrastive_view_options_and_corpus_check():
     with pytest.raises(Exception, match="must not repeat"):
         method_class("contrastive_view").Options(modalities=["a", "a"])
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # pydantic's ValidationError is a ValueError
         method_class("contrastive_view").Options(modalities=[])
     field, text = build_method("contrastive_view", modalities=["a", "x"]).check_modalities(("l", "a", "v"))
     assert field == "modalities" and "['x']" in text

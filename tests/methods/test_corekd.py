@@ -7,18 +7,18 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers import build_method, made_up_batch, py_ce, quick_config
 from torch import nn
 
 from corekd.config import validate_config
 from corekd.data.batching import Batch
 from corekd.data.protocols import TrainingMissing
 from corekd.errors import CorekdError
+from corekd.experiments import run
 from corekd.methods import StepContext, TrainView, method_class
 from corekd.methods.nce import ConflictView, nce_view
 from corekd.models.model import ERCModel, ModelConfig, Output, states_depend_on_view
-from corekd.experiments import run
 from corekd.seeding import torch_generator
+from helpers import build_method, made_up_batch, py_ce, quick_config
 
 
 def _model(corpus, **options):

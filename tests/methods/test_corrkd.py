@@ -4,6 +4,18 @@ import math
 
 import pytest
 import torch
+
+from corekd.config import TrainingConfig, validate_config
+from corekd.data.batching import SplitTensors
+from corekd.data.synth import SynthConfig, generate
+from corekd.errors import CorekdError
+from corekd.experiments import run
+from corekd.methods import method_class
+from corekd.methods.batch_losses import contrastive_distill
+from corekd.methods.corrkd import Critics
+from corekd.models.model import ERCModel, ModelConfig
+from corekd.seeding import torch_generator
+from corekd.training import TeacherReference, Trainer, init_model
 from helpers import (
     C_S_FUSED,
     C_S_LOGITS,
@@ -17,18 +29,6 @@ from helpers import (
     py_softmax,
     quick_config,
 )
-
-from corekd.config import TrainingConfig, validate_config
-from corekd.data.batching import SplitTensors
-from corekd.data.synth import SynthConfig, generate
-from corekd.errors import CorekdError
-from corekd.methods import method_class
-from corekd.methods.batch_losses import contrastive_distill
-from corekd.methods.corrkd import Critics
-from corekd.models.model import ERCModel, ModelConfig
-from corekd.experiments import run
-from corekd.seeding import torch_generator
-from corekd.training import TeacherReference, Trainer, init_model
 
 
 # ------------------------------------------------------------------ corrkd

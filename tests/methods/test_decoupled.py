@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers import build_method, corpus_dims, made_up_batch, py_ce, py_kd, quick_config
 from torch import nn
 
 from corekd.config import validate_config
 from corekd.errors import CorekdError
+from corekd.experiments import run
 from corekd.methods import StepContext, TrainView
 from corekd.methods.decoupled import (
     DecoupledModel,
@@ -26,8 +26,8 @@ from corekd.methods.decoupled import (
     self_regression,
 )
 from corekd.models.model import ModelConfig, Output
-from corekd.experiments import run
 from corekd.seeding import torch_generator
+from helpers import build_method, corpus_dims, made_up_batch, py_ce, py_kd, quick_config
 
 CFG = ModelConfig(hidden=16, heads=2, dropout=0.0)
 

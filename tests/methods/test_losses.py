@@ -5,7 +5,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers import made_up_batch, py_ce
 
 from corekd.methods.losses import (
     conflict_margin,
@@ -17,6 +16,7 @@ from corekd.methods.losses import (
     state_distance,
     supervised_loss,
 )
+from helpers import made_up_batch, py_ce
 
 
 def test_cross_entropy_by_hand():

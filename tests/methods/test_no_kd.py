@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from helpers import made_up_batch, py_ce
 
 from corekd.data.protocols import TrainingMissing
 from corekd.methods.base import StepContext, TrainView
 from corekd.methods.no_kd import NoKD
+from helpers import made_up_batch, py_ce
 
 
 def test_no_kd_loss_is_the_masked_smoothed_cross_entropy():

@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers import build_method, corpus_dims, made_up_batch, py_ce, py_kd
 from torch import nn
 
 from corekd.methods import StepContext, TrainView
 from corekd.methods.reconstruction import ReconstructionModel, imputation_loss
 from corekd.models.model import ModelConfig, Output
 from corekd.seeding import torch_generator
+from helpers import build_method, corpus_dims, made_up_batch, py_ce, py_kd
 
 LN3 = math.log(3.0)
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from helpers import build_method, made_up_batch, py_ce
 
 from corekd.methods.base import StepContext, TrainView
 from corekd.models.model import Output
+from helpers import build_method, made_up_batch, py_ce
 
 
 def test_teacher_cross_entropy_uses_label_smoothing_by_hand():

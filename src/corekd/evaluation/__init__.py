@@ -1,7 +1,6 @@
-"""Evaluation: metrics, predictions under masks, reports built from flat records."""
+"""Evaluation: metrics, predictions under masks, mechanism analyses, the defaults' provenance (reports: corekd.reporting)."""
 
 from corekd.evaluation.metrics import METRICS, classification_metrics
 from corekd.evaluation.predict import Predictions, predict, run_model
-from corekd.evaluation.report import render_report, write_report
 
-__all__ = ["METRICS", "Predictions", "classification_metrics", "predict", "render_report", "run_model", "write_report"]
+__all__ = ["METRICS", "Predictions", "classification_metrics", "predict", "run_model"]

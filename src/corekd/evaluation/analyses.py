@@ -1,4 +1,5 @@
-"""Mechanism analyses of a run (METHOD.md, "Analyses"): state drift, conflict rejection, natural conflicts, figures.
+"""Mechanism analyses of a run (METHOD.md, "Analyses"): state drift, conflict rejection, natural conflicts, the t-SNE
+embeddings.
 
 Everything is computed on the TEST split, after a model's test evaluation, with inputs that depend
 only on ``evaluation.mask_seed`` (the test-table masks, the conflict pairs), so every method and
@@ -17,8 +18,8 @@ seed of a run is measured on the same views:
   Regression runs are skipped: a sentiment score has no "label of the donor" to reject.
 - **natural conflicts** (synthetic corpora): accuracy and weighted F1 on the test utterances whose
   nonverbal channels show another emotion, complete view and random:0.5. Classification only.
-- figures: t-SNE of fused states at random:0.5 (first seed), and the test score against the
-  random missing rate (mean ± std over seeds).
+- embeddings for the figures: fused states at random:0.5 (first seed); the figures themselves (t-SNE, the test
+  score against the random missing rate) are drawn by ``corekd.reporting.figures``.
 
 A model is analysed only under the conditions it is scored under: a method's own not-applicable
 conditions (``Method.not_applicable``, e.g. a student restricted to one modality subset) are
@@ -41,20 +42,17 @@ from corekd.data.corpus import Corpus
 from corekd.errors import CorekdError
 from corekd.evaluation.metrics import classification_metrics
 from corekd.evaluation.predict import run_model
-from corekd.files import atomic_write
+from corekd.files import ANALYSES_FILE
 from corekd.methods.losses import state_distance
+from corekd.models.model import Output
 from corekd.seeding import numpy_generator, torch_generator
 
-ANALYSES_FILE = "analyses.json"
 FORMAT = "corekd-analyses"
 CONFLICT_TYPES: dict[str, tuple[str, ...]] = {"a": ("a",), "v": ("v",), "av": ("a", "v")}
 TARGET_SHARE = 0.2  # at most this share of a dialogue's utterances are conflict targets (at least one)
 TSNE_CONDITION = "random:0.5"
 TSNE_POINTS = 600
 FLAG = "nonverbal_conflict"
-TSNE_COLUMNS = 3  # t-SNE panels per row
-TSNE_FIGURE = "figures/tsne_random0.5.png"
-CURVE_FIGURE = "figures/f1_vs_missing_rate.png"
 
 
 # ------------------------------------------------------------------ pure pieces
@@ -177,9 +175,8 @@ def conflict_flags(corpus: Corpus, split: str) -> torch.Tensor | None:
 # ------------------------------------------------------------------ a run's analyses
 @dataclass
 class RunAnalyses:
-    """Collects every (variant, seed)'s analyses on the test split and writes ``analyses.json`` and the figures."""
+    """Collects every (variant, seed)'s analyses on the test split (:meth:`payload`: analyses.json's body)."""
 
-    out_dir: Path
     test: SplitTensors
     masks: dict  # condition name -> [N, U, M] bool, the test-table masks (``not_applicable`` attribute honoured)
     flags: torch.Tensor | None  # [N, U] natural conflicts, None when the corpus has none
@@ -196,13 +193,13 @@ class RunAnalyses:
     natural: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # variant -> (fused, labels)
-    _teacher: tuple[int, object] | None = None
+    _teacher: tuple[int, Output] | None = None
 
     def __post_init__(self) -> None:
         self.pairs = conflict_pairs(self.test, self.mask_seed)
         self.first_seed: int | None = None
 
-    def _teacher_outputs(self, seed: int, teacher) -> object:
+    def _teacher_outputs(self, seed: int, teacher) -> Output:
         if self._teacher is None or self._teacher[0] != seed:
             self._teacher = (seed, run_model(teacher, self.test, None, self.batch_size, self.device))
         return self._teacher[1]
@@ -277,11 +274,14 @@ class RunAnalyses:
             pick = numpy_generator("tsne", self.mask_seed).permutation(len(real))[:TSNE_POINTS]
             rows = real[torch.from_numpy(np.sort(pick))]
             fused = outputs[TSNE_CONDITION].fused.float().cpu()[rows[:, 0], rows[:, 1]].numpy()
-            target = (self.test.targets if regression else self.test.labels)[rows[:, 0], rows[:, 1]].numpy()
+            truth = self.test.targets if regression else self.test.labels  # [N, U]
+            assert truth is not None  # a regression split carries its targets
+            target = truth[rows[:, 0], rows[:, 1]].numpy()
             self.embeddings[variant] = (fused, target)
 
     def payload(self, figures: list[str] | None = None) -> dict:
         flagged = self.flags is not None
+        flagged_utterances = int((self.flags & self.test.utt_mask).sum()) if self.flags is not None else 0
         return {
             "format": FORMAT, "version": 1,
             "pairs": {"seed": self.pairs.seed, "targets": len(self.pairs), "types": list(self.pairs.types),
@@ -290,250 +290,49 @@ class RunAnalyses:
             "drift": add_relative_to_no_kd([dict(r) for r in self.drift]),
             "mstate_drift": add_relative_to_no_kd([dict(r) for r in self.mstate_drift]),
             "rejection": self.rejection,
-            "natural_conflicts": {"flagged": flagged,
-                                  "utterances": int((self.flags & self.test.utt_mask).sum()) if flagged else 0,
-                                  "records": self.natural},
+            "natural_conflicts": {"flagged": flagged, "utterances": flagged_utterances, "records": self.natural},
             "notes": self.notes + self._notes(),
             "figures": figures or [],
         }
 
     def _notes(self) -> list[str]:
-        notes = []
-        if not self.drift:
-            notes.append("no teacher in this run: state drift and rejection need the teacher's complete-view outputs")
-        if self.task == "regression":
-            notes.append("regression run: rejection rate and natural-conflict accuracy are skipped (a sentiment score "
-                         "has no donor label to reject, and accuracy/F1 are classification scores)")
-        if self.flags is None:
-            notes.append("this corpus records no natural conflict flag (real corpora have none): no natural-conflict numbers")
-        return notes
-
-    def save(self, records: list[dict] | None = None, *, final: bool = False) -> Path:
-        """Write analyses.json (atomically); with ``final`` also the figures (from ``records``, the run's records)."""
-        figures = []
-        if final and self.figures:
-            figures = write_figures(self.out_dir, self.embeddings, records or [], self.task, self.labels)
-        path = self.out_dir / ANALYSES_FILE
-        text = json.dumps(self.payload(figures), indent=1)
-        atomic_write(path, lambda p: Path(p).write_text(text))
-        return path
+        return run_notes(bool(self.drift), self.task, self.flags is not None)
 
 
-# ------------------------------------------------------------------ figures
-# Figures are drawn at 100 dpi and at most MAX_FIGURE_INCHES wide (1100 px), so that report.html's column (70rem)
-# shows them at their own size; every text at 12 pt or more (about 17 px at 100 dpi, the page's 16 px text or larger).
-FIGURE_DPI = 100
-MAX_FIGURE_INCHES = 11.0
-FIGURE_RC = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 12,
-             "ytick.labelsize": 12, "legend.fontsize": 12, "legend.title_fontsize": 12, "figure.titlesize": 14}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update(FIGURE_RC)
-    return plt
-
-
-def legend_outside(ax_or_fig, handles=None, labels=None, ncol: int = 1):
-    """A legend right of the axes (never over the data); on a figure, right of every panel."""
-    kwargs = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "ncol": ncol, "frameon": False}
-    if handles is not None:
-        return ax_or_fig.legend(handles, labels, **kwargs)
-    return ax_or_fig.legend(**kwargs)
-
-
-def write_figures(out_dir: Path, embeddings: dict, records: list[dict], task: str, labels: list[str]) -> list[str]:
-    """The figures that can be drawn (relative paths): t-SNE panels and the score-vs-missing-rate curve."""
-    written = []
-    (Path(out_dir) / "figures").mkdir(exist_ok=True)
-    if embeddings and tsne_figure(Path(out_dir) / TSNE_FIGURE, embeddings, task, labels):
-        written.append(TSNE_FIGURE)
-    if curve_figure(Path(out_dir) / CURVE_FIGURE, records, task):
-        written.append(CURVE_FIGURE)
-    return written
-
-
-def tsne_figure(path: Path, embeddings: dict, task: str, labels: list[str]) -> bool:
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
-
-    plt = _pyplot()
-    panels = [(v, e) for v, e in embeddings.items() if len(e[0]) >= 5]
-    if not panels:
-        return False
-    # Panels wrapped into rows of at most TSNE_COLUMNS, so each stays about 3 inches wide whatever the variants.
-    ncols = min(TSNE_COLUMNS, len(panels))
-    nrows = -(-len(panels) // ncols)
-    legend_in = 0.0 if task == "regression" else 2.0
-    fig, axes = plt.subplots(nrows, ncols, figsize=(min(MAX_FIGURE_INCHES, 3.0 * ncols + legend_in), 3.1 * nrows + 0.6),
-                             squeeze=False, layout="constrained")
-    handles: dict = {}
-    for ax, (variant, (fused, target)) in zip(axes.flat, panels):
-        perplexity = float(min(30.0, max(2.0, (len(fused) - 1) / 3)))
-        # Barnes-Hut on as many OpenMP threads as torch uses (the run's `threads`): about half the CPU time of
-        # exact gradients at 600 points, and no spinning threads on a busy machine
-        with threadpool_limits(limits=torch.get_num_threads(), user_api="openmp"):
-            xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0, max_iter=500,
-                      method="barnes_hut").fit_transform(fused)
-        if task == "regression":
-            points = ax.scatter(xy[:, 0], xy[:, 1], c=target, cmap="coolwarm", s=6, vmin=-3, vmax=3)
-        else:
-            for k, name in enumerate(labels):
-                hit = target == k
-                if hit.any():
-                    handles[name] = ax.scatter(xy[hit, 0], xy[hit, 1], s=6, label=name, color=f"C{k % 10}")
-        ax.set_title(variant)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_axis_off()
+def run_notes(has_drift: bool, task: str, flagged: bool) -> list[str]:
+    """What a run's analyses could not measure, and why (analyses.json's ``notes`` after the skipped analyses)."""
+    notes = []
+    if not has_drift:
+        notes.append("no teacher in this run: state drift and rejection need the teacher's complete-view outputs")
     if task == "regression":
-        fig.colorbar(points, ax=axes, shrink=0.6, label="true sentiment")
-    elif handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside right upper", markerscale=3, frameon=False,
-                   title="true label")
-    fig.suptitle(f"fused states at {TSNE_CONDITION} (t-SNE)")
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=FIGURE_DPI))
-    plt.close(fig)
-    return True
+        notes.append("regression run: rejection rate and natural-conflict accuracy are skipped (a sentiment score "
+                     "has no donor label to reject, and accuracy/F1 are classification scores)")
+    if not flagged:
+        notes.append("this corpus records no natural conflict flag (real corpora have none): no natural-conflict numbers")
+    return notes
 
 
-def curve_figure(path: Path, records: list[dict], task: str) -> bool:
-    plt = _pyplot()
-    metric = "mae" if task == "regression" else "weighted_f1"
-    rows = [r for r in records if r.get("split", "test") == "test" and r.get("applicable", True)
-            and str(r.get("condition", "")).startswith("random:") and metric in r]
-    if not rows:
-        return False
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
-    # Scores in percent, as in the tables (MAE as it is); the legend right of the axes, in two columns beyond 12
-    ncol = 2 if len(variants) > 12 else 1
-    fig, ax = plt.subplots(figsize=(min(MAX_FIGURE_INCHES, 6.0 + 2.3 * ncol), 4.8), layout="constrained")
-    scale = 1.0 if metric == "mae" else 100.0
-    for variant in variants:
-        by_rate: dict[float, list[float]] = {}
-        for r in rows:
-            if r["variant"] == variant:
-                by_rate.setdefault(float(r["condition"].split(":")[1]), []).append(scale * r[metric])
-        rates = sorted(by_rate)
-        mean = np.array([np.mean(by_rate[p]) for p in rates])
-        std = np.array([np.std(by_rate[p], ddof=1) if len(by_rate[p]) > 1 else 0.0 for p in rates])
-        ax.plot(rates, mean, marker="o", label=variant)
-        ax.fill_between(rates, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("random missing rate p")
-    ax.set_ylabel("MAE" if metric == "mae" else "weighted F1 (%)")
-    legend_outside(ax, ncol=ncol)
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=FIGURE_DPI))
-    plt.close(fig)
-    return True
-
-
-# ------------------------------------------------------------------ report section
-def _stat(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
-        return "–"
-    mean = scale * float(np.mean(values))
-    if len(values) < 2:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {scale * float(np.std(values, ddof=1)):.{digits}f}"
-
-
-def _grouped(rows: list[dict], key: str, value: str) -> tuple[list[str], list[str], dict]:
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
-    columns = list(dict.fromkeys(r[key] for r in rows))
-    cells: dict[tuple, list] = {}
-    for r in rows:
-        cells.setdefault((r["variant"], r[key]), []).append(r[value])
-    return variants, columns, cells
-
-
-def _table(rows: list[dict], key: str, value: str, scale: float = 1.0, digits: int = 3, first: str = "method") -> list[str]:
-    from corekd.evaluation.report import md
-
-    variants, columns, cells = _grouped(rows, key, value)
-    lines = ["| " + " | ".join(md(c) for c in [first, *columns]) + " |", "|" + "---|" * (len(columns) + 1)]
-    for v in variants:
-        lines.append("| " + " | ".join([md(v), *(_stat(cells.get((v, c), []), scale, digits) for c in columns)]) + " |")
-    return lines
-
-
-def mstate_drift_section(rows: list[dict]) -> list[str]:
-    """Report lines for ``mstate_drift``: one table per modality (rows: models; columns: conditions)."""
-    if not rows:
-        return []
-    parts = ["### Modality-state drift to the teacher's complete-view modality states", "",
-             "For each modality m, the mean over the test utterances where the model observes m of the normalised "
-             "distance ||s_m/|s_m| - t_m/|t_m|||^2 between the model's state h_m under each condition's view and the "
-             "teacher's h_m on the complete view (what L_mstate anchors). Under a backbone whose h_m depends on the view, "
-             "an observed modality's drift changes when another modality is hidden; conditions that hide m have no "
-             "value (–).", ""]
-    for m in dict.fromkeys(r["modality"] for r in rows):
-        mine = [r for r in rows if r["modality"] == m and r.get("utterances", 1) > 0]
-        parts += [f"Modality `{m}`:", "", *_table(mine, "condition", "normalized", first=f"h_{m}"), ""]
-    rel = [r for r in rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")
-           and r.get("utterances", 1) > 0]
-    if rel:
-        averaged: dict[tuple, list[float]] = {}
-        for r in rel:  # per (model, seed, condition): the mean over the observed modalities
-            averaged.setdefault((r["variant"], r["seed"], r["condition"]), []).append(r["relative_to_no_kd"])
-        mean_rows = [{"variant": v, "condition": c, "value": float(np.mean(x))} for (v, _, c), x in averaged.items()]
-        parts += ["Relative to no_kd, (d - d_no_kd) / d_no_kd in percent per modality and seed, averaged over the "
-                  "observed modalities, then over seeds:", "",
-                  *_table(mean_rows, "condition", "value", 100.0, 1, first="relative"), ""]
-    return parts
-
-
-def analyses_section(payload: dict) -> list[str]:
-    """The "Mechanism analyses" section of report.md, from analyses.json's payload (mean ± sample std over seeds)."""
-    pairs = payload.get("pairs", {})
-    parts = ["## Mechanism analyses", "",
-             "From `analyses.json`, on the test split; mean ± sample std over seeds (one value: one seed)."
-             " Definitions: METHOD.md, \"Analyses\".", ""]
-    drift_rows = payload.get("drift", [])
-    if drift_rows:
-        parts += ["### State drift to the teacher's complete-view state", "",
-                  "Mean over real test utterances of the distance between the model's fused state under each condition's "
-                  "view (the test-table masks) and the teacher's fused state on the complete view. Normalised: "
-                  "||s/|s| - t/|t|||^2 (what L_state anchors); the teacher's row compares its own incomplete views with "
-                  "its complete view.", "", *_table(drift_rows, "condition", "normalized", first="normalised"), "",
-                  "Raw Euclidean distance ||s - t||:", "", *_table(drift_rows, "condition", "raw", first="raw"), ""]
-        rel = [r for r in drift_rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")]
-        if rel:
-            parts += ["Normalised drift relative to no_kd, (d - d_no_kd) / d_no_kd in percent, per seed then averaged "
-                      "(negative: closer to the teacher than no_kd):", "",
-                      *_table(rel, "condition", "relative_to_no_kd", 100.0, 1, first="relative"), ""]
-    parts += mstate_drift_section(payload.get("mstate_drift", []))
-    rejection = payload.get("rejection", [])
-    if rejection:
-        parts += ["### Conflict rejection rate", "",
-                  f"{pairs.get('targets')} target-donor pairs from the test split (seed {pairs.get('seed')}), the same for "
-                  "every method and seed: targets have their language observed, donors another label. The conflict view "
-                  "replaces the target's a and/or v (features and availability) with the donor's; up to "
-                  f"{int(100 * pairs.get('share_per_dialogue', TARGET_SHARE))}% of a dialogue's utterances are swapped in "
-                  "the same forward. A pair is rejected when the output on the conflict view is nearer the teacher's "
-                  "complete-view output for the target than the one for the donor. Rates in percent.", "",
-                  *_table(rejection, "type", "rate", 100.0, 2, first="method (swapped)"), ""]
-    natural = payload.get("natural_conflicts", {})
-    if natural.get("flagged") and payload.get("task") != "regression":  # regression: the notes say why not
-        parts += ["### Natural conflicts", "",
-                  f"{natural.get('utterances')} test utterances whose nonverbal channels show another emotion than "
-                  "their label (recorded by the synthetic generator). Accuracy and weighted F1 in percent.", ""]
-        if natural.get("records"):
-            records = natural["records"]
-            parts += [*_table(records, "condition", "accuracy", 100.0, 2, first="accuracy"), "",
-                      *_table(records, "condition", "weighted_f1", 100.0, 2, first="weighted F1"), ""]
-        else:
-            parts += ["No numbers: no flagged utterance in the test split.", ""]
-    if payload.get("notes"):
-        parts += [*(f"- {n}" for n in payload["notes"]), ""]
-    for fig in payload.get("figures", []):
-        parts += [f"![{fig}]({fig})", ""]
-    return parts
+def merge_parts(parts: list[dict]) -> dict:
+    """One corpus's analyses (analyses.json's body, without ``figures``) from its models' parts in plan order: each
+    part is one model's :meth:`RunAnalyses.payload` (with ``skipped``: the notes of what it skipped)."""
+    first = parts[0]
+    skipped: list[str] = []
+    for part in parts:
+        for note in part.get("skipped", part["notes"]):  # parts written before ``skipped`` existed: their notes
+            if note not in skipped:
+                skipped.append(note)
+    drift = [r for part in parts for r in part["drift"]]
+    flagged = bool(first["natural_conflicts"]["flagged"])
+    notes = list(dict.fromkeys(skipped + run_notes(bool(drift), first["task"], flagged)))
+    return {
+        "format": FORMAT, "version": 1, "pairs": first["pairs"], "task": first["task"],
+        "drift": add_relative_to_no_kd([dict(r) for r in drift]),
+        "mstate_drift": add_relative_to_no_kd([dict(r) for part in parts for r in part.get("mstate_drift", [])]),
+        "rejection": [r for part in parts for r in part["rejection"]],
+        "natural_conflicts": {**first["natural_conflicts"],
+                              "records": [r for part in parts for r in part["natural_conflicts"]["records"]]},
+        "notes": notes,
+    }
 
 
 def read_analyses(run_dir: str | Path) -> dict | None:

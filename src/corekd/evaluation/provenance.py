@@ -71,7 +71,7 @@ def defaults_in_effect(cfg) -> list[dict]:
     A method option counts when any entry of that method in ``cfg.methods`` has the default value.
     """
     tree = cfg.model_dump(mode="json")
-    method_options = {}
+    method_options: dict[str, list[dict]] = {}
     for spec in cfg.methods:
         method_options.setdefault(spec.name, []).append(cfg.method_options(spec).model_dump(mode="json"))
     out = []
@@ -85,15 +85,3 @@ def defaults_in_effect(cfg) -> list[dict]:
         if used:
             out.append(asdict(choice))
     return out
-
-
-def provenance_section(entries: list[dict] | None) -> list[str]:
-    """Report lines: the defaults this run used and the split each was fixed on (nothing for old results)."""
-    if not entries:
-        return []
-    lines = ["| option | value | fixed on | how |", "|---|---|---|---|"]
-    for e in entries:
-        lines.append(f"| `{e['option']}` | `{e['value']}` | {e['chosen_on']} | {e['how']} |")
-    return ["## Defaults this run used, and the split each was fixed on", "",
-            "\"dev\": chosen on dev figures only; \"test\": a test figure was seen before the choice; \"none\": no "
-            "figure decided it.", "", *lines, ""]

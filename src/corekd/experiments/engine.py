@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 import yaml
 
-from corekd.compare.report import write_grid_report
 from corekd.config import (
     RunConfig,
     dump_config,
@@ -38,18 +37,8 @@ from corekd.config import (
 )
 from corekd.device import resolve_device
 from corekd.errors import CorekdError
-from corekd.evaluation.analyses import FORMAT as ANALYSES_FORMAT
-from corekd.evaluation.analyses import add_relative_to_no_kd, write_figures
-from corekd.evaluation.report import write_report
-from corekd.experiments.folder import (
-    ANALYSES_FILE,
-    CONFIG_FILE,
-    EMBEDDING_FILE,
-    GRID,
-    RUN,
-    ExperimentFolder,
-    stored_status,
-)
+from corekd.evaluation.analyses import TSNE_CONDITION, merge_parts
+from corekd.experiments.folder import EMBEDDING_FILE, GRID, RUN, ExperimentFolder, stored_status
 from corekd.experiments.runner import SequentialRunner, make_runner
 from corekd.experiments.setup import (
     RunSetup,
@@ -68,13 +57,14 @@ from corekd.experiments.unit import (
     model_from_files,
     remember_setup,
 )
-from corekd.files import atomic_write
+from corekd.files import ANALYSES_FILE, CONFIG_FILE, GRID_ANALYSES_FORMAT, GRID_FORMAT, atomic_write
 from corekd.progress import GridProgress, Reporter
+from corekd.reporting.figures import write_run_figures
+from corekd.reporting.grid import write_grid_report
+from corekd.reporting.run import write_report
 from corekd.training import load_checkpoint
 from corekd.version import __version__
 
-GRID_RESULTS_FORMAT = "corekd-grid"
-GRID_ANALYSES_FORMAT = "corekd-grid-analyses"
 REFRESH_SECONDS = 30.0  # a grid's results.json / analyses.json rewritten at most this often while cells finish
 RUN_META_LEFT_OUT = ("command", "status", "device", "torch", "python", "seeds", "methods")  # grid-level, not per corpus
 
@@ -182,7 +172,7 @@ def finished_before(folder: ExperimentFolder, units: list[Unit], *, analyses: bo
 def unit_task(part: Part, unit: Unit, folder: ExperimentFolder, *, device: str, threads: int | None,
               embedding: bool) -> dict:
     """The plain-data input of :func:`corekd.experiments.unit.run_unit` (a student carries its teacher's files)."""
-    spec = next((s for s in part.setup.order if s.label == unit.variant))
+    spec = next(s for s in part.setup.order if s.label == unit.variant)
     teacher = None
     if uses_teacher(part.config, unit):
         where = folder.unit_dir(unit.part, "teacher", unit.seed)
@@ -223,37 +213,6 @@ def execute(units: list[Unit], *, ready: Callable[[Unit], bool], task: Callable[
         runner.close(kill=True, pending=list(pending))
         raise
     runner.close()
-
-
-# ------------------------------------------------------------------ assembling analyses.json
-def merge_analyses(parts: list[dict]) -> dict:
-    """One corpus's analyses (analyses.json's body) from its units' parts, in plan order."""
-    first = parts[0]
-    skipped: list[str] = []
-    for p in parts:
-        for note in p.get("skipped", p["notes"]):
-            if note not in skipped:
-                skipped.append(note)
-    drift = [r for p in parts for r in p["drift"]]
-    flagged = bool(first["natural_conflicts"]["flagged"])
-    notes = list(skipped)
-    if not drift:
-        notes.append("no teacher in this run: state drift and rejection need the teacher's complete-view outputs")
-    if first["task"] == "regression":
-        notes.append("regression run: rejection rate and natural-conflict accuracy are skipped (a sentiment score "
-                     "has no donor label to reject, and accuracy/F1 are classification scores)")
-    if not flagged:
-        notes.append("this corpus records no natural conflict flag (real corpora have none): no natural-conflict numbers")
-    notes = list(dict.fromkeys(notes))
-    return {
-        "format": ANALYSES_FORMAT, "version": 1, "pairs": first["pairs"], "task": first["task"],
-        "drift": add_relative_to_no_kd([dict(r) for r in drift]),
-        "mstate_drift": add_relative_to_no_kd([dict(r) for p in parts for r in p.get("mstate_drift", [])]),
-        "rejection": [r for p in parts for r in p["rejection"]],
-        "natural_conflicts": {**first["natural_conflicts"],
-                              "records": [r for p in parts for r in p["natural_conflicts"]["records"]]},
-        "notes": notes,
-    }
 
 
 def read_embedding(path: Path):
@@ -455,7 +414,7 @@ def _finish_run(folder: ExperimentFolder, part: Part, units: list[Unit], saved: 
     trainings = [saved[u]["training"] for u in units if u in saved]
     parts = [saved[u]["analyses"] for u in units if u in saved and saved[u].get("analyses")]
     if config.evaluation.analyses and parts:
-        payload = merge_analyses(parts)
+        payload = merge_parts(parts)
         figures: list[str] = []
         if config.evaluation.figures and meta["status"] == "complete":
             embeddings = {}
@@ -463,7 +422,7 @@ def _finish_run(folder: ExperimentFolder, part: Part, units: list[Unit], saved: 
                 path = folder.unit_dir("", u.variant, u.seed) / EMBEDDING_FILE
                 if u in saved and u.seed == config.seeds[0] and path.is_file():
                     embeddings[u.variant] = read_embedding(path)
-            figures = write_figures(out, embeddings, records, setup.task, setup.labels)
+            figures = write_run_figures(out, embeddings, records, setup.task, setup.labels, TSNE_CONDITION)
         payload["figures"] = figures
         text = json.dumps(payload, indent=1)
         atomic_write(out / ANALYSES_FILE, lambda p: Path(p).write_text(text))
@@ -606,12 +565,12 @@ def assemble_grid(units: list[Unit], saved: dict[Unit, dict], meta: dict) -> tup
             rel = GRID.unit_dir(Path(""), unit.part, unit.variant, unit.seed) / cell["embedding"]
             embeddings.setdefault(unit.part, {})[unit.variant] = str(rel)
     done = len(saved)
-    results = {"format": GRID_RESULTS_FORMAT, "version": 1,
+    results = {"format": GRID_FORMAT, "version": 1,
                "meta": {**meta, "cells": {"total": len(units), "done": done},
                         "status": "complete" if done == len(units) else "partial"},
                "records": records, "trainings": trainings}
     analyses = {"format": GRID_ANALYSES_FORMAT, "version": 1,
-                "corpora": {k: merge_analyses(v) for k, v in per_corpus.items()}, "embeddings": embeddings,
+                "corpora": {k: merge_parts(v) for k, v in per_corpus.items()}, "embeddings": embeddings,
                 "figures": []}
     return results, analyses
 

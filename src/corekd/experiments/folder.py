@@ -45,13 +45,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from corekd.errors import CorekdError, from_validation_error
-from corekd.files import atomic_write, move_aside
+from corekd.files import CONFIG_FILE, GRID_FORMAT, RESULTS_FILE, atomic_write, move_aside
 from corekd.version import __version__
 
-CONFIG_FILE = "config.yaml"
-RESULTS_FILE = "results.json"
-ANALYSES_FILE = "analyses.json"
-REPORT_FILE = "report.md"
 LOCK_FILE = ".corekd.lock"
 CHECKPOINTS = "checkpoints"
 RUN_MARKER = "corekd-run.json"
@@ -81,7 +77,7 @@ class Layout:
 
 
 RUN = Layout("run", RUN_MARKER, "corekd-run", UNIT_DONE_FILE)
-GRID = Layout("grid", GRID_MARKER, "corekd-grid", CELL_FILE)
+GRID = Layout("grid", GRID_MARKER, GRID_FORMAT, CELL_FILE)
 
 
 def read_json_file(path: Path, what: str) -> object:

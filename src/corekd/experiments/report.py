@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from corekd.compare.report import write_grid_report
 from corekd.errors import CorekdError
-from corekd.evaluation.report import write_report
-from corekd.experiments.folder import ANALYSES_FILE, is_grid_folder, locked, read_results
+from corekd.experiments.folder import is_grid_folder, locked, read_results
 from corekd.experiments.sweep import is_sweep_folder, rebuild
+from corekd.files import ANALYSES_FILE
+from corekd.reporting.grid import write_grid_report
+from corekd.reporting.run import write_report
 
 
 def analyses_gaps(run_dir: Path, trainings: list[dict]) -> list[str]:

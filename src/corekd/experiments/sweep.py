@@ -24,29 +24,15 @@ import yaml
 
 from corekd.config import folder_name, load_config, option_type
 from corekd.errors import CorekdError
-from corekd.evaluation.ablation import (
-    PairedDifference,
-    difference_table,
-    format_difference,
-)
-from corekd.evaluation.metrics import PLAIN_METRICS
-from corekd.evaluation.report import records_frame, split_records
-from corekd.experiments.folder import (
-    ANALYSES_FILE,
-    CONFIG_FILE,
-    RUN_MARKER,
-    read_results,
-)
-from corekd.files import atomic_write
+from corekd.experiments.folder import RUN_MARKER, read_results
+from corekd.files import ANALYSES_FILE, CONFIG_FILE, atomic_write
+from corekd.reporting.stats import difference_table
+from corekd.reporting.sweep import BASELINE, SWEEP_CONDITIONS, write_sweep_report
+from corekd.reporting.tables import records_frame, split_records
 
 FORMAT = "corekd-sweep"
 VERSION = 1
 SWEEP_JSON = "sweep.json"
-SWEEP_MD = "sweep.md"
-BASELINE = "no_kd"
-SWEEP_CONDITIONS = ("fixed:avg", "random:0.5")
-CONFLICT_TYPES = ("a", "v", "av")
-NOT_COMPUTED = "not computed"
 
 
 def read_rejection(run_dir: Path) -> dict | None:
@@ -92,7 +78,8 @@ def summarize_run(run_dir: Path) -> dict:
 
 
 def write_summary(out: Path, config, command: str) -> Path:
-    """Write ``OUT/sweep.json`` and ``OUT/sweep.md`` from the sub-run folders (also ``corekd report OUT``)."""
+    """Write ``OUT/sweep.json``, ``OUT/sweep.md`` and ``OUT/sweep.html`` from the sub-run folders (also ``corekd report
+    OUT``)."""
     kind = option_type(config.sweep.option)
     runs = []
     for value in config.sweep.values:
@@ -101,61 +88,7 @@ def write_summary(out: Path, config, command: str) -> Path:
     payload = {"format": FORMAT, "version": VERSION, "option": config.sweep.option, "values": [r["value"] for r in runs],
                "baseline": BASELINE, "seeds": config.seeds, "command": command, "runs": runs}
     atomic_write(out / SWEEP_JSON, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
-    atomic_write(out / SWEEP_MD, lambda p: Path(p).write_text(render_sweep(payload)))
-    return out / SWEEP_MD
-
-
-def render_sweep(payload: dict) -> str:
-    """sweep.md from sweep.json's payload."""
-    option, runs = payload["option"], payload["runs"]
-    name = option.split(".")[-1]
-    metric = next((r["metric"] for r in runs if r.get("metric")), "weighted_f1")
-    candidates = list(dict.fromkeys(v for r in runs for v in r["differences"]))
-    conditions = [c for c in SWEEP_CONDITIONS if any(c in by_c for r in runs for by_c in r["differences"].values())]
-    heads = {"fixed:avg": "fixed Avg", "random:0.5": "random 0.5"}
-    parts = [
-        f"# Sweep over {option}",
-        "",
-        f"Re-run: `{payload['command']}`. Seeds {payload['seeds']}; one ordinary run per value in "
-        f"`{name}=<value>/` (each with its own report.md).",
-        "",
-        "## Students minus no_kd, paired over seeds",
-        "",
-        f"Test split, {metric} ({'as it is' if metric in PLAIN_METRICS else 'in percentage points'}): per value, "
-        f"each student minus `{BASELINE}` per seed, then mean ± sample std, the seeds paired (n) and the p-value of a "
-        "paired t-test over seeds (scipy.stats.ttest_rel; n/a with fewer than two seeds).",
-        "",
-    ]
-    cols = [(v, c) for v in candidates for c in conditions]
-    lines = [f"| {name} | " + " | ".join(f"{v} − {BASELINE}, {heads[c]}" for v, c in cols) + " |",
-             "|" + "---|" * (len(cols) + 1)]
-    for r in runs:
-        if r["status"] == "missing":
-            lines.append(f"| {r['value']} | " + " | ".join("no run" for _ in cols) + " |")
-            continue
-        cells = []
-        for v, c in cols:
-            d = (r["differences"].get(v) or {}).get(c)
-            cells.append(format_difference(PairedDifference(**d) if d else None, metric))
-        lines.append(f"| {r['value']} | " + " | ".join(cells) + " |")
-    parts += [*lines, ""]
-    parts += ["## Rejection rates per conflict type", "",
-              "From each sub-run's analyses.json, in percent (mean over seeds), as in report.md; \"not computed\" where a "
-              "sub-run has none.", ""]
-    lines = [f"| {name} | method | " + " | ".join(CONFLICT_TYPES) + " |", "|" + "---|" * (len(CONFLICT_TYPES) + 2)]
-    for r in runs:
-        rejection = r.get("rejection")
-        if not rejection:
-            lines.append(f"| {r['value']} | – | " + " | ".join(NOT_COMPUTED for _ in CONFLICT_TYPES) + " |")
-            continue
-        for variant, by_type in rejection.items():
-            cells = [f"{100 * by_type[t]['rate']:.1f} (n={by_type[t]['n']})" if t in by_type else "–" for t in CONFLICT_TYPES]
-            lines.append(f"| {r['value']} | {variant} | " + " | ".join(cells) + " |")
-    parts += [*lines, ""]
-    incomplete = [str(r["value"]) for r in runs if r["status"] not in ("complete",)]
-    if incomplete:
-        parts += [f"Incomplete or missing sub-runs: {', '.join(incomplete)} (finish with `{payload['command']} --resume`).", ""]
-    return "\n".join(parts)
+    return write_sweep_report(out, payload)[0]
 
 
 def is_sweep_folder(run_dir: Path) -> bool:

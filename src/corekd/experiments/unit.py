@@ -156,13 +156,11 @@ def analyse(setup: RunSetup, spec: MethodSpec, seed: int, model, teacher, device
     points as ``embedding.npz`` bytes."""
     ev = setup.config.evaluation
     method = setup.methods[spec.label]
-    with tempfile.TemporaryDirectory(prefix="corekd-analyses-") as tmp:
-        collect = RunAnalyses(Path(tmp), setup.test, setup.test_masks, conflict_flags(setup.corpus, "test"),
-                              setup.labels, setup.task, ev.mask_seed, ev.batch_size, device,
-                              figures=ev.figures and embedding)
-        collect.add(spec.label, method.name, seed, model, teacher,
-                    not_applicable=setup.scored[spec.label]["test"].not_applicable)
-        payload = collect.payload()
+    collect = RunAnalyses(setup.test, setup.test_masks, conflict_flags(setup.corpus, "test"), setup.labels,
+                          setup.task, ev.mask_seed, ev.batch_size, device, figures=ev.figures and embedding)
+    collect.add(spec.label, method.name, seed, model, teacher,
+                not_applicable=setup.scored[spec.label]["test"].not_applicable)
+    payload = collect.payload()
     part = {k: payload[k] for k in ANALYSES_PARTS}
     part["natural_conflicts"] = payload["natural_conflicts"]
     part["skipped"] = list(collect.notes)  # the unit's own notes (what it skipped); the rest are the run's

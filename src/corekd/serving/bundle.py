@@ -32,8 +32,11 @@ import yaml
 
 from corekd.data.corpus import META_FILE as CORPUS_META_FILE
 from corekd.errors import CorekdError
+from corekd.experiments.folder import CHECKPOINTS, UNIT_DONE_FILE
 from corekd.features.extract import features_record
 from corekd.files import (
+    CONFIG_FILE,
+    RESULTS_FILE,
     atomic_write,
     check_new_or_empty,
     file_sha256,
@@ -41,7 +44,6 @@ from corekd.files import (
     staged_folder,
 )
 from corekd.models.model import ERCModel
-from corekd.experiments.folder import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, UNIT_DONE_FILE
 from corekd.serving.module import frame_inputs
 from corekd.training import MODEL_META_FILE, WEIGHTS_FILE, load_checkpoint
 from corekd.version import __version__

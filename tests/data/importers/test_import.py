@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, mmsa_pickle, quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -22,6 +21,7 @@ from corekd.data.importers import import_corpus
 from corekd.data.importers.conversation_pickle import IEMOCAP_LABELS, MELD_LABELS
 from corekd.data.unpickle import safe_load, safe_loads
 from corekd.errors import CorekdError
+from helpers import ROOT, mmsa_pickle, quick_config
 
 runner = CliRunner()
 MELD_CSV = ROOT / ".." / "shared" / "data" / "meld" / "dev_sent_emo.csv"

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -15,6 +14,7 @@ from corekd.config import load_config
 from corekd.data.importers.meld import EMOTIONS, SENTIMENTS, repair_text
 from corekd.errors import CorekdError
 from corekd.features.meld import meld_rows
+from helpers import ROOT
 
 MELD = ROOT / ".." / "shared" / "data" / "meld"
 needs_meld = pytest.mark.skipif(not (MELD / "train_sent_emo.csv").is_file(),

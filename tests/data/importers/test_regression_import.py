@@ -8,7 +8,6 @@ import pickle
 
 import numpy as np
 import pytest
-from helpers import mmsa_pickle, quick_config
 from typer.testing import CliRunner
 
 from corekd.cli import app
@@ -17,6 +16,7 @@ from corekd.data.corpus import load_corpus
 from corekd.data.importers import import_corpus
 from corekd.errors import CorekdError
 from corekd.experiments import run
+from helpers import mmsa_pickle, quick_config
 
 runner = CliRunner()
 

@@ -11,15 +11,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from corekd.evaluation.ablation import (
-    PairedDifference,
-    ablation_section,
-    ablation_variants,
-    format_difference,
-    paired_difference,
-    per_seed,
-)
-from corekd.evaluation.report import records_frame, render_report
+from corekd.reporting.blocks import render_markdown
+from corekd.reporting.run import ablation_section, ablation_variants, render_report
+from corekd.reporting.stats import PairedDifference, format_difference, paired_difference, per_seed
+from corekd.reporting.tables import records_frame
+
+
+def section_lines(frames, metric):
+    """The Ablations section's Markdown, line by line (nothing when it has no block)."""
+    blocks = ablation_section(frames, metric)
+    return render_markdown(blocks).split("\n") if blocks else []
 
 
 def _rows(method, variant, condition, values):
@@ -75,7 +76,7 @@ def test_ablation_variants_empty_without_the_reference_or_records():
 def test_ablation_section_exact_text_in_percentage_points():
     assert f"{P_T2_DF1:.3g}" == "0.295"
     # dev first and without variants: it is skipped and the later split still reported
-    parts = ablation_section({"dev": _reference_only_frame(), "test": _test_frame()}, "weighted_f1")
+    parts = section_lines({"dev": _reference_only_frame(), "test": _test_frame()}, "weighted_f1")
     assert parts == [
         "## Ablations",
         "",
@@ -95,7 +96,7 @@ def test_ablation_section_exact_text_in_percentage_points():
 
 def test_ablation_section_plain_lower_is_better_metric_and_two_splits():
     val = pd.DataFrame(_rows("corekd", "corekd", "complete", [1.0, 1.5]) + _rows("corekd", "v", "complete", [1.25, 1.5]))
-    parts = ablation_section({"test": _test_frame(), "val": val}, "mae")
+    parts = section_lines({"test": _test_frame(), "val": val}, "mae")
     assert parts.count("## Ablations") == 1 and parts[:3] == ["## Ablations", "", "### Test split (mae)"]
     assert parts[4] == PARAGRAPH.format(SPLIT="TEST", metric="mae", unit="as they are", better="lower")
     assert "| wo_nce | +0.050 (n=1, p=n/a) | +0.000 ± 0.000 (n=2, p=n/a) | +0.020 ± 0.014 (n=2, p=0.295) |" in parts
@@ -113,8 +114,8 @@ def test_ablation_section_plain_lower_is_better_metric_and_two_splits():
 
 
 def test_ablation_section_empty_when_no_split_has_a_variant():
-    assert ablation_section({"test": _reference_only_frame(), "dev": pd.DataFrame()}, "weighted_f1") == []
-    assert ablation_section({}, "weighted_f1") == []
+    assert section_lines({"test": _reference_only_frame(), "dev": pd.DataFrame()}, "weighted_f1") == []
+    assert section_lines({}, "weighted_f1") == []
 
 
 def test_paired_difference_by_hand():
@@ -177,14 +178,14 @@ def test_ablation_section_absent_without_variants_or_reference():
 
 def test_paired_difference_without_variation_has_no_p_value():
     """Equal per-seed values: the differences do not vary, the t-test is undefined: p is None, not NaN, and prints
-    as n/a. Kills ablation.paired_difference `math.isnan(p) and False`."""
+    as n/a. Kills stats.paired_difference `math.isnan(p) and False`."""
     d = paired_difference({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
     assert d == PairedDifference(0.0, 0.0, 2, None)
     assert format_difference(d, "mae") == "+0.000 ± 0.000 (n=2, p=n/a)"
 
 
 def test_per_seed_of_a_metric_the_records_lack_is_empty():
-    """Kills ablation.per_seed `frame.empty and metric not in frame` (a KeyError on the missing column)."""
+    """Kills stats.per_seed `frame.empty and metric not in frame` (a KeyError on the missing column)."""
     frame = pd.DataFrame({"variant": ["corekd"], "condition": ["complete"], "seed": [0], "acc": [0.5]})
     assert per_seed(frame, "corekd", "complete", "wf1") == {}
     assert per_seed(frame, "corekd", "complete", "acc") == {0: 0.5}

@@ -7,13 +7,14 @@ import struct
 import numpy as np
 import pytest
 
-from corekd.compare.figures import drift_figure, rejection_figure
-from corekd.compare.report import CSS, Figure, Table, render_html
-from corekd.evaluation.analyses import (
+from corekd.reporting.blocks import CSS, Figure, Table, render_html
+from corekd.reporting.figures import (
     FIGURE_RC,
     MAX_FIGURE_INCHES,
-    _pyplot,
     curve_figure,
+    drift_figure,
+    pyplot,
+    rejection_figure,
     tsne_figure,
 )
 
@@ -28,7 +29,7 @@ def _png_size(path):
 @pytest.fixture
 def drawn(monkeypatch):
     """Every figure a drawing function closes, kept open for inspection."""
-    plt = _pyplot()
+    plt = pyplot()
     figs = []
     monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
     yield figs
@@ -83,7 +84,7 @@ def test_grid_figures_with_sixteen_variants_are_readable(tmp_path, drawn):
 def test_tsne_panels_wrap_into_rows(tmp_path, drawn):
     rng = np.random.default_rng(1)
     embeddings = {v: (rng.normal(size=(8, 4)).astype(np.float32), rng.integers(0, 3, 8)) for v in VARIANTS[:4]}
-    assert tsne_figure(tmp_path / "tsne.png", embeddings, "classification", ["a", "b", "c"])
+    assert tsne_figure(tmp_path / "tsne.png", embeddings, "classification", ["a", "b", "c"], "random:0.5")
     fig = drawn[-1]
     _check(fig, tmp_path / "tsne.png")
     panels = [ax for ax in fig.axes if ax.axison]

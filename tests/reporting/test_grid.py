@@ -1,4 +1,4 @@
-"""The grid report (corekd.compare.report): the pure statistics by hand, and a grid folder built from one real tiny
+"""The grid report (corekd.reporting.grid): the pure statistics by hand, and a grid folder built from one real tiny
 run (the same records under two corpus keys) reported to Markdown and self-contained HTML."""
 
 import html
@@ -9,23 +9,20 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import quick_config
 
-from corekd.compare.report import (
-    build_blocks,
-    curve_auc,
-    format_p,
-    holm,
-    is_grid_folder,
-    paired_comparison,
-    read_grid,
-    render_markdown,
-    write_grid_report,
-)
 from corekd.config import RunConfig
 from corekd.errors import CorekdError
-from corekd.evaluation.report import FIXED_ORDER
 from corekd.experiments import run
+from corekd.reporting.blocks import render_markdown
+from corekd.reporting.grid import (
+    build_blocks,
+    is_grid_folder,
+    read_grid,
+    write_grid_report,
+)
+from corekd.reporting.stats import curve_auc, format_p, holm, paired_difference
+from corekd.reporting.tables import FIXED_ORDER
+from helpers import quick_config
 
 VARIANTS = ["teacher", "no_kd", "vanilla_kd", "corekd"]
 SEEDS = [0, 1, 2]
@@ -43,22 +40,22 @@ def test_curve_auc_by_hand():
         curve_auc([0.0, 0.0], [0.4, 0.5])
 
 
-def test_paired_comparison_by_hand():
+def test_paired_difference_by_hand():
     ref = {0: 0.5, 1: 0.6, 2: 0.7}
     other = {0: 0.4, 1: 0.55, 2: 0.5, 3: 0.9}  # seed 3 has no pair: left out
     # differences .1, .05, .2: mean 7/60; deviations -1/60, -4/60, 5/60 -> sample variance (1+16+25)/3600/2 = 7/1200
     # t^2 = mean^2 * n / var = (49/3600) * 3 * (1200/7) = 7; with 2 degrees of freedom the two-sided p is
     # 1 - t / sqrt(t^2 + 2) = 1 - sqrt(7)/3
-    out = paired_comparison(ref, other)
-    assert out["n"] == 3
-    assert out["mean"] == pytest.approx(7 / 60)
-    assert out["std"] == pytest.approx(math.sqrt(7 / 1200))
-    assert out["p"] == pytest.approx(1 - math.sqrt(7) / 3)
-    one = paired_comparison({0: 0.5}, {0: 0.4})
-    assert one["n"] == 1 and one["mean"] == pytest.approx(0.1) and one["std"] is None and one["p"] is None
-    flat = paired_comparison({0: 1.0, 1: 0.9}, {0: 1.1, 1: 1.0})  # -.1 twice, up to float rounding: no t statistic
-    assert flat["std"] == pytest.approx(0.0, abs=1e-15) and flat["p"] is None
-    assert paired_comparison({0: 0.5}, {1: 0.4}) == {"mean": None, "std": None, "n": 0, "p": None}
+    out = paired_difference(ref, other)
+    assert out.n == 3
+    assert out.mean == pytest.approx(7 / 60)
+    assert out.std == pytest.approx(math.sqrt(7 / 1200))
+    assert out.p == pytest.approx(1 - math.sqrt(7) / 3)
+    one = paired_difference({0: 0.5}, {0: 0.4})
+    assert one.n == 1 and one.mean == pytest.approx(0.1) and one.std is None and one.p is None
+    flat = paired_difference({0: 1.0, 1: 0.9}, {0: 1.1, 1: 1.0})  # -.1 twice, up to float rounding: no t statistic
+    assert flat.std == pytest.approx(0.0, abs=1e-15) and flat.p is None
+    assert paired_difference({0: 0.5}, {1: 0.4}) is None  # no common seed
     assert format_p(None) == "–" and format_p(0.1181) == "0.118" and format_p(0.0002) == "2.0e-04"
 
 
@@ -163,9 +160,9 @@ def test_paired_comparison_and_auc_numbers(tiny_run, grid_report):
     ref = {s: _fixed_avg(records, "corekd", s) for s in SEEDS}
     for row in table[1:]:
         other = {s: _fixed_avg(records, row[0].split(" ")[0], s) for s in SEEDS}
-        res = paired_comparison(ref, other)
-        assert row[1:4] == [f"{100 * res['mean']:.2f} ± {100 * res['std']:.2f}", "3", format_p(res["p"])]
-        assert res["p"] is not None
+        res = paired_difference(ref, other)
+        assert row[1:4] == [f"{100 * res.mean:.2f} ± {100 * res.std:.2f}", "3", format_p(res.p)]
+        assert res.p is not None
     # AUC of the teacher, seed by seed from its random records, then mean ± std
     rates = [0.0, 0.5]
     aucs = [curve_auc(rates, [next(r["weighted_f1"] for r in records if r["variant"] == "teacher" and r["seed"] == s

@@ -1,4 +1,5 @@
-"""Metrics come from scikit-learn; the report's numbers are the mean ± std of the records."""
+"""A run's report (corekd.reporting.run) and the tables it is built from (corekd.reporting.tables): the numbers are
+the mean ± std of the records."""
 
 from __future__ import annotations
 
@@ -9,51 +10,33 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from corekd.evaluation.analyses import analyses_section
-from corekd.evaluation.metrics import classification_metrics
-from corekd.evaluation.report import (
+from corekd.reporting.blocks import md, render_markdown
+from corekd.reporting.run import (
+    SELECTED_ON_TEST,
+    analyses_section,
+    card_section,
+    coverage,
+    dev_value,
+    render_report,
+    with_test_selection_banner,
+    write_report,
+)
+from corekd.reporting.tables import (
     FIXED_AVG,
     FIXED_ORDER,
     NOT_APPLICABLE,
-    SELECTED_ON_TEST,
-    _applicable,
-    _cell,
-    _dev_value,
-    _fixed_header,
-    _mark_not_applicable,
-    card_section,
-    coverage,
+    applicable,
+    fixed_header,
+    format_cell,
+    mark_not_applicable,
     markdown_table,
-    md,
     mean_std_table,
     method_not_applicable,
     rate_columns,
     records_frame,
-    render_report,
     split_records,
     students_above_teacher,
-    with_test_selection_banner,
-    write_report,
 )
-
-LABELS = ["a", "b", "c"]
-
-
-def test_metrics_by_hand():
-    y_true = np.array([0, 0, 1, 1, 2, 2])
-    y_pred = np.array([0, 1, 1, 1, 2, 0])
-    m = classification_metrics(y_true, y_pred, LABELS)
-    assert m["accuracy"] == pytest.approx(4 / 6)
-    # per class: a: P=1/2 R=1/2 F=1/2; b: P=2/3 R=1 F=0.8; c: P=1 R=1/2 F=2/3
-    assert m["per_class_f1"] == pytest.approx({"a": 0.5, "b": 0.8, "c": 2 / 3})
-    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
-    assert m["weighted_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)  # equal supports
-    assert m["uar"] == pytest.approx((0.5 + 1 + 0.5) / 3)
-
-
-def test_absent_class_scores_zero_but_does_not_enter_uar():
-    m = classification_metrics(np.array([0, 0, 1]), np.array([0, 0, 1]), LABELS)
-    assert m["per_class_f1"]["c"] == 0.0 and m["uar"] == 1.0 and m["macro_f1"] == 1.0
 
 
 def _records():
@@ -90,8 +73,6 @@ def test_rendered_report_shows_the_figures():
 def test_one_modality_report_says_which_protocols_do_not_apply():
     """A text-only corpus (MELD text): no fixed subset exists and no random rate removes anything; the report says
     so in words that fit one modality, and keeps the three-modality wording for three."""
-    from corekd.evaluation.report import render_report
-
     def recs(conditions):
         return [{"method": "teacher", "variant": "teacher", "seed": s, "split": "test", "condition": c,
                  "weighted_f1": 0.5, "accuracy": 0.5, "missing_rate": 0.0, "n_utterances": 10} for s in (0, 1)
@@ -108,7 +89,7 @@ def test_one_modality_report_says_which_protocols_do_not_apply():
     assert "Avg is the mean of the six" in three and "With 3 modalities" in three and "at most 2/3" in three
 
 
-# ---------------------------------------------------------------- small helpers: md, _applicable, splits, headers
+# ---------------------------------------------------------------- small helpers: md, applicable, splits, headers
 def test_md_escapes_pipes_and_backslashes_and_flattens_whitespace():
     assert md("a|b") == "a\\|b"
     assert md("c\\d") == "c\\\\d"
@@ -119,8 +100,8 @@ def test_md_escapes_pipes_and_backslashes_and_flattens_whitespace():
 
 def test_applicable_keeps_records_without_the_field_and_drops_false():
     recs = [{"v": 1}, {"v": 2, "applicable": True}, {"v": 3, "applicable": False}]
-    assert _applicable(recs) == [{"v": 1}, {"v": 2, "applicable": True}]
-    assert _applicable([]) == []
+    assert applicable(recs) == [{"v": 1}, {"v": 2, "applicable": True}]
+    assert applicable([]) == []
 
 
 def test_split_records_defaults_to_test():
@@ -131,9 +112,9 @@ def test_split_records_defaults_to_test():
 
 
 def test_fixed_header_names_the_kept_modalities():
-    assert _fixed_header("fixed:la") == "{l,a}"
-    assert _fixed_header("fixed:v") == "{v}"
-    assert _fixed_header("fixed:lav") == "{l,a,v}"
+    assert fixed_header("fixed:la") == "{l,a}"
+    assert fixed_header("fixed:v") == "{v}"
+    assert fixed_header("fixed:lav") == "{l,a,v}"
 
 
 def test_rate_columns_by_numeric_rate_and_kind():
@@ -145,27 +126,27 @@ def test_rate_columns_by_numeric_rate_and_kind():
 
 
 def test_dev_value_plain_metrics_as_they_are_the_rest_in_percent():
-    assert _dev_value("dev_mae", 0.12345) == "0.123"
-    assert _dev_value("dev_corr", 0.5) == "0.500"
-    assert _dev_value("mae", 1.0) == "1.000"
-    assert _dev_value("dev_weighted_f1", 0.12345) == "12.35"
-    assert _dev_value("dev_accuracy", 0.5) == "50.00"
-    assert _dev_value("dev_dev_mae", 0.5) == "50.00"  # only one prefix is removed
+    assert dev_value("dev_mae", 0.12345) == "0.123"
+    assert dev_value("dev_corr", 0.5) == "0.500"
+    assert dev_value("mae", 1.0) == "1.000"
+    assert dev_value("dev_weighted_f1", 0.12345) == "12.35"
+    assert dev_value("dev_accuracy", 0.5) == "50.00"
+    assert dev_value("dev_dev_mae", 0.5) == "50.00"  # only one prefix is removed
 
 
 # ---------------------------------------------------------------- cells and Markdown tables
 def test_cell_texts():
-    assert _cell(NOT_APPLICABLE) == "n/a"
-    assert _cell(float("nan")) == "–" and _cell(None) == "–" and _cell("other") == "–"
-    assert _cell((0.5, None, 1)) == "50.00"
-    assert _cell((0.12344, 0.0456, 3)) == "12.34 ± 4.56"
-    assert _cell((0.12344, 0.0456, 3), 3) == "12.34 ± 4.56"
-    assert _cell((0.12344, 0.0456, 2), 3) == "12.34 ± 4.56 (n=2)"
-    assert _cell((0.5, None, 1), 3) == "50.00 (n=1)"
-    assert _cell((0.5, None, 1), None, "weighted_f1") == "50.00"
-    assert _cell((1.23456, None, 1), metric="mae") == "1.235"
-    assert _cell((1.23456, 0.1, 2), metric="corr") == "1.235 ± 0.100"
-    assert _cell((1.23456, 0.1, 1), 2, "mae") == "1.235 ± 0.100 (n=1)"
+    assert format_cell(NOT_APPLICABLE) == "n/a"
+    assert format_cell(float("nan")) == "–" and format_cell(None) == "–" and format_cell("other") == "–"
+    assert format_cell((0.5, None, 1)) == "50.00"
+    assert format_cell((0.12344, 0.0456, 3)) == "12.34 ± 4.56"
+    assert format_cell((0.12344, 0.0456, 3), 3) == "12.34 ± 4.56"
+    assert format_cell((0.12344, 0.0456, 2), 3) == "12.34 ± 4.56 (n=2)"
+    assert format_cell((0.5, None, 1), 3) == "50.00 (n=1)"
+    assert format_cell((0.5, None, 1), None, "weighted_f1") == "50.00"
+    assert format_cell((1.23456, None, 1), metric="mae") == "1.235"
+    assert format_cell((1.23456, 0.1, 2), metric="corr") == "1.235 ± 0.100"
+    assert format_cell((1.23456, 0.1, 1), 2, "mae") == "1.235 ± 0.100 (n=1)"
 
 
 def _object_table(index, columns, cells):
@@ -227,11 +208,11 @@ def test_mark_not_applicable_marks_cells_whose_every_record_is_not_applicable():
     ]
     table = _object_table(["full", "sub", "mixed", "data"], ["fixed:l", "fixed:a", FIXED_AVG, "complete"],
                           {("full", "complete"): (0.5, None, 1), ("mixed", "complete"): (0.5, None, 1)})
-    out = _mark_not_applicable(table, records)
+    out = mark_not_applicable(table, records)
     assert out is table
     assert list(out.index) == ["full", "sub", "mixed", "data"]
     assert list(out.columns) == ["fixed:l", "fixed:a", FIXED_AVG, "complete"]
-    as_text = {(r, c): _cell(out.loc[r, c]) for r in out.index for c in out.columns}
+    as_text = {(r, c): format_cell(out.loc[r, c]) for r in out.index for c in out.columns}
     assert as_text == {
         ("full", "fixed:l"): "–", ("full", "fixed:a"): "–", ("full", FIXED_AVG): "–", ("full", "complete"): "50.00",
         # sub is not scored under fixed:l (full is): that cell and its fixed Avg read n/a
@@ -402,6 +383,12 @@ def test_coverage_plans_the_recorded_variants_when_meta_has_no_methods():
 
 
 # ---------------------------------------------------------------- the dataset card
+def card_lines(meta):
+    """The card section's Markdown, line by line (nothing when it has no block)."""
+    blocks = card_section(meta)
+    return render_markdown(blocks).split("\n") if blocks else []
+
+
 def test_card_section_exact_lines():
     meta = {
         "modality_cards": {
@@ -411,7 +398,7 @@ def test_card_section_exact_lines():
         },
         "dev_split": {"method": "carved", "dialogues": 12, "fraction": 0.1, "seed": 3, "speaker_disjoint": True},
     }
-    assert card_section(meta) == [
+    assert card_lines(meta) == [
         "## Dataset card",
         "",
         "| modality | extractor | dim | kind | frame_rate | aligned | normalization |",
@@ -426,15 +413,15 @@ def test_card_section_exact_lines():
 
 def test_card_section_dev_split_defaults_and_absent_cards():
     cards = {"v|x": {"extractor": "e"}}
-    lines = card_section({"modality_cards": cards, "dev_split": {"speaker_disjoint": False}})
+    lines = card_lines({"modality_cards": cards, "dev_split": {"speaker_disjoint": False}})
     assert lines[4] == "| v\\|x | e |  |  |  |  |  |"
     assert lines[-2:] == ["Dev split: , None dialogues (fraction None, seed None, speaker-disjoint: no).", ""]
-    assert card_section({"modality_cards": cards, "dev_split": {"method": "a|b"}})[-2] == (
+    assert card_lines({"modality_cards": cards, "dev_split": {"method": "a|b"}})[-2] == (
         "Dev split: a\\|b, None dialogues (fraction None, seed None, speaker-disjoint: no).")
-    assert card_section({"modality_cards": cards}) == card_section({"modality_cards": cards, "dev_split": {}})
-    assert len(card_section({"modality_cards": cards})) == 6 and card_section({"modality_cards": cards})[-1] == ""
-    assert card_section({}) == [] and card_section({"modality_cards": {}}) == []
-    assert card_section({"modality_cards": None, "dev_split": {"method": "m"}}) == []
+    assert card_lines({"modality_cards": cards}) == card_lines({"modality_cards": cards, "dev_split": {}})
+    assert len(card_lines({"modality_cards": cards})) == 6 and card_lines({"modality_cards": cards})[-1] == ""
+    assert card_lines({}) == [] and card_lines({"modality_cards": {}}) == []
+    assert card_lines({"modality_cards": None, "dev_split": {"method": "m"}}) == []
 
 
 # ---------------------------------------------------------------- the written file
@@ -453,13 +440,13 @@ def test_write_report_writes_the_rendered_report(tmp_path):
     text = path.read_text()
     assert text == render_report(META, RECORDS, TRAININGS)
     assert "| m | 50.00 |" in text and "| m | 2.0 | 3.0 | 25.00 | 1.5 |" in text and "Mechanism analyses" not in text
-    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.md"]
 
 
 def test_write_report_appends_the_analyses_section(tmp_path):
     (tmp_path / "analyses.json").write_text(json.dumps(PAYLOAD))
     path = write_report(tmp_path, META, RECORDS, TRAININGS)
-    section = "\n".join(analyses_section(PAYLOAD))
+    section = render_markdown(analyses_section(PAYLOAD))
     assert section.startswith("## Mechanism analyses\n") and "- a note" in section and "| normalised | complete |" in section
     text = path.read_text()
     assert text == render_report(META, RECORDS, TRAININGS).rstrip("\n") + "\n\n" + section
@@ -471,7 +458,7 @@ def test_write_report_test_selection_banners_the_analyses_too(tmp_path):
     meta = {**META, "select_on": "test"}
     text = write_report(tmp_path, meta, RECORDS, TRAININGS).read_text()
     report = render_report(meta, RECORDS, TRAININGS)
-    section = with_test_selection_banner("\n".join(analyses_section(PAYLOAD)))
+    section = with_test_selection_banner(render_markdown(analyses_section(PAYLOAD)))
     assert text == report.rstrip("\n") + "\n\n" + section
     tail = text[text.index("## Mechanism analyses"):]
     assert tail.count(SELECTED_ON_TEST) == 2  # above each of the two drift tables
@@ -518,7 +505,7 @@ def test_report_headers_and_file(tmp_path):
 
 # ---------------------------------------------------------------- the test-selection banner
 def test_banner_above_the_title_block_and_every_table_exactly():
-    """Kills report.with_test_selection_banner `previous = None`; with_test_selection_banner `or`,
+    """Kills run.with_test_selection_banner `previous = None`; with_test_selection_banner `or`,
     `startswith("XX|XX")`; with_test_selection_banner `"XXXX"`; with_test_selection_banner `startswith("XX# XX")`;
     with_test_selection_banner `out = [...]`, `"XXXX"`."""
     text = "\n".join(["| a |", "| 1 |", "# Title", "prose", "", "| x | y |", "|---|---|", "| 1 | 2 |", "end"])

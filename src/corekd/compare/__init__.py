@@ -1,1 +1,0 @@
-"""``corekd compare``: a grid of corpus x method-variant x seed cells, and its report (``corekd.compare.report``)."""
