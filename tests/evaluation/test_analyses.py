@@ -709,15 +709,17 @@ def test_merged_parts_equal_one_collector_over_every_model(calls, tmp_path):
     """analyses.json assembled from per-model parts (the engine's way) is what one collector over all models gives."""
     whole = build(calls, tmp_path)
     parts = []
-    for variant, model in (("teacher", FakeModel("T")), ("kd", FakeModel("S", 2.0, STUDENT_WRONG))):
+    models = (("teacher", FakeModel("T")), ("no_kd", FakeModel("N", 3.0)), ("kd", FakeModel("S", 2.0, STUDENT_WRONG)))
+    for variant, model in models:
         whole.add(variant, variant, 0, model, FakeModel("T"))
-        one = build(calls, tmp_path)
+        one = A.RunAnalyses(whole.test, whole.masks, FLAGS, ["x", "y", "z"], "classification", 3, 4, DEVICE)
         one.add(variant, variant, 0, model, FakeModel("T"))
         parts.append({**one.payload(), "skipped": list(one.notes)})
     merged = A.merge_parts(parts)
     expected = whole.payload()
     expected.pop("figures")
     assert merged == expected
+    assert any(r["relative_to_no_kd"] not in (None, 1.0) for r in merged["drift"])  # computed over the merged rows
 
 
 def test_read_analyses_missing_bad_and_foreign(tmp_path):
