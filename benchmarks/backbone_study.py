@@ -64,28 +64,44 @@ def summarise(results: Path, split: str, figures: list[tuple[str, str]]) -> dict
     for method, cond in figures:
         if method not in set(frame.variant):
             continue
-        vals = frame[(frame.variant == method) & (frame.condition == cond)].sort_values("seed")["weighted_f1"].to_numpy()
-        out[f"{method} {cond}"] = {"mean": float(100 * vals.mean()), "std": float(100 * vals.std(ddof=1)) if len(vals) > 1 else 0.0,
-                                   "per_seed": [round(100 * v, 2) for v in vals]}
+        vals = (
+            frame[(frame.variant == method) & (frame.condition == cond)].sort_values("seed")["weighted_f1"].to_numpy()
+        )
+        out[f"{method} {cond}"] = {
+            "mean": float(100 * vals.mean()),
+            "std": float(100 * vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+            "per_seed": [round(100 * v, 2) for v in vals],
+        }
     by_method: dict[str, list[dict]] = {}
     for t in payload["trainings"]:
         by_method.setdefault(t["variant"], []).append(t)
-    out["seconds_per_epoch"] = {m: round(sum(t["seconds"] for t in ts) / sum(t["epochs_run"] for t in ts), 3)
-                                for m, ts in by_method.items()}
+    out["seconds_per_epoch"] = {
+        m: round(sum(t["seconds"] for t in ts) / sum(t["epochs_run"] for t in ts), 3) for m, ts in by_method.items()
+    }
     # Training seconds of one seed, every method of the run summed (mean over seeds): the figure a default's speed is judged by.
     per_seed: dict[int, float] = {}
     for t in payload["trainings"]:
         per_seed[t["seed"]] = per_seed.get(t["seed"], 0.0) + t["seconds"]
     out["train_seconds_per_seed"] = round(float(np.mean(list(per_seed.values()))), 2) if per_seed else None
-    out["epochs"] = {m: {"best": [t["best_epoch"] for t in ts],
-                         "selected": [t.get("selected_epoch", t["best_epoch"]) for t in ts],
-                         "run": [t["epochs_run"] for t in ts]}
-                     for m, ts in by_method.items()}
+    out["epochs"] = {
+        m: {
+            "best": [t["best_epoch"] for t in ts],
+            "selected": [t.get("selected_epoch", t["best_epoch"]) for t in ts],
+            "run": [t["epochs_run"] for t in ts],
+        }
+        for m, ts in by_method.items()
+    }
     return out
 
 
-def table(summary: dict, corpora: list[str], candidates: list[str], split: str,
-          figures: list[tuple[str, str]], criterion: list[tuple[str, str]]) -> str:
+def table(
+    summary: dict,
+    corpora: list[str],
+    candidates: list[str],
+    split: str,
+    figures: list[tuple[str, str]],
+    criterion: list[tuple[str, str]],
+) -> str:
     head = ["candidate"]
     for c in corpora:
         head += [f"{c}: {m} {label(cond)}" for m, cond in figures]
@@ -107,8 +123,11 @@ def table(summary: dict, corpora: list[str], candidates: list[str], split: str,
             cells.append(f"{np.mean(crit):.2f}" if len(crit) == len(criterion) * len(corpora) else "n/a")
         timing = summary.get(corpora[0], {}).get(cand, {}).get("seconds_per_epoch") or {}
         cells += [f"{timing[m]:.2f}" if m in timing else "n/a" for m in ("teacher", "no_kd")]
-        per_seed = [summary[c][cand]["train_seconds_per_seed"] for c in corpora
-                    if summary.get(c, {}).get(cand, {}).get("train_seconds_per_seed") is not None]
+        per_seed = [
+            summary[c][cand]["train_seconds_per_seed"]
+            for c in corpora
+            if summary.get(c, {}).get(cand, {}).get("train_seconds_per_seed") is not None
+        ]
         cells.append(f"{np.mean(per_seed):.1f}" if len(per_seed) == len(corpora) else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -122,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, help="run folders (default runs/<config stem>)")
     parser.add_argument("--out", type=Path, help="path stem of .md/.json (default benchmarks/results/<config stem>)")
     parser.add_argument("--tables-only", action="store_true", help="build the tables from finished runs, train nothing")
-    parser.add_argument("--dev-only", action="store_true",
-                        help="write and print the dev table only (while defaults are being chosen, keep test figures unseen)")
+    parser.add_argument(
+        "--dev-only",
+        action="store_true",
+        help="write and print the dev table only (while defaults are being chosen, keep test figures unseen)",
+    )
     args = parser.parse_args(argv)
     study = yaml.safe_load(args.config.read_text())
     args.runs = args.runs or Path("runs") / args.config.stem
@@ -153,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                 for s in ("dev", "test"):
                     summary[corpus][cand]["seconds_per_epoch"] = summary[corpus][cand][s].pop("seconds_per_epoch")
                     summary[corpus][cand]["epochs"] = summary[corpus][cand][s].pop("epochs")
-                    summary[corpus][cand]["train_seconds_per_seed"] = summary[corpus][cand][s].pop("train_seconds_per_seed")
+                    summary[corpus][cand]["train_seconds_per_seed"] = summary[corpus][cand][s].pop(
+                        "train_seconds_per_seed"
+                    )
         for cand in candidates:  # teacher-only candidates: their students are another candidate's (identical runs)
             source = (study["candidates"][cand] or {}).get("students_from")
             if source and cand in summary.get(corpus, {}) and source in summary[corpus]:
@@ -163,28 +187,49 @@ def main(argv: list[str] | None = None) -> int:
                             summary[corpus][cand][s].setdefault(key, value)
     dev_table = table(summary, corpora, candidates, "dev", figures, criterion)
     test_table = table(summary, corpora, candidates, "test", figures, criterion)
-    text = "\n".join([
-        "# Backbone study", "",
-        f"`python benchmarks/backbone_study.py` ({args.config}); weighted F1 in %, mean ± sample std over seeds "
-        f"{study['seeds']}; fixed avg = mean of the six fixed-condition figures per seed. Criterion (dev only): "
-        f"mean over corpora of {', '.join(f'{m} {label(c)}' for m, c in criterion)}. Seconds per epoch: "
-        "training pass + dev scoring, quickstart corpus, 1 thread (inflated when the machine is shared; see the JSON's "
-        "load average). Train s/seed: training seconds of one seed, every method of the study summed, mean over seeds "
-        "and corpora (each corpus's runs in their own process, two at a time on the 2-core machine).", "",
-        "## Dev split (defaults are chosen here)", "", dev_table, "",
-        *([] if args.dev_only else ["## Test split (not used for any choice)", "", test_table, ""]),
-    ])
+    text = "\n".join(
+        [
+            "# Backbone study",
+            "",
+            f"`python benchmarks/backbone_study.py` ({args.config}); weighted F1 in %, mean ± sample std over seeds "
+            f"{study['seeds']}; fixed avg = mean of the six fixed-condition figures per seed. Criterion (dev only): "
+            f"mean over corpora of {', '.join(f'{m} {label(c)}' for m, c in criterion)}. Seconds per epoch: "
+            "training pass + dev scoring, quickstart corpus, 1 thread (inflated when the machine is shared; see the JSON's "
+            "load average). Train s/seed: training seconds of one seed, every method of the study summed, mean over seeds "
+            "and corpora (each corpus's runs in their own process, two at a time on the 2-core machine).",
+            "",
+            "## Dev split (defaults are chosen here)",
+            "",
+            dev_table,
+            "",
+            *([] if args.dev_only else ["## Test split (not used for any choice)", "", test_table, ""]),
+        ]
+    )
     if args.dev_only:  # the JSON too: no test figure leaves the runs before the choice
-        summary = {c: {cand: {k: v for k, v in d.items() if k != "test"} for cand, d in per.items()}
-                   for c, per in summary.items()}
+        summary = {
+            c: {cand: {k: v for k, v in d.items() if k != "test"} for cand, d in per.items()}
+            for c, per in summary.items()
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps({
-        "config": str(args.config), "study": study, "summary": summary,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "wall_s_this_call": round(time.perf_counter() - started, 1),
-        "machine": {**machine_info(torch.device("cpu")), "load_average_start": load_start, "load_average_end": load_average()},
-    }, indent=1) + "\n")
+    args.out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "config": str(args.config),
+                "study": study,
+                "summary": summary,
+                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "wall_s_this_call": round(time.perf_counter() - started, 1),
+                "machine": {
+                    **machine_info(torch.device("cpu")),
+                    "load_average_start": load_start,
+                    "load_average_end": load_average(),
+                },
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(text)
     return 0
 

@@ -26,8 +26,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from corekd.features.extract import FeaturesConfig, extract_rows, read_manifest  # noqa: E402
 from corekd.features.synthmedia import face_video, speech_like  # noqa: E402
 
-SENTENCES = ["I can't believe you did that!", "Oh, that's wonderful news.", "Why would anyone say that?",
-             "I'm so sorry for your loss.", "Get out of my apartment!", "Hey, how you doin'?"]
+SENTENCES = [
+    "I can't believe you did that!",
+    "Oh, that's wonderful news.",
+    "Why would anyone say that?",
+    "I'm so sorry for your loss.",
+    "Get out of my apartment!",
+    "Hey, how you doin'?",
+]
 
 
 def manifest(folder: Path, n: int) -> Path:
@@ -37,9 +43,21 @@ def manifest(folder: Path, n: int) -> Path:
         w.writerow(["dialogue_id", "utterance_id", "speaker", "label", "split", "text", "audio_path", "video_path"])
         for k in range(n):
             wav = speech_like(folder / f"s{k}.wav", seconds=2.0, f0=110 + 10 * k, seed=k)
-            mp4 = face_video(folder / f"v{k}.mp4", frames=20, fps=10, shift=3 * k)  # distinct bytes: no shared cache entry
-            w.writerow([f"d{k // 4}", f"u{k}", "AB"[k % 2], "ab"[k % 2], "train", f"{SENTENCES[k % len(SENTENCES)]} ({k})",
-                        wav.name, mp4.name])
+            mp4 = face_video(
+                folder / f"v{k}.mp4", frames=20, fps=10, shift=3 * k
+            )  # distinct bytes: no shared cache entry
+            w.writerow(
+                [
+                    f"d{k // 4}",
+                    f"u{k}",
+                    "AB"[k % 2],
+                    "ab"[k % 2],
+                    "train",
+                    f"{SENTENCES[k % len(SENTENCES)]} ({k})",
+                    wav.name,
+                    mp4.name,
+                ]
+            )
     return path
 
 
@@ -48,8 +66,13 @@ def timed(rows, cfg, workers) -> dict:
     result = extract_rows(rows, cfg, workers=workers, labels=["a", "b"])
     seconds = time.perf_counter() - t
     s = result.summary
-    return {"seconds": round(seconds, 3), "utterances_per_s": round(len(rows) / seconds, 3),
-            "computed": s["computed"], "cache_hits": s["cache_hits"], "failures": len(s["failures"])}
+    return {
+        "seconds": round(seconds, 3),
+        "utterances_per_s": round(len(rows) / seconds, 3),
+        "computed": s["computed"],
+        "cache_hits": s["cache_hits"],
+        "failures": len(s["failures"]),
+    }
 
 
 def main() -> None:
@@ -61,12 +84,15 @@ def main() -> None:
         tmp = Path(tmp)
         rows = read_manifest(manifest(tmp, args.n))
         off = {"enabled": False}
-        only = {"text": FeaturesConfig(audio=off, visual=off), "audio": FeaturesConfig(text=off, visual=off),
-                "visual": FeaturesConfig(text=off, audio=off)}
+        only = {
+            "text": FeaturesConfig(audio=off, visual=off),
+            "audio": FeaturesConfig(text=off, visual=off),
+            "visual": FeaturesConfig(text=off, audio=off),
+        }
         results: dict = {}
         for name, cfg in only.items():
             results[name] = {}
-            for workers in ((1,) if name == "text" else (1, 2)):
+            for workers in (1,) if name == "text" else (1, 2):
                 c = cfg.model_copy(update={"cache_dir": str(tmp / f"cache-{name}-{workers}")})
                 results[name][f"workers_{workers}"] = timed(rows, c, workers)
                 print(name, workers, results[name][f"workers_{workers}"], file=sys.stderr, flush=True)
@@ -79,8 +105,11 @@ def main() -> None:
         batch = [SENTENCES[k % len(SENTENCES)] + f" ({k})" for k in range(512)]
         t = time.perf_counter()
         embedder.embed(batch)
-        results["text"]["model_only"] = {"load_seconds": round(load, 3), "utterances": len(batch),
-                                         "utterances_per_s": round(len(batch) / (time.perf_counter() - t), 1)}
+        results["text"]["model_only"] = {
+            "load_seconds": round(load, 3),
+            "utterances": len(batch),
+            "utterances_per_s": round(len(batch) / (time.perf_counter() - t), 1),
+        }
         full = FeaturesConfig(cache_dir=str(tmp / "cache-all"))
         first = timed(rows, full, 2)
         again = timed(rows, full, 2)
@@ -91,10 +120,17 @@ def main() -> None:
         "media": "2 s speech-like 16 kHz wav; 2 s 256x256 face mp4 at 10 frames/s (visual samples 2 frames/s)",
         "extractors": results,
         "all_three_2_workers": {"first_run": first, "cache_hit_rerun": again},
-        "peak_memory_mib": {"main_process": round(usage_self, 1), "largest_child_process": round(usage_children, 1),
-                            "note": "ru_maxrss; on Linux a spawned child counts the size it was forked at, so the child figure is an upper bound"},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "note": "2 cores shared with other jobs while measured: figures are a lower bound"},
+        "peak_memory_mib": {
+            "main_process": round(usage_self, 1),
+            "largest_child_process": round(usage_children, 1),
+            "note": "ru_maxrss; on Linux a spawned child counts the size it was forked at, so the child figure is an upper bound",
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "note": "2 cores shared with other jobs while measured: figures are a lower bound",
+        },
         "command": "python benchmarks/extract.py --n " + str(args.n),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -45,8 +45,12 @@ def _timed(grid, out: Path, **kw) -> dict:
     wall = time.perf_counter() - started
     if result.failed:
         sys.exit(f"{len(result.failed)} cell(s) failed: {result.failed[:3]}")
-    return {"wall_seconds": round(wall, 1), "cells": result.ran, "cells_per_minute": round(60 * result.ran / wall, 2),
-            "load_average_start_end": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "wall_seconds": round(wall, 1),
+        "cells": result.ran,
+        "cells_per_minute": round(60 * result.ran / wall, 2),
+        "load_average_start_end": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def speedup(config: Path, seeds: int) -> dict:
@@ -63,14 +67,19 @@ def speedup(config: Path, seeds: int) -> dict:
             key = f"{workers}x{threads}"
             print(f"speed-up slice ({len(grid.seeds)} seed(s)): {workers} worker(s) x {threads} thread(s)", flush=True)
             out = Path(tmp) / key
-            runs[key] = {"workers": workers, "threads": threads,
-                         **_timed(grid, out, workers=workers, threads=threads, device="cpu", report=False)}
+            runs[key] = {
+                "workers": workers,
+                "threads": threads,
+                **_timed(grid, out, workers=workers, threads=threads, device="cpu", report=False),
+            }
             records[key] = json.loads((out / "results.json").read_text())["records"]
     return {
         "slice": f"{config.name} with seeds {grid.seeds} ({runs['1x1']['cells']} cells), device cpu, report not drawn",
         "runs": runs,
         "speedup_2_workers_over_1_worker_1_thread": round(runs["1x1"]["wall_seconds"] / runs["2x1"]["wall_seconds"], 2),
-        "speedup_2_workers_over_1_worker_2_threads": round(runs["1x2"]["wall_seconds"] / runs["2x1"]["wall_seconds"], 2),
+        "speedup_2_workers_over_1_worker_2_threads": round(
+            runs["1x2"]["wall_seconds"] / runs["2x1"]["wall_seconds"], 2
+        ),
         "records_identical_1x1_vs_2x1": records["1x1"] == records["2x1"],
         "records_identical_1x1_vs_1x2": records["1x1"] == records["1x2"],
     }
@@ -83,10 +92,15 @@ def full(config: Path, out: Path, workers: int, keep: bool) -> dict:
     results = json.loads((out / "results.json").read_text())
     return {
         "command": f"corekd compare {config.relative_to(ROOT)} --out {out} --workers {workers}",
-        "out": str(out), "workers": workers, "threads_per_worker": 1, "device": results["meta"]["device"],
+        "out": str(out),
+        "workers": workers,
+        "threads_per_worker": 1,
+        "device": results["meta"]["device"],
         "continued_an_earlier_attempt": keep,
-        **timing, "minutes": round(timing["wall_seconds"] / 60, 1),
-        "target_minutes": TARGET_MINUTES, "meets_target": timing["wall_seconds"] / 60 < TARGET_MINUTES,
+        **timing,
+        "minutes": round(timing["wall_seconds"] / 60, 1),
+        "target_minutes": TARGET_MINUTES,
+        "meets_target": timing["wall_seconds"] / 60 < TARGET_MINUTES,
         "report": [str(out / "report.md"), str(out / "report.html")],
     }
 
@@ -98,17 +112,22 @@ def main() -> int:
     ap.add_argument("--part", choices=("all", "speedup", "full"), default="all")
     ap.add_argument("--workers", type=int, default=2, help="workers of the full run (default 2)")
     ap.add_argument("--slice-seeds", type=int, default=1, help="seeds in the speed-up slice (default 1)")
-    ap.add_argument("--keep", action="store_true", help="full: continue an earlier attempt in --out (timing only "
-                    "the missing cells) instead of starting fresh")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="full: continue an earlier attempt in --out (timing only the missing cells) instead of starting fresh",
+    )
     args = ap.parse_args()
     config = args.config.resolve()
     payload = json.loads(OUT.read_text()) if OUT.is_file() else {}
     git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
-    payload.update({
-        "benchmark": "python benchmarks/grid.py " + " ".join(sys.argv[1:]),
-        "commit": git("rev-parse", "HEAD"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-    })
+    payload.update(
+        {
+            "benchmark": "python benchmarks/grid.py " + " ".join(sys.argv[1:]),
+            "commit": git("rev-parse", "HEAD"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        }
+    )
     import torch
 
     payload["torch"] = torch.__version__

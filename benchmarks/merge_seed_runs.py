@@ -65,9 +65,12 @@ def main(argv: list[str]) -> int:
     (out / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
     marker = {**first["marker"], "command": f"python benchmarks/merge_seed_runs.py {' '.join(argv[1:])}"}
     (out / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n")
-    meta = {**first["results"]["meta"], "seeds": seeds,
-            "command": " + ".join(r["results"]["meta"]["command"] for r in runs) + f", merged by {marker['command']}",
-            "seconds": round(sum(r["results"]["meta"].get("seconds") or 0 for r in runs), 1)}
+    meta = {
+        **first["results"]["meta"],
+        "seeds": seeds,
+        "command": " + ".join(r["results"]["meta"]["command"] for r in runs) + f", merged by {marker['command']}",
+        "seconds": round(sum(r["results"]["meta"].get("seconds") or 0 for r in runs), 1),
+    }
     records = [x for r in runs for x in r["results"]["records"]]
     trainings = [x for r in runs for x in r["results"]["trainings"]]
     (out / RESULTS_FILE).write_text(json.dumps({"meta": meta, "records": records, "trainings": trainings}, indent=1))
@@ -81,8 +84,10 @@ def main(argv: list[str]) -> int:
         merged["drift"] = add_relative_to_no_kd([x for r in runs for x in r["analyses"]["drift"]])
         merged["mstate_drift"] = add_relative_to_no_kd([x for r in runs for x in r["analyses"].get("mstate_drift", [])])
         merged["rejection"] = [x for r in runs for x in r["analyses"]["rejection"]]
-        merged["natural_conflicts"] = {**first["analyses"]["natural_conflicts"],
-                                       "records": [x for r in runs for x in r["analyses"]["natural_conflicts"]["records"]]}
+        merged["natural_conflicts"] = {
+            **first["analyses"]["natural_conflicts"],
+            "records": [x for r in runs for x in r["analyses"]["natural_conflicts"]["records"]],
+        }
         for name in first["analyses"]["figures"]:
             if name != CURVE_FIGURE:  # the t-SNE panel: the first seed's in any run
                 shutil.copy(first["dir"] / name, out / name)

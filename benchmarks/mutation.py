@@ -38,8 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "mutation.json"
 FAST_STAGE = ROOT / "mutants" / "fast-stage.json"  # written by benchmarks/mutation_fast.py
 FAST_KILLED = "killed by a fast test"  # benchmarks/mutation_fast.py: mutmut's mutant, failed by a fast covering test
-NOT_KILLED = ("survived", "no tests", "suspicious", "skipped", "not checked", "segfault",
-              "check was interrupted by user")
+NOT_KILLED = (
+    "survived",
+    "no tests",
+    "suspicious",
+    "skipped",
+    "not checked",
+    "segfault",
+    "check was interrupted by user",
+)
 
 
 def pinned_requirement() -> str:
@@ -78,23 +85,27 @@ def ensure_tool(install: bool) -> str:
 
 # Functions left out of the timed run, with the reason (docs/testing.md). Everything else in the
 # configured modules is mutated.
-FIGURE = ("draws a PNG with matplotlib (colours, sizes, labels): nothing a test can pin short of comparing pixels; the "
-          "numbers it plots are computed by functions that are mutated")
-PROSE = ("the prose and markdown layout of a report section; the numbers it prints come from functions that are "
-         "mutated (reporting.tables, reporting.stats, evaluation.analyses)")
+FIGURE = (
+    "draws a PNG with matplotlib (colours, sizes, labels): nothing a test can pin short of comparing pixels; the "
+    "numbers it plots are computed by functions that are mutated"
+)
+PROSE = (
+    "the prose and markdown layout of a report section; the numbers it prints come from functions that are "
+    "mutated (reporting.tables, reporting.stats, evaluation.analyses)"
+)
 EXCLUDED_FUNCTIONS = {
     "src/corekd/reporting/run.py": {
         "_report_blocks": "the prose and layout of report.md (hundreds of text mutants); its tables come from "
-                          "records_frame / mean_std_table / format_cell / table_block, which are mutated",
+        "records_frame / mean_std_table / format_cell / table_block, which are mutated",
         "_intro": PROSE,
         "_headline_blocks": PROSE,
         "training_section": PROSE,
         "dev_section": "the prose of report.md's dev section; its rule, which student beats the teacher, is "
-                       "students_above_teacher, which is mutated",
+        "students_above_teacher, which is mutated",
         "analyses_section": PROSE,
         "mstate_drift_section": PROSE,
         "provenance_section": "the layout of report.md's defaults section; which defaults are listed is "
-                              "defaults_in_effect, which is mutated",
+        "defaults_in_effect, which is mutated",
     },
     "src/corekd/reporting/figures.py": {
         "tsne_figure": FIGURE,
@@ -144,9 +155,13 @@ def fast_kills() -> set[str]:
     if not FAST_STAGE.is_file():
         return set()
     hashes = function_hashes()
-    return {name for name, r in json.loads(FAST_STAGE.read_text())["results"].items()
-            if r["status"] == "killed" and r["function_hash"]
-            and r["function_hash"] == hashes.get(name.rsplit("__mutmut_", 1)[0])}
+    return {
+        name
+        for name, r in json.loads(FAST_STAGE.read_text())["results"].items()
+        if r["status"] == "killed"
+        and r["function_hash"]
+        and r["function_hash"] == hashes.get(name.rsplit("__mutmut_", 1)[0])
+    }
 
 
 def git(*args: str) -> str:
@@ -170,8 +185,12 @@ def mutant_location(name: str, path: str) -> dict:
         first = removed[0].strip()
         line = next((i + 1 for i in range(span[0] - 1, span[1]) if source[i].strip() == first), None)
     return {
-        "mutant": name, "file": path, "line": line, "function": ".".join(qualname),
-        "original": "\n".join(s.strip() for s in removed), "mutated": "\n".join(s.strip() for s in added),
+        "mutant": name,
+        "file": path,
+        "line": line,
+        "function": ".".join(qualname),
+        "original": "\n".join(s.strip() for s in removed),
+        "mutated": "\n".join(s.strip() for s in added),
     }
 
 
@@ -179,8 +198,14 @@ def _function_span(path: Path, qualname: list[str]) -> tuple[int, int] | None:
     body = ast.parse(path.read_text()).body
     node = None
     for part in qualname:
-        node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                     and n.name == part), None)
+        node = next(
+            (
+                n
+                for n in body
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == part
+            ),
+            None,
+        )
         if node is None:
             return None
         body = node.body
@@ -207,18 +232,35 @@ def run_mutmut(names: list[str], jobs: int, log: Path) -> tuple[float, list[floa
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (mutmut --max-children); default 2")
-    ap.add_argument("--rerun-not-killed", action="store_true",
-                    help="keep the last run's results; re-test only the mutants it did not kill or did not reach")
-    ap.add_argument("--survivors-only", action="store_true",
-                    help="with --rerun-not-killed: re-test only the mutants that were run and survived")
-    ap.add_argument("--unreached-only", action="store_true",
-                    help="with --rerun-not-killed: test only the mutants the last run did not reach (continue a stopped "
-                         "run without re-testing its survivors, which run every covering test)")
-    ap.add_argument("--only", nargs="+", metavar="GLOB", default=None,
-                    help="with --rerun-not-killed: re-test only the mutants whose names match one of these patterns "
-                         "(e.g. 'corekd.methods.reconstruction.*'); the others keep their last status")
-    ap.add_argument("--report-only", action="store_true",
-                    help="run nothing: rebuild the JSON from mutants/ (e.g. after a run was stopped)")
+    ap.add_argument(
+        "--rerun-not-killed",
+        action="store_true",
+        help="keep the last run's results; re-test only the mutants it did not kill or did not reach",
+    )
+    ap.add_argument(
+        "--survivors-only",
+        action="store_true",
+        help="with --rerun-not-killed: re-test only the mutants that were run and survived",
+    )
+    ap.add_argument(
+        "--unreached-only",
+        action="store_true",
+        help="with --rerun-not-killed: test only the mutants the last run did not reach (continue a stopped "
+        "run without re-testing its survivors, which run every covering test)",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="GLOB",
+        default=None,
+        help="with --rerun-not-killed: re-test only the mutants whose names match one of these patterns "
+        "(e.g. 'corekd.methods.reconstruction.*'); the others keep their last status",
+    )
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: rebuild the JSON from mutants/ (e.g. after a run was stopped)",
+    )
     ap.add_argument("--no-install", action="store_true", help="do not install mutmut if it is missing")
     args = ap.parse_args()
 
@@ -242,7 +284,8 @@ def main() -> int:
         runs = json.loads(runs_file.read_text())
         killed_fast = fast_kills()
         names = [
-            name for meta in sorted(Path("mutants").rglob("*.py.meta"))
+            name
+            for meta in sorted(Path("mutants").rglob("*.py.meta"))
             for name, code in json.loads(meta.read_text())["exit_code_by_key"].items()
             if any(fnmatch.fnmatch(name, p) for p in patterns)
             and (code is None or status_by_exit_code[code] not in ("killed", "timeout"))
@@ -252,20 +295,37 @@ def main() -> int:
             and (args.only is None or any(fnmatch.fnmatch(name, g) for g in args.only))
         ]
         print(f"mutmut {version}: re-testing the {len(names)} mutants the last run did not kill or reach", flush=True)
-        kind = (f"the {len(names)} mutants not reached before (a stopped run continued)" if args.unreached_only else
-                f"re-test of the {len(names)} mutants not killed" + ("" if args.survivors_only else " or not reached")
-                + " before" + (f" in {', '.join(args.only)}" if args.only else "") + ", with the tests added since")
+        kind = (
+            f"the {len(names)} mutants not reached before (a stopped run continued)"
+            if args.unreached_only
+            else f"re-test of the {len(names)} mutants not killed"
+            + ("" if args.survivors_only else " or not reached")
+            + " before"
+            + (f" in {', '.join(args.only)}" if args.only else "")
+            + ", with the tests added since"
+        )
     else:
         if Path("mutants").exists():
             shutil.rmtree("mutants")
         names, runs = patterns, []
-        print(f"mutmut {version}: mutmut run --max-children {args.jobs} <{len(patterns)} name patterns> "
-              f"(torch threads 1); left out: {', '.join(excluded) or 'nothing'}", flush=True)
+        print(
+            f"mutmut {version}: mutmut run --max-children {args.jobs} <{len(patterns)} name patterns> "
+            f"(torch threads 1); left out: {', '.join(excluded) or 'nothing'}",
+            flush=True,
+        )
         kind = "full"
     if not args.report_only:
         Path("mutants").mkdir(exist_ok=True)
-        runs.append({"kind": kind, "commit": commit, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "started_unix": round(time.time(), 1), "wall_seconds": None, "finished": False})
+        runs.append(
+            {
+                "kind": kind,
+                "commit": commit,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "started_unix": round(time.time(), 1),
+                "wall_seconds": None,
+                "finished": False,
+            }
+        )
         runs_file.write_text(json.dumps(runs, indent=1))
         if names:
             wall, load = run_mutmut(names, args.jobs, ROOT / "mutants" / f"benchmark-run-{len(runs)}.log")
@@ -291,8 +351,11 @@ def main() -> int:
     total = len(statuses)
     detected = counts["killed"] + counts["timeout"] + counts[FAST_KILLED]
     survivors = sorted(
-        ({"status": status, **mutant_location(name, path)} for name, (status, path) in statuses.items()
-         if status in NOT_KILLED),
+        (
+            {"status": status, **mutant_location(name, path)}
+            for name, (status, path) in statuses.items()
+            if status in NOT_KILLED
+        ),
         key=lambda s: (s["file"], s["line"] or 0, s["mutant"]),
     )
     per_file = {}
@@ -311,9 +374,12 @@ def main() -> int:
         "total": total,
         "score": round(detected / total, 4) if total else None,
         "score_definition": "(killed + timeout + killed by a fast test) / all mutants; survivors, 'no tests' and "
-                            "'not checked' (not reached) count against it",
-        "fast_stage": ({k: v for k, v in json.loads(FAST_STAGE.read_text()).items() if k != "results"}
-                       if FAST_STAGE.is_file() else None),
+        "'not checked' (not reached) count against it",
+        "fast_stage": (
+            {k: v for k, v in json.loads(FAST_STAGE.read_text()).items() if k != "results"}
+            if FAST_STAGE.is_file()
+            else None
+        ),
         "per_file": {p: dict(sorted(c.items())) for p, c in sorted(per_file.items())},
         "wall_seconds": round(sum(r["wall_seconds"] or 0 for r in runs), 1),
         "runs": runs,
@@ -324,8 +390,10 @@ def main() -> int:
     }
     OUT.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     print(f"{total} mutants: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    print(f"score {result['score']:.1%} (killed + timeout over all run), {result['wall_seconds'] / 60:.1f} min; "
-          f"wrote {OUT.relative_to(ROOT)}")
+    print(
+        f"score {result['score']:.1%} (killed + timeout over all run), {result['wall_seconds'] / 60:.1f} min; "
+        f"wrote {OUT.relative_to(ROOT)}"
+    )
     for s in survivors:
         print(f"  {s['status']}: {s['file']}:{s['line']} {s['function']}: {s['original']!r} -> {s['mutated']!r}")
     return 0

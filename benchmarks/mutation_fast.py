@@ -44,8 +44,13 @@ from mutation import FAST_STAGE, ROOT, function_hashes, mutant_patterns
 MUTANTS = ROOT / "mutants"
 # The test modules of the mutated modules (tests/<package>/test_<module>.py): unit tests on hand-made inputs, no
 # module-scoped pipeline fixture (a few tests in them train a tiny model or run a one-epoch corekd run).
-FAST_FILES = ("tests/data/test_protocols.py", "tests/test_training.py", "tests/methods/test_*.py",
-              "tests/evaluation/test_*.py", "tests/models/test_model.py")
+FAST_FILES = (
+    "tests/data/test_protocols.py",
+    "tests/test_training.py",
+    "tests/methods/test_*.py",
+    "tests/evaluation/test_*.py",
+    "tests/models/test_model.py",
+)
 
 
 def mangled_function(mutant: str) -> str:
@@ -63,15 +68,24 @@ def run_one(mutant: str, tests: list[str]) -> int:
 
 
 def save(results: dict, args: argparse.Namespace, started: float, earlier_seconds: float, finished: bool) -> None:
-    FAST_STAGE.write_text(json.dumps({
-        "what": "mutmut's mutants (mutants/), each run against its covering tests in the fast files",
-        "command": "python benchmarks/mutation_fast.py" + (f" --only {' '.join(args.only)}" if args.only else ""),
-        "fast_files": list(FAST_FILES),
-        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "finished": finished,
-        "wall_seconds": round(earlier_seconds + time.time() - started, 1),  # every fast-stage run on this mutants/
-        "results": results,
-    }, indent=1) + "\n")
+    FAST_STAGE.write_text(
+        json.dumps(
+            {
+                "what": "mutmut's mutants (mutants/), each run against its covering tests in the fast files",
+                "command": "python benchmarks/mutation_fast.py"
+                + (f" --only {' '.join(args.only)}" if args.only else ""),
+                "fast_files": list(FAST_FILES),
+                "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "finished": finished,
+                "wall_seconds": round(
+                    earlier_seconds + time.time() - started, 1
+                ),  # every fast-stage run on this mutants/
+                "results": results,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 def main() -> int:
@@ -132,14 +146,18 @@ def main() -> int:
             sys.exit(f"fast tests with MUTANT_UNDER_TEST={check!r}: exit {rc}, expected {expect}")
     os.environ.pop("MUTANT_UNDER_TEST", None)
     set_mutant_under_test(None)
-    print(f"checked: the {len(all_tests)} fast tests pass without a mutant and fail with mutmut's fail switch",
-          flush=True)
+    print(
+        f"checked: the {len(all_tests)} fast tests pass without a mutant and fail with mutmut's fail switch", flush=True
+    )
 
     previous = json.loads(FAST_STAGE.read_text()) if FAST_STAGE.is_file() else {"results": {}}
     results: dict[str, dict] = previous["results"]
     # an earlier fast-stage kill of the same function source stands; everything else is (re)tried with today's tests
-    todo = [t for t in todo if not (results.get(t[0], {}).get("status") == "killed"
-                                    and results[t[0]]["function_hash"] == t[1])]
+    todo = [
+        t
+        for t in todo
+        if not (results.get(t[0], {}).get("status") == "killed" and results[t[0]]["function_hash"] == t[1])
+    ]
     print(f"{len(todo)} of them not already killed by an earlier fast stage", flush=True)
     started, running, queue, done = time.time(), {}, list(todo), 0
     while queue or running:

@@ -74,7 +74,9 @@ def run_job(config_path: Path, run_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", default=Path("runs/quickstart-bench"), type=Path, help="the runs' output folder")
-    parser.add_argument("--out", default=Path("benchmarks/results/quickstart.json"), type=Path, help="where the JSON goes")
+    parser.add_argument(
+        "--out", default=Path("benchmarks/results/quickstart.json"), type=Path, help="where the JSON goes"
+    )
     parser.add_argument("--only", choices=list(TARGETS_S), help="run one of the two jobs")
     args = parser.parse_args(argv)
 
@@ -85,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     one_seed.write_text(yaml.safe_dump({**raw, "seeds": [0], "threads": 1}, sort_keys=False))
     two_threads = args.run_dir / "quickstart-2-threads.yaml"
     two_threads.write_text(yaml.safe_dump({**raw, "threads": 2}, sort_keys=False))
-    jobs = {"one_seed_1_thread": (one_seed, args.run_dir / "one-seed-1-thread"),
-            "quickstart_2_threads": (two_threads, args.run_dir / "quickstart")}
+    jobs = {
+        "one_seed_1_thread": (one_seed, args.run_dir / "one-seed-1-thread"),
+        "quickstart_2_threads": (two_threads, args.run_dir / "quickstart"),
+    }
     results = {}
     if args.only and args.out.is_file():  # keep the other job's last figures
         results = {k: v for k, v in json.loads(args.out.read_text()).get("jobs", {}).items() if k != args.only}
@@ -97,16 +101,20 @@ def main(argv: list[str] | None = None) -> int:
         job["target_s"] = TARGETS_S[name]
         job["target_met"] = job["returncode"] == 0 and job["wall_s"] <= TARGETS_S[name]
         results[name] = job
-        print(f"{name}: {job['wall_s']:.1f} s wall ({job['cpu_s']:.1f} s CPU), target <= {TARGETS_S[name]:g} s "
-              f"{'met' if job['target_met'] else 'NOT met'} (load {job['load_average_start']} -> {job['load_average_end']})",
-              flush=True)
-    device = torch.device(next((j["device"] for j in results.values() if j.get("device")), None) or resolve_device(config.device))
+        print(
+            f"{name}: {job['wall_s']:.1f} s wall ({job['cpu_s']:.1f} s CPU), target <= {TARGETS_S[name]:g} s "
+            f"{'met' if job['target_met'] else 'NOT met'} (load {job['load_average_start']} -> {job['load_average_end']})",
+            flush=True,
+        )
+    device = torch.device(
+        next((j["device"] for j in results.values() if j.get("device")), None) or resolve_device(config.device)
+    )
     result = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "jobs": results,
         "machine": machine_info(device),
         "note": "wall times include starting Python; timings taken while other processes use the CPU are inflated "
-                "(see each job's load average)",
+        "(see each job's load average)",
         "seeds": config.seeds,
         "methods": [spec.label for spec in config.methods],
     }

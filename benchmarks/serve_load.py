@@ -55,10 +55,17 @@ def default_bundle(folder: Path, corpus) -> Path:
     dims = {m: s.dim for m, s in corpus.modalities.items()}
     model = init_model(ModelConfig(), dims, len(corpus.labels), 0, "student")
     model.set_input_statistics(train_statistics(SplitTensors.from_corpus(corpus, "train")))
-    save_checkpoint(model, folder / "checkpoint", {"labels": corpus.labels, "task": "classification",
-                                                   "method": "untrained (speed only)"})
-    return bundle_checkpoint(folder / "checkpoint", folder / "bundle", cards=corpus.cards(),
-                             source={"note": "freshly initialised ModelConfig() for the load benchmark"})
+    save_checkpoint(
+        model,
+        folder / "checkpoint",
+        {"labels": corpus.labels, "task": "classification", "method": "untrained (speed only)"},
+    )
+    return bundle_checkpoint(
+        folder / "checkpoint",
+        folder / "bundle",
+        cards=corpus.cards(),
+        source={"note": "freshly initialised ModelConfig() for the load benchmark"},
+    )
 
 
 def free_port() -> int:
@@ -101,8 +108,13 @@ async def drive(base: str, bodies: list[bytes], clients: int, total: int, max_se
 def heavy_body(seed: int) -> bytes:
     """64 dialogues x 1000 utterances, only ``l`` (dim 100), values 0/1, compact: a legal body of about 13 MB."""
     rng = np.random.default_rng(seed)
-    dialogues = [{"dialogue_id": f"heavy{seed}_{i}", "utterances": [{"l": rng.integers(0, 2, 100).tolist()}
-                                                                    for _ in range(1000)]} for i in range(64)]
+    dialogues = [
+        {
+            "dialogue_id": f"heavy{seed}_{i}",
+            "utterances": [{"l": rng.integers(0, 2, 100).tolist()} for _ in range(1000)],
+        }
+        for i in range(64)
+    ]
     return json.dumps(dialogues, separators=(",", ":")).encode()
 
 
@@ -121,8 +133,7 @@ def descendants(pid: int) -> list[int]:
     while todo:
         p = todo.pop()
         try:
-            kids = [int(c) for t in Path(f"/proc/{p}/task").iterdir()
-                    for c in (t / "children").read_text().split()]
+            kids = [int(c) for t in Path(f"/proc/{p}/task").iterdir() for c in (t / "children").read_text().split()]
         except OSError:
             kids = []
         out += kids
@@ -172,8 +183,9 @@ def healthz_under_heavy(base: str, heavy: int, server_pid: int) -> dict:
             r = await http.post("/v1/predict", content=body, headers={"content-type": "application/json"})
             return r.status_code, time.perf_counter() - start
 
-        async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(900.0),
-                                     limits=httpx.Limits(max_connections=heavy)) as http:
+        async with httpx.AsyncClient(
+            base_url=base, timeout=httpx.Timeout(900.0), limits=httpx.Limits(max_connections=heavy)
+        ) as http:
             start = time.perf_counter()
             results = await asyncio.gather(*(one(http, b) for b in bodies))
             return results, time.perf_counter() - start
@@ -181,16 +193,30 @@ def healthz_under_heavy(base: str, heavy: int, server_pid: int) -> dict:
     _, idle, _ = polled(lambda: time.sleep(1.0))
     (results, seconds), latencies, answers = polled(lambda: asyncio.run(send_all()))
     lat = np.array(latencies) * 1000
-    pct = lambda a: {"p50": round(float(np.percentile(a, 50)), 1), "p99": round(float(np.percentile(a, 99)), 1),  # noqa: E731
-                     "max": round(float(a.max()), 1), "n": int(len(a))}
+
+    def pct(a: np.ndarray) -> dict:
+        return {
+            "p50": round(float(np.percentile(a, 50)), 1),
+            "p99": round(float(np.percentile(a, 99)), 1),
+            "max": round(float(a.max()), 1),
+            "n": int(len(a)),
+        }
+
     return {
-        "heavy_requests": heavy, "body_mb": round(float(np.mean([len(b) for b in bodies])) / 2**20, 2),
-        "heavy_status": [s for s, _ in results], "heavy_errors": sum(s != 200 for s, _ in results),
-        "heavy_seconds": [round(t, 1) for _, t in results], "wall_seconds": round(seconds, 1),
-        "healthz_ms": pct(lat), "healthz_idle_ms": pct(np.array(idle) * 1000),
-        "healthz_over_50ms": int((lat >= 50).sum()), "healthz_errors": answers[:5],
-        "peak_rss_mb": {"server": peak_rss_mb(server_pid),
-                        "children": [peak_rss_mb(p) for p in descendants(server_pid)]},
+        "heavy_requests": heavy,
+        "body_mb": round(float(np.mean([len(b) for b in bodies])) / 2**20, 2),
+        "heavy_status": [s for s, _ in results],
+        "heavy_errors": sum(s != 200 for s, _ in results),
+        "heavy_seconds": [round(t, 1) for _, t in results],
+        "wall_seconds": round(seconds, 1),
+        "healthz_ms": pct(lat),
+        "healthz_idle_ms": pct(np.array(idle) * 1000),
+        "healthz_over_50ms": int((lat >= 50).sum()),
+        "healthz_errors": answers[:5],
+        "peak_rss_mb": {
+            "server": peak_rss_mb(server_pid),
+            "children": [peak_rss_mb(p) for p in descendants(server_pid)],
+        },
     }
 
 
@@ -209,15 +235,41 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     bundle = args.model or default_bundle(Path(tmp.name), corpus)
     test = corpus.split("test")
-    bodies = [json.dumps({"dialogue_id": d.id, "utterances": [
-        {"id": uid, "speaker": d.speakers[i], **{m: d.features[m][i].tolist() for j, m in enumerate(corpus.modality_names)
-                                                  if d.available[i, j]}}
-        for i, uid in enumerate(d.utterance_ids)]}).encode() for d in test]
+    bodies = [
+        json.dumps(
+            {
+                "dialogue_id": d.id,
+                "utterances": [
+                    {
+                        "id": uid,
+                        "speaker": d.speakers[i],
+                        **{
+                            m: d.features[m][i].tolist()
+                            for j, m in enumerate(corpus.modality_names)
+                            if d.available[i, j]
+                        },
+                    }
+                    for i, uid in enumerate(d.utterance_ids)
+                ],
+            }
+        ).encode()
+        for d in test
+    ]
     utterances = [len(d) for d in test]
 
     port = free_port()
-    cmd = [sys.executable, "-m", "corekd.cli", "serve", str(bundle), "--host", "127.0.0.1", "--port", str(port),
-           *(["--batching"] if args.batching else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "corekd.cli",
+        "serve",
+        str(bundle),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *(["--batching"] if args.batching else []),
+    ]
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -261,25 +313,60 @@ def main() -> int:
         "seconds": round(result["seconds"], 2),
         "throughput_requests_per_s": round(ok / result["seconds"], 2),
         "throughput_utterances_per_s": round(ok * mean_utts / result["seconds"], 1),
-        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
-                       "p99": round(float(np.percentile(lat, 99)), 1), "max": round(float(lat.max()), 1)} if ok else {},
-        "request": {"dialogue": "synthetic corpus test split, one dialogue per request, every modality",
-                    "utterances_mean": round(mean_utts, 1), "dims": {m: s.dim for m, s in corpus.modalities.items()},
-                    "body_bytes_mean": int(np.mean([len(b) for b in bodies]))},
-        "keep_alive": {"clients": args.clients, "seconds": round(result["seconds"], 2), "errors": len(result["errors"]),
-                       "connections": "one httpx pool of --clients keep-alive connections",
-                       "timeout_keep_alive_s": 5.0},
+        "latency_ms": {
+            "p50": round(float(np.percentile(lat, 50)), 1),
+            "p95": round(float(np.percentile(lat, 95)), 1),
+            "p99": round(float(np.percentile(lat, 99)), 1),
+            "max": round(float(lat.max()), 1),
+        }
+        if ok
+        else {},
+        "request": {
+            "dialogue": "synthetic corpus test split, one dialogue per request, every modality",
+            "utterances_mean": round(mean_utts, 1),
+            "dims": {m: s.dim for m, s in corpus.modalities.items()},
+            "body_bytes_mean": int(np.mean([len(b) for b in bodies])),
+        },
+        "keep_alive": {
+            "clients": args.clients,
+            "seconds": round(result["seconds"], 2),
+            "errors": len(result["errors"]),
+            "connections": "one httpx pool of --clients keep-alive connections",
+            "timeout_keep_alive_s": 5.0,
+        },
         "healthz_under_heavy": heavy,
-        "server": {"batching": args.batching, "workers": 1, "runtime": "torch", "service": model_info["service"],
-                   "model": "given bundle" if args.model else "freshly initialised ModelConfig() (speed only)"},
-        "machine": {"cpus": os.cpu_count(), "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        "server": {
+            "batching": args.batching,
+            "workers": 1,
+            "runtime": "torch",
+            "service": model_info["service"],
+            "model": "given bundle" if args.model else "freshly initialised ModelConfig() (speed only)",
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
-    print(json.dumps({k: record[k] for k in ("requests_ok", "errors", "seconds", "throughput_requests_per_s",
-                                              "latency_ms", "healthz_under_heavy")}))
+    print(
+        json.dumps(
+            {
+                k: record[k]
+                for k in (
+                    "requests_ok",
+                    "errors",
+                    "seconds",
+                    "throughput_requests_per_s",
+                    "latency_ms",
+                    "healthz_under_heavy",
+                )
+            }
+        )
+    )
     healthy = heavy is None or (heavy["healthz_ms"]["max"] < 50 and heavy["heavy_errors"] == 0)
     return 0 if record["errors"] == 0 and ok > 0 and healthy else 1
 

@@ -135,8 +135,15 @@ def load_average() -> list[float] | None:
 
 
 # ------------------------------------------------------------------ training
-def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
-                   device: torch.device, warmup_epochs: int, repeats: int) -> dict:
+def bench_training(
+    train: SplitTensors,
+    model_cfg: ModelConfig,
+    dims: dict[str, int],
+    num_classes: int,
+    device: torch.device,
+    warmup_epochs: int,
+    repeats: int,
+) -> dict:
     cfg = TrainingConfig()
     eval_batch = EvaluationConfig().batch_size  # what the pipeline gives TeacherReference
 
@@ -152,13 +159,19 @@ def bench_training(train: SplitTensors, model_cfg: ModelConfig, dims: dict[str, 
     runs = {}
     # The training loop's own Trainer: the step measured is the step trained. corekd_inline: CoRe-KD with
     # nce_mode: inline (conflicts inside the training view, B rows per forward instead of the default's 2B).
-    named = (("no_kd", {}), ("corekd", {}), ("corekd_inline", {"nce_mode": "inline"}), *((n, {}) for n in BASELINE_METHODS))
+    named = (
+        ("no_kd", {}),
+        ("corekd", {}),
+        ("corekd_inline", {"nce_mode": "inline"}),
+        *((n, {}) for n in BASELINE_METHODS),
+    )
     for name, options in named:
         cls = method_class(name.removesuffix("_inline"))
         method = cls(cls.Options(**options), cfg.missing)
         student = init_model(model_cfg, dims, num_classes, SEED, "student", build=method.build_model)
-        runs[name] = Trainer(method, student, cfg, seed=SEED, device=device,
-                             teacher=teacher_ref if method.needs_teacher else None)
+        runs[name] = Trainer(
+            method, student, cfg, seed=SEED, device=device, teacher=teacher_ref if method.needs_teacher else None
+        )
 
     for _ in range(warmup_epochs):
         for trainer in runs.values():
@@ -210,8 +223,14 @@ def with_torch_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def bench_dropout_layer(train: SplitTensors, dims: dict[str, int], num_classes: int, device: torch.device,
-                        repeats: int, threads: tuple[int, ...] = (1, 2)) -> dict:
+def bench_dropout_layer(
+    train: SplitTensors,
+    dims: dict[str, int],
+    num_classes: int,
+    device: torch.device,
+    repeats: int,
+    threads: tuple[int, ...] = (1, 2),
+) -> dict:
     """Median epoch seconds of no_kd and corekd with the models' dropout layer ("ours") and with nn.Dropout ("torch")."""
     cfg = TrainingConfig()
     teacher = init_model(ModelConfig(), dims, num_classes, SEED, "teacher").to(device)
@@ -227,8 +246,14 @@ def bench_dropout_layer(train: SplitTensors, dims: dict[str, int], num_classes: 
                 student = init_model(ModelConfig(), dims, num_classes, SEED, "student", build=method.build_model)
                 if layer == "torch":
                     with_torch_dropout(student)
-                runs[(name, layer)] = Trainer(method, student, cfg, seed=SEED, device=device,
-                                              teacher=teacher_ref if method.needs_teacher else None)
+                runs[(name, layer)] = Trainer(
+                    method,
+                    student,
+                    cfg,
+                    seed=SEED,
+                    device=device,
+                    teacher=teacher_ref if method.needs_teacher else None,
+                )
         for trainer in runs.values():  # warm-up
             trainer.epoch(train)
         seconds: dict = {key: [] for key in runs}
@@ -239,7 +264,8 @@ def bench_dropout_layer(train: SplitTensors, dims: dict[str, int], num_classes: 
             figures[f"epoch_s_{name}_{layer}_dropout_{n}_threads"] = round(statistics.median(values), 4)
         for name in ("no_kd", "corekd"):
             figures[f"{name}_ours_over_torch_{n}_threads"] = round(
-                statistics.median(seconds[(name, "ours")]) / statistics.median(seconds[(name, "torch")]), 3)
+                statistics.median(seconds[(name, "ours")]) / statistics.median(seconds[(name, "torch")]), 3
+            )
     return figures
 
 
@@ -302,8 +328,10 @@ def latency_dialogue(num_utterances: int) -> tuple[SplitTensors, str]:
     )
     corpus = generate(cfg)
     split = SplitTensors.from_dialogues("latency", corpus.dialogues[:1], corpus)
-    how = (f"corekd.data.synth.generate(SynthConfig(mean_length={num_utterances}, length_std=0, "
-           f"min_length={num_utterances}, max_length={num_utterances}, n_dialogues=3)), first dialogue, complete view")
+    how = (
+        f"corekd.data.synth.generate(SynthConfig(mean_length={num_utterances}, length_std=0, "
+        f"min_length={num_utterances}, max_length={num_utterances}, n_dialogues=3)), first dialogue, complete view"
+    )
     return split, how
 
 
@@ -350,11 +378,21 @@ def bench_onnx_latency(model: ERCModel, labels: list[str], warmup: int, calls: i
 
     split, how = latency_dialogue(LATENCY_UTTERANCES)
     model = model.to("cpu").eval()
-    arrays = {"mask": split.avail[:1].numpy(), "speakers": split.speakers[:1].numpy(), "lengths": split.lengths[:1].numpy(),
-              **{m: split.features[m][:1].numpy() for m in model.modalities}}
+    arrays = {
+        "mask": split.avail[:1].numpy(),
+        "speakers": split.speakers[:1].numpy(),
+        "lengths": split.lengths[:1].numpy(),
+        **{m: split.features[m][:1].numpy() for m in model.modalities},
+    }
     module = ServingModule(model, "classification").eval()
-    bundle = Bundle(path=Path("."), model=model, info={"bundle": {"source": {}}}, task="classification", labels=labels,
-                    modalities={m: {"dim": d, "kind": "vector"} for m, d in model.dims.items()})
+    bundle = Bundle(
+        path=Path("."),
+        model=model,
+        info={"bundle": {"source": {}}},
+        task="classification",
+        labels=labels,
+        modalities={m: {"dim": d, "kind": "vector"} for m, d in model.dims.items()},
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(bundle, Path(tmp) / "latency.onnx")
         options = ort.SessionOptions()
@@ -377,7 +415,9 @@ def bench_onnx_latency(model: ERCModel, labels: list[str], warmup: int, calls: i
         ms = np.array([1e3 * timed(fn, torch.device("cpu")) for _ in range(calls)])
         figures[f"serving_latency_ms_p50_{name}"] = float(np.percentile(ms, 50))
         figures[f"serving_latency_ms_p95_{name}"] = float(np.percentile(ms, 95))
-    figures["serving_onnx_over_torch_p50"] = figures["serving_latency_ms_p50_onnx"] / figures["serving_latency_ms_p50_torch"]
+    figures["serving_onnx_over_torch_p50"] = (
+        figures["serving_latency_ms_p50_onnx"] / figures["serving_latency_ms_p50_torch"]
+    )
     figures["serving_onnx_max_abs_diff"] = float(np.abs(run_onnx() - run_torch()).max())
     figures["serving_threads"] = torch.get_num_threads()
     figures["serving_onnx_opset"] = OPSET
@@ -399,38 +439,48 @@ def check_targets(figures: dict) -> dict:
 def summary(result: dict) -> str:
     f, s, t = result["figures"], result["sizes"], result["targets"]
     mark = lambda key: "PASS" if t[key]["met"] else "FAIL"  # noqa: E731
-    return "\n".join([
-        f"device {result['machine']['device']} ({result['machine']['device_name']}), "
-        f"{result['machine']['torch_num_threads']} threads, torch {result['machine']['torch_version']}",
-        f"sizes: train {s['train_dialogues']} dialogues / {s['train_utterances']} utterances, "
-        f"batch {s['train_batch_size_dialogues']} dialogues, hidden {s['hidden']}",
-        f"training   no_kd  {f['train_utt_per_s_no_kd']:9.0f} utt/s  ({f['train_step_ms_no_kd']:.1f} ms/step)",
-        f"training   corekd {f['train_utt_per_s_corekd']:9.0f} utt/s  ({f['train_step_ms_corekd']:.1f} ms/step)",
-        f"           corekd/no_kd step ratio {f['corekd_over_no_kd_step_ratio']:.3f} (target <= 1.3: "
-        f"{mark('corekd_over_no_kd_step_ratio')}); teacher cache build {f['teacher_cache_build_s']:.3f} s",
-        f"           nce_mode inline: {f['train_step_ms_corekd_inline']:.1f} ms/step, ratio "
-        f"{f['corekd_inline_over_no_kd_step_ratio']:.3f}",
-        *(f"baseline   {name}: {f[f'train_step_ms_{name}']:.1f} ms/step, ratio to no_kd "
-          f"{f[f'{name}_over_no_kd_step_ratio']:.3f} (limit {BASELINE_RATIO_LIMIT:g}x)" for name in BASELINE_METHODS),
-        f"inference  {f['inference_utt_per_s']:9.0f} utt/s, {f['inference_flops_per_utt'] / 1e6:.2f} MFLOP/utt "
-        f"({f['latency_flops_per_utt'] / 1e6:.2f} for one {s['latency_dialogue_utterances']}-utt dialogue)",
-        f"           {f['inference_gflop_per_s']:.1f} GFLOP/s vs matmul {f['matmul_gflop_per_s']:.1f} GFLOP/s = "
-        f"{f['inference_fraction_of_matmul']:.3f} (target >= 0.30: {mark('inference_fraction_of_matmul')})",
-        f"latency    p50 {f['latency_ms_p50']:.2f} ms, p95 {f['latency_ms_p95']:.2f} ms "
-        f"(target < 10 ms: p50 {mark('latency_ms_p50')}, p95 {mark('latency_ms_p95')})",
-    ])
+    return "\n".join(
+        [
+            f"device {result['machine']['device']} ({result['machine']['device_name']}), "
+            f"{result['machine']['torch_num_threads']} threads, torch {result['machine']['torch_version']}",
+            f"sizes: train {s['train_dialogues']} dialogues / {s['train_utterances']} utterances, "
+            f"batch {s['train_batch_size_dialogues']} dialogues, hidden {s['hidden']}",
+            f"training   no_kd  {f['train_utt_per_s_no_kd']:9.0f} utt/s  ({f['train_step_ms_no_kd']:.1f} ms/step)",
+            f"training   corekd {f['train_utt_per_s_corekd']:9.0f} utt/s  ({f['train_step_ms_corekd']:.1f} ms/step)",
+            f"           corekd/no_kd step ratio {f['corekd_over_no_kd_step_ratio']:.3f} (target <= 1.3: "
+            f"{mark('corekd_over_no_kd_step_ratio')}); teacher cache build {f['teacher_cache_build_s']:.3f} s",
+            f"           nce_mode inline: {f['train_step_ms_corekd_inline']:.1f} ms/step, ratio "
+            f"{f['corekd_inline_over_no_kd_step_ratio']:.3f}",
+            *(
+                f"baseline   {name}: {f[f'train_step_ms_{name}']:.1f} ms/step, ratio to no_kd "
+                f"{f[f'{name}_over_no_kd_step_ratio']:.3f} (limit {BASELINE_RATIO_LIMIT:g}x)"
+                for name in BASELINE_METHODS
+            ),
+            f"inference  {f['inference_utt_per_s']:9.0f} utt/s, {f['inference_flops_per_utt'] / 1e6:.2f} MFLOP/utt "
+            f"({f['latency_flops_per_utt'] / 1e6:.2f} for one {s['latency_dialogue_utterances']}-utt dialogue)",
+            f"           {f['inference_gflop_per_s']:.1f} GFLOP/s vs matmul {f['matmul_gflop_per_s']:.1f} GFLOP/s = "
+            f"{f['inference_fraction_of_matmul']:.3f} (target >= 0.30: {mark('inference_fraction_of_matmul')})",
+            f"latency    p50 {f['latency_ms_p50']:.2f} ms, p95 {f['latency_ms_p95']:.2f} ms "
+            f"(target < 10 ms: p50 {mark('latency_ms_p50')}, p95 {mark('latency_ms_p95')})",
+        ]
+    )
 
 
-PART_OUT = {"onnx": Path("benchmarks/results/speed_onnx.json"), "dropout": Path("benchmarks/results/speed_dropout.json")}
+PART_OUT = {
+    "onnx": Path("benchmarks/results/speed_onnx.json"),
+    "dropout": Path("benchmarks/results/speed_dropout.json"),
+}
 
 
 def write_part(out: Path, figures: dict, device: torch.device, load_start: list[float] | None, note: str) -> None:
     """One part's JSON (``--part onnx`` / ``dropout``): the command, date, machine with load averages, figures, a note."""
-    result = {"command": shlex.join(["python", *sys.argv]),
-              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "machine": {**machine_info(device), "load_average_start": load_start, "load_average_end": load_average()},
-              "figures": figures,
-              "notes": [note]}
+    result = {
+        "command": shlex.join(["python", *sys.argv]),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {**machine_info(device), "load_average_start": load_start, "load_average_end": load_average()},
+        "figures": figures,
+        "notes": [note],
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -439,10 +489,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--out", default="benchmarks/results/speed.json", type=Path)
-    parser.add_argument("--repeats", default=9, type=int, help="timed training epochs per method (after 2 warm-up epochs)")
-    parser.add_argument("--part", default="all", choices=["all", "onnx", "dropout"],
-                        help="onnx: only the PyTorch vs onnxruntime latency (CPU), to benchmarks/results/speed_onnx.json; "
-                             "dropout: the models' dropout layer against nn.Dropout, to benchmarks/results/speed_dropout.json")
+    parser.add_argument(
+        "--repeats", default=9, type=int, help="timed training epochs per method (after 2 warm-up epochs)"
+    )
+    parser.add_argument(
+        "--part",
+        default="all",
+        choices=["all", "onnx", "dropout"],
+        help="onnx: only the PyTorch vs onnxruntime latency (CPU), to benchmarks/results/speed_onnx.json; "
+        "dropout: the models' dropout layer against nn.Dropout, to benchmarks/results/speed_dropout.json",
+    )
     args = parser.parse_args(argv)
     # A part's own file unless --out is given.
     part_out = args.out if "--out" in (argv if argv is not None else sys.argv) else PART_OUT.get(args.part, args.out)
@@ -452,9 +508,14 @@ def main(argv: list[str] | None = None) -> int:
         model = init_model(ModelConfig(), dims, len(corpus.labels), SEED, "student")
         load_start = load_average()
         figures = bench_onnx_latency(model, corpus.labels, warmup=30, calls=300)
-        write_part(part_out, figures, torch.device("cpu"), load_start,
-                   "One 50-utterance dialogue, batch of one, complete view, freshly initialised ModelConfig(); "
-                   "both runtimes take the same numpy arrays and return probabilities; CPU.")
+        write_part(
+            part_out,
+            figures,
+            torch.device("cpu"),
+            load_start,
+            "One 50-utterance dialogue, batch of one, complete view, freshly initialised ModelConfig(); "
+            "both runtimes take the same numpy arrays and return probabilities; CPU.",
+        )
         print(json.dumps({k: v for k, v in figures.items() if k != "serving_latency_dialogue"}, indent=1))
         return 0
 
@@ -470,10 +531,15 @@ def main(argv: list[str] | None = None) -> int:
         dims = {m: spec.dim for m, spec in corpus.modalities.items()}
         load_start = load_average()
         figures = bench_dropout_layer(train, dims, len(corpus.labels), device, repeats=6)
-        write_part(part_out, figures, device, load_start,
-                   "Training-loop epochs (no dev scoring) of freshly initialised ModelConfig() students on the "
-                   "synthetic corpus; 'torch': every corekd Dropout replaced by torch.nn.Dropout of the same p; "
-                   "one warm-up epoch, then 6 interleaved epochs per variant, median.")
+        write_part(
+            part_out,
+            figures,
+            device,
+            load_start,
+            "Training-loop epochs (no dev scoring) of freshly initialised ModelConfig() students on the "
+            "synthetic corpus; 'torch': every corekd Dropout replaced by torch.nn.Dropout of the same p; "
+            "one warm-up epoch, then 6 interleaved epochs per variant, median.",
+        )
         print(json.dumps(figures, indent=1))
         return 0
     started = time.perf_counter()

@@ -23,8 +23,10 @@ ROW = re.compile(r"^\| `([^`:]+)(?::\d+)?`(?: `[^`]+`)? \| `(.*)` → `(.*)` \| 
 
 # (regex on the mutated line, the same verdict text docs/testing.md uses for that kind of change)
 RULES = [
-    (r"device=None|\.to\(None\)|\.to\(None, ", "equivalent: device placement / CUDA-only branch: a no-op on the CPU "
-                                                "(the CUDA path runs where a GPU exists)"),
+    (
+        r"device=None|\.to\(None\)|\.to\(None, ",
+        "equivalent: device placement / CUDA-only branch: a no-op on the CPU (the CUDA path runs where a GPU exists)",
+    ),
     (r"indent=None|indent=\d\)|json\.dumps\([^)]*, \)", "equivalent: JSON indentation: layout only"),
     (r'raise \w+\(None\)|"XX.*XX"\)?$', "harmless: message wording beyond the part the tests match"),
     (r"perf_counter\(\) \+ ", "harmless: the recorded seconds only"),
@@ -41,7 +43,7 @@ def excerpt(original: str, mutated: str, context: int = 14) -> tuple[str, str]:
     while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
         end += 1
     lo = max(0, start - context)
-    return a[lo: len(a) - max(0, end - context)], b[lo: len(b) - max(0, end - context)]
+    return a[lo : len(a) - max(0, end - context)], b[lo : len(b) - max(0, end - context)]
 
 
 def known_verdicts(doc: Path) -> list[tuple[str, str, str, str]]:

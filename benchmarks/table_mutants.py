@@ -25,33 +25,60 @@ SRC = ROOT / "src" / "corekd"
 
 # (what it breaks, file, original text, mutated text)
 MUTANTS = [
-    ("evaluation predicts with no mask (every condition scored on complete views)", "pipeline.py",
-     "preds = predict(model, test, mask, batch_size, device, keep)",
-     "preds = predict(model, test, None, batch_size, device, keep)"),
-    ("l_state weight dropped from the CoRe-KD total", "methods/corekd.py",
-     'total = total + o.l_state * terms["state"]',
-     'total = total + terms["state"]'),
-    ("inline NCE: clean = valid (conflict targets also scored by CE and CSA)", "methods/corekd.py",
-     'clean = valid & ~conflict.selected if conflict is not None and o.nce_mode == "inline" else valid',
-     "clean = valid"),
-    ("L_mstate uses the complete mask instead of the student's view", "methods/corekd.py",
-     "modality_anchor(out.states, teacher.states, ctx.view.batch.mask,",
-     "modality_anchor(out.states, teacher.states, ctx.batch.mask,"),
-    ("students of a seed initialised per method/label", "pipeline.py",
-     'seed, "teacher" if method.name == "teacher" else "student",',
-     "seed, label,"),
-    ("training masks seeded per method", "training.py",
-     'self.mask_gen = torch_generator("train-mask", seed)',
-     'self.mask_gen = torch_generator("train-mask", seed, method.name)'),
-    ("NCE draws from the mask stream", "methods/corekd.py",
-     "conflict = nce_view(view.batch, source, o.nce_prob, tuple(o.nce_types), generator,",
-     "conflict = nce_view(view.batch, source, o.nce_prob, tuple(o.nce_types), mask_generator,"),
-    ("students selected on complete dev views", "training.py",
-     'dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed), dev.modalities)',
-     "dev_masks = dev.avail.clone()"),
-    ("margin term's donor labels = target labels", "methods/corekd.py",
-     "donor_labels = labels.reshape(-1)[conflict.donor.clamp(min=0)]",
-     "donor_labels = labels"),
+    (
+        "evaluation predicts with no mask (every condition scored on complete views)",
+        "pipeline.py",
+        "preds = predict(model, test, mask, batch_size, device, keep)",
+        "preds = predict(model, test, None, batch_size, device, keep)",
+    ),
+    (
+        "l_state weight dropped from the CoRe-KD total",
+        "methods/corekd.py",
+        'total = total + o.l_state * terms["state"]',
+        'total = total + terms["state"]',
+    ),
+    (
+        "inline NCE: clean = valid (conflict targets also scored by CE and CSA)",
+        "methods/corekd.py",
+        'clean = valid & ~conflict.selected if conflict is not None and o.nce_mode == "inline" else valid',
+        "clean = valid",
+    ),
+    (
+        "L_mstate uses the complete mask instead of the student's view",
+        "methods/corekd.py",
+        "modality_anchor(out.states, teacher.states, ctx.view.batch.mask,",
+        "modality_anchor(out.states, teacher.states, ctx.batch.mask,",
+    ),
+    (
+        "students of a seed initialised per method/label",
+        "pipeline.py",
+        'seed, "teacher" if method.name == "teacher" else "student",',
+        "seed, label,",
+    ),
+    (
+        "training masks seeded per method",
+        "training.py",
+        'self.mask_gen = torch_generator("train-mask", seed)',
+        'self.mask_gen = torch_generator("train-mask", seed, method.name)',
+    ),
+    (
+        "NCE draws from the mask stream",
+        "methods/corekd.py",
+        "conflict = nce_view(view.batch, source, o.nce_prob, tuple(o.nce_types), generator,",
+        "conflict = nce_view(view.batch, source, o.nce_prob, tuple(o.nce_types), mask_generator,",
+    ),
+    (
+        "students selected on complete dev views",
+        "training.py",
+        'dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed), dev.modalities)',
+        "dev_masks = dev.avail.clone()",
+    ),
+    (
+        "margin term's donor labels = target labels",
+        "methods/corekd.py",
+        "donor_labels = labels.reshape(-1)[conflict.donor.clamp(min=0)]",
+        "donor_labels = labels",
+    ),
 ]
 
 
@@ -70,15 +97,23 @@ def run_one(k: int, fast: bool) -> dict:
         path.write_text(original.replace(old, new))
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *tests],
-            cwd=ROOT, env=env, capture_output=True, text=True,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
         )
     finally:
         path.write_text(original)
     found = re.findall(r"^FAILED (\S+)(?: - (.*))?$", proc.stdout, flags=re.M)
     failed = sorted({name for name, _ in found})
-    entry.update(applies=True, killed=proc.returncode != 0 and bool(failed), pytest_exit=proc.returncode,
-                 failed_tests=failed, messages={name: why[:200] for name, why in found},
-                 seconds=round(time.perf_counter() - start, 1))
+    entry.update(
+        applies=True,
+        killed=proc.returncode != 0 and bool(failed),
+        pytest_exit=proc.returncode,
+        failed_tests=failed,
+        messages={name: why[:200] for name, why in found},
+        seconds=round(time.perf_counter() - start, 1),
+    )
     return entry
 
 

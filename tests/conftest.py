@@ -41,7 +41,6 @@ def tiny_config_dict():
     }
 
 
-
 @pytest.fixture(scope="session")
 def tiny_run_bundle(tmp_path_factory):
     """A finished one-epoch ``no_kd`` run on the tiny corpus and a bundle of its model: (run dir, bundle dir)."""
@@ -51,8 +50,12 @@ def tiny_run_bundle(tmp_path_factory):
     from helpers import quick_config
 
     root = tmp_path_factory.mktemp("serving")
-    run(validate_config(quick_config(evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False}), "cfg.yaml"),
-        root / "run")
+    run(
+        validate_config(
+            quick_config(evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False}), "cfg.yaml"
+        ),
+        root / "run",
+    )
     return root / "run", export_bundle(root / "run", "no_kd", root / "bundle")
 
 

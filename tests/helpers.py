@@ -13,15 +13,23 @@ from safetensors.numpy import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 
 # A whole corpus in milliseconds: 14 short dialogues, small feature dims.
-TINY_SYNTH = dict(n_dialogues=14, mean_length=10, length_std=3, min_length=4, max_length=16,
-                  dims={"l": 12, "a": 10, "v": 16}, latent_dim=4)
-
+TINY_SYNTH = dict(
+    n_dialogues=14,
+    mean_length=10,
+    length_std=3,
+    min_length=4,
+    max_length=16,
+    dims={"l": 12, "a": 10, "v": 16},
+    latent_dim=4,
+)
 
 
 def quick_config(**extra):
     """A whole ``corekd run`` in about a second: tiny corpus, one seed, one student, one epoch."""
     cfg = {
-        "name": "quick", "seeds": [0], "device": "cpu",
+        "name": "quick",
+        "seeds": [0],
+        "device": "cpu",
         "data": {"source": "synthetic", "synth": dict(TINY_SYNTH)},
         "model": {"hidden": 16, "heads": 2},
         "training": {"epochs": 1, "patience": 1, "batch_size": 4},
@@ -96,10 +104,21 @@ def loss_before_and_after_one_step(name, splits, options=None, *, lr=1e-3, seed=
     method = cls(cls.Options(**(options or {})), TrainingConfig().missing)
     teacher = None
     if method.needs_teacher:
-        teacher = TeacherReference(init_model(model_cfg, dims, num_classes, seed, "teacher"), train, cache=True,
-                                   batch_size=8, device=torch.device("cpu"))
-    trainer = Trainer(method, init_model(model_cfg, dims, num_classes, seed, "student", build=method.build_model),
-                      TrainingConfig(lr=lr, weight_decay=0.0), seed=seed, device=torch.device("cpu"), teacher=teacher)
+        teacher = TeacherReference(
+            init_model(model_cfg, dims, num_classes, seed, "teacher"),
+            train,
+            cache=True,
+            batch_size=8,
+            device=torch.device("cpu"),
+        )
+    trainer = Trainer(
+        method,
+        init_model(model_cfg, dims, num_classes, seed, "student", build=method.build_model),
+        TrainingConfig(lr=lr, weight_decay=0.0),
+        seed=seed,
+        device=torch.device("cpu"),
+        teacher=teacher,
+    )
     batch = train.batch(list(range(min(4, len(train)))))
 
     def fixed_streams():
@@ -167,14 +186,30 @@ def made_up_batch(avail, mask, labels, utt, mods=("l", "a", "v")):
 
     b, u, m = avail.shape
     mods = tuple(mods[:m])
-    return Batch(features={k: torch.zeros(b, u, 1) for k in mods}, mask=mask & avail, avail=avail,
-                 speakers=torch.zeros(b, u, dtype=torch.long), labels=labels.clone(), utt_mask=utt.clone(), modalities=mods,
-                 index=torch.arange(b))
+    return Batch(
+        features={k: torch.zeros(b, u, 1) for k in mods},
+        mask=mask & avail,
+        avail=avail,
+        speakers=torch.zeros(b, u, dtype=torch.long),
+        labels=labels.clone(),
+        utt_mask=utt.clone(),
+        modalities=mods,
+        index=torch.arange(b),
+    )
 
 
 # ------------------------------------------------------------------ made-up input files
-MANIFEST_COLUMNS = ["dialogue_id", "utterance_id", "speaker", "label", "split", "text", "audio_path", "video_path",
-                    "sentiment"]
+MANIFEST_COLUMNS = [
+    "dialogue_id",
+    "utterance_id",
+    "speaker",
+    "label",
+    "split",
+    "text",
+    "audio_path",
+    "video_path",
+    "sentiment",
+]
 
 
 def write_manifest(path, rows, columns=MANIFEST_COLUMNS):
@@ -235,8 +270,15 @@ def method_loss(method, batch, splits, corpus, targets=None):
     out = method.forward(student, view)
     with torch.no_grad():
         t_out = teacher(batch.complete())
-    ctx = StepContext(batch=batch, view=view, output=out, teacher=t_out if method.needs_teacher else None,
-                      model=student, generator=torch_generator("x"), auxiliary=method.auxiliary(student))
+    ctx = StepContext(
+        batch=batch,
+        view=view,
+        output=out,
+        teacher=t_out if method.needs_teacher else None,
+        model=student,
+        generator=torch_generator("x"),
+        auxiliary=method.auxiliary(student),
+    )
     return method.loss(ctx), out, t_out
 
 
@@ -263,5 +305,13 @@ def made_up_context(method, auxiliary, label_smoothing=0.0):
     batch = made_up_batch(utt[..., None].expand(2, 2, 1).clone(), utt[..., None].expand(2, 2, 1).clone(), labels, utt)
     out = Output(logits=torch.tensor(C_S_LOGITS), fused=torch.tensor(C_S_FUSED), states=torch.zeros(2, 2, 1, 2))
     teacher = Output(logits=torch.tensor(C_T_LOGITS), fused=torch.tensor(C_T_FUSED), states=torch.zeros(2, 2, 1, 2))
-    return StepContext(batch=batch, view=TrainView(batch), output=out, teacher=teacher, model=None,
-                       generator=torch_generator("unused"), label_smoothing=label_smoothing, auxiliary=auxiliary)
+    return StepContext(
+        batch=batch,
+        view=TrainView(batch),
+        output=out,
+        teacher=teacher,
+        model=None,
+        generator=torch_generator("unused"),
+        label_smoothing=label_smoothing,
+        auxiliary=auxiliary,
+    )

@@ -49,9 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("reporting", ("corekd.reporting.*",)),
     (
         "experiments",
-        (
-            "corekd.experiments.*",
-        ),
+        ("corekd.experiments.*",),
     ),
     ("serving: bottom", ("corekd.serving.schema", "corekd.serving.dialogue", "corekd.serving.module")),
     (

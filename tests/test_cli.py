@@ -16,7 +16,13 @@ from helpers import ROOT, edit_features, edit_meta
 
 runner = CliRunner()
 CONDITIONS = [
-    "complete", "fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av",
+    "complete",
+    "fixed:l",
+    "fixed:a",
+    "fixed:v",
+    "fixed:la",
+    "fixed:lv",
+    "fixed:av",
     *[f"random:{k / 10:.1f}" for k in range(8)],
 ]
 METRIC_KEYS = {"method", "seed", "condition", "accuracy", "weighted_f1", "macro_f1", "uar", "per_class_f1"}
@@ -29,8 +35,9 @@ def tiny_yaml(tmp_path, tiny_config_dict):
     return path
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["compare"], ["report"], ["data"], ["data", "synth"], ["data", "inspect"],
-                                  ["data", "probe"]])
+@pytest.mark.parametrize(
+    "args", [[], ["run"], ["compare"], ["report"], ["data"], ["data", "synth"], ["data", "inspect"], ["data", "probe"]]
+)
 def test_every_command_has_help(args):
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
@@ -102,12 +109,19 @@ def _nan(t):
 
 BAD_CORPORA = {
     "missing file": (lambda f: (f / "features.safetensors").unlink(), "features.safetensors: file not found"),
-    "dims": (lambda f: edit_features(f, lambda t: t.update(v=t["v"][:, :8].copy())), "features.safetensors: v: expected shape"),
+    "dims": (
+        lambda f: edit_features(f, lambda t: t.update(v=t["v"][:, :8].copy())),
+        "features.safetensors: v: expected shape",
+    ),
     "nan": (lambda f: edit_features(f, _nan), "features.safetensors: l: 1 non-finite values"),
-    "label": (lambda f: edit_meta(f, lambda m: m["dialogues"][0]["utterances"][0].update(label="bored")),
-              "corpus.json: dialogues[0].utterances[0].label: unknown label 'bored'"),
-    "empty": (lambda f: edit_meta(f, lambda m: m["dialogues"][3].update(utterances=[])),
-              "corpus.json: dialogues[3].utterances: empty dialogue"),
+    "label": (
+        lambda f: edit_meta(f, lambda m: m["dialogues"][0]["utterances"][0].update(label="bored")),
+        "corpus.json: dialogues[0].utterances[0].label: unknown label 'bored'",
+    ),
+    "empty": (
+        lambda f: edit_meta(f, lambda m: m["dialogues"][3].update(utterances=[])),
+        "corpus.json: dialogues[3].utterances: empty dialogue",
+    ),
 }
 
 
@@ -170,8 +184,12 @@ def test_compare_refuses_bad_input_in_one_line_before_writing(tmp_path):
     assert not out.exists()
     grid["corpora"]["frames"]["synth"]["n_dialogues"] = 14
     path.write_text(yaml.safe_dump(grid))
-    for args, field in ((["--workers", "0"], "--workers"), (["--backend", "slurm"], "--backend"),
-                        (["--address", "ray://x:1"], "--address"), (["--device", "tpu"], "--device")):
+    for args, field in (
+        (["--workers", "0"], "--workers"),
+        (["--backend", "slurm"], "--backend"),
+        (["--address", "ray://x:1"], "--address"),
+        (["--device", "tpu"], "--device"),
+    ):
         result = runner.invoke(app, ["compare", str(path), "--out", str(out), *args])
         assert result.exit_code == 2 and field in result.output, (args, result.output)
         assert not out.exists()

@@ -1,6 +1,5 @@
 """Configuration: YAML -> typed config; every mistake names the file and the field."""
 
-
 import pytest
 import yaml
 
@@ -48,8 +47,16 @@ def test_resolved_config_round_trips(tmp_path):
         ("device: gpu\n", "device", "expected auto, cpu"),
         ("model:\n  dropout: 1.5\n", "model.dropout", "less than 1"),
         ("evaluation:\n  random_rates: [0.5, 1.2]\n", "evaluation.random_rates", "outside [0, 1)"),
-        ("methods:\n  - name: corekd\n    options: {temprature: 3}\n", "methods[0].options.temprature", "unknown key (expected one of: l_kd"),
-        ("methods:\n  - name: corekd\n    options: {nce_types: [l]}\n", "methods[0].options.nce_types", "not one of a, v, av"),
+        (
+            "methods:\n  - name: corekd\n    options: {temprature: 3}\n",
+            "methods[0].options.temprature",
+            "unknown key (expected one of: l_kd",
+        ),
+        (
+            "methods:\n  - name: corekd\n    options: {nce_types: [l]}\n",
+            "methods[0].options.nce_types",
+            "not one of a, v, av",
+        ),
         ("methods:\n  - name: magic\n", "methods[0].name", "unknown method 'magic'"),
         ("methods:\n  - name: no_kd\n  - name: no_kd\n", "methods[1]", "distinct 'variant'"),
         ("methods:\n  - name: no_kd\n    variant: teacher\n", "methods[0].variant", "reserved for the teacher"),

@@ -15,15 +15,22 @@ from corekd.progress import Reporter
 from helpers import quick_config
 
 
-@pytest.mark.parametrize("sweep, field, words", [
-    ({"option": "data.synth.nope", "values": [0.1]}, "sweep.option", "'nope' is not a field"),
-    ({"option": "data.source", "values": [0.1]}, "sweep.option", "not a numeric setting"),
-    ({"option": "data.synth.conflict_rate.x", "values": [0.1]}, "sweep.option", "not a section"),
-    ({"option": "data.synth.conflict_rate", "values": []}, "sweep.values", ""),
-    ({"option": "data.synth.conflict_rate", "values": [0.1, 0.1]}, "sweep.values", "repeat"),
-    ({"option": "data.synth.conflict_rate", "values": [0.1, 2.0]}, "sweep.values[1]", "value 2.0 gives an invalid run"),
-    ({"option": "training.epochs", "values": [2, 1.5]}, "sweep.values[1]", "1.5 is not an integer"),
-])
+@pytest.mark.parametrize(
+    "sweep, field, words",
+    [
+        ({"option": "data.synth.nope", "values": [0.1]}, "sweep.option", "'nope' is not a field"),
+        ({"option": "data.source", "values": [0.1]}, "sweep.option", "not a numeric setting"),
+        ({"option": "data.synth.conflict_rate.x", "values": [0.1]}, "sweep.option", "not a section"),
+        ({"option": "data.synth.conflict_rate", "values": []}, "sweep.values", ""),
+        ({"option": "data.synth.conflict_rate", "values": [0.1, 0.1]}, "sweep.values", "repeat"),
+        (
+            {"option": "data.synth.conflict_rate", "values": [0.1, 2.0]},
+            "sweep.values[1]",
+            "value 2.0 gives an invalid run",
+        ),
+        ({"option": "training.epochs", "values": [2, 1.5]}, "sweep.values[1]", "1.5 is not an integer"),
+    ],
+)
 def test_sweep_validation_errors(sweep, field, words):
     with pytest.raises(CorekdError) as err:
         validate_config(quick_config(sweep=sweep), "cfg.yaml")
@@ -35,16 +42,35 @@ def test_configs_validate():
     ablations = load_config("configs/ablations.yaml")
     assert ablations.seeds == [0, 1, 2, 3, 4]
     labels = [m.label for m in ablations.methods]
-    assert labels == ["teacher", "corekd", "wo_kd", "wo_state", "wo_mstate", "wo_csa", "wo_nce", "nce_a", "nce_v", "nce_av",
-                      "nce_avg_targets"]
+    assert labels == [
+        "teacher",
+        "corekd",
+        "wo_kd",
+        "wo_state",
+        "wo_mstate",
+        "wo_csa",
+        "wo_nce",
+        "nce_a",
+        "nce_v",
+        "nce_av",
+        "nce_avg_targets",
+    ]
     quick = load_config("configs/quickstart.yaml")
     full = next(m for m in quick.methods if m.name == "corekd").options
     by_label = {m.label: m.options for m in ablations.methods}
     assert by_label["corekd"] == full
     changed = {v: {k for k in full if by_label[v][k] != full[k]} for v in labels[2:]}
-    assert changed == {"wo_kd": {"l_kd"}, "wo_state": {"l_state"}, "wo_mstate": {"l_mstate"},
-                       "wo_csa": {"l_kd", "l_state", "l_mstate"}, "wo_nce": {"l_nce"}, "nce_a": {"nce_types"},
-                       "nce_v": {"nce_types"}, "nce_av": {"nce_types"}, "nce_avg_targets": {"nce_average"}}
+    assert changed == {
+        "wo_kd": {"l_kd"},
+        "wo_state": {"l_state"},
+        "wo_mstate": {"l_mstate"},
+        "wo_csa": {"l_kd", "l_state", "l_mstate"},
+        "wo_nce": {"l_nce"},
+        "nce_a": {"nce_types"},
+        "nce_v": {"nce_types"},
+        "nce_av": {"nce_types"},
+        "nce_avg_targets": {"nce_average"},
+    }
     assert by_label["nce_av"]["nce_types"] == ["av"]
     sweep = load_config("configs/conflict_sweep.yaml")
     assert sweep.sweep.option == "data.synth.conflict_rate" and sweep.sweep.values == [0.0, 0.1, 0.3, 0.5]
@@ -85,7 +111,9 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert first["differences"]["corekd"]["fixed:avg"]["n"] == 1
     text = (out / "sweep.md").read_text()
     assert "| conflict_rate | corekd − no_kd, fixed Avg | corekd − no_kd, random 0.5 |" in text
-    assert text.count("| 0.0 | ") == 1 + 3 and text.count("| 0.3 | ") == 1 + 3  # a difference row; teacher, no_kd, corekd
+    assert (
+        text.count("| 0.0 | ") == 1 + 3 and text.count("| 0.3 | ") == 1 + 3
+    )  # a difference row; teacher, no_kd, corekd
     assert "| not computed |" not in text
 
     # an existing sweep folder is refused like a run folder
@@ -93,10 +121,18 @@ def test_tiny_sweep_end_to_end(tmp_path):
         run(path, out, reporter=Reporter())
     # rejection rates from an analyses.json of one sub-run (none for the other), then `corekd report` rebuilds sweep.md
     (out / "conflict_rate=0.0" / "analyses.json").unlink()
-    (out / "conflict_rate=0.3" / "analyses.json").write_text(json.dumps({"format": "corekd-analyses", "version": 1, "rejection": [
-        {"variant": "corekd", "method": "corekd", "seed": 0, "type": "a", "rate": 0.6, "pairs": 10},
-        {"variant": "corekd", "method": "corekd", "seed": 1, "type": "a", "rate": 0.4, "pairs": 12},
-    ]}))
+    (out / "conflict_rate=0.3" / "analyses.json").write_text(
+        json.dumps(
+            {
+                "format": "corekd-analyses",
+                "version": 1,
+                "rejection": [
+                    {"variant": "corekd", "method": "corekd", "seed": 0, "type": "a", "rate": 0.6, "pairs": 10},
+                    {"variant": "corekd", "method": "corekd", "seed": 1, "type": "a", "rate": 0.4, "pairs": 12},
+                ],
+            }
+        )
+    )
     rebuild(out)
     text = (out / "sweep.md").read_text()
     assert "| 0.3 | corekd | 50.0 (n=2) | – | – |" in text
@@ -107,8 +143,10 @@ def test_tiny_sweep_end_to_end(tmp_path):
 
 
 def test_refused_sweep_leaves_no_trace(tmp_path):
-    cfg = quick_config(data={"source": "corpus", "path": str(tmp_path / "no-corpus")},
-                       sweep={"option": "training.lr", "values": [0.001, 0.01]})
+    cfg = quick_config(
+        data={"source": "corpus", "path": str(tmp_path / "no-corpus")},
+        sweep={"option": "training.lr", "values": [0.001, 0.01]},
+    )
     out = tmp_path / "out"
     with pytest.raises(CorekdError):
         run(validate_config(cfg), out, reporter=Reporter())

@@ -45,8 +45,16 @@ def _train(corpus, splits, seed, name="no_kd", epochs=3, patience=2):
     dims = {m: s.dim for m, s in corpus.modalities.items()}
     model = init_model(MODEL, dims, len(corpus.labels), seed, "student")
     cfg = TrainingConfig(epochs=epochs, patience=patience, batch_size=4)
-    return train_model(method, model, splits["train"], splits["dev"], cfg, seed=seed,
-                       label_names=corpus.labels, device=torch.device("cpu"))
+    return train_model(
+        method,
+        model,
+        splits["train"],
+        splits["dev"],
+        cfg,
+        seed=seed,
+        label_names=corpus.labels,
+        device=torch.device("cpu"),
+    )
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tiny_corpus, tiny_splits):
@@ -98,7 +106,9 @@ def test_checkpoint_round_trip(tmp_path, tiny_corpus, tiny_splits, tiny_batch):
 
 def _tiny_run_config(corpus_dir, **extra):
     raw = {
-        "name": "iso", "seeds": [0], "device": "cpu",
+        "name": "iso",
+        "seeds": [0],
+        "device": "cpu",
         "data": {"source": "corpus", "path": str(corpus_dir)},
         "model": {"hidden": 16, "heads": 2},
         "training": {"epochs": 3, "patience": 2, "batch_size": 4},
@@ -112,12 +122,19 @@ def test_test_split_cannot_influence_training_or_selection(tmp_path, tiny_corpus
     """Scramble the test split's labels and features: training, selection and weights stay identical."""
     tiny_corpus.save(tmp_path / "a")
     rng = np.random.default_rng(0)
-    scrambled = replace(tiny_corpus, dialogues=[
-        replace(d, labels=rng.permutation(d.labels), features={m: rng.normal(size=x.shape).astype(np.float32)
-                                                               for m, x in d.features.items()})
-        if d.split == "test" else d
-        for d in tiny_corpus.dialogues
-    ])
+    scrambled = replace(
+        tiny_corpus,
+        dialogues=[
+            replace(
+                d,
+                labels=rng.permutation(d.labels),
+                features={m: rng.normal(size=x.shape).astype(np.float32) for m, x in d.features.items()},
+            )
+            if d.split == "test"
+            else d
+            for d in tiny_corpus.dialogues
+        ],
+    )
     scrambled.save(tmp_path / "b")
     run_a = run(_tiny_run_config(tmp_path / "a"), tmp_path / "out_a")
     run_b = run(_tiny_run_config(tmp_path / "b"), tmp_path / "out_b")
@@ -289,8 +306,13 @@ def test_the_auxiliary_module_is_seeded_apart_trained_and_a_second_parameter_gro
     model = init_model(CFG, split_dims(tiny_splits), NC, 0, "student")
     torch.manual_seed(11)
     before = torch.random.get_rng_state()
-    trainer = Trainer(AuxMethod(AuxMethod.Options(), TrainingMissing()), model, TrainingConfig(lr=0.03, weight_decay=0.2),
-                      seed=4, device=CPU)
+    trainer = Trainer(
+        AuxMethod(AuxMethod.Options(), TrainingMissing()),
+        model,
+        TrainingConfig(lr=0.03, weight_decay=0.2),
+        seed=4,
+        device=CPU,
+    )
     assert torch.equal(before, torch.random.get_rng_state())
     torch.manual_seed(derive_seed("init", 4, "pin_aux", "auxiliary"))
     want = nn.Linear(3, 2)
@@ -336,6 +358,7 @@ def test_loss_hands_the_method_the_batch_its_view_outputs_teacher_and_streams(ti
         assert torch.equal(ctx.output.logits, model(ctx.view.batch).logits)
         assert torch.equal(ctx.teacher.logits, teacher.outputs(batch).logits)
     from corekd.methods.losses import cross_entropy, masked_mean
+
     want = masked_mean(cross_entropy(ctx.output.logits, batch.labels, 0.2), batch.utt_mask)
     assert torch.allclose(total, want) and terms == {"ce": total}
     plain = masked_mean(cross_entropy(ctx.output.logits, batch.labels), batch.utt_mask)
@@ -388,7 +411,9 @@ def test_a_step_is_one_clipped_adamw_update_and_returns_the_detached_terms(tiny_
 def test_clipping_acts_on_the_model_and_the_auxiliary_separately(tiny_splits):
     batch = tiny_splits["train"].batch([0, 1, 2, 3])
     clipped, _ = _replica_step(AuxMethod, tiny_splits, TrainingConfig(lr=0.01, weight_decay=0.0, grad_clip=0.05), batch)
-    model_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in clipped.model.parameters() if p.grad is not None]))
+    model_norm = torch.linalg.vector_norm(
+        torch.stack([p.grad.norm() for p in clipped.model.parameters() if p.grad is not None])
+    )
     aux_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in clipped.auxiliary.parameters()]))
     assert float(model_norm) == pytest.approx(0.05, rel=1e-3) and float(aux_norm) == pytest.approx(0.05, rel=1e-3)
 
@@ -410,8 +435,13 @@ def test_a_parameter_without_a_gradient_this_step_is_not_moved(tiny_splits):
     """Gradients are reset to None, so AdamW skips a module the step's loss did not use (no momentum drift)."""
     OnceAuxMethod.calls = 0
     model = init_model(CFG, split_dims(tiny_splits), NC, 0, "student")
-    trainer = Trainer(OnceAuxMethod(OnceAuxMethod.Options(), TrainingMissing()), model,
-                      TrainingConfig(lr=0.01, weight_decay=0.0), seed=0, device=CPU)
+    trainer = Trainer(
+        OnceAuxMethod(OnceAuxMethod.Options(), TrainingMissing()),
+        model,
+        TrainingConfig(lr=0.01, weight_decay=0.0),
+        seed=0,
+        device=CPU,
+    )
     batch = tiny_splits["train"].batch([0, 1, 2, 3])
     trainer.step(batch)
     after_first = copy.deepcopy(trainer.auxiliary.state_dict())
@@ -440,14 +470,17 @@ def _rates_of_an_epoch(trainer, train):
     return seen
 
 
-@pytest.mark.parametrize("steps_done, batch_size, factor", [
-    (0, 4, 1.0),  # start: the full rate (10 dialogues in batches of 4: 3 steps per epoch)
-    (2, 4, 0.75),  # total 2 epochs x 3 steps = 6: 0.5 (1 + cos(pi/3))
-    (3, 4, 0.5),  # half way
-    (9, 4, 0.0),  # past the end: held at 0
-    (1, 10, 0.5),  # one step per epoch: total 2, 0.5 (1 + cos(pi/2))
-    (2, 10, 0.0),
-])
+@pytest.mark.parametrize(
+    "steps_done, batch_size, factor",
+    [
+        (0, 4, 1.0),  # start: the full rate (10 dialogues in batches of 4: 3 steps per epoch)
+        (2, 4, 0.75),  # total 2 epochs x 3 steps = 6: 0.5 (1 + cos(pi/3))
+        (3, 4, 0.5),  # half way
+        (9, 4, 0.0),  # past the end: held at 0
+        (1, 10, 0.5),  # one step per epoch: total 2, 0.5 (1 + cos(pi/2))
+        (2, 10, 0.0),
+    ],
+)
 def test_cosine_schedule_sets_every_group(tiny_splits, steps_done, batch_size, factor):
     trainer = _aux_trainer(tiny_splits, lr=0.04, epochs=2, schedule="cosine", batch_size=batch_size, bucket=0)
     trainer.steps_done = steps_done
@@ -472,8 +505,9 @@ def test_constant_schedule_leaves_the_rate(tiny_splits):
 def test_an_epoch_trains_the_model_sets_the_rate_per_step_and_averages(tiny_splits):
     train = tiny_splits["train"]  # 10 dialogues
     model = init_model(ModelConfig(hidden=16, heads=2, dropout=0.0), split_dims(tiny_splits), 4, 0, "student").eval()
-    trainer = Trainer(_no_kd(), model, TrainingConfig(batch_size=3, bucket=0, schedule="cosine", epochs=1, lr=1.0), seed=0,
-                      device=CPU)
+    trainer = Trainer(
+        _no_kd(), model, TrainingConfig(batch_size=3, bucket=0, schedule="cosine", epochs=1, lr=1.0), seed=0, device=CPU
+    )
     rates, sizes, modes = [], [], []
     values = iter([1.0, 2.0, 4.0, 9.0])
 
@@ -496,8 +530,13 @@ def test_an_epoch_trains_the_model_sets_the_rate_per_step_and_averages(tiny_spli
 
 def test_an_epoch_steps_on_the_shuffled_batches_of_its_own_stream(tiny_splits):
     train = tiny_splits["train"]
-    trainer = Trainer(_no_kd(), init_model(CFG, split_dims(tiny_splits), NC, 0, "student"),
-                      TrainingConfig(batch_size=4, bucket=0), seed=3, device=CPU)
+    trainer = Trainer(
+        _no_kd(),
+        init_model(CFG, split_dims(tiny_splits), NC, 0, "student"),
+        TrainingConfig(batch_size=4, bucket=0),
+        seed=3,
+        device=CPU,
+    )
     seen = []
     trainer.step = lambda batch: (seen.append(batch), {"loss": torch.tensor(1.0)})[1]
     trainer.epoch(train)
@@ -507,8 +546,19 @@ def test_an_epoch_steps_on_the_shuffled_batches_of_its_own_stream(tiny_splits):
 
 
 # ---------------------------------------------------------------- train_model
-def _scripted(tiny_corpus, tiny_splits, monkeypatch, scores, *, metric="weighted_f1", task="classification",
-              method=None, eval_batch_size=None, teacher=None, **cfg):
+def _scripted(
+    tiny_corpus,
+    tiny_splits,
+    monkeypatch,
+    scores,
+    *,
+    metric="weighted_f1",
+    task="classification",
+    method=None,
+    eval_batch_size=None,
+    teacher=None,
+    **cfg,
+):
     """train_model with dev scores given in advance (``metric``), spying on predict and the metric calls."""
     it = iter(scores)
     metric_calls, predict_calls, epoch_terms, snapshots, on_epoch_calls = [], [], [], [], []
@@ -531,8 +581,9 @@ def _scripted(tiny_corpus, tiny_splits, monkeypatch, scores, *, metric="weighted
         epoch_terms.append(terms)
         return terms
 
-    monkeypatch.setattr(training, "classification_metrics" if task == "classification" else "regression_metrics",
-                        fake_metrics)
+    monkeypatch.setattr(
+        training, "classification_metrics" if task == "classification" else "regression_metrics", fake_metrics
+    )
     monkeypatch.setattr(training, "predict", spy_predict)
     monkeypatch.setattr(Trainer, "epoch", spy_epoch)
     model = init_model(CFG, split_dims(tiny_splits), len(tiny_corpus.labels), 0, "student")
@@ -540,20 +591,37 @@ def _scripted(tiny_corpus, tiny_splits, monkeypatch, scores, *, metric="weighted
     kwargs = {} if eval_batch_size is None else {"eval_batch_size": eval_batch_size}
     if teacher is not None:
         kwargs["teacher"] = teacher
-    result = training.train_model(method, model, tiny_splits["train"], tiny_splits["dev"],
-                                  TrainingConfig(batch_size=5, select_metric=metric, **cfg), seed=0,
-                                  label_names=tiny_corpus.labels, device=CPU,
-                                  on_epoch=lambda e, s: on_epoch_calls.append((e, s)), **kwargs)
-    return dict(result=result, model=model, metric_calls=metric_calls, predict_calls=predict_calls,
-                epoch_terms=epoch_terms, snapshots=snapshots, on_epoch=on_epoch_calls)
+    result = training.train_model(
+        method,
+        model,
+        tiny_splits["train"],
+        tiny_splits["dev"],
+        TrainingConfig(batch_size=5, select_metric=metric, **cfg),
+        seed=0,
+        label_names=tiny_corpus.labels,
+        device=CPU,
+        on_epoch=lambda e, s: on_epoch_calls.append((e, s)),
+        **kwargs,
+    )
+    return dict(
+        result=result,
+        model=model,
+        metric_calls=metric_calls,
+        predict_calls=predict_calls,
+        epoch_terms=epoch_terms,
+        snapshots=snapshots,
+        on_epoch=on_epoch_calls,
+    )
 
 
 def test_train_model_history_records_and_callbacks(tiny_corpus, tiny_splits, monkeypatch):
     run = _scripted(tiny_corpus, tiny_splits, monkeypatch, [0.2, 0.5, 0.4], epochs=3, patience=5)
     result = run["result"]
     assert run["on_epoch"] == [(1, 0.2), (2, 0.5), (3, 0.4)]
-    assert result.history == [{"epoch": i + 1, **terms, "dev_weighted_f1": s}
-                              for i, (terms, s) in enumerate(zip(run["epoch_terms"], [0.2, 0.5, 0.4]))]
+    assert result.history == [
+        {"epoch": i + 1, **terms, "dev_weighted_f1": s}
+        for i, (terms, s) in enumerate(zip(run["epoch_terms"], [0.2, 0.5, 0.4]))
+    ]
     assert set(result.history[0]) == {"epoch", "loss", "ce", "dev_weighted_f1"}  # no smoothed score at window 1
     assert result.best_epoch == 2 and result.selected_epoch == 2 and result.best_score == 0.5
     assert type(result.best_score) is float and result.epochs_run == 3
@@ -602,8 +670,13 @@ def test_train_model_passes_its_eval_batch_size_and_scores_the_average_with_ema(
 
 
 def test_train_model_hands_its_teacher_to_the_trainer(tiny_corpus, tiny_splits, monkeypatch):
-    teacher = TeacherReference(init_model(CFG, split_dims(tiny_splits), NC, 0, "teacher"), tiny_splits["train"],
-                               cache=True, batch_size=8, device=CPU)
+    teacher = TeacherReference(
+        init_model(CFG, split_dims(tiny_splits), NC, 0, "teacher"),
+        tiny_splits["train"],
+        cache=True,
+        batch_size=8,
+        device=CPU,
+    )
     method = SpyMethod(SpyMethod.Options(), TrainingMissing())
     _scripted(tiny_corpus, tiny_splits, monkeypatch, [0.5], method=method, teacher=teacher, epochs=1, patience=1)
     ctx = method.contexts[0]
@@ -624,8 +697,16 @@ def test_train_model_patience_one_stops_at_the_first_worse_epoch(tiny_corpus, ti
 
 
 def test_train_model_lower_is_better_for_mae(tiny_corpus, tiny_splits, monkeypatch):
-    run = _scripted(tiny_corpus, tiny_splits, monkeypatch, [0.5, 0.3, 0.4, 0.3, 0.1], metric="mae", task="regression",
-                    epochs=5, patience=2)
+    run = _scripted(
+        tiny_corpus,
+        tiny_splits,
+        monkeypatch,
+        [0.5, 0.3, 0.4, 0.3, 0.1],
+        metric="mae",
+        task="regression",
+        epochs=5,
+        patience=2,
+    )
     result = run["result"]
     assert result.epochs_run == 4 and result.best_epoch == 2 and result.selected_epoch == 2
     assert result.best_score == 0.3
@@ -662,8 +743,16 @@ def test_train_model_is_the_trainer_loop_under_the_seeded_dropout_stream(tiny_co
     cfg = TrainingConfig(epochs=2, patience=5, batch_size=5)
     torch.manual_seed(1)
     before = torch.random.get_rng_state()
-    result = training.train_model(_no_kd(), init_model(cfg_model, dims, NC, 6, "student"), train, dev, cfg, seed=6,
-                                  label_names=tiny_corpus.labels, device=CPU)
+    result = training.train_model(
+        _no_kd(),
+        init_model(cfg_model, dims, NC, 6, "student"),
+        train,
+        dev,
+        cfg,
+        seed=6,
+        label_names=tiny_corpus.labels,
+        device=CPU,
+    )
     assert torch.equal(before, torch.random.get_rng_state())
     trainer = Trainer(_no_kd(), init_model(cfg_model, dims, NC, 6, "student"), cfg, seed=6, device=CPU)
     states, history = [], []
@@ -698,6 +787,7 @@ def test_save_checkpoint_writes_the_weights_and_the_exact_model_json(tmp_path, t
     assert json.loads(text) == info
     assert text == json.dumps(info, indent=2)
     from safetensors.torch import load_file
+
     weights = load_file(str(folder / "model.safetensors"))
     assert _states_equal(weights, {k: v.contiguous() for k, v in model.state_dict().items()})
 
@@ -718,14 +808,23 @@ def test_save_checkpoint_into_an_existing_folder_replaces_both_files(tmp_path, t
     save_checkpoint(other, tmp_path / "ck", {"seed": 2})
     assert json.loads((tmp_path / "ck" / "model.json").read_text())["seed"] == 2
     from safetensors.torch import load_file
+
     assert _states_equal(load_file(str(tmp_path / "ck" / "model.safetensors")), other.state_dict())
 
 
 def test_train_model_an_undefined_dev_score_is_the_worst(tiny_corpus, tiny_splits, monkeypatch):
     """corr is None on a constant dev prediction: that epoch is never selected over a defined one, whatever the
     direction, and a history/record keeps the None (null in JSON)."""
-    run = _scripted(tiny_corpus, tiny_splits, monkeypatch, [None, 0.1, None, 0.05], metric="corr", task="regression",
-                    epochs=4, patience=5)
+    run = _scripted(
+        tiny_corpus,
+        tiny_splits,
+        monkeypatch,
+        [None, 0.1, None, 0.05],
+        metric="corr",
+        task="regression",
+        epochs=4,
+        patience=5,
+    )
     result = run["result"]
     assert result.selected_epoch == 2 and result.best_epoch == 2 and result.best_score == 0.1
     assert [h["dev_corr"] for h in result.history] == [None, 0.1, None, 0.05]
@@ -734,16 +833,26 @@ def test_train_model_an_undefined_dev_score_is_the_worst(tiny_corpus, tiny_split
 
 
 def test_train_model_every_dev_score_undefined_keeps_the_first_epoch(tiny_corpus, tiny_splits, monkeypatch):
-    run = _scripted(tiny_corpus, tiny_splits, monkeypatch, [None] * 6, metric="corr", task="regression",
-                    epochs=6, patience=2)
+    run = _scripted(
+        tiny_corpus, tiny_splits, monkeypatch, [None] * 6, metric="corr", task="regression", epochs=6, patience=2
+    )
     result = run["result"]
     assert result.selected_epoch == 1 and result.best_score is None and result.epochs_run == 3  # stops on patience
     assert _states_equal(result.model.state_dict(), run["snapshots"][0])
 
 
 def test_train_model_a_smoothed_window_over_an_undefined_score_is_the_worst(tiny_corpus, tiny_splits, monkeypatch):
-    run = _scripted(tiny_corpus, tiny_splits, monkeypatch, [0.2, None, 0.9, 0.3, 0.1], metric="corr",
-                    task="regression", epochs=5, patience=9, select_window=2)
+    run = _scripted(
+        tiny_corpus,
+        tiny_splits,
+        monkeypatch,
+        [0.2, None, 0.9, 0.3, 0.1],
+        metric="corr",
+        task="regression",
+        epochs=5,
+        patience=9,
+        select_window=2,
+    )
     result = run["result"]
     # trailing means: 0.2, None, None, 0.6, 0.2 -> epoch 4
     assert [h["dev_corr_smoothed"] for h in result.history] == pytest.approx([0.2, None, None, 0.6, 0.2])
@@ -771,8 +880,13 @@ def test_initial_weights_depend_on_the_seed_and_role(tiny_corpus):
 def _seeded_trainer(tiny_corpus, seed, name="no_kd", **options):
     model = init_model(ModelConfig(hidden=16, heads=2), corpus_dims(tiny_corpus), len(tiny_corpus.labels), 0, "student")
     cls = method_class(name)
-    return Trainer(cls(cls.Options(**options), TrainingMissing(low=0.3, high=0.6)), model,
-                   TrainingConfig(batch_size=4), seed=seed, device=torch.device("cpu"))
+    return Trainer(
+        cls(cls.Options(**options), TrainingMissing(low=0.3, high=0.6)),
+        model,
+        TrainingConfig(batch_size=4),
+        seed=seed,
+        device=torch.device("cpu"),
+    )
 
 
 def test_training_masks_depend_on_the_seed(tiny_corpus, tiny_splits):
@@ -795,8 +909,9 @@ def test_method_draws_depend_on_the_seed(tiny_corpus, tiny_splits):
     batch = tiny_splits["train"].batch([0, 1, 2, 3])
 
     def targets(seed):
-        trainer = _seeded_trainer(tiny_corpus, seed, "corekd", l_kd=0.0, l_state=0.0, l_mstate=0.0,
-                                  nce_prob=0.3)  # below the cap: the draw among the eligible is random
+        trainer = _seeded_trainer(
+            tiny_corpus, seed, "corekd", l_kd=0.0, l_state=0.0, l_mstate=0.0, nce_prob=0.3
+        )  # below the cap: the draw among the eligible is random
         view = trainer.method.train_view(batch, torch_generator("fixed masks"), trainer.method_gen)
         return view.extra["conflict"].selected
 
@@ -807,8 +922,11 @@ def test_method_draws_depend_on_the_seed(tiny_corpus, tiny_splits):
 
 # ---------------------------------------------------------------- checkpoints
 def test_missing_checkpoint_names_the_file(tmp_path):
-    with pytest.raises(CorekdError, match=r"model\.json: file not found \(a checkpoint folder holds model\.json and "
-                                          r"model\.safetensors\)"):
+    with pytest.raises(
+        CorekdError,
+        match=r"model\.json: file not found \(a checkpoint folder holds model\.json and "
+        r"model\.safetensors\)",
+    ):
         load_checkpoint(tmp_path / "nowhere")
 
 
@@ -827,8 +945,13 @@ def _trainer(tiny_corpus, seed=0, name="no_kd", **options):
     dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
     model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
     cls = method_class(name)
-    return Trainer(cls(cls.Options(**options), TrainingMissing()), model, TrainingConfig(batch_size=3), seed=seed,
-                   device=torch.device("cpu"))
+    return Trainer(
+        cls(cls.Options(**options), TrainingMissing()),
+        model,
+        TrainingConfig(batch_size=3),
+        seed=seed,
+        device=torch.device("cpu"),
+    )
 
 
 def test_an_epoch_visits_every_dialogue_once_in_a_seeded_shuffle_and_averages_the_terms(tiny_corpus, tiny_splits):
@@ -867,9 +990,16 @@ def test_train_model_passes_its_seed_to_the_trainer(tiny_corpus, tiny_splits, mo
     cls = method_class("no_kd")
     for seed in (3, 4):
         model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), seed, "student")
-        training.train_model(cls(cls.Options(), TrainingMissing()), model, tiny_splits["train"], tiny_splits["dev"],
-                             TrainingConfig(epochs=1, batch_size=4), seed=seed, label_names=tiny_corpus.labels,
-                             device=torch.device("cpu"))
+        training.train_model(
+            cls(cls.Options(), TrainingMissing()),
+            model,
+            tiny_splits["train"],
+            tiny_splits["dev"],
+            TrainingConfig(epochs=1, batch_size=4),
+            seed=seed,
+            label_names=tiny_corpus.labels,
+            device=torch.device("cpu"),
+        )
     assert seeds == [torch_generator("shuffle", 3).initial_seed(), torch_generator("shuffle", 4).initial_seed()]
 
 
@@ -877,8 +1007,13 @@ def test_trainer_uses_the_configured_optimiser_settings_and_needs_its_teacher(ti
     dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
     model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
     cls = method_class("no_kd")
-    trainer = Trainer(cls(cls.Options(), TrainingMissing()), model, TrainingConfig(lr=0.05, weight_decay=0.3),
-                      seed=0, device=torch.device("cpu"))
+    trainer = Trainer(
+        cls(cls.Options(), TrainingMissing()),
+        model,
+        TrainingConfig(lr=0.05, weight_decay=0.3),
+        seed=0,
+        device=torch.device("cpu"),
+    )
     group = trainer.optimizer.param_groups[0]
     assert group["lr"] == 0.05 and group["weight_decay"] == 0.3
     kd = method_class("vanilla_kd")
@@ -900,9 +1035,15 @@ def _scripted_training(tiny_corpus, tiny_splits, monkeypatch, scores, epochs, pa
 
     cls = method_class("no_kd")
     result = training.train_model(
-        cls(cls.Options(), TrainingMissing()), model, tiny_splits["train"], tiny_splits["dev"],
-        TrainingConfig(epochs=epochs, patience=patience, batch_size=4), seed=0, label_names=tiny_corpus.labels,
-        device=torch.device("cpu"), on_epoch=on_epoch,
+        cls(cls.Options(), TrainingMissing()),
+        model,
+        tiny_splits["train"],
+        tiny_splits["dev"],
+        TrainingConfig(epochs=epochs, patience=patience, batch_size=4),
+        seed=0,
+        label_names=tiny_corpus.labels,
+        device=torch.device("cpu"),
+        on_epoch=on_epoch,
     )
     return result, calls, snapshots
 
@@ -937,8 +1078,9 @@ def test_a_step_hands_the_loss_its_model_and_own_stream_and_clips_gradients(tiny
         trainer.method.loss = spy
         torch.manual_seed(global_seed)  # the global RNG must not reach the method's draws
         trainer.step(batch)
-        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()
-                                                     if p.grad is not None]))
+        norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in trainer.model.parameters() if p.grad is not None])
+        )
         assert norm <= clip * 1.001  # clipped to grad_clip
     assert seen[0].any() and torch.equal(seen[0], seen[1])
 
@@ -946,7 +1088,9 @@ def test_a_step_hands_the_loss_its_model_and_own_stream_and_clips_gradients(tiny
 def test_grad_clip_zero_means_no_clipping(tiny_corpus, tiny_splits):
     trainer = _trainer(tiny_corpus)
     trainer.cfg = TrainingConfig(batch_size=3, grad_clip=0.0)
-    trainer.optimizer = torch.optim.AdamW(trainer.model.parameters(), lr=1e-3, weight_decay=0.0)  # only gradients move it
+    trainer.optimizer = torch.optim.AdamW(
+        trainer.model.parameters(), lr=1e-3, weight_decay=0.0
+    )  # only gradients move it
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.step(tiny_splits["train"].batch([0, 1, 2, 3]))
     assert not all(torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
@@ -957,17 +1101,21 @@ def _ema_trainer(ema):
     torch.manual_seed(0)
     model = ERCModel(ModelConfig(hidden=8, heads=1, dropout=0.0), {"l": 1}, 2)
     cls = method_class("no_kd")
-    trainer = Trainer(cls(cls.Options(), TrainingMissing()), model, TrainingConfig(ema=ema), seed=0,
-                      device=torch.device("cpu"))
+    trainer = Trainer(
+        cls(cls.Options(), TrainingMissing()), model, TrainingConfig(ema=ema), seed=0, device=torch.device("cpu")
+    )
     trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.0)  # a step leaves the weights as they are
     return trainer
 
 
-@pytest.mark.parametrize("steps_done,ema,decay", [
-    (1, 0.99, 2 / 11),  # warm-up: (1 + s) / (10 + s) below the configured decay
-    (3, 0.99, 4 / 13),
-    (1000, 0.9, 0.9),  # late: the configured decay
-])
+@pytest.mark.parametrize(
+    "steps_done,ema,decay",
+    [
+        (1, 0.99, 2 / 11),  # warm-up: (1 + s) / (10 + s) below the configured decay
+        (3, 0.99, 4 / 13),
+        (1000, 0.9, 0.9),  # late: the configured decay
+    ],
+)
 def test_weight_average_update_by_hand(steps_done, ema, decay):
     """average <- decay * average + (1 - decay) * weights, decay = min(ema, (1 + s) / (10 + s)) after s steps.
 
@@ -1020,7 +1168,9 @@ def test_load_checkpoint_unknown_architecture_names_the_file_field_known_names_a
     err = caught.value
     assert err.path == str(meta) and err.field == "architecture.name"
     assert {"erc", "decoupled", "reconstruction"} <= set(ARCHITECTURES)
-    assert f"(known: {', '.join(sorted(ARCHITECTURES))}; written by corekd 0.0.1-old, this is {__version__})" in err.detail
+    assert (
+        f"(known: {', '.join(sorted(ARCHITECTURES))}; written by corekd 0.0.1-old, this is {__version__})" in err.detail
+    )
 
 
 def test_load_checkpoint_unknown_architecture_without_a_recorded_version(tmp_path):

@@ -32,15 +32,18 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help: boolean options read as flags (--json), not as "--json <bool>"
 )
 data_app = typer.Typer(
-    help="Corpus tools: generate the synthetic corpus, inspect and probe a corpus.", no_args_is_help=True,
+    help="Corpus tools: generate the synthetic corpus, inspect and probe a corpus.",
+    no_args_is_help=True,
     rich_markup_mode=None,
 )
 app.add_typer(data_app, name="data")
-config_app = typer.Typer(help="Run configurations: check one (and its corpus) without training.", no_args_is_help=True,
-                         rich_markup_mode=None)
+config_app = typer.Typer(
+    help="Run configurations: check one (and its corpus) without training.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(config_app, name="config")
-features_app = typer.Typer(help="From raw media to features, offline (docs/features.md).", no_args_is_help=True,
-                           rich_markup_mode=None)
+features_app = typer.Typer(
+    help="From raw media to features, offline (docs/features.md).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(features_app, name="features")
 
 _state = {"debug": False}
@@ -86,8 +89,10 @@ def _guarded(fn):
             if error is not None:
                 _one_line(f"error: {error}")
                 raise typer.Exit(2) from None
-            _one_line(f"internal error (a bug in corekd, please report it): {type(exc).__name__}: {exc} "
-                      "(re-run with --debug for the traceback)")
+            _one_line(
+                f"internal error (a bug in corekd, please report it): {type(exc).__name__}: {exc} "
+                "(re-run with --debug for the traceback)"
+            )
             raise typer.Exit(1) from None
 
     return wrapper
@@ -101,7 +106,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors (accepted anywhere on the line)."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks on errors (accepted anywhere on the line)."
+    ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """Train a complete-view teacher, distil it into a robust student, evaluate under missing modalities."""
@@ -151,17 +158,28 @@ def parse_seeds(values: list[str] | None) -> list[int] | None:
 @_guarded
 def run(
     config: Path | None = typer.Argument(
-        None, help="Run config (YAML). Without one, `corekd run` starts the full quickstart: configs/quickstart.yaml "
-        "(12 models, about 4 minutes on 2 CPU cores)."
+        None,
+        help="Run config (YAML). Without one, `corekd run` starts the full quickstart: configs/quickstart.yaml "
+        "(12 models, about 4 minutes on 2 CPU cores).",
     ),
-    out: Path | None = typer.Option(None, "--out", help="Output folder: new or empty, or an earlier run with "
-                                       "--resume/--overwrite. Default: runs/<config name>."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Output folder: new or empty, or an earlier run with --resume/--overwrite. Default: runs/<config name>.",
+    ),
     seeds: list[str] | None = typer.Option(None, "--seeds", help="Seeds overriding the config, e.g. 0,1,2."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the config)."),
-    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run in --out (same config): "
-                                "finished models are kept, only missing ones are trained."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in --out: an earlier run there is first "
-                                   "moved aside to <out>.old-<time> (never deleted)."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Finish an interrupted run in --out (same config): "
+        "finished models are kept, only missing ones are trained.",
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Start again in --out: an earlier run there is first moved aside to <out>.old-<time> (never deleted).",
+    ),
 ) -> None:
     """Train the teacher and the students, evaluate every method under every protocol, write the report.
 
@@ -181,14 +199,24 @@ def run(
     command = " ".join(shlex.quote(w) for w in words)
     with _sigterm_as_interrupt() as received:
         try:
-            result = run_experiment(config, out, seeds=seed_list, device=device, reporter=default_reporter(),
-                                    command=command, resume=resume, overwrite=overwrite)
+            result = run_experiment(
+                config,
+                out,
+                seeds=seed_list,
+                device=device,
+                reporter=default_reporter(),
+                command=command,
+                resume=resume,
+                overwrite=overwrite,
+            )
         except Interrupted as stop:
             _one_line(stop.line())
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
         except KeyboardInterrupt:  # before any model was finished
-            _one_line(f"interrupted: no model finished; start again with: {command}"
-                      + (" --resume" if out is not None and out.exists() else ""))
+            _one_line(
+                f"interrupted: no model finished; start again with: {command}"
+                + (" --resume" if out is not None and out.exists() else "")
+            )
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     print(f"report: {result.report or result.out_dir / 'report.md'}")
 
@@ -196,20 +224,36 @@ def run(
 @app.command()
 @_guarded
 def compare(
-    config: Path = typer.Argument(..., help="A grid config (YAML): a run config plus `corpora` and `reference` "
-                                  "(docs/compare.md), e.g. configs/smoke_grid.yaml or configs/paper_grid.yaml."),
-    out: Path | None = typer.Option(None, "--out", help="Grid folder: new or empty, or an earlier attempt of the "
-                                       "same grid (its finished cells are kept). Default: runs/<config name>."),
-    workers: int = typer.Option(1, "--workers", help="Cells run at once (worker processes; Ray: concurrent tasks on a "
-                                "local instance)."),
+    config: Path = typer.Argument(
+        ...,
+        help="A grid config (YAML): a run config plus `corpora` and `reference` "
+        "(docs/compare.md), e.g. configs/smoke_grid.yaml or configs/paper_grid.yaml.",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Grid folder: new or empty, or an earlier attempt of the "
+        "same grid (its finished cells are kept). Default: runs/<config name>.",
+    ),
+    workers: int = typer.Option(
+        1, "--workers", help="Cells run at once (worker processes; Ray: concurrent tasks on a local instance)."
+    ),
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads per worker."),
-    backend: str = typer.Option("local", "--backend", help="local (worker processes here) or ray "
-                                "(pip install 'corekd[cluster]')."),
-    address: str | None = typer.Option(None, "--address", help="With --backend ray: a running Ray cluster, e.g. "
-                                          "ray://head:10001 or auto (default: start a local Ray instance)."),
+    backend: str = typer.Option(
+        "local", "--backend", help="local (worker processes here) or ray (pip install 'corekd[cluster]')."
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="With --backend ray: a running Ray cluster, e.g. "
+        "ray://head:10001 or auto (default: start a local Ray instance).",
+    ),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (overrides the config)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in --out: an earlier grid there is first "
-                                   "moved aside to <out>.old-<time> (never deleted)."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Start again in --out: an earlier grid there is first moved aside to <out>.old-<time> (never deleted).",
+    ),
 ) -> None:
     """Run a whole comparison: corpus x method variant x seed cells in parallel, one report.
 
@@ -223,22 +267,37 @@ def compare(
     from corekd.progress import default_grid_progress
 
     words = ["corekd", "compare", str(config), *(["--out", str(out)] if out else [])]
-    words += [*(["--workers", str(workers)] if workers != 1 else []), *(["--threads", str(threads)] if threads != 1 else [])]
+    words += [
+        *(["--workers", str(workers)] if workers != 1 else []),
+        *(["--threads", str(threads)] if threads != 1 else []),
+    ]
     words += [*(["--backend", backend] if backend != "local" else []), *(["--address", address] if address else [])]
     words += ["--device", device] if device else []
     command = " ".join(shlex.quote(w) for w in words)
     with _sigterm_as_interrupt() as received:
         try:
-            result = run_grid(config, out, workers=workers, threads=threads, backend=backend, address=address,
-                              device=device, overwrite=overwrite, progress=default_grid_progress(), command=command)
+            result = run_grid(
+                config,
+                out,
+                workers=workers,
+                threads=threads,
+                backend=backend,
+                address=address,
+                device=device,
+                overwrite=overwrite,
+                progress=default_grid_progress(),
+                command=command,
+            )
         except Interrupted as stop:
             _one_line(stop.line())
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
         except KeyboardInterrupt:  # before any cell was finished
             _one_line(f"interrupted: no cell finished; start again with: {command}")
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
-    print(f"{result.ran} of {result.cells} cells run now ({result.cells - result.ran - len(result.failed)} kept from "
-          f"before), {result.seconds / 60:.1f} min; report: {result.report}")
+    print(
+        f"{result.ran} of {result.cells} cells run now ({result.cells - result.ran - len(result.failed)} kept from "
+        f"before), {result.seconds / 60:.1f} min; report: {result.report}"
+    )
     if result.failed:
         for f in result.failed:
             _one_line(f"failed: {f['cell']}: {f['error']}")
@@ -249,8 +308,11 @@ def compare(
 
 @app.command()
 @_guarded
-def report(run_dir: Path = typer.Argument(..., help="A folder written by `corekd run` or `corekd compare` (holds "
-                                         "results.json).")) -> None:
+def report(
+    run_dir: Path = typer.Argument(
+        ..., help="A folder written by `corekd run` or `corekd compare` (holds results.json)."
+    ),
+) -> None:
     """Rebuild report.md from a run's results.json (a grid: report.md and report.html; a partial run is reported as partial)."""
     from corekd.experiments.report import rebuild_report
 
@@ -297,8 +359,12 @@ def data_synth(
 def data_inspect(
     path: Path = typer.Argument(..., help="A corpus folder (corpus.json + features.safetensors)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    cast: bool = typer.Option(False, "--cast", help="Convert feature tensors that are not float32 to float32 "
-                              "(and offsets to int64), rewriting features.safetensors, then inspect."),
+    cast: bool = typer.Option(
+        False,
+        "--cast",
+        help="Convert feature tensors that are not float32 to float32 "
+        "(and offsets to int64), rewriting features.safetensors, then inspect.",
+    ),
 ) -> None:
     """Counts per split, label distribution, modality dims and dataset cards, and any problem found."""
     from corekd.data.corpus import cast_features, load_corpus
@@ -332,9 +398,13 @@ def data_inspect(
     out_console.print(mods)
     for m, spec in info["modalities"].items():
         card = spec["card"]
-        out_console.print(f"card {m}: extractor {card['extractor']}; {card['frame_rate']}; alignment "
-                          f"{card['aligned']}; normalization {card['normalization']}", markup=False, highlight=False,
-                          soft_wrap=True)
+        out_console.print(
+            f"card {m}: extractor {card['extractor']}; {card['frame_rate']}; alignment "
+            f"{card['aligned']}; normalization {card['normalization']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if info.get("dev_split"):
         from corekd.data.splits import describe
 
@@ -377,30 +447,49 @@ def data_probe(
 @data_app.command("import")
 @_guarded
 def data_import(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="jsonl, conversation-pickle, mmsa-pickle or meld "
-                              "(docs/import-*.md)."),
+    fmt: str = typer.Argument(
+        ..., metavar="FORMAT", help="jsonl, conversation-pickle, mmsa-pickle or meld (docs/import-*.md)."
+    ),
     src: Path | None = typer.Argument(None, help="The source file (meld: the folder, or use --root)."),
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the corpus into."),
-    labels: str | None = typer.Option(None, "--labels", help="Label names in index order, e.g. happy,sad,neutral "
-                                         "(jsonl: integer labels index them; conversation-pickle: overrides the "
-                                         "dataset's order)."),
+    labels: str | None = typer.Option(
+        None,
+        "--labels",
+        help="Label names in index order, e.g. happy,sad,neutral "
+        "(jsonl: integer labels index them; conversation-pickle: overrides the "
+        "dataset's order).",
+    ),
     name: str | None = typer.Option(None, "--name", help="Corpus name (default: the source file's stem)."),
-    dev_fraction: float = typer.Option(0.1, "--dev-fraction", help="Share of train dialogues carved into dev when "
-                                       "the source has no dev split."),
+    dev_fraction: float = typer.Option(
+        0.1, "--dev-fraction", help="Share of train dialogues carved into dev when the source has no dev split."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the carved dev split."),
-    dataset: str | None = typer.Option(None, "--dataset", help="conversation-pickle: iemocap or meld (default: "
-                                          "from the layout and speaker encoding)."),
-    classes: int = typer.Option(2, "--classes", help="mmsa-pickle: 2 (negative/non-negative) or 7 (rounded "
-                                "sentiment) classes from the sentiment score."),
-    task: str = typer.Option("classification", "--task", help="jsonl, mmsa-pickle: classification (the label is the "
-                             "target) or regression (the per-utterance sentiment in [-3, 3] is the target)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="conversation-pickle: iemocap or meld (default: from the layout and speaker encoding)."
+    ),
+    classes: int = typer.Option(
+        2,
+        "--classes",
+        help="mmsa-pickle: 2 (negative/non-negative) or 7 (rounded sentiment) classes from the sentiment score.",
+    ),
+    task: str = typer.Option(
+        "classification",
+        "--task",
+        help="jsonl, mmsa-pickle: classification (the label is the "
+        "target) or regression (the per-utterance sentiment in [-3, 3] is the target).",
+    ),
     root: Path | None = typer.Option(None, "--root", help="meld: the folder holding train/dev/test_sent_emo.csv."),
-    media: Path | None = typer.Option(None, "--media", help="meld: the folder of MELD's clip folders "
-                                         "(train_splits/, dev_splits_complete/, output_repeated_splits_test/)."),
+    media: Path | None = typer.Option(
+        None,
+        "--media",
+        help="meld: the folder of MELD's clip folders "
+        "(train_splits/, dev_splits_complete/, output_repeated_splits_test/).",
+    ),
     target: str = typer.Option("emotion", "--target", help="meld: emotion (7 classes) or sentiment (3 classes)."),
     workers: int = typer.Option(1, "--workers", help="meld with --media: worker processes for audio and video."),
-    features_config: Path | None = typer.Option(None, "--features-config", help="meld: extractor options (YAML, "
-                                                   "docs/features.md)."),
+    features_config: Path | None = typer.Option(
+        None, "--features-config", help="meld: extractor options (YAML, docs/features.md)."
+    ),
 ) -> None:
     """Convert a feature file of the field (or MELD's official CSVs) into a corpus folder (checked by reading it back)."""
     from corekd.data.importers import FORMATS, import_corpus
@@ -418,8 +507,15 @@ def data_import(
         if folder is None:
             raise CorekdError("meld needs the folder holding train/dev/test_sent_emo.csv", field="--root")
         check_out(out)
-        result = import_meld(folder, target=target, media=media, config=load_features_config(features_config),
-                             workers=workers, name=name, progress=sys.stderr.isatty())
+        result = import_meld(
+            folder,
+            target=target,
+            media=media,
+            config=load_features_config(features_config),
+            workers=workers,
+            name=name,
+            progress=sys.stderr.isatty(),
+        )
         corpus = save_result(result, out)
         _print_extraction(out, corpus, result.summary)
         return
@@ -436,13 +532,26 @@ def data_import(
     names = [n.strip() for n in labels.split(",")] if labels else None
     if names is not None and (len(names) < 2 or not all(names)):
         raise CorekdError(f"expected at least two comma-separated names, got '{labels}'", field="--labels")
-    result = import_corpus(fmt, src, out, labels=names, name=name, dev_fraction=dev_fraction, seed=seed,
-                           dataset=dataset, classes=classes, task=task)
+    result = import_corpus(
+        fmt,
+        src,
+        out,
+        labels=names,
+        name=name,
+        dev_fraction=dev_fraction,
+        seed=seed,
+        dataset=dataset,
+        classes=classes,
+        task=task,
+    )
     corpus = result.corpus
     counts = {s: (len(corpus.split(s)), sum(len(d) for d in corpus.split(s))) for s in ("train", "dev", "test")}
-    print(f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.num_utterances} utterances "
-          f"(train/dev/test dialogues {counts['train'][0]}/{counts['dev'][0]}/{counts['test'][0]}), "
-          f"labels {', '.join(corpus.labels)}" + (", target: sentiment (regression)" if corpus.task == "regression" else ""))
+    print(
+        f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.num_utterances} utterances "
+        f"(train/dev/test dialogues {counts['train'][0]}/{counts['dev'][0]}/{counts['test'][0]}), "
+        f"labels {', '.join(corpus.labels)}"
+        + (", target: sentiment (regression)" if corpus.task == "regression" else "")
+    )
     for m, card in corpus.cards().items():
         print(f"modality {m}: {card['kind']}, dim {card['dim']}, {card['frame_rate']}")
     for note in result.notes:
@@ -457,33 +566,44 @@ def _extraction_lines(summary: dict) -> list[str]:
         f"extraction: {summary['jobs']} jobs, {summary['computed']} computed, {summary['cache_hits']} from the cache "
         f"({summary['cache_dir'] or 'cache off'}), {summary['seconds']:.1f} s, {summary['workers']} worker(s)",
         *(f"failed: {f['utterance']} ({f['modality']}): {f['reason']}" for f in summary["failures"]),
-        *(f"no face: {f['utterance']}: no face in {f['frames']} sampled frame(s); visual marked missing"
-          for f in summary["no_face"]),
+        *(
+            f"no face: {f['utterance']}: no face in {f['frames']} sampled frame(s); visual marked missing"
+            for f in summary["no_face"]
+        ),
     ]
 
 
 def _print_extraction(out: Path, corpus, summary: dict) -> None:
     counts = {s: (len(corpus.split(s)), sum(len(d) for d in corpus.split(s))) for s in ("train", "dev", "test")}
-    print(f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.num_utterances} utterances "
-          f"(train/dev/test utterances {counts['train'][1]}/{counts['dev'][1]}/{counts['test'][1]}), "
-          f"labels {', '.join(corpus.labels)}")
+    print(
+        f"wrote {out}: {len(corpus.dialogues)} dialogues, {corpus.num_utterances} utterances "
+        f"(train/dev/test utterances {counts['train'][1]}/{counts['dev'][1]}/{counts['test'][1]}), "
+        f"labels {', '.join(corpus.labels)}"
+    )
     for m, card in corpus.cards().items():
         missing = sum(int((~d.available[:, corpus.modality_names.index(m)]).sum()) for d in corpus.dialogues)
-        print(f"modality {m}: {card['kind']}, dim {card['dim']}, {card['frame_rate']}, missing in {missing} "
-              f"utterances; {card['extractor']}")
+        print(
+            f"modality {m}: {card['kind']}, dim {card['dim']}, {card['frame_rate']}, missing in {missing} "
+            f"utterances; {card['extractor']}"
+        )
     for line in _extraction_lines(summary):
         print(line)
     for f in summary["dropped"]:
         print(f"dropped: {f.get('utterance') or f['dialogue']}: {f['reason']}")
-    print(f"summary: {len(summary['failures'])} failure(s), {len(summary['no_face'])} utterance(s) without a face, "
-          f"{len(summary['dropped'])} dropped (details in {out / 'extraction.json'})")
+    print(
+        f"summary: {len(summary['failures'])} failure(s), {len(summary['no_face'])} utterance(s) without a face, "
+        f"{len(summary['dropped'])} dropped (details in {out / 'extraction.json'})"
+    )
 
 
 @features_app.command("extract")
 @_guarded
 def features_extract(
-    manifest: Path = typer.Argument(..., help="CSV: dialogue_id, utterance_id, speaker, label, split, text, audio_path, "
-                                    "video_path (empty = modality missing; extra columns kept)."),
+    manifest: Path = typer.Argument(
+        ...,
+        help="CSV: dialogue_id, utterance_id, speaker, label, split, text, audio_path, "
+        "video_path (empty = modality missing; extra columns kept).",
+    ),
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the corpus into."),
     workers: int = typer.Option(1, "--workers", help="Worker processes for audio and video."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first missing or undecodable file."),
@@ -501,8 +621,9 @@ def features_extract(
     if no_cache:
         cfg = cfg.model_copy(update={"cache": False})
     names = [n.strip() for n in labels.split(",")] if labels else None
-    result = extract_manifest(manifest, out, cfg, workers=workers, strict=strict, labels=names, name=name,
-                              progress=sys.stderr.isatty())
+    result = extract_manifest(
+        manifest, out, cfg, workers=workers, strict=strict, labels=names, name=name, progress=sys.stderr.isatty()
+    )
     _print_extraction(out, result.corpus, result.summary)
 
 
@@ -517,10 +638,14 @@ def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")
     corpus = load_data(cfg, config)
     counts = "/".join(str(len(corpus.split(s))) for s in ("train", "dev", "test"))
     where = cfg.data.path if cfg.data.source in ("corpus", "meld") else "synthetic (data.synth)"
-    print(f"config {config}: ok ({len(cfg.methods)} methods: {', '.join(s.label for s in cfg.methods)}; "
-          f"seeds {cfg.seeds})")
-    print(f"corpus '{corpus.name}' from {where}: ok, {len(corpus.dialogues)} dialogues ({counts} train/dev/test), "
-          f"{corpus.num_utterances} utterances, modalities {', '.join(corpus.modality_names)}")
+    print(
+        f"config {config}: ok ({len(cfg.methods)} methods: {', '.join(s.label for s in cfg.methods)}; "
+        f"seeds {cfg.seeds})"
+    )
+    print(
+        f"corpus '{corpus.name}' from {where}: ok, {len(corpus.dialogues)} dialogues ({counts} train/dev/test), "
+        f"{corpus.num_utterances} utterances, modalities {', '.join(corpus.modality_names)}"
+    )
     for note in corpus_notes(corpus, cfg) + corpus.problems():
         print(f"warning: {note}")
 
@@ -529,7 +654,9 @@ def config_check(config: Path = typer.Argument(..., help="A run config (YAML).")
 @_guarded
 def export_bundle_cmd(
     run_dir: Path = typer.Argument(..., help="A folder written by `corekd run`."),
-    method: str = typer.Option(..., "--method", help="The model to bundle: a method's name (label) in the run, e.g. corekd."),
+    method: str = typer.Option(
+        ..., "--method", help="The model to bundle: a method's name (label) in the run, e.g. corekd."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Which seed's model (default: the run's first seed)."),
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the bundle into."),
 ) -> None:
@@ -541,28 +668,46 @@ def export_bundle_cmd(
     path = export_bundle(run_dir, method, out, seed)
     b = read_bundle(path)
     dims = ", ".join(f"{m} {s['dim']}" for m, s in b.modalities.items())
-    print(f"wrote {path}: {b.meta['source']['variant']} seed {b.meta['source']['seed']}, {b.task}, "
-          f"{len(b.labels) if b.task == 'classification' else 1} outputs, modalities {dims}")
+    print(
+        f"wrote {path}: {b.meta['source']['variant']} seed {b.meta['source']['seed']}, {b.task}, "
+        f"{len(b.labels) if b.task == 'classification' else 1} outputs, modalities {dims}"
+    )
 
 
 @app.command("predict")
 @_guarded
 def predict_cmd(
     model: Path = typer.Argument(..., help="A bundle folder (`corekd export-bundle`)."),
-    input_path: Path = typer.Argument(..., metavar="INPUT", help="A corpus folder, a jsonl file (docs/import-jsonl.md) "
-                                      "or a media manifest CSV (docs/features.md; label and split optional)."),
+    input_path: Path = typer.Argument(
+        ...,
+        metavar="INPUT",
+        help="A corpus folder, a jsonl file (docs/import-jsonl.md) "
+        "or a media manifest CSV (docs/features.md; label and split optional).",
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write the JSONL here (default: standard output)."),
-    runtime: str = typer.Option("torch", "--runtime", help="torch or onnx (the bundle's model.onnx, else an export "
-                                "made for this call)."),
+    runtime: str = typer.Option(
+        "torch", "--runtime", help="torch or onnx (the bundle's model.onnx, else an export made for this call)."
+    ),
     device: str = typer.Option("cpu", "--device", help="torch runtime: auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(16, "--batch-size", help="Dialogues per forward (and held in memory at once)."),
     workers: int = typer.Option(1, "--workers", help="Media manifest: worker processes for audio and video."),
-    strict: bool = typer.Option(False, "--strict", help="Media manifest: stop at the first missing or undecodable file."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Media manifest: extract everything again (store nothing)."),
-    cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Media manifest: feature cache folder (default "
-                                             "$COREKD_CACHE, else ~/.cache/corekd/features, as `features extract`)."),
-    split: list[str] | None = typer.Option(None, "--split", help="Corpus folder: only this split (repeat it, or "
-                                              "a comma list: --split dev,test); default every split."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Media manifest: stop at the first missing or undecodable file."
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Media manifest: extract everything again (store nothing)."
+    ),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Media manifest: feature cache folder (default "
+        "$COREKD_CACHE, else ~/.cache/corekd/features, as `features extract`).",
+    ),
+    split: list[str] | None = typer.Option(
+        None,
+        "--split",
+        help="Corpus folder: only this split (repeat it, or a comma list: --split dev,test); default every split.",
+    ),
 ) -> None:
     """Predict every utterance of INPUT; one JSON line per utterance (ids, prediction, probabilities, modalities used;
     for a corpus folder, the dialogue's split)."""
@@ -581,8 +726,16 @@ def predict_cmd(
         raise CorekdError(f"expected split names (e.g. --split test or --split dev,test), got {split}", field="--split")
     predictor = load(model, device=device, runtime=runtime)
     show = err_console.is_terminal
-    reader = open_input(input_path, predictor, workers=workers, strict=strict, cache=not no_cache, cache_dir=cache_dir,
-                        progress=show, splits=splits or None)
+    reader = open_input(
+        input_path,
+        predictor,
+        workers=workers,
+        strict=strict,
+        cache=not no_cache,
+        cache_dir=cache_dir,
+        progress=show,
+        splits=splits or None,
+    )
     media = getattr(reader, "shows_progress", False)  # a manifest shows its own bar (the extraction's)
     total = len(reader)
     sink = out.open("w", encoding="utf-8") if out is not None else sys.stdout
@@ -594,8 +747,14 @@ def predict_cmd(
         TimeElapsedColumn,
     )
 
-    progress = Progress(TextColumn("dialogues"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console, disable=not show or media)
+    progress = Progress(
+        TextColumn("dialogues"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=not show or media,
+    )
     try:
         with progress:
             task = progress.add_task("predict", total=total)
@@ -610,15 +769,18 @@ def predict_cmd(
             def write_row(row: dict) -> None:
                 sink.write(json.dumps(row) + "\n")
 
-            dialogues, utterances = predict_stream(predictor, reader, write_row, batch_size=batch_size,
-                                                   on_dialogues=advance)
+            dialogues, utterances = predict_stream(
+                predictor, reader, write_row, batch_size=batch_size, on_dialogues=advance
+            )
     finally:
         if out is not None:
             sink.close()
     if media:
         _print_media_summary(reader.summary, out)
-    _one_line(f"predicted {utterances} utterances of {dialogues} dialogues with {predictor.runtime.name}"
-              + (f" -> {out}" if out is not None else ""))
+    _one_line(
+        f"predicted {utterances} utterances of {dialogues} dialogues with {predictor.runtime.name}"
+        + (f" -> {out}" if out is not None else "")
+    )
 
 
 def _print_media_summary(summary: dict, out: Path | None) -> None:
@@ -632,8 +794,10 @@ def _print_media_summary(summary: dict, out: Path | None) -> None:
         path = out.with_name(out.name + ".extraction.json")
         path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         details = f" (details in {path})"
-    _one_line(f"summary: {len(summary['failures'])} failure(s), {len(summary['no_face'])} utterance(s) without a face, "
-              f"{len(summary['skipped'])} not predicted{details}")
+    _one_line(
+        f"summary: {len(summary['failures'])} failure(s), {len(summary['no_face'])} utterance(s) without a face, "
+        f"{len(summary['skipped'])} not predicted{details}"
+    )
 
 
 @app.command("serve")
@@ -649,12 +813,20 @@ def serve_cmd(
     max_dialogues: int = typer.Option(64, "--max-dialogues", help="Most dialogues in one request."),
     batching: bool = typer.Option(False, "--batching", help="Gather concurrent requests into one forward."),
     max_batch: int = typer.Option(32, "--max-batch", help="--batching: most dialogues in one forward."),
-    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="--batching: how long the first request waits "
-                                        "for others."),
-    timeout_keep_alive: float = typer.Option(5.0, "--timeout-keep-alive", help="Seconds an idle keep-alive "
-                                             "connection is kept open (then the server closes it)."),
-    parse_workers: int = typer.Option(-1, "--parse-workers", help="Processes that parse large request bodies, off "
-                                      "the server's event loop (-1: min(2, CPUs); 0: parse in threads only)."),
+    batch_wait_ms: float = typer.Option(
+        5.0, "--batch-wait-ms", help="--batching: how long the first request waits for others."
+    ),
+    timeout_keep_alive: float = typer.Option(
+        5.0,
+        "--timeout-keep-alive",
+        help="Seconds an idle keep-alive connection is kept open (then the server closes it).",
+    ),
+    parse_workers: int = typer.Option(
+        -1,
+        "--parse-workers",
+        help="Processes that parse large request bodies, off "
+        "the server's event loop (-1: min(2, CPUs); 0: parse in threads only).",
+    ),
 ) -> None:
     """Serve the model over HTTP: POST /v1/predict, GET /v1/model, GET /healthz, OpenAPI docs at /docs."""
     import os
@@ -666,27 +838,50 @@ def serve_cmd(
 
     if runtime not in ("torch", "onnx"):
         raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
-    for name, value in (("--workers", workers), ("--max-body-bytes", max_body_bytes), ("--max-dialogues", max_dialogues),
-                        ("--max-batch", max_batch)):
+    for name, value in (
+        ("--workers", workers),
+        ("--max-body-bytes", max_body_bytes),
+        ("--max-dialogues", max_dialogues),
+        ("--max-batch", max_batch),
+    ):
         if value < 1:
             raise CorekdError(f"expected a positive number, got {value}", field=name)
     if not 0 < port < 65536:
         raise CorekdError(f"expected a port in 1..65535, got {port}", field="--port")
     if not timeout_keep_alive > 0:
-        raise CorekdError(f"expected a positive number of seconds, got {timeout_keep_alive}", field="--timeout-keep-alive")
+        raise CorekdError(
+            f"expected a positive number of seconds, got {timeout_keep_alive}", field="--timeout-keep-alive"
+        )
     if parse_workers < -1:
-        raise CorekdError(f"expected -1 (automatic), 0 or a positive number, got {parse_workers}", field="--parse-workers")
+        raise CorekdError(
+            f"expected -1 (automatic), 0 or a positive number, got {parse_workers}", field="--parse-workers"
+        )
     from corekd.serving.app import DEFAULT_PARSE_WORKERS
 
     load(model, device=device, runtime=runtime)  # fail here, with one line, before any worker starts
-    os.environ[SETTINGS_ENV] = json.dumps({
-        "model": str(model.resolve()), "device": device, "runtime": runtime, "max_body_bytes": max_body_bytes,
-        "max_dialogues": max_dialogues, "batching": batching, "max_batch": max_batch, "batch_wait_ms": batch_wait_ms,
-        "parse_workers": DEFAULT_PARSE_WORKERS if parse_workers == -1 else parse_workers})
+    os.environ[SETTINGS_ENV] = json.dumps(
+        {
+            "model": str(model.resolve()),
+            "device": device,
+            "runtime": runtime,
+            "max_body_bytes": max_body_bytes,
+            "max_dialogues": max_dialogues,
+            "batching": batching,
+            "max_batch": max_batch,
+            "batch_wait_ms": batch_wait_ms,
+            "parse_workers": DEFAULT_PARSE_WORKERS if parse_workers == -1 else parse_workers,
+        }
+    )
     _one_line(f"serving {model} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
-    uvicorn.run("corekd.serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning",
-                timeout_keep_alive=timeout_keep_alive)  # type: ignore[arg-type]  # uvicorn annotates int, sleeps a float
+    uvicorn.run(
+        "corekd.serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        timeout_keep_alive=timeout_keep_alive,  # type: ignore[arg-type]  # uvicorn annotates int, sleeps a float
+    )
 
 
 @app.command("export")

@@ -29,8 +29,22 @@ from corekd.errors import CorekdError, from_validation_error
 from corekd.methods import method_class
 from corekd.models.model import ModelConfig
 
-SelectMetric = Literal["weighted_f1", "macro_f1", "accuracy", "uar", "macro_f1_present", "uar_present", "mae", "corr",
-                       "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc5", "acc7"]
+SelectMetric = Literal[
+    "weighted_f1",
+    "macro_f1",
+    "accuracy",
+    "uar",
+    "macro_f1_present",
+    "uar_present",
+    "mae",
+    "corr",
+    "acc2",
+    "f1_2",
+    "acc2_nz",
+    "f1_2_nz",
+    "acc5",
+    "acc7",
+]
 REGRESSION_SELECT = ("mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc5", "acc7")
 Task = Literal["classification", "regression"]
 
@@ -41,25 +55,38 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     source: Literal["synthetic", "corpus", "meld"] = Field(
-        "synthetic", description="generate the synthetic corpus, read a corpus folder, or import MELD's official "
-        "annotation files (transcripts embedded with MiniLM; docs/import-meld.md)")
-    path: str | None = Field(None, description="corpus folder (docs/data-format.md) when source is 'corpus'; with "
-                             "source 'meld', the folder the imported corpus is written to on first use and read from "
-                             "afterwards; a relative path is read from the config file's folder")
-    meld_root: str | None = Field(None, description="source 'meld': the folder holding train/dev/test_sent_emo.csv "
-                                  "(relative: from the config file's folder)")
-    meld_target: Literal["emotion", "sentiment"] = Field("emotion", description="source 'meld': emotion (7 classes) "
-                                                         "or sentiment (3 classes)")
-    dev: Literal["split", "carve"] = Field(
-        "split", description="the dev split: the corpus's own ('split'), or, for a corpus without one, 'carve' a "
-        "seeded share of the train dialogues (speaker-disjoint where speakers allow)"
+        "synthetic",
+        description="generate the synthetic corpus, read a corpus folder, or import MELD's official "
+        "annotation files (transcripts embedded with MiniLM; docs/import-meld.md)",
     )
-    dev_fraction: float = Field(0.1, gt=0, lt=1, description="share of train dialogues carved into dev (data.dev: carve)")
+    path: str | None = Field(
+        None,
+        description="corpus folder (docs/data-format.md) when source is 'corpus'; with "
+        "source 'meld', the folder the imported corpus is written to on first use and read from "
+        "afterwards; a relative path is read from the config file's folder",
+    )
+    meld_root: str | None = Field(
+        None,
+        description="source 'meld': the folder holding train/dev/test_sent_emo.csv "
+        "(relative: from the config file's folder)",
+    )
+    meld_target: Literal["emotion", "sentiment"] = Field(
+        "emotion", description="source 'meld': emotion (7 classes) or sentiment (3 classes)"
+    )
+    dev: Literal["split", "carve"] = Field(
+        "split",
+        description="the dev split: the corpus's own ('split'), or, for a corpus without one, 'carve' a "
+        "seeded share of the train dialogues (speaker-disjoint where speakers allow)",
+    )
+    dev_fraction: float = Field(
+        0.1, gt=0, lt=1, description="share of train dialogues carved into dev (data.dev: carve)"
+    )
     dev_seed: int = Field(0, ge=0, description="seed of the carved dev split (data.dev: carve)")
     synth: SynthConfig = Field(default_factory=SynthConfig)
     standardize: bool = Field(
-        True, description="z-score every input column with the train split's statistics (observed utterances only); "
-        "the statistics are saved in every checkpoint"
+        True,
+        description="z-score every input column with the train split's statistics (observed utterances only); "
+        "the statistics are saved in every checkpoint",
     )
 
     @model_validator(mode="after")
@@ -69,8 +96,10 @@ class DataConfig(_Strict):
         if self.source == "corpus" and not self.path:
             raise ValueError("source 'corpus' needs a path to a corpus folder")
         if self.source == "meld" and not (self.meld_root and self.path):
-            raise ValueError("source 'meld' needs meld_root (the folder of MELD's CSVs) and path (the folder the "
-                             "imported corpus is kept in)")
+            raise ValueError(
+                "source 'meld' needs meld_root (the folder of MELD's CSVs) and path (the folder the "
+                "imported corpus is kept in)"
+            )
         if self.source != "meld" and self.meld_root:
             raise ValueError(f"meld_root is only read with source 'meld' (source is '{self.source}')")
         if self.source == "synthetic" and self.path:
@@ -82,33 +111,50 @@ class TrainingConfig(_Strict):
     epochs: int = Field(60, ge=1, description="most epochs per model")
     patience: int = Field(8, ge=1, description="stop after this many epochs without a better dev score")
     batch_size: int = Field(16, ge=1, description="dialogues per batch")
-    bucket: int = Field(8, ge=0, description="length bucketing of training batches: sort each pool of this many "
-                        "batches' dialogues by length before cutting it into batches, then shuffle the batches "
-                        "(less padding for the recurrence to run over); 0 or 1 = plain shuffled batches (8 chosen "
-                        "on dev, backbone study stage 6)")
+    bucket: int = Field(
+        8,
+        ge=0,
+        description="length bucketing of training batches: sort each pool of this many "
+        "batches' dialogues by length before cutting it into batches, then shuffle the batches "
+        "(less padding for the recurrence to run over); 0 or 1 = plain shuffled batches (8 chosen "
+        "on dev, backbone study stage 6)",
+    )
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0 = off)")
     select_metric: SelectMetric = Field(
-        "weighted_f1", description="dev metric for model selection and early stopping; classification: weighted_f1, "
+        "weighted_f1",
+        description="dev metric for model selection and early stopping; classification: weighted_f1, "
         "macro_f1, accuracy, uar (scikit-learn's macro averages), macro_f1_present, uar_present (over the classes "
         "present in the dev truth); regression: mae (lower is better; the default for regression), corr, acc2, f1_2, "
         "acc2_nz, f1_2_nz, acc5, acc7. An epoch whose metric is undefined (e.g. corr on constant predictions) counts "
-        "as the worst"
+        "as the worst",
     )
-    missing: TrainingMissing = Field(default_factory=TrainingMissing, description="students' random-missing training range")
+    missing: TrainingMissing = Field(
+        default_factory=TrainingMissing, description="students' random-missing training range"
+    )
     teacher_cache: bool = Field(True, description="compute the frozen teacher's complete-view outputs once per seed")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy terms")
     schedule: Literal["constant", "cosine"] = Field(
         "constant", description="learning rate: constant, or cosine decay to 0 over `epochs` (per step)"
     )
-    ema: float = Field(0.0, ge=0, lt=1, description="decay of an exponential moving average of the weights, updated "
-                       "every step; when > 0 the average is what is scored on dev, selected and saved (0 = off)")
-    select_window: int = Field(1, ge=1, description="select on the trailing mean of this many epochs' dev scores "
-                               "(1 = the raw dev score); early stopping follows the same curve")
+    ema: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="decay of an exponential moving average of the weights, updated "
+        "every step; when > 0 the average is what is scored on dev, selected and saved (0 = off)",
+    )
+    select_window: int = Field(
+        1,
+        ge=1,
+        description="select on the trailing mean of this many epochs' dev scores "
+        "(1 = the raw dev score); early stopping follows the same curve",
+    )
     select_on: Literal["dev", "test"] = Field(
-        "dev", description="LEGACY 'test' selects epochs on the test split, as much of the literature does, to show "
-        "how much that inflates the numbers; every table of the report then carries a warning banner"
+        "dev",
+        description="LEGACY 'test' selects epochs on the test split, as much of the literature does, to show "
+        "how much that inflates the numbers; every table of the report then carries a warning banner",
     )
 
 
@@ -140,7 +186,9 @@ class EvaluationConfig(_Strict):
     )
     scheme: RandomScheme = Field("calibrated", description="random-missing scheme (see corekd.data.protocols)")
     batch_size: int = Field(32, ge=1, description="dialogues per evaluation batch")
-    analyses: bool = Field(True, description="mechanism analyses (analyses.json, report section; docs/configuration.md)")
+    analyses: bool = Field(
+        True, description="mechanism analyses (analyses.json, report section; docs/configuration.md)"
+    )
     figures: bool = Field(True, description="with analyses: the t-SNE and score-vs-missing-rate figures")
 
     @field_validator("random_rates", "frame_rates")
@@ -158,7 +206,8 @@ class EvaluationConfig(_Strict):
 class MethodSpec(_Strict):
     name: str = Field(description="a registered method (corekd.methods.registered())")
     variant: str | None = Field(
-        None, description="display name, to run one method with several option sets (it names a checkpoint folder)",
+        None,
+        description="display name, to run one method with several option sets (it names a checkpoint folder)",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._+=,-]{0,63}$",
     )
     options: dict = Field(default_factory=dict)
@@ -186,8 +235,9 @@ class RunConfig(_Strict):
     name: str = "run"
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     task: Task | None = Field(
-        None, description="classification (labels) or regression (the per-utterance sentiment in [-3, 3]); "
-        "null = the corpus's task (data.synth.task for the synthetic corpus)"
+        None,
+        description="classification (labels) or regression (the per-utterance sentiment in [-3, 3]); "
+        "null = the corpus's task (data.synth.task for the synthetic corpus)",
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
@@ -233,8 +283,10 @@ class RunConfig(_Strict):
         regression_metric = metric in REGRESSION_SELECT
         if task == "regression" and not regression_metric:
             if explicit:
-                raise ValueError(f"training.select_metric '{metric}' is a classification metric; the task is regression "
-                                 f"(expected one of {', '.join(REGRESSION_SELECT)})")
+                raise ValueError(
+                    f"training.select_metric '{metric}' is a classification metric; the task is regression "
+                    f"(expected one of {', '.join(REGRESSION_SELECT)})"
+                )
             self.training.select_metric = "mae"
         if task == "classification" and regression_metric:
             raise ValueError(f"training.select_metric '{metric}' is a regression metric; the task is classification")
@@ -246,7 +298,9 @@ class RunConfig(_Strict):
         """The model settings of a method's model: the shared ones, with the teacher's overrides for the teacher."""
         if method_name != "teacher":
             return self.model
-        changes = {k: getattr(self.teacher, k) for k in TeacherConfig.MODEL_FIELDS if getattr(self.teacher, k) is not None}
+        changes = {
+            k: getattr(self.teacher, k) for k in TeacherConfig.MODEL_FIELDS if getattr(self.teacher, k) is not None
+        }
         return self.model.model_copy(update=changes)
 
     def training_for(self, method_name: str) -> TrainingConfig:
@@ -269,8 +323,11 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
     if not isinstance(raw, dict):
         raise CorekdError(f"expected a mapping of settings at the top level, got {type(raw).__name__}", path=source)
     if "corpora" in raw:
-        raise CorekdError("a comparison grid (it has `corpora`): run it with `corekd compare` (docs/compare.md)",
-                          path=source, field="corpora")
+        raise CorekdError(
+            "a comparison grid (it has `corpora`): run it with `corekd compare` (docs/compare.md)",
+            path=source,
+            field="corpora",
+        )
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
@@ -290,10 +347,14 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
         if problem:
             raise CorekdError(problem[1], path=source, field=f"methods[{i}].options.{problem[0]}")
         if spec.label == "teacher" and spec.name != "teacher":
-            raise CorekdError("the name 'teacher' is reserved for the teacher method", path=source, field=f"methods[{i}].variant")
+            raise CorekdError(
+                "the name 'teacher' is reserved for the teacher method", path=source, field=f"methods[{i}].variant"
+            )
         if spec.label in seen:
             raise CorekdError(
-                f"two methods share the name '{spec.label}': give one a distinct 'variant'", path=source, field=f"methods[{i}]"
+                f"two methods share the name '{spec.label}': give one a distinct 'variant'",
+                path=source,
+                field=f"methods[{i}]",
             )
         seen.add(spec.label)
     if cfg.sweep is not None:
@@ -309,7 +370,9 @@ def read_yaml_file(path: str | Path) -> object:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise CorekdError(f"not a text (UTF-8) YAML file: undecodable byte at position {exc.start}", path=path) from None
+        raise CorekdError(
+            f"not a text (UTF-8) YAML file: undecodable byte at position {exc.start}", path=path
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -356,14 +419,17 @@ def option_type(option: str) -> type:
         fields = model.model_fields
         if part not in fields:
             where = ".".join(parts[:i]) or "the top level"
-            raise ValueError(f"'{option}' names no setting: '{part}' is not a field of {where} "
-                             f"(fields: {', '.join(fields)})")
+            raise ValueError(
+                f"'{option}' names no setting: '{part}' is not a field of {where} (fields: {', '.join(fields)})"
+            )
         annotation = _unwrap(fields[part].annotation)
         last = i == len(parts) - 1
         if last:
             if annotation in (int, float):
                 return annotation
-            raise ValueError(f"'{option}' is not a numeric setting (it holds {getattr(annotation, '__name__', annotation)})")
+            raise ValueError(
+                f"'{option}' is not a numeric setting (it holds {getattr(annotation, '__name__', annotation)})"
+            )
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             raise ValueError(f"'{option}' goes inside '{'.'.join(parts[: i + 1])}', which is not a section")
         model = annotation
@@ -383,8 +449,9 @@ def sub_config(cfg, value: float, source=None):
     """The ordinary run of one sweep value: ``cfg`` without its sweep, with the option set to ``value``."""
     kind = option_type(cfg.sweep.option)
     if kind is int and float(value) != int(value):
-        raise CorekdError(f"{cfg.sweep.option} is an integer setting; {value} is not an integer", path=source,
-                          field="sweep.values")
+        raise CorekdError(
+            f"{cfg.sweep.option} is an integer setting; {value} is not an integer", path=source, field="sweep.values"
+        )
     raw = cfg.model_dump(mode="json")
     raw.pop("sweep")
     node = raw
@@ -405,10 +472,16 @@ def check_sweep(cfg, source=None) -> None:
         raise CorekdError(str(exc), path=source, field="sweep.option") from None
     for i, value in enumerate(cfg.sweep.values):
         if kind is int and float(value) != int(value):
-            raise CorekdError(f"{cfg.sweep.option} is an integer setting; {value} is not an integer", path=source,
-                              field=f"sweep.values[{i}]")
+            raise CorekdError(
+                f"{cfg.sweep.option} is an integer setting; {value} is not an integer",
+                path=source,
+                field=f"sweep.values[{i}]",
+            )
         try:
             sub_config(cfg, value, source)
         except CorekdError as exc:
-            raise CorekdError(f"value {value} gives an invalid run: {exc.detail}"
-                              + (f" (at {exc.field})" if exc.field else ""), path=source, field=f"sweep.values[{i}]") from None
+            raise CorekdError(
+                f"value {value} gives an invalid run: {exc.detail}" + (f" (at {exc.field})" if exc.field else ""),
+                path=source,
+                field=f"sweep.values[{i}]",
+            ) from None

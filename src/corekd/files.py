@@ -35,7 +35,9 @@ def atomic_write(target: str | Path, write) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     except OSError as exc:
-        raise CorekdError(f"could not write this file ({exc.strerror or exc}); nothing was changed", path=target) from None
+        raise CorekdError(
+            f"could not write this file ({exc.strerror or exc}); nothing was changed", path=target
+        ) from None
     os.close(fd)
     try:
         write(tmp)
@@ -51,8 +53,11 @@ def atomic_write(target: str | Path, write) -> None:
         if reason is None:
             raise
         # a full disk, a quota, a read-only mount: one line naming the file, the earlier file intact
-        raise CorekdError(f"could not write this file ({reason}); the earlier version, if any, is unchanged: free "
-                          "some space (or fix the permissions) and run the same command again", path=target) from None
+        raise CorekdError(
+            f"could not write this file ({reason}); the earlier version, if any, is unchanged: free "
+            "some space (or fix the permissions) and run the same command again",
+            path=target,
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -77,8 +82,10 @@ def read_json(path: Path, what: str):
     except UnicodeDecodeError as exc:
         raise CorekdError(f"not a UTF-8 text file (undecodable byte at position {exc.start})", path=path) from None
     except json.JSONDecodeError as exc:
-        raise CorekdError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; the file is truncated "
-                          "or damaged)", path=path) from None
+        raise CorekdError(
+            f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; the file is truncated or damaged)",
+            path=path,
+        ) from None
 
 
 def check_new_or_empty(out: str | Path, field: str = "--out") -> Path:

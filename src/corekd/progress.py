@@ -67,8 +67,13 @@ class RichReporter(_LiveProgress, Reporter):
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), console=self.console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
         )
         self.overall: TaskID | None = None  # set by plan()
         self.current: TaskID | None = None  # set by start_model()
@@ -123,8 +128,9 @@ class LineGridProgress(GridProgress):
         self.done += 1
         ran, left = self.done - self.before, self.total - self.done
         eta = (time.perf_counter() - self.started) / ran * left
-        self.message(f"[{self.done}/{self.total}] {cell} ({seconds:.1f} s); {running} running, "
-                     f"about {eta / 60:.1f} min left")
+        self.message(
+            f"[{self.done}/{self.total}] {cell} ({seconds:.1f} s); {running} running, about {eta / 60:.1f} min left"
+        )
 
     def cell_failed(self, cell: str, error: str) -> None:
         self.message(f"FAILED {cell}: {error}")
@@ -139,8 +145,14 @@ class RichGridProgress(_LiveProgress, GridProgress):
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("cells"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+            TextColumn("cells"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
         )
         self.task: TaskID | None = None  # set by plan()
 

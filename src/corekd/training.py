@@ -62,7 +62,9 @@ class TeacherReference:
             u = batch.utt_mask.shape[1]
             rows = batch.index.to(self.cached.logits.device)
             return Output(
-                logits=self.cached.logits[rows, :u], fused=self.cached.fused[rows, :u], states=self.cached.states[rows, :u]
+                logits=self.cached.logits[rows, :u],
+                fused=self.cached.fused[rows, :u],
+                states=self.cached.states[rows, :u],
             )
         with torch.inference_mode():
             return self.teacher(batch.complete())
@@ -79,9 +81,15 @@ class TrainResult:
     selected_epoch: int = 0  # the epoch whose weights were kept (= best_epoch unless training.select_window > 1)
 
 
-def init_model(model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, seed: int, role: str,
-               kinds: Mapping[str, str] | None = None,
-               build: Callable[..., ERCModel] | None = None) -> ERCModel:
+def init_model(
+    model_cfg: ModelConfig,
+    dims: dict[str, int],
+    num_classes: int,
+    seed: int,
+    role: str,
+    kinds: Mapping[str, str] | None = None,
+    build: Callable[..., ERCModel] | None = None,
+) -> ERCModel:
     """A freshly initialised model; the same (seed, role) gives the same weights (``kinds``: see :class:`ERCModel`).
 
     ``build`` (a method's ``build_model``; default: the plain :class:`ERCModel`) may return a subclass with extra
@@ -99,8 +107,16 @@ class Trainer:
     student of a seed (a fair comparison); the method's own draws (e.g. NCE) have their own stream.
     """
 
-    def __init__(self, method: Method, model: ERCModel, cfg: TrainingConfig, *, seed: int, device: torch.device,
-                 teacher: TeacherReference | None = None):
+    def __init__(
+        self,
+        method: Method,
+        model: ERCModel,
+        cfg: TrainingConfig,
+        *,
+        seed: int,
+        device: torch.device,
+        teacher: TeacherReference | None = None,
+    ):
         if method.needs_teacher and teacher is None:
             raise ValueError(f"method '{method.name}' needs a teacher")
         self.method, self.cfg, self.device, self.teacher = method, cfg, device, teacher
@@ -187,8 +203,9 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         steps = 0
         steps_per_epoch = math.ceil(len(train) / self.cfg.batch_size)
-        for batch in train.batches(self.cfg.batch_size, shuffle=True, generator=self.shuffle_gen, device=self.device,
-                                   bucket=self.cfg.bucket):
+        for batch in train.batches(
+            self.cfg.batch_size, shuffle=True, generator=self.shuffle_gen, device=self.device, bucket=self.cfg.bucket
+        ):
             self._set_lr(steps_per_epoch)
             for k, v in self.step(batch).items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -232,12 +249,15 @@ def train_model(
         for epoch in range(1, cfg.epochs + 1):
             terms = trainer.epoch(train)
             preds = predict(trainer.eval_model, dev, dev_masks, eval_batch_size, device)
-            scores_now = (regression_metrics(preds.y_true, preds.y_pred) if preds.task == "regression"
-                          else classification_metrics(preds.y_true, preds.y_pred, label_names))
+            scores_now = (
+                regression_metrics(preds.y_true, preds.y_pred)
+                if preds.task == "regression"
+                else classification_metrics(preds.y_true, preds.y_pred, label_names)
+            )
             score = scores_now[cfg.select_metric]  # None where undefined on the dev split (e.g. corr, constant side)
             record = {"epoch": epoch, **terms, f"dev_{cfg.select_metric}": score}
             scores.append(score)
-            window = scores[-cfg.select_window:]
+            window = scores[-cfg.select_window :]
             # An undefined score is the worst: it, and any trailing mean over it, is never selected.
             curve = None if None in window else float(np.mean(cast(list[float], window)))
             if cfg.select_window > 1:
@@ -263,8 +283,15 @@ def train_model(
     model = trainer.model
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, raw_best_epoch or best_epoch, best_score, len(history), time.perf_counter() - start, history,
-                       selected_epoch=best_epoch)
+    return TrainResult(
+        model,
+        raw_best_epoch or best_epoch,
+        best_score,
+        len(history),
+        time.perf_counter() - start,
+        history,
+        selected_epoch=best_epoch,
+    )
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -317,7 +344,9 @@ def _rebuild(meta: _CheckpointMeta, meta_path: Path) -> Callable[[], ERCModel]:
     if arch.get("name") not in ARCHITECTURES:
         raise CorekdError(
             f"unknown model architecture '{arch.get('name')}' (known: {', '.join(sorted(ARCHITECTURES))}; written by "
-            f"corekd {version}, this is {__version__})", path=meta_path, field="architecture.name",
+            f"corekd {version}, this is {__version__})",
+            path=meta_path,
+            field="architecture.name",
         )
     options = arch.get("options") or {}
     if not isinstance(options, dict):
@@ -333,8 +362,11 @@ def _rebuild(meta: _CheckpointMeta, meta_path: Path) -> Callable[[], ERCModel]:
         try:
             return build_architecture(arch["name"], options, cfg, meta.dims, meta.num_classes, kinds=meta.kinds)
         except (TypeError, ValueError, KeyError) as exc:
-            raise CorekdError(f"does not describe a model corekd {__version__} can build ({type(exc).__name__}: {exc}; "
-                              f"written by corekd {version})", path=meta_path) from None
+            raise CorekdError(
+                f"does not describe a model corekd {__version__} can build ({type(exc).__name__}: {exc}; "
+                f"written by corekd {version})",
+                path=meta_path,
+            ) from None
 
     return build
 
@@ -357,8 +389,9 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu") -> t
         raise from_validation_error(exc, meta_path, model=_CheckpointMeta) from None
     build = _rebuild(meta, meta_path)
     if not weights_path.is_file():
-        raise CorekdError(f"file not found (a checkpoint folder holds {MODEL_META_FILE} and {WEIGHTS_FILE})",
-                          path=weights_path)
+        raise CorekdError(
+            f"file not found (a checkpoint folder holds {MODEL_META_FILE} and {WEIGHTS_FILE})", path=weights_path
+        )
     check_checksum(weights_path, meta.weights_sha256, meta_path)
     with torch.device("meta"):  # shapes only: sizes from model.json allocate nothing here
         shapes = {k: tuple(v.shape) for k, v in build().state_dict().items()}

@@ -31,8 +31,11 @@ def check_checksum(weights: Path, recorded: str | None, meta_path: Path) -> None
         return
     actual = file_sha256(weights)
     if actual != recorded:
-        raise CorekdError(f"SHA-256 {actual[:12]}... differs from the {recorded[:12]}... that {meta_path.name} records "
-                          f"({CHECKSUM_FIELD}): the weights file is damaged or comes from another model", path=weights)
+        raise CorekdError(
+            f"SHA-256 {actual[:12]}... differs from the {recorded[:12]}... that {meta_path.name} records "
+            f"({CHECKSUM_FIELD}): the weights file is damaged or comes from another model",
+            path=weights,
+        )
 
 
 def check_shapes(weights: Path, expected: dict[str, tuple[int, ...]], describe: str) -> None:
@@ -41,17 +44,24 @@ def check_shapes(weights: Path, expected: dict[str, tuple[int, ...]], describe: 
         with safe_open(str(weights), framework="pt") as fh:
             found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
     except (SafetensorError, OSError) as exc:
-        raise CorekdError(f"not a readable safetensors file ({exc}; the file is truncated or damaged)",
-                          path=weights) from None
+        raise CorekdError(
+            f"not a readable safetensors file ({exc}; the file is truncated or damaged)", path=weights
+        ) from None
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or unexpected:
-        raise CorekdError(f"the weights do not fit the model that {describe} describes: missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}", path=weights)
+        raise CorekdError(
+            f"the weights do not fit the model that {describe} describes: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}",
+            path=weights,
+        )
     for name, shape in expected.items():
         if found[name] != shape:
-            raise CorekdError(f"the weights do not fit the model that {describe} describes: shape {list(found[name])} "
-                              f"here, {list(shape)} there (its dims, num_classes or model sizes disagree with the weights)",
-                              path=weights, field=name)
+            raise CorekdError(
+                f"the weights do not fit the model that {describe} describes: shape {list(found[name])} "
+                f"here, {list(shape)} there (its dims, num_classes or model sizes disagree with the weights)",
+                path=weights,
+                field=name,
+            )
 
 
 def load_finite(weights: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -59,11 +69,13 @@ def load_finite(weights: Path, device: str | torch.device = "cpu") -> dict[str, 
     try:
         tensors = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as exc:
-        raise CorekdError(f"not a readable safetensors file ({exc}; the file is truncated or damaged)",
-                          path=weights) from None
+        raise CorekdError(
+            f"not a readable safetensors file ({exc}; the file is truncated or damaged)", path=weights
+        ) from None
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
-            raise CorekdError(f"{bad} non-finite value(s) (NaN/inf); a model with them cannot answer", path=weights,
-                              field=name)
+            raise CorekdError(
+                f"{bad} non-finite value(s) (NaN/inf); a model with them cannot answer", path=weights, field=name
+            )
     return tensors

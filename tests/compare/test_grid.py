@@ -37,7 +37,10 @@ def _records(out: Path) -> list[dict]:
 
 
 def _untimed(out: Path) -> list[dict]:
-    return [{k: v for k, v in t.items() if k != "seconds"} for t in json.loads((out / "results.json").read_text())["trainings"]]
+    return [
+        {k: v for k, v in t.items() if k != "seconds"}
+        for t in json.loads((out / "results.json").read_text())["trainings"]
+    ]
 
 
 def _analyses(out: Path) -> dict:
@@ -107,8 +110,9 @@ def test_plan_trains_each_teacher_once_before_its_students():
 
 @pytest.mark.subprocess
 def check_folder(out, grid, *, overwrite, config_path):
-    return ExperimentFolder.check(out, GRID, grid.resolved(), mode="grid", overwrite=overwrite,
-                                  config_path=config_path).mode
+    return ExperimentFolder.check(
+        out, GRID, grid.resolved(), mode="grid", overwrite=overwrite, config_path=config_path
+    ).mode
 
 
 def test_a_folder_of_another_grid_or_not_a_grid_is_refused(tmp_path, smoke):
@@ -161,19 +165,28 @@ def test_grid_cells_equal_corekd_run_units(smoke, tmp_path):
     grid = load_grid(SMOKE)
     raw = yaml.safe_load(grid.corpora["frames"].model_dump_json())
     keep = ("teacher", "corekd", "contrastive_view")
-    raw.update(seeds=[1], threads=1, device="cpu", methods=[m for m in raw["methods"] if (m["variant"] or m["name"]) in keep])
+    raw.update(
+        seeds=[1], threads=1, device="cpu", methods=[m for m in raw["methods"] if (m["variant"] or m["name"]) in keep]
+    )
     result = run(validate_config(raw), tmp_path / "run")
     mine = [{**r, "corpus": "frames"} for r in result.records]
-    theirs = [r for r in _records(out) if r["corpus"] == "frames" and r["seed"] == 1
-              and r["variant"] in ("teacher", "corekd", "contrastive_view")]
+    theirs = [
+        r
+        for r in _records(out)
+        if r["corpus"] == "frames" and r["seed"] == 1 and r["variant"] in ("teacher", "corekd", "contrastive_view")
+    ]
     assert len(mine) == len(theirs) > 0
     assert mine == theirs
     run_drift = json.loads((tmp_path / "run" / "analyses.json").read_text())["drift"]
-    grid_drift = [r for r in json.loads((out / "analyses.json").read_text())["corpora"]["frames"]["drift"]
-                  if r["seed"] == 1 and r["variant"] in ("teacher", "corekd", "contrastive_view")]
+    grid_drift = [
+        r
+        for r in json.loads((out / "analyses.json").read_text())["corpora"]["frames"]["drift"]
+        if r["seed"] == 1 and r["variant"] in ("teacher", "corekd", "contrastive_view")
+    ]
     key = lambda r: (r["variant"], r["condition"])  # noqa: E731
-    assert [(key(r), r["normalized"], r["raw"]) for r in sorted(run_drift, key=key)] == \
-        [(key(r), r["normalized"], r["raw"]) for r in sorted(grid_drift, key=key)]
+    assert [(key(r), r["normalized"], r["raw"]) for r in sorted(run_drift, key=key)] == [
+        (key(r), r["normalized"], r["raw"]) for r in sorted(grid_drift, key=key)
+    ]
 
 
 @pytest.mark.subprocess
@@ -181,9 +194,25 @@ def test_a_killed_grid_started_again_runs_only_the_missing_cells_with_identical_
     reference, _ = smoke
     out = tmp_path / "grid"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "corekd.cli", "compare", str(SMOKE), "--out", str(out),
-                             "--workers", "2", "--device", "cpu"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "corekd.cli",
+            "compare",
+            str(SMOKE),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while len(list(out.glob(f"cells/*/*/*/{CELL_FILE}"))) < 6:
@@ -263,8 +292,14 @@ def test_a_grid_on_a_corpus_folder_continues_with_the_same_config(tmp_path, tiny
     """Loading a corpus folder settles the run's task in its config; the grid compares the config as given, so the
     same command continues the grid instead of calling its own config different."""
     folder = tiny_corpus.save(tmp_path / "corpus")
-    raw = _grid_dict(seeds=[0], data={"source": "corpus", "path": str(folder)}, corpora={"mine": {}}, reference=None,
-                     methods=[{"name": "no_kd"}], training={"epochs": 1, "patience": 1, "batch_size": 4})
+    raw = _grid_dict(
+        seeds=[0],
+        data={"source": "corpus", "path": str(folder)},
+        corpora={"mine": {}},
+        reference=None,
+        methods=[{"name": "no_kd"}],
+        training={"epochs": 1, "patience": 1, "batch_size": 4},
+    )
     raw.pop("teacher")
     grid = validate_grid(raw)
     assert grid.corpora["mine"].task is None  # not settled until the corpus is read

@@ -50,8 +50,10 @@ def test_bucket_0_and_1_are_the_plain_shuffle(tiny_splits):
     train = tiny_splits["train"]
     plain = [b.index.tolist() for b in train.batches(3, shuffle=True, generator=torch.Generator().manual_seed(2))]
     for bucket in (0, 1):
-        got = [b.index.tolist() for b in train.batches(3, shuffle=True, generator=torch.Generator().manual_seed(2),
-                                                          bucket=bucket)]
+        got = [
+            b.index.tolist()
+            for b in train.batches(3, shuffle=True, generator=torch.Generator().manual_seed(2), bucket=bucket)
+        ]
         assert got == plain
     unshuffled = [b.index.tolist() for b in train.batches(3, bucket=4)]  # no shuffle: split order, no bucketing
     assert unshuffled == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
@@ -62,7 +64,13 @@ def test_the_trainer_steps_on_bucketed_batches_of_its_own_stream_when_asked(tiny
     dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
     cls = method_class("no_kd")
     model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
-    trainer = Trainer(cls(cls.Options(), TrainingMissing()), model, TrainingConfig(batch_size=3, bucket=4), seed=3, device=torch.device("cpu"))
+    trainer = Trainer(
+        cls(cls.Options(), TrainingMissing()),
+        model,
+        TrainingConfig(batch_size=3, bucket=4),
+        seed=3,
+        device=torch.device("cpu"),
+    )
     seen = []
     trainer.step = lambda batch: (seen.append(batch.index.tolist()), {"loss": torch.tensor(1.0)})[1]
     trainer.epoch(train)

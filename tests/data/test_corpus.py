@@ -138,7 +138,9 @@ def test_problems_are_reported_not_hidden(tiny_corpus):
 runner = CliRunner()
 
 
-def _corpus(*, sequence=False, sentiment=True, splits=("train", "train", "train", "train", "dev", "test"), speakers=None):
+def _corpus(
+    *, sequence=False, sentiment=True, splits=("train", "train", "train", "train", "dev", "test"), speakers=None
+):
     """Six 3-utterance dialogues; 'a' as frame sequences when ``sequence``."""
     rng = np.random.default_rng(0)
     dialogues = []
@@ -152,18 +154,27 @@ def _corpus(*, sequence=False, sentiment=True, splits=("train", "train", "train"
             feats["a"] = np.stack([flat[:2].mean(0), flat[2:3].mean(0), flat[3:].mean(0)])
         else:
             feats["a"] = rng.normal(size=(3, 2)).astype(np.float32)
-        dialogues.append(Dialogue(
-            id=f"d{k}", split=split, utterance_ids=[f"d{k}_u{i}" for i in range(3)],
-            speakers=(speakers[k] if speakers else ["A", "B", "A"]), labels=np.array([0, 1, k % 2]),
-            features=feats, available=np.ones((3, 2), bool),
-            sentiment=np.array([1.5, np.nan, -3.0], np.float32) if sentiment else None,
-            texts=["hi", None, "bye"] if sentiment else None,
-            extras=[{"speaker_age": 30}, {}, {}] if sentiment else None,
-            frames=frames,
-        ))
-    mods = {"l": ModalitySpec(4, source="glove-mean", normalization="none"),
-            "a": ModalitySpec(2, kind="sequence", source="covarep", frame_rate=100.0, aligned=False)
-            if sequence else ModalitySpec(2)}
+        dialogues.append(
+            Dialogue(
+                id=f"d{k}",
+                split=split,
+                utterance_ids=[f"d{k}_u{i}" for i in range(3)],
+                speakers=(speakers[k] if speakers else ["A", "B", "A"]),
+                labels=np.array([0, 1, k % 2]),
+                features=feats,
+                available=np.ones((3, 2), bool),
+                sentiment=np.array([1.5, np.nan, -3.0], np.float32) if sentiment else None,
+                texts=["hi", None, "bye"] if sentiment else None,
+                extras=[{"speaker_age": 30}, {}, {}] if sentiment else None,
+                frames=frames,
+            )
+        )
+    mods = {
+        "l": ModalitySpec(4, source="glove-mean", normalization="none"),
+        "a": ModalitySpec(2, kind="sequence", source="covarep", frame_rate=100.0, aligned=False)
+        if sequence
+        else ModalitySpec(2),
+    }
     return Corpus(name="v2", labels=["neg", "pos"], modalities=mods, dialogues=dialogues)
 
 
@@ -179,9 +190,14 @@ def test_v2_fields_round_trip_and_a_plain_corpus_stays_v1(tmp_path):
     d = back.dialogues[0]
     assert d.sentiment[0] == 1.5 and np.isnan(d.sentiment[1]) and d.sentiment[2] == -3.0
     assert d.texts == ["hi", None, "bye"] and d.extras == [{"speaker_age": 30}, {}, {}]
-    assert back.modalities["a"].card() == {"extractor": "covarep", "dim": 2, "kind": "sequence",
-                                           "frame_rate": "100 frames/s", "aligned": "unaligned",
-                                           "normalization": "not stated"}
+    assert back.modalities["a"].card() == {
+        "extractor": "covarep",
+        "dim": 2,
+        "kind": "sequence",
+        "frame_rate": "100 frames/s",
+        "aligned": "unaligned",
+        "normalization": "not stated",
+    }
     assert back.modalities["l"].card()["frame_rate"] == "utterance-level"
     plain = _corpus(sentiment=False)
     plain.modalities = {"l": ModalitySpec(4), "a": ModalitySpec(2)}
@@ -213,6 +229,7 @@ def test_missing_frames_are_dropped_and_zero_frames_must_be_declared_missing(tmp
     def zero_frames(t):
         t["a_offsets"][1:] -= 2  # utterance 0 of d0 gets no frame; drop its two rows
         t["a"] = t["a"][2:]
+
     folder2 = _corpus(sequence=True).save(tmp_path / "c2")
     edit_features(folder2, zero_frames)
     with pytest.raises(CorekdError, match=r"utterances\[0\].missing: utterance 'd0_u0' has 0 frames"):
@@ -221,7 +238,10 @@ def test_missing_frames_are_dropped_and_zero_frames_must_be_declared_missing(tmp
 
 def test_v2_refusals_each_name_the_field(tmp_path):
     cases = [
-        (lambda m: m["dialogues"][0]["utterances"][0].update(sentiment=3.5), r"utterances\[0\]\.sentiment: sentiment 3.5"),
+        (
+            lambda m: m["dialogues"][0]["utterances"][0].update(sentiment=3.5),
+            r"utterances\[0\]\.sentiment: sentiment 3.5",
+        ),
         (lambda m: m["dialogues"][0]["utterances"][0].update(sentiment=float("nan")), r"sentiment nan"),
         (lambda m: m["dialogues"][0]["utterances"][0].update(missing=["l", "a"]), r"lists every modality as missing"),
     ]
@@ -274,7 +294,9 @@ def test_carve_dev_is_seeded_by_dialogue_and_speaker_disjoint_when_speakers_allo
     generic = _corpus(splits=splits)  # every dialogue has speakers A and B: no disjoint split exists
     rec = carve_dev(generic, 0.1, seed=0)
     assert rec["speaker_disjoint"] is False and len(generic.split("dev")) == 2
-    assert {s for d in generic.split("dev") for s in d.speakers} & {s for d in generic.split("train") for s in d.speakers}
+    assert {s for d in generic.split("dev") for s in d.speakers} & {
+        s for d in generic.split("train") for s in d.speakers
+    }
 
 
 def test_carve_keeps_linked_dialogues_together():
@@ -301,7 +323,11 @@ def test_a_corpus_without_dev_is_refused_by_run_and_inspect_says_so_then_carve_r
     cfg = quick_config(data={"path": str(folder)})
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     refused = runner.invoke(app, ["config", "check", str(tmp_path / "c.yaml")])
-    assert refused.exit_code == 2 and "no dialogues in split 'dev'" in refused.output and "data.dev: carve" in refused.output
+    assert (
+        refused.exit_code == 2
+        and "no dialogues in split 'dev'" in refused.output
+        and "data.dev: carve" in refused.output
+    )
     cfg["data"]["dev"] = "carve"
     cfg["data"]["dev_fraction"] = 0.25
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
@@ -336,8 +362,15 @@ def test_data_path_is_relative_to_the_config_file(tmp_path, monkeypatch):
 
 
 def test_legacy_selection_on_test_selects_on_test_and_bans_every_table(tmp_path):
-    cfg = quick_config(training={"epochs": 3, "patience": 3, "batch_size": 4, "select_on": "test",
-                                 "missing": {"low": 0.0, "high": 0.0}})  # no_kd scored on complete views
+    cfg = quick_config(
+        training={
+            "epochs": 3,
+            "patience": 3,
+            "batch_size": 4,
+            "select_on": "test",
+            "missing": {"low": 0.0, "high": 0.0},
+        }
+    )  # no_kd scored on complete views
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0 and "LEGACY SELECTION ON TEST" in result.output, result.output

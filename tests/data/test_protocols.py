@@ -91,14 +91,29 @@ def test_fixed_masks_keep_exactly_the_named_modalities():
 def test_condition_names_round_trip_and_standard_list():
     names = [c.name for c in standard_conditions(MODS, [round(0.1 * k, 1) for k in range(8)])]
     assert names == [
-        "complete", "fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av",
-        "random:0.0", "random:0.1", "random:0.2", "random:0.3", "random:0.4", "random:0.5", "random:0.6", "random:0.7",
+        "complete",
+        "fixed:l",
+        "fixed:a",
+        "fixed:v",
+        "fixed:la",
+        "fixed:lv",
+        "fixed:av",
+        "random:0.0",
+        "random:0.1",
+        "random:0.2",
+        "random:0.3",
+        "random:0.4",
+        "random:0.5",
+        "random:0.6",
+        "random:0.7",
     ]
     for name in names:
         assert Condition.parse(name).name == name
 
 
-@pytest.mark.parametrize("bad", ["fixed:", "fixed:lx", "fixed:ll", "random:1.0", "random:-0.1", "random:abc", "dropped"])
+@pytest.mark.parametrize(
+    "bad", ["fixed:", "fixed:lx", "fixed:ll", "random:1.0", "random:-0.1", "random:abc", "dropped"]
+)
 def test_bad_condition_names(bad):
     with pytest.raises(CorekdError):
         Condition.parse(bad)
@@ -145,8 +160,7 @@ def _gen(seed=0):
 
 def _avail():
     """[2, 4, 3]: full rows, one- and two-modality rows and an all-missing (padding) row."""
-    rows = [[[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 0]],
-            [[1, 1, 0], [1, 1, 1], [0, 1, 1], [1, 1, 1]]]
+    rows = [[[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 0]], [[1, 1, 0], [1, 1, 1], [0, 1, 1], [1, 1, 1]]]
     return torch.tensor(rows, dtype=torch.bool)
 
 
@@ -276,7 +290,14 @@ def test_an_unknown_scheme_is_refused_by_name():
 
 # ---------------------------------------------------------------- fixed
 def test_fixed_subsets_in_order():
-    assert [c.name for c in fixed_subsets(MODS)] == ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av"]
+    assert [c.name for c in fixed_subsets(MODS)] == [
+        "fixed:l",
+        "fixed:a",
+        "fixed:v",
+        "fixed:la",
+        "fixed:lv",
+        "fixed:av",
+    ]
     assert fixed_subsets(MODS)[3] == Condition("fixed", keep=("l", "a"))
     assert [c.keep for c in fixed_subsets(("x", "y"))] == [("x",), ("y",)]
     assert fixed_subsets(("x",)) == []
@@ -284,11 +305,20 @@ def test_fixed_subsets_in_order():
 
 def test_standard_conditions_list():
     got = standard_conditions(("l", "a"), [0.1, 0.5], [0.3])
-    assert got == [Condition("complete"), Condition("fixed", keep=("l",)), Condition("fixed", keep=("a",)),
-                   Condition("random", rate=0.1), Condition("random", rate=0.5), Condition("frames", rate=0.3)]
+    assert got == [
+        Condition("complete"),
+        Condition("fixed", keep=("l",)),
+        Condition("fixed", keep=("a",)),
+        Condition("random", rate=0.1),
+        Condition("random", rate=0.5),
+        Condition("frames", rate=0.3),
+    ]
     assert [c.name for c in got] == ["complete", "fixed:l", "fixed:a", "random:0.1", "random:0.5", "frames:0.3"]
-    assert standard_conditions(("l", "a"), []) == [Condition("complete"), Condition("fixed", keep=("l",)),
-                                                    Condition("fixed", keep=("a",))]
+    assert standard_conditions(("l", "a"), []) == [
+        Condition("complete"),
+        Condition("fixed", keep=("l",)),
+        Condition("fixed", keep=("a",)),
+    ]
 
 
 def test_fixed_mask_keeps_the_named_available_modalities():
@@ -312,10 +342,13 @@ def test_condition_mask_per_kind():
         got = condition_mask(cond, avail, MODS)
         assert torch.equal(got, avail) and got is not avail
     assert torch.equal(condition_mask(Condition("fixed", keep=("a",)), avail, MODS), fixed_mask(avail, ("a",), MODS))
-    assert torch.equal(condition_mask(Condition("random", rate=0.5), avail, MODS, _gen(4)),
-                       _calibrated_by_hand(avail, [[0.5] * 4] * 2, 4))
-    assert torch.equal(condition_mask(Condition("random", rate=0.5), avail, MODS, _gen(4), "redraw"),
-                       _redraw_by_hand(avail, 0.5, 4))
+    assert torch.equal(
+        condition_mask(Condition("random", rate=0.5), avail, MODS, _gen(4)),
+        _calibrated_by_hand(avail, [[0.5] * 4] * 2, 4),
+    )
+    assert torch.equal(
+        condition_mask(Condition("random", rate=0.5), avail, MODS, _gen(4), "redraw"), _redraw_by_hand(avail, 0.5, 4)
+    )
     with pytest.raises(ValueError, match=r"^a random condition needs a generator$"):
         condition_mask(Condition("random", rate=0.5), avail, MODS)
 
@@ -328,8 +361,9 @@ def test_split_condition_mask_draws_from_seed_split_condition_and_scheme():
     assert torch.equal(got, _calibrated_by_hand(avail, [[0.4] * 6] * 8, seed))
     got = split_condition_mask(cond, avail, MODS, 3, "dev", "redraw")
     assert torch.equal(got, _redraw_by_hand(avail, 0.4, derive_seed("eval-mask", 3, "dev", "random:0.4", "redraw")))
-    assert torch.equal(split_condition_mask(Condition("fixed", keep=("l",)), avail, MODS, 0, "dev"),
-                       fixed_mask(avail, ("l",), MODS))
+    assert torch.equal(
+        split_condition_mask(Condition("fixed", keep=("l",)), avail, MODS, 0, "dev"), fixed_mask(avail, ("l",), MODS)
+    )
 
 
 # ---------------------------------------------------------------- training masks
@@ -529,12 +563,18 @@ def test_parsed_conditions_are_the_conditions_they_name():
     assert Condition.parse("complete") == Condition("complete")
 
 
-@pytest.mark.parametrize("name,message", [
-    ("fixed:lx", r"bad condition 'fixed:lx': expected fixed:<one or more of lav>, e.g. fixed:la"),
-    ("random:1.5", r"bad condition 'random:1.5': expected random:<rate in \[0, 1\)>, e.g. random:0.5"),
-    ("random:0.5:1", r"bad condition 'random:0.5:1': expected random:<rate"),
-    ("dropped:l", r"unknown condition 'dropped:l': expected complete, fixed:<modalities>, random:<rate> or frames:<rate>"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("fixed:lx", r"bad condition 'fixed:lx': expected fixed:<one or more of lav>, e.g. fixed:la"),
+        ("random:1.5", r"bad condition 'random:1.5': expected random:<rate in \[0, 1\)>, e.g. random:0.5"),
+        ("random:0.5:1", r"bad condition 'random:0.5:1': expected random:<rate"),
+        (
+            "dropped:l",
+            r"unknown condition 'dropped:l': expected complete, fixed:<modalities>, random:<rate> or frames:<rate>",
+        ),
+    ],
+)
 def test_bad_condition_messages_say_what_was_expected(name, message):
     with pytest.raises(CorekdError, match=message):
         Condition.parse(name)
@@ -544,7 +584,9 @@ def test_bad_condition_messages_say_what_was_expected(name, message):
 def test_standard_conditions_are_real_conditions():
     conds = standard_conditions(("l", "a", "v"), [0.5])
     assert conds[0] == Condition("complete") and conds[-1] == Condition("random", rate=0.5)
-    assert conds[1:7] == [Condition("fixed", keep=k) for k in (("l",), ("a",), ("v",), ("l", "a"), ("l", "v"), ("a", "v"))]
+    assert conds[1:7] == [
+        Condition("fixed", keep=k) for k in (("l",), ("a",), ("v",), ("l", "a"), ("l", "v"), ("a", "v"))
+    ]
 
 
 def test_condition_mask_defaults_to_the_calibrated_scheme():
@@ -571,8 +613,9 @@ def test_complete_needs_no_generator_and_random_follows_the_scheme():
         want = random_mask(avail, 0.5, torch_generator("s"), scheme)
         assert torch.equal(condition_mask(cond, avail, mods, torch_generator("s"), scheme), want)
         name_seeded = split_condition_mask(cond, avail, mods, 0, "test", scheme)
-        assert torch.equal(name_seeded, random_mask(avail, 0.5, torch_generator("eval-mask", 0, "test", cond.name, scheme),
-                                                    scheme))
+        assert torch.equal(
+            name_seeded, random_mask(avail, 0.5, torch_generator("eval-mask", 0, "test", cond.name, scheme), scheme)
+        )
 
 
 def test_evaluation_masks_of_other_splits_and_rates_come_from_their_own_streams():

@@ -128,8 +128,11 @@ def test_real_corpus_without_flag_gets_none():
 
 
 def test_run_writes_analyses_figures_and_report_section(tmp_path):
-    cfg = quick_config(methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "corekd"}], seeds=[0, 1],
-                       evaluation={"batch_size": 8, "random_rates": [0.0, 0.5]})  # figures on (the default)
+    cfg = quick_config(
+        methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "corekd"}],
+        seeds=[0, 1],
+        evaluation={"batch_size": 8, "random_rates": [0.0, 0.5]},
+    )  # figures on (the default)
     out = tmp_path / "run"
     run(RunConfig.model_validate(cfg), out)
     payload = json.loads((out / "analyses.json").read_text())
@@ -142,7 +145,8 @@ def test_run_writes_analyses_figures_and_report_section(tmp_path):
     assert targets > 0
     rejection = payload["rejection"]
     assert {(r["variant"], r["seed"], r["type"]) for r in rejection} == {
-        (v, s, t) for v in ("teacher", "no_kd", "corekd") for s in (0, 1) for t in ("a", "v", "av")}
+        (v, s, t) for v in ("teacher", "no_kd", "corekd") for s in (0, 1) for t in ("a", "v", "av")
+    }
     assert all(r["pairs"] == targets and 0 <= r["rate"] <= 1 for r in rejection)
     drift_rows = payload["drift"]
     conditions = {r["condition"] for r in drift_rows}
@@ -155,13 +159,15 @@ def test_run_writes_analyses_figures_and_report_section(tmp_path):
     assert natural["flagged"] and natural["utterances"] > 0
     assert {r["condition"] for r in natural["records"]} == {"complete", "random:0.5"}
     report = (out / "report.md").read_text()
-    section = report[report.index("## Mechanism analyses"):]
-    assert "### State drift" in section and "### Conflict rejection rate" in section and "### Natural conflicts" in section
+    section = report[report.index("## Mechanism analyses") :]
+    assert (
+        "### State drift" in section and "### Conflict rejection rate" in section and "### Natural conflicts" in section
+    )
     assert "](figures/tsne_random0.5.png)" in section and "](figures/f1_vs_missing_rate.png)" in section
     (out / "report.md").unlink()
     assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
     rebuilt = (out / "report.md").read_text()
-    assert rebuilt[rebuilt.index("## Mechanism analyses"):] == section
+    assert rebuilt[rebuilt.index("## Mechanism analyses") :] == section
 
 
 def test_no_teacher_and_switches(tmp_path):
@@ -173,22 +179,30 @@ def test_no_teacher_and_switches(tmp_path):
     assert any("no teacher" in n for n in payload["notes"])
     assert not (out / "figures" / "tsne_random0.5.png").exists()
     off = tmp_path / "off"
-    run(RunConfig.model_validate(quick_config(evaluation={"batch_size": 8, "random_rates": [0.0, 0.5],
-                                                          "analyses": False})), off)
+    run(
+        RunConfig.model_validate(
+            quick_config(evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "analyses": False})
+        ),
+        off,
+    )
     assert not (off / "analyses.json").exists()
     assert "Mechanism analyses" not in (off / "report.md").read_text()
 
 
 def test_bad_analyses_file_is_named(tmp_path):
-    (tmp_path / "analyses.json").write_text("{\"format\": \"other\"}")
+    (tmp_path / "analyses.json").write_text('{"format": "other"}')
     with pytest.raises(CorekdError) as err:
         read_analyses(tmp_path)
     assert "analyses.json" in str(err.value)
 
 
 def test_resume_analyses_kept_models_from_their_checkpoints(tmp_path):
-    cfg = RunConfig.model_validate(quick_config(methods=[{"name": "teacher"}, {"name": "corekd"}],
-                                                evaluation={"batch_size": 8, "random_rates": [0.5], "figures": False}))
+    cfg = RunConfig.model_validate(
+        quick_config(
+            methods=[{"name": "teacher"}, {"name": "corekd"}],
+            evaluation={"batch_size": 8, "random_rates": [0.5], "figures": False},
+        )
+    )
     out = tmp_path / "run"
     run(cfg, out)
     first = json.loads((out / "analyses.json").read_text())
@@ -200,7 +214,9 @@ def test_resume_analyses_kept_models_from_their_checkpoints(tmp_path):
     run(cfg, out, resume=True)  # every model kept: analysed from the loaded checkpoints
     again = json.loads((out / "analyses.json").read_text())
     assert again["rejection"] == first["rejection"] and again["natural_conflicts"] == first["natural_conflicts"]
-    assert [r["normalized"] for r in again["drift"]] == pytest.approx([r["normalized"] for r in first["drift"]], abs=1e-6)
+    assert [r["normalized"] for r in again["drift"]] == pytest.approx(
+        [r["normalized"] for r in first["drift"]], abs=1e-6
+    )
 
 
 def test_analyses_change_no_result(tmp_path):
@@ -236,10 +252,18 @@ def make_split(labels, avail=None, modalities=("l", "a", "v"), name="test", targ
         for i, d in enumerate(targets):
             tgt[i, : len(d)] = torch.tensor(d)
     return SplitTensors(
-        name=name, modalities=tuple(modalities), features={m: onehot.clone() for m in modalities}, avail=av,
-        speakers=torch.zeros(n, u_max, dtype=torch.long), labels=lab, utt_mask=utt,
-        lengths=torch.tensor([len(d) for d in labels]), dialogue_ids=[f"d{i}" for i in range(n)],
-        utterance_ids=[[f"d{i}_{u}" for u in range(len(d))] for i, d in enumerate(labels)], targets=tgt)
+        name=name,
+        modalities=tuple(modalities),
+        features={m: onehot.clone() for m in modalities},
+        avail=av,
+        speakers=torch.zeros(n, u_max, dtype=torch.long),
+        labels=lab,
+        utt_mask=utt,
+        lengths=torch.tensor([len(d) for d in labels]),
+        dialogue_ids=[f"d{i}" for i in range(n)],
+        utterance_ids=[[f"d{i}_{u}" for u in range(len(d))] for i, d in enumerate(labels)],
+        targets=tgt,
+    )
 
 
 class Masks(dict):
@@ -252,8 +276,13 @@ def uniform_mask(split, pattern):
 
 # Conditions (a mask per name) and, per condition, the stand-in's fused direction on every real utterance.
 DIRECTION = {"complete": (3.0, 4.0), "fixed:l": (4.0, -3.0), "random:0.5": (6.0, 8.0), "frames:0.5": (3.0, 4.0)}
-PATTERN = {"complete": (True, True, True), "fixed:l": (True, False, False), "random:0.5": (True, False, True),
-           "fixed:a": (False, True, False), "frames:0.5": (True, True, True)}
+PATTERN = {
+    "complete": (True, True, True),
+    "fixed:l": (True, False, False),
+    "random:0.5": (True, False, True),
+    "fixed:a": (False, True, False),
+    "frames:0.5": (True, True, True),
+}
 W = {"l": 1.0, "a": 2.0, "v": 0.5}  # a conflict view's logits: 10 * sum_m W[m] * one-hot feature of m
 
 
@@ -270,8 +299,9 @@ class FakeModel:
         n, u_max = split.utt_mask.shape
         real = split.utt_mask
         if split is not test:
-            logits = 10 * sum(W[m] * split.features[m] * split.avail[..., j, None]
-                              for j, m in enumerate(split.modalities))
+            logits = 10 * sum(
+                W[m] * split.features[m] * split.avail[..., j, None] for j, m in enumerate(split.modalities)
+            )
             return Output(logits=logits, fused=torch.zeros(n, u_max, 2), states=torch.zeros(n, u_max, 3, 2))
         key = condition or "complete"
         fused = torch.tensor([100.0, -7.0]).expand(n, u_max, 2).clone()
@@ -318,8 +348,18 @@ FLAGS = torch.tensor([[True, False, True], [False, True, True]])  # (1, 2) is pa
 STUDENT_WRONG = {"complete": {(0, 0): 1}, "random:0.5": {(0, 2): 0, (1, 1): 2}}
 
 
-def build(calls, tmp_path, conditions=("complete", "fixed:l", "random:0.5"), flags=FLAGS, task="classification",
-          figures=True, labels=LABELS, targets=None, masks_cls=Masks, **attrs):
+def build(
+    calls,
+    tmp_path,
+    conditions=("complete", "fixed:l", "random:0.5"),
+    flags=FLAGS,
+    task="classification",
+    figures=True,
+    labels=LABELS,
+    targets=None,
+    masks_cls=Masks,
+    **attrs,
+):
     test = make_split(labels, targets=targets)
     masks = masks_cls({c: uniform_mask(test, PATTERN[c]) for c in conditions})
     for k, v in attrs.items():
@@ -364,9 +404,11 @@ def test_pairs_forced_by_hand():
     dialogue 2: utterance 0 the only one with l. Donors need a and v: (0, 2) label 2 and (2, 1) label 0 and (1, 1)
     label 1 qualify; (0, 0) lacks v, (1, 0) lacks a."""
     labels = [[0, 1, 2], [1, 1], [1, 0]]
-    avail = [[[False, True, False], [True, False, False], [False, True, True]],
-             [[False, True, True], [False, True, True]],
-             [[True, False, False], [False, True, True]]]
+    avail = [
+        [[False, True, False], [True, False, False], [False, True, True]],
+        [[False, True, True], [False, True, True]],
+        [[True, False, False], [False, True, True]],
+    ]
     avail[1][0] = [False, False, True]
     split = make_split(labels, avail)
     pairs = A.conflict_pairs(split, 5)
@@ -467,11 +509,16 @@ class _D:
 
 
 def test_conflict_flags_by_hand():
-    corpus = fake_corpus({
-        "test": [_D(3, [{"nonverbal_conflict": True}, {"nonverbal_conflict": False}, {}]),
-                 _D(1, None),
-                 _D(2, [{"other": 1}, {"nonverbal_conflict": True}])],
-        "dev": [_D(2, [{"nonverbal_conflict": False}, {"nonverbal_conflict": False}])]})
+    corpus = fake_corpus(
+        {
+            "test": [
+                _D(3, [{"nonverbal_conflict": True}, {"nonverbal_conflict": False}, {}]),
+                _D(1, None),
+                _D(2, [{"other": 1}, {"nonverbal_conflict": True}]),
+            ],
+            "dev": [_D(2, [{"nonverbal_conflict": False}, {"nonverbal_conflict": False}])],
+        }
+    )
     flags = A.conflict_flags(corpus, "test")
     assert flags.dtype == torch.bool
     assert flags.tolist() == [[True, False, False], [False, False, False], [False, True, False]]
@@ -499,29 +546,43 @@ def test_run_analyses_records_by_hand(calls, tmp_path):
     run.add("kd", "corekd", 4, student, teacher)
     assert run.first_seed == 4
     # teacher's complete view once, then the student under each condition, then the three conflict views
-    assert calls == [("T", "complete", 4, DEVICE, None), ("S", "complete", 4, DEVICE, None),
-                     ("S", "fixed:l", 4, DEVICE, None), ("S", "random:0.5", 4, DEVICE, None),
-                     ("S", "conflict", 4, DEVICE, None), ("S", "conflict", 4, DEVICE, None),
-                     ("S", "conflict", 4, DEVICE, None)]
+    assert calls == [
+        ("T", "complete", 4, DEVICE, None),
+        ("S", "complete", 4, DEVICE, None),
+        ("S", "fixed:l", 4, DEVICE, None),
+        ("S", "random:0.5", 4, DEVICE, None),
+        ("S", "conflict", 4, DEVICE, None),
+        ("S", "conflict", 4, DEVICE, None),
+        ("S", "conflict", 4, DEVICE, None),
+    ]
     base = {"variant": "kd", "method": "corekd", "seed": 4}
     # s = 2 * (3, 4) / 2 * (4, -3) / 2 * (u + 1) * (6, 8) against t = (3, 4): normalised 0 / 2.0 / 0; raw 5 /
     # |(5, -10)| / mean of 5 * |4 (u + 1) - 1| over u = 0, 1, 2, 0, 1 -> (15 + 35 + 55 + 15 + 35) / 5 = 31
     assert len(run.drift) == 3
-    for row, (cond, norm, raw) in zip(run.drift, [("complete", 0.0, 5.0), ("fixed:l", 2.0, SQ125),
-                                                    ("random:0.5", 0.0, 31.0)]):
-        assert row == {**base, "condition": cond, "normalized": pytest.approx(norm, abs=1e-9),
-                       "raw": pytest.approx(raw, rel=1e-9), "relative_to_no_kd": None}
+    for row, (cond, norm, raw) in zip(
+        run.drift, [("complete", 0.0, 5.0), ("fixed:l", 2.0, SQ125), ("random:0.5", 0.0, 31.0)]
+    ):
+        assert row == {
+            **base,
+            "condition": cond,
+            "normalized": pytest.approx(norm, abs=1e-9),
+            "raw": pytest.approx(raw, rel=1e-9),
+            "relative_to_no_kd": None,
+        }
         assert list(row) == ["variant", "method", "seed", "condition", "normalized", "raw", "relative_to_no_kd"]
     # conflict views: swapped a -> the donor's label wins (2 > 1 + 0.5): not rejected; v -> 1 + 2 > 0.5: rejected;
     # a and v -> 2.5 > 1: not rejected
-    assert run.rejection == [{**base, "type": "a", "rate": 0.0, "pairs": 2},
-                             {**base, "type": "v", "rate": 1.0, "pairs": 2},
-                             {**base, "type": "av", "rate": 0.0, "pairs": 2}]
+    assert run.rejection == [
+        {**base, "type": "a", "rate": 0.0, "pairs": 2},
+        {**base, "type": "v", "rate": 1.0, "pairs": 2},
+        {**base, "type": "av", "rate": 0.0, "pairs": 2},
+    ]
     # flagged real utterances (0, 0), (0, 2), (1, 1), labels 0, 2, 0. complete: predictions 1, 2, 0 -> accuracy 2/3,
     # weighted F1 (2 * 2/3 + 1 * 1) / 3 = 7/9; random:0.5: 0, 0, 2 -> 1/3 and (2 * 0.5 + 0) / 3 = 1/3
     assert run.natural == [
         {**base, "condition": "complete", "accuracy": pytest.approx(2 / 3), "weighted_f1": pytest.approx(7 / 9)},
-        {**base, "condition": "random:0.5", "accuracy": pytest.approx(1 / 3), "weighted_f1": pytest.approx(1 / 3)}]
+        {**base, "condition": "random:0.5", "accuracy": pytest.approx(1 / 3), "weighted_f1": pytest.approx(1 / 3)},
+    ]
     assert list(run.natural[0]) == ["variant", "method", "seed", "condition", "accuracy", "weighted_f1"]
     assert run.notes == []
     fused, target = run.embeddings["kd"]
@@ -566,8 +627,12 @@ def test_run_analyses_tsne_subsample_is_seeded_by_the_mask_seed(calls, tmp_path,
 
 
 def test_run_analyses_own_and_data_exclusions(calls, tmp_path):
-    run = build(calls, tmp_path, conditions=("fixed:a", "complete", "fixed:l", "random:0.5"),
-                not_applicable={"fixed:a": "the data has no a"})
+    run = build(
+        calls,
+        tmp_path,
+        conditions=("fixed:a", "complete", "fixed:l", "random:0.5"),
+        not_applicable={"fixed:a": "the data has no a"},
+    )
     own = {"random:0.5": "subset model", "fixed:a": "method says a", "complete": "needs all", "gone:x": "absent"}
     run.add("sub", "subset", 0, FakeModel("S", 2.0, STUDENT_WRONG), FakeModel("T"), not_applicable=own)
     assert [c[1] for c in calls] == ["complete", "fixed:l"]  # teacher's complete view; the student's only condition
@@ -586,8 +651,10 @@ def test_run_analyses_own_and_data_exclusions(calls, tmp_path):
 def test_run_analyses_only_complete_excluded(calls, tmp_path):
     run = build(calls, tmp_path, figures=False)
     run.add("sub", "subset", 0, FakeModel("S", 2.0, STUDENT_WRONG), FakeModel("T"), not_applicable={"complete": "no"})
-    assert run.notes == ["sub (subset): state drift under the 1 condition(s) it is not scored under skipped: no",
-                         "sub (subset): conflict rejection (its conflict views are complete views) skipped: no"]
+    assert run.notes == [
+        "sub (subset): state drift under the 1 condition(s) it is not scored under skipped: no",
+        "sub (subset): conflict rejection (its conflict views are complete views) skipped: no",
+    ]
     assert [r["condition"] for r in run.natural] == ["random:0.5"]
     assert run.natural[0]["accuracy"] == pytest.approx(1 / 3)
     assert run.embeddings == {}  # figures off
@@ -613,12 +680,15 @@ def test_run_analyses_without_teacher(calls, tmp_path):
     run.add("kd", "no_kd", 0, FakeModel("S", 2.0, STUDENT_WRONG), None)
     assert [c[0] for c in calls] == ["S", "S", "S"]  # no teacher, no conflict view
     assert run.drift == [] and run.rejection == []
-    assert [(r["condition"], round(r["accuracy"], 6)) for r in run.natural] == [("complete", round(2 / 3, 6)),
-                                                                                ("random:0.5", round(1 / 3, 6))]
+    assert [(r["condition"], round(r["accuracy"], 6)) for r in run.natural] == [
+        ("complete", round(2 / 3, 6)),
+        ("random:0.5", round(1 / 3, 6)),
+    ]
     assert list(run.embeddings) == ["kd"]
     payload = run.payload()
-    assert payload["notes"] == ["no teacher in this run: state drift and rejection need the teacher's complete-view "
-                                "outputs"]
+    assert payload["notes"] == [
+        "no teacher in this run: state drift and rejection need the teacher's complete-view outputs"
+    ]
 
 
 def test_run_analyses_without_flags_or_flagged_utterances(calls, tmp_path):
@@ -644,7 +714,8 @@ def test_run_analyses_regression(calls, tmp_path):
     assert payload["task"] == "regression"
     assert payload["notes"] == [
         "regression run: rejection rate and natural-conflict accuracy are skipped (a sentiment score has no donor "
-        "label to reject, and accuracy/F1 are classification scores)"]
+        "label to reject, and accuracy/F1 are classification scores)"
+    ]
     assert payload["natural_conflicts"] == {"flagged": True, "utterances": 3, "records": []}
 
 
@@ -665,8 +736,18 @@ def test_payload_by_hand(calls, tmp_path):
     run.add("kd", "corekd", 0, FakeModel("S", 1.0, STUDENT_WRONG), t)
     run.notes.append("a note")
     payload = run.payload(["figures/x.png"])
-    assert list(payload) == ["format", "version", "pairs", "task", "drift", "mstate_drift", "rejection",
-                             "natural_conflicts", "notes", "figures"]
+    assert list(payload) == [
+        "format",
+        "version",
+        "pairs",
+        "task",
+        "drift",
+        "mstate_drift",
+        "rejection",
+        "natural_conflicts",
+        "notes",
+        "figures",
+    ]
     assert payload["format"] == "corekd-analyses" and payload["version"] == 1
     assert payload["pairs"] == {"seed": 3, "targets": 2, "types": ["a", "v", "av"], "share_per_dialogue": 0.2}
     assert payload["task"] == "classification"
@@ -691,7 +772,8 @@ def test_payload_notes_without_flags_and_no_teacher(calls, tmp_path):
     assert payload["notes"] == [
         "first",
         "no teacher in this run: state drift and rejection need the teacher's complete-view outputs",
-        "this corpus records no natural conflict flag (real corpora have none): no natural-conflict numbers"]
+        "this corpus records no natural conflict flag (real corpora have none): no natural-conflict numbers",
+    ]
     assert run.notes == ["first"]
 
 
@@ -770,8 +852,9 @@ def test_rejection_compares_each_utterance_class_distribution(calls, tmp_path):
         run = build(calls, tmp_path, conditions=("complete",), flags=None)
         run.pairs = A.ConflictPairs(torch.tensor([target]), torch.tensor([donor]), 3, ("a",))
         run.add("kd", "corekd", 0, FixedModel("S", torch.zeros(2, 3, 3)), FixedModel("T", teacher_logits))
-        assert run.rejection == [{"variant": "kd", "method": "corekd", "seed": 0, "type": "a", "rate": rate,
-                                  "pairs": 1}]
+        assert run.rejection == [
+            {"variant": "kd", "method": "corekd", "seed": 0, "type": "a", "rate": rate, "pairs": 1}
+        ]
 
 
 def test_drift_of_an_empty_selection_is_nan_not_an_error():

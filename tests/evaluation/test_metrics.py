@@ -4,7 +4,6 @@ move by a bit. ``macro_f1`` / ``uar`` are scikit-learn's ``average="macro"`` wit
 labels in the truth OR the predictions); ``macro_f1_present`` / ``uar_present`` average over the truth's classes.
 The regression metrics follow MMSA's ``metricsTop`` (MOSI/MOSEI): Acc-5 and Acc-7 clip then round."""
 
-
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score
@@ -27,8 +26,9 @@ def reference(y_true, y_pred, names):
         "uar": float(recall_score(y_true, y_pred, average="macro", zero_division=0)),
         "macro_f1_present": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "uar_present": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
-        "per_class_f1": dict(zip(names, map(float, f1_score(y_true, y_pred, labels=labels, average=None,
-                                                          zero_division=0)))),
+        "per_class_f1": dict(
+            zip(names, map(float, f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)))
+        ),
     }
 
 
@@ -78,8 +78,9 @@ def test_by_hand():
     assert m["uar"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
 
 
-@pytest.mark.parametrize("y_true, y_pred", [([], []), ([0, 1], [0]), ([0, 3], [0, 1]), ([0, 1], [0, -1]),
-                                            ([0, 1], [0, 3])])  # class 3 of 3: one past the end
+@pytest.mark.parametrize(
+    "y_true, y_pred", [([], []), ([0, 1], [0]), ([0, 3], [0, 1]), ([0, 1], [0, -1]), ([0, 1], [0, 3])]
+)  # class 3 of 3: one past the end
 def test_no_score_without_predictions_for_every_label_of_known_classes(y_true, y_pred):
     with pytest.raises(ValueError):
         classification_metrics(np.array(y_true, dtype=int), np.array(y_pred, dtype=int), ["a", "b", "c"])

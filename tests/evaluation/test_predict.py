@@ -70,12 +70,21 @@ def test_predict_passes_the_frames_to_keep(tiny_splits):
     from corekd.data.synth import SynthConfig, generate
     from helpers import TINY_SYNTH
 
-    frames = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},
-                                      "max_frames": 7, "signal_share": {"l": 0.5, "a": 0.5}})
+    frames = dict(
+        TINY_SYNTH,
+        frames={
+            "enabled": True,
+            "modalities": ["l", "a"],
+            "mean_frames": {"l": 3, "a": 4},
+            "max_frames": 7,
+            "signal_share": {"l": 0.5, "a": 0.5},
+        },
+    )
     corpus = generate(SynthConfig(**frames))
     test = SplitTensors.from_corpus(corpus, "test")
-    model = ERCModel(CFG, {m: s.dim for m, s in corpus.modalities.items()}, 6,
-                     {m: s.kind for m, s in corpus.modalities.items()})
+    model = ERCModel(
+        CFG, {m: s.dim for m, s in corpus.modalities.items()}, 6, {m: s.kind for m, s in corpus.modalities.items()}
+    )
     keep = split_frame_keep(Condition("frames", rate=0.6), test.frame_presence(), 0, "test")
     preds = predict(model, test, None, 2, "cpu", keep)
     want = run_model(model, test, None, 2, "cpu", keep).logits[test.utt_mask].softmax(-1)

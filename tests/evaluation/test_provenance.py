@@ -27,10 +27,13 @@ def test_the_quickstart_uses_every_recorded_default():
 
 
 def test_a_changed_option_is_not_listed():
-    cfg = validate_config({
-        "model": {"context": "attention"}, "teacher": {"input_dropout": 0.0},
-        "methods": [{"name": "teacher"}, {"name": "corekd", "options": {"nce_mode": "inline"}}],
-    })
+    cfg = validate_config(
+        {
+            "model": {"context": "attention"},
+            "teacher": {"input_dropout": 0.0},
+            "methods": [{"name": "teacher"}, {"name": "corekd", "options": {"nce_mode": "inline"}}],
+        }
+    )
     entries = _options(defaults_in_effect(cfg))
     assert "model.context" not in entries and "teacher.input_dropout" not in entries
     assert "methods[corekd].options.nce_mode" not in entries
@@ -46,12 +49,27 @@ def test_section_rendering_and_old_results_without_it():
     assert "| `model.fusion` | `observed_mean` | dev | study |" in lines
     assert provenance_section(None) == [] and provenance_section([]) == []
     meta = {"corpus": "c", "seeds": [0], "methods": ["no_kd"], "mask_seed": 0, "random_scheme": "calibrated"}
-    records = [{"method": "no_kd", "variant": "no_kd", "seed": 0, "condition": "complete", "accuracy": 0.5,
-                "weighted_f1": 0.5, "macro_f1": 0.5, "uar": 0.5, "per_class_f1": {"x": 0.5}, "missing_rate": 0.0}]
+    records = [
+        {
+            "method": "no_kd",
+            "variant": "no_kd",
+            "seed": 0,
+            "condition": "complete",
+            "accuracy": 0.5,
+            "weighted_f1": 0.5,
+            "macro_f1": 0.5,
+            "uar": 0.5,
+            "per_class_f1": {"x": 0.5},
+            "missing_rate": 0.0,
+        }
+    ]
     plain = render_report(meta, records, [])
     assert "Defaults this run used" not in plain
     with_entries = render_report({**meta, "defaults_provenance": entries}, records, [])
-    assert with_entries.startswith(plain.rstrip("\n")) and "| `model.fusion` | `observed_mean` | dev | study |" in with_entries
+    assert (
+        with_entries.startswith(plain.rstrip("\n"))
+        and "| `model.fusion` | `observed_mean` | dev | study |" in with_entries
+    )
 
 
 PLAIN = [c for c in DEFAULT_CHOICES if not c.option.startswith("methods[")]
@@ -59,9 +77,18 @@ PLAIN = [c for c in DEFAULT_CHOICES if not c.option.startswith("methods[")]
 
 # A non-default value for every plain (non-method) option, each valid for the config.
 CHANGED = {
-    "data.standardize": False, "model.context": "attention", "model.fusion": "token", "training.schedule": "cosine",
-    "training.ema": 0.5, "model.context_over": "modality", "model.input_norm": True, "teacher.input_dropout": 0.0,
-    "training.patience": 3, "training.bucket": 0, "training.batch_size": 8, "model.modality_state": "context",
+    "data.standardize": False,
+    "model.context": "attention",
+    "model.fusion": "token",
+    "training.schedule": "cosine",
+    "training.ema": 0.5,
+    "model.context_over": "modality",
+    "model.input_norm": True,
+    "teacher.input_dropout": 0.0,
+    "training.patience": 3,
+    "training.bucket": 0,
+    "training.batch_size": 8,
+    "model.modality_state": "context",
 }
 
 
@@ -108,8 +135,12 @@ def test_every_recorded_default_is_in_effect_for_the_default_config_in_order():
     cfg = validate_config({})  # teacher, no_kd, vanilla_kd, corekd at their defaults
     assert [s.name for s in cfg.methods][-1] == "corekd"
     assert defaults_in_effect(cfg) == [asdict(c) for c in DEFAULT_CHOICES]
-    assert defaults_in_effect(cfg)[0] == {"option": "data.standardize", "value": True, "chosen_on": "dev",
-                                          "how": DEFAULT_CHOICES[0].how}
+    assert defaults_in_effect(cfg)[0] == {
+        "option": "data.standardize",
+        "value": True,
+        "chosen_on": "dev",
+        "how": DEFAULT_CHOICES[0].how,
+    }
 
 
 def test_the_changed_values_are_valid_and_not_the_defaults():
@@ -122,24 +153,38 @@ def test_the_changed_values_are_valid_and_not_the_defaults():
 def test_one_plain_option_off_its_default_drops_exactly_that_entry(option):
     cfg = validate_config(_nested(option, CHANGED[option]))
     dropped = {option} | COUPLED.get(option, set())
-    assert [e["option"] for e in defaults_in_effect(cfg)] == [c.option for c in DEFAULT_CHOICES if c.option not in dropped]
+    assert [e["option"] for e in defaults_in_effect(cfg)] == [
+        c.option for c in DEFAULT_CHOICES if c.option not in dropped
+    ]
 
 
 def test_method_options_count_when_any_entry_of_the_method_keeps_the_default():
-    both = validate_config({"methods": [
-        {"name": "teacher"},
-        {"name": "corekd", "variant": "a", "options": {"nce_targets": "all", "nce_mode": "inline"}},
-        {"name": "corekd", "variant": "b", "options": {"nce_mode": "inline"}},
-    ]})
+    both = validate_config(
+        {
+            "methods": [
+                {"name": "teacher"},
+                {"name": "corekd", "variant": "a", "options": {"nce_targets": "all", "nce_mode": "inline"}},
+                {"name": "corekd", "variant": "b", "options": {"nce_mode": "inline"}},
+            ]
+        }
+    )
     options = [e["option"] for e in defaults_in_effect(both)]
     targets, average = "methods[corekd].options.nce_targets", "methods[corekd].options.nce_average"
     assert options == [c.option for c in PLAIN] + [targets, average]
     assert defaults_in_effect(both)[-2] == {
-        "option": targets, "value": "language_observed", "chosen_on": "test",
-        "how": next(c.how for c in DEFAULT_CHOICES if c.option == targets)}
-    none = validate_config({"methods": [{"name": "teacher"},
-                                        {"name": "corekd", "options": {"nce_targets": "all", "nce_mode": "inline",
-                                                                       "nce_average": "targets"}}]})
+        "option": targets,
+        "value": "language_observed",
+        "chosen_on": "test",
+        "how": next(c.how for c in DEFAULT_CHOICES if c.option == targets),
+    }
+    none = validate_config(
+        {
+            "methods": [
+                {"name": "teacher"},
+                {"name": "corekd", "options": {"nce_targets": "all", "nce_mode": "inline", "nce_average": "targets"}},
+            ]
+        }
+    )
     assert [e["option"] for e in defaults_in_effect(none)] == [c.option for c in PLAIN]
 
 

@@ -33,8 +33,11 @@ def _cfg(**extra):
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".corekd.lock"}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".corekd.lock"
+    }
 
 
 def test_a_failed_creation_leaves_nothing_behind(tmp_path, monkeypatch):

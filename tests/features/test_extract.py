@@ -63,9 +63,19 @@ def manifest_rows(files):
             did = f"{split}{d}"
             for u in range(2):
                 k = (d * 2 + u) % 4
-                rows.append(dict(dialogue_id=did, utterance_id=f"{did}_u{u}", speaker="AB"[u], label=LABELS[k % 2],
-                                 split=split, text=texts[k], audio_path=f[f"speech{k % 3}"], video_path=f["face"],
-                                 sentiment=str(k)))
+                rows.append(
+                    dict(
+                        dialogue_id=did,
+                        utterance_id=f"{did}_u{u}",
+                        speaker="AB"[u],
+                        label=LABELS[k % 2],
+                        split=split,
+                        text=texts[k],
+                        audio_path=f[f"speech{k % 3}"],
+                        video_path=f["face"],
+                        sentiment=str(k),
+                    )
+                )
     rows[0]["audio_path"] = f["missing"]  # reported, audio marked missing
     rows[1]["audio_path"] = f["corrupt"]  # reported, audio marked missing
     rows[2]["video_path"] = f["noise"]  # no face: visual marked missing, listed
@@ -83,8 +93,11 @@ def extracted(media, tmp_path_factory):
     cfg = FeaturesConfig(cache_dir=str(work / "cache"))
     with pytest.MonkeyPatch.context() as mp:
         attempts = []
-        mp.setattr(socket.socket, "connect", lambda self, a, *x, **k: attempts.append(a) or (_ for _ in ()).throw(
-            OSError("network blocked")))
+        mp.setattr(
+            socket.socket,
+            "connect",
+            lambda self, a, *x, **k: attempts.append(a) or (_ for _ in ()).throw(OSError("network blocked")),
+        )
         result = extract_manifest(manifest, work / "corpus", cfg, labels=LABELS)
     return work, manifest, cfg, result, attempts
 
@@ -186,8 +199,9 @@ def test_a_rerun_does_no_work(extracted, monkeypatch, no_network):
     assert again.summary["computed"] == 0
     assert again.summary["cache_hits"] == first.summary["computed"] + first.summary["cache_hits"]
     # failures are never cached: the files are tried (and reported) again
-    assert [(f["utterance"], f["modality"]) for f in again.summary["failures"]] == \
-        [(f["utterance"], f["modality"]) for f in first.summary["failures"]]
+    assert [(f["utterance"], f["modality"]) for f in again.summary["failures"]] == [
+        (f["utterance"], f["modality"]) for f in first.summary["failures"]
+    ]
     a, b = load_corpus(work / "corpus"), load_corpus(work / "again")
     for da, db in zip(a.dialogues, b.dialogues):
         for m in a.modality_names:
@@ -219,14 +233,28 @@ def test_two_workers_give_the_same_features(media, tmp_path, no_network):
 
 def test_sequence_options_give_frame_sequences_with_their_rates(media, tmp_path, no_network):
     _, files = media
-    rows = [dict(dialogue_id="d", utterance_id=f"u{k}", speaker="A", label="happy", split="train", text="Hi there.",
-                 audio_path=str(files["speech0"]), video_path=str(files["face"])) for k in range(2)]
+    rows = [
+        dict(
+            dialogue_id="d",
+            utterance_id=f"u{k}",
+            speaker="A",
+            label="happy",
+            split="train",
+            text="Hi there.",
+            audio_path=str(files["speech0"]),
+            video_path=str(files["face"]),
+        )
+        for k in range(2)
+    ]
     manifest = write_manifest(tmp_path / "m.csv", rows)
     cfg = FeaturesConfig(cache=False, text={"tokens": True}, audio={"level": "lld"}, visual={"pooling": "sequence"})
     corpus = extract_manifest(manifest, tmp_path / "c", cfg, labels=LABELS).corpus
     specs = corpus.modalities
-    assert {m: (s.kind, s.dim) for m, s in specs.items()} == {"l": ("sequence", 384), "a": ("sequence", 25),
-                                                             "v": ("sequence", 1764)}
+    assert {m: (s.kind, s.dim) for m, s in specs.items()} == {
+        "l": ("sequence", 384),
+        "a": ("sequence", 25),
+        "v": ("sequence", 1764),
+    }
     assert specs["a"].frame_rate == 100 and specs["v"].frame_rate == 2
     frames, lengths = corpus.dialogues[0].frames["a"]
     assert lengths.tolist() == [lengths[0]] * 2 and 90 <= lengths[0] <= 101  # 1 s at 100 frames/s
@@ -236,8 +264,11 @@ def test_sequence_options_give_frame_sequences_with_their_rates(media, tmp_path,
 
 def test_the_extracted_corpus_trains_with_corekd_run(extracted, tmp_path):
     work, *_ = extracted
-    cfg = quick_config(data={"path": str(work / "corpus")}, methods=[{"name": "teacher"}, {"name": "no_kd"}],
-                       evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "analyses": False})
+    cfg = quick_config(
+        data={"path": str(work / "corpus")},
+        methods=[{"name": "teacher"}, {"name": "no_kd"}],
+        evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "analyses": False},
+    )
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
@@ -248,15 +279,38 @@ def test_the_extracted_corpus_trains_with_corekd_run(extracted, tmp_path):
 def test_cli_extract_lists_every_failure(extracted, tmp_path):
     _, manifest, cfg, _, _ = extracted
     (tmp_path / "f.yaml").write_text(yaml.safe_dump({"cache_dir": cfg.cache_dir}))
-    result = runner.invoke(app, ["features", "extract", str(manifest), "--out", str(tmp_path / "c"), "--config",
-                                 str(tmp_path / "f.yaml"), "--labels", "happy,sad"])
+    result = runner.invoke(
+        app,
+        [
+            "features",
+            "extract",
+            str(manifest),
+            "--out",
+            str(tmp_path / "c"),
+            "--config",
+            str(tmp_path / "f.yaml"),
+            "--labels",
+            "happy,sad",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "failed: train0_u0 (a): file not found" in result.output
     assert "failed: train0_u1 (a): ffmpeg could not decode" in result.output
     assert "no face: train1_u0" in result.output
     assert "summary: 2 failure(s), 1 utterance(s) without a face, 0 dropped" in result.output
-    strict = runner.invoke(app, ["features", "extract", str(manifest), "--out", str(tmp_path / "s"), "--config",
-                                 str(tmp_path / "f.yaml"), "--strict"])
+    strict = runner.invoke(
+        app,
+        [
+            "features",
+            "extract",
+            str(manifest),
+            "--out",
+            str(tmp_path / "s"),
+            "--config",
+            str(tmp_path / "f.yaml"),
+            "--strict",
+        ],
+    )
     assert strict.exit_code == 2 and "--strict" in strict.output
 
 
@@ -279,10 +333,24 @@ def test_manifest_errors_name_the_line_and_column(tmp_path):
 
 def test_an_utterance_with_nothing_extracted_is_dropped_loudly(media, tmp_path):
     _, files = media
-    rows = [dict(dialogue_id="d", utterance_id="u0", speaker="A", label="happy", split="train",
-                 audio_path=str(files["speech0"])),
-            dict(dialogue_id="d", utterance_id="u1", speaker="A", label="sad", split="train",
-                 audio_path=str(files["missing"]))]
+    rows = [
+        dict(
+            dialogue_id="d",
+            utterance_id="u0",
+            speaker="A",
+            label="happy",
+            split="train",
+            audio_path=str(files["speech0"]),
+        ),
+        dict(
+            dialogue_id="d",
+            utterance_id="u1",
+            speaker="A",
+            label="sad",
+            split="train",
+            audio_path=str(files["missing"]),
+        ),
+    ]
     manifest = write_manifest(tmp_path / "m.csv", rows)
     result = extract_manifest(manifest, tmp_path / "c", FeaturesConfig(cache=False), labels=LABELS)
     assert result.corpus.num_utterances == 1

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("dlib")
 
+
 def _installed(dist: str) -> bool:
     from importlib import metadata
 
@@ -41,18 +42,31 @@ from helpers import write_manifest  # noqa: E402
 @pytest.fixture(scope="module")
 def two_faces(tmp_path_factory):
     root = tmp_path_factory.mktemp("faces")
-    return face_video(root / "astronaut.mp4", frames=4, fps=4), face_video(root / "hopper.mp4", frames=4, fps=4,
-                                                                          image=hopper_image())
+    return face_video(root / "astronaut.mp4", frames=4, fps=4), face_video(
+        root / "hopper.mp4", frames=4, fps=4, image=hopper_image()
+    )
 
 
 def _cfg(**visual):
-    return FeaturesConfig(cache=False, text={"enabled": False}, audio={"enabled": False},
-                          visual={"embedding": "pyemotion", **visual})
+    return FeaturesConfig(
+        cache=False, text={"enabled": False}, audio={"enabled": False}, visual={"embedding": "pyemotion", **visual}
+    )
 
 
 def _rows(paths):
-    return [dict(dialogue_id="d", utterance_id=f"u{k}", speaker="A", label="happy", split="train", text="",
-                 audio_path="", video_path=str(p)) for k, p in enumerate(paths)]
+    return [
+        dict(
+            dialogue_id="d",
+            utterance_id=f"u{k}",
+            speaker="A",
+            label="happy",
+            split="train",
+            text="",
+            audio_path="",
+            video_path=str(p),
+        )
+        for k, p in enumerate(paths)
+    ]
 
 
 def test_the_weights_are_read_from_the_wheel_and_hashed():
@@ -67,8 +81,10 @@ def test_the_network_sees_the_smile_offline(no_network):
     from skimage import data
     from skimage.transform import resize
 
-    crops = [visual.face_crop(np.ascontiguousarray(data.astronaut()[:256, 128:384]), 0.1),
-             visual.face_crop(hopper_image(), 0.1)]
+    crops = [
+        visual.face_crop(np.ascontiguousarray(data.astronaut()[:256, 128:384]), 0.1),
+        visual.face_crop(hopper_image(), 0.1),
+    ]
     assert all(c is not None for c in crops)
     small = np.stack([resize(c, (48, 48), anti_aliasing=True) for c in crops])  # [2, 48, 48]
     emb, scores = visual.pyemotion_forward(small, with_scores=True)
@@ -92,7 +108,11 @@ def test_extraction_with_pyemotion_makes_256d_features_and_a_card(two_faces, tmp
     assert ident["model_sha256"] == sha and ident["dim"] == 256
     d = result.corpus.dialogues[0]
     feats = d.features["v"]  # [2, 256]
-    assert feats.shape == (2, 256) and np.isfinite(feats).all() and d.available[:, result.corpus.modality_names.index("v")].all()
+    assert (
+        feats.shape == (2, 256)
+        and np.isfinite(feats).all()
+        and d.available[:, result.corpus.modality_names.index("v")].all()
+    )
     assert not np.allclose(feats[0], feats[1], atol=1e-3)
     assert no_network == []
 
@@ -100,14 +120,22 @@ def test_extraction_with_pyemotion_makes_256d_features_and_a_card(two_faces, tmp
 def test_pyemotion_as_a_sequence_and_its_own_cache_entry(two_faces, tmp_path, no_network):
     manifest = write_manifest(tmp_path / "m.csv", _rows(two_faces[:1]))
     cache = tmp_path / "cache"
-    seq = extract_manifest(manifest, tmp_path / "c1", _cfg(pooling="sequence").model_copy(
-        update={"cache": True, "cache_dir": str(cache)}), labels=["happy", "sad"])
+    seq = extract_manifest(
+        manifest,
+        tmp_path / "c1",
+        _cfg(pooling="sequence").model_copy(update={"cache": True, "cache_dir": str(cache)}),
+        labels=["happy", "sad"],
+    )
     frames, lengths = seq.corpus.dialogues[0].frames["v"]
     assert seq.corpus.modalities["v"].dim == 256 and lengths.tolist() == [2]  # 1 s at 2 frames/s, both faces
     assert np.isfinite(frames).all()
     # HOG on the same file is another extractor: it is computed, never served from pyemotion's cache entry
-    hog = extract_manifest(manifest, tmp_path / "c2", FeaturesConfig(
-        cache=True, cache_dir=str(cache), text={"enabled": False}, audio={"enabled": False}), labels=["happy", "sad"])
+    hog = extract_manifest(
+        manifest,
+        tmp_path / "c2",
+        FeaturesConfig(cache=True, cache_dir=str(cache), text={"enabled": False}, audio={"enabled": False}),
+        labels=["happy", "sad"],
+    )
     assert hog.corpus.modalities["v"].dim == 1764 and hog.summary["computed"] == 1
     assert no_network == []
 

@@ -58,8 +58,13 @@ def kd_run(tmp_path_factory):
     """A finished run with a teacher (a resume reloads the teacher's checkpoint): (config file, run folder)."""
     root = tmp_path_factory.mktemp("kd")
     config = root / "cfg.yaml"
-    config.write_text(yaml.safe_dump(quick_config(methods=[{"name": "vanilla_kd"}],
-                                                  evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False})))
+    config.write_text(
+        yaml.safe_dump(
+            quick_config(
+                methods=[{"name": "vanilla_kd"}], evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False}
+            )
+        )
+    )
     result = runner.invoke(app, ["run", str(config), "--out", str(root / "run")])
     assert result.exit_code == 0, result.output
     return config, root / "run"
@@ -83,9 +88,13 @@ def test_a_damaged_checkpoint_is_refused_by_resume_and_export_bundle_in_one_line
     shutil.copytree(run_dir, run)
     name, spoil = DAMAGE[damage]
     spoil(run / "checkpoints/teacher/seed0" / name)
-    text = _one_line(runner.invoke(app, ["export-bundle", str(run), "--method", "teacher", "--out", str(tmp_path / "b")]))
+    text = _one_line(
+        runner.invoke(app, ["export-bundle", str(run), "--method", "teacher", "--out", str(tmp_path / "b")])
+    )
     assert f"checkpoints/teacher/seed0/{name}:" in text
-    assert not (tmp_path / "b").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing half-written
+    assert not (tmp_path / "b").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "run"
+    ]  # nothing half-written
     text = _one_line(runner.invoke(app, ["run", str(config), "--out", str(run), "--resume"]))
     assert f"checkpoints/teacher/seed0/{name}:" in text
 
@@ -102,15 +111,18 @@ def test_a_damaged_bundle_stops_predict_and_serve_in_one_line(tiny_run_bundle, t
         assert f"bundle/{name}:" in _one_line(runner.invoke(app, command))
 
 
-@pytest.mark.parametrize("edit, field, message", [
-    (lambda i: i.update(dims="l,a,v"), "dims", "valid dictionary"),
-    (lambda i: i.update(dims=[12, 10, 16]), "dims", "valid dictionary"),
-    (lambda i: i["dims"].update(l="12"), "dims.l", "valid integer"),
-    (lambda i: i.pop("model"), "model", "required field is missing"),
-    (lambda i: i.update(num_classes=-1), "num_classes", "greater than 0"),
-    (lambda i: i["model"].update(hidden="wide"), "model.hidden", "valid integer"),
-    (lambda i: i["bundle"].update(labels="happy"), "bundle.labels", "list of label names"),
-])
+@pytest.mark.parametrize(
+    "edit, field, message",
+    [
+        (lambda i: i.update(dims="l,a,v"), "dims", "valid dictionary"),
+        (lambda i: i.update(dims=[12, 10, 16]), "dims", "valid dictionary"),
+        (lambda i: i["dims"].update(l="12"), "dims.l", "valid integer"),
+        (lambda i: i.pop("model"), "model", "required field is missing"),
+        (lambda i: i.update(num_classes=-1), "num_classes", "greater than 0"),
+        (lambda i: i["model"].update(hidden="wide"), "model.hidden", "valid integer"),
+        (lambda i: i["bundle"].update(labels="happy"), "bundle.labels", "list of label names"),
+    ],
+)
 def test_a_bundle_model_json_of_wrong_types_names_the_field(tiny_run_bundle, tmp_path, edit, field, message):
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_run_bundle[1], bundle)
@@ -124,8 +136,10 @@ def test_sizes_in_model_json_are_checked_against_the_weights_before_allocating(t
     bundle = tmp_path / "bundle"
     shutil.copytree(tiny_run_bundle[1], bundle)
     # 10^12 inputs and a 10^6-wide model: building either would allocate terabytes; the header says otherwise
-    for edit, tensor in ((lambda i: i["dims"].update(l=10**12), "standardizer.mean_l"),
-                         (lambda i: i["model"].update(hidden=10**6), "stream_embed")):
+    for edit, tensor in (
+        (lambda i: i["dims"].update(l=10**12), "standardizer.mean_l"),
+        (lambda i: i["model"].update(hidden=10**6), "stream_embed"),
+    ):
         _edit_json(bundle / "model.json", lambda i: (edit(i), i.pop("weights_sha256", None)))
         with pytest.raises(CorekdError, match=r"do not fit .* there") as err:
             load_checkpoint(bundle)

@@ -30,8 +30,11 @@ from corekd.reporting.run import render_report
 from corekd.training import Trainer, init_model, load_checkpoint, train_model
 from helpers import TINY_SYNTH
 
-COMBOS = list(itertools.product(["attention", "gru", "none"], ["modality", "fused"],
-                                ["token", "observed_mean", "observed_attention"]))
+COMBOS = list(
+    itertools.product(
+        ["attention", "gru", "none"], ["modality", "fused"], ["token", "observed_mean", "observed_attention"]
+    )
+)
 
 
 def _model(corpus, **kw):
@@ -41,7 +44,9 @@ def _model(corpus, **kw):
 
 
 @pytest.mark.parametrize("context,over,fusion", COMBOS)
-def test_every_backbone_keeps_one_state_per_modality_and_ignores_padding(context, over, fusion, tiny_corpus, tiny_splits):
+def test_every_backbone_keeps_one_state_per_modality_and_ignores_padding(
+    context, over, fusion, tiny_corpus, tiny_splits
+):
     model = _model(tiny_corpus, context=context, context_over=over, fusion=fusion)
     train = tiny_splits["train"]
     shortest, longest = int(train.lengths.argmin()), int(train.lengths.argmax())
@@ -171,18 +176,29 @@ def test_train_statistics_use_observed_train_utterances_only(tiny_corpus):
 
 def _standardized_run(tmp_path, corpus, name, **extra):
     corpus.save(tmp_path / name)
-    raw = {"name": name, "seeds": [0], "device": "cpu", "data": {"source": "corpus", "path": str(tmp_path / name),
-           "standardize": True}, "model": {"hidden": 16, "heads": 2},
-           "training": {"epochs": 2, "patience": 2, "batch_size": 4},
-           "methods": [{"name": "teacher"}, {"name": "no_kd"}], **extra}
+    raw = {
+        "name": name,
+        "seeds": [0],
+        "device": "cpu",
+        "data": {"source": "corpus", "path": str(tmp_path / name), "standardize": True},
+        "model": {"hidden": 16, "heads": 2},
+        "training": {"epochs": 2, "patience": 2, "batch_size": 4},
+        "methods": [{"name": "teacher"}, {"name": "no_kd"}],
+        **extra,
+    }
     return run(validate_config(raw), tmp_path / f"out_{name}")
 
 
-def test_standardisation_statistics_come_from_train_and_travel_with_every_checkpoint(tmp_path, tiny_corpus, tiny_splits):
-    shifted = replace(tiny_corpus, dialogues=[  # dev and test features moved far away
-        replace(d, features={m: x * 50 + 1000 for m, x in d.features.items()}) if d.split != "train" else d
-        for d in tiny_corpus.dialogues
-    ])
+def test_standardisation_statistics_come_from_train_and_travel_with_every_checkpoint(
+    tmp_path, tiny_corpus, tiny_splits
+):
+    shifted = replace(
+        tiny_corpus,
+        dialogues=[  # dev and test features moved far away
+            replace(d, features={m: x * 50 + 1000 for m, x in d.features.items()}) if d.split != "train" else d
+            for d in tiny_corpus.dialogues
+        ],
+    )
     _standardized_run(tmp_path, tiny_corpus, "a")
     _standardized_run(tmp_path, shifted, "b")
     expected = train_statistics(tiny_splits["train"])
@@ -195,7 +211,9 @@ def test_standardisation_statistics_come_from_train_and_travel_with_every_checkp
     # The loaded model standardises with those statistics: raw features in, same outputs as a model told them.
     model, _ = load_checkpoint(tmp_path / "out_a" / "checkpoints" / "teacher" / "seed0")
     fresh = ERCModel(model.cfg, model.dims, model.num_classes)
-    fresh.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("standardizer.")}, strict=False)
+    fresh.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith("standardizer.")}, strict=False
+    )
     batch = tiny_splits["test"].batch([0, 1])
     with torch.no_grad():
         assert not torch.allclose(fresh.eval()(batch).logits, model(batch).logits, atol=1e-4)
@@ -204,8 +222,13 @@ def test_standardisation_statistics_come_from_train_and_travel_with_every_checkp
 
 
 def test_teacher_section_overrides_the_teacher_only(tmp_path, tiny_corpus):
-    cfg = validate_config({"model": {"dropout": 0.2}, "training": {"epochs": 5, "label_smoothing": 0.0},
-                           "teacher": {"dropout": 0.4, "label_smoothing": 0.1, "epochs": 7, "patience": 3}})
+    cfg = validate_config(
+        {
+            "model": {"dropout": 0.2},
+            "training": {"epochs": 5, "label_smoothing": 0.0},
+            "teacher": {"dropout": 0.4, "label_smoothing": 0.1, "epochs": 7, "patience": 3},
+        }
+    )
     assert cfg.model_for("teacher").dropout == 0.4 and cfg.model_for("no_kd").dropout == 0.2
     t, s = cfg.training_for("teacher"), cfg.training_for("corekd")
     assert (t.label_smoothing, t.epochs, t.patience) == (0.1, 7, 3)
@@ -228,8 +251,13 @@ def _trainer(corpus, splits, **cfg):
     cls = method_class("teacher")
     dims = {m: s.dim for m, s in corpus.modalities.items()}
     model = init_model(ModelConfig(hidden=16, heads=2), dims, len(corpus.labels), 0, "teacher")
-    return Trainer(cls(cls.Options(), TrainingMissing()), model, TrainingConfig(batch_size=4, **cfg), seed=0,
-                   device=torch.device("cpu"))
+    return Trainer(
+        cls(cls.Options(), TrainingMissing()),
+        model,
+        TrainingConfig(batch_size=4, **cfg),
+        seed=0,
+        device=torch.device("cpu"),
+    )
 
 
 def test_cosine_schedule_and_weight_average(tiny_corpus, tiny_splits):
@@ -252,11 +280,18 @@ def test_selection_window_selects_on_the_trailing_mean(tiny_corpus, tiny_splits)
     cls = method_class("no_kd")
     dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
     model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 3, "student")
-    result = train_model(cls(cls.Options(), TrainingMissing()), model, tiny_splits["train"], tiny_splits["dev"],
-                         TrainingConfig(epochs=10, patience=3, batch_size=4, select_window=3), seed=3,
-                         label_names=tiny_corpus.labels, device=torch.device("cpu"))
+    result = train_model(
+        cls(cls.Options(), TrainingMissing()),
+        model,
+        tiny_splits["train"],
+        tiny_splits["dev"],
+        TrainingConfig(epochs=10, patience=3, batch_size=4, select_window=3),
+        seed=3,
+        label_names=tiny_corpus.labels,
+        device=torch.device("cpu"),
+    )
     scores = [h["dev_weighted_f1"] for h in result.history]
-    smoothed = [float(np.mean(scores[max(0, i - 2): i + 1])) for i in range(len(scores))]
+    smoothed = [float(np.mean(scores[max(0, i - 2) : i + 1])) for i in range(len(scores))]
     assert result.best_epoch == int(np.argmax(scores)) + 1
     assert result.selected_epoch == int(np.argmax(smoothed)) + 1
     assert [h["dev_weighted_f1_smoothed"] for h in result.history] == pytest.approx(smoothed)
@@ -281,18 +316,35 @@ def test_dev_records_use_dev_masks_seeded_like_test_masks(tmp_path, tiny_corpus,
     assert "## Dev split" in report and "## Dev curves: best and selected epochs" in report
     # every test table also exists on dev: the per-condition tables, from the dev records
     assert "Dev, fixed missing modalities (weighted_f1):" in report and "Dev, random missing at rate p" in report
-    dev_section = report[report.index("Dev, fixed missing modalities"):]
-    dev_fixed_l = np.mean([r["weighted_f1"] for r in dev_rows if r["variant"] == "no_kd" and r["condition"] == "fixed:l"])
+    dev_section = report[report.index("Dev, fixed missing modalities") :]
+    dev_fixed_l = np.mean(
+        [r["weighted_f1"] for r in dev_rows if r["variant"] == "no_kd" and r["condition"] == "fixed:l"]
+    )
     assert f"{100 * dev_fixed_l:.2f}" in dev_section.split("Dev, random missing")[0]
 
 
 def test_report_warns_when_a_student_beats_the_teacher_on_complete_dev_views():
     def rec(variant, split, value):
-        return {"method": variant, "variant": variant, "seed": 0, "split": split, "condition": "complete",
-                "accuracy": value, "weighted_f1": value, "macro_f1": 0, "uar": 0, "per_class_f1": {}, "missing_rate": 0}
+        return {
+            "method": variant,
+            "variant": variant,
+            "seed": 0,
+            "split": split,
+            "condition": "complete",
+            "accuracy": value,
+            "weighted_f1": value,
+            "macro_f1": 0,
+            "uar": 0,
+            "per_class_f1": {},
+            "missing_rate": 0,
+        }
+
     meta = {"seeds": [0], "splits": {"test": {"dialogues": 1, "utterances": 1}}}
-    weak = render_report(meta, [rec("teacher", "dev", 0.5), rec("no_kd", "dev", 0.6), rec("teacher", "test", 0.9),
-                                rec("no_kd", "test", 0.1)], [])
+    weak = render_report(
+        meta,
+        [rec("teacher", "dev", 0.5), rec("no_kd", "dev", 0.6), rec("teacher", "test", 0.9), rec("no_kd", "test", 0.1)],
+        [],
+    )
     assert "**Warning:** student `no_kd` beats the teacher on complete dev views (60.00 vs 50.00)" in weak
     strong = render_report(meta, [rec("teacher", "dev", 0.7), rec("no_kd", "dev", 0.6)], [])
     assert "Warning" not in strong
@@ -302,8 +354,9 @@ def test_report_warns_when_a_student_beats_the_teacher_on_complete_dev_views():
 def test_heavy_tailed_synthetic_setting_changes_features_only():
     base = generate(SynthConfig(**TINY_SYNTH))
     heavy = generate(SynthConfig(**TINY_SYNTH, scale={"a": 20.0}, heavy_columns=2, heavy_scale=100.0))
-    assert [(d.id, d.split, d.labels.tolist()) for d in base.dialogues] == \
-        [(d.id, d.split, d.labels.tolist()) for d in heavy.dialogues]
+    assert [(d.id, d.split, d.labels.tolist()) for d in base.dialogues] == [
+        (d.id, d.split, d.labels.tolist()) for d in heavy.dialogues
+    ]
     a0, a1 = (np.concatenate([d.features["a"] for d in c.dialogues]) for c in (base, heavy))
     big = np.abs(a1).mean(0) > 50  # the two heavy columns
     assert big.sum() == 2 and np.allclose(a1[:, ~big], 20.0 * a0[:, ~big], rtol=1e-5, atol=1e-4)
@@ -331,7 +384,9 @@ def test_encoder_layers_stack_hidden_blocks(tiny_corpus, tiny_batch):
     three = _model(tiny_corpus, context="none", fusion="observed_mean", encoder_layers=3)
     for model, n in ((one, 1), (three, 3)):
         linears = [m for m in model.encoders["l"].modules() if isinstance(m, torch.nn.Linear)]
-        assert [(lin.in_features, lin.out_features) for lin in linears] == [(tiny_corpus.modalities["l"].dim, 16)] + [(16, 16)] * (n - 1)
+        assert [(lin.in_features, lin.out_features) for lin in linears] == [(tiny_corpus.modalities["l"].dim, 16)] + [
+            (16, 16)
+        ] * (n - 1)
     with torch.no_grad():
         assert three(tiny_batch).states.shape == one(tiny_batch).states.shape
     with pytest.raises(CorekdError, match="model.encoder_layers"):
@@ -343,14 +398,18 @@ def test_students_above_the_teacher_by_hand():
 
     from corekd.reporting.tables import students_above_teacher
 
-    table = pd.DataFrame({"complete": [(0.60, 0.01), (0.60, 0.02), (0.61, 0.0), "n/a"]},
-                         index=["teacher", "no_kd", "corekd", "vanilla_kd"])
+    table = pd.DataFrame(
+        {"complete": [(0.60, 0.01), (0.60, 0.02), (0.61, 0.0), "n/a"]},
+        index=["teacher", "no_kd", "corekd", "vanilla_kd"],
+    )
     assert students_above_teacher(table) == [("corekd", 0.61, 0.60)]  # equal is not above; n/a cells skipped
     assert students_above_teacher(table.drop(index="teacher")) == []
     assert students_above_teacher(table.rename(columns={"complete": "fixed:avg"})) == []
     # lower is better (MAE): a student below the teacher is the better one; equal is still not better
-    mae = pd.DataFrame({"complete": [(1.10, 0.0), (1.05, 0.0), (1.10, 0.0), (1.20, 0.0)]},
-                       index=["teacher", "no_kd", "corekd", "vanilla_kd"])
+    mae = pd.DataFrame(
+        {"complete": [(1.10, 0.0), (1.05, 0.0), (1.10, 0.0), (1.20, 0.0)]},
+        index=["teacher", "no_kd", "corekd", "vanilla_kd"],
+    )
     assert students_above_teacher(mae, lower_is_better=True) == [("no_kd", 1.05, 1.10)]
     table.loc["teacher", "complete"] = "n/a"
     assert students_above_teacher(table) == []

@@ -24,31 +24,68 @@ from corekd.data.synth import SynthConfig, generate
 from helpers import TINY_SYNTH, quick_config
 
 runner = CliRunner()
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 BASE = quick_config(name="fuzz")
 
 # Junk of every JSON/YAML type; numbers small (nothing generated may make a run long), NaN and inf included.
 JUNK = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 12),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 12),
     st.floats(allow_nan=True, allow_infinity=True, width=32),
-    st.sampled_from(["", "cuda", "cuda:3", "mps", "gpu", "corekd", "teacher", "corpus", "synthetic", "fixed:l", "../x", "a|b"]),
+    st.sampled_from(
+        ["", "cuda", "cuda:3", "mps", "gpu", "corekd", "teacher", "corpus", "synthetic", "fixed:l", "../x", "a|b"]
+    ),
     st.text(max_size=5),
     st.lists(st.one_of(st.integers(-2, 4), st.text(max_size=3), st.floats(allow_nan=True)), max_size=3),
     st.dictionaries(st.text(min_size=1, max_size=4), st.integers(0, 3), min_size=1, max_size=2),
 )
 
 CONFIG_PATHS = [
-    ("seeds",), ("device",), ("name",), ("threads_absent_marker",), ("data",), ("data", "source"), ("data", "path"),
-    ("data", "synth"), ("data", "synth", "seed"), ("data", "synth", "n_dialogues"), ("data", "synth", "dims"),
-    ("data", "synth", "dims", "l"), ("data", "synth", "noise"), ("data", "synth", "labels"),
-    ("data", "synth", "class_prior"), ("data", "synth", "min_length"), ("data", "synth", "dev_fraction"),
-    ("model",), ("model", "hidden"), ("model", "heads"), ("model", "dropout"), ("model", "fuse_over"),
-    ("training", "lr"), ("training", "batch_size"), ("training", "missing", "low"), ("training", "missing", "high"),
-    ("training", "select_metric"), ("evaluation", "random_rates"), ("evaluation", "scheme"), ("evaluation", "mask_seed"),
-    ("methods",), ("methods", 0), ("methods", 0, "name"), ("methods", 0, "variant"), ("methods", 0, "options"),
-    ("methods", 0, "options", "nce_types"), ("methods", 0, "options", "temperature"), ("bogus",),
+    ("seeds",),
+    ("device",),
+    ("name",),
+    ("threads_absent_marker",),
+    ("data",),
+    ("data", "source"),
+    ("data", "path"),
+    ("data", "synth"),
+    ("data", "synth", "seed"),
+    ("data", "synth", "n_dialogues"),
+    ("data", "synth", "dims"),
+    ("data", "synth", "dims", "l"),
+    ("data", "synth", "noise"),
+    ("data", "synth", "labels"),
+    ("data", "synth", "class_prior"),
+    ("data", "synth", "min_length"),
+    ("data", "synth", "dev_fraction"),
+    ("model",),
+    ("model", "hidden"),
+    ("model", "heads"),
+    ("model", "dropout"),
+    ("model", "fuse_over"),
+    ("training", "lr"),
+    ("training", "batch_size"),
+    ("training", "missing", "low"),
+    ("training", "missing", "high"),
+    ("training", "select_metric"),
+    ("evaluation", "random_rates"),
+    ("evaluation", "scheme"),
+    ("evaluation", "mask_seed"),
+    ("methods",),
+    ("methods", 0),
+    ("methods", 0, "name"),
+    ("methods", 0, "variant"),
+    ("methods", 0, "options"),
+    ("methods", 0, "options", "nce_types"),
+    ("methods", 0, "options", "temperature"),
+    ("bogus",),
 ]
 
 
@@ -92,8 +129,13 @@ def _config_text(kind, mutations):
             _set(cfg, path, value)
         return yaml.safe_dump(cfg).encode()
     # (An empty file is a valid config, the full quickstart: not generated, it trains for minutes.)
-    return {"not-a-mapping": b"- 1\n- 2\n", "scalar": b"42\n", "bad-yaml": b"a: [1, 2\n", "binary": bytes(range(256)),
-            "latin1": "name: caf\xe9\n".encode("latin-1")}[kind]
+    return {
+        "not-a-mapping": b"- 1\n- 2\n",
+        "scalar": b"42\n",
+        "bad-yaml": b"a: [1, 2\n",
+        "binary": bytes(range(256)),
+        "latin1": "name: caf\xe9\n".encode("latin-1"),
+    }[kind]
 
 
 @settings(max_examples=25, **SETTINGS)
@@ -128,11 +170,28 @@ def _break_meta(folder, path, value):
 
 
 CORPUS_PATHS = [
-    ("format",), ("version",), ("name",), ("task",), ("labels",), ("labels", 0), ("modalities",), ("modalities", "a"),
-    ("modalities", "v", "dim"), ("modalities", "l", "kind"), ("info",), ("dialogues",), ("dialogues", 0),
-    ("dialogues", 0, "id"), ("dialogues", 0, "split"), ("dialogues", 0, "utterances"), ("dialogues", 1, "utterances", 0),
-    ("dialogues", 0, "utterances", 0, "label"), ("dialogues", 0, "utterances", 0, "speaker"),
-    ("dialogues", 0, "utterances", 0, "missing"), ("dialogues", 2, "utterances", 1, "id"), ("extra",),
+    ("format",),
+    ("version",),
+    ("name",),
+    ("task",),
+    ("labels",),
+    ("labels", 0),
+    ("modalities",),
+    ("modalities", "a"),
+    ("modalities", "v", "dim"),
+    ("modalities", "l", "kind"),
+    ("info",),
+    ("dialogues",),
+    ("dialogues", 0),
+    ("dialogues", 0, "id"),
+    ("dialogues", 0, "split"),
+    ("dialogues", 0, "utterances"),
+    ("dialogues", 1, "utterances", 0),
+    ("dialogues", 0, "utterances", 0, "label"),
+    ("dialogues", 0, "utterances", 0, "speaker"),
+    ("dialogues", 0, "utterances", 0, "missing"),
+    ("dialogues", 2, "utterances", 1, "id"),
+    ("extra",),
 ]
 
 
@@ -197,23 +256,69 @@ def test_malformed_corpora(meta_edits, features, missing, pairs):
 
 
 RESULTS_PATHS = [
-    ("meta",), ("meta", "seeds"), ("meta", "splits"), ("meta", "splits", "test"), ("meta", "methods"),
-    ("meta", "warnings"), ("meta", "corpus"), ("records",), ("records", 0), ("records", 0, "condition"),
-    ("records", 0, "seed"), ("records", 0, "weighted_f1"), ("records", 0, "per_class_f1"), ("records", 1, "applicable"),
-    ("records", 0, "variant"), ("trainings",), ("trainings", 0), ("trainings", 0, "best_epoch"),
-    ("trainings", 0, "dev_weighted_f1"), ("trainings", 0, "seconds"),
+    ("meta",),
+    ("meta", "seeds"),
+    ("meta", "splits"),
+    ("meta", "splits", "test"),
+    ("meta", "methods"),
+    ("meta", "warnings"),
+    ("meta", "corpus"),
+    ("records",),
+    ("records", 0),
+    ("records", 0, "condition"),
+    ("records", 0, "seed"),
+    ("records", 0, "weighted_f1"),
+    ("records", 0, "per_class_f1"),
+    ("records", 1, "applicable"),
+    ("records", 0, "variant"),
+    ("trainings",),
+    ("trainings", 0),
+    ("trainings", 0, "best_epoch"),
+    ("trainings", 0, "dev_weighted_f1"),
+    ("trainings", 0, "seconds"),
 ]
 
 
 def _valid_results():
     labels = ["happy", "sad"]
-    records = [{"method": "no_kd", "variant": "no_kd", "seed": s, "condition": c, "accuracy": 0.5, "weighted_f1": 0.4,
-                "macro_f1": 0.3, "uar": 0.3, "per_class_f1": {n: 0.2 for n in labels}, "missing_rate": 0.1,
-                "n_utterances": 9} for s in (0, 1) for c in ("complete", "fixed:l", "random:0.5")]
-    trainings = [{"method": "no_kd", "variant": "no_kd", "seed": 0, "best_epoch": 1, "epochs_run": 1,
-                  "dev_weighted_f1": 0.3, "seconds": 1.0, "history": []}]
-    meta = {"corpus": "c", "labels": labels, "seeds": [0, 1], "methods": ["no_kd"], "mask_seed": 0,
-            "splits": {s: {"dialogues": 2, "utterances": 9} for s in ("train", "dev", "test")}, "command": "corekd run"}
+    records = [
+        {
+            "method": "no_kd",
+            "variant": "no_kd",
+            "seed": s,
+            "condition": c,
+            "accuracy": 0.5,
+            "weighted_f1": 0.4,
+            "macro_f1": 0.3,
+            "uar": 0.3,
+            "per_class_f1": {n: 0.2 for n in labels},
+            "missing_rate": 0.1,
+            "n_utterances": 9,
+        }
+        for s in (0, 1)
+        for c in ("complete", "fixed:l", "random:0.5")
+    ]
+    trainings = [
+        {
+            "method": "no_kd",
+            "variant": "no_kd",
+            "seed": 0,
+            "best_epoch": 1,
+            "epochs_run": 1,
+            "dev_weighted_f1": 0.3,
+            "seconds": 1.0,
+            "history": [],
+        }
+    ]
+    meta = {
+        "corpus": "c",
+        "labels": labels,
+        "seeds": [0, 1],
+        "methods": ["no_kd"],
+        "mask_seed": 0,
+        "splits": {s: {"dialogues": 2, "utterances": 9} for s in ("train", "dev", "test")},
+        "command": "corekd run",
+    }
     return {"meta": meta, "records": records, "trainings": trainings}
 
 
@@ -245,12 +350,15 @@ def test_malformed_run_folders(edits, results, marker, config, unit):
         elif results == "junk-json":
             target.write_text(json.dumps(edits[0][1] if edits else [1, 2]))
         elif results == "binary":
-            target.write_bytes(b"\x00\xff{\"meta\"")
+            target.write_bytes(b'\x00\xff{"meta"')
         elif results == "folder":
             target.mkdir()
         if marker != "absent":
-            text = {"valid": {"format": "corekd-run", "version": 1}, "junk": [1], "wrong-version": {"format": "corekd-run",
-                                                                                                  "version": 9}}[marker]
+            text = {
+                "valid": {"format": "corekd-run", "version": 1},
+                "junk": [1],
+                "wrong-version": {"format": "corekd-run", "version": 9},
+            }[marker]
             (run_dir / "corekd-run.json").write_text(json.dumps(text))
         if config == "same":
             (run_dir / "config.yaml").write_text(resolved)

@@ -64,21 +64,30 @@ S_FUSED = [[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [1.0, 0.0]]]
 T_FUSED = [[[0.0, 1.0], [2.0, 0.0]], [[-1.0, 0.0], [0.0, 1.0]]]  # normalized_sq distances 2, 0, 4, (pad)
 # Teacher modality states; the student's are all [1, 0]. Distances per modality (l, a, v):
 #   (0,0): 0, 2, 4     (0,1): 2, 0, 0     (1,0): 4, 2, 4
-T_STATES = [[[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]],
-            [[[-1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]]]
-VIEW_MASK = torch.tensor([[[True, True, False], [True, False, False]],
-                          [[True, False, True], [False, False, False]]])  # the student's random-missing view
+T_STATES = [
+    [[[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]],
+    [[[-1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]],
+]
+VIEW_MASK = torch.tensor(
+    [[[True, True, False], [True, False, False]], [[True, False, True], [False, False, False]]]
+)  # the student's random-missing view
 CONFLICT_MASK = VIEW_MASK.clone()
 CONFLICT_MASK[1, 0] = True  # the donor's acoustic and visual swapped in (the donor has both)
-WEIGHTS = dict(l_kd=0.3, l_state=0.7, l_mstate=0.11, l_nce=1.3, l_nce_kd=0.17, l_nce_margin=0.23,
-               temperature=2.0, nce_margin=2.0)
+WEIGHTS = dict(
+    l_kd=0.3, l_state=0.7, l_mstate=0.11, l_nce=1.3, l_nce_kd=0.17, l_nce_margin=0.23, temperature=2.0, nce_margin=2.0
+)
 
 
 def _batch(mask):
     avail = UTT[..., None].expand(2, 2, 3).clone()
     return Batch(
-        features={m: torch.zeros(2, 2, 1) for m in "lav"}, mask=mask & avail, avail=avail,
-        speakers=torch.zeros(2, 2, dtype=torch.long), labels=LABELS, utt_mask=UTT, modalities=("l", "a", "v"),
+        features={m: torch.zeros(2, 2, 1) for m in "lav"},
+        mask=mask & avail,
+        avail=avail,
+        speakers=torch.zeros(2, 2, dtype=torch.long),
+        labels=LABELS,
+        utt_mask=UTT,
+        modalities=("l", "a", "v"),
         index=torch.tensor([0, 1]),
     )
 
@@ -91,8 +100,11 @@ def _context(mode, c_logits=None, **options):
     """A CoRe-KD step with the fixed conflict view above; ``c_logits`` = the second forward (separate mode)."""
     complete = _batch(UTT[..., None].expand(2, 2, 3))
     conflict = ConflictView(
-        batch=_batch(CONFLICT_MASK), selected=torch.tensor([[False, False], [True, False]]),
-        donor=torch.tensor([[-1, -1], [1, -1]]), kind=torch.tensor([[-1, -1], [0, -1]]), types=("av",),
+        batch=_batch(CONFLICT_MASK),
+        selected=torch.tensor([[False, False], [True, False]]),
+        donor=torch.tensor([[-1, -1], [1, -1]]),
+        kind=torch.tensor([[-1, -1], [0, -1]]),
+        types=("av",),
     )
     student = _output(S_LOGITS, S_FUSED, [[[[1.0, 0.0]] * 3] * 2] * 2)
     teacher = _output(T_LOGITS, T_FUSED, T_STATES)
@@ -108,10 +120,12 @@ def _context(mode, c_logits=None, **options):
 
     method_cls = method_class("corekd")
     # the hand-computed values below are the mean over the targets unless a test asks for the other average
-    method = method_cls(method_cls.Options(nce_mode=mode, **{"nce_average": "targets", **WEIGHTS, **options}),
-                        TrainingMissing())
-    ctx = StepContext(batch=complete, view=view, output=student, teacher=teacher, model=model,
-                      generator=torch_generator("unused"))
+    method = method_cls(
+        method_cls.Options(nce_mode=mode, **{"nce_average": "targets", **WEIGHTS, **options}), TrainingMissing()
+    )
+    ctx = StepContext(
+        batch=complete, view=view, output=student, teacher=teacher, model=model, generator=torch_generator("unused")
+    )
     return method.loss(ctx)
 
 
@@ -126,30 +140,38 @@ def _check(total, terms, expected):
 def test_corekd_loss_by_hand_inline():
     """Inline NCE: the conflict target is scored by the NCE terms only; CE and CSA by the clean utterances."""
     total, terms = _context("inline")
-    _check(total, terms, {
-        "ce": (LN4 + math.log(4 / 3)) / 2,  # (0,0) and (0,1) only
-        "kd": (0.0 + _kd([0, LN3], [0, 0], 2.0)) / 2,
-        "state": (2.0 + 0.0) / 2,
-        "mstate": (1.0 + 2.0) / 2,  # over the modalities the student's view observes: (0+2)/2 and 2/1
-        "nce": math.log(4 / 3),  # CE of the target (label 0) on the conflict view
-        "nce_kd": _kd([LN3, 0], [0, 2], 2.0),
-        "nce_margin": 2.0 - LN3,  # target 0 over the donor's label 1: log(3/4) - log(1/4) = ln 3
-    })
+    _check(
+        total,
+        terms,
+        {
+            "ce": (LN4 + math.log(4 / 3)) / 2,  # (0,0) and (0,1) only
+            "kd": (0.0 + _kd([0, LN3], [0, 0], 2.0)) / 2,
+            "state": (2.0 + 0.0) / 2,
+            "mstate": (1.0 + 2.0) / 2,  # over the modalities the student's view observes: (0+2)/2 and 2/1
+            "nce": math.log(4 / 3),  # CE of the target (label 0) on the conflict view
+            "nce_kd": _kd([LN3, 0], [0, 2], 2.0),
+            "nce_margin": 2.0 - LN3,  # target 0 over the donor's label 1: log(3/4) - log(1/4) = ln 3
+        },
+    )
 
 
 def test_corekd_loss_by_hand_separate():
     """Separate NCE: CE and CSA see every real utterance of the incomplete view; NCE the second forward."""
     c = [math.log(2.0), 0.0]  # the student on the conflict view: p = [2/3, 1/3]
     total, terms = _context("separate", c_logits=c)
-    _check(total, terms, {
-        "ce": (LN4 + 2 * math.log(4 / 3)) / 3,
-        "kd": (0.0 + _kd([0, LN3], [0, 0], 2.0) + _kd([LN3, 0], [0, 2], 2.0)) / 3,
-        "state": (2.0 + 0.0 + 4.0) / 3,
-        "mstate": (1.0 + 2.0 + 4.0) / 3,  # (1,0) observes l and v in its incomplete view: (4+4)/2
-        "nce": _ce(c, 0),
-        "nce_kd": _kd(c, [0, 2], 2.0),
-        "nce_margin": 2.0 - math.log(2.0),
-    })
+    _check(
+        total,
+        terms,
+        {
+            "ce": (LN4 + 2 * math.log(4 / 3)) / 3,
+            "kd": (0.0 + _kd([0, LN3], [0, 0], 2.0) + _kd([LN3, 0], [0, 2], 2.0)) / 3,
+            "state": (2.0 + 0.0 + 4.0) / 3,
+            "mstate": (1.0 + 2.0 + 4.0) / 3,  # (1,0) observes l and v in its incomplete view: (4+4)/2
+            "nce": _ce(c, 0),
+            "nce_kd": _kd(c, [0, 2], 2.0),
+            "nce_margin": 2.0 - math.log(2.0),
+        },
+    )
 
 
 def test_corekd_nce_average_over_utterances_by_hand():
@@ -182,8 +204,9 @@ def test_nce_terms_with_zero_weight_are_not_computed():
 def test_evaluate_model_scores_every_condition_under_its_own_mask(tiny_corpus, tiny_splits):
     test = tiny_splits["test"]
     mods = tiny_corpus.modality_names
-    masks = {c.name: split_condition_mask(c, test.avail, mods, 0, "test")
-             for c in standard_conditions(mods, [0.3, 0.6])}
+    masks = {
+        c.name: split_condition_mask(c, test.avail, mods, 0, "test") for c in standard_conditions(mods, [0.3, 0.6])
+    }
     dims = {m: s.dim for m, s in tiny_corpus.modalities.items()}
     model = init_model(ModelConfig(hidden=16, heads=2), dims, len(tiny_corpus.labels), 0, "student")
     seen = []  # (dialogue rows, the mask the model was given) per forward
@@ -195,7 +218,7 @@ def test_evaluate_model_scores_every_condition_under_its_own_mask(tiny_corpus, t
     for k, (name, mask) in enumerate(masks.items()):
         given = torch.zeros_like(mask)
         covered = torch.zeros(len(test), dtype=torch.long)
-        for index, m in seen[k * per_condition:(k + 1) * per_condition]:
+        for index, m in seen[k * per_condition : (k + 1) * per_condition]:
             given[index, : m.shape[1]] = m
             covered[index] += 1
         assert (covered == 1).all(), name  # every dialogue once
@@ -215,14 +238,21 @@ def _recorded_run(tmp_path):
     """One seed of teacher + five students (two with their own extra modules), every Trainer's initial weights and
     forwards recorded."""
     raw = {
-        "name": "fair", "seeds": [1], "device": "cpu",
+        "name": "fair",
+        "seeds": [1],
+        "device": "cpu",
         "data": {"source": "synthetic", "synth": FAIR_SYNTH},
         "model": {"hidden": 16, "heads": 2},
         "training": {"epochs": 1, "patience": 1, "batch_size": 2},
         "evaluation": {"batch_size": 64, "random_rates": [0.5]},
-        "methods": [{"name": "teacher"}, {"name": "no_kd"}, {"name": "vanilla_kd"},
-                    {"name": "corekd", "options": {"nce_prob": 0.5}},
-                    {"name": "decoupled"}, {"name": "reconstruction"}],
+        "methods": [
+            {"name": "teacher"},
+            {"name": "no_kd"},
+            {"name": "vanilla_kd"},
+            {"name": "corekd", "options": {"nce_prob": 0.5}},
+            {"name": "decoupled"},
+            {"name": "reconstruction"},
+        ],
     }
     records = {}
     scoring = {"on": False}  # the run's own dev/test scoring after training: not a selection pass
@@ -246,7 +276,13 @@ def _recorded_run(tmp_path):
                 return
             batch = args[0]
             (rec["train"] if module.training else rec["eval"]).append(
-                (batch.index.clone(), batch.mask.clone(), batch.avail.clone(), batch.labels.clone(), batch.utt_mask.clone())
+                (
+                    batch.index.clone(),
+                    batch.mask.clone(),
+                    batch.avail.clone(),
+                    batch.labels.clone(),
+                    batch.utt_mask.clone(),
+                )
             )
 
         self.model.register_forward_pre_hook(hook)
@@ -266,8 +302,11 @@ def _dev_view(forwards, dev):
         u = m.shape[1]
         if int(index.max()) >= len(dev) or u > dev.utt_mask.shape[1] or labels.shape != dev.labels[index, :u].shape:
             continue  # another split
-        if torch.equal(labels, dev.labels[index, :u]) and torch.equal(utt, dev.utt_mask[index, :u]) \
-                and torch.equal(avail, dev.avail[index, :u]):
+        if (
+            torch.equal(labels, dev.labels[index, :u])
+            and torch.equal(utt, dev.utt_mask[index, :u])
+            and torch.equal(avail, dev.avail[index, :u])
+        ):
             mask[index, :u] = m
             found += len(index)
     assert found == len(dev)  # one selection pass (one epoch) over every dev dialogue
@@ -347,8 +386,14 @@ def test_a_student_step_leaves_the_frozen_teacher_unchanged(cache, tiny_corpus, 
     first, again = ref.outputs(batch), ref.outputs(batch)
     assert not first.logits.requires_grad and torch.equal(first.logits, again.logits)  # no dropout, no graph
     cls = method_class("corekd")
-    trainer = training.Trainer(cls(cls.Options(), TrainingMissing()), student, TrainingConfig(batch_size=4),
-                               seed=0, device=torch.device("cpu"), teacher=ref)
+    trainer = training.Trainer(
+        cls(cls.Options(), TrainingMissing()),
+        student,
+        TrainingConfig(batch_size=4),
+        seed=0,
+        device=torch.device("cpu"),
+        teacher=ref,
+    )
     terms = trainer.step(batch)
     assert {"kd", "state", "mstate"} <= set(terms)
     assert all(torch.equal(t_before[k], v) for k, v in teacher.state_dict().items())

@@ -41,8 +41,16 @@ from corekd.training import (
 from helpers import TINY_SYNTH, corpus_dims, quick_config
 
 # Tiny frame corpus: l and a as sequences, v stays a vector (a mixed corpus), short utterances.
-TINY_FRAMES = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},
-                                       "max_frames": 7, "signal_share": {"l": 0.5, "a": 0.5}})
+TINY_FRAMES = dict(
+    TINY_SYNTH,
+    frames={
+        "enabled": True,
+        "modalities": ["l", "a"],
+        "mean_frames": {"l": 3, "a": 4},
+        "max_frames": 7,
+        "signal_share": {"l": 0.5, "a": 0.5},
+    },
+)
 TINY_FINGERPRINT = "ab2d21ca73368a9aa8c69d2ba951b3fc2b0387147341334df08f59a7765bad07"  # as in test_analyses.py
 
 
@@ -81,9 +89,9 @@ def test_batches_carry_padded_frames_equal_to_the_corpus_frames(frame_corpus, fr
             for k in range(len(d)):
                 n = int(lens[k])
                 assert frame_batch.frame_mask[m][i, k].tolist() == [True] * n + [False] * (f - n)
-                np.testing.assert_array_equal(frame_batch.frames[m][i, k, :n].numpy(), flat[starts[k]:starts[k] + n])
+                np.testing.assert_array_equal(frame_batch.frames[m][i, k, :n].numpy(), flat[starts[k] : starts[k] + n])
                 assert not frame_batch.frames[m][i, k, n:].any()  # padding frames are zeros
-            assert not frame_batch.frame_mask[m][i, len(d):].any()  # padding utterances have no frame
+            assert not frame_batch.frame_mask[m][i, len(d) :].any()  # padding utterances have no frame
         # the split keeps frames flat: exactly the train frames, no padding
         assert train.frame_data[m].shape[0] == sum(len(d.frames[m][0]) for d in frame_corpus.split("train"))
 
@@ -109,13 +117,22 @@ def test_stack_and_to_carry_frames(frame_batch):
     assert torch.equal(stacked.frame_mask["a"][3:], half.frame_mask["a"])
     assert not stacked.frame_mask["a"][3:].any()  # a hidden in the second view
     short = SplitTensors.from_corpus(generate(SynthConfig(**TINY_FRAMES)), "train").batch([0])
-    padded = Batch.stack([short, replace(short, frames={m: x[:, :, :1] for m, x in short.frames.items()},
-                                         frame_mask={m: x[:, :, :1] for m, x in short.frame_mask.items()})])
+    padded = Batch.stack(
+        [
+            short,
+            replace(
+                short,
+                frames={m: x[:, :, :1] for m, x in short.frames.items()},
+                frame_mask={m: x[:, :, :1] for m, x in short.frame_mask.items()},
+            ),
+        ]
+    )
     assert padded.frames["a"].shape[2] == short.frames["a"].shape[2]  # the shorter view is padded
     assert not padded.frame_mask["a"][1, :, 1:].any()
     moved = frame_batch.to("cpu")
-    assert torch.equal(moved.frames["l"], frame_batch.frames["l"]) and torch.equal(moved.frame_mask["l"],
-                                                                                     frame_batch.frame_mask["l"])
+    assert torch.equal(moved.frames["l"], frame_batch.frames["l"]) and torch.equal(
+        moved.frame_mask["l"], frame_batch.frame_mask["l"]
+    )
 
 
 def test_drop_frames_hides_frames_recomputes_the_mean_and_keeps_one_frame(frame_batch):
@@ -149,14 +166,20 @@ def test_standardisation_statistics_come_from_the_train_frames(frame_corpus, fra
 
 
 # ------------------------------------------------------------------ the sequence encoder
-@pytest.mark.parametrize("kind,pool", [("conv", "attention"), ("conv", "mean"), ("transformer", "attention"),
-                                       ("none", "mean")])
+@pytest.mark.parametrize(
+    "kind,pool", [("conv", "attention"), ("conv", "mean"), ("transformer", "attention"), ("none", "mean")]
+)
 def test_the_sequence_encoder_ignores_padded_and_dropped_frames(kind, pool):
     torch.manual_seed(0)
     enc = SequenceEncoder(5, 8, dropout=0.0, kind=kind, layers=2, kernel=3, pool=pool, heads=2).eval()
     x = torch.randn(2, 3, 6, 5)  # [B, U, F, D]
-    mask = torch.tensor([[[1, 1, 1, 0, 0, 0], [1, 0, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]],
-                         [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 0, 1, 0, 0]]], dtype=torch.bool)
+    mask = torch.tensor(
+        [
+            [[1, 1, 1, 0, 0, 0], [1, 0, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]],
+            [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], [1, 1, 0, 1, 0, 0]],
+        ],
+        dtype=torch.bool,
+    )
     observed = torch.tensor([[True, True, True], [True, False, True]])
     out = enc(x, mask, observed)
     noisy = torch.where(mask[..., None], x, torch.randn_like(x) * 100)  # change only hidden frames
@@ -168,16 +191,21 @@ def test_the_sequence_encoder_ignores_padded_and_dropped_frames(kind, pool):
 
 
 def test_the_model_reads_frames_and_ignores_hidden_ones(frame_corpus, frame_batch):
-    model = ERCModel(ModelConfig(hidden=16, heads=2, dropout=0.0), corpus_dims(frame_corpus), 6,
-                     _kinds(frame_corpus)).eval()
+    model = ERCModel(
+        ModelConfig(hidden=16, heads=2, dropout=0.0), corpus_dims(frame_corpus), 6, _kinds(frame_corpus)
+    ).eval()
     keep = {"a": torch.rand(frame_batch.frame_mask["a"].shape, generator=torch.Generator().manual_seed(0)) < 0.5}
     view = frame_batch.drop_frames(keep)
     out = model(view).logits
     noisy = {m: torch.where(view.frame_mask[m][..., None], x, torch.randn_like(x) * 50) for m, x in view.frames.items()}
     assert torch.allclose(model(replace(view, frames=noisy)).logits, out, atol=1e-5)
     assert not torch.allclose(model(frame_batch).logits, out)  # the dropped frames mattered before
-    mean_model = ERCModel(ModelConfig(hidden=16, heads=2, dropout=0.0, sequence_encoder="mean"),
-                          corpus_dims(frame_corpus), 6, _kinds(frame_corpus)).eval()
+    mean_model = ERCModel(
+        ModelConfig(hidden=16, heads=2, dropout=0.0, sequence_encoder="mean"),
+        corpus_dims(frame_corpus),
+        6,
+        _kinds(frame_corpus),
+    ).eval()
     assert torch.allclose(mean_model(replace(view, frames=noisy)).logits, mean_model(view).logits, atol=1e-5)
     with pytest.raises(ValueError, match="carries no frames"):
         model(replace(frame_batch, frames={}, frame_mask={}))
@@ -250,8 +278,9 @@ def test_analyses_conflict_view_points_targets_at_donor_frames(frame_splits):
 
 
 def test_teacher_reference_cache_matches_the_teacher_on_frame_batches(frame_corpus, frame_splits, tmp_path):
-    teacher = init_model(ModelConfig(hidden=16, heads=2), corpus_dims(frame_corpus), 6, 0, "teacher",
-                         _kinds(frame_corpus)).eval()
+    teacher = init_model(
+        ModelConfig(hidden=16, heads=2), corpus_dims(frame_corpus), 6, 0, "teacher", _kinds(frame_corpus)
+    ).eval()
     train = frame_splits["train"]
     cached = TeacherReference(teacher, train, cache=True, batch_size=4, device=torch.device("cpu"))
     direct = TeacherReference(teacher, train, cache=False, batch_size=4, device=torch.device("cpu"))
@@ -267,17 +296,27 @@ def test_teacher_reference_cache_matches_the_teacher_on_frame_batches(frame_corp
 
 def test_corekd_on_frames_same_seed_same_numbers(frame_corpus, frame_splits):
     """NCE swaps frames, the teacher reference holds frame outputs; one seed gives one set of numbers."""
-    teacher = init_model(ModelConfig(hidden=16, heads=2), corpus_dims(frame_corpus), 6, 0, "teacher",
-                         _kinds(frame_corpus))
+    teacher = init_model(
+        ModelConfig(hidden=16, heads=2), corpus_dims(frame_corpus), 6, 0, "teacher", _kinds(frame_corpus)
+    )
     ref = TeacherReference(teacher, frame_splits["train"], cache=True, batch_size=4, device=torch.device("cpu"))
     cls = method_class("corekd")
 
     def train(seed):
-        model = init_model(ModelConfig(hidden=16, heads=2), corpus_dims(frame_corpus), 6, seed, "student",
-                           _kinds(frame_corpus))
-        return train_model(cls(cls.Options(nce_prob=0.5), TrainingMissing()), model, frame_splits["train"],
-                           frame_splits["dev"], TrainingConfig(epochs=2, patience=2, batch_size=4), seed=seed,
-                           label_names=frame_corpus.labels, device=torch.device("cpu"), teacher=ref)
+        model = init_model(
+            ModelConfig(hidden=16, heads=2), corpus_dims(frame_corpus), 6, seed, "student", _kinds(frame_corpus)
+        )
+        return train_model(
+            cls(cls.Options(nce_prob=0.5), TrainingMissing()),
+            model,
+            frame_splits["train"],
+            frame_splits["dev"],
+            TrainingConfig(epochs=2, patience=2, batch_size=4),
+            seed=seed,
+            label_names=frame_corpus.labels,
+            device=torch.device("cpu"),
+            teacher=ref,
+        )
 
     a, b, c = train(3), train(3), train(4)
     assert a.history == b.history and a.history[0]["nce"] > 0
@@ -301,8 +340,9 @@ def test_synthetic_frame_mode_is_deterministic_and_spreads_the_signal(frame_corp
         np.testing.assert_allclose(d.features["a"][0], flat[: lens[0]].mean(0), rtol=1e-5, atol=1e-6)
     # same dialogues, labels and splits as the vector corpus of the same knobs
     vector = generate(SynthConfig(**TINY_SYNTH))
-    assert [(d.id, d.split, d.labels.tolist()) for d in vector.dialogues] == \
-        [(d.id, d.split, d.labels.tolist()) for d in frame_corpus.dialogues]
+    assert [(d.id, d.split, d.labels.tolist()) for d in vector.dialogues] == [
+        (d.id, d.split, d.labels.tolist()) for d in frame_corpus.dialogues
+    ]
     np.testing.assert_array_equal(vector.dialogues[0].features["v"], frame_corpus.dialogues[0].features["v"])
 
 
@@ -336,16 +376,20 @@ def test_frame_corpus_round_trips_through_the_format(frame_corpus, tmp_path):
 
 # ------------------------------------------------------------------ a whole run
 def test_a_tiny_frame_run_trains_every_method_and_records_frames_conditions(tmp_path):
-    cfg = quick_config(data={"source": "synthetic", "synth": TINY_FRAMES},
-                       methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "vanilla_kd"}, {"name": "corekd"}],
-                       evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "frame_rates": [0.3, 0.6],
-                                   "figures": False})
+    cfg = quick_config(
+        data={"source": "synthetic", "synth": TINY_FRAMES},
+        methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "vanilla_kd"}, {"name": "corekd"}],
+        evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "frame_rates": [0.3, 0.6], "figures": False},
+    )
     result = run(validate_config(cfg), tmp_path / "run")
     records = json.loads((tmp_path / "run" / "results.json").read_text())["records"]
     frames = [r for r in records if r["condition"].startswith("frames:")]
     assert {(r["variant"], r["split"], r["condition"]) for r in frames} == {
-        (v, s, c) for v in ("teacher", "no_kd", "vanilla_kd", "corekd") for s in ("dev", "test")
-        for c in ("frames:0.3", "frames:0.6")}
+        (v, s, c)
+        for v in ("teacher", "no_kd", "vanilla_kd", "corekd")
+        for s in ("dev", "test")
+        for c in ("frames:0.3", "frames:0.6")
+    }
     test_rates = {r["condition"]: r["frame_missing_rate"] for r in frames if r["split"] == "test"}
     assert 0.15 < test_rates["frames:0.3"] < test_rates["frames:0.6"] < 0.7
     assert all(r["missing_rate"] == 0 and "weighted_f1" in r for r in frames)
@@ -362,8 +406,10 @@ def test_a_vector_run_has_no_frames_conditions(tmp_path):
     run(validate_config(cfg), tmp_path / "run")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert not any(r["condition"].startswith("frames:") for r in results["records"])
-    assert any("evaluation.frame_rates is set, but the corpus has no sequence modality" in w
-               for w in results["meta"]["warnings"])
+    assert any(
+        "evaluation.frame_rates is set, but the corpus has no sequence modality" in w
+        for w in results["meta"]["warnings"]
+    )
 
 
 def test_corrkd_mrm_drops_frames_on_top_of_the_shared_modality_masks(frame_batch):

@@ -148,7 +148,9 @@ def test_regression_selects_on_dev_mae_by_default():
     cfg = validate_config({"data": {"synth": {"task": "regression"}}})
     assert cfg.task == "regression" and cfg.training.select_metric == "mae"
     assert validate_config({}).training.select_metric == "weighted_f1"
-    assert validate_config({"task": "regression", "training": {"select_metric": "acc7"}}).training.select_metric == "acc7"
+    assert (
+        validate_config({"task": "regression", "training": {"select_metric": "acc7"}}).training.select_metric == "acc7"
+    )
     with pytest.raises(CorekdError, match="classification metric"):
         validate_config({"task": "regression", "training": {"select_metric": "weighted_f1"}})
     with pytest.raises(CorekdError, match="regression metric"):
@@ -164,8 +166,10 @@ def test_margin_term_is_refused_for_regression():
 
 # ------------------------------------------------------------------ end to end
 def test_tiny_regression_pipeline_end_to_end(tmp_path):
-    cfg = quick_config(methods=[{"name": "teacher"}, {"name": "vanilla_kd"}, {"name": "corekd"}],
-                       training={"epochs": 3, "patience": 3, "batch_size": 4})
+    cfg = quick_config(
+        methods=[{"name": "teacher"}, {"name": "vanilla_kd"}, {"name": "corekd"}],
+        training={"epochs": 3, "patience": 3, "batch_size": 4},
+    )
     cfg["data"]["synth"]["task"] = "regression"
     result = run(validate_config(cfg), tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -173,7 +177,9 @@ def test_tiny_regression_pipeline_end_to_end(tmp_path):
     test = [r for r in result.records if r["split"] == "test" and r.get("applicable", True)]
     assert {r["variant"] for r in test} == {"teacher", "vanilla_kd", "corekd"}
     for r in test:
-        assert {"mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc5", "acc7"} <= set(r) and "weighted_f1" not in r
+        assert {"mae", "corr", "acc2", "f1_2", "acc2_nz", "f1_2_nz", "acc5", "acc7"} <= set(
+            r
+        ) and "weighted_f1" not in r
         assert 0 <= r["mae"] <= 6 and 0 <= r["acc2"] <= 1
     for t in result.trainings:  # selection on the LOWEST dev MAE
         curve = [h["dev_mae"] for h in t["history"]]
@@ -191,9 +197,24 @@ def _reg_records(seed_values):
     out = []
     for seed, corr in seed_values.items():
         for cond in ["fixed:l", "fixed:a", "fixed:v", "fixed:la", "fixed:lv", "fixed:av", "complete", "random:0.5"]:
-            out.append({"method": "no_kd", "variant": "no_kd", "seed": seed, "condition": cond, "split": "test",
-                        "mae": 0.5, "corr": corr, "acc2": 0.6, "f1_2": 0.6, "acc2_nz": None, "f1_2_nz": None,
-                        "acc5": 0.3, "acc7": 0.2, "missing_rate": 0.5 if cond == "random:0.5" else 0.0})
+            out.append(
+                {
+                    "method": "no_kd",
+                    "variant": "no_kd",
+                    "seed": seed,
+                    "condition": cond,
+                    "split": "test",
+                    "mae": 0.5,
+                    "corr": corr,
+                    "acc2": 0.6,
+                    "f1_2": 0.6,
+                    "acc2_nz": None,
+                    "f1_2_nz": None,
+                    "acc5": 0.3,
+                    "acc7": 0.2,
+                    "missing_rate": 0.5 if cond == "random:0.5" else 0.0,
+                }
+            )
     return out
 
 
@@ -208,8 +229,17 @@ def test_undefined_metrics_read_n_a_in_reports_never_zero():
     section = report.split("## All sentiment metrics at random:0.5")[1]
     row = next(line for line in section.split("\n") if line.startswith("| no_kd |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells == ["no_kd", "0.500 ± 0.000", "0.400 (n=1)", "60.00 ± 0.00", "60.00 ± 0.00", "n/a", "n/a",
-                     "30.00 ± 0.00", "20.00 ± 0.00"]
+    assert cells == [
+        "no_kd",
+        "0.500 ± 0.000",
+        "0.400 (n=1)",
+        "60.00 ± 0.00",
+        "60.00 ± 0.00",
+        "n/a",
+        "n/a",
+        "30.00 ± 0.00",
+        "20.00 ± 0.00",
+    ]
     assert "Acc-5" in report
     frame = records_frame(records)
     avg = frame[frame.condition == "fixed:avg"].set_index("seed")
@@ -223,7 +253,16 @@ def test_undefined_metrics_read_n_a_in_reports_never_zero():
 
 def test_an_undefined_dev_score_reads_n_a_in_the_training_table():
     meta = {"corpus": "x", "task": "regression", "seeds": [0], "methods": ["no_kd"]}
-    trainings = [{"variant": "no_kd", "seed": 0, "best_epoch": 1, "selected_epoch": 1, "epochs_run": 2,
-                  "dev_corr": None, "seconds": 1.0}]
+    trainings = [
+        {
+            "variant": "no_kd",
+            "seed": 0,
+            "best_epoch": 1,
+            "selected_epoch": 1,
+            "epochs_run": 2,
+            "dev_corr": None,
+            "seconds": 1.0,
+        }
+    ]
     report = render_report(meta, _reg_records({0: 0.1}), trainings)
     assert "| no_kd | 1.0 | 2.0 | n/a | 1.0 |" in report

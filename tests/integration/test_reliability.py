@@ -54,11 +54,13 @@ def corpus_dir(tmp_path, tiny_corpus):
 
 def _set_missing(folder, split, mods):
     """Mark ``mods`` missing for every utterance of ``split`` (every split when split is None)."""
+
     def edit(meta):
         for d in meta["dialogues"]:
             if split is None or d["split"] == split:
                 for u in d["utterances"]:
                     u["missing"] = list(mods)
+
     edit_meta(folder, edit)
 
 
@@ -71,29 +73,87 @@ def _bad_config(tmp_path, text):
 
 CASES = {
     # name: (argv builder, substrings of the one error line)
-    "seeds 0,0": (lambda t, c: ["run", str(c), "--out", str(t / "o"), "--seeds", "0,0"], ["--seeds", "must not repeat"]),
-    "device gpu": (lambda t, c: ["run", str(c), "--out", str(t / "o"), "--device", "gpu"], ["--device", "expected auto"]),
-    "device mps": (lambda t, c: ["run", str(c), "--out", str(t / "o"), "--device", "mps"], ["--device", "MPS is not available"]),
-    "hidden 16 heads 3": (lambda t, c: ["run", str(_bad_config(t, "model: {hidden: 16, heads: 3}\n")), "--out", str(t / "o")],
-                          ["bad.yaml: model:", "multiple of heads (3)"]),
-    "odd hidden with gru": (lambda t, c: ["run", str(_bad_config(t, "model: {hidden: 15, heads: 1}\n")), "--out", str(t / "o")],
-                            ["bad.yaml: model:", "must be even for the bidirectional GRU"]),
-    "synth seed -5": (lambda t, c: ["data", "synth", "--out", str(t / "o"), "--seed", "-5"], ["--seed", "greater than or equal to 0"]),
-    "binary config": (lambda t, c: ["run", str(_bad_config(t, bytes(range(256)))), "--out", str(t / "o")],
-                      ["bad.yaml", "not a text (UTF-8) YAML file"]),
-    "out is a file": (lambda t, c: ["run", str(c), "--out", str(_bad_config(t, "x"))], ["bad.yaml: --out", "this is a file"]),
-    "synth out is a file": (lambda t, c: ["data", "synth", "--out", str(_bad_config(t, "x"))], ["--out", "this is a file"]),
-    "dims l 0": (lambda t, c: ["data", "synth", "--out", str(t / "o"), "--config", str(_bad_config(
-        t, "data: {synth: {dims: {l: 0}, groups: {l: [[happy, excited], [sad], [neutral], [angry, frustrated]]}, "
-           "noise: {l: 0.5}}}\n"))], ["bad.yaml: data.synth", "dims.l must be a positive"]),
-    "nan noise": (lambda t, c: ["data", "synth", "--out", str(t / "o"), "--config", str(_bad_config(
-        t, "data: {synth: {noise: {l: .nan, a: 0.5, v: 0.5}}}\n"))], ["bad.yaml: data.synth.noise.l", "finite number"]),
-    "synthetic with a path": (lambda t, c: ["run", str(_bad_config(t, "data: {source: synthetic, path: somewhere}\n")),
-                                            "--out", str(t / "o")], ["bad.yaml: data", "only read with source 'corpus'"]),
-    "variant names a folder": (lambda t, c: ["run", str(_bad_config(t, "methods: [{name: no_kd, variant: ../x}]\n")),
-                                             "--out", str(t / "o")], ["bad.yaml: methods[0].variant"]),
-    "resume and overwrite": (lambda t, c: ["run", str(c), "--out", str(t / "o"), "--resume", "--overwrite"],
-                             ["--resume/--overwrite"]),
+    "seeds 0,0": (
+        lambda t, c: ["run", str(c), "--out", str(t / "o"), "--seeds", "0,0"],
+        ["--seeds", "must not repeat"],
+    ),
+    "device gpu": (
+        lambda t, c: ["run", str(c), "--out", str(t / "o"), "--device", "gpu"],
+        ["--device", "expected auto"],
+    ),
+    "device mps": (
+        lambda t, c: ["run", str(c), "--out", str(t / "o"), "--device", "mps"],
+        ["--device", "MPS is not available"],
+    ),
+    "hidden 16 heads 3": (
+        lambda t, c: ["run", str(_bad_config(t, "model: {hidden: 16, heads: 3}\n")), "--out", str(t / "o")],
+        ["bad.yaml: model:", "multiple of heads (3)"],
+    ),
+    "odd hidden with gru": (
+        lambda t, c: ["run", str(_bad_config(t, "model: {hidden: 15, heads: 1}\n")), "--out", str(t / "o")],
+        ["bad.yaml: model:", "must be even for the bidirectional GRU"],
+    ),
+    "synth seed -5": (
+        lambda t, c: ["data", "synth", "--out", str(t / "o"), "--seed", "-5"],
+        ["--seed", "greater than or equal to 0"],
+    ),
+    "binary config": (
+        lambda t, c: ["run", str(_bad_config(t, bytes(range(256)))), "--out", str(t / "o")],
+        ["bad.yaml", "not a text (UTF-8) YAML file"],
+    ),
+    "out is a file": (
+        lambda t, c: ["run", str(c), "--out", str(_bad_config(t, "x"))],
+        ["bad.yaml: --out", "this is a file"],
+    ),
+    "synth out is a file": (
+        lambda t, c: ["data", "synth", "--out", str(_bad_config(t, "x"))],
+        ["--out", "this is a file"],
+    ),
+    "dims l 0": (
+        lambda t, c: [
+            "data",
+            "synth",
+            "--out",
+            str(t / "o"),
+            "--config",
+            str(
+                _bad_config(
+                    t,
+                    "data: {synth: {dims: {l: 0}, groups: {l: [[happy, excited], [sad], [neutral], [angry, frustrated]]}, "
+                    "noise: {l: 0.5}}}\n",
+                )
+            ),
+        ],
+        ["bad.yaml: data.synth", "dims.l must be a positive"],
+    ),
+    "nan noise": (
+        lambda t, c: [
+            "data",
+            "synth",
+            "--out",
+            str(t / "o"),
+            "--config",
+            str(_bad_config(t, "data: {synth: {noise: {l: .nan, a: 0.5, v: 0.5}}}\n")),
+        ],
+        ["bad.yaml: data.synth.noise.l", "finite number"],
+    ),
+    "synthetic with a path": (
+        lambda t, c: [
+            "run",
+            str(_bad_config(t, "data: {source: synthetic, path: somewhere}\n")),
+            "--out",
+            str(t / "o"),
+        ],
+        ["bad.yaml: data", "only read with source 'corpus'"],
+    ),
+    "variant names a folder": (
+        lambda t, c: ["run", str(_bad_config(t, "methods: [{name: no_kd, variant: ../x}]\n")), "--out", str(t / "o")],
+        ["bad.yaml: methods[0].variant"],
+    ),
+    "resume and overwrite": (
+        lambda t, c: ["run", str(c), "--out", str(t / "o"), "--resume", "--overwrite"],
+        ["--resume/--overwrite"],
+    ),
 }
 
 
@@ -112,16 +172,22 @@ def test_probe_with_one_train_class(tmp_path, corpus_dir):
             if d["split"] == "train":
                 for u in d["utterances"]:
                     u["label"] = "happy"
+
     edit_meta(corpus_dir, one_class)
-    _one_line_error(runner.invoke(app, ["data", "probe", str(corpus_dir)]), str(corpus_dir), "train split", "at least 2")
+    _one_line_error(
+        runner.invoke(app, ["data", "probe", str(corpus_dir)]), str(corpus_dir), "train split", "at least 2"
+    )
 
 
-@pytest.mark.parametrize("breaker, expected", [
-    (lambda p: p.update(meta={**p["meta"], "splits": {"test": {}}}), "meta.splits.test.dialogues"),
-    (lambda p: p["records"][0].pop("condition"), "records[0].condition"),
-    (lambda p: p["trainings"][0].pop("dev_weighted_f1"), "trainings[0]"),
-    (lambda p: p.pop("meta"), "meta: not a corekd results file (required field is missing)"),
-])
+@pytest.mark.parametrize(
+    "breaker, expected",
+    [
+        (lambda p: p.update(meta={**p["meta"], "splits": {"test": {}}}), "meta.splits.test.dialogues"),
+        (lambda p: p["records"][0].pop("condition"), "records[0].condition"),
+        (lambda p: p["trainings"][0].pop("dev_weighted_f1"), "trainings[0]"),
+        (lambda p: p.pop("meta"), "meta: not a corekd results file (required field is missing)"),
+    ],
+)
 def test_report_on_a_malformed_results_file(tmp_path, quick_results, breaker, expected):
     out = tmp_path / "run"
     out.mkdir()
@@ -152,7 +218,9 @@ def test_a_failing_rerun_does_not_touch_the_earlier_run(tmp_path):
     bad = _write(tmp_path / "bad.yaml", {**quick_config(), "training": {"epochs": 0}})
     _one_line_error(runner.invoke(app, ["run", str(bad), "--out", str(out)]), "training.epochs")
     _one_line_error(runner.invoke(app, ["run", str(config), "--out", str(out), "--device", "cuda:7"]), "--device")
-    _one_line_error(runner.invoke(app, ["run", str(config), "--out", str(out)]), "earlier corekd run", "--resume", "--overwrite")
+    _one_line_error(
+        runner.invoke(app, ["run", str(config), "--out", str(out)]), "earlier corekd run", "--resume", "--overwrite"
+    )
     assert _files(out) == before
 
 
@@ -175,8 +243,11 @@ def test_a_user_folder_is_never_written_into(tmp_path):
     commented = "# my notes\n" + yaml.safe_dump(quick_config())
     (myexp / "config.yaml").write_text(commented)
     (myexp / "results.json").write_text("my own file")
-    line = _one_line_error(runner.invoke(app, ["run", str(myexp / "config.yaml"), "--out", str(myexp)]),
-                           "not a corekd run", "nothing was written")
+    line = _one_line_error(
+        runner.invoke(app, ["run", str(myexp / "config.yaml"), "--out", str(myexp)]),
+        "not a corekd run",
+        "nothing was written",
+    )
     assert "lies inside it" in line
     assert (myexp / "config.yaml").read_text() == commented and (myexp / "results.json").read_text() == "my own file"
     assert sorted(p.name for p in myexp.iterdir()) == ["config.yaml", "results.json"]
@@ -184,10 +255,14 @@ def test_a_user_folder_is_never_written_into(tmp_path):
 
 def test_files_get_normal_permissions(tmp_path):
     import os
+
     old = os.umask(0o022)
     try:
         out = tmp_path / "run"
-        assert runner.invoke(app, ["run", str(_write(tmp_path / "q.yaml", quick_config())), "--out", str(out)]).exit_code == 0
+        assert (
+            runner.invoke(app, ["run", str(_write(tmp_path / "q.yaml", quick_config())), "--out", str(out)]).exit_code
+            == 0
+        )
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
@@ -224,10 +299,18 @@ def test_corekd_on_a_language_only_corpus_is_refused_before_anything_is_written(
     from dataclasses import replace
 
     from corekd.data.corpus import ModalitySpec
-    l_only = replace(tiny_corpus, modalities={"l": ModalitySpec(dim=12)}, dialogues=[
-        replace(d, features={"l": d.features["l"]}, available=d.available[:, :1]) for d in tiny_corpus.dialogues])
+
+    l_only = replace(
+        tiny_corpus,
+        modalities={"l": ModalitySpec(dim=12)},
+        dialogues=[
+            replace(d, features={"l": d.features["l"]}, available=d.available[:, :1]) for d in tiny_corpus.dialogues
+        ],
+    )
     folder = l_only.save(tmp_path / "l_only")
-    cfg = quick_config(data={"source": "corpus", "path": str(folder)}, methods=[{"name": "teacher"}, {"name": "corekd"}])
+    cfg = quick_config(
+        data={"source": "corpus", "path": str(folder)}, methods=[{"name": "teacher"}, {"name": "corekd"}]
+    )
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     _one_line_error(result, "c.yaml: methods[1].options.nce_types", "'l'", "l_nce: 0")
     assert not (tmp_path / "run").exists()
@@ -236,7 +319,9 @@ def test_corekd_on_a_language_only_corpus_is_refused_before_anything_is_written(
     cfg["methods"] = [{"name": "no_kd"}]
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    records = [r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"]
+    records = [
+        r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"
+    ]
     by = {r["condition"]: r for r in records}
     assert set(by) == {"complete", "random:0.0", "random:0.5"}
     assert "weighted_f1" in by["random:0.0"] and "weighted_f1" in by["complete"]
@@ -254,7 +339,9 @@ def test_a_modality_missing_everywhere_is_not_applicable_and_leaves_the_average(
     cfg = quick_config(data={"source": "corpus", "path": str(corpus_dir)})
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0 and "warning: modality 'v' is missing for every utterance" in result.output
-    records = [r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"]
+    records = [
+        r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"
+    ]
     by = {r["condition"]: r for r in records}
     assert by["fixed:v"]["applicable"] is False and "weighted_f1" not in by["fixed:v"]
     report = (tmp_path / "run" / "report.md").read_text()
@@ -282,7 +369,9 @@ def test_a_test_split_without_features_gives_no_numbers(tmp_path, corpus_dir):
     cfg = quick_config(data={"source": "corpus", "path": str(corpus_dir)})
     result = runner.invoke(app, ["run", str(_write(tmp_path / "c.yaml", cfg)), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    records = [r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"]
+    records = [
+        r for r in json.loads((tmp_path / "run" / "results.json").read_text())["records"] if r["split"] == "test"
+    ]
     assert records and all(r["applicable"] is False for r in records)
     report = (tmp_path / "run" / "report.md").read_text()
     assert "have no modality at all" in report and not re.search(r"\| \d+\.\d\d", report)  # no figure anywhere
@@ -294,6 +383,7 @@ def test_a_class_absent_from_train_is_warned_everywhere(tmp_path, corpus_dir):
             for u in d["utterances"]:
                 if d["split"] == "train" and u["label"] == "angry":
                     u["label"] = "frustrated"
+
     edit_meta(corpus_dir, drop_angry)
     warning = "label 'angry' never occurs in the train split"
     assert warning in runner.invoke(app, ["data", "inspect", str(corpus_dir)]).output
@@ -305,14 +395,34 @@ def test_a_class_absent_from_train_is_warned_everywhere(tmp_path, corpus_dir):
 
 # ============================================================== honest reports
 def _meta(seeds, methods=("m",)):
-    return {"corpus": "c", "seeds": list(seeds), "methods": list(methods), "selection": "dev", "mask_seed": 0,
-            "random_scheme": "calibrated", "splits": {"test": {"dialogues": 1, "utterances": 6}}, "command": "corekd run x"}
+    return {
+        "corpus": "c",
+        "seeds": list(seeds),
+        "methods": list(methods),
+        "selection": "dev",
+        "mask_seed": 0,
+        "random_scheme": "calibrated",
+        "splits": {"test": {"dialogues": 1, "utterances": 6}},
+        "command": "corekd run x",
+    }
 
 
 def _rows(variant, seed, value, labels=("a", "b")):
-    return [{"method": "no_kd", "variant": variant, "seed": seed, "condition": c, "accuracy": value, "weighted_f1": value,
-             "macro_f1": 0, "uar": 0, "per_class_f1": {n: value for n in labels}, "missing_rate": 0.5}
-            for c in ("complete", "random:0.5")]
+    return [
+        {
+            "method": "no_kd",
+            "variant": variant,
+            "seed": seed,
+            "condition": c,
+            "accuracy": value,
+            "weighted_f1": value,
+            "macro_f1": 0,
+            "uar": 0,
+            "per_class_f1": {n: value for n in labels},
+            "missing_rate": 0.5,
+        }
+        for c in ("complete", "random:0.5")
+    ]
 
 
 def test_an_interrupted_run_is_reported_as_partial(tmp_path):
@@ -330,7 +440,9 @@ def test_one_seed_shows_no_std():
 
 def test_markdown_cells_are_escaped():
     labels = ("a|b", "line\nbreak")
-    text = render_report({**_meta([0, 1]), "corpus": "x|y"}, _rows("m", 0, 0.5, labels) + _rows("m", 1, 0.6, labels), [])
+    text = render_report(
+        {**_meta([0, 1]), "corpus": "x|y"}, _rows("m", 0, 0.5, labels) + _rows("m", 1, 0.6, labels), []
+    )
     table = [line for line in text.splitlines() if line.startswith("| method |") and "a" in line and "break" in line]
     assert table == ["| method | a\\|b | line break |"]
     tables, current = [], []

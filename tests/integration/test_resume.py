@@ -20,7 +20,10 @@ runner = CliRunner()
 
 # Two seeds, the four methods, a few epochs: long enough (several seconds) to be killed mid-way.
 RESUME_CONFIG = {
-    "name": "resume", "seeds": [0, 1], "device": "cpu", "threads": 1,
+    "name": "resume",
+    "seeds": [0, 1],
+    "device": "cpu",
+    "threads": 1,
     "data": {"source": "synthetic", "synth": dict(TINY_SYNTH)},
     "model": {"hidden": 16, "heads": 2},
     "training": {"epochs": 4, "patience": 4, "batch_size": 4},
@@ -60,7 +63,10 @@ def _start(config_file, out):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "corekd.cli", "run", str(config_file), "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -73,7 +79,9 @@ def _wait_for(path: Path, proc, timeout=120.0):
 
 
 def _finished_units(out):
-    return sorted(str(p.parent.relative_to(out / "checkpoints")) for p in (out / "checkpoints").glob("*/seed*/complete.json"))
+    return sorted(
+        str(p.parent.relative_to(out / "checkpoints")) for p in (out / "checkpoints").glob("*/seed*/complete.json")
+    )
 
 
 @pytest.mark.subprocess
@@ -98,7 +106,9 @@ def test_sigkill_then_resume_gives_the_records_of_an_uninterrupted_run(tmp_path,
     result = runner.invoke(app, ["run", str(config_file), "--out", str(out), "--resume"])
     assert result.exit_code == 0, result.output
     assert "teacher seed 0: kept from the earlier attempt" in result.output
-    assert (out / "checkpoints" / "teacher" / "seed0" / "model.safetensors").stat().st_mtime_ns == stamp  # not retrained
+    assert (
+        out / "checkpoints" / "teacher" / "seed0" / "model.safetensors"
+    ).stat().st_mtime_ns == stamp  # not retrained
 
     after = json.loads((out / "results.json").read_text())
     assert after["records"] == uninterrupted["records"]  # identical, in the same order
@@ -174,8 +184,13 @@ def test_resume_refuses_a_corpus_that_changed(tmp_path, tiny_corpus):
     from helpers import edit_features
 
     folder = tiny_corpus.save(tmp_path / "corpus")
-    cfg = {**RESUME_CONFIG, "seeds": [0], "methods": [{"name": "no_kd"}], "training": {"epochs": 1},
-           "data": {"source": "corpus", "path": str(folder)}}
+    cfg = {
+        **RESUME_CONFIG,
+        "seeds": [0],
+        "methods": [{"name": "no_kd"}],
+        "training": {"epochs": 1},
+        "data": {"source": "corpus", "path": str(folder)},
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"

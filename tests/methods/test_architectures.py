@@ -56,9 +56,14 @@ ONE_STEP_CASES = {
 def _fixed_loss(method, model, batch, teacher):
     """The method's loss on a fixed view of ``batch`` (same masks and draws every call)."""
     view = method.train_view(batch, torch_generator("mask", 0), torch_generator("method", 0))
-    ctx = StepContext(batch=batch, view=view, output=method.forward(model, view),
-                      teacher=teacher(batch.complete()) if method.needs_teacher else None,
-                      model=model, generator=torch_generator("method", 0))
+    ctx = StepContext(
+        batch=batch,
+        view=view,
+        output=method.forward(model, view),
+        teacher=teacher(batch.complete()) if method.needs_teacher else None,
+        model=model,
+        generator=torch_generator("method", 0),
+    )
     return method.loss(ctx)
 
 
@@ -93,8 +98,9 @@ def test_trainer_optimises_the_extra_modules(tiny_corpus, tiny_batch):
 @pytest.mark.parametrize("name", ["decoupled", "reconstruction"])
 def test_checkpoint_rebuilds_the_architecture(name, tiny_corpus, tiny_batch, tmp_path):
     method = _method(name, **({"graph_size": 8} if name == "decoupled" else {"imputer_hidden": 12}))
-    model = init_model(CFG, corpus_dims(tiny_corpus), len(tiny_corpus.labels), 0, "student",
-                       build=method.build_model).eval()
+    model = init_model(
+        CFG, corpus_dims(tiny_corpus), len(tiny_corpus.labels), 0, "student", build=method.build_model
+    ).eval()
     save_checkpoint(model, tmp_path / "ck", {"method": name})
     loaded, info = load_checkpoint(tmp_path / "ck")
     assert type(loaded) is type(model) and info["architecture"]["name"] == name

@@ -44,9 +44,12 @@ def test_method_defaults(tiny_splits):
     with torch.no_grad():
         assert torch.equal(method.forward(plain, view).logits, plain(view.batch).logits)
     dev = tiny_splits["train"]  # ten dialogues: one rate per row differs from one per split
-    assert torch.equal(method.dev_masks(dev.avail, torch_generator("d")),
-                       missing.masks(dev.avail, torch_generator("d"), per="row"))
-    assert not torch.equal(method.dev_masks(dev.avail, torch_generator("d")), missing.masks(dev.avail, torch_generator("d")))
+    assert torch.equal(
+        method.dev_masks(dev.avail, torch_generator("d")), missing.masks(dev.avail, torch_generator("d"), per="row")
+    )
+    assert not torch.equal(
+        method.dev_masks(dev.avail, torch_generator("d")), missing.masks(dev.avail, torch_generator("d"))
+    )
     assert method.auxiliary(plain) is None
     with pytest.raises(NotImplementedError):
         Method(options, missing).loss(None)

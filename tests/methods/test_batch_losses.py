@@ -124,8 +124,9 @@ def test_cpd_with_one_category_divides_by_one():
     """One category present: K = 1. s: (1, 0), (0, 1), prototype (.5, .5), cos r = 1/sqrt 2 each; t: (1, 0) twice,
     cos 1. Per utterance (r - 1)^2 / 1. Kills batch_losses.prototype_distill `present.sum().clamp(min=2)`."""
     r = 1 / math.sqrt(2)
-    values = prototype_distill(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]),
-                               torch.tensor([1, 1]), 3)
+    values = prototype_distill(
+        torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([1, 1]), 3
+    )
     assert torch.allclose(values, torch.full((2,), (r - 1) ** 2), atol=1e-6)
 
 
@@ -136,8 +137,7 @@ def test_jsd_mutual_information_loss_with_three_utterances():
     scores = torch.zeros(3, 3)
     scores.fill_diagonal_(LN3)
     scores[0, 1] = LN3
-    expected = torch.tensor([math.log(4 / 3) + (math.log(4.0) + LN2) / 2, math.log(4 / 3) + LN2,
-                             math.log(4 / 3) + LN2])
+    expected = torch.tensor([math.log(4 / 3) + (math.log(4.0) + LN2) / 2, math.log(4 / 3) + LN2, math.log(4 / 3) + LN2])
     assert torch.allclose(jsd_mutual_information_loss(scores), expected, atol=1e-6)
 
 

@@ -21,7 +21,17 @@ EXPECTED_TERMS = {
     "no_kd": {"ce"},
     "vanilla_kd": {"ce", "kd"},
     "corekd": {"ce", "kd", "state", "mstate", "nce"},
-    "decoupled": {"ce", "aux_ce", "graph_shared", "prior_shared", "graph_exclusive", "prior_exclusive", "rec", "cyc", "ort"},
+    "decoupled": {
+        "ce",
+        "aux_ce",
+        "graph_shared",
+        "prior_shared",
+        "graph_exclusive",
+        "prior_exclusive",
+        "rec",
+        "cyc",
+        "ort",
+    },
     "reconstruction": {"ce", "rec"},
     "corrkd": {"ce", "scd", "cpd", "rcd"},
     "contrastive_view": {"ce", "contrast"},
@@ -44,14 +54,15 @@ def _step(method, student, batch, teacher_ref, seed=0):
     view = method.train_view(batch, torch_generator("mask", seed), torch_generator("method", seed))
     out = method.forward(student, view)
     ctx = StepContext(
-        batch=batch, view=view, output=out,
+        batch=batch,
+        view=view,
+        output=out,
         teacher=teacher_ref.outputs(batch) if method.needs_teacher else None,
-        model=student, generator=torch_generator("method", seed), auxiliary=method.auxiliary(student),
+        model=student,
+        generator=torch_generator("method", seed),
+        auxiliary=method.auxiliary(student),
     )
     return view, method.loss(ctx)
-
-
-
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_TERMS))
@@ -84,7 +95,9 @@ def test_teacher_trains_on_complete_views_students_on_incomplete(tiny_batch):
     assert torch.equal(student_view.mask, other.mask)
 
 
-@pytest.mark.parametrize("weight,fn", [("l_state", "state_anchor"), ("l_mstate", "modality_anchor"), ("l_kd", "distill_loss")])
+@pytest.mark.parametrize(
+    "weight,fn", [("l_state", "state_anchor"), ("l_mstate", "modality_anchor"), ("l_kd", "distill_loss")]
+)
 def test_zero_weight_term_is_not_computed(weight, fn, monkeypatch, tiny_corpus, tiny_splits, tiny_batch):
     def boom(*a, **k):
         raise AssertionError(f"{fn} computed although {weight} = 0")
@@ -140,7 +153,9 @@ def test_nce_modes_cost_one_forward(mode, tiny_corpus, tiny_splits, tiny_batch):
         assert rows == [tiny_batch.size] and view.batch is conflict.batch  # the student trains on the conflict view
     else:
         assert rows == [2 * tiny_batch.size] and view.batch is not conflict.batch
-        assert torch.equal(view.batch.mask, method.missing.masks(tiny_batch.avail, torch_generator("mask", 0)) & tiny_batch.avail)
+        assert torch.equal(
+            view.batch.mask, method.missing.masks(tiny_batch.avail, torch_generator("mask", 0)) & tiny_batch.avail
+        )
 
 
 def test_stacked_views_give_what_separate_forwards_give(tiny_corpus, tiny_splits, tiny_batch):
@@ -181,8 +196,9 @@ def test_nce_donor_source(source, tiny_batch):
 def test_optional_nce_terms(tiny_corpus, tiny_splits, tiny_batch):
     student, teacher = _models(tiny_corpus)
     ref = TeacherReference(teacher, tiny_splits["train"], cache=True, batch_size=4, device="cpu")
-    _, (_, terms) = _step(build_method("corekd", l_nce_kd=0.5, l_nce_margin=0.5, nce_prob=0.5), student, tiny_batch,
-                          ref)
+    _, (_, terms) = _step(
+        build_method("corekd", l_nce_kd=0.5, l_nce_margin=0.5, nce_prob=0.5), student, tiny_batch, ref
+    )
     assert {"nce_kd", "nce_margin"} <= set(terms)
 
 

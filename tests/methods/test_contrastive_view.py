@@ -61,8 +61,9 @@ def test_contrastive_view_options_and_corpus_check():
 
 
 def test_contrastive_view_loss_is_ce_plus_weighted_info_nce(tiny_corpus, tiny_splits, tiny_batch):
-    (total, terms), out, t_out = method_loss(build_method("contrastive_view", l_contrast=0.5, temperature=0.2),
-                                             tiny_batch, tiny_splits, tiny_corpus)
+    (total, terms), out, t_out = method_loss(
+        build_method("contrastive_view", l_contrast=0.5, temperature=0.2), tiny_batch, tiny_splits, tiny_corpus
+    )
     valid = tiny_batch.utt_mask
     s = torch.nn.functional.normalize(out.fused[valid], dim=-1)
     t = torch.nn.functional.normalize(t_out.fused[valid], dim=-1)
@@ -74,9 +75,10 @@ def test_contrastive_view_loss_is_ce_plus_weighted_info_nce(tiny_corpus, tiny_sp
 
 # ------------------------------------------------------------------ a tiny run of both
 def test_tiny_run_scores_contrastive_view_on_its_subset_only_and_corrkd_everywhere(tmp_path):
-    cfg = quick_config(methods=[{"name": "no_kd"}, {"name": "corrkd"},
-                                {"name": "contrastive_view", "options": {"modalities": ["a"]}}],
-                       evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "figures": True})  # the t-SNE note
+    cfg = quick_config(
+        methods=[{"name": "no_kd"}, {"name": "corrkd"}, {"name": "contrastive_view", "options": {"modalities": ["a"]}}],
+        evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "figures": True},
+    )  # the t-SNE note
     result = run(validate_config(cfg), tmp_path / "out")
     conditions = {r["condition"] for r in result.records}
     assert len(conditions) == 9  # complete, six fixed, random 0.0 and 0.5
@@ -107,7 +109,9 @@ def test_tiny_run_scores_contrastive_view_on_its_subset_only_and_corrkd_everywhe
     assert {r["condition"] for r in analyses["drift"] if r["variant"] == "contrastive_view"} == {"fixed:a"}
     assert {r["condition"] for r in analyses["drift"] if r["variant"] == "corrkd"} == conditions
     assert {"no_kd", "corrkd"} <= {r["variant"] for r in analyses["rejection"]}
-    assert not any(r["variant"] == "contrastive_view" for r in analyses["rejection"] + analyses["natural_conflicts"]["records"])
+    assert not any(
+        r["variant"] == "contrastive_view" for r in analyses["rejection"] + analyses["natural_conflicts"]["records"]
+    )
     notes = " ".join(analyses["notes"])
     assert "contrastive_view (contrastive_view): conflict rejection" in notes and "t-SNE" in notes
 

@@ -69,13 +69,20 @@ def test_a_hidden_modalitys_context_state_is_computed_from_the_view(tiny_corpus,
     assert hidden_v.std(0).max() > 1e-4
 
 
-@pytest.mark.parametrize("options,state,refused", [
-    ({}, "encoding", True), ({"l_mstate": 0.0}, "encoding", False), ({}, "context", False),
-    ({}, "crossmodal", False), ({"mstate_over": "all"}, "encoding", True),
-])
+@pytest.mark.parametrize(
+    "options,state,refused",
+    [
+        ({}, "encoding", True),
+        ({"l_mstate": 0.0}, "encoding", False),
+        ({}, "context", False),
+        ({}, "crossmodal", False),
+        ({"mstate_over": "all"}, "encoding", True),
+    ],
+)
 def test_l_mstate_on_a_view_independent_backbone_is_refused(options, state, refused):
-    raw = quick_config(model={"hidden": 16, "heads": 2, "modality_state": state},
-                       methods=[{"name": "corekd", "options": options}])
+    raw = quick_config(
+        model={"hidden": 16, "heads": 2, "modality_state": state}, methods=[{"name": "corekd", "options": options}]
+    )
     if not refused:
         validate_config(raw, "x.yaml")
         return
@@ -98,9 +105,16 @@ def _batch(n_real: int, n_language: int) -> Batch:
     mask = avail.clone()
     mask[0, n_language:, 0] = False
     feats = {m: torch.randn(1, n_real, 2, generator=torch_generator("f", i)) for i, m in enumerate("lav")}
-    return Batch(features=feats, mask=mask, avail=avail, labels=(torch.arange(n_real) % 2)[None],
-                 utt_mask=torch.ones(1, n_real, dtype=torch.bool), speakers=torch.zeros(1, n_real, dtype=torch.long),
-                 modalities=("l", "a", "v"), index=torch.tensor([0]))
+    return Batch(
+        features=feats,
+        mask=mask,
+        avail=avail,
+        labels=(torch.arange(n_real) % 2)[None],
+        utt_mask=torch.ones(1, n_real, dtype=torch.bool),
+        speakers=torch.zeros(1, n_real, dtype=torch.long),
+        modalities=("l", "a", "v"),
+        index=torch.tensor([0]),
+    )
 
 
 def test_the_draw_among_the_eligible_keeps_the_stated_share():
@@ -124,10 +138,13 @@ def test_the_realised_share_is_nce_prob_in_expectation():
 
 
 def test_a_run_records_nce_share_and_mstate_drift(tmp_path):
-    cfg = validate_config(quick_config(
-        model={"hidden": 16, "heads": 2, "modality_state": "context"},
-        training={"epochs": 2, "patience": 2, "batch_size": 4},
-        methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "corekd"}]))
+    cfg = validate_config(
+        quick_config(
+            model={"hidden": 16, "heads": 2, "modality_state": "context"},
+            training={"epochs": 2, "patience": 2, "batch_size": 4},
+            methods=[{"name": "teacher"}, {"name": "no_kd"}, {"name": "corekd"}],
+        )
+    )
     run(cfg, tmp_path / "r")
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     corekd = [t for t in results["trainings"] if t["variant"] == "corekd"][0]
@@ -143,7 +160,8 @@ def test_a_run_records_nce_share_and_mstate_drift(tmp_path):
     assert by[("corekd", "complete", "l")]["normalized"] != by[("corekd", "fixed:la", "l")]["normalized"]
     ref = by[("no_kd", "complete", "l")]["normalized"]
     assert by[("corekd", "complete", "l")]["relative_to_no_kd"] == pytest.approx(
-        (by[("corekd", "complete", "l")]["normalized"] - ref) / ref)
+        (by[("corekd", "complete", "l")]["normalized"] - ref) / ref
+    )
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Modality-state drift" in report and "realised share" in report
 
@@ -155,8 +173,11 @@ def test_config_check_and_run_refuse_l_mstate_on_encodings_in_one_line(tmp_path)
     from corekd.cli import app
 
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(quick_config(model={"hidden": 16, "heads": 2, "modality_state": "encoding"},
-                                                methods=[{"name": "corekd"}])))
+    path.write_text(
+        yaml.safe_dump(
+            quick_config(model={"hidden": 16, "heads": 2, "modality_state": "encoding"}, methods=[{"name": "corekd"}])
+        )
+    )
     for command in (["config", "check", str(path)], ["run", str(path), "--out", str(tmp_path / "r")]):
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 2
@@ -193,7 +214,9 @@ def test_corekd_conflicts_come_from_its_own_stream_only(tiny_batch):
     views = []
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)  # the global RNG must not matter
-        views.append(method.train_view(tiny_batch, torch_generator("m", 3), torch_generator("nce", 3)).extra["conflict"])
+        views.append(
+            method.train_view(tiny_batch, torch_generator("m", 3), torch_generator("nce", 3)).extra["conflict"]
+        )
     assert views[0].selected.any()
     assert torch.equal(views[0].selected, views[1].selected) and torch.equal(views[0].donor, views[1].donor)
 
@@ -215,17 +238,43 @@ def test_margin_reads_the_donor_label_at_flat_index_zero():
     """Target (0, 1) has label 0; its donor is flat index 0, label 1: the margin uses that label."""
     labels = torch.tensor([[1, 0]])
     avail = torch.ones(1, 2, 3, dtype=torch.bool)
-    batch = Batch(features={m: torch.zeros(1, 2, 1) for m in "lav"}, mask=avail, avail=avail,
-                  speakers=torch.zeros(1, 2, dtype=torch.long), labels=labels, utt_mask=torch.ones(1, 2, dtype=torch.bool),
-                  modalities=("l", "a", "v"), index=torch.tensor([0]))
-    conflict = ConflictView(batch=batch, selected=torch.tensor([[False, True]]), donor=torch.tensor([[-1, 0]]),
-                            kind=torch.tensor([[-1, 0]]), types=("av",))
+    batch = Batch(
+        features={m: torch.zeros(1, 2, 1) for m in "lav"},
+        mask=avail,
+        avail=avail,
+        speakers=torch.zeros(1, 2, dtype=torch.long),
+        labels=labels,
+        utt_mask=torch.ones(1, 2, dtype=torch.bool),
+        modalities=("l", "a", "v"),
+        index=torch.tensor([0]),
+    )
+    conflict = ConflictView(
+        batch=batch,
+        selected=torch.tensor([[False, True]]),
+        donor=torch.tensor([[-1, 0]]),
+        kind=torch.tensor([[-1, 0]]),
+        types=("av",),
+    )
     logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])
     out = Output(logits=logits, fused=torch.zeros(1, 2, 2), states=torch.zeros(1, 2, 3, 2))
-    method = _corekd(nce_mode="inline", l_kd=0.0, l_state=0.0, l_mstate=0.0, l_nce=0.0, l_nce_margin=1.0, nce_margin=2.0,
-                     nce_average="targets")
-    ctx = StepContext(batch=batch, view=TrainView(batch, {"conflict": conflict}), output=out, teacher=None,
-                      model=None, generator=torch_generator("x"))
+    method = _corekd(
+        nce_mode="inline",
+        l_kd=0.0,
+        l_state=0.0,
+        l_mstate=0.0,
+        l_nce=0.0,
+        l_nce_margin=1.0,
+        nce_margin=2.0,
+        nce_average="targets",
+    )
+    ctx = StepContext(
+        batch=batch,
+        view=TrainView(batch, {"conflict": conflict}),
+        output=out,
+        teacher=None,
+        model=None,
+        generator=torch_generator("x"),
+    )
     _, terms = method.loss(ctx)
     assert terms["nce_margin"].item() == pytest.approx(2.0 - math.log(3.0), abs=1e-6)
 
@@ -241,9 +290,15 @@ def _corekd_loss(batch, logits, options, teacher=None, conflict=None, conflict_l
     if conflict is not None:
         extra = {"conflict": conflict, "conflict_output": Output(torch.tensor([conflict_logits]), z(2), z(2, 2))}
     method = build_method("corekd", **options)
-    ctx = StepContext(batch=batch, view=TrainView(batch, extra), output=Output(torch.tensor([logits]), z(2), z(2, 2)),
-                      teacher=Output(torch.tensor([teacher]), z(2), z(2, 2)) if teacher is not None else None,
-                      model=nn.Identity(), generator=torch_generator("unused"), label_smoothing=label_smoothing)
+    ctx = StepContext(
+        batch=batch,
+        view=TrainView(batch, extra),
+        output=Output(torch.tensor([logits]), z(2), z(2, 2)),
+        teacher=Output(torch.tensor([teacher]), z(2), z(2, 2)) if teacher is not None else None,
+        model=nn.Identity(),
+        generator=torch_generator("unused"),
+        label_smoothing=label_smoothing,
+    )
     return method.loss(ctx)
 
 
@@ -257,12 +312,25 @@ def test_corekd_kd_and_conflict_kd_on_regression_are_squared_errors_by_hand():
     one-output head is 0)."""
     utt = torch.tensor([[True, True, False]])
     full = torch.ones(1, 3, 2, dtype=torch.bool)
-    batch = replace(made_up_batch(full, full, torch.zeros(1, 3, dtype=torch.long), utt, ("l", "a")),
-                    targets=torch.tensor([[1.0, -2.0, 0.0]]))
-    conflict = ConflictView(batch=batch, selected=torch.tensor([[True, False, False]]), donor=torch.tensor([[1, -1, -1]]),
-                            kind=torch.tensor([[0, -1, -1]]), types=("a",))
-    total, terms = _corekd_loss(batch, [[0.5], [-1.0], [3.0]], dict(CK_OFF, l_kd=0.5, l_nce_kd=0.4, nce_types=["a"], nce_average="targets"),
-                                teacher=[[1.5], [1.0], [9.0]], conflict=conflict, conflict_logits=[[2.0], [7.0], [7.0]])
+    batch = replace(
+        made_up_batch(full, full, torch.zeros(1, 3, dtype=torch.long), utt, ("l", "a")),
+        targets=torch.tensor([[1.0, -2.0, 0.0]]),
+    )
+    conflict = ConflictView(
+        batch=batch,
+        selected=torch.tensor([[True, False, False]]),
+        donor=torch.tensor([[1, -1, -1]]),
+        kind=torch.tensor([[0, -1, -1]]),
+        types=("a",),
+    )
+    total, terms = _corekd_loss(
+        batch,
+        [[0.5], [-1.0], [3.0]],
+        dict(CK_OFF, l_kd=0.5, l_nce_kd=0.4, nce_types=["a"], nce_average="targets"),
+        teacher=[[1.5], [1.0], [9.0]],
+        conflict=conflict,
+        conflict_logits=[[2.0], [7.0], [7.0]],
+    )
     assert set(terms) == {"ce", "kd", "nce_kd"}
     assert {k: v.item() for k, v in terms.items()} == pytest.approx({"ce": 0.75, "kd": 2.5, "nce_kd": 0.25})
     assert total.item() == pytest.approx(0.75 + 0.5 * 2.5 + 0.4 * 0.25)
@@ -285,10 +353,20 @@ def test_corekd_nce_averaged_over_the_utterances_of_a_one_utterance_batch():
     utt = torch.tensor([[True, False]])
     full = torch.ones(1, 2, 2, dtype=torch.bool)
     batch = made_up_batch(full, full, torch.tensor([[1, 0]]), utt, ("l", "a"))
-    conflict = ConflictView(batch=batch, selected=torch.tensor([[True, False]]), donor=torch.tensor([[1, -1]]),
-                            kind=torch.tensor([[0, -1]]), types=("a",))
-    total, terms = _corekd_loss(batch, [[0.0, 0.0], [0.0, 0.0]], dict(CK_OFF, l_nce=1.0, nce_types=["a"],
-                                nce_average="utterances"), conflict=conflict, conflict_logits=[[LN3, 0.0], [9.0, 0.0]])
+    conflict = ConflictView(
+        batch=batch,
+        selected=torch.tensor([[True, False]]),
+        donor=torch.tensor([[1, -1]]),
+        kind=torch.tensor([[0, -1]]),
+        types=("a",),
+    )
+    total, terms = _corekd_loss(
+        batch,
+        [[0.0, 0.0], [0.0, 0.0]],
+        dict(CK_OFF, l_nce=1.0, nce_types=["a"], nce_average="utterances"),
+        conflict=conflict,
+        conflict_logits=[[LN3, 0.0], [9.0, 0.0]],
+    )
     assert terms["nce"].item() == pytest.approx(math.log(4.0), abs=1e-6)
     assert total.item() == pytest.approx(math.log(2.0) + math.log(4.0), abs=1e-6)
 
@@ -298,7 +376,9 @@ def test_corekd_corpus_and_task_checks_say_how_to_fix_the_config():
     and upper-cased texts."""
     field, text = build_method("corekd", nce_types=["v"]).check_modalities(("l", "a"))
     assert field == "nce_types"
-    assert text.endswith("(it has ['l', 'a']); list only types of its nonverbal modalities, or switch NCE off with l_nce: 0")
+    assert text.endswith(
+        "(it has ['l', 'a']); list only types of its nonverbal modalities, or switch NCE off with l_nce: 0"
+    )
     field, text = build_method("corekd", l_nce_margin=0.5).check_task("regression")
     assert field == "l_nce_margin"
     assert text == "the conflict margin compares class log-probabilities; it has no regression form (set 0)"

@@ -43,8 +43,9 @@ def test_corrkd_defaults_are_the_papers_weights_and_zero_weights_switch_terms_of
 
 
 def test_corrkd_total_weighs_each_term(tiny_corpus, tiny_splits, tiny_batch):
-    (total, terms), _, _ = method_loss(build_method("corrkd", l_scd=0.5, l_cpd=2.0, l_rcd=3.0), tiny_batch, tiny_splits,
-                                       tiny_corpus)
+    (total, terms), _, _ = method_loss(
+        build_method("corrkd", l_scd=0.5, l_cpd=2.0, l_rcd=3.0), tiny_batch, tiny_splits, tiny_corpus
+    )
     expected = terms["ce"] + 0.5 * terms["scd"] + 2.0 * terms["cpd"] + 3.0 * terms["rcd"]
     assert torch.isclose(total, expected)
 
@@ -53,16 +54,18 @@ def test_corrkd_scd_uses_the_fused_states_of_real_utterances_and_its_reduction(t
     valid = tiny_batch.utt_mask
     assert not bool(valid.all())  # the batch has padding, which must not enter the term
     for space in ("raw", "normalized"):
-        (_, terms), out, t_out = method_loss(build_method("corrkd", l_cpd=0, l_rcd=0, scd_space=space, eta=3.0),
-                                             tiny_batch, tiny_splits, tiny_corpus)
+        (_, terms), out, t_out = method_loss(
+            build_method("corrkd", l_cpd=0, l_rcd=0, scd_space=space, eta=3.0), tiny_batch, tiny_splits, tiny_corpus
+        )
         s, t = out.fused[valid], t_out.fused[valid]
         if space == "normalized":
             s, t = torch.nn.functional.normalize(s, dim=-1), torch.nn.functional.normalize(t, dim=-1)
         assert torch.isclose(terms["scd"], contrastive_distill(s, t, 3.0).mean())
     n = int(valid.sum())
     (_, mean_terms), _, _ = method_loss(build_method("corrkd", l_cpd=0, l_rcd=0), tiny_batch, tiny_splits, tiny_corpus)
-    (_, sum_terms), _, _ = method_loss(build_method("corrkd", l_cpd=0, l_rcd=0, scd_reduction="sum"), tiny_batch,
-                                       tiny_splits, tiny_corpus)
+    (_, sum_terms), _, _ = method_loss(
+        build_method("corrkd", l_cpd=0, l_rcd=0, scd_reduction="sum"), tiny_batch, tiny_splits, tiny_corpus
+    )
     assert torch.isclose(sum_terms["scd"], mean_terms["scd"] * n * (n - 1), rtol=1e-5)  # eq. 1 as printed
 
 
@@ -76,11 +79,25 @@ def test_corrkd_trains_its_statistics_networks_without_touching_the_students_ini
     # built from its own seeded stream: the same critics for the same seed, the global RNG untouched
     dims = {m: int(x.shape[-1]) for m, x in tiny_splits["train"].features.items()}
     cfg = ModelConfig(hidden=16, heads=2)
-    ref = TeacherReference(init_model(cfg, dims, 4, 0, "teacher"), tiny_splits["train"], cache=True, batch_size=8,
-                           device=torch.device("cpu"))
+    ref = TeacherReference(
+        init_model(cfg, dims, 4, 0, "teacher"),
+        tiny_splits["train"],
+        cache=True,
+        batch_size=8,
+        device=torch.device("cpu"),
+    )
     state = torch.get_rng_state()
-    first, second = (Trainer(build_method("corrkd"), init_model(cfg, dims, 4, 0, "student"), TrainingConfig(), seed=0,
-                             device=torch.device("cpu"), teacher=ref) for _ in range(2))
+    first, second = (
+        Trainer(
+            build_method("corrkd"),
+            init_model(cfg, dims, 4, 0, "student"),
+            TrainingConfig(),
+            seed=0,
+            device=torch.device("cpu"),
+            teacher=ref,
+        )
+        for _ in range(2)
+    )
     assert torch.equal(torch.get_rng_state(), state)
     for a, b in zip(first.auxiliary.parameters(), second.auxiliary.parameters()):
         assert torch.equal(a, b)
@@ -88,7 +105,9 @@ def test_corrkd_trains_its_statistics_networks_without_touching_the_students_ini
         assert torch.equal(a, b)  # the student's initial weights are every student's of the seed
 
 
-def test_corrkd_on_regression_refuses_rcd_and_runs_scd_and_cpd_on_the_sentiment_sign(tiny_corpus, tiny_splits, tiny_batch):
+def test_corrkd_on_regression_refuses_rcd_and_runs_scd_and_cpd_on_the_sentiment_sign(
+    tiny_corpus, tiny_splits, tiny_batch
+):
     field, text = build_method("corrkd").check_task("regression")
     assert field == "l_rcd" and "no regression form" in text
     method = build_method("corrkd", l_rcd=0)
@@ -137,9 +156,6 @@ def _jsd(scores):
     sp = lambda x: math.log1p(math.exp(x))  # noqa: E731
     n = len(scores)
     return [sp(-scores[i][i]) + sum(sp(scores[i][j]) for j in range(n) if j != i) / (n - 1) for i in range(n)]
-
-
-
 
 
 def test_corrkd_loss_by_hand_cpd_and_rcd():
@@ -197,8 +213,16 @@ def test_corrkd_rcd_needs_two_classes_and_its_critics():
         method.loss(made_up_context(method, None))
 
 
-TINY_FRAMES = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},
-                                       "max_frames": 7, "signal_share": {"l": 0.5, "a": 0.5}})
+TINY_FRAMES = dict(
+    TINY_SYNTH,
+    frames={
+        "enabled": True,
+        "modalities": ["l", "a"],
+        "mean_frames": {"l": 3, "a": 4},
+        "max_frames": 7,
+        "signal_share": {"l": 0.5, "a": 0.5},
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +252,9 @@ def test_corrkd_without_frame_missing_sees_every_students_view_bit_for_bit(frame
     `frame_missing <= 0 and not ...` and `frame_missing < 0`."""
     off = build_method("corrkd", frame_missing=0.0)
     view = off.train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
-    shared = build_method("no_kd").train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    shared = (
+        build_method("no_kd").train_view(frame_batch, torch_generator("mask", 0), torch_generator("method", 0)).batch
+    )
     assert torch.equal(view.mask, shared.mask)
     for m in shared.features:
         assert torch.equal(view.features[m], shared.features[m]), m

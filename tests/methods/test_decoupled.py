@@ -46,9 +46,16 @@ def test_per_modality_supervised_by_hand():
     from corekd.data.batching import Batch
 
     logits = torch.tensor([[[[0.0, 0.0], [math.log(3.0), 0.0]]]])  # [1, 1, M=2, C=2]
-    batch = Batch(features={}, mask=torch.ones(1, 1, 2, dtype=torch.bool), avail=torch.ones(1, 1, 2, dtype=torch.bool),
-                  speakers=torch.zeros(1, 1, dtype=torch.long), labels=torch.tensor([[0]]),
-                  utt_mask=torch.ones(1, 1, dtype=torch.bool), modalities=("l", "a"), index=torch.tensor([0]))
+    batch = Batch(
+        features={},
+        mask=torch.ones(1, 1, 2, dtype=torch.bool),
+        avail=torch.ones(1, 1, 2, dtype=torch.bool),
+        speakers=torch.zeros(1, 1, dtype=torch.long),
+        labels=torch.tensor([[0]]),
+        utt_mask=torch.ones(1, 1, dtype=torch.bool),
+        modalities=("l", "a"),
+        index=torch.tensor([0]),
+    )
     # label 0: -log(1/2) for the uniform head; -log(3/4) for the head with logit log 3 on class 0
     assert per_modality_supervised(logits, batch)[0, 0].tolist() == pytest.approx([math.log(2), -math.log(0.75)])
     batch.targets = torch.tensor([[1.5]])
@@ -103,8 +110,9 @@ def test_edge_prior_by_hand():
 def test_edge_prior_penalty_by_hand():
     # two utterances (B=1, U=2), M=2: edge [0,1] exists in both, [1,0] only in the first; utterance 2 is padding
     weights = torch.tensor([[[[0.0, 0.2], [0.8, 0.0]], [[0.0, 0.6], [0.0, 0.0]], [[0.0, 0.9], [0.1, 0.0]]]])
-    valid = torch.tensor([[[[False, True], [True, False]], [[False, True], [False, False]],
-                           [[False, True], [True, False]]]])
+    valid = torch.tensor(
+        [[[[False, True], [True, False]], [[False, True], [False, False]], [[False, True], [True, False]]]]
+    )
     real = torch.tensor([[True, True, False]])
     prior = torch.tensor([[0.0, 0.5], [0.5, 0.0]])
     # edge [0,1]: mean(0.2, 0.6) = 0.4 -> (0.4 - 0.5)^2 = 0.01; edge [1,0]: 0.8 -> 0.09; total 0.1
@@ -221,14 +229,29 @@ def _decoupled_loss(label_smoothing=0.0, batch=None, logits=None, teacher=None, 
     batch = batch if batch is not None else made_up_batch(D_AVAIL, D_AVAIL, D_LABELS, D_UTT, ("l", "a"))
     view = TrainView(replace(batch, mask=D_VIEW & batch.avail))
     t = lambda v: torch.tensor([v])  # noqa: E731  (a [1, ...] batch row)
-    extra = {"encoded": t(D_ENCODED), "shared": t(D_SHARED), "exclusive": t(D_EXCL), "reconstructed": t(D_RECON),
-             "exclusive_cycle": t(D_CYCLE), "shared_logits": t(D_SHARED_LOGITS), "exclusive_logits": t(D_EXCL_LOGITS),
-             "shared_edges": t(D_SHARED_EDGES), "exclusive_edges": t(D_EXCL_EDGES)}
+    extra = {
+        "encoded": t(D_ENCODED),
+        "shared": t(D_SHARED),
+        "exclusive": t(D_EXCL),
+        "reconstructed": t(D_RECON),
+        "exclusive_cycle": t(D_CYCLE),
+        "shared_logits": t(D_SHARED_LOGITS),
+        "exclusive_logits": t(D_EXCL_LOGITS),
+        "shared_edges": t(D_SHARED_EDGES),
+        "exclusive_edges": t(D_EXCL_EDGES),
+    }
     out = Output(logits=t(logits or D_LOGITS), fused=torch.zeros(1, 3, 2), states=torch.zeros(1, 3, 2, 2), extra=extra)
     method = build_method("decoupled", **options)
     teacher_out = Output(logits=t(teacher or D_TEACHER), fused=torch.zeros(1, 3, 2), states=torch.zeros(1, 3, 2, 2))
-    ctx = StepContext(batch=batch, view=view, output=out, teacher=teacher_out if method.needs_teacher else None,
-                      model=nn.Identity(), generator=torch_generator("unused"), label_smoothing=label_smoothing)
+    ctx = StepContext(
+        batch=batch,
+        view=view,
+        output=out,
+        teacher=teacher_out if method.needs_teacher else None,
+        model=nn.Identity(),
+        generator=torch_generator("unused"),
+        label_smoothing=label_smoothing,
+    )
     return method.loss(ctx)
 
 
@@ -243,11 +266,33 @@ def test_decoupled_loss_by_hand_every_term():
     part_weight * ...`; Decoupled.loss `l_kd > 1`; and (through the per-utterance means) modality_sum `.sum(None)`,
     self_regression `.mean(None)`, graph_distillation `.sum(None)`."""
     eps = 0.1
-    total, terms = _decoupled_loss(label_smoothing=eps, graph_alpha=1.0, shared_repr_weight=0.5,
-                                   exclusive_repr_weight=2.0, prior_temperature=0.5, l_aux_ce=0.3, l_graph=0.2,
-                                   graph_reg=3.0, l_rec=0.4, l_cyc=0.6, l_ort=0.7, l_kd=0.5, temperature=2.0)
-    assert set(terms) == {"ce", "aux_ce", "graph_shared", "prior_shared", "graph_exclusive", "prior_exclusive",
-                          "rec", "cyc", "ort", "kd"}
+    total, terms = _decoupled_loss(
+        label_smoothing=eps,
+        graph_alpha=1.0,
+        shared_repr_weight=0.5,
+        exclusive_repr_weight=2.0,
+        prior_temperature=0.5,
+        l_aux_ce=0.3,
+        l_graph=0.2,
+        graph_reg=3.0,
+        l_rec=0.4,
+        l_cyc=0.6,
+        l_ort=0.7,
+        l_kd=0.5,
+        temperature=2.0,
+    )
+    assert set(terms) == {
+        "ce",
+        "aux_ce",
+        "graph_shared",
+        "prior_shared",
+        "graph_exclusive",
+        "prior_exclusive",
+        "rec",
+        "cyc",
+        "ort",
+        "kd",
+    }
     ce = (py_ce(D_LOGITS[0], 1, eps) + py_ce(D_LOGITS[1], 0, eps)) / 2
     # aux: u0 both modalities, u1 only l; each the shared head's CE plus the exclusive head's
     aux_u0 = sum(py_ce(D_SHARED_LOGITS[0][m], 1, eps) + py_ce(D_EXCL_LOGITS[0][m], 1, eps) for m in (0, 1))
@@ -271,12 +316,28 @@ def test_decoupled_loss_by_hand_every_term():
     # ort: u0 l cos((1,0),(1,1)) = 1/sqrt 2, a cos((0,1),(0,2)) = 1; u1 l cos((1,1),(0,3)) = 1/sqrt 2
     ort = (1 + 2 / SQ2) / 2
     kd = (py_kd(D_LOGITS[0], D_TEACHER[0], 2.0) + py_kd(D_LOGITS[1], D_TEACHER[1], 2.0)) / 2
-    expected = {"ce": ce, "aux_ce": aux, "graph_shared": graph_shared, "prior_shared": prior_shared,
-                "graph_exclusive": graph_exclusive, "prior_exclusive": prior_exclusive, "rec": rec, "cyc": cyc,
-                "ort": ort, "kd": kd}
+    expected = {
+        "ce": ce,
+        "aux_ce": aux,
+        "graph_shared": graph_shared,
+        "prior_shared": prior_shared,
+        "graph_exclusive": graph_exclusive,
+        "prior_exclusive": prior_exclusive,
+        "rec": rec,
+        "cyc": cyc,
+        "ort": ort,
+        "kd": kd,
+    }
     assert {k: v.item() for k, v in terms.items()} == pytest.approx(expected, abs=1e-6)
-    want = (ce + 0.3 * aux + 0.2 * (graph_shared + 3.0 * prior_shared + graph_exclusive + 3.0 * prior_exclusive)
-            + 0.4 * rec + 0.6 * cyc + 0.7 * ort + 0.5 * kd)
+    want = (
+        ce
+        + 0.3 * aux
+        + 0.2 * (graph_shared + 3.0 * prior_shared + graph_exclusive + 3.0 * prior_exclusive)
+        + 0.4 * rec
+        + 0.6 * cyc
+        + 0.7 * ort
+        + 0.5 * kd
+    )
     assert total.item() == pytest.approx(want, abs=1e-6)
 
 
@@ -293,8 +354,19 @@ def test_decoupled_kd_on_regression_is_the_squared_error_by_hand():
     u0: |0.5 - 1| = 0.5, (0.5 - 1.5)^2 = 1;  u1: |-1 + 2| = 1, (-1 - 1)^2 = 4;  padding never counts.
     Kills decoupled.Decoupled.loss `regression = None` and Decoupled.loss `distill_loss(..., None)` (the classification
     KD of a one-output head is 0)."""
-    batch = replace(made_up_batch(D_AVAIL, D_AVAIL, D_LABELS, D_UTT, ("l", "a")), targets=torch.tensor([[1.0, -2.0, 0.0]]))
-    total, terms = _decoupled_loss(batch=batch, logits=[[0.5], [-1.0], [3.0]], teacher=[[1.5], [1.0], [9.0]],
-                                   l_aux_ce=0.0, l_graph=0.0, l_rec=0.0, l_cyc=0.0, l_ort=0.0, l_kd=0.5)
+    batch = replace(
+        made_up_batch(D_AVAIL, D_AVAIL, D_LABELS, D_UTT, ("l", "a")), targets=torch.tensor([[1.0, -2.0, 0.0]])
+    )
+    total, terms = _decoupled_loss(
+        batch=batch,
+        logits=[[0.5], [-1.0], [3.0]],
+        teacher=[[1.5], [1.0], [9.0]],
+        l_aux_ce=0.0,
+        l_graph=0.0,
+        l_rec=0.0,
+        l_cyc=0.0,
+        l_ort=0.0,
+        l_kd=0.5,
+    )
     assert terms["ce"].item() == pytest.approx(0.75) and terms["kd"].item() == pytest.approx(2.5)
     assert total.item() == pytest.approx(0.75 + 0.5 * 2.5)

@@ -133,8 +133,12 @@ def test_conflict_margin_on_dialogue_shaped_inputs():
     target = torch.tensor([[0, 2], [1, 2]])
     donor = torch.tensor([[1, 0], [0, 1]])
     got = conflict_margin(probs.log(), target, donor, 2.0)
-    want = torch.tensor([[2.0 - torch.log(torch.tensor(2.0)), 2.0 - torch.log(torch.tensor(7.0))],
-                         [2.0 - torch.log(torch.tensor(0.5)), 2.0 - torch.log(torch.tensor(3.0))]])
+    want = torch.tensor(
+        [
+            [2.0 - torch.log(torch.tensor(2.0)), 2.0 - torch.log(torch.tensor(7.0))],
+            [2.0 - torch.log(torch.tensor(0.5)), 2.0 - torch.log(torch.tensor(3.0))],
+        ]
+    )
     assert torch.allclose(got, want.clamp(min=0), atol=1e-6)
 
 
@@ -160,8 +164,12 @@ def test_state_distance_defaults_and_shapes():
 def test_cross_entropy_by_hand_with_and_without_smoothing():
     logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
     labels = torch.tensor([1, 0])
-    assert cross_entropy(logits, labels).tolist() == pytest.approx([py_ce([1.0, 2.0, 0.5], 1), py_ce([0.0, -1.0, 3.0], 0)])
-    assert cross_entropy(logits, labels, 0.0).tolist() == pytest.approx([py_ce([1.0, 2.0, 0.5], 1), py_ce([0.0, -1.0, 3.0], 0)])
+    assert cross_entropy(logits, labels).tolist() == pytest.approx(
+        [py_ce([1.0, 2.0, 0.5], 1), py_ce([0.0, -1.0, 3.0], 0)]
+    )
+    assert cross_entropy(logits, labels, 0.0).tolist() == pytest.approx(
+        [py_ce([1.0, 2.0, 0.5], 1), py_ce([0.0, -1.0, 3.0], 0)]
+    )
     got = cross_entropy(logits, labels, 0.3).tolist()
     assert got == pytest.approx([py_ce([1.0, 2.0, 0.5], 1, 0.3), py_ce([0.0, -1.0, 3.0], 0, 0.3)])
     assert all(v > 0 for v in got)
@@ -174,9 +182,12 @@ def test_supervised_loss_dispatches_on_the_batch_task():
     avail = torch.ones(1, 2, 3, dtype=torch.bool)
     batch = made_up_batch(avail, avail, torch.tensor([[2, 0]]), torch.tensor([[True, True]]))
     logits = torch.tensor([[[0.5, 1.0, -1.0], [2.0, 0.0, 1.0]]])
-    assert supervised_loss(logits, batch)[0].tolist() == pytest.approx([py_ce([0.5, 1.0, -1.0], 2), py_ce([2.0, 0.0, 1.0], 0)])
+    assert supervised_loss(logits, batch)[0].tolist() == pytest.approx(
+        [py_ce([0.5, 1.0, -1.0], 2), py_ce([2.0, 0.0, 1.0], 0)]
+    )
     assert supervised_loss(logits, batch, 0.2)[0].tolist() == pytest.approx(
-        [py_ce([0.5, 1.0, -1.0], 2, 0.2), py_ce([2.0, 0.0, 1.0], 0, 0.2)])
+        [py_ce([0.5, 1.0, -1.0], 2, 0.2), py_ce([2.0, 0.0, 1.0], 0, 0.2)]
+    )
     reg = replace(batch, targets=torch.tensor([[1.5, -1.0]]))
     assert supervised_loss(logits, reg)[0].tolist() == pytest.approx([1.0, 3.0])  # |0.5 - 1.5|, |2 - (-1)|
     assert supervised_loss(logits, reg, 0.2)[0].tolist() == pytest.approx([1.0, 3.0])  # no smoothing in regression

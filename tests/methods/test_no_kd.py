@@ -16,8 +16,15 @@ def test_no_kd_loss_is_the_masked_smoothed_cross_entropy():
     logits = torch.tensor([[[0.0, 1.0], [2.0, -1.0], [9.0, -9.0]]])
     method = NoKD(NoKD.Options(), TrainingMissing())
     out = type("O", (), {"logits": logits})()
-    ctx = StepContext(batch=batch, view=TrainView(batch), output=out, teacher=None, model=None,
-                      generator=torch.Generator(), label_smoothing=0.1)
+    ctx = StepContext(
+        batch=batch,
+        view=TrainView(batch),
+        output=out,
+        teacher=None,
+        model=None,
+        generator=torch.Generator(),
+        label_smoothing=0.1,
+    )
     total, terms = method.loss(ctx)
     want = (py_ce([0.0, 1.0], 1, 0.1) + py_ce([2.0, -1.0], 0, 0.1)) / 2
     assert float(total) == pytest.approx(want) and list(terms) == ["ce"] and terms["ce"] is total

@@ -49,12 +49,23 @@ def _reconstruction_loss(label_smoothing=0.0, **options):
     complete = made_up_batch(R_AVAIL, R_AVAIL, R_LABELS, R_UTT)
     view = TrainView(made_up_batch(R_AVAIL, R_VIEW, R_LABELS, R_UTT))
     imputed = torch.tensor([R_IMPUTED], requires_grad=True)
-    out = Output(logits=torch.tensor([R_LOGITS], requires_grad=True), fused=torch.zeros(1, 3, 1),
-                 states=torch.zeros(1, 3, 2, 1), extra={"imputed": imputed})
+    out = Output(
+        logits=torch.tensor([R_LOGITS], requires_grad=True),
+        fused=torch.zeros(1, 3, 1),
+        states=torch.zeros(1, 3, 2, 1),
+        extra={"imputed": imputed},
+    )
     teacher = Output(logits=torch.tensor([R_TEACHER]), fused=torch.zeros(1, 3, 1), states=torch.zeros(1, 3, 2, 1))
     method, encoder = build_method("reconstruction", **options), _Encoder()
-    ctx = StepContext(batch=complete, view=view, output=out, teacher=teacher if method.needs_teacher else None,
-                      model=encoder, generator=torch_generator("unused"), label_smoothing=label_smoothing)
+    ctx = StepContext(
+        batch=complete,
+        view=view,
+        output=out,
+        teacher=teacher if method.needs_teacher else None,
+        model=encoder,
+        generator=torch_generator("unused"),
+        label_smoothing=label_smoothing,
+    )
     total, terms = method.loss(ctx)
     return total, terms, encoder
 
@@ -105,13 +116,26 @@ def test_reconstruction_kd_on_regression_is_the_squared_error_by_hand():
     Kills reconstruction.Reconstruction.loss `distill_loss(..., o.temperature, None)` (None: the classification
     branch)."""
     batch = replace(made_up_batch(R_AVAIL, R_AVAIL, R_LABELS, R_UTT), targets=torch.tensor([[1.0, -2.0, 0.0]]))
-    out = Output(logits=torch.tensor([[[0.5], [-1.0], [3.0]]]), fused=torch.zeros(1, 3, 1),
-                 states=torch.zeros(1, 3, 2, 1), extra={"imputed": torch.zeros(1, 3, 2, 1)})
-    teacher = Output(logits=torch.tensor([[[1.5], [0.0], [9.0]]]), fused=torch.zeros(1, 3, 1),
-                     states=torch.zeros(1, 3, 2, 1))
+    out = Output(
+        logits=torch.tensor([[[0.5], [-1.0], [3.0]]]),
+        fused=torch.zeros(1, 3, 1),
+        states=torch.zeros(1, 3, 2, 1),
+        extra={"imputed": torch.zeros(1, 3, 2, 1)},
+    )
+    teacher = Output(
+        logits=torch.tensor([[[1.5], [0.0], [9.0]]]), fused=torch.zeros(1, 3, 1), states=torch.zeros(1, 3, 2, 1)
+    )
     method = build_method("reconstruction", l_rec=0.0, l_kd=0.5)
-    total, terms = method.loss(StepContext(batch=batch, view=TrainView(batch), output=out, teacher=teacher,
-                                           model=_Encoder(), generator=torch_generator("unused")))
+    total, terms = method.loss(
+        StepContext(
+            batch=batch,
+            view=TrainView(batch),
+            output=out,
+            teacher=teacher,
+            model=_Encoder(),
+            generator=torch_generator("unused"),
+        )
+    )
     assert terms["ce"].item() == pytest.approx(0.75) and terms["kd"].item() == pytest.approx(1.0)
     assert total.item() == pytest.approx(0.75 + 0.5 * 1.0)
 
@@ -138,8 +162,9 @@ def test_reconstruction_target_detached_or_attached(rec_target, reaches_encoder)
 def test_imputation_loss_of_one_selected_modality():
     """The mean over one selected modality is its error, and the utterance is usable. Kills
     reconstruction.imputation_loss `count.clamp(min=2.0)` and `count > 1`."""
-    values, usable = imputation_loss(torch.tensor([[[2.0, 0.0], [9.0, 9.0]]]), torch.zeros(1, 2, 2),
-                                     torch.tensor([[True, False]]))
+    values, usable = imputation_loss(
+        torch.tensor([[[2.0, 0.0], [9.0, 9.0]]]), torch.zeros(1, 2, 2), torch.tensor([[True, False]])
+    )
     assert values.tolist() == [2.0] and usable.tolist() == [True]  # mean_H (4, 0) = 2
 
 
@@ -181,7 +206,9 @@ CFG = ModelConfig(hidden=16, heads=2, dropout=0.0)
 
 
 def test_imputation_loss_by_hand():
-    imputed = torch.tensor([[[1.0, 1.0], [0.0, 0.0], [3.0, 3.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])  # [2, M=3, H=2]
+    imputed = torch.tensor(
+        [[[1.0, 1.0], [0.0, 0.0], [3.0, 3.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]]
+    )  # [2, M=3, H=2]
     target = torch.tensor([[[0.0, 2.0], [4.0, 4.0], [3.0, 5.0]], [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]])
     selected = torch.tensor([[True, False, True], [False, False, False]])
     values, usable = imputation_loss(imputed, target, selected)

@@ -30,5 +30,6 @@ def test_unknown_method_names_the_registered_ones():
         method_class("nope")
     text = str(err.value)
     from corekd.methods.registry import registered
+
     assert text == f"unknown method 'nope' (registered: {', '.join(registered())})" and "no_kd" in text
     assert method_class("no_kd") is NoKD

@@ -16,8 +16,15 @@ def test_teacher_cross_entropy_uses_label_smoothing_by_hand():
     output = Output(logits=logits, fused=torch.zeros(1, 2, 4), states=torch.zeros(1, 2, 3, 4))
     teacher = build_method("teacher")
     for smoothing in (0.0, 0.2):
-        ctx = StepContext(batch=batch, view=TrainView(batch), output=output, teacher=None, model=None,
-                          generator=torch.Generator(), label_smoothing=smoothing)
+        ctx = StepContext(
+            batch=batch,
+            view=TrainView(batch),
+            output=output,
+            teacher=None,
+            model=None,
+            generator=torch.Generator(),
+            label_smoothing=smoothing,
+        )
         total, terms = teacher.loss(ctx)
         expected = (py_ce([0.5, -1.0, 2.0], 1, smoothing) + py_ce([1.5, 0.0, -0.5], 0, smoothing)) / 2
         assert float(total) == pytest.approx(expected, rel=1e-6)

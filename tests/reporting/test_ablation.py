@@ -25,8 +25,10 @@ def section_lines(frames, metric):
 
 def _rows(method, variant, condition, values):
     """One row per seed (0, 1, ...) of ``values``; ``mae`` mirrors ``weighted_f1`` so either metric can be asked."""
-    return [{"method": method, "variant": variant, "seed": s, "condition": condition, "weighted_f1": x, "mae": x}
-            for s, x in enumerate(values)]
+    return [
+        {"method": method, "variant": variant, "seed": s, "condition": condition, "weighted_f1": x, "mae": x}
+        for s, x in enumerate(values)
+    ]
 
 
 def _test_frame() -> pd.DataFrame:
@@ -45,7 +47,9 @@ def _test_frame() -> pd.DataFrame:
 
 
 def _reference_only_frame() -> pd.DataFrame:
-    return pd.DataFrame(_rows("corekd", "corekd", "complete", [0.5, 0.6]) + _rows("teacher", "teacher", "complete", [0.7, 0.7]))
+    return pd.DataFrame(
+        _rows("corekd", "corekd", "complete", [0.5, 0.6]) + _rows("teacher", "teacher", "complete", [0.7, 0.7])
+    )
 
 
 # complete: wo_nce - corekd = 0.03, 0.01 -> mean 0.02 (+2.00 pp), sample std sqrt(2 * 0.01^2) = 0.01414 (1.41 pp);
@@ -61,14 +65,20 @@ PARAGRAPH = (
 
 def test_ablation_variants_are_the_corekd_variants_besides_the_reference_in_first_seen_order():
     assert ablation_variants(_test_frame()) == ["wo_nce", "wo_state"]
-    frame = pd.DataFrame(_rows("corekd", "b", "complete", [0.1]) + _rows("corekd", "corekd", "complete", [0.1])
-                         + _rows("corekd", "a", "complete", [0.1]) + _rows("corekd", "b", "complete", [0.2]))
+    frame = pd.DataFrame(
+        _rows("corekd", "b", "complete", [0.1])
+        + _rows("corekd", "corekd", "complete", [0.1])
+        + _rows("corekd", "a", "complete", [0.1])
+        + _rows("corekd", "b", "complete", [0.2])
+    )
     assert ablation_variants(frame) == ["b", "a"]
 
 
 def test_ablation_variants_empty_without_the_reference_or_records():
     assert ablation_variants(pd.DataFrame()) == []
-    no_reference = pd.DataFrame(_rows("corekd", "wo_nce", "complete", [0.5]) + _rows("teacher", "teacher", "complete", [0.5]))
+    no_reference = pd.DataFrame(
+        _rows("corekd", "wo_nce", "complete", [0.5]) + _rows("teacher", "teacher", "complete", [0.5])
+    )
     assert ablation_variants(no_reference) == []
     assert ablation_variants(_reference_only_frame()) == []
 
@@ -95,13 +105,15 @@ def test_ablation_section_exact_text_in_percentage_points():
 
 
 def test_ablation_section_plain_lower_is_better_metric_and_two_splits():
-    val = pd.DataFrame(_rows("corekd", "corekd", "complete", [1.0, 1.5]) + _rows("corekd", "v", "complete", [1.25, 1.5]))
+    val = pd.DataFrame(
+        _rows("corekd", "corekd", "complete", [1.0, 1.5]) + _rows("corekd", "v", "complete", [1.25, 1.5])
+    )
     parts = section_lines({"test": _test_frame(), "val": val}, "mae")
     assert parts.count("## Ablations") == 1 and parts[:3] == ["## Ablations", "", "### Test split (mae)"]
     assert parts[4] == PARAGRAPH.format(SPLIT="TEST", metric="mae", unit="as they are", better="lower")
     assert "| wo_nce | +0.050 (n=1, p=n/a) | +0.000 ± 0.000 (n=2, p=n/a) | +0.020 ± 0.014 (n=2, p=0.295) |" in parts
     # val: only the complete condition is present; differences 0.25, 0 -> mean 0.125, std 0.177, t = 1 -> p = 0.5
-    assert parts[parts.index("### Val split (mae)"):] == [
+    assert parts[parts.index("### Val split (mae)") :] == [
         "### Val split (mae)",
         "",
         PARAGRAPH.format(SPLIT="VAL", metric="mae", unit="as they are", better="lower"),
@@ -136,7 +148,9 @@ def test_paired_difference_one_seed_and_none():
     d = paired_difference({0: 0.4}, {0: 0.5})
     assert d == PairedDifference(pytest.approx(-0.1), None, 1, None)
     assert format_difference(d, "weighted_f1") == "-10.00 (n=1, p=n/a)"
-    assert format_difference(paired_difference({0: 1.2, 1: 1.0}, {0: 1.0, 1: 1.1}), "mae").startswith("+0.050 ± 0.212 (n=2, p=")
+    assert format_difference(paired_difference({0: 1.2, 1: 1.0}, {0: 1.0, 1: 1.1}), "mae").startswith(
+        "+0.050 ± 0.212 (n=2, p="
+    )
     assert paired_difference({0: 0.4}, {1: 0.5}) is None
     assert format_difference(None, "weighted_f1") == "–"
 
@@ -144,10 +158,20 @@ def test_paired_difference_one_seed_and_none():
 def _records(variants: dict[str, list[float]], split: str = "test") -> list[dict]:
     """One complete-view record per (variant, seed); the value list gives weighted F1 per seed."""
     return [
-        {"method": "teacher" if v == "teacher" else "corekd", "variant": v, "seed": s, "split": split,
-         "condition": "complete", "weighted_f1": x, "accuracy": x, "missing_rate": 0.0, "n_utterances": 10,
-         "per_class_f1": {"a": x}}
-        for v, xs in variants.items() for s, x in enumerate(xs)
+        {
+            "method": "teacher" if v == "teacher" else "corekd",
+            "variant": v,
+            "seed": s,
+            "split": split,
+            "condition": "complete",
+            "weighted_f1": x,
+            "accuracy": x,
+            "missing_rate": 0.0,
+            "n_utterances": 10,
+            "per_class_f1": {"a": x},
+        }
+        for v, xs in variants.items()
+        for s, x in enumerate(xs)
     ]
 
 

@@ -46,14 +46,18 @@ def _check(fig, path):
     assert width <= 100 * MAX_FIGURE_INCHES + 1  # never shrunk by the page column
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
-             if t.get_text().strip() and t.get_visible()]
+    texts = [
+        t
+        for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
+        if t.get_text().strip() and t.get_visible()
+    ]
     assert texts and min(t.get_fontsize() for t in texts) >= 12
     legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     for legend in legends:  # outside every panel's data area
         box = legend.get_window_extent(renderer)
-        assert not any(_overlaps(box, ax.get_window_extent(renderer)) for ax in fig.axes if ax.get_visible()
-                       and ax.axison), legend
+        assert not any(
+            _overlaps(box, ax.get_window_extent(renderer)) for ax in fig.axes if ax.get_visible() and ax.axison
+        ), legend
     labels = [ax.get_xlabel() + ax.get_ylabel() for ax in fig.axes]
     assert not any("||" in text or "^2" in text for text in labels)  # words, not a raw formula
     return labels
@@ -61,19 +65,31 @@ def _check(fig, path):
 
 def test_grid_figures_with_sixteen_variants_are_readable(tmp_path, drawn):
     rng = np.random.default_rng(0)
-    drift = [{"variant": v, "method": "m", "seed": s, "condition": c, "normalized": float(rng.uniform(0, 2))}
-             for v in VARIANTS for s in (0, 1) for c in FIXED + ["random:0.0", "random:0.5", "random:0.7"]]
+    drift = [
+        {"variant": v, "method": "m", "seed": s, "condition": c, "normalized": float(rng.uniform(0, 2))}
+        for v in VARIANTS
+        for s in (0, 1)
+        for c in FIXED + ["random:0.0", "random:0.5", "random:0.7"]
+    ]
     assert drift_figure(tmp_path / "drift.png", drift, VARIANTS, "k: state drift")
     labels = _check(drawn[-1], tmp_path / "drift.png")
     assert any("normalised state drift" in text for text in labels)
-    rejection = [{"variant": v, "seed": s, "type": t, "rate": float(rng.uniform())}
-                 for v in VARIANTS for s in (0, 1) for t in ("a", "v", "av")]
+    rejection = [
+        {"variant": v, "seed": s, "type": t, "rate": float(rng.uniform())}
+        for v in VARIANTS
+        for s in (0, 1)
+        for t in ("a", "v", "av")
+    ]
     assert rejection_figure(tmp_path / "rejection.png", rejection, VARIANTS, "k: conflict rejection")
     fig = drawn[-1]
     _check(fig, tmp_path / "rejection.png")
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == VARIANTS  # named on the axis: no legend
-    records = [{"variant": v, "seed": s, "condition": f"random:{p}", "split": "test", "weighted_f1": 0.3 + 0.01 * k}
-               for k, v in enumerate(VARIANTS) for s in (0, 1) for p in (0.0, 0.5, 0.7)]
+    records = [
+        {"variant": v, "seed": s, "condition": f"random:{p}", "split": "test", "weighted_f1": 0.3 + 0.01 * k}
+        for k, v in enumerate(VARIANTS)
+        for s in (0, 1)
+        for p in (0.0, 0.5, 0.7)
+    ]
     assert curve_figure(tmp_path / "curve.png", records, "classification")
     fig = drawn[-1]
     _check(fig, tmp_path / "curve.png")

@@ -69,8 +69,11 @@ def test_holm_by_hand():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("grid-run") / "run"
-    cfg = quick_config(methods=[{"name": v} for v in VARIANTS], seeds=SEEDS,
-                       evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "figures": False})
+    cfg = quick_config(
+        methods=[{"name": v} for v in VARIANTS],
+        seeds=SEEDS,
+        evaluation={"batch_size": 8, "random_rates": [0.0, 0.5], "figures": False},
+    )
     run(RunConfig.model_validate(cfg), out)
     return out
 
@@ -80,24 +83,52 @@ def make_grid(run_dir, out, *, reference="corekd", analyses=True, keys=("a", "b"
     seed 2: a partial cell)."""
     res = json.loads((run_dir / "results.json").read_text())
     meta = res["meta"]
-    info = {"corpus": meta["corpus"], "task": meta["task"], "labels": meta["labels"], "modalities": meta["modalities"],
-            "splits": meta["splits"], "select_metric": "weighted_f1", "mask_seed": meta["mask_seed"],
-            "random_scheme": meta["random_scheme"], "warnings": meta["warnings"]}
+    info = {
+        "corpus": meta["corpus"],
+        "task": meta["task"],
+        "labels": meta["labels"],
+        "modalities": meta["modalities"],
+        "splits": meta["splits"],
+        "select_metric": "weighted_f1",
+        "mask_seed": meta["mask_seed"],
+        "random_scheme": meta["random_scheme"],
+        "warnings": meta["warnings"],
+    }
     records_b = [r for r in reversed(res["records"]) if not (r["variant"] == "corekd" and r["seed"] == 2)]
-    grid = {"format": "corekd-grid", "version": 1,
-            "meta": {"name": "tiny-grid", "command": "corekd compare grid.yaml --out grid", "seeds": SEEDS,
-                     "variants": [{"variant": v, "method": v} for v in VARIANTS], "reference": reference,
-                     "corpora": {k: info for k in keys}, "cells": {"total": 24, "done": 23}, "status": "partial",
-                     "seconds": 3.0, "workers": 2, "backend": "local"},
-            "records": [{**r, "corpus": k} for k in keys for r in (res["records"] if k == "a" else records_b)],
-            "trainings": [{**t, "corpus": k} for k in keys for t in res["trainings"]]}
+    grid = {
+        "format": "corekd-grid",
+        "version": 1,
+        "meta": {
+            "name": "tiny-grid",
+            "command": "corekd compare grid.yaml --out grid",
+            "seeds": SEEDS,
+            "variants": [{"variant": v, "method": v} for v in VARIANTS],
+            "reference": reference,
+            "corpora": {k: info for k in keys},
+            "cells": {"total": 24, "done": 23},
+            "status": "partial",
+            "seconds": 3.0,
+            "workers": 2,
+            "backend": "local",
+        },
+        "records": [{**r, "corpus": k} for k in keys for r in (res["records"] if k == "a" else records_b)],
+        "trainings": [{**t, "corpus": k} for k in keys for t in res["trainings"]],
+    }
     out.mkdir(parents=True)
     (out / "results.json").write_text(json.dumps(grid))
     if analyses:
         payload = json.loads((run_dir / "analyses.json").read_text())
-        (out / "analyses.json").write_text(json.dumps({"format": "corekd-grid-analyses", "version": 1,
-                                                       "corpora": {k: payload for k in keys}, "embeddings": {},
-                                                       "figures": []}))
+        (out / "analyses.json").write_text(
+            json.dumps(
+                {
+                    "format": "corekd-grid-analyses",
+                    "version": 1,
+                    "corpora": {k: payload for k in keys},
+                    "embeddings": {},
+                    "figures": [],
+                }
+            )
+        )
     return out
 
 
@@ -110,7 +141,7 @@ def grid_report(tiny_run, tmp_path_factory):
 
 def md_table_after(text: str, heading: str, start: int = 0) -> list[list[str]]:
     """The cells of the first Markdown table after the line ``heading`` (searched from ``start``)."""
-    lines = text[text.index(heading + "\n", start):].split("\n")
+    lines = text[text.index(heading + "\n", start) :].split("\n")
     first = next(i for i, line in enumerate(lines) if line.startswith("|"))
     rows = []
     for line in lines[first:]:
@@ -122,8 +153,12 @@ def md_table_after(text: str, heading: str, start: int = 0) -> list[list[str]]:
 
 
 def md_cells(text: str) -> list[str]:
-    return [c.strip().replace("\\\\", "\\") for line in text.split("\n") if line.startswith("|")
-            and not line.startswith("|---") for c in line.strip().strip("|").split(" | ")]
+    return [
+        c.strip().replace("\\\\", "\\")
+        for line in text.split("\n")
+        if line.startswith("|") and not line.startswith("|---")
+        for c in line.strip().strip("|").split(" | ")
+    ]
 
 
 def test_test_tables_match_the_run_report(tiny_run, grid_report):
@@ -145,8 +180,11 @@ def test_test_tables_match_the_run_report(tiny_run, grid_report):
 
 
 def _fixed_avg(records, variant, seed):
-    values = [r["weighted_f1"] for r in records if r["variant"] == variant and r["seed"] == seed
-              and r["split"] == "test" and r["condition"] in FIXED_ORDER]
+    values = [
+        r["weighted_f1"]
+        for r in records
+        if r["variant"] == variant and r["seed"] == seed and r["split"] == "test" and r["condition"] in FIXED_ORDER
+    ]
     assert len(values) == 6
     return float(np.mean(values))
 
@@ -165,9 +203,23 @@ def test_paired_comparison_and_auc_numbers(tiny_run, grid_report):
         assert res.p is not None
     # AUC of the teacher, seed by seed from its random records, then mean ± std
     rates = [0.0, 0.5]
-    aucs = [curve_auc(rates, [next(r["weighted_f1"] for r in records if r["variant"] == "teacher" and r["seed"] == s
-                                   and r["split"] == "test" and r["condition"] == f"random:{p}") for p in rates])
-            for s in SEEDS]
+    aucs = [
+        curve_auc(
+            rates,
+            [
+                next(
+                    r["weighted_f1"]
+                    for r in records
+                    if r["variant"] == "teacher"
+                    and r["seed"] == s
+                    and r["split"] == "test"
+                    and r["condition"] == f"random:{p}"
+                )
+                for p in rates
+            ],
+        )
+        for s in SEEDS
+    ]
     auc_table = md_table_after(text, "### Area under the missing-rate curve (weighted F1)", section_a)
     assert auc_table[1] == ["teacher", f"{100 * np.mean(aucs):.2f} ± {100 * np.std(aucs, ddof=1):.2f}"]
     # key b: corekd has two seeds, so the comparisons there pair two
@@ -188,7 +240,9 @@ def test_html_is_self_contained_and_holds_the_same_numbers(grid_report):
 def test_figures_exist_and_are_listed(grid_report):
     out, text, _ = grid_report
     listed = json.loads((out / "analyses.json").read_text())["figures"]
-    expected = [f"figures/{k}/{name}.png" for k in ("a", "b") for name in ("score_vs_missing_rate", "drift", "rejection")]
+    expected = [
+        f"figures/{k}/{name}.png" for k in ("a", "b") for name in ("score_vs_missing_rate", "drift", "rejection")
+    ]
     assert listed == expected
     for fig in listed:
         assert (out / fig).read_bytes()[:8] == PNG
@@ -227,7 +281,9 @@ def test_without_analyses_and_without_reference(tiny_run, tmp_path):
     assert "No analyses.json in this folder" in text and "### Mechanism analyses" not in text
     assert text.count("`meta.reference` is null): no paired comparison") == 2
     out2 = make_grid(tiny_run, tmp_path / "g2", reference="corrkd")
-    assert "The reference `corrkd` has no test records for this corpus" in render_markdown(build_blocks(read_grid(out2)))
+    assert "The reference `corrkd` has no test records for this corpus" in render_markdown(
+        build_blocks(read_grid(out2))
+    )
 
 
 def test_malformed_results_are_named(tiny_run, tmp_path):
@@ -236,8 +292,16 @@ def test_malformed_results_are_named(tiny_run, tmp_path):
     with pytest.raises(CorekdError) as err:
         write_grid_report(out)
     assert "results.json" in str(err.value) and not (out / "report.md").exists()
-    grid = json.loads(json.dumps({"format": "corekd-grid", "version": 1, "meta": {"corpora": {"a": {}}},
-                                  "records": [{"variant": "x", "method": "x", "seed": 0, "condition": "complete"}]}))
+    grid = json.loads(
+        json.dumps(
+            {
+                "format": "corekd-grid",
+                "version": 1,
+                "meta": {"corpora": {"a": {}}},
+                "records": [{"variant": "x", "method": "x", "seed": 0, "condition": "complete"}],
+            }
+        )
+    )
     (out / "results.json").write_text(json.dumps(grid))
     with pytest.raises(CorekdError) as err:
         read_grid(out)
@@ -253,7 +317,9 @@ def test_malformed_results_are_named(tiny_run, tmp_path):
     assert err.value.field == "format"
     shutil.rmtree(out)
     out = make_grid(tiny_run, tmp_path / "g3")
-    (out / "analyses.json").write_text(json.dumps({"format": "corekd-grid-analyses", "corpora": {"a": {"drift": [{}]}}}))
+    (out / "analyses.json").write_text(
+        json.dumps({"format": "corekd-grid-analyses", "corpora": {"a": {"drift": [{}]}}})
+    )
     with pytest.raises(CorekdError) as err:
         read_grid(out)
     assert "analyses.json" in str(err.value) and err.value.field == "corpora.a.drift[0]"
@@ -265,8 +331,11 @@ def test_tsne_panels_from_embedding_files(tiny_run, tmp_path):
     cell = out / "cells" / "a" / "seed-0"
     for variant in ("teacher", "corekd"):
         (cell / variant).mkdir(parents=True)
-        np.savez(cell / variant / "embedding.npz", fused=rng.normal(size=(12, 8)).astype(np.float32),
-                 target=rng.integers(0, 3, size=12))
+        np.savez(
+            cell / variant / "embedding.npz",
+            fused=rng.normal(size=(12, 8)).astype(np.float32),
+            target=rng.integers(0, 3, size=12),
+        )
     analyses = json.loads((out / "analyses.json").read_text())
     analyses["embeddings"] = {"a": {v: f"cells/a/seed-0/{v}/embedding.npz" for v in ("teacher", "no_kd", "corekd")}}
     (out / "analyses.json").write_text(json.dumps(analyses))
@@ -282,9 +351,16 @@ def test_tsne_panels_from_embedding_files(tiny_run, tmp_path):
 
 
 def _regression_record(variant, seed, condition, mae, applicable=True):
-    base = {"method": "corekd" if variant != "teacher" else "teacher", "variant": variant, "seed": seed,
-            "split": "test", "condition": condition, "corpus": "sent", "n_utterances": 10,
-            "missing_rate": float(condition.split(":")[1]) if condition.startswith("random:") else 0.0}
+    base = {
+        "method": "corekd" if variant != "teacher" else "teacher",
+        "variant": variant,
+        "seed": seed,
+        "split": "test",
+        "condition": condition,
+        "corpus": "sent",
+        "n_utterances": 10,
+        "missing_rate": float(condition.split(":")[1]) if condition.startswith("random:") else 0.0,
+    }
     if not applicable:
         return {**base, "applicable": False, "reason": "the student sees only l"}
     return {**base, "mae": mae, "corr": 0.5, "acc2": 0.6}
@@ -292,25 +368,50 @@ def _regression_record(variant, seed, condition, mae, applicable=True):
 
 def test_regression_grid_by_hand(tmp_path):
     """A hand-made regression grid: MAE tables as they are, AUC and the paired test on MAE, an n/a cell."""
-    maes = {("corekd", 0): (1.0, 1.0, 1.4), ("corekd", 1): (0.9, 0.9, 1.5),  # complete, random:0.0, random:0.5
-            ("teacher", 0): (1.2, 1.2, 1.8), ("teacher", 1): (1.0, 1.0, 1.6),
-            ("restricted", 0): (1.1, 1.1, None), ("restricted", 1): (1.0, 1.0, None)}
-    records = [_regression_record(v, s, c, m, m is not None) for (v, s), values in maes.items()
-               for c, m in zip(("complete", "random:0.0", "random:0.5"), values)]
-    grid = {"format": "corekd-grid", "version": 1,
-            "meta": {"name": "reg", "command": "corekd compare reg.yaml", "seeds": [0, 1], "reference": "corekd",
-                     "variants": [{"variant": "teacher", "method": "teacher"}, {"variant": "corekd", "method": "corekd"},
-                                  {"variant": "restricted", "method": "corekd"}],
-                     "corpora": {"sent": {"corpus": "toy", "task": "regression", "modalities": ["l", "a"]}}},
-            "records": records, "trainings": []}
+    maes = {
+        ("corekd", 0): (1.0, 1.0, 1.4),
+        ("corekd", 1): (0.9, 0.9, 1.5),  # complete, random:0.0, random:0.5
+        ("teacher", 0): (1.2, 1.2, 1.8),
+        ("teacher", 1): (1.0, 1.0, 1.6),
+        ("restricted", 0): (1.1, 1.1, None),
+        ("restricted", 1): (1.0, 1.0, None),
+    }
+    records = [
+        _regression_record(v, s, c, m, m is not None)
+        for (v, s), values in maes.items()
+        for c, m in zip(("complete", "random:0.0", "random:0.5"), values)
+    ]
+    grid = {
+        "format": "corekd-grid",
+        "version": 1,
+        "meta": {
+            "name": "reg",
+            "command": "corekd compare reg.yaml",
+            "seeds": [0, 1],
+            "reference": "corekd",
+            "variants": [
+                {"variant": "teacher", "method": "teacher"},
+                {"variant": "corekd", "method": "corekd"},
+                {"variant": "restricted", "method": "corekd"},
+            ],
+            "corpora": {"sent": {"corpus": "toy", "task": "regression", "modalities": ["l", "a"]}},
+        },
+        "records": records,
+        "trainings": [],
+    }
     (tmp_path / "results.json").write_text(json.dumps(grid))
     text = render_markdown(build_blocks(read_grid(tmp_path)))
     assert md_table_after(text, "### Test, random missing at rate p (MAE)") == [
-        ["method \\\\ p", "0.0", "0.5"], ["teacher", "1.100 ± 0.141", "1.700 ± 0.141"],
-        ["corekd", "0.950 ± 0.071", "1.450 ± 0.071"], ["restricted", "1.050 ± 0.071", "n/a"]]
+        ["method \\\\ p", "0.0", "0.5"],
+        ["teacher", "1.100 ± 0.141", "1.700 ± 0.141"],
+        ["corekd", "0.950 ± 0.071", "1.450 ± 0.071"],
+        ["restricted", "1.050 ± 0.071", "n/a"],
+    ]
     # AUC over p in {0, .5}: the mean of the two ends: corekd 1.2 and 1.2, teacher 1.5 and 1.3
     assert md_table_after(text, "### Area under the missing-rate curve (MAE)")[1:] == [
-        ["teacher", "1.400 ± 0.141"], ["corekd", "1.200 ± 0.000"]]
+        ["teacher", "1.400 ± 0.141"],
+        ["corekd", "1.200 ± 0.000"],
+    ]
     assert "`restricted` seed 0: not scored at random:0.5: no AUC" in text
     assert "a negative difference favours the reference" in text
     # corekd - teacher, complete: -.2, -.1 -> mean -.15, std .0707, t = -.15 / (.0707 / sqrt 2) = -3 on one degree of

@@ -91,7 +91,11 @@ def _bad_requests(dialogue):
         ("wrong dim in a list", json.dumps([d, wrong_dim]), "body[1].utterances[2].a"),
         ("not JSON", "{not json", "body"),
         ("a number", "3", "body"),
-        ("string features", json.dumps({"dialogue_id": "s", "utterances": [{"l": ["x"] * 12}]}), "body.utterances[0].l[0]"),
+        (
+            "string features",
+            json.dumps({"dialogue_id": "s", "utterances": [{"l": ["x"] * 12}]}),
+            "body.utterances[0].l[0]",
+        ),
     ]
 
 
@@ -113,7 +117,11 @@ def test_size_limits(predictor, dialogue):
     big = json.dumps(dialogue)
     assert len(big) > 2000
     r = call(small, "POST", "/v1/predict", content=big, headers={"content-type": "application/json"})
-    assert r.status_code == 413 and "2000 bytes" in r.json()["detail"][0]["msg"] and r.json()["detail"][0]["field"] == "body"
+    assert (
+        r.status_code == 413
+        and "2000 bytes" in r.json()["detail"][0]["msg"]
+        and r.json()["detail"][0]["field"] == "body"
+    )
 
     async def chunked():  # no content-length: counted while reading
         yield big[:1500].encode()
@@ -142,8 +150,10 @@ def test_concurrent_requests_give_the_sequential_answers(predictor, tiny_test_di
         d = json.loads(json.dumps(tiny_test_dialogues[i % len(tiny_test_dialogues)]))
         del d["split"]
         d["dialogue_id"] = f"req{i}"
-        d["utterances"] = [{k: v for k, v in u.items() if k != "label" and not (k == "a" and (i + t) % 3 == 0)}
-                           for t, u in enumerate(d["utterances"][: 3 + i % 9])]
+        d["utterances"] = [
+            {k: v for k, v in u.items() if k != "label" and not (k == "a" and (i + t) % 3 == 0)}
+            for t, u in enumerate(d["utterances"][: 3 + i % 9])
+        ]
         bodies.append(d)
     app = create_app(predictor, batching=batching, max_batch=64, batch_wait_ms=50)
     answers = _concurrent(app, bodies)
@@ -153,8 +163,11 @@ def test_concurrent_requests_give_the_sequential_answers(predictor, tiny_test_di
         got = answer.json()
         assert got["dialogue_id"] == body["dialogue_id"]
         assert [r["utterance_id"] for r in got["utterances"]] == [r["utterance_id"] for r in expected]
-        diff = max(abs(r["probabilities"][k] - e["probabilities"][k])
-                   for r, e in zip(got["utterances"], expected) for k in e["probabilities"])
+        diff = max(
+            abs(r["probabilities"][k] - e["probabilities"][k])
+            for r, e in zip(got["utterances"], expected)
+            for k in e["probabilities"]
+        )
         assert diff < 1e-5  # padding in a shared batch changes nothing beyond float noise
     batcher = app.state.batcher
     if batching:
@@ -171,8 +184,18 @@ def _free_port():
 
 def test_real_uvicorn_process(tiny_run_bundle, dialogue, tmp_path):
     port = _free_port()
-    cmd = [sys.executable, "-m", "corekd.cli", "serve", str(tiny_run_bundle[1]), "--host", "127.0.0.1",
-           "--port", str(port), "--batching"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "corekd.cli",
+        "serve",
+        str(tiny_run_bundle[1]),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--batching",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     try:
@@ -216,7 +239,9 @@ def test_openapi_documents_every_answer_and_refuses_what_the_handler_refuses(pre
     op, validator = _request_schema(app)
     assert set(op["responses"]) == {"200", "413", "415", "422"}
     for code in ("413", "415", "422"):
-        assert op["responses"][code]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorAnswer"}
+        assert op["responses"][code]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorAnswer"
+        }
     refused = {
         "empty list": [],
         "all-null utterance": {"dialogue_id": "x", "utterances": [{"l": None, "a": None, "v": None}]},
@@ -236,8 +261,9 @@ def test_openapi_documents_every_answer_and_refuses_what_the_handler_refuses(pre
     spec = call(app, "GET", "/openapi.json").json()
     from jsonschema import Draft202012Validator
 
-    ok = Draft202012Validator({**op["responses"]["200"]["content"]["application/json"]["schema"],
-                               "components": spec["components"]})
+    ok = Draft202012Validator(
+        {**op["responses"]["200"]["content"]["application/json"]["schema"], "components": spec["components"]}
+    )
     assert ok.is_valid(answer) and ok.is_valid(call(app, "POST", "/v1/predict", json=[dialogue]).json())
 
 
@@ -280,6 +306,7 @@ def test_parsing_inference_and_serialisation_run_off_the_event_loop(predictor, d
         def wrapped(*args, **kwargs):
             where[name] = threading.get_ident()
             return fn(*args, **kwargs)
+
         return wrapped
 
     monkeypatch.setattr(app_module.BodyValidator, "__call__", spy("parse", app_module.BodyValidator.__call__))
@@ -324,8 +351,9 @@ def test_schemathesis_all_checks_find_nothing(predictor):
     from schemathesis.engine import events, from_schema
 
     app = create_app(predictor, parse_workers=0)
-    config = SchemathesisConfig.from_dict({"seed": 29, "generation": {"max-examples": 15, "mode": "all"},
-                                           "checks": {"enabled": True}})
+    config = SchemathesisConfig.from_dict(
+        {"seed": 29, "generation": {"max-examples": 15, "mode": "all"}, "checks": {"enabled": True}}
+    )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
     failures, checks = [], set()
     for event in from_schema(schema).execute():
@@ -347,8 +375,15 @@ def test_schemathesis_all_checks_find_nothing(predictor):
                 message = check.failure_info.failure.title if check.failure_info else ""
                 failures.append(f"{event.label}: {check.name}: {message}: {body[:300]!r}")
     assert not failures, failures
-    assert {"not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance",
-            "negative_data_rejection", "positive_data_acceptance", "unsupported_method"} <= checks
+    assert {
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "negative_data_rejection",
+        "positive_data_acceptance",
+        "unsupported_method",
+    } <= checks
 
 
 def test_serve_takes_a_keep_alive_timeout(tiny_run_bundle, monkeypatch):
@@ -363,8 +398,12 @@ def test_serve_takes_a_keep_alive_timeout(tiny_run_bundle, monkeypatch):
     runner = CliRunner()
     assert runner.invoke(cli, ["serve", str(tiny_run_bundle[1])]).exit_code == 0
     assert seen["timeout_keep_alive"] == 5.0  # the default
-    assert runner.invoke(cli, ["serve", str(tiny_run_bundle[1]), "--timeout-keep-alive", "30",
-                               "--parse-workers", "0"]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli, ["serve", str(tiny_run_bundle[1]), "--timeout-keep-alive", "30", "--parse-workers", "0"]
+        ).exit_code
+        == 0
+    )
     assert seen["timeout_keep_alive"] == 30.0
     assert json.loads(os.environ["COREKD_SERVE_SETTINGS"])["parse_workers"] == 0
     bad = runner.invoke(cli, ["serve", str(tiny_run_bundle[1]), "--timeout-keep-alive", "0"])
@@ -386,7 +425,8 @@ def test_parsing_workers_exit_with_a_killed_server(tmp_path):
         "                               initargs=({'l': {'dim': 2}}, 4, 5))\n"
         "    pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
         "    print(' '.join(map(str, pids)), flush=True)\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     pids = [int(p) for p in out.stdout.split()]
     assert pids, out.stderr
@@ -394,8 +434,11 @@ def test_parsing_workers_exit_with_a_killed_server(tmp_path):
     alive = pids
     while alive and time.monotonic() < deadline:
         time.sleep(0.2)
-        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in
-                 open(f"/proc/{p}/stat").read().split(")")[-1].split()[0]]
+        alive = [
+            p
+            for p in pids
+            if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split(")")[-1].split()[0]
+        ]
     assert not alive
 
 
@@ -420,7 +463,9 @@ def test_no_nan_leaves_the_service(predictor, dialogue, tiny_run_bundle, tmp_pat
         assert call(app, "POST", "/v1/predict", json=near).status_code == 200  # the bound itself is answered
         r = call(app, "POST", "/v1/predict", json=[dialogue, far])
         field = r.json()["detail"][0]["field"]  # the dialogue's index and the field (one loc format: issue 29, item 3)
-        assert r.status_code == 422 and field.startswith("body") and "[1]" in field and "utterances[2].a" in field, r.text
+        assert r.status_code == 422 and field.startswith("body") and "[1]" in field and "utterances[2].a" in field, (
+            r.text
+        )
     broken = tmp_path / "broken"
     shutil.copytree(tiny_run_bundle[1], broken)
     edit_weights(broken, lambda w: w["head.weight"].fill_(3e38))  # finite weights whose outputs overflow: NaN

@@ -26,13 +26,17 @@ def test_bundle_holds_what_a_user_needs(tiny_run_bundle, tiny_corpus):
     run_dir, bundle_dir = tiny_run_bundle
     info = json.loads((bundle_dir / "model.json").read_text())
     b = info["bundle"]
-    assert b["format"] == "corekd-bundle" and b["version"] == BUNDLE_VERSION and b["corekd_version"] == corekd.__version__
+    assert (
+        b["format"] == "corekd-bundle" and b["version"] == BUNDLE_VERSION and b["corekd_version"] == corekd.__version__
+    )
     assert b["task"] == "classification" and b["labels"] == tiny_corpus.labels
     assert {m: s["dim"] for m, s in b["modalities"].items()} == {"l": 12, "a": 10, "v": 16}
     assert b["modalities"]["l"]["card"] == tiny_corpus.cards()["l"]
     assert b["source"]["variant"] == "no_kd" and b["source"]["seed"] == 0
     # the weights are the checkpoint's, byte for byte; the statistics in model.json are the weights' buffers
-    assert (bundle_dir / "model.safetensors").read_bytes() == (run_dir / "checkpoints/no_kd/seed0/model.safetensors").read_bytes()
+    assert (bundle_dir / "model.safetensors").read_bytes() == (
+        run_dir / "checkpoints/no_kd/seed0/model.safetensors"
+    ).read_bytes()
     weights = load_file(str(bundle_dir / "model.safetensors"))
     assert b["standardization"]["kind"] == "train-split z-scores"
     for m in ("l", "a", "v"):
@@ -112,26 +116,34 @@ def test_predictions_equal_the_evaluation_path_under_missing_modalities(tiny_run
     # one dialogue alone = the same dialogue in a padded batch
     alone = predictor.predict(dialogues[1])
     assert [r["utterance_id"] for r in alone] == tiny_corpus.split("test")[1].utterance_ids
-    assert np.allclose([list(r["probabilities"].values()) for r in alone],
-                       [list(r["probabilities"].values()) for r in predictor.predict_many(dialogues)[1]], atol=1e-6)
+    assert np.allclose(
+        [list(r["probabilities"].values()) for r in alone],
+        [list(r["probabilities"].values()) for r in predictor.predict_many(dialogues)[1]],
+        atol=1e-6,
+    )
 
 
 def test_sequence_modalities_take_frames_averaged():
     mods = {"l": {"dim": 3, "kind": "vector"}, "a": {"dim": 2, "kind": "sequence"}}
-    d = parse_dialogue({"dialogue_id": "d", "utterances": [{"a": [[1, 2], [3, 6]]}, {"l": [0, 0, 1], "a": [5, 5]}]}, mods)
+    d = parse_dialogue(
+        {"dialogue_id": "d", "utterances": [{"a": [[1, 2], [3, 6]]}, {"l": [0, 0, 1], "a": [5, 5]}]}, mods
+    )
     assert d.features["a"][0].tolist() == [2.0, 4.0] and d.features["l"][0] is None
     assert d.utterance_ids == ["0", "1"] and d.speakers == ["d", "d"] and d.observed(1) == ["l", "a"]
 
 
-@pytest.mark.parametrize("utterances, field, message", [
-    ([{"l": [0.0] * 12, "a": [0.0] * 9}], "utterances[0].a", "got 9 numbers; expected 10"),
-    ([{"l": [0.0] * 11 + [float("nan")]}], "utterances[0].l", "non-finite value"),
-    ([{"id": "u"}], "utterances[0]", "no modality given"),
-    ([], "utterances", "non-empty list"),
-    ([{"l": [[0.0] * 12]}], "utterances[0].l", "got frames"),
-    ([{"l": ["x"] * 12}], "utterances[0].l", "expected a list of 12 numbers"),
-    ([{"id": "u", "l": [0.0] * 12}, {"id": "u", "v": [0.0] * 16}], "utterances", "duplicate utterance id"),
-])
+@pytest.mark.parametrize(
+    "utterances, field, message",
+    [
+        ([{"l": [0.0] * 12, "a": [0.0] * 9}], "utterances[0].a", "got 9 numbers; expected 10"),
+        ([{"l": [0.0] * 11 + [float("nan")]}], "utterances[0].l", "non-finite value"),
+        ([{"id": "u"}], "utterances[0]", "no modality given"),
+        ([], "utterances", "non-empty list"),
+        ([{"l": [[0.0] * 12]}], "utterances[0].l", "got frames"),
+        ([{"l": ["x"] * 12}], "utterances[0].l", "expected a list of 12 numbers"),
+        ([{"id": "u", "l": [0.0] * 12}, {"id": "u", "v": [0.0] * 16}], "utterances", "duplicate utterance id"),
+    ],
+)
 def test_bad_dialogues_name_the_field(tiny_run_bundle, utterances, field, message):
     predictor = corekd.load(tiny_run_bundle[1])
     with pytest.raises(CorekdError, match=message) as err:
@@ -158,9 +170,18 @@ def test_cli_export_bundle_and_predict_on_jsonl_and_corpus(tiny_run_bundle, tiny
     assert result.exit_code == 0, result.output
     rows = _jsonl_rows(out.read_text())
     expected = [r for d in dialogues for r in corekd.load(bundle_dir).predict(d)]
-    assert [(r["dialogue_id"], r["utterance_id"]) for r in rows] == [(r["dialogue_id"], r["utterance_id"]) for r in expected]
+    assert [(r["dialogue_id"], r["utterance_id"]) for r in rows] == [
+        (r["dialogue_id"], r["utterance_id"]) for r in expected
+    ]
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
-    assert max(abs(r["probabilities"][k] - e["probabilities"][k]) for r, e in zip(rows, expected) for k in r["probabilities"]) < 1e-6
+    assert (
+        max(
+            abs(r["probabilities"][k] - e["probabilities"][k])
+            for r, e in zip(rows, expected)
+            for k in r["probabilities"]
+        )
+        < 1e-6
+    )
     assert all(r["modalities"] == ["l", "v"] for r in rows if r["dialogue_id"] == dialogues[0]["dialogue_id"])
 
     corpus_dir = tiny_corpus.save(tmp_path / "corpus")
@@ -171,8 +192,9 @@ def test_cli_export_bundle_and_predict_on_jsonl_and_corpus(tiny_run_bundle, tiny
     assert [r["utterance_id"] for r in rows] == [u for d in tiny_corpus.dialogues for u in d.utterance_ids]
     by_id = {r["utterance_id"]: r for r in rows}
     for r in corekd.load(bundle_dir).predict(dialogues[1]):
-        assert np.allclose(list(by_id[r["utterance_id"]]["probabilities"].values()), list(r["probabilities"].values()),
-                           atol=1e-6)
+        assert np.allclose(
+            list(by_id[r["utterance_id"]]["probabilities"].values()), list(r["probabilities"].values()), atol=1e-6
+        )
 
 
 def test_cli_predict_refuses_bad_inputs_in_one_line(tiny_run_bundle, tmp_path):
@@ -198,8 +220,9 @@ def test_serving_commands_have_help(command):
     assert result.exit_code == 0 and "Usage" in result.output
 
 
-def test_cli_predict_on_a_corpus_names_each_rows_split_and_takes_split(tiny_run_bundle, tiny_corpus, tiny_test_dialogues,
-                                                                        tmp_path):
+def test_cli_predict_on_a_corpus_names_each_rows_split_and_takes_split(
+    tiny_run_bundle, tiny_corpus, tiny_test_dialogues, tmp_path
+):
     bundle_dir = tiny_run_bundle[1]
     corpus_dir = tiny_corpus.save(tmp_path / "corpus")
     split_of = {d.id: d.split for d in tiny_corpus.dialogues}
@@ -210,8 +233,9 @@ def test_cli_predict_on_a_corpus_names_each_rows_split_and_takes_split(tiny_run_
     assert all(r["split"] == split_of[r["dialogue_id"]] for r in rows)
     assert {r["split"] for r in rows} == {"train", "dev", "test"}
     for args in (["--split", "dev", "--split", "test"], ["--split", "dev,test"]):
-        result = runner.invoke(app, ["predict", str(bundle_dir), str(corpus_dir), "--out", str(tmp_path / "s.jsonl"),
-                                     *args])
+        result = runner.invoke(
+            app, ["predict", str(bundle_dir), str(corpus_dir), "--out", str(tmp_path / "s.jsonl"), *args]
+        )
         assert result.exit_code == 0, result.output
         some = _jsonl_rows((tmp_path / "s.jsonl").read_text())
         assert some == [r for r in rows if r["split"] in ("dev", "test")]
@@ -246,7 +270,9 @@ def test_a_non_finite_output_is_an_error_naming_the_dialogue(tiny_run_bundle, tm
     src.write_text(json.dumps(dialogue) + "\n")
     result = runner.invoke(app, ["predict", str(broken), str(src)])
     assert result.exit_code == 2 and "NaN" not in result.stdout
-    assert "in.jsonl: dialogue 'd7': the model's output for utterance '0' is not finite" in " ".join(result.output.split())
+    assert "in.jsonl: dialogue 'd7': the model's output for utterance '0' is not finite" in " ".join(
+        result.output.split()
+    )
     assert corekd.load(tiny_run_bundle[1]).self_check() is None
 
 
@@ -270,7 +296,9 @@ def test_a_value_too_far_from_the_training_data_is_refused_naming_the_field(tiny
     far = [0.0] * 12
     far[3] = value  # a float32 number, > 1e9 training standard deviations out: the model's float32 arithmetic overflows
     dialogue = {"dialogue_id": "d", "utterances": [{"l": [0.0] * 12}, {"l": far}]}
-    with pytest.raises(CorekdError, match=rf"value {shown} at index 3 .*z-score {size}; expected \|z\| <= 1e\+09") as err:
+    with pytest.raises(
+        CorekdError, match=rf"value {shown} at index 3 .*z-score {size}; expected \|z\| <= 1e\+09"
+    ) as err:
         predictor.predict(dialogue)
     assert err.value.field == "utterances[1].l"
     with pytest.raises(CorekdError) as err:  # the library's parsed input is checked too, the dialogue named

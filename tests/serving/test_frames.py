@@ -39,8 +39,16 @@ from corekd.serving.predictor import (
 from corekd.training import init_model, save_checkpoint
 from helpers import TINY_SYNTH, quick_config
 
-TINY_FRAMES = dict(TINY_SYNTH, frames={"enabled": True, "modalities": ["l", "a"], "mean_frames": {"l": 3, "a": 4},
-                                       "max_frames": 7, "signal_share": {"l": 0.5, "a": 0.5}})
+TINY_FRAMES = dict(
+    TINY_SYNTH,
+    frames={
+        "enabled": True,
+        "modalities": ["l", "a"],
+        "mean_frames": {"l": 3, "a": 4},
+        "max_frames": 7,
+        "signal_share": {"l": 0.5, "a": 0.5},
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +64,10 @@ def frame_bundle(tmp_path_factory, frame_corpus):
     from corekd.serving.bundle import export_bundle
 
     root = tmp_path_factory.mktemp("serving-frames")
-    cfg = quick_config(data={"source": "synthetic", "synth": TINY_FRAMES},
-                       evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False})
+    cfg = quick_config(
+        data={"source": "synthetic", "synth": TINY_FRAMES},
+        evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False},
+    )
     run(validate_config(cfg, "cfg.yaml"), root / "run")
     frame_corpus.save(root / "corpus")
     return {"bundle": export_bundle(root / "run", "no_kd", root / "bundle"), "corpus": root / "corpus", "root": root}
@@ -75,7 +85,7 @@ def as_frames_interchange(dialogue, corpus, mask=None):
             if m in dialogue.frames:
                 flat, lens = dialogue.frames[m]
                 start = int(lens[:i].sum())
-                u[m] = flat[start:start + int(lens[i])].tolist()
+                u[m] = flat[start : start + int(lens[i])].tolist()
             else:
                 u[m] = dialogue.features[m][i].tolist()
         utterances.append(u)
@@ -112,22 +122,31 @@ def test_a_frame_model_predicts_what_evaluation_predicts(frame_bundle, frame_cor
     split = SplitTensors.from_corpus(frame_corpus, "test")
     masks = _test_masks(split)
     reference = eval_predict(model, split, masks, 4, "cpu").probs  # [n_utterances, C]
-    dialogues = [as_frames_interchange(d, frame_corpus, masks[i].numpy())
-                 for i, d in enumerate(frame_corpus.split("test"))]
+    dialogues = [
+        as_frames_interchange(d, frame_corpus, masks[i].numpy()) for i, d in enumerate(frame_corpus.split("test"))
+    ]
     api = _probs([r for rs in predictor.predict_many(dialogues) for r in rs], labels)
     assert api.shape == reference.shape and np.abs(api - reference).max() < 1e-5
     alone = _probs(predictor.predict(dialogues[2]), labels)  # its own padding: fewer frames, fewer utterances
     n0, n1 = sum(len(d["utterances"]) for d in dialogues[:2]), sum(len(d["utterances"]) for d in dialogues[:3])
     assert np.abs(alone - reference[n0:n1]).max() < 1e-5
     # the frames matter: the same dialogues with each utterance's frames replaced by their mean predict otherwise
-    averaged = [{**d, "utterances": [{k: (np.mean(v, 0).tolist() if k in ("l", "a") else v) for k, v in u.items()}
-                                     for u in d["utterances"]]} for d in dialogues]
+    averaged = [
+        {
+            **d,
+            "utterances": [
+                {k: (np.mean(v, 0).tolist() if k in ("l", "a") else v) for k, v in u.items()} for u in d["utterances"]
+            ],
+        }
+        for d in dialogues
+    ]
     other = _probs([r for rs in predictor.predict_many(averaged) for r in rs], labels)
     assert np.abs(other - reference).max() > 1e-3
     # HTTP, one request per dialogue through the dynamic batcher (one padded forward) and a list without it
     for batching in (True, False):
         app = create_app(predictor, batching=batching, max_batch=64, batch_wait_ms=50)
         if batching:
+
             async def go():
                 async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
                     return await asyncio.gather(*(client.post("/v1/predict", json=d) for d in dialogues))
@@ -145,8 +164,16 @@ def test_a_frame_model_predicts_what_evaluation_predicts(frame_bundle, frame_cor
     assert info["modalities"]["a"]["input"] == "frames" and info["modalities"]["a"]["kind"] == "sequence"
     # ONNX: frames as inputs, the same probabilities
     onnx_predictor = corekd.load(frame_bundle["bundle"], runtime="onnx")
-    assert onnx_predictor.runtime.inputs == ["mask", "speakers", "lengths", "l_frames", "l_frame_mask", "a_frames",
-                                             "a_frame_mask", "v"]
+    assert onnx_predictor.runtime.inputs == [
+        "mask",
+        "speakers",
+        "lengths",
+        "l_frames",
+        "l_frame_mask",
+        "a_frames",
+        "a_frame_mask",
+        "v",
+    ]
     got = _probs([r for rs in onnx_predictor.predict_many(dialogues) for r in rs], labels)
     assert np.abs(got - reference).max() < 1e-5
 
@@ -158,7 +185,7 @@ def test_the_corpus_reader_passes_frames(frame_bundle, frame_corpus):
     first = next(iter(reader))
     flat, lens = frame_corpus.dialogues[0].frames["a"]
     assert first.features["a"][1].shape == (int(lens[1]), 10)
-    np.testing.assert_array_equal(first.features["a"][1], flat[int(lens[0]):int(lens[:2].sum())])
+    np.testing.assert_array_equal(first.features["a"][1], flat[int(lens[0]) : int(lens[:2].sum())])
     predict_stream(predictor, reader, rows.append, batch_size=3)
     every = SplitTensors.from_dialogues("all", frame_corpus.dialogues, frame_corpus)
     reference = eval_predict(predictor.bundle.model, every, None, 4, "cpu").probs
@@ -194,8 +221,13 @@ def test_frame_inputs_are_checked_frame_by_frame(frame_bundle):
     r = call(app, "POST", "/v1/predict", json=body)
     assert r.status_code == 422 and [e["field"] for e in r.json()["detail"]] == ["body.utterances[2].a[5]"]
     body["utterances"][2]["a"] = [[0.0] * 10] * 5 + [[0.0] * 9 + ["NaN"]]
-    r = call(app, "POST", "/v1/predict", content=json.dumps(body).replace('"NaN"', "NaN"),
-             headers={"content-type": "application/json"})
+    r = call(
+        app,
+        "POST",
+        "/v1/predict",
+        content=json.dumps(body).replace('"NaN"', "NaN"),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body.utterances[2].a[5][9]"
     body["utterances"][2]["a"] = []
     r = call(app, "POST", "/v1/predict", json=body)
@@ -207,10 +239,18 @@ def test_frame_inputs_are_checked_frame_by_frame(frame_bundle):
 def _frame_model_bundle(tmp_path, encoder, dims=None, kinds=None, seed=0):
     dims = dims or {"l": 12, "a": 10, "v": 16}
     kinds = kinds or {"l": "sequence", "a": "sequence", "v": "vector"}
-    m = init_model(ModelConfig(hidden=16, heads=2, sequence_encoder=encoder, sequence_layers=2), dims, 3, seed,
-                   "student", kinds=kinds)
+    m = init_model(
+        ModelConfig(hidden=16, heads=2, sequence_encoder=encoder, sequence_layers=2),
+        dims,
+        3,
+        seed,
+        "student",
+        kinds=kinds,
+    )
     gen = torch.Generator().manual_seed(seed + 1)
-    m.set_input_statistics({k: (torch.randn(d, generator=gen), torch.rand(d, generator=gen) + 0.5) for k, d in dims.items()})
+    m.set_input_statistics(
+        {k: (torch.randn(d, generator=gen), torch.rand(d, generator=gen) + 0.5) for k, d in dims.items()}
+    )
     save_checkpoint(m, tmp_path / f"ckpt-{encoder}", {"labels": ["x", "y", "z"], "task": "classification"})
     return read_bundle(bundle_checkpoint(tmp_path / f"ckpt-{encoder}", tmp_path / f"bundle-{encoder}"))
 
@@ -236,9 +276,14 @@ def _random_frames(gen, b, u, max_frames, missing, frame_mods):
                 else:
                     rows.append((torch.randn(d, generator=gen) * 3 + 1).numpy())
             feats[m] = rows
-        dialogues.append(DialogueInput(id=f"d{i}", utterance_ids=[str(t) for t in range(n)],
-                                       speakers=[str(int(s)) for s in torch.randint(0, 3, (n,), generator=gen)],
-                                       features=feats))
+        dialogues.append(
+            DialogueInput(
+                id=f"d{i}",
+                utterance_ids=[str(t) for t in range(n)],
+                speakers=[str(int(s)) for s in torch.randint(0, 3, (n,), generator=gen)],
+                features=feats,
+            )
+        )
     return encode(dialogues, {"l": 12, "a": 10, "v": 16}, frame_mods)
 
 
@@ -266,8 +311,11 @@ def test_frame_models_export_with_parity(tmp_path, encoder):
     module = ServingModule(bundle.model, bundle.task).eval()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    assert names == module.input_names == ["mask", "speakers", "lengths", "l_frames", "l_frame_mask", "a_frames",
-                                           "a_frame_mask", "v"]
+    assert (
+        names
+        == module.input_names
+        == ["mask", "speakers", "lengths", "l_frames", "l_frame_mask", "a_frames", "a_frame_mask", "v"]
+    )
     gen = torch.Generator().manual_seed(3)
     worst, frame_counts = 0.0, set()
     for b, u, f, p in ((1, 1, 1, 0.0), (1, 6, 9, 0.3), (3, 9, 2, 0.5), (4, 17, 12, 0.6), (2, 30, 5, 0.2)):
@@ -291,8 +339,9 @@ def test_a_mean_sequence_model_keeps_averaging(tmp_path, frame_corpus):
     split = SplitTensors.from_corpus(frame_corpus, "test")
     masks = _test_masks(split, 1)
     reference = eval_predict(bundle.model, split, masks, 4, "cpu").probs
-    dialogues = [as_frames_interchange(d, frame_corpus, masks[i].numpy())
-                 for i, d in enumerate(frame_corpus.split("test"))]
+    dialogues = [
+        as_frames_interchange(d, frame_corpus, masks[i].numpy()) for i, d in enumerate(frame_corpus.split("test"))
+    ]
     got = _probs([r for rs in predictor.predict_many(dialogues) for r in rs], ["x", "y", "z"])
     assert np.abs(got - reference).max() < 1e-5
     path = export_onnx(bundle, tmp_path / "mean.onnx")

@@ -51,22 +51,37 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("media-predict")
     speech = [speech_like(root / f"s{k}.wav", f0=120 + 50 * k, seed=k) for k in range(3)]
     face = face_video(root / "face.mp4")
-    files = {"speech": [str(s) for s in speech], "face": str(face), "noise": str(noise_video(root / "noise.mp4")),
-             "missing": str(root / "gone.wav")}
+    files = {
+        "speech": [str(s) for s in speech],
+        "face": str(face),
+        "noise": str(noise_video(root / "noise.mp4")),
+        "missing": str(root / "gone.wav"),
+    }
     rows = []
     for split in ("train", "dev", "test"):
         for d in range(2):
             did = f"{split}{d}"
             for u in range(2):
                 k = (d * 2 + u) % 4
-                rows.append(dict(dialogue_id=did, utterance_id=f"{did}_u{u}", speaker="AB"[u], label=LABELS[k % 2],
-                                 split=split, text=TEXTS[k], audio_path=files["speech"][k % 3], video_path=files["face"]))
+                rows.append(
+                    dict(
+                        dialogue_id=did,
+                        utterance_id=f"{did}_u{u}",
+                        speaker="AB"[u],
+                        label=LABELS[k % 2],
+                        split=split,
+                        text=TEXTS[k],
+                        audio_path=files["speech"][k % 3],
+                        video_path=files["face"],
+                    )
+                )
     rows[0]["audio_path"] = files["missing"]
     manifest = write_manifest(root / "train.csv", rows, COLUMNS)
     cache = root / "cache"
     extract_manifest(manifest, root / "corpus", FeaturesConfig(cache_dir=str(cache)), labels=LABELS)
-    cfg = quick_config(data={"path": str(root / "corpus")},
-                       evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False})
+    cfg = quick_config(
+        data={"path": str(root / "corpus")}, evaluation={"batch_size": 8, "random_rates": [0.0], "analyses": False}
+    )
     run(validate_config(cfg, "cfg.yaml"), root / "run")
     bundle = export_bundle(root / "run", "no_kd", root / "bundle")
     return {"root": root, "rows": rows, "files": files, "manifest": manifest, "cache": cache, "bundle": bundle}
@@ -94,27 +109,39 @@ def test_the_bundle_records_the_extraction(trained):
 def test_features_record_reads_info_then_extraction_json():
     config, extractors = {"text": {}}, {"l": {"extractor": "x"}}
     assert features_record({"config": config, "extractors": extractors, "failures": []}) == {
-        "config": config, "extractors": extractors, "extractor_version": 1}  # written before versions were recorded
-    assert features_record(None, {"config": config, "extractors": extractors, "extractor_version": 7})[
-        "extractor_version"] == 7
+        "config": config,
+        "extractors": extractors,
+        "extractor_version": 1,
+    }  # written before versions were recorded
+    assert (
+        features_record(None, {"config": config, "extractors": extractors, "extractor_version": 7})["extractor_version"]
+        == 7
+    )
     assert features_record({"extractors": extractors}) is None and features_record(None, None) is None
 
 
 def test_a_manifest_predicts_as_the_extracted_corpus_does(trained, monkeypatch):
     """No cache: every feature is computed again from the media, and the predictions equal the corpus's."""
     attempts = []
-    monkeypatch.setattr(socket.socket, "connect", lambda self, a, *x, **k: attempts.append(a) or (_ for _ in ()).throw(
-        OSError("network blocked")))
+    monkeypatch.setattr(
+        socket.socket,
+        "connect",
+        lambda self, a, *x, **k: attempts.append(a) or (_ for _ in ()).throw(OSError("network blocked")),
+    )
     predictor = corekd.load(trained["bundle"])
     # label and split columns left out: prediction needs neither
-    manifest = write_manifest(trained["root"] / "predict.csv", trained["rows"],
-                              ["dialogue_id", "utterance_id", "speaker", "text", "audio_path", "video_path"])
+    manifest = write_manifest(
+        trained["root"] / "predict.csv",
+        trained["rows"],
+        ["dialogue_id", "utterance_id", "speaker", "text", "audio_path", "video_path"],
+    )
     got = predictor.predict_manifest(manifest, cache=False)
     assert attempts == []
     reference: list[dict] = []
     predict_stream(predictor, CorpusReader(trained["root"] / "corpus", predictor.modalities), reference.append)
-    assert [(r["dialogue_id"], r["utterance_id"]) for r in got.rows] == [(r["dialogue_id"], r["utterance_id"])
-                                                                         for r in reference]
+    assert [(r["dialogue_id"], r["utterance_id"]) for r in got.rows] == [
+        (r["dialogue_id"], r["utterance_id"]) for r in reference
+    ]
     a, b = _probs(got.rows), _probs(reference)
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
     assert [r["modalities"] for r in got.rows] == [r["modalities"] for r in reference]
@@ -127,15 +154,25 @@ def test_a_manifest_predicts_as_the_extracted_corpus_does(trained, monkeypatch):
 
 def test_a_row_with_nothing_extracted_gets_a_null_prediction_in_place(trained):
     f = trained["files"]
-    rows = [dict(dialogue_id="d1", utterance_id="a", speaker="A", text=TEXTS[0], audio_path=f["speech"][0]),
-            dict(dialogue_id="d1", utterance_id="b", speaker="B", audio_path=f["missing"], video_path=f["noise"]),
-            dict(dialogue_id="d1", utterance_id="c", speaker="A", video_path=f["face"]),
-            dict(dialogue_id="d2", utterance_id="a", speaker="A", audio_path=f["missing"])]
-    manifest = write_manifest(trained["root"] / "holes.csv", rows, ["dialogue_id", "utterance_id", "speaker", "text",
-                                                                   "audio_path", "video_path"])
+    rows = [
+        dict(dialogue_id="d1", utterance_id="a", speaker="A", text=TEXTS[0], audio_path=f["speech"][0]),
+        dict(dialogue_id="d1", utterance_id="b", speaker="B", audio_path=f["missing"], video_path=f["noise"]),
+        dict(dialogue_id="d1", utterance_id="c", speaker="A", video_path=f["face"]),
+        dict(dialogue_id="d2", utterance_id="a", speaker="A", audio_path=f["missing"]),
+    ]
+    manifest = write_manifest(
+        trained["root"] / "holes.csv",
+        rows,
+        ["dialogue_id", "utterance_id", "speaker", "text", "audio_path", "video_path"],
+    )
     predictor = corekd.load(trained["bundle"])
     got = predictor.predict_manifest(manifest, cache_dir=trained["cache"])
-    assert [(r["dialogue_id"], r["utterance_id"]) for r in got.rows] == [("d1", "a"), ("d1", "b"), ("d1", "c"), ("d2", "a")]
+    assert [(r["dialogue_id"], r["utterance_id"]) for r in got.rows] == [
+        ("d1", "a"),
+        ("d1", "b"),
+        ("d1", "c"),
+        ("d2", "a"),
+    ]
     assert [r["modalities"] for r in got.rows] == [["l", "a"], [], ["v"], []]  # c's video has no sound track
     hole = got.rows[1]
     assert hole["prediction"] is None and hole["probabilities"] is None
@@ -145,8 +182,11 @@ def test_a_row_with_nothing_extracted_gets_a_null_prediction_in_place(trained):
     assert {(f["utterance"], f["modality"]) for f in got.summary["failures"]} == {("b", "a"), ("c", "a"), ("a", "a")}
     assert got.summary["cache_hits"] > 0  # the training extraction's cache is the same cache
     # the model saw dialogue d1 as its two extracted utterances: the same as a manifest without row b
-    without = write_manifest(trained["root"] / "without.csv", rows[:1] + rows[2:3],
-                             ["dialogue_id", "utterance_id", "speaker", "text", "audio_path", "video_path"])
+    without = write_manifest(
+        trained["root"] / "without.csv",
+        rows[:1] + rows[2:3],
+        ["dialogue_id", "utterance_id", "speaker", "text", "audio_path", "video_path"],
+    )
     alone = predictor.predict_manifest(without, cache_dir=trained["cache"]).rows
     assert [r["utterance_id"] for r in alone] == ["a", "c"]
     for r, k in zip(alone, (0, 2)):
@@ -155,8 +195,20 @@ def test_a_row_with_nothing_extracted_gets_a_null_prediction_in_place(trained):
 
 def test_the_cli_predicts_a_manifest_and_reports_failures(trained, tmp_path):
     out = tmp_path / "pred.jsonl"
-    result = runner.invoke(app, ["predict", str(trained["bundle"]), str(trained["manifest"]), "--out", str(out),
-                                 "--cache-dir", str(trained["cache"]), "--batch-size", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(trained["bundle"]),
+            str(trained["manifest"]),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(trained["cache"]),
+            "--batch-size",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["utterance_id"] for r in rows] == [r["utterance_id"] for r in trained["rows"]]
@@ -168,8 +220,10 @@ def test_the_cli_predicts_a_manifest_and_reports_failures(trained, tmp_path):
     assert "predicted 12 utterances of 6 dialogues with torch" in text
     summary = json.loads((tmp_path / "pred.jsonl.extraction.json").read_text())
     assert summary["failures"][0]["utterance"] == "train0_u0" and summary["rows"] == 12
-    strict = runner.invoke(app, ["predict", str(trained["bundle"]), str(trained["manifest"]), "--strict",
-                                 "--cache-dir", str(trained["cache"])])
+    strict = runner.invoke(
+        app,
+        ["predict", str(trained["bundle"]), str(trained["manifest"]), "--strict", "--cache-dir", str(trained["cache"])],
+    )
     assert strict.exit_code == 2 and "--strict" in strict.output and "gone.wav" in strict.output
 
 
@@ -196,8 +250,9 @@ def test_another_text_model_is_refused_naming_both_hashes(trained, tmp_path):
     with pytest.raises(CorekdError, match=f"text extractor.*recorded '{fake}', installed '{real}'") as err:
         corekd.load(bundle).predict_manifest(trained["manifest"])
     assert err.value.field == "bundle.features.extractors.l.model_sha256"
-    older = _edited(trained["bundle"], tmp_path / "o", lambda b: b["features"]["extractors"]["a"].update(
-        package="opensmile 0.0.1"))
+    older = _edited(
+        trained["bundle"], tmp_path / "o", lambda b: b["features"]["extractors"]["a"].update(package="opensmile 0.0.1")
+    )
     with pytest.raises(CorekdError, match="audio extractor.*recorded 'opensmile 0.0.1', installed 'opensmile "):
         corekd.load(older).predict_manifest(trained["manifest"])
 
@@ -229,19 +284,34 @@ def test_a_sequence_model_takes_media_as_in_training(trained, tmp_path, encoder)
     from corekd.training import init_model, save_checkpoint
 
     f = trained["files"]
-    rows = [dict(dialogue_id=f"d{d}", utterance_id=f"d{d}u{u}", speaker="AB"[u], label=LABELS[u], split="train",
-                 audio_path=f["speech"][(d + u) % 3]) for d in range(2) for u in range(2)]
+    rows = [
+        dict(
+            dialogue_id=f"d{d}",
+            utterance_id=f"d{d}u{u}",
+            speaker="AB"[u],
+            label=LABELS[u],
+            split="train",
+            audio_path=f["speech"][(d + u) % 3],
+        )
+        for d in range(2)
+        for u in range(2)
+    ]
     rows[1]["audio_path"] = f["face"]  # a video without a sound track: that row fails, and the utterance is dropped
     manifest = write_manifest(tmp_path / "m.csv", rows, COLUMNS)
     cfg = FeaturesConfig(cache=False, text={"enabled": False}, visual={"enabled": False}, audio={"level": "lld"})
     result = extract_manifest(manifest, tmp_path / "c", cfg, labels=LABELS)
     assert result.corpus.modalities["a"].kind == "sequence"
     kinds = {m: s.kind for m, s in result.corpus.modalities.items()}
-    model = init_model(ModelConfig(hidden=16, heads=2, sequence_encoder=encoder), {"a": 25}, 2, 0, "student",
-                       kinds=kinds)
+    model = init_model(
+        ModelConfig(hidden=16, heads=2, sequence_encoder=encoder), {"a": 25}, 2, 0, "student", kinds=kinds
+    )
     save_checkpoint(model, tmp_path / "ckpt", {"labels": LABELS, "task": "classification"})
-    bundle = bundle_checkpoint(tmp_path / "ckpt", tmp_path / "b", features=features_record(result.corpus.info["features"]),
-                               corpus_modalities={"a": {"kind": "sequence"}})
+    bundle = bundle_checkpoint(
+        tmp_path / "ckpt",
+        tmp_path / "b",
+        features=features_record(result.corpus.info["features"]),
+        corpus_modalities={"a": {"kind": "sequence"}},
+    )
     predictor = corekd.load(bundle)
     assert predictor.modalities["a"]["kind"] == "sequence" and predictor.bundle.model.kinds == {"a": "sequence"}
     assert predictor.modalities["a"]["input"] == ("frames" if encoder == "conv" else "vector")
@@ -275,7 +345,9 @@ def test_read_manifest_for_prediction(tmp_path):
     path.write_text("dialogue_id\tutterance_id\ttext\nd\tu0\thello there\nd\tu1\t\n")
     rows = read_manifest(path, predict=True)
     assert [(r.dialogue_id, r.utterance_id, r.speaker, r.text, r.label, r.split) for r in rows] == [
-        ("d", "u0", "d", "hello there", "", ""), ("d", "u1", "d", "", "", "")]
+        ("d", "u0", "d", "hello there", "", ""),
+        ("d", "u1", "d", "", "", ""),
+    ]
     with pytest.raises(CorekdError, match="missing column 'speaker'"):
         read_manifest(path)  # for extraction the training columns stay required
     path.write_text("dialogue_id\ttext\nd\thi\n")

@@ -70,15 +70,18 @@ class Batch:
         """
         unknown = set(keep) - set(self.frames)
         if unknown:
-            raise ValueError(f"drop_frames: {sorted(unknown)} are not sequence modalities of this batch "
-                             f"({sorted(self.frames)})")
+            raise ValueError(
+                f"drop_frames: {sorted(unknown)} are not sequence modalities of this batch ({sorted(self.frames)})"
+            )
         frames, frame_mask, features = dict(self.frames), dict(self.frame_mask), dict(self.features)
         for m, k in keep.items():
             shown = self.frame_mask[m]  # [B, U, F]
             f = shown.shape[-1]
             if k.shape[:-1] != shown.shape[:-1] or k.shape[-1] < f:
-                raise ValueError(f"drop_frames: keep['{m}'] has shape {list(k.shape)}; expected [B, U, >= {f}] "
-                                 f"for frames {list(shown.shape)}")
+                raise ValueError(
+                    f"drop_frames: keep['{m}'] has shape {list(k.shape)}; expected [B, U, >= {f}] "
+                    f"for frames {list(shown.shape)}"
+                )
             kept = shown & k[..., :f].to(shown.device, torch.bool)  # [B, U, F]
             first = shown & (shown.cumsum(-1) == 1)  # [B, U, F]: each utterance's first shown frame
             kept = kept | (first & ~kept.any(-1, keepdim=True))
@@ -102,8 +105,12 @@ class Batch:
 
         return Batch(
             features={m: cat(lambda b, m=m: b.features[m]) for m in first.features},
-            mask=cat(lambda b: b.mask), avail=cat(lambda b: b.avail), speakers=cat(lambda b: b.speakers),
-            labels=cat(lambda b: b.labels), utt_mask=cat(lambda b: b.utt_mask), modalities=first.modalities,
+            mask=cat(lambda b: b.mask),
+            avail=cat(lambda b: b.avail),
+            speakers=cat(lambda b: b.speakers),
+            labels=cat(lambda b: b.labels),
+            utt_mask=cat(lambda b: b.utt_mask),
+            modalities=first.modalities,
             index=cat(lambda b: b.index),
             frame_lengths={m: cat(lambda b, m=m: b.frame_lengths[m]) for m in first.frame_lengths},
             targets=None if first.targets is None else cat(lambda b: b.targets),
@@ -159,7 +166,9 @@ class SplitTensors:
         return "classification" if self.targets is None else "regression"
 
     @classmethod
-    def from_dialogues(cls, name: str, dialogues: list[Dialogue], corpus: Corpus, task: str = "classification") -> SplitTensors:
+    def from_dialogues(
+        cls, name: str, dialogues: list[Dialogue], corpus: Corpus, task: str = "classification"
+    ) -> SplitTensors:
         """``task="regression"``: the dialogues' ``sentiment`` becomes ``targets`` (every utterance must have one)."""
         mods = corpus.modality_names
         n = len(dialogues)
@@ -170,7 +179,9 @@ class SplitTensors:
         labels = np.zeros((n, u_max), dtype=np.int64)
         utt_mask = np.zeros((n, u_max), dtype=bool)
         targets = np.zeros((n, u_max), dtype=np.float32) if task == "regression" else None
-        frame_lengths = {m: np.zeros((n, u_max), dtype=np.int64) for m in mods if corpus.modalities[m].kind == "sequence"}
+        frame_lengths = {
+            m: np.zeros((n, u_max), dtype=np.int64) for m in mods if corpus.modalities[m].kind == "sequence"
+        }
         frame_start = {m: np.zeros((n, u_max), dtype=np.int64) for m in frame_lengths}
         frame_rows: dict[str, list[np.ndarray]] = {m: [] for m in frame_lengths}
         frame_count = {m: 0 for m in frame_lengths}
@@ -191,8 +202,11 @@ class SplitTensors:
             utt_mask[i, :u] = True
             if targets is not None:
                 if d.sentiment is None or np.isnan(d.sentiment).any():
-                    raise CorekdError(f"dialogue '{d.id}' has an utterance without 'sentiment'; the regression task "
-                                      "needs one on every utterance", field="sentiment")
+                    raise CorekdError(
+                        f"dialogue '{d.id}' has an utterance without 'sentiment'; the regression task "
+                        "needs one on every utterance",
+                        field="sentiment",
+                    )
                 targets[i, :u] = d.sentiment
         return cls(
             name=name,
@@ -207,9 +221,15 @@ class SplitTensors:
             utterance_ids=[list(d.utterance_ids) for d in dialogues],
             frame_lengths={m: torch.from_numpy(x) for m, x in frame_lengths.items()},
             targets=None if targets is None else torch.from_numpy(targets),
-            frame_data={m: torch.from_numpy(np.ascontiguousarray(
-                np.concatenate(rows, axis=0) if rows else np.zeros((0, corpus.modalities[m].dim)), dtype=np.float32))
-                for m, rows in frame_rows.items()},
+            frame_data={
+                m: torch.from_numpy(
+                    np.ascontiguousarray(
+                        np.concatenate(rows, axis=0) if rows else np.zeros((0, corpus.modalities[m].dim)),
+                        dtype=np.float32,
+                    )
+                )
+                for m, rows in frame_rows.items()
+            },
             frame_start={m: torch.from_numpy(x) for m, x in frame_start.items()},
         )
 
@@ -297,8 +317,9 @@ class SplitTensors:
             yield self.batch(order[start : start + batch_size], device)
 
 
-def length_bucketed(order: torch.Tensor, lengths: torch.Tensor, batch_size: int, bucket: int,
-                    generator: torch.Generator | None) -> list[torch.Tensor]:
+def length_bucketed(
+    order: torch.Tensor, lengths: torch.Tensor, batch_size: int, bucket: int, generator: torch.Generator | None
+) -> list[torch.Tensor]:
     """[N] shuffled row order, [N] lengths -> batches of rows: pools of ``bucket`` batches sorted by length, cut,
     then the batches shuffled (see :meth:`SplitTensors.batches`)."""
     pool = batch_size * bucket

@@ -132,7 +132,9 @@ class Corpus:
 
     def format_version(self) -> int:
         """The lowest format version that holds this corpus (1 unless a version-2 field is used)."""
-        v2 = any(s.kind != "vector" or any(getattr(s, k) is not None for k in CARD_FIELDS) for s in self.modalities.values())
+        v2 = any(
+            s.kind != "vector" or any(getattr(s, k) is not None for k in CARD_FIELDS) for s in self.modalities.values()
+        )
         v2 = v2 or any(d.sentiment is not None or d.texts is not None or d.extras is not None for d in self.dialogues)
         return 2 if v2 else 1
 
@@ -145,9 +147,15 @@ class Corpus:
         for split in SPLITS:
             if not self.split(split):
                 found.append(f"split '{split}' has no dialogues")
-                found.append("`corekd run` needs a dev split: set data.dev: carve in the run config to carve one from train"
-                             if split == "dev" else f"`corekd run` refuses a corpus without a {split} split")
-        for split, consequence in (("train", "no model learns to predict {}"), ("dev", "model selection never scores {}")):
+                found.append(
+                    "`corekd run` needs a dev split: set data.dev: carve in the run config to carve one from train"
+                    if split == "dev"
+                    else f"`corekd run` refuses a corpus without a {split} split"
+                )
+        for split, consequence in (
+            ("train", "no model learns to predict {}"),
+            ("dev", "model selection never scores {}"),
+        ):
             counts = self.label_counts(split)
             absent = [name for name in self.labels if counts[name] == 0]
             if absent and self.split(split):
@@ -159,7 +167,9 @@ class Corpus:
         for j, m in enumerate(self.modality_names):
             missing = sum(int((~d.available[:, j]).sum()) for d in self.dialogues)
             if missing == self.num_utterances and missing:
-                found.append(f"modality '{m}' is missing for every utterance (conditions that keep only '{m}' are not applicable)")
+                found.append(
+                    f"modality '{m}' is missing for every utterance (conditions that keep only '{m}' are not applicable)"
+                )
                 continue
             for split in SPLITS:
                 dialogues = self.split(split)
@@ -169,7 +179,9 @@ class Corpus:
             empty = sum(int((~d.available.any(axis=1)).sum()) for d in self.split(split))
             if empty:
                 n = sum(len(d) for d in self.split(split))
-                found.append(f"{empty} of {n} utterances of the {split} split have no modality at all (nothing observed)")
+                found.append(
+                    f"{empty} of {n} utterances of the {split} split have no modality at all (nothing observed)"
+                )
         return found
 
     # ------------------------------------------------------------------ on disk
@@ -183,9 +195,7 @@ class Corpus:
             "name": self.name,
             "task": self.task,
             "labels": list(self.labels),
-            "modalities": {
-                m: {k: v for k, v in vars(s).items() if v is not None} for m, s in self.modalities.items()
-            },
+            "modalities": {m: {k: v for k, v in vars(s).items() if v is not None} for m, s in self.modalities.items()},
             "info": self.info,
             "dialogues": [_dialogue_meta(d, self) for d in self.dialogues],
         }
@@ -285,19 +295,25 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
     expected = order + [offsets_name(m) for m in sequences]
     extra = sorted(set(tensors) - set(expected))
     if extra:
-        raise CorekdError(f"tensor for unknown modality (corpus.json declares {expected})", path=feat_path, field=extra[0])
+        raise CorekdError(
+            f"tensor for unknown modality (corpus.json declares {expected})", path=feat_path, field=extra[0]
+        )
     lengths: dict[str, np.ndarray] = {}
     for m in sequences:  # offsets first: they give the expected frame count
         name = offsets_name(m)
         if name not in tensors:
-            raise CorekdError(f"tensor missing (modality '{m}' is a sequence: its frames need offsets)", path=feat_path,
-                              field=name)
+            raise CorekdError(
+                f"tensor missing (modality '{m}' is a sequence: its frames need offsets)", path=feat_path, field=name
+            )
         offsets = tensors[name]
         if not np.issubdtype(offsets.dtype, np.integer):
             raise CorekdError(f"dtype {offsets.dtype}; expected int64 frame offsets", path=feat_path, field=name)
         if offsets.shape != (n_total + 1,):
-            raise CorekdError(f"expected shape [{n_total + 1}] (utterances + 1), got {list(offsets.shape)}",
-                              path=feat_path, field=name)
+            raise CorekdError(
+                f"expected shape [{n_total + 1}] (utterances + 1), got {list(offsets.shape)}",
+                path=feat_path,
+                field=name,
+            )
         steps = np.diff(offsets.astype(np.int64))
         if offsets[0] != 0 or (steps < 0).any():
             raise CorekdError("expected offsets starting at 0 and never decreasing", path=feat_path, field=name)
@@ -308,8 +324,11 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
         x = tensors[m]
         if x.dtype != np.float32:
             if not cast or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-                raise CorekdError(f"dtype {x.dtype}; expected float32 (convert the file with "
-                                  f"`corekd data inspect {folder} --cast`)", path=feat_path, field=m)
+                raise CorekdError(
+                    f"dtype {x.dtype}; expected float32 (convert the file with `corekd data inspect {folder} --cast`)",
+                    path=feat_path,
+                    field=m,
+                )
             tensors[m] = x = x.astype(np.float32)
         rows = int(lengths[m].sum()) if m in lengths else n_total
         want = (rows, meta.modalities[m].dim)
@@ -349,7 +368,8 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
                     raise CorekdError(
                         f"utterance '{d.utterances[empty[0]].id}' has 0 frames of sequence modality '{m}'; expected at "
                         "least one, or the modality listed in its 'missing'",
-                        path=meta_path, field=f"dialogues[{k}].utterances[{empty[0]}].missing",
+                        path=meta_path,
+                        field=f"dialogues[{k}].utterances[{empty[0]}].missing",
                     )
                 flat = tensors[m][frame_start[m] : frame_start[m] + int(lens.sum())]
                 frame_start[m] += int(lens.sum())
@@ -372,7 +392,8 @@ def load_corpus(folder: str | Path, *, cast: bool = False) -> Corpus:
                 labels=np.array([label_index[u.label] for u in d.utterances], dtype=np.int64),
                 features=feats,
                 available=avail,
-                sentiment=None if all(v is None for v in sentiment)
+                sentiment=None
+                if all(v is None for v in sentiment)
                 else np.array([np.nan if v is None else v for v in sentiment], dtype=np.float32),
                 texts=None if all(v is None for v in given("text")) else given("text"),
                 extras=None if not any(given("extra")) else given("extra"),
@@ -440,8 +461,9 @@ def _check_meta(meta: CorpusFile, path: Path) -> None:
         for m, spec in meta.modalities.items():
             for key in ("kind",) + CARD_FIELDS:
                 if key in spec.model_fields_set and (key != "kind" or spec.kind != "vector"):
-                    raise CorekdError("this field needs format version 2 (set \"version\": 2)", path=path,
-                                      field=f"modalities.{m}.{key}")
+                    raise CorekdError(
+                        'this field needs format version 2 (set "version": 2)', path=path, field=f"modalities.{m}.{key}"
+                    )
     for i, d in enumerate(meta.dialogues):
         where = f"dialogues[{i}]"
         if d.id in seen_dialogues:
@@ -477,15 +499,23 @@ def _check_meta(meta: CorpusFile, path: Path) -> None:
                     field=f"{uwhere}.missing",
                 )
             if u.sentiment is not None and not (math.isfinite(u.sentiment) and -3 <= u.sentiment <= 3):
-                raise CorekdError(f"sentiment {u.sentiment} in dialogue '{d.id}'; expected a finite number in [-3, 3]",
-                                  path=path, field=f"{uwhere}.sentiment")
+                raise CorekdError(
+                    f"sentiment {u.sentiment} in dialogue '{d.id}'; expected a finite number in [-3, 3]",
+                    path=path,
+                    field=f"{uwhere}.sentiment",
+                )
             if meta.task == "regression" and u.sentiment is None:
-                raise CorekdError("no sentiment; a regression corpus (task 'regression') needs a number in [-3, 3] on "
-                                  "every utterance", path=path, field=f"{uwhere}.sentiment")
+                raise CorekdError(
+                    "no sentiment; a regression corpus (task 'regression') needs a number in [-3, 3] on "
+                    "every utterance",
+                    path=path,
+                    field=f"{uwhere}.sentiment",
+                )
             if meta.version == 1 and (u.sentiment is not None or u.text is not None or u.extra):
                 key = "sentiment" if u.sentiment is not None else ("text" if u.text is not None else "extra")
-                raise CorekdError("this field needs format version 2 (set \"version\": 2)", path=path,
-                                  field=f"{uwhere}.{key}")
+                raise CorekdError(
+                    'this field needs format version 2 (set "version": 2)', path=path, field=f"{uwhere}.{key}"
+                )
 
 
 def _locate(meta: CorpusFile, row: int) -> tuple[str, str]:

@@ -75,25 +75,27 @@ class Condition:
             if not 0.0 <= rate < 1.0:
                 raise CorekdError(f"bad condition '{name}': expected {kind}:<rate in [0, 1)>, e.g. {kind}:0.5")
             return cls(cast(Literal["random", "frames"], kind), rate=round(rate, 6))
-        raise CorekdError(f"unknown condition '{name}': expected complete, fixed:<modalities>, random:<rate> or "
-                          "frames:<rate>")
+        raise CorekdError(
+            f"unknown condition '{name}': expected complete, fixed:<modalities>, random:<rate> or frames:<rate>"
+        )
 
 
 def fixed_subsets(modalities: tuple[str, ...]) -> list[Condition]:
     """Every proper non-empty subset, singles first, in corpus order: l, a, v, la, lv, av."""
-    return [
-        Condition("fixed", keep=keep)
-        for k in range(1, len(modalities))
-        for keep in combinations(modalities, k)
-    ]
+    return [Condition("fixed", keep=keep) for k in range(1, len(modalities)) for keep in combinations(modalities, k)]
 
 
-def standard_conditions(modalities: tuple[str, ...], rates: Sequence[float],
-                        frame_rates: Sequence[float] = ()) -> list[Condition]:
+def standard_conditions(
+    modalities: tuple[str, ...], rates: Sequence[float], frame_rates: Sequence[float] = ()
+) -> list[Condition]:
     """complete, the fixed subsets, ``random:p`` per rate, then ``frames:p`` per frame rate (pass none for a corpus
     without sequence modalities)."""
-    return [Condition("complete"), *fixed_subsets(modalities), *(Condition("random", rate=r) for r in rates),
-            *(Condition("frames", rate=r) for r in frame_rates)]
+    return [
+        Condition("complete"),
+        *fixed_subsets(modalities),
+        *(Condition("random", rate=r) for r in rates),
+        *(Condition("frames", rate=r) for r in frame_rates),
+    ]
 
 
 def fixed_mask(avail: torch.Tensor, keep: tuple[str, ...], modalities: tuple[str, ...]) -> torch.Tensor:
@@ -256,5 +258,7 @@ class TrainingMissing(BaseModel):
             raise ValueError("low must not exceed high")
         return self
 
-    def masks(self, avail: torch.Tensor, generator: torch.Generator, per: Literal["batch", "row"] = "batch") -> torch.Tensor:
+    def masks(
+        self, avail: torch.Tensor, generator: torch.Generator, per: Literal["batch", "row"] = "batch"
+    ) -> torch.Tensor:
         return training_rate_masks(avail, self.low, self.high, generator, self.scheme, per)

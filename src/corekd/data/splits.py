@@ -87,6 +87,12 @@ def carve_dev(corpus: Corpus, fraction: float = 0.1, seed: int = 0) -> dict:
 
 def describe(record: dict) -> str:
     """One line for logs and reports."""
-    how = "speaker-disjoint from train" if record.get("speaker_disjoint") else "not speaker-disjoint (speakers do not allow it)"
-    return (f"dev split carved from train: {record['dialogues']} dialogues, {record['utterances']} utterances "
-            f"(fraction {record['fraction']}, seed {record['seed']}, {how})")
+    how = (
+        "speaker-disjoint from train"
+        if record.get("speaker_disjoint")
+        else "not speaker-disjoint (speakers do not allow it)"
+    )
+    return (
+        f"dev split carved from train: {record['dialogues']} dialogues, {record['utterances']} utterances "
+        f"(fraction {record['fraction']}, seed {record['seed']}, {how})"
+    )

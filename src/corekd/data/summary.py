@@ -34,9 +34,10 @@ def summarize(corpus: Corpus) -> dict:
         "name": corpus.name,
         "task": corpus.task,
         "labels": corpus.labels,
-        "modalities": {m: {"dim": s.dim, "kind": s.kind, "source": s.source, "missing_utterances": missing[m],
-                           "card": s.card()}
-                       for m, s in corpus.modalities.items()},
+        "modalities": {
+            m: {"dim": s.dim, "kind": s.kind, "source": s.source, "missing_utterances": missing[m], "card": s.card()}
+            for m, s in corpus.modalities.items()
+        },
         **({"dev_split": corpus.info["dev_split"]} if "dev_split" in corpus.info else {}),
         "speakers_per_dialogue": {"min": min(speakers, default=0), "max": max(speakers, default=0)},
         "splits": splits,
@@ -71,13 +72,16 @@ def linear_probe(
 
     for split in ("train", "test"):
         if not corpus.split(split):
-            raise CorekdError(f"the probe fits on train and scores on test, but the {split} split has no dialogues",
-                              field=f"{split} split")
+            raise CorekdError(
+                f"the probe fits on train and scores on test, but the {split} split has no dialogues",
+                field=f"{split} split",
+            )
     train_classes = set(np.concatenate([d.labels for d in corpus.split("train")]).tolist())
     if len(train_classes) < 2:
         raise CorekdError(
             f"the train split has {len(train_classes)} class ({', '.join(corpus.labels[i] for i in train_classes)}); "
-            "a probe needs at least 2", field="train split",
+            "a probe needs at least 2",
+            field="train split",
         )
 
     def fit_score(mods: list[str], keep: tuple[int, int] | None = None) -> dict | None:
@@ -90,7 +94,10 @@ def linear_probe(
                 return None  # a pair not present in both splits cannot be probed
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
         pred = clf.fit(x_tr, y_tr).predict(x_te)
-        return {"accuracy": float((pred == y_te).mean()), "weighted_f1": float(f1_score(y_te, pred, average="weighted"))}
+        return {
+            "accuracy": float((pred == y_te).mean()),
+            "weighted_f1": float(f1_score(y_te, pred, average="weighted")),
+        }
 
     mods = list(corpus.modality_names)
     result: dict = {"modalities": {m: fit_score([m]) for m in mods}}

@@ -55,7 +55,8 @@ class SynthFrames(BaseModel):
 
     enabled: bool = Field(False, description="give the modalities of `modalities` frame sequences instead of vectors")
     modalities: list[Literal["l", "a", "v"]] = Field(
-        default_factory=_all_modalities, min_length=1,
+        default_factory=_all_modalities,
+        min_length=1,
         description="which modalities become sequences (l: tokens as frames; a, v: frames); the rest stay vectors",
     )
     mean_frames: dict[str, float] = Field(
@@ -69,7 +70,9 @@ class SynthFrames(BaseModel):
     )
     frame_noise: float = Field(0.5, ge=0, description="latent noise std added to every frame")
     salience: float = Field(
-        1.0, ge=0, description="length of a fixed latent direction added to the emotion-carrying frames (emphasis: "
+        1.0,
+        ge=0,
+        description="length of a fixed latent direction added to the emotion-carrying frames (emphasis: "
         "what lets a pooling find them); 0 = they differ from the others by the emotion code only",
     )
 
@@ -97,8 +100,9 @@ class SynthConfig(BaseModel):
 
     seed: int = Field(0, ge=0, description="generator seed (a non-negative integer)")
     task: Literal["classification", "regression"] = Field(
-        "classification", description="regression adds a continuous sentiment per utterance (docs/synthetic-corpus.md); "
-        "everything else is the classification corpus of the same seed, unchanged"
+        "classification",
+        description="regression adds a continuous sentiment per utterance (docs/synthetic-corpus.md); "
+        "everything else is the classification corpus of the same seed, unchanged",
     )
     sentiment_noise: float = Field(0.6, ge=0, description="task regression: std of the per-utterance sentiment noise")
     n_dialogues: int = Field(151, ge=3)
@@ -118,7 +122,9 @@ class SynthConfig(BaseModel):
     influence: float = Field(0.15, ge=0, le=1, description="probability a speaker adopts the partner's last emotion")
     dims: dict[str, int] = Field(default_factory=lambda: {"l": 100, "a": 100, "v": 512})
     latent_dim: int = Field(16, ge=2)
-    groups: dict[str, list[list[str]]] = Field(default_factory=lambda: {k: [list(g) for g in v] for k, v in DEFAULT_GROUPS.items()})
+    groups: dict[str, list[list[str]]] = Field(
+        default_factory=lambda: {k: [list(g) for g in v] for k, v in DEFAULT_GROUPS.items()}
+    )
     signal: float = Field(1.0, gt=0, description="length of a class code in the latent space")
     noise: dict[str, float] = Field(
         default_factory=lambda: {"l": 0.55, "a": 0.75, "v": 0.95},
@@ -134,9 +140,13 @@ class SynthConfig(BaseModel):
     scale: dict[str, float] = Field(
         default_factory=dict, description="unscaled features: multiply a modality's features by this (default 1)"
     )
-    heavy_columns: int = Field(0, ge=0, description="per modality, this many columns become large-valued and heavy-tailed")
+    heavy_columns: int = Field(
+        0, ge=0, description="per modality, this many columns become large-valued and heavy-tailed"
+    )
     heavy_scale: float = Field(100.0, gt=0, description="scale (and offset) of the heavy-tailed columns")
-    heavy_df: float = Field(2.0, gt=0, description="degrees of freedom of the Student-t noise in the heavy-tailed columns")
+    heavy_df: float = Field(
+        2.0, gt=0, description="degrees of freedom of the Student-t noise in the heavy-tailed columns"
+    )
     frames: SynthFrames = Field(default_factory=SynthFrames, description="frame mode (docs/synthetic-corpus.md)")
 
     @model_validator(mode="after")
@@ -173,8 +183,10 @@ class SynthConfig(BaseModel):
                 raise ValueError(f"groups.{m} must list every label exactly once")
         if self.frames.enabled:
             if self.scale or self.heavy_columns:
-                raise ValueError("frames.enabled does not combine with scale or heavy_columns (real-shaped scales are "
-                                 "a vector-corpus knob)")
+                raise ValueError(
+                    "frames.enabled does not combine with scale or heavy_columns (real-shaped scales are "
+                    "a vector-corpus knob)"
+                )
             for m in self.frames.modalities:
                 if m not in mods:
                     raise ValueError(f"frames.modalities names '{m}', which dims does not have ({sorted(mods)})")
@@ -272,17 +284,26 @@ def generate(cfg: SynthConfig | None = None) -> Corpus:
     # the classification corpus's info is exactly what it was before the regression and frame options existed
     exclude = ({"task", "sentiment_noise"} if not regression else set()) | ({"frames"} if not sequences else set())
     return Corpus(
-        name=f"synthetic-iemocap6-seed{cfg.seed}" + ("-regression" if regression else "") + ("-frames" if sequences else ""),
+        name=f"synthetic-iemocap6-seed{cfg.seed}"
+        + ("-regression" if regression else "")
+        + ("-frames" if sequences else ""),
         labels=list(cfg.labels),
-        modalities={m: ModalitySpec(dim=cfg.dims[m], source="corekd.data.synth",
-                                    kind="sequence" if m in sequences else "vector",  # the default: vector
-                                    aligned=False if m in sequences else None)  # the default: None
-                    for m in modalities},
+        modalities={
+            m: ModalitySpec(
+                dim=cfg.dims[m],
+                source="corekd.data.synth",
+                kind="sequence" if m in sequences else "vector",  # the default: vector
+                aligned=False if m in sequences else None,
+            )  # the default: None
+            for m in modalities
+        },
         dialogues=dialogues,
         task=cfg.task,
-        info={"generator": "corekd.data.synth",
-              "config": cfg.model_dump(exclude=exclude or None),
-              "conflict_utterances": n_conflicts},
+        info={
+            "generator": "corekd.data.synth",
+            "config": cfg.model_dump(exclude=exclude or None),
+            "conflict_utterances": n_conflicts,
+        },
     )
 
 
@@ -332,7 +353,9 @@ def _add_frames(dialogues: list[Dialogue], latents: list[dict], proj: dict[str, 
             carries[first[none] + rng.integers(lengths[none])] = True
             z = np.where(carries[:, None], latent[owner] + fc.salience * direction[m], base[owner])
             z = z + rng.standard_normal(z.shape) * fc.frame_noise
-            x = (z @ proj[m] + rng.standard_normal((len(owner), cfg.dims[m])) * cfg.observation_noise).astype(np.float32)
+            x = (z @ proj[m] + rng.standard_normal((len(owner), cfg.dims[m])) * cfg.observation_noise).astype(
+                np.float32
+            )
             d.frames[m] = (x, lengths)
             d.features[m] = pool_mean(x, lengths, cfg.dims[m])
 

@@ -60,8 +60,10 @@ def _nbytes(shape, dtype) -> int:
 def _sized_ndarray(shape, dtype=float, *args, **kwargs):
     """``numpy.ndarray(shape, ...)`` as a pickle may call it: only small sizes (numpy's pickles never call it)."""
     if _nbytes(shape, dtype) > MAX_PRESIZED_BYTES:
-        raise _Refused(f"numpy.ndarray{(shape,)} would allocate {_nbytes(shape, dtype):,} bytes before reading any data "
-                       f"(at most {MAX_PRESIZED_BYTES:,})")
+        raise _Refused(
+            f"numpy.ndarray{(shape,)} would allocate {_nbytes(shape, dtype):,} bytes before reading any data "
+            f"(at most {MAX_PRESIZED_BYTES:,})"
+        )
     return np.ndarray(shape, dtype, *args, **kwargs)
 
 
@@ -94,7 +96,8 @@ _ALLOWED[("collections", "OrderedDict")] = ("collections", "OrderedDict")
 _ALLOWED[("_codecs", "encode")] = ("_codecs", "encode")  # how protocol 2 writes bytes; pure, no side effects
 # the constructors that take a size, guarded
 _SIZED: dict[tuple[str, str], Callable[..., Any]] = {
-    ("numpy", "ndarray"): _sized_ndarray, ("builtins", "bytearray"): _sized_bytearray,
+    ("numpy", "ndarray"): _sized_ndarray,
+    ("builtins", "bytearray"): _sized_bytearray,
     ("__builtin__", "bytearray"): _sized_bytearray,
 }
 for _core in ("numpy.core", "numpy._core"):
@@ -122,11 +125,15 @@ def _check_array_state(state) -> None:
     n = _nbytes(shape, np.uint8)  # the element count
     if dtype.hasobject:
         if not isinstance(data, list) or len(data) != n:
-            raise _Refused(f"array state of shape {shape!r} holds {len(data) if isinstance(data, list) else 'no'} "
-                           "objects; expected one per element")
+            raise _Refused(
+                f"array state of shape {shape!r} holds {len(data) if isinstance(data, list) else 'no'} "
+                "objects; expected one per element"
+            )
     elif not isinstance(data, (bytes, bytearray, str)) or len(data) != n * dtype.itemsize:
-        raise _Refused(f"array state of shape {shape!r} and dtype {dtype} needs {n * dtype.itemsize:,} bytes of data, "
-                       f"got {len(data) if hasattr(data, '__len__') else 'none'}")
+        raise _Refused(
+            f"array state of shape {shape!r} and dtype {dtype} needs {n * dtype.itemsize:,} bytes of data, "
+            f"got {len(data) if hasattr(data, '__len__') else 'none'}"
+        )
 
 
 class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its steps can be checked
@@ -184,7 +191,9 @@ def _check_sharing(root) -> None:
     held = 0  # elements the file holds (each container and array counted once)
     on_path: set[int] = set()  # the containers being expanded (ancestors of the current one)
     alive = []  # the objects whose ids are keys, kept alive while walking
-    stack: list[tuple[object, int, list | None]] = [(root, 0, None)]  # (object, depth, its nested containers once expanded)
+    stack: list[tuple[object, int, list | None]] = [
+        (root, 0, None)
+    ]  # (object, depth, its nested containers once expanded)
     while stack:
         obj, depth, nested = stack.pop()
         if nested is not None:  # all its nested containers are done
@@ -213,8 +222,10 @@ def _check_sharing(root) -> None:
         stack.extend((c, depth + 1, None) for c in nested)
     extra = expanded.get(id(root), 0) - held
     if extra > MAX_SHARED_ELEMENTS:
-        raise _Refused(f"shared references would expand the {held:,} elements the file holds by {extra:,} more "
-                       f"(at most {MAX_SHARED_ELEMENTS:,}): the same list is referenced from many places")
+        raise _Refused(
+            f"shared references would expand the {held:,} elements the file holds by {extra:,} more "
+            f"(at most {MAX_SHARED_ELEMENTS:,}): the same list is referenced from many places"
+        )
 
 
 def safe_loads(data: bytes, *, path: str | Path | None = None):
@@ -227,8 +238,19 @@ def safe_loads(data: bytes, *, path: str | Path | None = None):
         raise CorekdError(f"pickle refused before allocating: {exc} (nothing in it was run)", path=path) from None
     except pickle.UnpicklingError as exc:
         raise CorekdError(f"untrusted pickle not loaded: {exc} (nothing in it was run)", path=path) from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, ImportError, struct.error,
-            OverflowError, MemoryError, RecursionError) as exc:
+    except (
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        ImportError,
+        struct.error,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+    ) as exc:
         raise CorekdError(f"not a readable pickle ({type(exc).__name__}: {exc})", path=path) from None
 
 

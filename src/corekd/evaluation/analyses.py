@@ -136,8 +136,12 @@ def conflict_pairs(split: SplitTensors, mask_seed: int, share: float = TARGET_SH
                 targets.append((row, u))
                 chosen.append(other[int(torch.randint(len(other), (1,), generator=gen))].tolist())
     shape = (len(targets), 2)
-    return ConflictPairs(torch.tensor(targets, dtype=torch.long).reshape(shape),
-                         torch.tensor(chosen, dtype=torch.long).reshape(shape), mask_seed, types)
+    return ConflictPairs(
+        torch.tensor(targets, dtype=torch.long).reshape(shape),
+        torch.tensor(chosen, dtype=torch.long).reshape(shape),
+        mask_seed,
+        types,
+    )
 
 
 def conflict_view(split: SplitTensors, pairs: ConflictPairs, swap: tuple[str, ...]) -> SplitTensors:
@@ -204,7 +208,9 @@ class RunAnalyses:
             self._teacher = (seed, run_model(teacher, self.test, None, self.batch_size, self.device))
         return self._teacher[1]
 
-    def add(self, variant: str, method: str, seed: int, model, teacher, not_applicable: dict[str, str] | None = None) -> None:
+    def add(
+        self, variant: str, method: str, seed: int, model, teacher, not_applicable: dict[str, str] | None = None
+    ) -> None:
         """Analyses of one trained model (``teacher``: its seed's teacher, None when the run trains none;
         ``not_applicable``: condition -> reason for the conditions this model is not scored under, beyond the data's)."""
         with torch.random.fork_rng(devices=[]):  # nothing here may move a global stream
@@ -222,10 +228,14 @@ class RunAnalyses:
         t_out = self._teacher_outputs(seed, teacher) if teacher is not None else None
         data_na = getattr(self.masks, "not_applicable", {})
         skip = {**method_na, **data_na}
-        own = {c: r for c, r in method_na.items() if c not in data_na and c in self.masks}  # the method's own exclusions
+        own = {
+            c: r for c, r in method_na.items() if c not in data_na and c in self.masks
+        }  # the method's own exclusions
         if own:
             first = next(iter(own.values()))
-            self._skipped(variant, method, f"state drift under the {len(own)} condition(s) it is not scored under", first)
+            self._skipped(
+                variant, method, f"state drift under the {len(own)} condition(s) it is not scored under", first
+            )
         frames = getattr(self.masks, "frames", {})
         outputs = {}
         for name, mask in self.masks.items():
@@ -235,15 +245,39 @@ class RunAnalyses:
             outputs[name] = out
             if t_out is not None:
                 normalized, raw = drift(out.fused.cpu(), t_out.fused.cpu(), valid)
-                self.drift.append({"variant": variant, "method": method, "seed": seed, "condition": name,
-                                   "normalized": normalized, "raw": raw, "relative_to_no_kd": None})
-                observed = (mask if mask is not None else self.test.avail) & self.test.avail & valid[..., None]  # [N, U, M]
+                self.drift.append(
+                    {
+                        "variant": variant,
+                        "method": method,
+                        "seed": seed,
+                        "condition": name,
+                        "normalized": normalized,
+                        "raw": raw,
+                        "relative_to_no_kd": None,
+                    }
+                )
+                observed = (
+                    (mask if mask is not None else self.test.avail) & self.test.avail & valid[..., None]
+                )  # [N, U, M]
                 for j, m in enumerate(self.test.modalities):
                     n = int(observed[..., j].sum())
-                    value = drift(out.states[:, :, j].cpu(), t_out.states[:, :, j].cpu(), observed[..., j])[0] if n else None
-                    self.mstate_drift.append({"variant": variant, "method": method, "seed": seed, "condition": name,
-                                              "modality": m, "normalized": value, "utterances": n,
-                                              "relative_to_no_kd": None})
+                    value = (
+                        drift(out.states[:, :, j].cpu(), t_out.states[:, :, j].cpu(), observed[..., j])[0]
+                        if n
+                        else None
+                    )
+                    self.mstate_drift.append(
+                        {
+                            "variant": variant,
+                            "method": method,
+                            "seed": seed,
+                            "condition": name,
+                            "modality": m,
+                            "normalized": value,
+                            "utterances": n,
+                            "relative_to_no_kd": None,
+                        }
+                    )
         regression = self.task == "regression"
         rejection_na = own.get("complete")
         if rejection_na and t_out is not None and not regression and len(self.pairs):
@@ -255,18 +289,36 @@ class RunAnalyses:
                 view = conflict_view(self.test, self.pairs, CONFLICT_TYPES[kind])
                 q = run_model(model, view, None, self.batch_size, self.device).logits.float().softmax(-1).cpu()
                 hits = rejected(q[tr, tu], q_t[tr, tu], q_t[dr, du])
-                self.rejection.append({"variant": variant, "method": method, "seed": seed, "type": kind,
-                                       "rate": float(hits.float().mean()), "pairs": len(self.pairs)})
+                self.rejection.append(
+                    {
+                        "variant": variant,
+                        "method": method,
+                        "seed": seed,
+                        "type": kind,
+                        "rate": float(hits.float().mean()),
+                        "pairs": len(self.pairs),
+                    }
+                )
         if self.flags is not None and not regression:
             if all(name in own for name in ("complete", TSNE_CONDITION)):
-                self._skipped(variant, method, f"natural conflicts (views complete and {TSNE_CONDITION})", own["complete"])
+                self._skipped(
+                    variant, method, f"natural conflicts (views complete and {TSNE_CONDITION})", own["complete"]
+                )
             sel = self.flags & valid
             for name in ("complete", TSNE_CONDITION):
                 if name in outputs and bool(sel.any()):
                     pred = outputs[name].logits.float().argmax(-1).cpu()[sel].numpy()
                     scores = classification_metrics(self.test.labels[sel].numpy(), pred, self.labels)
-                    self.natural.append({"variant": variant, "method": method, "seed": seed, "condition": name,
-                                         "accuracy": scores["accuracy"], "weighted_f1": scores["weighted_f1"]})
+                    self.natural.append(
+                        {
+                            "variant": variant,
+                            "method": method,
+                            "seed": seed,
+                            "condition": name,
+                            "accuracy": scores["accuracy"],
+                            "weighted_f1": scores["weighted_f1"],
+                        }
+                    )
         if self.figures and TSNE_CONDITION in own:
             self._skipped(variant, method, f"t-SNE panel (drawn at {TSNE_CONDITION})", own[TSNE_CONDITION])
         if self.figures and seed == self.first_seed and TSNE_CONDITION in outputs:
@@ -283,9 +335,14 @@ class RunAnalyses:
         flagged = self.flags is not None
         flagged_utterances = int((self.flags & self.test.utt_mask).sum()) if self.flags is not None else 0
         return {
-            "format": FORMAT, "version": 1,
-            "pairs": {"seed": self.pairs.seed, "targets": len(self.pairs), "types": list(self.pairs.types),
-                      "share_per_dialogue": TARGET_SHARE},
+            "format": FORMAT,
+            "version": 1,
+            "pairs": {
+                "seed": self.pairs.seed,
+                "targets": len(self.pairs),
+                "types": list(self.pairs.types),
+                "share_per_dialogue": TARGET_SHARE,
+            },
             "task": self.task,
             "drift": add_relative_to_no_kd([dict(r) for r in self.drift]),
             "mstate_drift": add_relative_to_no_kd([dict(r) for r in self.mstate_drift]),
@@ -305,10 +362,14 @@ def run_notes(has_drift: bool, task: str, flagged: bool) -> list[str]:
     if not has_drift:
         notes.append("no teacher in this run: state drift and rejection need the teacher's complete-view outputs")
     if task == "regression":
-        notes.append("regression run: rejection rate and natural-conflict accuracy are skipped (a sentiment score "
-                     "has no donor label to reject, and accuracy/F1 are classification scores)")
+        notes.append(
+            "regression run: rejection rate and natural-conflict accuracy are skipped (a sentiment score "
+            "has no donor label to reject, and accuracy/F1 are classification scores)"
+        )
     if not flagged:
-        notes.append("this corpus records no natural conflict flag (real corpora have none): no natural-conflict numbers")
+        notes.append(
+            "this corpus records no natural conflict flag (real corpora have none): no natural-conflict numbers"
+        )
     return notes
 
 
@@ -325,12 +386,17 @@ def merge_parts(parts: list[dict]) -> dict:
     flagged = bool(first["natural_conflicts"]["flagged"])
     notes = list(dict.fromkeys(skipped + run_notes(bool(drift), first["task"], flagged)))
     return {
-        "format": FORMAT, "version": 1, "pairs": first["pairs"], "task": first["task"],
+        "format": FORMAT,
+        "version": 1,
+        "pairs": first["pairs"],
+        "task": first["task"],
         "drift": add_relative_to_no_kd([dict(r) for r in drift]),
         "mstate_drift": add_relative_to_no_kd([dict(r) for part in parts for r in part.get("mstate_drift", [])]),
         "rejection": [r for part in parts for r in part["rejection"]],
-        "natural_conflicts": {**first["natural_conflicts"],
-                              "records": [r for part in parts for r in part["natural_conflicts"]["records"]]},
+        "natural_conflicts": {
+            **first["natural_conflicts"],
+            "records": [r for part in parts for r in part["natural_conflicts"]["records"]],
+        },
         "notes": notes,
     }
 
@@ -345,5 +411,5 @@ def read_analyses(run_dir: str | Path) -> dict | None:
     except (OSError, ValueError) as exc:
         raise CorekdError(f"unreadable analyses file ({exc})", path=path) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CorekdError(f"not a corekd analyses file (expected \"format\": \"{FORMAT}\")", path=path, field="format")
+        raise CorekdError(f'not a corekd analyses file (expected "format": "{FORMAT}")', path=path, field="format")
     return payload

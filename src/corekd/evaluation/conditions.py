@@ -12,8 +12,9 @@ from corekd.evaluation.predict import predict
 from corekd.models.model import ERCModel
 
 
-def not_applicable(condition, mask: torch.Tensor, split: SplitTensors,
-                   frame_keep: dict[str, torch.Tensor] | None = None) -> str | None:
+def not_applicable(
+    condition, mask: torch.Tensor, split: SplitTensors, frame_keep: dict[str, torch.Tensor] | None = None
+) -> str | None:
     """Why a condition observes nothing worth scoring on ``split`` (None: it is applicable)."""
     valid = split.utt_mask  # [N, U]
     if not bool(mask[valid].any()):
@@ -21,7 +22,11 @@ def not_applicable(condition, mask: torch.Tensor, split: SplitTensors,
     if condition.kind == "frames":
         if not split.sequence_modalities:
             return "the corpus has no sequence modality: there are no frames to drop"
-        if condition.rate > 0 and frame_keep is not None and frame_missing_rate(frame_keep, split.frame_presence()) == 0:
+        if (
+            condition.rate > 0
+            and frame_keep is not None
+            and frame_missing_rate(frame_keep, split.frame_presence()) == 0
+        ):
             return "no utterance has more than one frame: frame missing drops nothing (same as complete)"
     if condition.kind == "random" and condition.rate > 0 and int(split.avail[valid].sum(-1).max()) <= 1:
         return "at most one modality per utterance: random missing drops nothing (same as complete)"
@@ -29,8 +34,12 @@ def not_applicable(condition, mask: torch.Tensor, split: SplitTensors,
 
 
 def evaluate_model(
-    model: ERCModel, test: SplitTensors, masks: dict[str, torch.Tensor], labels: list[str],
-    batch_size: int, device: torch.device,
+    model: ERCModel,
+    test: SplitTensors,
+    masks: dict[str, torch.Tensor],
+    labels: list[str],
+    batch_size: int,
+    device: torch.device,
 ) -> list[dict]:
     """One record per condition: metrics on the test split under that condition's mask (the task's metrics:
     regression when ``test`` carries targets)."""
@@ -42,20 +51,33 @@ def evaluate_model(
         reason = reasons.get(name)
         rate = round(missing_rate(mask[test.utt_mask], test.avail[test.utt_mask]), 4)
         keep = frames.get(name)
-        extra = {} if keep is None or present is None else {
-            "frame_missing_rate": round(frame_missing_rate(keep, present), 4)}
+        extra = (
+            {}
+            if keep is None or present is None
+            else {"frame_missing_rate": round(frame_missing_rate(keep, present), 4)}
+        )
         if reason:  # no number: nothing observed, or the same as another condition
-            rows.append({"condition": name, "applicable": False, "reason": reason, "missing_rate": rate, **extra,
-                         "n_utterances": int(test.utt_mask.sum())})
+            rows.append(
+                {
+                    "condition": name,
+                    "applicable": False,
+                    "reason": reason,
+                    "missing_rate": rate,
+                    **extra,
+                    "n_utterances": int(test.utt_mask.sum()),
+                }
+            )
             continue
         preds = predict(model, test, mask, batch_size, device, keep)
-        rows.append({
-            "condition": name,
-            **task_metrics(preds.y_true, preds.y_pred, labels, preds.task),
-            "missing_rate": rate,
-            **extra,
-            "n_utterances": int(len(preds.y_true)),
-        })
+        rows.append(
+            {
+                "condition": name,
+                **task_metrics(preds.y_true, preds.y_pred, labels, preds.task),
+                "missing_rate": rate,
+                **extra,
+                "n_utterances": int(len(preds.y_true)),
+            }
+        )
     return rows
 
 
@@ -63,8 +85,12 @@ class ConditionMasks(dict):
     """Condition name -> mask, with ``not_applicable``: name -> reason for conditions that get no number, and
     ``frames``: name -> the frames a ``frames:p`` condition keeps (m -> [N, U, F] bool)."""
 
-    def __init__(self, masks: dict[str, torch.Tensor], not_applicable: dict[str, str],
-                 frames: dict[str, dict[str, torch.Tensor]] | None = None):
+    def __init__(
+        self,
+        masks: dict[str, torch.Tensor],
+        not_applicable: dict[str, str],
+        frames: dict[str, dict[str, torch.Tensor]] | None = None,
+    ):
         super().__init__(masks)
         self.not_applicable = not_applicable
         self.frames = frames or {}
@@ -87,8 +113,12 @@ def evaluation_masks(
 
     Conditions under which nothing is worth scoring on this split are listed as not applicable.
     """
-    masks = {c.name: split_condition_mask(c, split.avail, modalities, mask_seed, split.name, scheme) for c in conditions}
+    masks = {
+        c.name: split_condition_mask(c, split.avail, modalities, mask_seed, split.name, scheme) for c in conditions
+    }
     present = split.frame_presence()
     frames = {c.name: split_frame_keep(c, present, mask_seed, split.name) for c in conditions if c.kind == "frames"}
-    reasons = {c.name: reason for c in conditions if (reason := not_applicable(c, masks[c.name], split, frames.get(c.name)))}
+    reasons = {
+        c.name: reason for c in conditions if (reason := not_applicable(c, masks[c.name], split, frames.get(c.name)))
+    }
     return ConditionMasks(masks, reasons, frames)

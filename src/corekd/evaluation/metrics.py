@@ -31,7 +31,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, label_names: 
     y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
     c = len(label_names)
     if len(y_true) != len(y_pred) or not len(y_true):
-        raise ValueError(f"need as many predictions as labels, at least one ({len(y_true)} labels, {len(y_pred)} predictions)")
+        raise ValueError(
+            f"need as many predictions as labels, at least one ({len(y_true)} labels, {len(y_pred)} predictions)"
+        )
     if min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= c:
         raise ValueError(f"labels and predictions must be class indices in [0, {c})")
     counts = np.bincount(y_true * c + y_pred, minlength=c * c).reshape(c, c)  # [C true, C predicted]

@@ -63,13 +63,20 @@ def run_model(
     return Output(logits=gather("logits"), fused=gather("fused"), states=gather("states"))
 
 
-def predict(model: ERCModel, split: SplitTensors, masks: torch.Tensor | None, batch_size: int, device,
-            frame_keep: dict[str, torch.Tensor] | None = None) -> Predictions:
+def predict(
+    model: ERCModel,
+    split: SplitTensors,
+    masks: torch.Tensor | None,
+    batch_size: int,
+    device,
+    frame_keep: dict[str, torch.Tensor] | None = None,
+) -> Predictions:
     out = run_model(model, split, masks, batch_size, device, frame_keep)
     valid = split.utt_mask
     if split.targets is not None:  # regression: the one-output head is the prediction
         value = out.logits.float()[..., 0].cpu()[valid]
-        return Predictions(y_true=split.targets[valid].numpy(), y_pred=value.numpy(), probs=value[:, None].numpy(),
-                           task="regression")
+        return Predictions(
+            y_true=split.targets[valid].numpy(), y_pred=value.numpy(), probs=value[:, None].numpy(), task="regression"
+        )
     probs = out.logits.float().softmax(-1).cpu()[valid]
     return Predictions(y_true=split.labels[valid].numpy(), y_pred=probs.argmax(-1).numpy(), probs=probs.numpy())

@@ -14,18 +14,26 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 STUDY_1 = "backbone study, stage 1 (configs/backbone_study.yaml): best on the dev criterion"
-STUDY_2 = ("backbone study, stage 2 (configs/backbone_study_stage2.yaml): best on the dev criterion; a printout "
-           "of that study showed its test rows before its last candidate was added (README, \"Backbone study\")")
+STUDY_2 = (
+    "backbone study, stage 2 (configs/backbone_study_stage2.yaml): best on the dev criterion; a printout "
+    'of that study showed its test rows before its last candidate was added (README, "Backbone study")'
+)
 # The speed stages' rule (stages 3 and 6), written in each study file before its run.
-FASTEST_WITHIN_DEV = ("the fastest candidate within 0.5 of the defaults' dev criterion and dev teacher complete, by a "
-                      "rule fixed before the run; only dev tables were printed")
+FASTEST_WITHIN_DEV = (
+    "the fastest candidate within 0.5 of the defaults' dev criterion and dev teacher complete, by a "
+    "rule fixed before the run; only dev tables were printed"
+)
 STUDY_3 = f"backbone study, stage 3 (configs/backbone_study_stage3.yaml): {FASTEST_WITHIN_DEV}"
 STUDY_6 = f"backbone study, stage 6 (configs/backbone_study_stage6.yaml): {FASTEST_WITHIN_DEV}"
-STUDY_8 = ("backbone study, stage 8 (configs/backbone_study_stage8.yaml): the view-dependent modality states with the "
-           "best dev criterion, by a rule fixed before the run; only dev tables were printed (the plain model's test "
-           "table, configs/plain.yaml, was seen before its step B, whose rule was already written)")
-STUDY_9 = ("backbone study, stage 9 (configs/backbone_study_stage9.yaml): CoRe-KD's dev criterion, by a rule fixed "
-           "before the run; only dev tables were printed")
+STUDY_8 = (
+    "backbone study, stage 8 (configs/backbone_study_stage8.yaml): the view-dependent modality states with the "
+    "best dev criterion, by a rule fixed before the run; only dev tables were printed (the plain model's test "
+    "table, configs/plain.yaml, was seen before its step B, whose rule was already written)"
+)
+STUDY_9 = (
+    "backbone study, stage 9 (configs/backbone_study_stage9.yaml): CoRe-KD's dev criterion, by a rule fixed "
+    "before the run; only dev tables were printed"
+)
 
 
 @dataclass(frozen=True)
@@ -49,11 +57,19 @@ DEFAULT_CHOICES: tuple[DefaultChoice, ...] = (
     DefaultChoice("training.bucket", 8, "dev", STUDY_6),
     DefaultChoice("model.modality_state", "crossmodal", "dev", STUDY_8),
     DefaultChoice("training.batch_size", 16, "none", "set with the study's base recipe, not varied"),
-    DefaultChoice("methods[corekd].options.nce_targets", "language_observed", "test",
-                  "changed from `all` after the first quickstart run's test tables (README, \"What the numbers say\")"),
+    DefaultChoice(
+        "methods[corekd].options.nce_targets",
+        "language_observed",
+        "test",
+        'changed from `all` after the first quickstart run\'s test tables (README, "What the numbers say")',
+    ),
     DefaultChoice("methods[corekd].options.nce_average", "utterances", "dev", STUDY_9),
-    DefaultChoice("methods[corekd].options.nce_mode", "separate", "none",
-                  "METHOD.md's objective; the `inline` approximation's test and dev figures were known when it changed"),
+    DefaultChoice(
+        "methods[corekd].options.nce_mode",
+        "separate",
+        "none",
+        "METHOD.md's objective; the `inline` approximation's test and dev figures were known when it changed",
+    ),
 )
 
 
@@ -77,7 +93,7 @@ def defaults_in_effect(cfg) -> list[dict]:
     out = []
     for choice in DEFAULT_CHOICES:
         if choice.option.startswith("methods["):
-            method, key = choice.option[len("methods["):].split("].options.")
+            method, key = choice.option[len("methods[") :].split("].options.")
             used = any(options.get(key) == choice.value for options in method_options.get(method, []))
         else:
             found, value = _lookup(tree, choice.option.split("."))

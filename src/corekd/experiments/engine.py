@@ -169,22 +169,38 @@ def finished_before(folder: ExperimentFolder, units: list[Unit], *, analyses: bo
     return True
 
 
-def unit_task(part: Part, unit: Unit, folder: ExperimentFolder, *, device: str, threads: int | None,
-              embedding: bool) -> dict:
+def unit_task(
+    part: Part, unit: Unit, folder: ExperimentFolder, *, device: str, threads: int | None, embedding: bool
+) -> dict:
     """The plain-data input of :func:`corekd.experiments.unit.run_unit` (a student carries its teacher's files)."""
     spec = next(s for s in part.setup.order if s.label == unit.variant)
     teacher = None
     if uses_teacher(part.config, unit):
         where = folder.unit_dir(unit.part, "teacher", unit.seed)
         teacher = {name: (where / name).read_bytes() for name in CHECKPOINT_FILES}
-    return {"cell": unit.id, "config": part.config.model_dump_json(),
-            "config_path": str(part.config_path) if part.config_path else None, "spec": spec.model_dump(mode="json"),
-            "seed": unit.seed, "device": device, "threads": threads, "teacher": teacher, "embedding": embedding}
+    return {
+        "cell": unit.id,
+        "config": part.config.model_dump_json(),
+        "config_path": str(part.config_path) if part.config_path else None,
+        "spec": spec.model_dump(mode="json"),
+        "seed": unit.seed,
+        "device": device,
+        "threads": threads,
+        "teacher": teacher,
+        "embedding": embedding,
+    }
 
 
-def execute(units: list[Unit], *, ready: Callable[[Unit], bool], task: Callable[[Unit], dict], runner,
-            started: Callable[[Unit, int], None], finished: Callable[[Unit, dict, int], None],
-            failed: Callable[[Unit, BaseException], list[Unit]]) -> None:
+def execute(
+    units: list[Unit],
+    *,
+    ready: Callable[[Unit], bool],
+    task: Callable[[Unit], dict],
+    runner,
+    started: Callable[[Unit, int], None],
+    finished: Callable[[Unit, dict, int], None],
+    failed: Callable[[Unit, BaseException], list[Unit]],
+) -> None:
     """Run ``units`` (plan order) on ``runner``: at most ``runner.capacity`` at once, each as soon as it is
     ``ready`` (its teacher finished), the earliest in plan order first. ``failed`` returns the units that cannot run
     any more (a failed teacher's students); ``started`` and ``finished`` get the number of units running. A
@@ -245,10 +261,19 @@ def run(
     reporter = reporter or Reporter()
     command = command or f"corekd run {config_path or '<config>'} --out {out}"
     if config.sweep is not None:
-        return _run_sweep(config, config_path, out, reporter=reporter, command=command, resume=resume,
-                          overwrite=overwrite)
-    return _run_one(config, config_path, out, reporter=reporter, command=command, resume=resume, overwrite=overwrite,
-                    device_flag=device is not None)
+        return _run_sweep(
+            config, config_path, out, reporter=reporter, command=command, resume=resume, overwrite=overwrite
+        )
+    return _run_one(
+        config,
+        config_path,
+        out,
+        reporter=reporter,
+        command=command,
+        resume=resume,
+        overwrite=overwrite,
+        device_flag=device is not None,
+    )
 
 
 def _normalised(raw: object) -> object:
@@ -267,24 +292,45 @@ def _device(config: RunConfig, config_path: Path | None, flag: bool) -> torch.de
         raise CorekdError(exc.detail, **where) from None
 
 
-def _check_run_folder(out: Path, config: RunConfig, config_path: Path | None, *, resume: bool, overwrite: bool,
-                      nested: bool = False) -> ExperimentFolder:
+def _check_run_folder(
+    out: Path, config: RunConfig, config_path: Path | None, *, resume: bool, overwrite: bool, nested: bool = False
+) -> ExperimentFolder:
     given = _normalised(yaml.safe_load(dump_config(config)))
-    folder = ExperimentFolder.check(out, RUN, given, mode="run", resume=resume, overwrite=overwrite,
-                                    config_path=config_path, nested=nested, normalise=_normalised)
+    folder = ExperimentFolder.check(
+        out,
+        RUN,
+        given,
+        mode="run",
+        resume=resume,
+        overwrite=overwrite,
+        config_path=config_path,
+        nested=nested,
+        normalise=_normalised,
+    )
     return folder
 
 
-def _run_one(config: RunConfig, config_path: Path | None, out: Path, *, reporter: Reporter, command: str,
-             resume: bool, overwrite: bool, device_flag: bool, nested: bool = False,
-             interrupted_command: str | None = None) -> RunResult:
+def _run_one(
+    config: RunConfig,
+    config_path: Path | None,
+    out: Path,
+    *,
+    reporter: Reporter,
+    command: str,
+    resume: bool,
+    overwrite: bool,
+    device_flag: bool,
+    nested: bool = False,
+    interrupted_command: str | None = None,
+) -> RunResult:
     dev = _device(config, config_path, device_flag)
     # The task (and regression's default selection metric) is settled before the folder is compared with a resumed run's.
     settle_task(config, peek_corpus_task(config), config_path)
     folder = _check_run_folder(out, config, config_path, resume=resume, overwrite=overwrite, nested=nested)
     setup = prepare_run(config, config_path, dev, command)
-    folder.check_fingerprints({"": setup.fingerprint},
-                              config.data.path if config.data.source != "synthetic" else config_path)
+    folder.check_fingerprints(
+        {"": setup.fingerprint}, config.data.path if config.data.source != "synthetic" else config_path
+    )
     part = Part("", config, setup, config_path)
     units = plan_units({"": config}, config.seeds)
     resume_line = interrupted_command or f"{command} --resume"
@@ -304,12 +350,17 @@ def _run_one(config: RunConfig, config_path: Path | None, out: Path, *, reporter
 
 def _result_from_folder(folder: ExperimentFolder, units: list[Unit]) -> RunResult:
     saved = [folder.finished(u.part, u.variant, u.seed) for u in units]
-    return RunResult(folder.path, [r for s in saved if s for r in s["records"]],
-                     [s["training"] for s in saved if s], report=folder.path / "report.md")
+    return RunResult(
+        folder.path,
+        [r for s in saved if s for r in s["records"]],
+        [s["training"] for s in saved if s],
+        report=folder.path / "report.md",
+    )
 
 
-def _execute_run(folder: ExperimentFolder, part: Part, units: list[Unit], *, reporter: Reporter, command: str,
-                 resume_line: str) -> RunResult:
+def _execute_run(
+    folder: ExperimentFolder, part: Part, units: list[Unit], *, reporter: Reporter, command: str, resume_line: str
+) -> RunResult:
     out, config, setup = folder.path, part.config, part.setup
     ev = config.evaluation
     meta = setup.meta
@@ -339,8 +390,13 @@ def _execute_run(folder: ExperimentFolder, part: Part, units: list[Unit], *, rep
         reporter.start_model(f"{unit.variant} seed {unit.seed}", config.training_for(unit.method).epochs)
 
     def finished(unit: Unit, outcome: dict, running: int) -> None:
-        payload = {"label": unit.variant, "seed": unit.seed, "records": outcome["records"],
-                   "training": outcome["training"], "analyses": outcome["analyses"]}
+        payload = {
+            "label": unit.variant,
+            "seed": unit.seed,
+            "records": outcome["records"],
+            "training": outcome["training"],
+            "analyses": outcome["analyses"],
+        }
         files = dict(outcome["checkpoint"])
         if outcome.get("embedding") is not None:
             files[EMBEDDING_FILE] = outcome["embedding"]
@@ -350,8 +406,10 @@ def _execute_run(folder: ExperimentFolder, part: Part, units: list[Unit], *, rep
         save_results()
         s = outcome["summary"]
         score = "n/a" if s["best_score"] is None else f"{s['best_score']:.4f}"
-        reporter.end_model(f"{unit.variant} seed {unit.seed}: epoch {s['selected_epoch']}/{s['epochs_run']} selected, "
-                           f"dev {config.training.select_metric} {score}, {s['seconds']:.1f} s")
+        reporter.end_model(
+            f"{unit.variant} seed {unit.seed}: epoch {s['selected_epoch']}/{s['epochs_run']} selected, "
+            f"dev {config.training.select_metric} {score}, {s['seconds']:.1f} s"
+        )
 
     def failed(unit: Unit, exc: BaseException) -> list[Unit]:
         raise exc
@@ -367,10 +425,17 @@ def _execute_run(folder: ExperimentFolder, part: Part, units: list[Unit], *, rep
                     keep(unit, done)
                 else:
                     todo.append(unit)
-            execute(todo, ready=lambda u: True, runner=SequentialRunner(on_epoch=reporter.epoch),
-                    task=lambda u: unit_task(part, u, folder, device=dev_name, threads=None,
-                                             embedding=u.seed == first_seed),
-                    started=started, finished=finished, failed=failed)
+            execute(
+                todo,
+                ready=lambda u: True,
+                runner=SequentialRunner(on_epoch=reporter.epoch),
+                task=lambda u: unit_task(
+                    part, u, folder, device=dev_name, threads=None, embedding=u.seed == first_seed
+                ),
+                started=started,
+                finished=finished,
+                failed=failed,
+            )
             meta["status"] = "complete"
             meta["seconds"] = round(time.perf_counter() - clock, 1)
             _finish_run(folder, part, units, saved, meta)
@@ -381,7 +446,11 @@ def _execute_run(folder: ExperimentFolder, part: Part, units: list[Unit], *, rep
             _finish_run(folder, part, units, saved, meta)
         raise Interrupted(
             f"interrupted: kept {len(kept)} finished model(s) of {len(units)} in {out} (checkpoints, records, "
-            f"results.json); resume with: {resume_line}", out, len(kept), len(units)) from None
+            f"results.json); resume with: {resume_line}",
+            out,
+            len(kept),
+            len(units),
+        ) from None
     reporter.message(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'config.yaml'}, {out / 'checkpoints'}")
     records = [r for u in units if u in saved for r in saved[u]["records"]]
     return RunResult(out, records, [saved[u]["training"] for u in units if u in saved], report=out / "report.md")
@@ -431,14 +500,29 @@ def _finish_run(folder: ExperimentFolder, part: Part, units: list[Unit], saved: 
 
 
 # ------------------------------------------------------------------ sweeps: one run per value
-def _run_sweep(config: RunConfig, config_path: Path | None, out: Path, *, reporter: Reporter, command: str,
-               resume: bool, overwrite: bool) -> RunResult:
+def _run_sweep(
+    config: RunConfig,
+    config_path: Path | None,
+    out: Path,
+    *,
+    reporter: Reporter,
+    command: str,
+    resume: bool,
+    overwrite: bool,
+) -> RunResult:
     """Every value's run in turn (``OUT/<option>=<value>/``, the run layout), then sweep.json and sweep.md."""
     sweep = config.sweep
     assert sweep is not None
-    folder = ExperimentFolder.check(out, RUN, _normalised(yaml.safe_load(dump_config(config))), mode="run",
-                                    resume=resume, overwrite=overwrite, config_path=config_path,
-                                    normalise=_normalised)
+    folder = ExperimentFolder.check(
+        out,
+        RUN,
+        _normalised(yaml.safe_load(dump_config(config))),
+        mode="run",
+        resume=resume,
+        overwrite=overwrite,
+        config_path=config_path,
+        normalise=_normalised,
+    )
     subs = [(v, sub_config(config, v, config_path)) for v in sweep.values]
     existed = out.exists()
     folder.open(dump_config(config), command, {})
@@ -451,12 +535,26 @@ def _run_sweep(config: RunConfig, config_path: Path | None, out: Path, *, report
             reporter.message(f"sweep {sweep.option} = {value_text(value, kind)} ({i}/{len(subs)}): {sub}")
             sub_resume = resume and sub.exists()
             try:
-                _run_one(cfg, config_path, sub, reporter=reporter, command=command, resume=sub_resume,
-                         overwrite=False, device_flag=False, nested=True, interrupted_command=f"{command} --resume")
+                _run_one(
+                    cfg,
+                    config_path,
+                    sub,
+                    reporter=reporter,
+                    command=command,
+                    resume=sub_resume,
+                    overwrite=False,
+                    device_flag=False,
+                    nested=True,
+                    interrupted_command=f"{command} --resume",
+                )
             except Interrupted as stop:
-                raise Interrupted(f"interrupted: kept {stop.done} finished model(s) of {stop.total} in {out} "
-                                  f"(checkpoints, records, results.json); resume with: {command} --resume", out,
-                                  stop.done, stop.total) from None
+                raise Interrupted(
+                    f"interrupted: kept {stop.done} finished model(s) of {stop.total} in {out} "
+                    f"(checkpoints, records, results.json); resume with: {command} --resume",
+                    out,
+                    stop.done,
+                    stop.total,
+                ) from None
             except CorekdError:
                 if i == 1 and folder.mode == "new":  # refused before anything of a value's run was written
                     folder.close()
@@ -507,10 +605,14 @@ def compare(
     try:
         resolved_device = resolve_device(device)
     except CorekdError as exc:
-        raise CorekdError(exc.detail, field="--device" if device != grid.base.device else "device",
-                          path=None if device != grid.base.device else config_path) from None
-    folder = ExperimentFolder.check(out, GRID, grid.resolved(), mode="grid", overwrite=overwrite,
-                                    config_path=config_path)
+        raise CorekdError(
+            exc.detail,
+            field="--device" if device != grid.base.device else "device",
+            path=None if device != grid.base.device else config_path,
+        ) from None
+    folder = ExperimentFolder.check(
+        out, GRID, grid.resolved(), mode="grid", overwrite=overwrite, config_path=config_path
+    )
     resolved = grid.dump()  # as given (loading a corpus settles its task in the config: compared unsettled)
     parts, corpora_meta, fingerprints = [], {}, {}
     for key, cfg in grid.corpora.items():  # every corpus loads and fits its methods, or nothing is written
@@ -537,13 +639,31 @@ def compare(
         runner.close()
         raise
     try:
-        return _execute_grid(folder, grid, parts, units, runner, progress=progress, command=command,
-                             meta={"name": grid.name, "command": command, "seeds": grid.seeds,
-                                   "variants": [{"variant": s.label, "method": s.name} for s in grid.base.methods],
-                                   "reference": grid.reference, "corpora": corpora_meta, "workers": workers,
-                                   "threads": threads, "backend": backend, "device": str(resolved_device),
-                                   "corekd_version": __version__},
-                             device=device, threads=threads, report=report)
+        return _execute_grid(
+            folder,
+            grid,
+            parts,
+            units,
+            runner,
+            progress=progress,
+            command=command,
+            meta={
+                "name": grid.name,
+                "command": command,
+                "seeds": grid.seeds,
+                "variants": [{"variant": s.label, "method": s.name} for s in grid.base.methods],
+                "reference": grid.reference,
+                "corpora": corpora_meta,
+                "workers": workers,
+                "threads": threads,
+                "backend": backend,
+                "device": str(resolved_device),
+                "corekd_version": __version__,
+            },
+            device=device,
+            threads=threads,
+            report=report,
+        )
     finally:
         folder.close()
 
@@ -565,19 +685,41 @@ def assemble_grid(units: list[Unit], saved: dict[Unit, dict], meta: dict) -> tup
             rel = GRID.unit_dir(Path(""), unit.part, unit.variant, unit.seed) / cell["embedding"]
             embeddings.setdefault(unit.part, {})[unit.variant] = str(rel)
     done = len(saved)
-    results = {"format": GRID_FORMAT, "version": 1,
-               "meta": {**meta, "cells": {"total": len(units), "done": done},
-                        "status": "complete" if done == len(units) else "partial"},
-               "records": records, "trainings": trainings}
-    analyses = {"format": GRID_ANALYSES_FORMAT, "version": 1,
-                "corpora": {k: merge_parts(v) for k, v in per_corpus.items()}, "embeddings": embeddings,
-                "figures": []}
+    results = {
+        "format": GRID_FORMAT,
+        "version": 1,
+        "meta": {
+            **meta,
+            "cells": {"total": len(units), "done": done},
+            "status": "complete" if done == len(units) else "partial",
+        },
+        "records": records,
+        "trainings": trainings,
+    }
+    analyses = {
+        "format": GRID_ANALYSES_FORMAT,
+        "version": 1,
+        "corpora": {k: merge_parts(v) for k, v in per_corpus.items()},
+        "embeddings": embeddings,
+        "figures": [],
+    }
     return results, analyses
 
 
-def _execute_grid(folder: ExperimentFolder, grid: GridConfig, parts: list[Part], units: list[Unit], runner, *,
-                  progress: GridProgress, command: str, meta: dict, device: str, threads: int,
-                  report: bool) -> GridResult:
+def _execute_grid(
+    folder: ExperimentFolder,
+    grid: GridConfig,
+    parts: list[Part],
+    units: list[Unit],
+    runner,
+    *,
+    progress: GridProgress,
+    command: str,
+    meta: dict,
+    device: str,
+    threads: int,
+    report: bool,
+) -> GridResult:
     out = folder.path
     by_key = {p.key: p for p in parts}
     saved = {u: s for u in units if (s := folder.finished(u.part, u.variant, u.seed)) is not None}
@@ -591,8 +733,9 @@ def _execute_grid(folder: ExperimentFolder, grid: GridConfig, parts: list[Part],
     def write(now: bool = True) -> None:
         if not now and time.perf_counter() - last_write[0] < REFRESH_SECONDS:
             return
-        results, analyses = assemble_grid(units, saved, {**meta, "failed": failures,
-                                                         "seconds": round(time.perf_counter() - clock, 1)})
+        results, analyses = assemble_grid(
+            units, saved, {**meta, "failed": failures, "seconds": round(time.perf_counter() - clock, 1)}
+        )
         atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=1)))
         atomic_write(out / ANALYSES_FILE, lambda p: Path(p).write_text(json.dumps(analyses, indent=1)))
         last_write[0] = time.perf_counter()
@@ -608,10 +751,18 @@ def _execute_grid(folder: ExperimentFolder, grid: GridConfig, parts: list[Part],
         files = dict(outcome["checkpoint"])
         if outcome.get("embedding") is not None:
             files[EMBEDDING_FILE] = outcome["embedding"]
-        cell = {"cell": u.id, "corpus": u.part, "seed": u.seed, "variant": u.variant, "method": u.method,
-                "records": outcome["records"], "training": outcome["training"], "analyses": outcome["analyses"],
-                "embedding": EMBEDDING_FILE if outcome.get("embedding") is not None else None,
-                "seconds": outcome["seconds"]}
+        cell = {
+            "cell": u.id,
+            "corpus": u.part,
+            "seed": u.seed,
+            "variant": u.variant,
+            "method": u.method,
+            "records": outcome["records"],
+            "training": outcome["training"],
+            "analyses": outcome["analyses"],
+            "embedding": EMBEDDING_FILE if outcome.get("embedding") is not None else None,
+            "seconds": outcome["seconds"],
+        }
         folder.save_unit(u.part, u.variant, u.seed, cell, files)
         saved[u] = cell
         ran[0] += 1
@@ -619,15 +770,24 @@ def _execute_grid(folder: ExperimentFolder, grid: GridConfig, parts: list[Part],
         progress.cell_done(u.id, outcome["seconds"], running)
 
     def failed(u: Unit, exc: BaseException) -> list[Unit]:
-        failures.append({"cell": u.id, "error": f"{type(exc).__name__}: {exc}",
-                         "user_error": isinstance(exc, CorekdError)})
+        failures.append(
+            {"cell": u.id, "error": f"{type(exc).__name__}: {exc}", "user_error": isinstance(exc, CorekdError)}
+        )
         progress.cell_failed(u.id, failures[-1]["error"])
         blocked = []
         if u.method == "teacher":  # its students cannot run
-            blocked = [c for c in todo if (c.part, c.seed) == (u.part, u.seed) and c != u and c not in saved
-                       and uses_teacher(by_key[c.part].config, c)]
-            failures.extend({"cell": c.id, "error": f"not run: its teacher {u.id} failed",
-                             "user_error": failures[-1]["user_error"]} for c in blocked)
+            blocked = [
+                c
+                for c in todo
+                if (c.part, c.seed) == (u.part, u.seed)
+                and c != u
+                and c not in saved
+                and uses_teacher(by_key[c.part].config, c)
+            ]
+            failures.extend(
+                {"cell": c.id, "error": f"not run: its teacher {u.id} failed", "user_error": failures[-1]["user_error"]}
+                for c in blocked
+            )
         return blocked
 
     first_seed = grid.seeds[0]
@@ -639,10 +799,17 @@ def _execute_grid(folder: ExperimentFolder, grid: GridConfig, parts: list[Part],
                 progress.message(f"{before} of {len(units)} cells finished before: kept; running {len(todo)}")
             progress.plan(len(units), before)
             write()
-            execute(todo, ready=ready, runner=runner,
-                    task=lambda u: unit_task(by_key[u.part], u, folder, device=device, threads=threads,
-                                             embedding=u.seed == first_seed),
-                    started=started, finished=finished, failed=failed)
+            execute(
+                todo,
+                ready=ready,
+                runner=runner,
+                task=lambda u: unit_task(
+                    by_key[u.part], u, folder, device=device, threads=threads, embedding=u.seed == first_seed
+                ),
+                started=started,
+                finished=finished,
+                failed=failed,
+            )
             seconds = round(time.perf_counter() - clock, 1)
             results, analyses = assemble_grid(units, saved, {**meta, "failed": failures, "seconds": seconds})
             atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=1)))
@@ -651,7 +818,11 @@ def _execute_grid(folder: ExperimentFolder, grid: GridConfig, parts: list[Part],
     except KeyboardInterrupt:
         with signals_deferred():
             write()
-        raise Interrupted(f"interrupted: {len(saved)} of {len(units)} cells finished and kept in {out}; continue "
-                          f"with the same command: {command}", out, len(saved), len(units)) from None
+        raise Interrupted(
+            f"interrupted: {len(saved)} of {len(units)} cells finished and kept in {out}; continue "
+            f"with the same command: {command}",
+            out,
+            len(saved),
+            len(units),
+        ) from None
     return GridResult(out, len(units), ran[0], failures, report_path, seconds)
-

@@ -84,8 +84,9 @@ def read_json_file(path: Path, what: str) -> object:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorekdError(f"not a readable {what} ({exc}); move the folder aside or choose another --out",
-                          path=path) from None
+        raise CorekdError(
+            f"not a readable {what} ({exc}); move the folder aside or choose another --out", path=path
+        ) from None
 
 
 def config_difference(stored: object, given: object, where: str = "") -> tuple[str, object, object] | None:
@@ -172,8 +173,12 @@ def refuse_inside_experiment(path: str | Path, field: str = "--out") -> None:
     """Commands that write files refuse a path inside a run or grid folder (its files belong to that experiment)."""
     folder = enclosing_experiment(path)
     if folder is not None:
-        raise CorekdError(f"lies inside the corekd experiment folder {folder}, whose files belong to that run or grid; "
-                          "choose a path outside it", path=path, field=field)
+        raise CorekdError(
+            f"lies inside the corekd experiment folder {folder}, whose files belong to that run or grid; "
+            "choose a path outside it",
+            path=path,
+            field=field,
+        )
 
 
 # ------------------------------------------------------------------ the lock
@@ -197,8 +202,12 @@ class FolderLock:
                 holder = {}
             os.close(fd)
             who = f"pid {holder.get('pid', '?')}" + (f" ({holder['command']})" if holder.get("command") else "")
-            raise CorekdError(f"another corekd process is writing to this folder: {who}; wait for it to finish, or "
-                              "stop it and --resume", path=self.folder, field="--out") from None
+            raise CorekdError(
+                f"another corekd process is writing to this folder: {who}; wait for it to finish, or "
+                "stop it and --resume",
+                path=self.folder,
+                field="--out",
+            ) from None
         if record:
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": self.command}).encode("utf-8"), 0)
@@ -240,9 +249,19 @@ class ExperimentFolder:
 
     # ------------------------------------------------------------ checks (read only)
     @classmethod
-    def check(cls, out: str | Path, layout: Layout, resolved: object, *, mode: Literal["run", "grid"],
-              resume: bool = False, overwrite: bool = False, config_path: Path | None = None, nested: bool = False,
-              normalise: Callable[[object], object] | None = None) -> ExperimentFolder:
+    def check(
+        cls,
+        out: str | Path,
+        layout: Layout,
+        resolved: object,
+        *,
+        mode: Literal["run", "grid"],
+        resume: bool = False,
+        overwrite: bool = False,
+        config_path: Path | None = None,
+        nested: bool = False,
+        normalise: Callable[[object], object] | None = None,
+    ) -> ExperimentFolder:
         """Decide how ``out`` may be used; raise :class:`CorekdError` (nothing written) if it may not.
 
         ``mode="run"``: an earlier run needs ``resume`` or ``overwrite``; ``mode="grid"``: an earlier attempt of the
@@ -252,15 +271,21 @@ class ExperimentFolder:
         out = Path(out)
         kind = "run" if layout.kind == "run" else "grid"
         if resume and overwrite:
-            raise CorekdError("choose one of --resume (finish the earlier run) and --overwrite (move it aside)",
-                              field="--resume/--overwrite")
+            raise CorekdError(
+                "choose one of --resume (finish the earlier run) and --overwrite (move it aside)",
+                field="--resume/--overwrite",
+            )
         if out.exists() and not out.is_dir():
-            raise CorekdError(f"expected a folder (new, empty or an earlier {kind}), but this is a file", path=out,
-                              field="--out")
+            raise CorekdError(
+                f"expected a folder (new, empty or an earlier {kind}), but this is a file", path=out, field="--out"
+            )
         enclosing = None if nested or not out.parent.exists() else enclosing_experiment(out.parent)
         if enclosing is not None:
-            raise CorekdError(f"lies inside the corekd experiment folder {enclosing}; choose a path outside it",
-                              path=out, field="--out")
+            raise CorekdError(
+                f"lies inside the corekd experiment folder {enclosing}; choose a path outside it",
+                path=out,
+                field="--out",
+            )
         if not out.exists() or not _contents(out):
             return cls(out, layout, "new")
         if half_created(out) and (resume or overwrite):
@@ -268,32 +293,42 @@ class ExperimentFolder:
         is_ours = (out / layout.marker).is_file() or (layout.kind == "run" and is_run_folder(out))
         if not is_ours:
             inside = config_path is not None and out.resolve() in Path(config_path).resolve().parents
-            hint = (f"; your config {config_path} lies inside it: give the {kind} its own folder, e.g. --out "
-                    f"{out / kind}" if inside else "; choose a new or empty folder")
-            raise CorekdError(f"a non-empty folder that is not a corekd {kind} (nothing was written){hint}",
-                              path=out, field="--out")
+            hint = (
+                f"; your config {config_path} lies inside it: give the {kind} its own folder, e.g. --out {out / kind}"
+                if inside
+                else "; choose a new or empty folder"
+            )
+            raise CorekdError(
+                f"a non-empty folder that is not a corekd {kind} (nothing was written){hint}", path=out, field="--out"
+            )
         if overwrite:
             return cls(out, layout, "overwrite")
         if mode == "run" and not resume:
             raise CorekdError(
                 "holds an earlier corekd run: pass --resume to finish it (same config) or --overwrite to move it "
-                "aside and start again", path=out, field="--out",
+                "aside and start again",
+                path=out,
+                field="--out",
             )
         if not (out / layout.marker).is_file():
             raise CorekdError(
                 f"was written by an older corekd without resume data ({layout.marker} is missing); use --overwrite",
-                path=out, field="--resume",
+                path=out,
+                field="--resume",
             )
         marker = read_json_file(out / layout.marker, f"{kind} marker")
         if not isinstance(marker, dict) or marker.get("format") != layout.format or marker.get("version") != VERSION:
-            raise CorekdError(f"not a {layout.format} v{VERSION} marker; use --overwrite to start again",
-                              path=out / layout.marker)
+            raise CorekdError(
+                f"not a {layout.format} v{VERSION} marker; use --overwrite to start again", path=out / layout.marker
+            )
         stored_path = out / CONFIG_FILE
         try:
             stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            raise CorekdError(f"the {kind}'s resolved config is missing or unreadable, so it cannot be resumed; use "
-                              "--overwrite", path=stored_path) from None
+            raise CorekdError(
+                f"the {kind}'s resolved config is missing or unreadable, so it cannot be resumed; use --overwrite",
+                path=stored_path,
+            ) from None
         if normalise is not None:
             stored = normalise(stored)
         diff = config_difference(stored, resolved)
@@ -303,7 +338,9 @@ class ExperimentFolder:
             raise CorekdError(
                 f"the configuration differs from {where} (stored {was!r}, given {now!r}); "
                 f"{'resume' if kind == 'run' else 'continue it'} with the same config, or use --overwrite (it is moved "
-                "aside) or another --out", path=stored_path, field=name or "<root>",
+                "aside) or another --out",
+                path=stored_path,
+                field=name or "<root>",
             )
         folder = cls(out, layout, "resume")
         if layout.kind == "run":
@@ -323,7 +360,8 @@ class ExperimentFolder:
         if orphans:
             raise CorekdError(
                 f"holds {len(orphans)} record(s) of no finished model (no matching {CHECKPOINTS}/<method>/seed<S>/"
-                f"{UNIT_DONE_FILE}), so resuming could lose them; use --overwrite", path=path,
+                f"{UNIT_DONE_FILE}), so resuming could lose them; use --overwrite",
+                path=path,
             )
 
     def check_fingerprints(self, fingerprints: dict[str, str], where: str | Path | None) -> None:
@@ -341,10 +379,16 @@ class ExperimentFolder:
                 if self.layout.kind == "run":
                     raise CorekdError(
                         f"the corpus differs from the one the run in {self.path} started with (fingerprint {fp[:12]} "
-                        f"-> {given[:12]}); resume with the same data, or use --overwrite", path=where, field="data")
-                raise CorekdError(f"the data of corpus '{key}' differs from the one this grid started with; continue "
-                                  "with the same data, or use --overwrite", path=self.path / self.layout.marker,
-                                  field="corpus_fingerprints")
+                        f"-> {given[:12]}); resume with the same data, or use --overwrite",
+                        path=where,
+                        field="data",
+                    )
+                raise CorekdError(
+                    f"the data of corpus '{key}' differs from the one this grid started with; continue "
+                    "with the same data, or use --overwrite",
+                    path=self.path / self.layout.marker,
+                    field="corpus_fingerprints",
+                )
 
     # ------------------------------------------------------------ creating and locking
     def open(self, config_text: str, command: str, fingerprints: dict[str, str]) -> None:
@@ -358,8 +402,13 @@ class ExperimentFolder:
                 self.moved_to = move_aside(self.path)
             finally:
                 lock.release()
-        marker: dict = {"format": self.layout.format, "version": VERSION, "corekd_version": __version__,
-                        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "command": command}
+        marker: dict = {
+            "format": self.layout.format,
+            "version": VERSION,
+            "corekd_version": __version__,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": command,
+        }
         if self.layout.kind == "run":
             marker["corpus_fingerprint"] = fingerprints.get("")
         else:
@@ -377,8 +426,11 @@ class ExperimentFolder:
                 try:
                     os.replace(tmp, self.path)  # onto a missing or empty folder
                 except OSError:
-                    raise CorekdError("another process created this folder while this one was being set up; choose "
-                                      "another --out", path=self.path, field="--out") from None
+                    raise CorekdError(
+                        "another process created this folder while this one was being set up; choose another --out",
+                        path=self.path,
+                        field="--out",
+                    ) from None
             except BaseException:
                 lock.release()
                 raise
@@ -411,10 +463,15 @@ class ExperimentFolder:
     def _read_unit(self, path: Path) -> dict:
         what = "completion record" if self.layout.kind == "run" else "cell file"
         unit = read_json_file(path, what)
-        if (not isinstance(unit, dict) or not isinstance(unit.get("records"), list)
-                or not isinstance(unit.get("training"), dict)):
-            raise CorekdError(f"malformed {what} (expected 'records' and 'training'); delete this model's folder to "
-                              "train it again", path=path)
+        if (
+            not isinstance(unit, dict)
+            or not isinstance(unit.get("records"), list)
+            or not isinstance(unit.get("training"), dict)
+        ):
+            raise CorekdError(
+                f"malformed {what} (expected 'records' and 'training'); delete this model's folder to train it again",
+                path=path,
+            )
         return unit
 
     def save_unit(self, part: str, label: str, seed: int, payload: dict, files: dict[str, bytes]) -> None:

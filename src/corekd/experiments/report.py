@@ -33,8 +33,9 @@ def rebuild_report(run_dir: str | Path) -> list[str]:
     """Write the folder's reports again (holding its lock); the lines to print."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CorekdError("no such folder (expected a folder written by `corekd run` or `corekd compare`)",
-                          path=run_dir)
+        raise CorekdError(
+            "no such folder (expected a folder written by `corekd run` or `corekd compare`)", path=run_dir
+        )
     with locked(run_dir, "corekd report"):
         if is_sweep_folder(run_dir):  # a sweep: sweep.json and sweep.md again from its sub-runs
             return [f"report: {rebuild(run_dir)}"]
@@ -45,8 +46,10 @@ def rebuild_report(run_dir: str | Path) -> list[str]:
         lines = []
         gaps = analyses_gaps(run_dir, trainings)
         if gaps:
-            lines.append(f"warning: {ANALYSES_FILE} has no mechanism analyses for {len(gaps)} model(s) of "
-                         f"results.json ({', '.join(gaps[:4])}{', ...' if len(gaps) > 4 else ''}): its tables cover "
-                         "the rest only; `corekd run ... --resume` does not redo them, --overwrite does")
+            lines.append(
+                f"warning: {ANALYSES_FILE} has no mechanism analyses for {len(gaps)} model(s) of "
+                f"results.json ({', '.join(gaps[:4])}{', ...' if len(gaps) > 4 else ''}): its tables cover "
+                "the rest only; `corekd run ... --resume` does not redo them, --overwrite does"
+            )
         lines.append(f"report: {write_report(run_dir, meta, records, trainings)}")
         return lines

@@ -84,8 +84,12 @@ class LocalRunner:
         self.workers, self.threads = workers, threads
         self.pool = None
         if workers > 1:
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker, initargs=(threads, os.getpid()))
+            self.pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(threads, os.getpid()),
+            )
 
     @property
     def capacity(self) -> int:
@@ -140,8 +144,9 @@ class RayRunner:
                     ray.init(num_cpus=workers * threads, **options)
             except Exception as exc:  # a wrong address, an unreachable head node
                 where = f"the cluster at {address}" if address else "a local Ray instance"
-                raise CorekdError(f"could not start or reach {where}: {exc}", field="--address" if address else
-                                  "--backend") from None
+                raise CorekdError(
+                    f"could not start or reach {where}: {exc}", field="--address" if address else "--backend"
+                ) from None
         cpus = int(ray.cluster_resources().get("CPU", workers * threads))
         self._capacity = max(1, cpus // threads)
         gpus = 1.0 / workers if device.startswith("cuda") else 0

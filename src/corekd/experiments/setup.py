@@ -34,8 +34,11 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
     if cfg.data.source == "meld":
         from corekd.features.meld import meld_source_corpus  # lazily: it loads the text model's packages
 
-        corpus = meld_source_corpus(_required(cfg.data.meld_root, "data.meld_root", source),
-                                    _required(cfg.data.path, "data.path", source), target=cfg.data.meld_target)
+        corpus = meld_source_corpus(
+            _required(cfg.data.meld_root, "data.meld_root", source),
+            _required(cfg.data.path, "data.path", source),
+            target=cfg.data.meld_target,
+        )
     elif cfg.data.source == "synthetic":
         corpus = generate(cfg.data.synth)
     else:
@@ -49,16 +52,21 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
     for split in ("train", "dev", "test"):
         if not corpus.split(split):
             hint = " or set data.dev: carve to carve one from train" if split == "dev" else ""
-            raise CorekdError(f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are "
-                              f"needed{hint})",
-                              path=where, field="dialogues[].split" if cfg.data.source != "synthetic" else "data.synth")
+            raise CorekdError(
+                f"corpus '{corpus.name}' has no dialogues in split '{split}' (train, dev and test are needed{hint})",
+                path=where,
+                field="dialogues[].split" if cfg.data.source != "synthetic" else "data.synth",
+            )
     task = settle_task(cfg, corpus.task, source) or corpus.task
     if task == "regression":
         lacking = next((d for d in corpus.dialogues if d.sentiment is None or bool(np.isnan(d.sentiment).any())), None)
         if lacking is not None:
-            raise CorekdError(f"task 'regression' needs a sentiment on every utterance; corpus '{corpus.name}' has none "
-                              f"on some utterance of dialogue '{lacking.id}'",
-                              path=source, field="task" if cfg.data.source != "synthetic" else "data.synth.task")
+            raise CorekdError(
+                f"task 'regression' needs a sentiment on every utterance; corpus '{corpus.name}' has none "
+                f"on some utterance of dialogue '{lacking.id}'",
+                path=source,
+                field="task" if cfg.data.source != "synthetic" else "data.synth.task",
+            )
     for i, spec in enumerate(cfg.methods):
         method = method_class(spec.name)(cfg.method_options(spec), cfg.training.missing)
         problem = method.check_modalities(corpus.modality_names) or method.check_task(task)
@@ -106,8 +114,10 @@ def corpus_notes(corpus: Corpus, cfg: RunConfig) -> list[str]:
     """What a run does to the corpus that its reader must know (carved dev, pooled sequences, legacy selection)."""
     notes = []
     if cfg.training.select_on == "test":
-        notes.append("LEGACY SELECTION ON TEST (training.select_on: test): epochs are chosen on the test split, so every "
-                     "test figure is optimistically biased; use it only to measure that bias")
+        notes.append(
+            "LEGACY SELECTION ON TEST (training.select_on: test): epochs are chosen on the test split, so every "
+            "test figure is optimistically biased; use it only to measure that bias"
+        )
     if "dev_split" in corpus.info:
         notes.append(describe(corpus.info["dev_split"]))
     model = cfg.model
@@ -115,17 +125,28 @@ def corpus_notes(corpus: Corpus, cfg: RunConfig) -> list[str]:
         if model.sequence_encoder == "mean":
             how = "the mean over each utterance's frames, by the vector encoder (model.sequence_encoder: mean)"
         else:
-            how = (f"its frames, by the {model.sequence_encoder} sequence encoder pooled by {model.sequence_pool} "
-                   "(model.sequence_encoder, model.sequence_pool)")
+            how = (
+                f"its frames, by the {model.sequence_encoder} sequence encoder pooled by {model.sequence_pool} "
+                "(model.sequence_encoder, model.sequence_pool)"
+            )
         notes.append(f"modality '{m}' holds frame sequences: this run reads {how}")
-    if not corpus.sequence_modalities() and "frame_rates" in cfg.evaluation.model_fields_set and cfg.evaluation.frame_rates:
-        notes.append("evaluation.frame_rates is set, but the corpus has no sequence modality: no frames:p condition is "
-                     "evaluated (frame missing does not apply to one vector per utterance)")
+    if (
+        not corpus.sequence_modalities()
+        and "frame_rates" in cfg.evaluation.model_fields_set
+        and cfg.evaluation.frame_rates
+    ):
+        notes.append(
+            "evaluation.frame_rates is set, but the corpus has no sequence modality: no frames:p condition is "
+            "evaluated (frame missing does not apply to one vector per utterance)"
+        )
     return notes
 
 
 def resolve_config(
-    config: RunConfig | str | Path | None, *, seeds: list[int] | None = None, device: str | None = None,
+    config: RunConfig | str | Path | None,
+    *,
+    seeds: list[int] | None = None,
+    device: str | None = None,
 ) -> tuple[RunConfig, Path | None]:
     """The run's configuration (file, object or the quickstart) with the command-line overrides applied."""
     config_path = None
@@ -162,7 +183,9 @@ class RunSetup:
     conditions: list
     test_masks: ConditionMasks
     dev_masks: ConditionMasks
-    input_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None  # train split's input statistics (data.standardize)
+    input_stats: (
+        dict[str, tuple[torch.Tensor, torch.Tensor]] | None
+    )  # train split's input statistics (data.standardize)
     methods: dict  # label -> Method (the teacher included when a student needs one)
     order: list[MethodSpec]  # the teacher first (its students need it), then the students
     reported: set[str]  # the labels whose records are reported (an unlisted teacher is not)
@@ -202,16 +225,22 @@ def prepare_run(config: RunConfig, config_path: Path | None, device: torch.devic
     task = config.task or corpus.task  # settled by load_data
     train, dev_split, test = (SplitTensors.from_corpus(corpus, s, task) for s in ("train", "dev", "test"))
     ev = config.evaluation
-    conditions = standard_conditions(corpus.modality_names, ev.random_rates,
-                                     ev.frame_rates if corpus.sequence_modalities() else [])
+    conditions = standard_conditions(
+        corpus.modality_names, ev.random_rates, ev.frame_rates if corpus.sequence_modalities() else []
+    )
     test_masks = evaluation_masks(conditions, test, corpus.modality_names, ev.mask_seed, ev.scheme)
     dev_masks = evaluation_masks(conditions, dev_split, corpus.modality_names, ev.mask_seed, ev.scheme)
     input_stats = train_statistics(train) if config.data.standardize else None
 
     methods, order, reported = method_order(config)
-    warnings = corpus_notes(corpus, config) + corpus.problems() + [
-        f"condition {name} is not applicable on the test split: {reason}" for name, reason in test_masks.not_applicable.items()
-    ]
+    warnings = (
+        corpus_notes(corpus, config)
+        + corpus.problems()
+        + [
+            f"condition {name} is not applicable on the test split: {reason}"
+            for name, reason in test_masks.not_applicable.items()
+        ]
+    )
     select_test = config.training.select_on == "test"
     meta = {
         "corpus": corpus.name,
@@ -219,15 +248,20 @@ def prepare_run(config: RunConfig, config_path: Path | None, device: torch.devic
         "task": task,
         "labels": labels,
         "modalities": list(corpus.modality_names),
-        "splits": {s: {"dialogues": len(x), "utterances": x.num_utterances} for s, x in
-                   (("train", train), ("dev", dev_split), ("test", test))},
+        "splits": {
+            s: {"dialogues": len(x), "utterances": x.num_utterances}
+            for s, x in (("train", train), ("dev", dev_split), ("test", test))
+        },
         "seeds": config.seeds,
         "methods": [s.label for s in config.methods],
         "mask_seed": ev.mask_seed,
         "random_scheme": ev.scheme,
         **({"sequence_modalities": corpus.sequence_modalities()} if corpus.sequence_modalities() else {}),
-        "selection": (f"TEST split (legacy training.select_on: test), {config.training.select_metric}" if select_test
-                      else f"dev split, {config.training.select_metric}; test used once per model after training"),
+        "selection": (
+            f"TEST split (legacy training.select_on: test), {config.training.select_metric}"
+            if select_test
+            else f"dev split, {config.training.select_metric}; test used once per model after training"
+        ),
         **({"select_on": "test"} if select_test else {}),
         "modality_cards": corpus.cards(),
         **({"feature_extraction": extraction} if (extraction := features_record(corpus.info.get("features"))) else {}),
@@ -241,7 +275,27 @@ def prepare_run(config: RunConfig, config_path: Path | None, device: torch.devic
         "status": "running",
     }
     # Per method: the test and dev masks with the conditions it is not scored under (Method.not_applicable).
-    scored = {label: {name: method_masks(m, masks, conditions, corpus.modality_names)
-                      for name, masks in (("test", test_masks), ("dev", dev_masks))} for label, m in methods.items()}
-    return RunSetup(config, corpus, fingerprint, train, dev_split, test, conditions, test_masks, dev_masks, input_stats,
-                    methods, order, reported, scored, meta)
+    scored = {
+        label: {
+            name: method_masks(m, masks, conditions, corpus.modality_names)
+            for name, masks in (("test", test_masks), ("dev", dev_masks))
+        }
+        for label, m in methods.items()
+    }
+    return RunSetup(
+        config,
+        corpus,
+        fingerprint,
+        train,
+        dev_split,
+        test,
+        conditions,
+        test_masks,
+        dev_masks,
+        input_stats,
+        methods,
+        order,
+        reported,
+        scored,
+        meta,
+    )

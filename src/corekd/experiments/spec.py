@@ -69,8 +69,11 @@ class GridConfig(BaseModel):
     def resolved(self) -> dict:
         """The resolved grid as written to ``config.yaml`` (and compared when a grid is started again)."""
         base = yaml.safe_load(dump_config(self.base))
-        return {**base, "corpora": {k: yaml.safe_load(dump_config(c))["data"] for k, c in self.corpora.items()},
-                "reference": self.reference}
+        return {
+            **base,
+            "corpora": {k: yaml.safe_load(dump_config(c))["data"] for k, c in self.corpora.items()},
+            "reference": self.reference,
+        }
 
     def dump(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False)
@@ -83,39 +86,55 @@ def validate_grid(raw: object, source: str | Path | None = None) -> GridConfig:
     if not isinstance(raw, dict):
         raise CorekdError(f"expected a mapping of settings at the top level, got {type(raw).__name__}", path=source)
     if raw.get("sweep") is not None:
-        raise CorekdError("a comparison grid has no sweep (its axes are corpora, methods and seeds); run a sweep with "
-                          "`corekd run`", path=source, field="sweep")
+        raise CorekdError(
+            "a comparison grid has no sweep (its axes are corpora, methods and seeds); run a sweep with `corekd run`",
+            path=source,
+            field="sweep",
+        )
     shared = {k: v for k, v in raw.items() if k not in GRID_KEYS}
     base = validate_config(shared, source)
     corpora_raw = raw.get("corpora") or {}
     if not isinstance(corpora_raw, dict):
-        raise CorekdError("expected a mapping of corpus key -> changes to the data section", path=source, field="corpora")
+        raise CorekdError(
+            "expected a mapping of corpus key -> changes to the data section", path=source, field="corpora"
+        )
     if not corpora_raw:
         corpora_raw = {base.data.source: {}}
     corpora = {}
     for key, change in corpora_raw.items():
         key = str(key)
         if not re.fullmatch(KEY_PATTERN, key):
-            raise CorekdError("a corpus key names folders: letters, digits and . _ + = , - (at most 64, not starting "
-                              "with a symbol)", path=source, field=f"corpora.{key}")
+            raise CorekdError(
+                "a corpus key names folders: letters, digits and . _ + = , - (at most 64, not starting with a symbol)",
+                path=source,
+                field=f"corpora.{key}",
+            )
         if change is None:
             change = {}
         if not isinstance(change, dict):
-            raise CorekdError("expected a mapping of data settings (merged into the data section), e.g. {synth: {seed: 1}}",
-                              path=source, field=f"corpora.{key}")
+            raise CorekdError(
+                "expected a mapping of data settings (merged into the data section), e.g. {synth: {seed: 1}}",
+                path=source,
+                field=f"corpora.{key}",
+            )
         try:
             corpora[key] = validate_config({**shared, "data": merge(shared.get("data") or {}, change)}, source)
         except CorekdError as exc:
             field = exc.field or ""
-            where = f"corpora.{key}" + (f".{field.removeprefix('data.')}" if field.startswith("data.") else
-                                        f" ({field})" if field else "")
+            where = f"corpora.{key}" + (
+                f".{field.removeprefix('data.')}" if field.startswith("data.") else f" ({field})" if field else ""
+            )
             raise CorekdError(exc.detail, path=source, field=where) from None
     labels = [s.label for s in base.methods]
     # Default: CoRe-KD's own variant when the grid has one.
     reference = raw["reference"] if "reference" in raw else ("corekd" if "corekd" in labels else None)
     if reference is not None and reference not in labels:
-        raise CorekdError(f"the reference variant '{reference}' is not among the methods ({', '.join(labels)}); "
-                          "name one of them, or null for no comparison", path=source, field="reference")
+        raise CorekdError(
+            f"the reference variant '{reference}' is not among the methods ({', '.join(labels)}); "
+            "name one of them, or null for no comparison",
+            path=source,
+            field="reference",
+        )
     return GridConfig(base=base, corpora=corpora, reference=reference)
 
 
@@ -149,11 +168,17 @@ def candidate_config(study: dict, corpus: str, candidate: str) -> dict:
     methods = over.pop("methods", study["methods"])
     options = merge(study.get("method_options") or {}, over.pop("method_options", {}))  # method name -> options
     cfg = merge({} if replace else study["base"], over)
-    return merge(cfg, {
-        "name": f"study-{corpus}-{candidate}", "seeds": study["seeds"], "device": "cpu", "threads": study["threads"],
-        "data": {"source": "synthetic", "synth": study["corpora"][corpus] or {}},
-        "methods": [{"name": m, **({"options": options[m]} if m in options else {})} for m in methods],
-    })
+    return merge(
+        cfg,
+        {
+            "name": f"study-{corpus}-{candidate}",
+            "seeds": study["seeds"],
+            "device": "cpu",
+            "threads": study["threads"],
+            "data": {"source": "synthetic", "synth": study["corpora"][corpus] or {}},
+            "methods": [{"name": m, **({"options": options[m]} if m in options else {})} for m in methods],
+        },
+    )
 
 
 def expand_study(path: str | Path) -> dict[tuple[str, str], RunConfig]:
@@ -167,8 +192,11 @@ def expand_study(path: str | Path) -> dict[tuple[str, str], RunConfig]:
     for item in study.get("criterion", []):
         method, _, cond = str(item).partition(" ")
         if method not in study["methods"] or not cond:
-            raise CorekdError(f"criterion item '{item}': expected '<method> <condition>' with a method of {study['methods']}",
-                              path=path, field="criterion")
+            raise CorekdError(
+                f"criterion item '{item}': expected '<method> <condition>' with a method of {study['methods']}",
+                path=path,
+                field="criterion",
+            )
         if cond != "fixed:avg":
             try:
                 Condition.parse(cond)
@@ -176,5 +204,6 @@ def expand_study(path: str | Path) -> dict[tuple[str, str], RunConfig]:
                 raise CorekdError(f"criterion item '{item}': {err.detail}", path=path, field="criterion") from None
     return {
         (corpus, cand): validate_config(candidate_config(study, corpus, cand), path)
-        for corpus in study["corpora"] for cand in study["candidates"]
+        for corpus in study["corpora"]
+        for cand in study["candidates"]
     }

@@ -44,14 +44,24 @@ def read_rejection(run_dir: Path) -> dict | None:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorekdError(f"not a readable analyses file ({exc})", path=path) from None
-    if not isinstance(payload, dict) or payload.get("format") != "corekd-analyses" or not isinstance(payload.get("rejection"), list):
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format") != "corekd-analyses"
+        or not isinstance(payload.get("rejection"), list)
+    ):
         raise CorekdError("not a corekd-analyses file with a 'rejection' list", path=path)
     grouped: dict[str, dict[str, list[dict]]] = {}
     for row in payload["rejection"]:
         grouped.setdefault(str(row["variant"]), {}).setdefault(str(row["type"]), []).append(row)
     return {
-        variant: {t: {"rate": sum(float(r["rate"]) for r in rows) / len(rows), "n": len(rows),
-                      "pairs": sum(int(r.get("pairs", 0)) for r in rows)} for t, rows in types_.items()}
+        variant: {
+            t: {
+                "rate": sum(float(r["rate"]) for r in rows) / len(rows),
+                "n": len(rows),
+                "pairs": sum(int(r.get("pairs", 0)) for r in rows),
+            }
+            for t, rows in types_.items()
+        }
         for variant, types_ in grouped.items()
     }
 
@@ -72,7 +82,9 @@ def summarize_run(run_dir: Path) -> dict:
         "status": meta.get("status", "?"),
         "metric": metric,
         "seeds": sorted({int(s) for s in frame.seed}) if not frame.empty else [],
-        "differences": {v: {c: (d.__dict__ if d is not None else None) for c, d in by_c.items()} for v, by_c in diffs.items()},
+        "differences": {
+            v: {c: (d.__dict__ if d is not None else None) for c, d in by_c.items()} for v, by_c in diffs.items()
+        },
         "rejection": read_rejection(run_dir),
     }
 
@@ -85,8 +97,16 @@ def write_summary(out: Path, config, command: str) -> Path:
     for value in config.sweep.values:
         entry = summarize_run(out / folder_name(config.sweep.option, value, kind))
         runs.append({"value": int(value) if kind is int else float(value), **entry})
-    payload = {"format": FORMAT, "version": VERSION, "option": config.sweep.option, "values": [r["value"] for r in runs],
-               "baseline": BASELINE, "seeds": config.seeds, "command": command, "runs": runs}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "option": config.sweep.option,
+        "values": [r["value"] for r in runs],
+        "baseline": BASELINE,
+        "seeds": config.seeds,
+        "command": command,
+        "runs": runs,
+    }
     atomic_write(out / SWEEP_JSON, lambda p: Path(p).write_text(json.dumps(payload, indent=1)))
     return write_sweep_report(out, payload)[0]
 

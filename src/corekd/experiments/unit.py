@@ -62,10 +62,14 @@ class UnitResult:
     checkpoint_meta: dict  # what model.json records beside the architecture
 
 
-
-
-def train_unit(setup: RunSetup, spec: MethodSpec, seed: int, device: torch.device,
-               teacher_ref: TeacherReference | None, on_epoch=None) -> UnitResult:
+def train_unit(
+    setup: RunSetup,
+    spec: MethodSpec,
+    seed: int,
+    device: torch.device,
+    teacher_ref: TeacherReference | None,
+    on_epoch=None,
+) -> UnitResult:
     """Initialise, train and select one model (``spec`` at ``seed``), then score it on dev and, once, on test.
 
     ``teacher_ref``: the seed's frozen teacher (for the methods that need one). Nothing is written here.
@@ -77,33 +81,63 @@ def train_unit(setup: RunSetup, spec: MethodSpec, seed: int, device: torch.devic
     kinds = {m: s.kind for m, s in corpus.modalities.items()}
     outputs = 1 if task == "regression" else len(labels)  # regression: a one-output head
     model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
-    model = init_model(model_cfg, dims, outputs, seed, "teacher" if method.name == "teacher" else "student",
-                       kinds=kinds, build=method.build_model)
+    model = init_model(
+        model_cfg,
+        dims,
+        outputs,
+        seed,
+        "teacher" if method.name == "teacher" else "student",
+        kinds=kinds,
+        build=method.build_model,
+    )
     if setup.input_stats is not None:
         model.set_input_statistics(setup.input_stats)
     select_test = config.training.select_on == "test"
     result = train_model(
-        method, model, setup.train, setup.test if select_test else setup.dev, train_cfg, seed=seed, label_names=labels,
-        device=device, teacher=teacher_ref if method.needs_teacher else None, eval_batch_size=ev.batch_size,
+        method,
+        model,
+        setup.train,
+        setup.test if select_test else setup.dev,
+        train_cfg,
+        seed=seed,
+        label_names=labels,
+        device=device,
+        teacher=teacher_ref if method.needs_teacher else None,
+        eval_batch_size=ev.batch_size,
         on_epoch=on_epoch,
     )
     metric = config.training.select_metric
     checkpoint_meta = {
-        "method": method.name, "variant": label, "options": method.options.model_dump(mode="json"),
-        "seed": seed, "task": task, "best_epoch": result.best_epoch, "selected_epoch": result.selected_epoch,
-        "labels": labels, "input_statistics": "train split" if setup.input_stats is not None else "identity",
-        "modalities": list(corpus.modality_names), "corpus": corpus.name,
+        "method": method.name,
+        "variant": label,
+        "options": method.options.model_dump(mode="json"),
+        "seed": seed,
+        "task": task,
+        "best_epoch": result.best_epoch,
+        "selected_epoch": result.selected_epoch,
+        "labels": labels,
+        "input_statistics": "train split" if setup.input_stats is not None else "identity",
+        "modalities": list(corpus.modality_names),
+        "corpus": corpus.name,
         f"dev_{metric}": result.best_score,
     }
     training = {
-        "method": method.name, "variant": label, "seed": seed, "best_epoch": result.best_epoch,
-        "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run, f"dev_{metric}": None if result.best_score is None else round(result.best_score, 6),
-        "seconds": round(result.seconds, 2), "history": result.history,
+        "method": method.name,
+        "variant": label,
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "selected_epoch": result.selected_epoch,
+        "epochs_run": result.epochs_run,
+        f"dev_{metric}": None if result.best_score is None else round(result.best_score, 6),
+        "seconds": round(result.seconds, 2),
+        "history": result.history,
     }
     records = []
     if label in setup.reported:  # dev under the same conditions; the test split, once, after this model's training
         for split_name, split in (("dev", setup.dev), ("test", setup.test)):
-            for row in evaluate_model(result.model, split, setup.scored[label][split_name], labels, ev.batch_size, device):
+            for row in evaluate_model(
+                result.model, split, setup.scored[label][split_name], labels, ev.batch_size, device
+            ):
                 records.append({"method": method.name, "variant": label, "seed": seed, "split": split_name, **row})
     return UnitResult(result, training, records, checkpoint_meta)
 
@@ -123,8 +157,12 @@ def unit_setup(config_json: str, config_path: str | None, device: str) -> RunSet
     key = (config_json, config_path, device)
     if key not in _SETUPS:
         cfg = validate_config(json.loads(config_json), config_path)
-        remember_setup(config_json, config_path, device,
-                       prepare_run(cfg, Path(config_path) if config_path else None, resolve_device(device), command=""))
+        remember_setup(
+            config_json,
+            config_path,
+            device,
+            prepare_run(cfg, Path(config_path) if config_path else None, resolve_device(device), command=""),
+        )
     return _SETUPS[key]
 
 
@@ -150,16 +188,27 @@ def embedding_bytes(fused: np.ndarray, target: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def analyse(setup: RunSetup, spec: MethodSpec, seed: int, model, teacher, device: torch.device,
-            embedding: bool) -> tuple[dict, bytes | None]:
+def analyse(
+    setup: RunSetup, spec: MethodSpec, seed: int, model, teacher, device: torch.device, embedding: bool
+) -> tuple[dict, bytes | None]:
     """The mechanism analyses of one reported model (its part of analyses.json) and, with ``embedding``, its t-SNE
     points as ``embedding.npz`` bytes."""
     ev = setup.config.evaluation
     method = setup.methods[spec.label]
-    collect = RunAnalyses(setup.test, setup.test_masks, conflict_flags(setup.corpus, "test"), setup.labels,
-                          setup.task, ev.mask_seed, ev.batch_size, device, figures=ev.figures and embedding)
-    collect.add(spec.label, method.name, seed, model, teacher,
-                not_applicable=setup.scored[spec.label]["test"].not_applicable)
+    collect = RunAnalyses(
+        setup.test,
+        setup.test_masks,
+        conflict_flags(setup.corpus, "test"),
+        setup.labels,
+        setup.task,
+        ev.mask_seed,
+        ev.batch_size,
+        device,
+        figures=ev.figures and embedding,
+    )
+    collect.add(
+        spec.label, method.name, seed, model, teacher, not_applicable=setup.scored[spec.label]["test"].not_applicable
+    )
     payload = collect.payload()
     part = {k: payload[k] for k in ANALYSES_PARTS}
     part["natural_conflicts"] = payload["natural_conflicts"]
@@ -181,9 +230,13 @@ def run_unit(task: dict, on_epoch=None) -> dict:
         seed, ev = task["seed"], setup.config.evaluation
         teacher = model_from_files(task["teacher"], device) if task["teacher"] is not None else None
         method = setup.methods[spec.label]
-        teacher_ref = (TeacherReference(teacher, setup.train, cache=setup.config.training.teacher_cache,
-                                        batch_size=ev.batch_size, device=device)
-                       if teacher is not None and method.needs_teacher else None)
+        teacher_ref = (
+            TeacherReference(
+                teacher, setup.train, cache=setup.config.training.teacher_cache, batch_size=ev.batch_size, device=device
+            )
+            if teacher is not None and method.needs_teacher
+            else None
+        )
         unit = train_unit(setup, spec, seed, device, teacher_ref, on_epoch=on_epoch)
         model = unit.result.model
         if method.name == "teacher":  # analysed against itself, frozen first
@@ -198,8 +251,12 @@ def run_unit(task: dict, on_epoch=None) -> dict:
             "analyses": analyses,
             "embedding": embedding,
             "seconds": round(time.perf_counter() - started, 2),
-            "summary": {"selected_epoch": unit.result.selected_epoch, "epochs_run": unit.result.epochs_run,
-                        "best_score": unit.result.best_score, "seconds": unit.result.seconds},
+            "summary": {
+                "selected_epoch": unit.result.selected_epoch,
+                "epochs_run": unit.result.epochs_run,
+                "best_score": unit.result.best_score,
+                "seconds": unit.result.seconds,
+            },
         }
     finally:
         torch.set_num_threads(threads_before)

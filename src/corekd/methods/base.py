@@ -56,8 +56,9 @@ class Method:
         self.options = options
         self.missing = missing
 
-    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
-                    kinds: Mapping[str, str] | None = None) -> ERCModel:
+    def build_model(
+        self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None
+    ) -> ERCModel:
         """The model this method trains (default: the plain :class:`ERCModel`).
 
         A method whose model carries extra trainable modules (used at inference too) returns a registered
@@ -88,7 +89,9 @@ class Method:
         """The incomplete view this method trains on (default: random missing from ``missing``)."""
         return TrainView(batch.view(self.missing.masks(batch.avail, mask_generator)))
 
-    def dev_masks(self, avail: torch.Tensor, generator: torch.Generator, modalities: tuple[str, ...] = ()) -> torch.Tensor:
+    def dev_masks(
+        self, avail: torch.Tensor, generator: torch.Generator, modalities: tuple[str, ...] = ()
+    ) -> torch.Tensor:
         """Masks the dev split is scored under for model selection: the training distribution. ``avail`` [N, U, M]
         in the order of ``modalities`` (the corpus's)."""
         return self.missing.masks(avail, generator, per="row")
@@ -116,4 +119,3 @@ class Method:
         """Diagnostics of one step (scalars, not optimised), averaged per epoch into the training history beside the
         loss terms (e.g. CoRe-KD's realised NCE share). None by default."""
         return {}
-

@@ -45,7 +45,9 @@ def contrastive_distill(student: torch.Tensor, teacher: torch.Tensor, eta: float
     return positive + negative
 
 
-def prototype_similarities(states: torch.Tensor, categories: torch.Tensor, num_categories: int) -> tuple[torch.Tensor, torch.Tensor]:
+def prototype_similarities(
+    states: torch.Tensor, categories: torch.Tensor, num_categories: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, H], [N] long, K_all -> (M [N, K_all], present [K_all] bool).
 
     CorrKD eqs. 2-3: the prototype ``c_k`` is the mean state of the batch's utterances of category k;
@@ -59,7 +61,9 @@ def prototype_similarities(states: torch.Tensor, categories: torch.Tensor, num_c
     return sim * present.to(sim.dtype), present
 
 
-def prototype_distill(student: torch.Tensor, teacher: torch.Tensor, categories: torch.Tensor, num_categories: int) -> torch.Tensor:
+def prototype_distill(
+    student: torch.Tensor, teacher: torch.Tensor, categories: torch.Tensor, num_categories: int
+) -> torch.Tensor:
     """CPD per utterance: [N, H], [N, H], [N] long -> [N].
 
     Each network's states give its own prototypes and similarity matrix (eqs. 2-3); eq. 4 is

@@ -31,12 +31,15 @@ class ContrastiveViewOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     modalities: list[str] = Field(
-        default_factory=lambda: ["a"], min_length=1,
+        default_factory=lambda: ["a"],
+        min_length=1,
         description="the modality subset the student sees, in training and evaluation (the paper: acoustic only, [a])",
     )
     l_contrast: float = Field(1.0, ge=0, description="weight of the contrastive term (fill-in: the source gives none)")
     temperature: float = Field(
-        0.1, gt=0, description="fill-in: InfoNCE temperature on cosine similarities (the source names a contrastive "
+        0.1,
+        gt=0,
+        description="fill-in: InfoNCE temperature on cosine similarities (the source names a contrastive "
         "loss without its form)",
     )
 
@@ -69,8 +72,9 @@ class ContrastiveView(Method):
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
         unknown = [m for m in self.options.modalities if m not in modalities]
         if unknown:
-            return "modalities", (f"{unknown} are not modalities of the corpus (it has {list(modalities)}); list a subset "
-                                  "of them")
+            return "modalities", (
+                f"{unknown} are not modalities of the corpus (it has {list(modalities)}); list a subset of them"
+            )
         return None
 
     def _restrict(self, avail: torch.Tensor, modalities: tuple[str, ...]) -> torch.Tensor:
@@ -80,7 +84,9 @@ class ContrastiveView(Method):
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
         return TrainView(batch.view(self._restrict(batch.avail, batch.modalities)))
 
-    def dev_masks(self, avail: torch.Tensor, generator: torch.Generator, modalities: tuple[str, ...] = ()) -> torch.Tensor:
+    def dev_masks(
+        self, avail: torch.Tensor, generator: torch.Generator, modalities: tuple[str, ...] = ()
+    ) -> torch.Tensor:
         if not modalities:
             raise ValueError("contrastive_view's dev masks need the corpus's modality names")
         return self._restrict(avail, modalities)
@@ -89,8 +95,10 @@ class ContrastiveView(Method):
         own = self.own_condition(modalities)
         if condition == own:
             return None
-        return (f"this student sees only {{{','.join(self.subset(modalities))}}} and is scored under {own.name} only "
-                "(the contrastive_view method)")
+        return (
+            f"this student sees only {{{','.join(self.subset(modalities))}}} and is scored under {own.name} only "
+            "(the contrastive_view method)"
+        )
 
     def loss(self, ctx: StepContext):
         o, valid = self.options, ctx.batch.utt_mask  # [B, U]
@@ -99,6 +107,8 @@ class ContrastiveView(Method):
         if o.l_contrast > 0:
             assert ctx.teacher is not None  # needs_teacher: l_contrast > 0
             s_h, t_h = ctx.output.fused[valid], ctx.teacher.fused[valid]  # [N, H]
-            terms["contrast"] = masked_mean(info_nce(s_h, t_h, o.temperature), torch.ones(s_h.shape[0], device=s_h.device))
+            terms["contrast"] = masked_mean(
+                info_nce(s_h, t_h, o.temperature), torch.ones(s_h.shape[0], device=s_h.device)
+            )
             total = total + o.l_contrast * terms["contrast"]
         return total, terms

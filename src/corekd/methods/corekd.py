@@ -60,11 +60,18 @@ class CoReKDOptions(BaseModel):
     temperature: float = Field(2.0, gt=0, description="KD temperature T (fill-in)")
     state_distance: StateDistance = Field("normalized_sq", description="distance for L_state and L_mstate (fill-in)")
     mstate_over: Literal["observed", "all"] = Field(
-        "observed", description="fill-in: modalities L_mstate averages over: those the student observes, or all (a "
-        "hidden modality's state, which a view-dependent backbone computes from the rest of the view, is anchored too)")
-    nce_prob: float = Field(0.2, ge=0, le=1, description="share of a batch's real utterances that get a conflict view, "
-                            "in expectation: eligible utterances are drawn with nce_prob x real / eligible (capped at 1; "
-                            "the history's nce_share is the realised share, nce_capped the share of batches at the cap)")
+        "observed",
+        description="fill-in: modalities L_mstate averages over: those the student observes, or all (a "
+        "hidden modality's state, which a view-dependent backbone computes from the rest of the view, is anchored too)",
+    )
+    nce_prob: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="share of a batch's real utterances that get a conflict view, "
+        "in expectation: eligible utterances are drawn with nce_prob x real / eligible (capped at 1; "
+        "the history's nce_share is the realised share, nce_capped the share of batches at the cap)",
+    )
     nce_types: list[str] = Field(default_factory=lambda: ["a", "v", "av"], min_length=1, description="conflict types")
     nce_targets: Literal["language_observed", "all"] = Field(
         "language_observed",
@@ -72,19 +79,26 @@ class CoReKDOptions(BaseModel):
         "observes (a view without the target's language preserves nothing of it), or every utterance",
     )
     nce_mode: Literal["separate", "inline"] = Field(
-        "separate", description="separate: the conflict copy is an extra view (CE and CSA on every utterance of the "
+        "separate",
+        description="separate: the conflict copy is an extra view (CE and CSA on every utterance of the "
         "incomplete view; one stacked forward); inline: conflicts inside the training view (an approximation)",
     )
     nce_donor_source: Literal["complete", "view"] = Field(
-        "complete", description="fill-in: the donor's swapped modalities as the data has them (complete), or as the "
+        "complete",
+        description="fill-in: the donor's swapped modalities as the data has them (complete), or as the "
         "student's incomplete view has them (a modality the view hides is swapped in as missing)",
     )
     nce_average: Literal["targets", "utterances"] = Field(
-        "utterances", description="fill-in: the NCE terms' mean over the conflict targets, or their sum over the targets "
+        "utterances",
+        description="fill-in: the NCE terms' mean over the conflict targets, or their sum over the targets "
         "divided by the real utterances of the batch (a target then weighs what a clean utterance weighs)",
     )
-    l_nce_kd: float = Field(0.0, ge=0, description="option, off in the paper: KD from the teacher's complete view on conflict views")
-    l_nce_margin: float = Field(0.0, ge=0, description="option, off in the paper: margin of target over donor label on conflict views")
+    l_nce_kd: float = Field(
+        0.0, ge=0, description="option, off in the paper: KD from the teacher's complete view on conflict views"
+    )
+    l_nce_margin: float = Field(
+        0.0, ge=0, description="option, off in the paper: margin of target over donor label on conflict views"
+    )
     nce_margin: float = Field(1.0, ge=0, description="margin (in log-probability) for l_nce_margin")
 
     @field_validator("nce_types")
@@ -137,7 +151,10 @@ class CoReKD(Method):
 
     def check_task(self, task: str) -> tuple[str, str] | None:
         if task == "regression" and self.options.l_nce_margin > 0:
-            return "l_nce_margin", "the conflict margin compares class log-probabilities; it has no regression form (set 0)"
+            return (
+                "l_nce_margin",
+                "the conflict margin compares class log-probabilities; it has no regression form (set 0)",
+            )
         return None
 
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
@@ -146,8 +163,14 @@ class CoReKD(Method):
         if not o.nce_on:
             return view
         source = batch if o.nce_donor_source == "complete" else view.batch
-        conflict = nce_view(view.batch, source, o.nce_prob, tuple(o.nce_types), generator,
-                            require_language=o.nce_targets == "language_observed")
+        conflict = nce_view(
+            view.batch,
+            source,
+            o.nce_prob,
+            tuple(o.nce_types),
+            generator,
+            require_language=o.nce_targets == "language_observed",
+        )
         if o.nce_mode == "inline":
             return TrainView(conflict.batch, {"conflict": conflict})
         return TrainView(view.batch, {"conflict": conflict})
@@ -166,8 +189,10 @@ class CoReKD(Method):
         if conflict is None:
             return {}
         valid = ctx.batch.utt_mask
-        return {"nce_share": (conflict.selected & valid).sum() / valid.sum().clamp(min=1),
-                "nce_capped": torch.tensor(float(conflict.capped), device=valid.device)}
+        return {
+            "nce_share": (conflict.selected & valid).sum() / valid.sum().clamp(min=1),
+            "nce_capped": torch.tensor(float(conflict.capped), device=valid.device),
+        }
 
     def loss(self, ctx: StepContext):
         # the teacher is read only under a positive weight that needs_teacher lists, when the trainer passes it
@@ -186,7 +211,9 @@ class CoReKD(Method):
             terms["state"] = masked_mean(state_anchor(out.fused, teacher.fused, o.state_distance), clean)
             total = total + o.l_state * terms["state"]
         if o.l_mstate > 0:
-            values, usable = modality_anchor(out.states, teacher.states, ctx.view.batch.mask, o.state_distance, o.mstate_over)
+            values, usable = modality_anchor(
+                out.states, teacher.states, ctx.view.batch.mask, o.state_distance, o.mstate_over
+            )
             terms["mstate"] = masked_mean(values, clean & usable)
             total = total + o.l_mstate * terms["mstate"]
         if conflict is not None:

@@ -57,25 +57,36 @@ class CorrKDOptions(BaseModel):
 
     l_scd: float = Field(1.0, ge=0, description="weight of L_SCD, sample-level contrastive distillation (paper: 1)")
     l_cpd: float = Field(1.0, ge=0, description="weight of L_CPD, category-guided prototype distillation (paper: 1)")
-    l_rcd: float = Field(1.0, ge=0, description="weight of L_RCD, response-disentangled consistency distillation (paper: 1)")
-    eta: float = Field(1.4, gt=0, description="SCD distance boundary (margin) eta; the paper's IEMOCAP value (MOSI 1.2, MOSEI 1.0)")
+    l_rcd: float = Field(
+        1.0, ge=0, description="weight of L_RCD, response-disentangled consistency distillation (paper: 1)"
+    )
+    eta: float = Field(
+        1.4, gt=0, description="SCD distance boundary (margin) eta; the paper's IEMOCAP value (MOSI 1.2, MOSEI 1.0)"
+    )
     scd_reduction: Literal["mean", "sum"] = Field(
-        "mean", description="fill-in: eq. 1 sums over the N (N - 1) ordered pairs of the batch; 'mean' divides that sum "
+        "mean",
+        description="fill-in: eq. 1 sums over the N (N - 1) ordered pairs of the batch; 'mean' divides that sum "
         "by N (N - 1), so the term's scale does not grow with the batch's utterance count (ours vary with dialogue "
         "length); 'sum' is eq. 1 as printed",
     )
     scd_space: Literal["raw", "normalized"] = Field(
-        "normalized", description="fill-in: SCD distances between L2-normalised fused states (distances in [0, 2], the "
+        "normalized",
+        description="fill-in: SCD distances between L2-normalised fused states (distances in [0, 2], the "
         "scale the paper's eta of 1.0-1.4 acts at), or between the states as they are ('raw', eq. 1 as printed; our "
         "fused states have norm about sqrt(H), so with eta 1.4 the margin term never acts)",
     )
     frame_missing: float = Field(
-        0.7, ge=0, lt=1, description="MRM's intra-modality missing on sequence modalities: each batch drops a share "
+        0.7,
+        ge=0,
+        lt=1,
+        description="MRM's intra-modality missing on sequence modalities: each batch drops a share "
         "of the observed frames drawn uniformly from [0, frame_missing) (fill-in; 0 = no frame missing; no effect on "
         "vector features)",
     )
     critic_hidden: int = Field(
-        32, ge=1, description="fill-in: width of RCD's statistics networks F(q, u) = <g(q), h(u)>, g and h one-hidden-layer "
+        32,
+        ge=1,
+        description="fill-in: width of RCD's statistics networks F(q, u) = <g(q), h(u)>, g and h one-hidden-layer "
         "MLPs (the paper names a statistics network, not its form)",
     )
 
@@ -102,9 +113,11 @@ class CorrKD(Method):
 
     def check_task(self, task: str) -> tuple[str, str] | None:
         if task == "regression" and self.options.l_rcd > 0:
-            return "l_rcd", ("RCD decouples the target class's probability from the other classes'; a regression head has "
-                             "one output and no classes, so RCD has no regression form (set l_rcd: 0; SCD and CPD, with the "
-                             "sentiment sign as category, still apply)")
+            return "l_rcd", (
+                "RCD decouples the target class's probability from the other classes'; a regression head has "
+                "one output and no classes, so RCD has no regression form (set l_rcd: 0; SCD and CPD, with the "
+                "sentiment sign as category, still apply)"
+            )
         return None
 
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
@@ -134,7 +147,11 @@ class CorrKD(Method):
         s_h, t_h = out.fused[valid], teacher.fused[valid]  # [N, H]: the batch's real utterances, flattened
         every = torch.ones(s_h.shape[0], device=s_h.device)  # [N]: each utterance counts once
         if o.l_scd > 0:
-            a, b = (nn.functional.normalize(s_h, dim=-1), nn.functional.normalize(t_h, dim=-1)) if o.scd_space == "normalized" else (s_h, t_h)
+            a, b = (
+                (nn.functional.normalize(s_h, dim=-1), nn.functional.normalize(t_h, dim=-1))
+                if o.scd_space == "normalized"
+                else (s_h, t_h)
+            )
             values = contrastive_distill(a, b, o.eta)  # [N]
             if o.scd_reduction == "sum":
                 n = values.shape[0]
@@ -151,7 +168,9 @@ class CorrKD(Method):
         if o.l_rcd > 0:
             critics = cast("Critics | None", ctx.auxiliary)  # what auxiliary() built for this method
             if critics is None:
-                raise ValueError("corrkd's RCD needs its statistics networks: StepContext.auxiliary = method.auxiliary(model)")
+                raise ValueError(
+                    "corrkd's RCD needs its statistics networks: StepContext.auxiliary = method.auxiliary(model)"
+                )
             labels = ctx.batch.labels[valid]  # [N]
             s_tcr, s_ntcr = decouple_response(out.logits[valid], labels)  # [N, 2], [N, C - 1]
             t_tcr, t_ntcr = decouple_response(teacher.logits[valid], labels)

@@ -110,12 +110,16 @@ def pairwise_distance(x: torch.Tensor, kind: PairDistance) -> torch.Tensor:
     raise ValueError(f"unknown pair distance '{kind}'")
 
 
-def graph_distillation(distances: torch.Tensor, weights: torch.Tensor, prior: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def graph_distillation(
+    distances: torch.Tensor, weights: torch.Tensor, prior: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
     """[..., M, M] x3 (prior [M, M]), [..., M, M] bool -> [...]: ``sum_{valid j<-i} (w + prior) * d``."""
     return ((weights + prior) * distances * valid.to(distances.dtype)).sum((-2, -1))
 
 
-def edge_prior_penalty(weights: torch.Tensor, valid: torch.Tensor, real: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+def edge_prior_penalty(
+    weights: torch.Tensor, valid: torch.Tensor, real: torch.Tensor, prior: torch.Tensor
+) -> torch.Tensor:
     """[B, U, M, M], [B, U, M, M] bool, [B, U] bool, [M, M] -> scalar: ``sum_e (mean w_e - prior_e)^2``.
 
     A batch-level regulariser (DMD's ``gd_reg`` term), not one value per utterance: each edge's weight averaged over
@@ -161,8 +165,14 @@ class DecoupledModel(ERCModel):
 
     architecture = "decoupled"
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None,
-                 graph_size: int = 32):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        dims: dict[str, int],
+        num_classes: int,
+        kinds: Mapping[str, str] | None = None,
+        graph_size: int = 32,
+    ):
         super().__init__(cfg, dims, num_classes, kinds)  # first: the base weights are the plain model's
         h = cfg.hidden
         self.graph_size = graph_size
@@ -192,9 +202,15 @@ class DecoupledModel(ERCModel):
         s_logits = self._per_modality(self.exclusive_heads, s)  # [B, U, M, C]
         out = self.readout(x + self.merge(torch.cat([c, s], -1)), mask, batch)
         out.extra = {
-            "encoded": x, "shared": c, "exclusive": s, "reconstructed": recon, "exclusive_cycle": cycle,
-            "shared_logits": c_logits, "exclusive_logits": s_logits,
-            "shared_edges": self.shared_graph(c_logits, c), "exclusive_edges": self.exclusive_graph(s_logits, s),
+            "encoded": x,
+            "shared": c,
+            "exclusive": s,
+            "reconstructed": recon,
+            "exclusive_cycle": cycle,
+            "shared_logits": c_logits,
+            "exclusive_logits": s_logits,
+            "shared_edges": self.shared_graph(c_logits, c),
+            "exclusive_edges": self.exclusive_graph(s_logits, s),
         }
         return out
 
@@ -203,23 +219,42 @@ class DecoupledModel(ERCModel):
 class DecoupledOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    l_aux_ce: float = Field(1.0, ge=0, description="weight of the per-modality heads' supervised terms, both spaces (DMD: 1)")
+    l_aux_ce: float = Field(
+        1.0, ge=0, description="weight of the per-modality heads' supervised terms, both spaces (DMD: 1)"
+    )
     l_graph: float = Field(0.05, ge=0, description="weight of each graph distillation unit's loss (DMD: 0.05)")
-    graph_reg: float = Field(10.0, ge=0, description="weight of the edge-prior penalty inside each unit (DMD's gd_reg: 10)")
+    graph_reg: float = Field(
+        10.0, ge=0, description="weight of the edge-prior penalty inside each unit (DMD's gd_reg: 10)"
+    )
     graph_alpha: float = Field(0.125, gt=0, description="edge scores are scaled by this before the softmax (DMD: 1/8)")
-    graph_size: int = Field(32, ge=1, description="width of the edge scorer's projections of logits and parts "
-                            "(fill-in: DMD uses 64 homogeneous / 32 heterogeneous)")
-    shared_repr_weight: float = Field(0.0, ge=0, description="weight of an L1 term between shared parts in the shared "
-                                      "unit (DMD computes it but leaves it out of the loss: 0)")
-    exclusive_repr_weight: float = Field(10.0, ge=0, description="weight of max(0, cos) between exclusive parts in the "
-                                         "exclusive unit (DMD's w_losses[1]: 10)")
-    prior_sources: list[str] = Field(default_factory=lambda: ["l"], description="modalities whose outgoing edges the prior "
-                                     "favours (DMD: language; [] = uniform prior)")
+    graph_size: int = Field(
+        32,
+        ge=1,
+        description="width of the edge scorer's projections of logits and parts "
+        "(fill-in: DMD uses 64 homogeneous / 32 heterogeneous)",
+    )
+    shared_repr_weight: float = Field(
+        0.0,
+        ge=0,
+        description="weight of an L1 term between shared parts in the shared "
+        "unit (DMD computes it but leaves it out of the loss: 0)",
+    )
+    exclusive_repr_weight: float = Field(
+        10.0,
+        ge=0,
+        description="weight of max(0, cos) between exclusive parts in the exclusive unit (DMD's w_losses[1]: 10)",
+    )
+    prior_sources: list[str] = Field(
+        default_factory=lambda: ["l"],
+        description="modalities whose outgoing edges the prior favours (DMD: language; [] = uniform prior)",
+    )
     prior_temperature: float = Field(0.25, gt=0, description="temperature of the prior's softmax (DMD: 0.25)")
     l_rec: float = Field(0.1, ge=0, description="weight of the reconstruction of each encoding (DMD: 0.1)")
     l_cyc: float = Field(0.1, ge=0, description="weight of the self-regression of the exclusive parts (DMD: 0.1)")
     l_ort: float = Field(0.01, ge=0, description="weight of the shared/exclusive dissimilarity term (DMD: 0.1 * 0.1)")
-    l_kd: float = Field(0.0, ge=0, description="option, not in DMD: KD from the complete-view teacher on the final logits")
+    l_kd: float = Field(
+        0.0, ge=0, description="option, not in DMD: KD from the complete-view teacher on the final logits"
+    )
     temperature: float = Field(2.0, gt=0, description="KD temperature, with l_kd")
 
 
@@ -233,15 +268,18 @@ class Decoupled(Method):
     def needs_teacher(self) -> bool:  # type: ignore[override]
         return self.options.l_kd > 0
 
-    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
-                    kinds: Mapping[str, str] | None = None) -> ERCModel:
+    def build_model(
+        self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None
+    ) -> ERCModel:
         return DecoupledModel(model_cfg, dims, num_classes, kinds, graph_size=self.options.graph_size)
 
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
         bad = [m for m in self.options.prior_sources if m not in modalities]
         if bad:
-            return "prior_sources", (f"{bad} are not modalities of the corpus (it has {list(modalities)}); list only its "
-                                     "modalities, or [] for a uniform edge prior")
+            return "prior_sources", (
+                f"{bad} are not modalities of the corpus (it has {list(modalities)}); list only its "
+                "modalities, or [] for a uniform edge prior"
+            )
         return None
 
     def loss(self, ctx: StepContext):
@@ -257,15 +295,18 @@ class Decoupled(Method):
         terms = {"ce": mean(supervised_loss(out.logits, batch, ctx.label_smoothing))}
         total = terms["ce"]
         if o.l_aux_ce > 0:
-            aux = (per_modality_supervised(e["shared_logits"], batch, ctx.label_smoothing)
-                   + per_modality_supervised(e["exclusive_logits"], batch, ctx.label_smoothing))  # [B, U, M]
+            aux = per_modality_supervised(e["shared_logits"], batch, ctx.label_smoothing) + per_modality_supervised(
+                e["exclusive_logits"], batch, ctx.label_smoothing
+            )  # [B, U, M]
             terms["aux_ce"] = mean(modality_sum(aux, observed))
             total = total + o.l_aux_ce * terms["aux_ce"]
         if o.l_graph > 0:
             valid = pair_mask(observed)  # [B, U, M, M]
             prior = edge_prior(batch.modalities, o.prior_sources, o.prior_temperature).to(out.logits.device)
-            parts: tuple[tuple[str, PairDistance, float], ...] = (("shared", "l1", o.shared_repr_weight),
-                                                                   ("exclusive", "cos_hinge", o.exclusive_repr_weight))
+            parts: tuple[tuple[str, PairDistance, float], ...] = (
+                ("shared", "l1", o.shared_repr_weight),
+                ("exclusive", "cos_hinge", o.exclusive_repr_weight),
+            )
             for space, part_kind, part_weight in parts:
                 w = edge_weights(e[f"{space}_edges"], valid, o.graph_alpha)
                 d = pairwise_distance(e[f"{space}_logits"], "l1")

@@ -63,7 +63,9 @@ def supervised_loss(logits: torch.Tensor, batch, smoothing: float = 0.0) -> torc
     return cross_entropy(logits, batch.labels, smoothing)
 
 
-def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, regression: bool) -> torch.Tensor:
+def distill_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, regression: bool
+) -> torch.Tensor:
     """Per utterance [...]: KD to the teacher's output; squared error for regression (``temperature`` unused), else
     :func:`kd_loss`."""
     if regression:
@@ -87,7 +89,9 @@ def state_distance(student: torch.Tensor, teacher: torch.Tensor, kind: StateDist
     raise ValueError(f"unknown state distance '{kind}'")
 
 
-def state_anchor(student_fused: torch.Tensor, teacher_fused: torch.Tensor, kind: StateDistance = "normalized_sq") -> torch.Tensor:
+def state_anchor(
+    student_fused: torch.Tensor, teacher_fused: torch.Tensor, kind: StateDistance = "normalized_sq"
+) -> torch.Tensor:
     """L_state per utterance: [..., H], [..., H] -> [...]."""
     return state_distance(student_fused, teacher_fused, kind)
 
@@ -110,7 +114,9 @@ def modality_anchor(
     return (dist * weight).sum(-1) / count.clamp(min=1.0), count > 0
 
 
-def conflict_margin(log_probs: torch.Tensor, target: torch.Tensor, donor_label: torch.Tensor, margin: float) -> torch.Tensor:
+def conflict_margin(
+    log_probs: torch.Tensor, target: torch.Tensor, donor_label: torch.Tensor, margin: float
+) -> torch.Tensor:
     """[..., C], [...], [...] -> [...]: ``max(0, margin - (log p[target] - log p[donor label]))`` on a conflict view."""
     gap = log_probs.gather(-1, target[..., None]).squeeze(-1) - log_probs.gather(-1, donor_label[..., None]).squeeze(-1)
     return F.relu(margin - gap)

@@ -50,7 +50,9 @@ def nce_view(
     mods = view.modalities
     for t in types:
         if "l" in t or not t or any(m not in mods for m in t):
-            raise CorekdError(f"conflict type '{t}' must name nonverbal modalities of this corpus ({[m for m in mods if m != 'l']})")
+            raise CorekdError(
+                f"conflict type '{t}' must name nonverbal modalities of this corpus ({[m for m in mods if m != 'l']})"
+            )
     b, u = view.utt_mask.shape
     valid = view.utt_mask.cpu().reshape(-1)  # [B*U]
     # Classification: donors have another label. Regression: another sentiment sign (-1, 0, +1).
@@ -98,17 +100,28 @@ def nce_view(
             f = view.frames[m].shape[2]
             src_frames = source.frames[m].reshape(b * u, f, -1)[src_idx]  # [B*U, F, D]
             src_shown = source.frame_mask[m].reshape(b * u, f)[src_idx] & donor_obs[:, None]  # [B*U, F]
-            frames[m] = torch.where(swap_d[:, None, None], src_frames * src_shown[..., None].to(src_frames.dtype),
-                                    view.frames[m].reshape(b * u, f, -1)).view_as(view.frames[m])
+            frames[m] = torch.where(
+                swap_d[:, None, None],
+                src_frames * src_shown[..., None].to(src_frames.dtype),
+                view.frames[m].reshape(b * u, f, -1),
+            ).view_as(view.frames[m])
             frame_mask[m] = torch.where(swap_d[:, None], src_shown, view.frame_mask[m].reshape(b * u, f)).view(b, u, f)
-            frame_lengths[m] = torch.where(swap_d, source.frame_lengths[m].reshape(-1)[src_idx],
-                                           view.frame_lengths[m].reshape(-1)).view(b, u)
+            frame_lengths[m] = torch.where(
+                swap_d, source.frame_lengths[m].reshape(-1)[src_idx], view.frame_lengths[m].reshape(-1)
+            ).view(b, u)
         mask[..., j] = torch.where(swap_d, donor_obs, mask[..., j].reshape(-1)).view(b, u)
         donor_has = flat_src_avail[src_idx, j] & swap_d
         avail[..., j] = torch.where(swap_d, donor_has, avail[..., j].reshape(-1)).view(b, u)
     return ConflictView(
-        batch=replace(view, features=features, mask=mask, avail=avail, frames=frames, frame_mask=frame_mask,
-                      frame_lengths=frame_lengths),
+        batch=replace(
+            view,
+            features=features,
+            mask=mask,
+            avail=avail,
+            frames=frames,
+            frame_mask=frame_mask,
+            frame_lengths=frame_lengths,
+        ),
         selected=chosen.view(b, u).to(device),
         donor=donor.view(b, u).to(device),
         kind=kind.view(b, u).to(device),

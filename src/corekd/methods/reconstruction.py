@@ -37,7 +37,9 @@ from corekd.models.dropout import Dropout
 from corekd.models.model import ERCModel, ModelConfig, Output, register_architecture
 
 
-def imputation_loss(imputed: torch.Tensor, target: torch.Tensor, selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def imputation_loss(
+    imputed: torch.Tensor, target: torch.Tensor, selected: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[..., M, H], [..., M, H], [..., M] bool -> (values [...], usable [...] bool).
 
     The mean over the selected modalities of ``mean_H (imputed - target)^2``; an utterance with no selected
@@ -55,13 +57,21 @@ class ReconstructionModel(ERCModel):
 
     architecture = "reconstruction"
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None,
-                 imputer_hidden: int | None = None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        dims: dict[str, int],
+        num_classes: int,
+        kinds: Mapping[str, str] | None = None,
+        imputer_hidden: int | None = None,
+    ):
         super().__init__(cfg, dims, num_classes, kinds)  # first: the base weights are the plain model's
         h, m = cfg.hidden, len(dims)
         self.imputer_hidden = imputer_hidden or 2 * h
         self.imputer = nn.Sequential(
-            nn.Linear(m * h + m, self.imputer_hidden), nn.GELU(), Dropout(cfg.dropout),
+            nn.Linear(m * h + m, self.imputer_hidden),
+            nn.GELU(),
+            Dropout(cfg.dropout),
             nn.Linear(self.imputer_hidden, m * h),
         )
 
@@ -90,13 +100,17 @@ class ReconstructionOptions(BaseModel):
 
     l_rec: float = Field(1.0, ge=0, description="weight of the imputation loss (fill-in)")
     rec_target: Literal["detached", "attached"] = Field(
-        "detached", description="the complete-view encodings as a fixed target (detached), or with gradients into the "
+        "detached",
+        description="the complete-view encodings as a fixed target (detached), or with gradients into the "
         "encoders too (attached)",
     )
     rec_over: Literal["all", "missing"] = Field(
-        "all", description="fill-in: impute-and-score every modality the data has (all), or only those the view hides",
+        "all",
+        description="fill-in: impute-and-score every modality the data has (all), or only those the view hides",
     )
-    imputer_hidden: int | None = Field(None, ge=1, description="width of the imputer's hidden layer (null = 2 * hidden)")
+    imputer_hidden: int | None = Field(
+        None, ge=1, description="width of the imputer's hidden layer (null = 2 * hidden)"
+    )
     l_kd: float = Field(0.0, ge=0, description="option, not in MMIN/GCNet: KD from the complete-view teacher")
     temperature: float = Field(2.0, gt=0, description="KD temperature, with l_kd")
 
@@ -111,8 +125,9 @@ class Reconstruction(Method):
     def needs_teacher(self) -> bool:  # type: ignore[override]
         return self.options.l_kd > 0
 
-    def build_model(self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int,
-                    kinds: Mapping[str, str] | None = None) -> ERCModel:
+    def build_model(
+        self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None
+    ) -> ERCModel:
         return ReconstructionModel(model_cfg, dims, num_classes, kinds, imputer_hidden=self.options.imputer_hidden)
 
     def loss(self, ctx: StepContext):
@@ -133,6 +148,8 @@ class Reconstruction(Method):
             total = total + o.l_rec * terms["rec"]
         if o.l_kd > 0:
             assert ctx.teacher is not None  # needs_teacher: l_kd > 0
-            terms["kd"] = masked_mean(distill_loss(out.logits, ctx.teacher.logits, o.temperature, batch.targets is not None), real)
+            terms["kd"] = masked_mean(
+                distill_loss(out.logits, ctx.teacher.logits, o.temperature, batch.targets is not None), real
+            )
             total = total + o.l_kd * terms["kd"]
         return total, terms

@@ -17,7 +17,9 @@ class Teacher(Method):
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
         return TrainView(batch.complete())
 
-    def dev_masks(self, avail: torch.Tensor, generator: torch.Generator, modalities: tuple[str, ...] = ()) -> torch.Tensor:
+    def dev_masks(
+        self, avail: torch.Tensor, generator: torch.Generator, modalities: tuple[str, ...] = ()
+    ) -> torch.Tensor:
         return avail.clone()
 
     def loss(self, ctx: StepContext):

@@ -33,6 +33,8 @@ class VanillaKD(Method):
         total = ce
         if o.l_kd > 0:
             assert ctx.teacher is not None  # needs_teacher: l_kd > 0
-            terms["kd"] = masked_mean(distill_loss(ctx.output.logits, ctx.teacher.logits, o.temperature, ctx.batch.targets is not None), valid)
+            terms["kd"] = masked_mean(
+                distill_loss(ctx.output.logits, ctx.teacher.logits, o.temperature, ctx.batch.targets is not None), valid
+            )
             total = total + o.l_kd * terms["kd"]
         return total, terms

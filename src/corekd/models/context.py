@@ -49,8 +49,17 @@ class ContextBlock(nn.Module):
 class SpeakerContextEncoder(nn.Module):
     """[B, U, M, H] per-modality utterance states -> context-aware states, same shape."""
 
-    def __init__(self, hidden: int, heads: int, layers: int, ffn_mult: int, dropout: float,
-                 num_modalities: int, max_relative: int, speaker_aware: bool):
+    def __init__(
+        self,
+        hidden: int,
+        heads: int,
+        layers: int,
+        ffn_mult: int,
+        dropout: float,
+        num_modalities: int,
+        max_relative: int,
+        speaker_aware: bool,
+    ):
         super().__init__()
         self.heads = heads
         self.max_relative = max_relative
@@ -59,7 +68,7 @@ class SpeakerContextEncoder(nn.Module):
         self.rel_bias = nn.Embedding(2 * max_relative + 1, heads)
         self.speaker_bias = nn.Embedding(2, heads)
         distance = torch.arange(-max_relative, max_relative + 1).abs().float()  # [2K+1]
-        slopes = torch.tensor([2.0 ** -h for h in range(heads)])  # [heads]
+        slopes = torch.tensor([2.0**-h for h in range(heads)])  # [heads]
         with torch.no_grad():
             self.rel_bias.weight.copy_(-distance[:, None] * slopes[None, :])
         nn.init.zeros_(self.speaker_bias.weight)
@@ -76,7 +85,9 @@ class SpeakerContextEncoder(nn.Module):
             same = (speakers[:, :, None] == speakers[:, None, :]).long()  # [B, U, U]
             bias = bias + self.speaker_bias(same).permute(0, 3, 1, 2)  # [B, heads, U, U]
         bias = bias.expand(b, -1, -1, -1).to(dtype)
-        key_ok = mask.permute(0, 2, 1)[:, :, None, :] | (torch.eye(u, device=mask.device) > 0)  # [B, M, U, U]; float eye: exports to ONNX
+        key_ok = mask.permute(0, 2, 1)[:, :, None, :] | (
+            torch.eye(u, device=mask.device) > 0
+        )  # [B, M, U, U]; float eye: exports to ONNX
         full = bias[:, None].masked_fill(~key_ok[:, :, None], float("-inf"))  # [B, M, heads, U, U]
         return full.reshape(b * m, self.heads, u, u)
 

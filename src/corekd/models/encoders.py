@@ -21,8 +21,17 @@ class VectorEncoder(nn.Module):
     ReLU -> dropout -> linear -> ReLU (``layers`` unused).
     """
 
-    def __init__(self, in_dim: int, hidden: int, dropout: float, input_dropout: float = 0.0,
-                 missing_token: bool = True, input_norm: bool = True, layers: int = 1, kind: str = "blocks"):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        dropout: float,
+        input_dropout: float = 0.0,
+        missing_token: bool = True,
+        input_norm: bool = True,
+        layers: int = 1,
+        kind: str = "blocks",
+    ):
         super().__init__()
         if layers < 1:
             raise ValueError(f"an encoder needs at least one layer, got {layers}")
@@ -77,9 +86,21 @@ class SequenceEncoder(nn.Module):
     zeros without one), exactly as :class:`VectorEncoder` does.
     """
 
-    def __init__(self, in_dim: int, hidden: int, dropout: float, input_dropout: float = 0.0,
-                 missing_token: bool = True, input_norm: bool = True, kind: str = "conv", layers: int = 1,
-                 kernel: int = 3, pool: str = "attention", heads: int = 4, ffn_mult: int = 2):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        dropout: float,
+        input_dropout: float = 0.0,
+        missing_token: bool = True,
+        input_norm: bool = True,
+        kind: str = "conv",
+        layers: int = 1,
+        kernel: int = 3,
+        pool: str = "attention",
+        heads: int = 4,
+        ffn_mult: int = 2,
+    ):
         super().__init__()
         if kind not in ("conv", "transformer", "none"):
             raise ValueError(f"unknown sequence encoder '{kind}': expected conv, transformer or none")
@@ -88,17 +109,21 @@ class SequenceEncoder(nn.Module):
         self.kind, self.pool = kind, pool
         # Dropout inside the frame sequence would cost a mask per frame; it acts on the raw frames (input_dropout)
         # and on the pooled state (dropout) instead.
-        self.proj = nn.Sequential(nn.LayerNorm(in_dim) if input_norm else nn.Identity(),
-                                  Dropout(input_dropout) if input_dropout > 0 else nn.Identity(),
-                                  nn.Linear(in_dim, hidden), nn.GELU())
+        self.proj = nn.Sequential(
+            nn.LayerNorm(in_dim) if input_norm else nn.Identity(),
+            Dropout(input_dropout) if input_dropout > 0 else nn.Identity(),
+            nn.Linear(in_dim, hidden),
+            nn.GELU(),
+        )
         self.blocks = nn.ModuleList()
         if kind == "conv":
             self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
             self.blocks.extend(nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2) for _ in range(layers))
         elif kind == "transformer":
             self.blocks.extend(
-                nn.TransformerEncoderLayer(hidden, heads, ffn_mult * hidden, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
+                nn.TransformerEncoderLayer(
+                    hidden, heads, ffn_mult * hidden, dropout, activation="gelu", batch_first=True, norm_first=True
+                )
                 for _ in range(layers)
             )
         self.score = nn.Linear(hidden, 1) if pool == "attention" else None

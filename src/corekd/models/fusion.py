@@ -18,14 +18,15 @@ class MaskedFusion(nn.Module):
     ``over="all"`` also pools the context-derived states of missing ones, weighted by the scorer.
     """
 
-    def __init__(self, hidden: int, num_modalities: int, dropout: float,
-                 over: Literal["observed", "all"] = "all"):
+    def __init__(self, hidden: int, num_modalities: int, dropout: float, over: Literal["observed", "all"] = "all"):
         super().__init__()
         self.over = over
         self.tag = nn.Parameter(torch.zeros(num_modalities, 2, hidden))
         self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         self.norm_in = nn.LayerNorm(hidden)
-        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), Dropout(dropout), nn.Linear(2 * hidden, hidden))
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 2 * hidden), nn.GELU(), Dropout(dropout), nn.Linear(2 * hidden, hidden)
+        )
         self.norm_out = nn.LayerNorm(hidden)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -64,7 +65,9 @@ class ObservedAttentionFusion(nn.Module):
         self.modality_embed = nn.Parameter(torch.zeros(num_modalities, hidden))
         self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         self.norm_in = nn.LayerNorm(hidden)
-        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.GELU(), Dropout(dropout), nn.Linear(2 * hidden, hidden))
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 2 * hidden), nn.GELU(), Dropout(dropout), nn.Linear(2 * hidden, hidden)
+        )
         self.norm_out = nn.LayerNorm(hidden)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

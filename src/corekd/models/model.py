@@ -64,52 +64,65 @@ class ModelConfig(BaseModel):
     max_relative_position: int = Field(8, ge=0, description="relative positions beyond this share one bias")
     speaker_aware: bool = Field(True, description="learned same-speaker/other-speaker attention bias")
     fuse_over: Literal["observed", "all"] = Field(
-        "all", description="token fusion only: fuse only observed modalities, or also context-derived states of missing ones"
+        "all",
+        description="token fusion only: fuse only observed modalities, or also context-derived states of missing ones",
     )
-    context: ContextKind = Field("gru", description="dialogue context: speaker-aware attention, bidirectional GRU, or none")
+    context: ContextKind = Field(
+        "gru", description="dialogue context: speaker-aware attention, bidirectional GRU, or none"
+    )
     context_over: ContextOver = Field("fused", description="context per modality before fusion, or once after fusion")
     fusion: FusionKind = Field(
-        "observed_mean", description="learned-token attention fusion, or mean / attention over the observed modalities only"
+        "observed_mean",
+        description="learned-token attention fusion, or mean / attention over the observed modalities only",
     )
     input_norm: bool = Field(False, description="per-utterance LayerNorm over each modality's input features")
     encoder_layers: int = Field(1, ge=1, description="linear -> GELU -> dropout blocks in each modality's encoder")
     sequence_encoder: SequenceKind = Field(
-        "conv", description="sequence modalities only: conv (temporal convolution), transformer, none (frames read one "
-        "by one), or mean (the vector encoder on the mean over the shown frames, the reading before frames were read)"
+        "conv",
+        description="sequence modalities only: conv (temporal convolution), transformer, none (frames read one "
+        "by one), or mean (the vector encoder on the mean over the shown frames, the reading before frames were read)",
     )
     sequence_layers: int = Field(1, ge=0, description="sequence modalities: conv or transformer blocks over the frames")
     sequence_kernel: int = Field(3, ge=1, description="sequence_encoder conv: kernel width in frames (odd)")
     sequence_pool: Literal["attention", "mean"] = Field(
-        "attention", description="sequence modalities: frames -> utterance state by a learned attention over the shown "
-        "frames, or their mean (fill-in)"
+        "attention",
+        description="sequence modalities: frames -> utterance state by a learned attention over the shown "
+        "frames, or their mean (fill-in)",
     )
 
     modality_state: ModalityState = Field(
-        "crossmodal", description="what each modality-specific state h_m is (context_over fused only): encoding (the "
+        "crossmodal",
+        description="what each modality-specific state h_m is (context_over fused only): encoding (the "
         "modality's context-free encoding: the same whatever else the view hides), context (the encoding mixed with "
         "the dialogue context of the fused view, per modality, then fused again for the head), crossmodal (the "
         "encoding plus an attention over the utterance's observed modalities, before fusion; the default, chosen on dev "
-        "by the backbone study's stage 8)"
+        "by the backbone study's stage 8)",
     )
     vector_encoder: VectorEncoderKind = Field(
-        "blocks", description="vector modalities: blocks (encoder_layers x linear -> GELU -> dropout) or mlp "
-        "(linear -> ReLU -> dropout -> linear -> ReLU, the plain model's encoder)"
+        "blocks",
+        description="vector modalities: blocks (encoder_layers x linear -> GELU -> dropout) or mlp "
+        "(linear -> ReLU -> dropout -> linear -> ReLU, the plain model's encoder)",
     )
     input_clip: float = Field(0.0, ge=0, description="clip standardised inputs to [-c, c] (0 = off)")
     context_residual: bool = Field(
-        True, description="gru context: residual + LayerNorm around the recurrence (false: its dropped-out output "
-        "alone, as the plain model)"
+        True,
+        description="gru context: residual + LayerNorm around the recurrence (false: its dropped-out output "
+        "alone, as the plain model)",
     )
 
     @model_validator(mode="after")
     def _shapes_fit(self) -> ModelConfig:
         if self.modality_state != "encoding" and self.context_over != "fused":
             if "modality_state" in self.model_fields_set:
-                raise ValueError(f"modality_state '{self.modality_state}' builds on context_over 'fused' (context_over "
-                                 "'modality' already gives each modality its own context)")
+                raise ValueError(
+                    f"modality_state '{self.modality_state}' builds on context_over 'fused' (context_over "
+                    "'modality' already gives each modality its own context)"
+                )
             self.modality_state = "encoding"  # the default does not apply there: each modality has its own context
         if self.sequence_kernel % 2 == 0:
-            raise ValueError(f"sequence_kernel ({self.sequence_kernel}) must be odd (a centred window keeps frames in place)")
+            raise ValueError(
+                f"sequence_kernel ({self.sequence_kernel}) must be odd (a centred window keeps frames in place)"
+            )
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
         if self.context == "gru" and self.hidden % 2:
@@ -127,18 +140,26 @@ class Output:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def detach(self) -> Output:
-        return Output(self.logits.detach(), self.fused.detach(), self.states.detach(),
-                      {k: v.detach() for k, v in self.extra.items()})
+        return Output(
+            self.logits.detach(),
+            self.fused.detach(),
+            self.states.detach(),
+            {k: v.detach() for k, v in self.extra.items()},
+        )
 
     def select(self, rows: torch.Tensor) -> Output:
-        return Output(self.logits[rows], self.fused[rows], self.states[rows], {k: v[rows] for k, v in self.extra.items()})
+        return Output(
+            self.logits[rows], self.fused[rows], self.states[rows], {k: v[rows] for k, v in self.extra.items()}
+        )
 
     def split(self, size: int) -> list[Output]:
         """The outputs of a :meth:`Batch.stack` of views, one per view of ``size`` rows."""
         keys = list(self.extra)
         tensors = [self.logits, self.fused, self.states, *(self.extra[k] for k in keys)]
-        return [Output(parts[0], parts[1], parts[2], dict(zip(keys, parts[3:])))
-                for parts in zip(*(t.split(size) for t in tensors))]
+        return [
+            Output(parts[0], parts[1], parts[2], dict(zip(keys, parts[3:])))
+            for parts in zip(*(t.split(size) for t in tensors))
+        ]
 
 
 def states_depend_on_view(cfg: ModelConfig) -> bool:
@@ -150,8 +171,11 @@ def states_depend_on_view(cfg: ModelConfig) -> bool:
         return True
     if cfg.context_over != "modality":
         return False
-    return cfg.context != "none" and not (cfg.context == "gru" and cfg.context_layers == 0) and \
-        not (cfg.context == "attention" and cfg.context_layers == 0)
+    return (
+        cfg.context != "none"
+        and not (cfg.context == "gru" and cfg.context_layers == 0)
+        and not (cfg.context == "attention" and cfg.context_layers == 0)
+    )
 
 
 class CrossModalAttention(nn.Module):
@@ -164,7 +188,7 @@ class CrossModalAttention(nn.Module):
         self.embed = nn.Parameter(torch.zeros(num_modalities, hidden))
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
-        self.scale = hidden ** -0.5
+        self.scale = hidden**-0.5
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # states: [B, U, M, H]; mask: [B, U, M] bool
@@ -181,8 +205,9 @@ class ERCModel(nn.Module):
 
     architecture: ClassVar[str] = "erc"  # the name checkpoints record (``build_architecture``)
 
-    def __init__(self, cfg: ModelConfig, dims: dict[str, int], num_classes: int,
-                 kinds: Mapping[str, str] | None = None):
+    def __init__(
+        self, cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None
+    ):
         super().__init__()
         self.cfg = cfg
         self.modalities = tuple(dims)
@@ -197,12 +222,30 @@ class ERCModel(nn.Module):
 
         def encoder(m: str, d: int) -> nn.Module:
             if self.kinds[m] == "sequence" and cfg.sequence_encoder != "mean":
-                return SequenceEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout, missing_token=token,
-                                       input_norm=cfg.input_norm, kind=cfg.sequence_encoder, layers=cfg.sequence_layers,
-                                       kernel=cfg.sequence_kernel, pool=cfg.sequence_pool, heads=cfg.heads,
-                                       ffn_mult=cfg.ffn_mult)
-            return VectorEncoder(d, cfg.hidden, cfg.dropout, cfg.input_dropout, missing_token=token,
-                                 input_norm=cfg.input_norm, layers=cfg.encoder_layers, kind=cfg.vector_encoder)
+                return SequenceEncoder(
+                    d,
+                    cfg.hidden,
+                    cfg.dropout,
+                    cfg.input_dropout,
+                    missing_token=token,
+                    input_norm=cfg.input_norm,
+                    kind=cfg.sequence_encoder,
+                    layers=cfg.sequence_layers,
+                    kernel=cfg.sequence_kernel,
+                    pool=cfg.sequence_pool,
+                    heads=cfg.heads,
+                    ffn_mult=cfg.ffn_mult,
+                )
+            return VectorEncoder(
+                d,
+                cfg.hidden,
+                cfg.dropout,
+                cfg.input_dropout,
+                missing_token=token,
+                input_norm=cfg.input_norm,
+                layers=cfg.encoder_layers,
+                kind=cfg.vector_encoder,
+            )
 
         self.encoders = nn.ModuleDict({m: encoder(m, d) for m, d in dims.items()})
         streams = len(dims) if cfg.context_over == "modality" else 1
@@ -212,12 +255,19 @@ class ERCModel(nn.Module):
         self.fusion: MaskedFusion | ObservedMeanFusion | ObservedAttentionFusion
         if self.context_kind == "attention":
             self.context = SpeakerContextEncoder(
-                cfg.hidden, cfg.heads, cfg.context_layers, cfg.ffn_mult, cfg.dropout,
-                streams, cfg.max_relative_position, cfg.speaker_aware,
+                cfg.hidden,
+                cfg.heads,
+                cfg.context_layers,
+                cfg.ffn_mult,
+                cfg.dropout,
+                streams,
+                cfg.max_relative_position,
+                cfg.speaker_aware,
             )
         elif self.context_kind == "gru":
-            self.context = GRUContextEncoder(cfg.hidden, cfg.context_layers, cfg.dropout, cfg.speaker_aware,
-                                             residual=cfg.context_residual)
+            self.context = GRUContextEncoder(
+                cfg.hidden, cfg.context_layers, cfg.dropout, cfg.speaker_aware, residual=cfg.context_residual
+            )
             self.stream_embed = nn.Parameter(torch.zeros(streams, cfg.hidden))
         else:
             self.context = None
@@ -274,8 +324,11 @@ class ERCModel(nn.Module):
         if batch.modalities != self.modalities:
             raise ValueError(f"batch modalities {batch.modalities} != model modalities {self.modalities}")
         mask = batch.mask & batch.utt_mask[..., None]  # [B, U, M]
-        encoded = torch.stack([self._encode(batch, m, mask[..., j]) for j, m in enumerate(self.modalities)], dim=2)  # [B, U, M, H]
+        encoded = torch.stack(
+            [self._encode(batch, m, mask[..., j]) for j, m in enumerate(self.modalities)], dim=2
+        )  # [B, U, M, H]
         return encoded, mask
+
     def forward(self, batch: Batch) -> Output:
         encoded, mask = self.encode(batch)
         return self.readout(encoded, mask, batch)
@@ -293,13 +346,16 @@ class ERCModel(nn.Module):
             states = self._contextualise(encoded, mask, batch)  # [B, U, M, H]
             fused = self.fusion(states, mask)  # [B, U, H]
             return Output(logits=self.head(fused), fused=fused, states=states)
-        states = encoded if kind != "crossmodal" else encoded + self.state_drop(self.cross(encoded, mask))  # [B, U, M, H]
+        states = (
+            encoded if kind != "crossmodal" else encoded + self.state_drop(self.cross(encoded, mask))
+        )  # [B, U, M, H]
         fused = self.fusion(states, mask)  # [B, U, H]
         fused = self._contextualise(fused[:, :, None], batch.utt_mask[..., None], batch)[:, :, 0]  # [B, U, H]
         if kind == "context":
             ctx = fused[:, :, None].expand_as(encoded)  # [B, U, M, H]
-            mixed = torch.stack([mix(torch.cat([encoded[:, :, j], fused], -1)) for j, mix in enumerate(self.state_mix)],
-                                dim=2)  # [B, U, M, H]
+            mixed = torch.stack(
+                [mix(torch.cat([encoded[:, :, j], fused], -1)) for j, mix in enumerate(self.state_mix)], dim=2
+            )  # [B, U, M, H]
             states = (ctx + self.state_drop(F.gelu(mixed))) * batch.utt_mask[..., None, None].to(encoded.dtype)
             fused = self.fusion(states, mask)  # [B, U, H]
         return Output(logits=self.head(fused), fused=fused, states=states)
@@ -317,7 +373,13 @@ def register_architecture(cls: type[ERCModel]) -> type[ERCModel]:
     return cls
 
 
-def build_architecture(name: str, options: dict[str, Any], cfg: ModelConfig, dims: dict[str, int],
-                       num_classes: int, kinds: Mapping[str, str] | None = None) -> ERCModel:
+def build_architecture(
+    name: str,
+    options: dict[str, Any],
+    cfg: ModelConfig,
+    dims: dict[str, int],
+    num_classes: int,
+    kinds: Mapping[str, str] | None = None,
+) -> ERCModel:
     """The model a checkpoint's ``architecture`` entry names (KeyError for an unknown name)."""
     return ARCHITECTURES[name](cfg, dims, num_classes, kinds=kinds, **options)

@@ -37,8 +37,13 @@ def _jsonl_dialogues(rng, n_train=10, n_test=3):
     for k in range(n_train + n_test):
         utts = []
         for i in range(4):
-            u = {"id": f"d{k}_u{i}", "speaker": f"s{k}_{i % 2}", "label": ["joy", "anger", "neutral"][(k + i) % 3],
-                 "l": _vec(rng, 5).tolist(), "a": _vec(rng, 3).tolist()}
+            u = {
+                "id": f"d{k}_u{i}",
+                "speaker": f"s{k}_{i % 2}",
+                "label": ["joy", "anger", "neutral"][(k + i) % 3],
+                "l": _vec(rng, 5).tolist(),
+                "a": _vec(rng, 3).tolist(),
+            }
             if i != 1:
                 u["v"] = _vec(rng, 2).tolist()  # absent on utterance 1: genuinely missing
             if i == 2:
@@ -57,8 +62,9 @@ def test_jsonl_round_trip_keeps_every_field_and_carves_dev(tmp_path):
     rng = np.random.default_rng(0)
     dialogues = _jsonl_dialogues(rng)
     src = _write_jsonl(tmp_path / "mine.jsonl", dialogues)
-    result = runner.invoke(app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c"),
-                                 "--labels", "neutral,joy,anger"])
+    result = runner.invoke(
+        app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c"), "--labels", "neutral,joy,anger"]
+    )
     assert result.exit_code == 0, result.output
     assert "note: the source has no dev split: dev split carved from train: 1 dialogues" in result.output
     corpus = load_corpus(tmp_path / "c")
@@ -81,9 +87,14 @@ def test_jsonl_round_trip_keeps_every_field_and_carves_dev(tmp_path):
 
 
 def test_jsonl_integer_labels_without_names_become_decimal_strings_and_no_speaker_is_one_per_dialogue(tmp_path):
-    lines = [{"dialogue_id": f"d{k}", "split": ["train", "dev", "test"][k % 3],
-              "utterances": [{"id": f"d{k}_{i}", "label": (k + i) % 3 * 5, "l": [float(i), 1.0]} for i in range(3)]}
-             for k in range(6)]
+    lines = [
+        {
+            "dialogue_id": f"d{k}",
+            "split": ["train", "dev", "test"][k % 3],
+            "utterances": [{"id": f"d{k}_{i}", "label": (k + i) % 3 * 5, "l": [float(i), 1.0]} for i in range(3)],
+        }
+        for k in range(6)
+    ]
     result = import_corpus("jsonl", _write_jsonl(tmp_path / "x.jsonl", lines), tmp_path / "c")
     corpus = result.corpus
     assert corpus.labels == ["0", "5", "10"] and not result.notes  # it has a dev split: nothing carved
@@ -92,10 +103,18 @@ def test_jsonl_integer_labels_without_names_become_decimal_strings_and_no_speake
 
 
 def test_jsonl_frames_become_a_sequence_modality_and_kinds_must_not_mix(tmp_path):
-    lines = [{"dialogue_id": f"d{k}", "split": ["train", "dev", "test"][k % 3], "utterances": [
-        {"id": f"d{k}_0", "label": "x", "l": [1.0, 2.0], "a": [[1.0, 0.0, 2.0], [3.0, 0.0, 4.0]]},
-        {"id": f"d{k}_1", "label": "y", "l": [0.0, 1.0], "a": [[5.0, 5.0, 5.0]]},
-        {"id": f"d{k}_2", "label": "y", "l": [0.0, 1.0]}]} for k in range(3)]
+    lines = [
+        {
+            "dialogue_id": f"d{k}",
+            "split": ["train", "dev", "test"][k % 3],
+            "utterances": [
+                {"id": f"d{k}_0", "label": "x", "l": [1.0, 2.0], "a": [[1.0, 0.0, 2.0], [3.0, 0.0, 4.0]]},
+                {"id": f"d{k}_1", "label": "y", "l": [0.0, 1.0], "a": [[5.0, 5.0, 5.0]]},
+                {"id": f"d{k}_2", "label": "y", "l": [0.0, 1.0]},
+            ],
+        }
+        for k in range(3)
+    ]
     corpus = import_corpus("jsonl", _write_jsonl(tmp_path / "f.jsonl", lines), tmp_path / "c").corpus
     assert corpus.modalities["a"].kind == "sequence" and corpus.modalities["l"].kind == "vector"
     d = corpus.dialogues[0]
@@ -111,9 +130,17 @@ def test_a_train_test_only_jsonl_built_from_the_meld_annotations_imports_and_run
     if MELD_CSV.is_file():
         rows = list(csv.DictReader(MELD_CSV.open(encoding="utf-8")))
     else:  # a fresh clone without ../shared: rows of the same shape
-        rows = [{"Dialogue_ID": str(k // 5), "Utterance_ID": str(k % 5), "Speaker": ["Ross", "Rachel", "Joey"][k % 3],
-                 "Emotion": ["neutral", "joy", "anger"][int(rng.integers(3))], "Sentiment": "neutral",
-                 "Utterance": f"line {k}"} for k in range(200)]
+        rows = [
+            {
+                "Dialogue_ID": str(k // 5),
+                "Utterance_ID": str(k % 5),
+                "Speaker": ["Ross", "Rachel", "Joey"][k % 3],
+                "Emotion": ["neutral", "joy", "anger"][int(rng.integers(3))],
+                "Sentiment": "neutral",
+                "Utterance": f"line {k}",
+            }
+            for k in range(200)
+        ]
     dialogues: dict[str, list] = {}
     for row in rows:
         dialogues.setdefault(row["Dialogue_ID"], []).append(row)
@@ -121,13 +148,35 @@ def test_a_train_test_only_jsonl_built_from_the_meld_annotations_imports_and_run
     emotions = sorted({r["Emotion"] for r in rows})
     lines = []
     for n, did in enumerate(ids):
-        utts = [{"id": f"dia{did}_utt{r['Utterance_ID']}", "speaker": r["Speaker"], "label": r["Emotion"],
-                 "text": r["Utterance"], "l": _vec(rng, 6).tolist(), "a": _vec(rng, 4).tolist(),
-                 "sentiment_class": r["Sentiment"]} for r in dialogues[did]]
+        utts = [
+            {
+                "id": f"dia{did}_utt{r['Utterance_ID']}",
+                "speaker": r["Speaker"],
+                "label": r["Emotion"],
+                "text": r["Utterance"],
+                "l": _vec(rng, 6).tolist(),
+                "a": _vec(rng, 4).tolist(),
+                "sentiment_class": r["Sentiment"],
+            }
+            for r in dialogues[did]
+        ]
         lines.append({"dialogue_id": f"dia{did}", "split": "test" if n % 4 == 0 else "train", "utterances": utts})
     src = _write_jsonl(tmp_path / "meld.jsonl", lines)
-    out = runner.invoke(app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c"), "--dev-fraction",
-                              "0.2", "--labels", ",".join(emotions)])
+    out = runner.invoke(
+        app,
+        [
+            "data",
+            "import",
+            "jsonl",
+            str(src),
+            "--out",
+            str(tmp_path / "c"),
+            "--dev-fraction",
+            "0.2",
+            "--labels",
+            ",".join(emotions),
+        ],
+    )
     assert out.exit_code == 0, out.output
     corpus = load_corpus(tmp_path / "c")
     assert corpus.split("dev") and corpus.dialogues[0].texts[0] == dialogues[ids[0]][0]["Utterance"]
@@ -138,35 +187,67 @@ def test_a_train_test_only_jsonl_built_from_the_meld_annotations_imports_and_run
     assert "carved from train" in (tmp_path / "run" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("text, where, expected", [
-    ('{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1]}]}\n{oops\n',
-     "line 2", "not valid JSON"),
-    ('{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "zzz", "l": [1]}]}\n',
-     r"line 1: utterances\[0\]\.label", "unknown label 'zzz' \\(expected one of: a, b\\)"),
-    ('{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": 7, "l": [1]}]}\n',
-     r"line 1: utterances\[0\]\.label", "label index 7 outside the 2 labels"),
-    ('{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1, 2]}, '
-     '{"id": "w", "label": "b", "l": [1, 2, 3]}]}\n',
-     r"line 1: utterances\[1\]\.l", r"feature dim 3 differs from the dim 2 of 'l' at line 1: utterances\[0\]\.l"),
-    ('{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1], "sentiment": 4}]}\n',
-     r"line 1: utterances\[0\]\.sentiment", r"sentiment 4.0; expected a finite number in \[-3, 3\]"),
-    ('{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1], "sentiment": NaN}]}\n',
-     r"line 1: utterances\[0\]\.sentiment", "sentiment nan"),
-    ('{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1]}]}\n'
-     '{"dialogue_id": "d1", "split": "test", "utterances": [{"id": "u", "label": "b", "l": [1]}]}\n',
-     "line 2 utterance 0", "duplicate utterance id 'u' \\(also in dialogue 'd0'\\)"),
-    ('{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a"}]}\n',
-     "line 1 utterance 0", "has no modality at all"),
-    ('{"dialogue_id": "d0", "split": "valid", "utterances": [{"id": "u", "label": "a", "l": [1]}]}\n',
-     "line 1: split", "expected one of train, dev, test"),
-])
+@pytest.mark.parametrize(
+    "text, where, expected",
+    [
+        (
+            '{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1]}]}\n{oops\n',
+            "line 2",
+            "not valid JSON",
+        ),
+        (
+            '{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "zzz", "l": [1]}]}\n',
+            r"line 1: utterances\[0\]\.label",
+            "unknown label 'zzz' \\(expected one of: a, b\\)",
+        ),
+        (
+            '{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": 7, "l": [1]}]}\n',
+            r"line 1: utterances\[0\]\.label",
+            "label index 7 outside the 2 labels",
+        ),
+        (
+            '{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1, 2]}, '
+            '{"id": "w", "label": "b", "l": [1, 2, 3]}]}\n',
+            r"line 1: utterances\[1\]\.l",
+            r"feature dim 3 differs from the dim 2 of 'l' at line 1: utterances\[0\]\.l",
+        ),
+        (
+            '{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1], "sentiment": 4}]}\n',
+            r"line 1: utterances\[0\]\.sentiment",
+            r"sentiment 4.0; expected a finite number in \[-3, 3\]",
+        ),
+        (
+            '{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1], "sentiment": NaN}]}\n',
+            r"line 1: utterances\[0\]\.sentiment",
+            "sentiment nan",
+        ),
+        (
+            '{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a", "l": [1]}]}\n'
+            '{"dialogue_id": "d1", "split": "test", "utterances": [{"id": "u", "label": "b", "l": [1]}]}\n',
+            "line 2 utterance 0",
+            "duplicate utterance id 'u' \\(also in dialogue 'd0'\\)",
+        ),
+        (
+            '{"dialogue_id": "d0", "split": "train", "utterances": [{"id": "u", "label": "a"}]}\n',
+            "line 1 utterance 0",
+            "has no modality at all",
+        ),
+        (
+            '{"dialogue_id": "d0", "split": "valid", "utterances": [{"id": "u", "label": "a", "l": [1]}]}\n',
+            "line 1: split",
+            "expected one of train, dev, test",
+        ),
+    ],
+)
 def test_bad_jsonl_is_one_line_naming_file_line_and_expectation(tmp_path, text, where, expected):
     src = tmp_path / "bad.jsonl"
     src.write_text(text)
     with pytest.raises(CorekdError, match=rf"bad\.jsonl: {where}: .*{expected}"):
         import_corpus("jsonl", src, tmp_path / "c", labels=["a", "b"])
     result = runner.invoke(app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c2"), "--labels", "a,b"])
-    assert result.exit_code == 2 and result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert (
+        result.exit_code == 2 and result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    )
 
 
 def _good_line(k=0, **utterance):
@@ -174,14 +255,21 @@ def _good_line(k=0, **utterance):
     return json.dumps({"dialogue_id": f"d{k}", "split": "train", "utterances": [u]})
 
 
-@pytest.mark.parametrize("line, where, expected", [
-    ("[" * 10**6 + "]" * 10**6, "line 2", "arrays/objects nested 1000000 deep; expected at most 32"),
-    (_good_line(1, l=[1e39, 2.0]), r"line 2: utterances\[0\]\.l", r"value 1e\+39 at index 0 is beyond float32's range"),
-    (_good_line(1, a=[[1.0], [3e38], [3e38]]), r"line 2: utterances\[0\]\.a", "the frames' sum .* beyond float32"),
-    (_good_line(1, id="\udc80"), r"line 2: utterances\[0\]\.id", "lone UTF-16 surrogate"),
-    (_good_line(1, speaker="caf\udce9"), r"line 2: utterances\[0\]\.speaker", "lone UTF-16 surrogate"),
-    (_good_line(1, text="caf\xe9").replace("\\u00e9", "\udce9"), "line 2", r"not UTF-8 text \(undecodable byte"),
-])
+@pytest.mark.parametrize(
+    "line, where, expected",
+    [
+        ("[" * 10**6 + "]" * 10**6, "line 2", "arrays/objects nested 1000000 deep; expected at most 32"),
+        (
+            _good_line(1, l=[1e39, 2.0]),
+            r"line 2: utterances\[0\]\.l",
+            r"value 1e\+39 at index 0 is beyond float32's range",
+        ),
+        (_good_line(1, a=[[1.0], [3e38], [3e38]]), r"line 2: utterances\[0\]\.a", "the frames' sum .* beyond float32"),
+        (_good_line(1, id="\udc80"), r"line 2: utterances\[0\]\.id", "lone UTF-16 surrogate"),
+        (_good_line(1, speaker="caf\udce9"), r"line 2: utterances\[0\]\.speaker", "lone UTF-16 surrogate"),
+        (_good_line(1, text="caf\xe9").replace("\\u00e9", "\udce9"), "line 2", r"not UTF-8 text \(undecodable byte"),
+    ],
+)
 def test_hostile_jsonl_is_one_line_naming_the_source_and_leaves_nothing(tmp_path, line, where, expected):
     src = tmp_path / "src.jsonl"
     src.write_bytes((_good_line(0) + "\n" + line + "\n").encode("utf-8", "surrogateescape"))
@@ -189,7 +277,9 @@ def test_hostile_jsonl_is_one_line_naming_the_source_and_leaves_nothing(tmp_path
         warnings.simplefilter("error")  # no numpy RuntimeWarning lines either
         with pytest.raises(CorekdError, match=rf"src\.jsonl: {where}: .*{expected}"):
             import_corpus("jsonl", src, tmp_path / "c", labels=["a", "b"])
-        result = runner.invoke(app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c"), "--labels", "a,b"])
+        result = runner.invoke(
+            app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c"), "--labels", "a,b"]
+        )
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "src.jsonl: line 2" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.jsonl"]  # no corpus, no temporary folder
@@ -254,8 +344,10 @@ def test_the_restricted_unpickler_reads_numpy_and_python2_style_containers(tmp_p
 def _shared_rows_pickle() -> bytes:
     """~1.1 MB: one 10^5-number list and 10^5 rows referencing it (numpy would expand it into 10^10 numbers)."""
     row = [0.5] * 10**5
-    return pickle.dumps({"train": {"id": np.array(["v$_$1"], dtype=object), "regression_labels": [0.0],
-                                   "text": [row] * 10**5}}, protocol=2)
+    return pickle.dumps(
+        {"train": {"id": np.array(["v$_$1"], dtype=object), "regression_labels": [0.0], "text": [row] * 10**5}},
+        protocol=2,
+    )
 
 
 def _nested(depth):
@@ -273,11 +365,18 @@ def _cyclic():
 
 POISONED = {  # name -> (pickle bytes, what the error says)
     "bytearray(5e10)": (b"cbuiltins\nbytearray\n(I50000000000\ntR.", r"bytearray\(50000000000\) would allocate"),
-    "ndarray((1e6, 1e6))": (b"cnumpy\nndarray\n((I1000000\nI1000000\nttR.", r"numpy\.ndarray.* would allocate 8,000,000,000,000"),
+    "ndarray((1e6, 1e6))": (
+        b"cnumpy\nndarray\n((I1000000\nI1000000\nttR.",
+        r"numpy\.ndarray.* would allocate 8,000,000,000,000",
+    ),
     "an array state larger than its data": (
         pickle.dumps(np.array([1, 2, 3], dtype=object), protocol=2).replace(b"K\x03\x85", b"J\x00\xca\x9a;\x85"),
-        r"array state of shape \(1000000000,\) holds 3 objects"),
-    "BYTEARRAY8 beyond the file": (b"\x80\x05\x96" + (2**40).to_bytes(8, "little") + b".", "bytearray of 1,099,511,627,776"),
+        r"array state of shape \(1000000000,\) holds 3 objects",
+    ),
+    "BYTEARRAY8 beyond the file": (
+        b"\x80\x05\x96" + (2**40).to_bytes(8, "little") + b".",
+        "bytearray of 1,099,511,627,776",
+    ),
     "rows sharing one list": (_shared_rows_pickle(), r"shared references would expand .* by 9,999,900,000 more"),
     "nesting 200 deep": (pickle.dumps(_nested(200), protocol=2), "nested more than 64 deep"),
     "a list inside itself": (pickle.dumps(_cyclic(), protocol=2), "contains itself"),
@@ -312,10 +411,22 @@ def test_a_large_memo_index_allocates_nothing():
 
 
 # ------------------------------------------------------------------ conversation pickles
-def _iemocap_pickle(rng, vids_train=("Ses01F_impro01", "Ses01M_script02", "Ses02F_impro03", "Ses02M_impro04",
-                                     "Ses03F_impro05", "Ses03M_script01", "Ses04F_impro06", "Ses04M_impro07",
-                                     "Ses04F_script03", "Ses01F_impro02"),
-                    vids_test=("Ses05F_impro01", "Ses05M_script01")):
+def _iemocap_pickle(
+    rng,
+    vids_train=(
+        "Ses01F_impro01",
+        "Ses01M_script02",
+        "Ses02F_impro03",
+        "Ses02M_impro04",
+        "Ses03F_impro05",
+        "Ses03M_script01",
+        "Ses04F_impro06",
+        "Ses04M_impro07",
+        "Ses04F_script03",
+        "Ses01F_impro02",
+    ),
+    vids_test=("Ses05F_impro01", "Ses05M_script01"),
+):
     ids, spk, lab, text, audio, visual, sent = {}, {}, {}, {}, {}, {}, {}
     for vid in vids_train + vids_test:
         n = int(rng.integers(3, 6))
@@ -399,7 +510,9 @@ def test_a_conversation_pickle_of_the_wrong_layout_names_the_element(tmp_path):
     bad_dim = [dict(x) if isinstance(x, dict) else x for x in data]
     vid = data[7][3]
     bad_dim[4] = {**data[4], vid: [_vec(rng, 100)] * (len(data[0][vid]) - 1) + [_vec(rng, 99)]}
-    cases.append((tuple(bad_dim), rf"element 4 \(videoAudio\)\['{vid}'\]\[{len(data[0][vid]) - 1}\]: feature dim 99 differs"))
+    cases.append(
+        (tuple(bad_dim), rf"element 4 \(videoAudio\)\['{vid}'\]\[{len(data[0][vid]) - 1}\]: feature dim 99 differs")
+    )
     bad_label = [dict(x) if isinstance(x, dict) else x for x in data]
     bad_label[2] = {**data[2], vid: [9] * len(data[0][vid])}
     cases.append((tuple(bad_label), rf"element 2 \(videoLabels\)\['{vid}'\]\[0\]: label index 9 outside the 6 labels"))
@@ -442,13 +555,16 @@ def test_mmsa_round_trip_groups_clips_by_video_in_clip_order_and_keeps_frames(tm
                     text = part["text"][r][np.abs(part["text"][r]).sum(1) > 0]
                     want = {"l": text, "a": audio, "v": part["vision"][r]}
                 else:
-                    want = {"l": part["text"][r], "a": audio[: part["audio_lengths"][r]],
-                            "v": part["vision"][r][: part["vision_lengths"][r]]}
+                    want = {
+                        "l": part["text"][r],
+                        "a": audio[: part["audio_lengths"][r]],
+                        "v": part["vision"][r][: part["vision_lengths"][r]],
+                    }
                 for j, m in enumerate(corpus.modality_names):
                     flat, lengths = d.frames[m]
                     start = int(lengths[:i].sum())
                     assert d.available[i, j] == (len(want[m]) > 0)
-                    np.testing.assert_array_equal(flat[start:start + lengths[i]], want[m])
+                    np.testing.assert_array_equal(flat[start : start + lengths[i]], want[m])
                     if len(want[m]):
                         np.testing.assert_allclose(d.features[m][i], want[m].mean(0), rtol=1e-5, atol=1e-6)
     if aligned:
@@ -475,7 +591,9 @@ def test_mmsa_seven_classes_and_a_bad_label_or_id_names_the_row(tmp_path):
     data = mmsa_pickle(rng, aligned=False)
     data["valid"]["audio"] = data["valid"]["audio"][:, :, :2]
     src.write_bytes(pickle.dumps(data))
-    with pytest.raises(CorekdError, match=r"\['valid'\] row 2 \('vidD\$_\$1'\) audio: feature dim 2 differs from the dim 3"):
+    with pytest.raises(
+        CorekdError, match=r"\['valid'\] row 2 \('vidD\$_\$1'\) audio: feature dim 2 differs from the dim 3"
+    ):
         import_corpus("mmsa-pickle", src, tmp_path / "c")
 
 
@@ -489,8 +607,11 @@ def test_an_mmsa_value_beyond_float32_is_refused_not_read_as_minus_inf(tmp_path,
     src.write_bytes(pickle.dumps(data))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with pytest.raises(CorekdError, match=r"m\.pkl: \['train'\]\['audio'\]\[4\]: value .*1e\+39 at frame 2, index 1 is "
-                                              "beyond float32's range"):
+        with pytest.raises(
+            CorekdError,
+            match=r"m\.pkl: \['train'\]\['audio'\]\[4\]: value .*1e\+39 at frame 2, index 1 is "
+            "beyond float32's range",
+        ):
             import_corpus("mmsa-pickle", src, tmp_path / "c")
 
 
@@ -506,7 +627,9 @@ def test_a_sequence_corpus_runs_on_its_frames_and_says_so(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    assert ("modality 'a' holds frame sequences: this run reads its frames, by the conv sequence encoder pooled by "
-            "attention") in result.output
+    assert (
+        "modality 'a' holds frame sequences: this run reads its frames, by the conv sequence encoder pooled by "
+        "attention"
+    ) in result.output
     report = (tmp_path / "run" / "report.md").read_text()
     assert "| a | m.pkl 'audio' (MMSA) | 3 | sequence | frames (rate not stated) | unaligned |" in report

@@ -17,8 +17,10 @@ from corekd.features.meld import meld_rows
 from helpers import ROOT
 
 MELD = ROOT / ".." / "shared" / "data" / "meld"
-needs_meld = pytest.mark.skipif(not (MELD / "train_sent_emo.csv").is_file(),
-                                reason=f"MELD's annotation CSVs are not at {MELD} (shared/ beside the repository)")
+needs_meld = pytest.mark.skipif(
+    not (MELD / "train_sent_emo.csv").is_file(),
+    reason=f"MELD's annotation CSVs are not at {MELD} (shared/ beside the repository)",
+)
 runner = CliRunner()
 
 
@@ -63,22 +65,36 @@ def test_repair_on_real_meld_lines(rows):
 @needs_meld
 def test_official_files_splits_order_and_labels(rows):
     rows, info = rows
-    assert info["imported_from"]["files"] == {"train_sent_emo.csv": 9989, "dev_sent_emo.csv": 1109,
-                                             "test_sent_emo.csv": 2610}
+    assert info["imported_from"]["files"] == {
+        "train_sent_emo.csv": 9989,
+        "dev_sent_emo.csv": 1109,
+        "test_sent_emo.csv": 2610,
+    }
     assert info["text_repaired"]["count"] == 0  # this copy of the files is clean UTF-8
     by_split = {s: [r for r in rows if r.split == s] for s in ("train", "dev", "test")}
     assert len({r.dialogue_id for r in by_split["train"]}) == 1038
     assert len({r.dialogue_id for r in by_split["dev"]}) == 114
     assert len({r.dialogue_id for r in by_split["test"]}) == 280
     first = rows[0]
-    assert (first.dialogue_id, first.utterance_id, first.speaker, first.label) == \
-        ("train_dia0", "train_dia0_utt0", "Chandler", "neutral")
+    assert (first.dialogue_id, first.utterance_id, first.speaker, first.label) == (
+        "train_dia0",
+        "train_dia0_utt0",
+        "Chandler",
+        "neutral",
+    )
     assert first.extra["sentiment"] == "neutral" and first.extra["Season"] == "8"
     # dialogue ids restart per file: dev's dia0 is a different dialogue from train's
     assert {r.dialogue_id for r in by_split["dev"]} & {r.dialogue_id for r in by_split["train"]} == set()
     counts = {e: sum(r.label == e for r in by_split["train"]) for e in EMOTIONS}
-    assert counts == {"neutral": 4710, "surprise": 1205, "fear": 268, "sadness": 683, "joy": 1743, "disgust": 271,
-                      "anger": 1109}
+    assert counts == {
+        "neutral": 4710,
+        "surprise": 1205,
+        "fear": 268,
+        "sadness": 683,
+        "joy": 1743,
+        "disgust": 271,
+        "anger": 1109,
+    }
     sentiment, _ = meld_rows(MELD, target="sentiment")
     assert {r.label for r in sentiment} == set(SENTIMENTS) and sentiment[0].extra["emotion"] == "neutral"
 

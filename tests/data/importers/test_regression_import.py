@@ -27,8 +27,13 @@ def _regression_jsonl(path, rng, n_train=10, n_test=3, labels=False):
         utts = []
         for i in range(4):
             s = [-2.0, 0.0, 1.5, -0.5][(k + i) % 4]
-            u = {"id": f"d{k}_u{i}", "speaker": f"s{k}_{i % 2}", "sentiment": s,
-                 "l": (rng.normal(size=5) + s).tolist(), "a": rng.normal(size=3).tolist()}
+            u = {
+                "id": f"d{k}_u{i}",
+                "speaker": f"s{k}_{i % 2}",
+                "sentiment": s,
+                "l": (rng.normal(size=5) + s).tolist(),
+                "a": rng.normal(size=3).tolist(),
+            }
             if labels:
                 u["label"] = "pos" if s > 0 else "other"
             utts.append(u)
@@ -40,7 +45,9 @@ def _regression_jsonl(path, rng, n_train=10, n_test=3, labels=False):
 def test_jsonl_regression_round_trip_without_labels_gets_sign_classes_and_runs(tmp_path):
     src = tmp_path / "sent.jsonl"
     raw = _regression_jsonl(src, np.random.default_rng(0))
-    result = runner.invoke(app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c"), "--task", "regression"])
+    result = runner.invoke(
+        app, ["data", "import", "jsonl", str(src), "--out", str(tmp_path / "c"), "--task", "regression"]
+    )
     assert result.exit_code == 0, result.output
     assert "target: sentiment (regression)" in result.output
     corpus = load_corpus(tmp_path / "c")
@@ -78,8 +85,9 @@ def test_mmsa_regression_import_and_refusals(tmp_path):
     data = mmsa_pickle(np.random.default_rng(5), aligned=False)
     src = tmp_path / "m.pkl"
     src.write_bytes(pickle.dumps(data))
-    result = runner.invoke(app, ["data", "import", "mmsa-pickle", str(src), "--out", str(tmp_path / "c"),
-                                 "--task", "regression"])
+    result = runner.invoke(
+        app, ["data", "import", "mmsa-pickle", str(src), "--out", str(tmp_path / "c"), "--task", "regression"]
+    )
     assert result.exit_code == 0, result.output
     assert "is the target (task regression)" in result.output
     corpus = load_corpus(tmp_path / "c")
@@ -87,7 +95,9 @@ def test_mmsa_regression_import_and_refusals(tmp_path):
     got = sorted(float(s) for d in corpus.dialogues for s in d.sentiment)
     want = sorted(float(s) for part in data.values() for s in part["regression_labels"])
     assert got == want
-    bad = runner.invoke(app, ["data", "import", "mmsa-pickle", str(src), "--out", str(tmp_path / "x"), "--task", "ordinal"])
+    bad = runner.invoke(
+        app, ["data", "import", "mmsa-pickle", str(src), "--out", str(tmp_path / "x"), "--task", "ordinal"]
+    )
     assert bad.exit_code == 2 and "--task: expected classification or regression, got 'ordinal'" in bad.output
     with pytest.raises(CorekdError, match="conversation-pickle files hold class labels only"):
         import_corpus("conversation-pickle", src, tmp_path / "y", task="regression")
