@@ -49,6 +49,7 @@ FAST_FILES = (
     "tests/test_training.py",
     "tests/methods/test_*.py",
     "tests/evaluation/test_*.py",
+    "tests/reporting/test_*.py",
     "tests/models/test_model.py",
 )
 
