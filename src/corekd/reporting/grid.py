@@ -51,6 +51,7 @@ from corekd.reporting.tables import (
     FIXED_AVG,
     FIXED_ORDER,
     NOT_APPLICABLE,
+    RELATIVE_DRIFT_TEXT,
     TABLE_METRICS,
     condition_order,
     fixed_header,
@@ -60,6 +61,7 @@ from corekd.reporting.tables import (
     mean_std_table,
     rate_columns,
     records_frame,
+    relative_drift_rows,
     score_text,
     split_records,
     students_above_teacher,
@@ -532,15 +534,10 @@ def _analyses_blocks(payload: dict, variants: list[str], task: str) -> list[Bloc
             ),
             _analysis_table(drift_rows, "condition", "normalized", variants, columns, "normalised"),
         ]
-        rel = [
-            r for r in drift_rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")
-        ]
+        rel = relative_drift_rows(drift_rows)
         if rel:
             blocks += [
-                Paragraph(
-                    "Normalised drift relative to no_kd, (d - d_no_kd) / d_no_kd in percent, per seed "
-                    "then averaged (negative: closer to the teacher than no_kd):"
-                ),
+                Paragraph(RELATIVE_DRIFT_TEXT),
                 _analysis_table(
                     rel,
                     "condition",

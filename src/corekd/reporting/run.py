@@ -34,6 +34,7 @@ from corekd.reporting.tables import (
     FIXED_ORDER,
     NOT_APPLICABLE,
     REGRESSION_HEADLINE,
+    RELATIVE_DRIFT_TEXT,
     TABLE_METRICS,
     applicable,
     fixed_header,
@@ -44,6 +45,7 @@ from corekd.reporting.tables import (
     method_not_applicable,
     rate_columns,
     records_frame,
+    relative_drift_rows,
     score_text,
     split_records,
     students_above_teacher,
@@ -380,15 +382,10 @@ def analyses_section(payload: dict) -> list[Block]:
             Paragraph("Raw Euclidean distance ||s - t||:"),
             grouped_table(drift_rows, "condition", "raw", "raw"),
         ]
-        rel = [
-            r for r in drift_rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")
-        ]
+        rel = relative_drift_rows(drift_rows)
         if rel:
             blocks += [
-                Paragraph(
-                    "Normalised drift relative to no_kd, (d - d_no_kd) / d_no_kd in percent, per seed then "
-                    "averaged (negative: closer to the teacher than no_kd):"
-                ),
+                Paragraph(RELATIVE_DRIFT_TEXT),
                 grouped_table(rel, "condition", "relative_to_no_kd", "relative", 100.0, 1),
             ]
     blocks += mstate_drift_section(payload.get("mstate_drift", []))

@@ -252,3 +252,14 @@ def grouped_table(
         (first, *(str(c) for c in cols)),
         tuple((v, *(mean_std_text(cells.get((v, c), []), scale, digits) for c in cols)) for v in order),
     )
+
+
+RELATIVE_DRIFT_TEXT = (
+    "Normalised drift relative to no_kd, (d - d_no_kd) / d_no_kd in percent, per seed then averaged (negative: "
+    "closer to the teacher than no_kd):"
+)
+
+
+def relative_drift_rows(rows: list[dict]) -> list[dict]:
+    """The drift rows that have a value relative to no_kd (every student but no_kd; the teacher has none)."""
+    return [r for r in rows if r.get("relative_to_no_kd") is not None and r["method"] not in ("no_kd", "teacher")]
