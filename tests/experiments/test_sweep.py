@@ -140,6 +140,16 @@ def test_tiny_sweep_end_to_end(tmp_path):
     # resume: every sub-run is finished, nothing is trained again
     again = run(path, out, reporter=Reporter(), resume=True)
     assert again.report == out / "sweep.md"
+    # and a finished sweep resumed again changes nothing at all
+    before = {
+        p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file() and p.name != ".corekd.lock"
+    }
+    messages.clear()
+    third = run(path, out, reporter=Collect(), resume=True)
+    assert not third.changed and any("complete: nothing to do" in m for m in messages)
+    assert {
+        p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file() and p.name != ".corekd.lock"
+    } == before
 
 
 def test_refused_sweep_leaves_no_trace(tmp_path):

@@ -49,7 +49,7 @@ from corekd.experiments.setup import (
     settle_task,
 )
 from corekd.experiments.spec import GridConfig, load_grid
-from corekd.experiments.sweep import write_summary
+from corekd.experiments.sweep import SWEEP_JSON, write_summary
 from corekd.experiments.unit import (
     CHECKPOINT_FILES,
     Unit,
@@ -86,6 +86,7 @@ class RunResult:
     records: list[dict]
     trainings: list[dict]
     report: Path | None = None  # report.md, or sweep.md for a sweep
+    changed: bool = True  # False when the folder held this run complete and nothing was written
 
 
 @dataclass
@@ -355,6 +356,7 @@ def _result_from_folder(folder: ExperimentFolder, units: list[Unit]) -> RunResul
         [r for s in saved if s for r in s["records"]],
         [s["training"] for s in saved if s],
         report=folder.path / "report.md",
+        changed=False,
     )
 
 
@@ -530,12 +532,13 @@ def _run_sweep(
         if folder.moved_to:
             reporter.message(f"moved the earlier sweep in {out} aside to {folder.moved_to}")
         kind = option_type(sweep.option)
+        changed = False
         for i, (value, cfg) in enumerate(subs, 1):
             sub = out / folder_name(sweep.option, value, kind)
             reporter.message(f"sweep {sweep.option} = {value_text(value, kind)} ({i}/{len(subs)}): {sub}")
             sub_resume = resume and sub.exists()
             try:
-                _run_one(
+                changed |= _run_one(
                     cfg,
                     config_path,
                     sub,
@@ -546,7 +549,7 @@ def _run_sweep(
                     device_flag=False,
                     nested=True,
                     interrupted_command=f"{command} --resume",
-                )
+                ).changed
             except Interrupted as stop:
                 raise Interrupted(
                     f"interrupted: kept {stop.done} finished model(s) of {stop.total} in {out} "
@@ -560,10 +563,13 @@ def _run_sweep(
                     folder.close()
                     _remove_new(out, keep_folder=existed)
                 raise
+        if not changed and (out / SWEEP_JSON).is_file() and (out / "sweep.md").is_file():  # a finished sweep
+            reporter.message(f"{out} holds this sweep, complete: nothing to do (the report is {out / 'sweep.md'})")
+            return RunResult(out, [], [], report=out / "sweep.md", changed=False)
         path = write_summary(out, config, command)
     finally:
         folder.close()
-    reporter.message(f"wrote {path}, {out / 'sweep.json'}")
+    reporter.message(f"wrote {path}, {out / SWEEP_JSON}")
     return RunResult(out, [], [], report=path)
 
 
