@@ -196,3 +196,21 @@ def test_local_workers_die_with_their_driver(tmp_path):
         time.sleep(0.2)
     os.kill(worker, signal.SIGKILL)
     pytest.fail("the worker outlived its driver by 10 s")
+
+
+def test_report_warns_when_analyses_lack_a_reported_model(tmp_path):
+    from corekd.experiments.report import rebuild_report
+
+    out = tmp_path / "run"
+    run(_cfg(methods=[{"name": "teacher"}, {"name": "no_kd"}]), out)
+    assert [line for line in rebuild_report(out) if line.startswith("warning")] == []
+    payload = json.loads((out / "analyses.json").read_text())
+    for key in ("drift", "rejection"):  # as a killed writer of an older corekd could leave it
+        payload[key] = [r for r in payload[key] if r["variant"] != "no_kd"]
+    (out / "analyses.json").write_text(json.dumps(payload))
+    lines = rebuild_report(out)
+    assert (
+        lines[0].startswith("warning: analyses.json has no mechanism analyses for 1 model(s)")
+        and "no_kd seed 0" in lines[0]
+    )
+    assert lines[-1] == f"report: {out / 'report.md'}"
