@@ -57,11 +57,20 @@ from corekd.experiments.unit import (
     model_from_files,
     remember_setup,
 )
-from corekd.files import ANALYSES_FILE, CONFIG_FILE, GRID_ANALYSES_FORMAT, GRID_FORMAT, atomic_write
+from corekd.files import (
+    ANALYSES_FILE,
+    CONFIG_FILE,
+    GRID_ANALYSES_FORMAT,
+    GRID_FORMAT,
+    REPORT_FILE,
+    RESULTS_FILE,
+    atomic_write,
+)
 from corekd.progress import GridProgress, Reporter
 from corekd.reporting.figures import write_run_figures
 from corekd.reporting.grid import write_grid_report
 from corekd.reporting.run import write_report
+from corekd.reporting.sweep import SWEEP_STEM
 from corekd.training import load_checkpoint
 from corekd.version import __version__
 
@@ -158,7 +167,7 @@ def finished_before(folder: ExperimentFolder, units: list[Unit], *, analyses: bo
     """Whether ``folder`` holds this experiment complete (every unit, its status, report and analyses), with every
     checkpoint sound (a damaged one is refused here, in one line, as loading it would be): then nothing is written."""
     out = folder.path
-    if folder.mode != "resume" or stored_status(out) != "complete" or not (out / "report.md").is_file():
+    if folder.mode != "resume" or stored_status(out) != "complete" or not (out / REPORT_FILE).is_file():
         return False
     if analyses and not (out / ANALYSES_FILE).is_file():
         return False
@@ -355,7 +364,7 @@ def _result_from_folder(folder: ExperimentFolder, units: list[Unit]) -> RunResul
         folder.path,
         [r for s in saved if s for r in s["records"]],
         [s["training"] for s in saved if s],
-        report=folder.path / "report.md",
+        report=folder.path / REPORT_FILE,
         changed=False,
     )
 
@@ -455,7 +464,7 @@ def _execute_run(
         ) from None
     reporter.message(f"wrote {out / 'report.md'}, {out / 'results.json'}, {out / 'config.yaml'}, {out / 'checkpoints'}")
     records = [r for u in units if u in saved for r in saved[u]["records"]]
-    return RunResult(out, records, [saved[u]["training"] for u in units if u in saved], report=out / "report.md")
+    return RunResult(out, records, [saved[u]["training"] for u in units if u in saved], report=out / REPORT_FILE)
 
 
 def _analyse_saved(folder: ExperimentFolder, part: Part, unit: Unit, done: dict, *, embedding: bool) -> dict:
@@ -563,9 +572,9 @@ def _run_sweep(
                     folder.close()
                     _remove_new(out, keep_folder=existed)
                 raise
-        if not changed and (out / SWEEP_JSON).is_file() and (out / "sweep.md").is_file():  # a finished sweep
-            reporter.message(f"{out} holds this sweep, complete: nothing to do (the report is {out / 'sweep.md'})")
-            return RunResult(out, [], [], report=out / "sweep.md", changed=False)
+        if not changed and (out / SWEEP_JSON).is_file() and (out / f"{SWEEP_STEM}.md").is_file():  # a finished sweep
+            reporter.message(f"{out} holds this sweep, complete: nothing to do (the report is {out / SWEEP_STEM}.md)")
+            return RunResult(out, [], [], report=out / f"{SWEEP_STEM}.md", changed=False)
         path = write_summary(out, config, command)
     finally:
         folder.close()
@@ -636,7 +645,7 @@ def compare(
     if finished_before(folder, units, analyses=False):
         progress.message(f"{out} holds this grid, complete: nothing to do (the report is {out / 'report.md'})")
         runner.close()
-        return GridResult(out, len(units), 0, [], out / "report.md", 0.0)
+        return GridResult(out, len(units), 0, [], out / REPORT_FILE, 0.0)
 
     # Everything is checked: from here on the folder is written.
     try:
@@ -742,13 +751,14 @@ def _execute_grid(
         results, analyses = assemble_grid(
             units, saved, {**meta, "failed": failures, "seconds": round(time.perf_counter() - clock, 1)}
         )
-        atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=1)))
+        atomic_write(out / RESULTS_FILE, lambda p: Path(p).write_text(json.dumps(results, indent=1)))
         atomic_write(out / ANALYSES_FILE, lambda p: Path(p).write_text(json.dumps(analyses, indent=1)))
         last_write[0] = time.perf_counter()
 
+    readers = {u for u in units if uses_teacher(by_key[u.part].config, u)}  # the cells that read their teacher
+
     def ready(u: Unit) -> bool:  # a cell that reads a teacher waits for its corpus and seed's teacher
-        teacher = Unit(u.part, u.seed, "teacher", "teacher")
-        return not uses_teacher(by_key[u.part].config, u) or teacher in saved
+        return u not in readers or Unit(u.part, u.seed, "teacher", "teacher") in saved
 
     def started(u: Unit, running: int) -> None:
         progress.running(running)
@@ -783,12 +793,7 @@ def _execute_grid(
         blocked = []
         if u.method == "teacher":  # its students cannot run
             blocked = [
-                c
-                for c in todo
-                if (c.part, c.seed) == (u.part, u.seed)
-                and c != u
-                and c not in saved
-                and uses_teacher(by_key[c.part].config, c)
+                c for c in todo if (c.part, c.seed) == (u.part, u.seed) and c != u and c not in saved and c in readers
             ]
             failures.extend(
                 {"cell": c.id, "error": f"not run: its teacher {u.id} failed", "user_error": failures[-1]["user_error"]}
@@ -818,7 +823,7 @@ def _execute_grid(
             )
             seconds = round(time.perf_counter() - clock, 1)
             results, analyses = assemble_grid(units, saved, {**meta, "failed": failures, "seconds": seconds})
-            atomic_write(out / "results.json", lambda p: Path(p).write_text(json.dumps(results, indent=1)))
+            atomic_write(out / RESULTS_FILE, lambda p: Path(p).write_text(json.dumps(results, indent=1)))
             atomic_write(out / ANALYSES_FILE, lambda p: Path(p).write_text(json.dumps(analyses, indent=1)))
             report_path = write_grid_report(out)[0] if report else None
     except KeyboardInterrupt:

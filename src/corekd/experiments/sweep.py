@@ -25,7 +25,7 @@ import yaml
 from corekd.config import folder_name, load_config, option_type
 from corekd.errors import CorekdError
 from corekd.experiments.folder import RUN_MARKER, read_results
-from corekd.files import ANALYSES_FILE, CONFIG_FILE, atomic_write
+from corekd.files import ANALYSES_FILE, CONFIG_FILE, RESULTS_FILE, atomic_write
 from corekd.reporting.stats import difference_table
 from corekd.reporting.sweep import BASELINE, SWEEP_CONDITIONS, write_sweep_report
 from corekd.reporting.tables import records_frame, split_records
@@ -68,7 +68,7 @@ def read_rejection(run_dir: Path) -> dict | None:
 
 def summarize_run(run_dir: Path) -> dict:
     """One sweep value: each student minus no_kd (paired over seeds) on the fixed average and random:0.5."""
-    if not (run_dir / "results.json").is_file():
+    if not (run_dir / RESULTS_FILE).is_file():
         return {"folder": run_dir.name, "status": "missing", "differences": {}, "rejection": None, "seeds": []}
     meta, records, _ = read_results(run_dir)
     metric = "mae" if meta.get("task") == "regression" else "weighted_f1"
