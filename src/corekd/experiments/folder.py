@@ -36,7 +36,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -245,7 +245,6 @@ class ExperimentFolder:
     mode: Mode
     moved_to: Path | None = None
     lock: FolderLock | None = None
-    warnings: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------ checks (read only)
     @classmethod
