@@ -23,6 +23,18 @@ TINY_SYNTH = dict(
     latent_dim=4,
 )
 
+# The tiny corpus with frame sequences: l and a as sequences, v stays a vector (a mixed corpus), short utterances.
+TINY_FRAMES = dict(
+    TINY_SYNTH,
+    frames={
+        "enabled": True,
+        "modalities": ["l", "a"],
+        "mean_frames": {"l": 3, "a": 4},
+        "max_frames": 7,
+        "signal_share": {"l": 0.5, "a": 0.5},
+    },
+)
+
 
 def quick_config(**extra):
     """A whole ``corekd run`` in about a second: tiny corpus, one seed, one student, one epoch."""

@@ -68,18 +68,8 @@ def test_predict_passes_the_frames_to_keep(tiny_splits):
     from corekd.data.batching import SplitTensors
     from corekd.data.protocols import Condition, split_frame_keep
     from corekd.data.synth import SynthConfig, generate
-    from helpers import TINY_SYNTH
+    from helpers import TINY_FRAMES as frames
 
-    frames = dict(
-        TINY_SYNTH,
-        frames={
-            "enabled": True,
-            "modalities": ["l", "a"],
-            "mean_frames": {"l": 3, "a": 4},
-            "max_frames": 7,
-            "signal_share": {"l": 0.5, "a": 0.5},
-        },
-    )
     corpus = generate(SynthConfig(**frames))
     test = SplitTensors.from_corpus(corpus, "test")
     model = ERCModel(

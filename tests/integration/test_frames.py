@@ -38,19 +38,8 @@ from corekd.training import (
     save_checkpoint,
     train_model,
 )
-from helpers import TINY_SYNTH, corpus_dims, quick_config
+from helpers import TINY_FRAMES, TINY_SYNTH, corpus_dims, quick_config
 
-# Tiny frame corpus: l and a as sequences, v stays a vector (a mixed corpus), short utterances.
-TINY_FRAMES = dict(
-    TINY_SYNTH,
-    frames={
-        "enabled": True,
-        "modalities": ["l", "a"],
-        "mean_frames": {"l": 3, "a": 4},
-        "max_frames": 7,
-        "signal_share": {"l": 0.5, "a": 0.5},
-    },
-)
 TINY_FINGERPRINT = "ab2d21ca73368a9aa8c69d2ba951b3fc2b0387147341334df08f59a7765bad07"  # as in test_analyses.py
 
 

@@ -20,7 +20,7 @@ from helpers import (
     C_S_FUSED,
     C_S_LOGITS,
     C_T_LOGITS,
-    TINY_SYNTH,
+    TINY_FRAMES,
     build_method,
     loss_before_and_after_one_step,
     made_up_context,
@@ -211,18 +211,6 @@ def test_corrkd_rcd_needs_two_classes_and_its_critics():
         method.auxiliary(ERCModel(ModelConfig(hidden=8, heads=1), {"l": 3}, 1))
     with pytest.raises(ValueError, match=r"corrkd's RCD needs its statistics networks: StepContext\.auxiliary"):
         method.loss(made_up_context(method, None))
-
-
-TINY_FRAMES = dict(
-    TINY_SYNTH,
-    frames={
-        "enabled": True,
-        "modalities": ["l", "a"],
-        "mean_frames": {"l": 3, "a": 4},
-        "max_frames": 7,
-        "signal_share": {"l": 0.5, "a": 0.5},
-    },
-)
 
 
 @pytest.fixture(scope="module")

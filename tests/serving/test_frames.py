@@ -37,18 +37,7 @@ from corekd.serving.predictor import (
     parse_dialogue,
 )
 from corekd.training import init_model, save_checkpoint
-from helpers import TINY_SYNTH, quick_config
-
-TINY_FRAMES = dict(
-    TINY_SYNTH,
-    frames={
-        "enabled": True,
-        "modalities": ["l", "a"],
-        "mean_frames": {"l": 3, "a": 4},
-        "max_frames": 7,
-        "signal_share": {"l": 0.5, "a": 0.5},
-    },
-)
+from helpers import TINY_FRAMES, quick_config
 
 
 @pytest.fixture(scope="module")
