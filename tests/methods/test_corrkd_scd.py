@@ -79,3 +79,15 @@ def test_scd_default_is_the_form_the_dev_study_chose():
     standard error (+0.88 points, se 0.23, 3 seeds), so it stays the default; eta is the paper's IEMOCAP 1.4."""
     o = method_class("corrkd").Options()
     assert (o.scd_reduction, o.scd_space, o.eta) == ("mean", "normalized", 1.4)
+
+
+def test_corrkd_search_space_names_only_its_options_within_their_bounds():
+    cls = method_class("corrkd")
+    space = cls.search_space
+    assert set(space) == {"l_scd", "l_cpd", "l_rcd", "eta", "critic_hidden"}
+    for name, spec in space.items():
+        (kind,) = set(spec) - {"log"}
+        values = spec[kind]  # [low, high] or the choices
+        for v in values:
+            cls.Options(**{name: v})  # every end point / choice is a valid option value
+    assert space["eta"] == {"float": [0.5, 2.0]} and space["l_scd"]["log"] is True
