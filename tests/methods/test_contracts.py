@@ -33,6 +33,7 @@ EXPECTED_TERMS = {
         "ort",
     },
     "reconstruction": {"ce", "rec"},
+    "mmin": {"ce", "forward", "cycle"},
     "corrkd": {"ce", "scd", "cpd", "rcd"},
     "contrastive_view": {"ce", "contrast"},
 }
@@ -243,6 +244,7 @@ ONE_STEP_CASES = {
     "contrastive_view": {},
     "decoupled": {},
     "reconstruction": {},
+    "mmin": {"blocks": 2, "block_hidden": [16, 8]},
 }
 
 
