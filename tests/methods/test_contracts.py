@@ -34,6 +34,7 @@ EXPECTED_TERMS = {
     },
     "reconstruction": {"ce", "rec"},
     "mmin": {"ce", "forward", "cycle"},
+    "gcnet": {"ce", "rec"},
     "corrkd": {"ce", "scd", "cpd", "rcd"},
     "contrastive_view": {"ce", "contrast"},
 }
@@ -245,6 +246,7 @@ ONE_STEP_CASES = {
     "decoupled": {},
     "reconstruction": {},
     "mmin": {"blocks": 2, "block_hidden": [16, 8]},
+    "gcnet": {},
 }
 
 

@@ -1,13 +1,15 @@
-"""`corekd export` of an ``mmin`` student (its imagination cascades are part of the model): onnxruntime computes what
-PyTorch computes, at several lengths and missing patterns."""
+"""`corekd export` of the imputation students whose modules are part of the model (``mmin``'s imagination cascades,
+``gcnet``'s dialogue graphs): onnxruntime computes what PyTorch computes, at several lengths and missing patterns."""
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
 import corekd
 from corekd.data.protocols import TrainingMissing
 from corekd.methods import method_class
+from corekd.methods.gcnet import GCNetModel
 from corekd.methods.mmin import MMINModel
 from corekd.models.model import ModelConfig
 from corekd.serving.bundle import bundle_checkpoint, read_bundle
@@ -28,14 +30,18 @@ def _inputs(gen, b, u, missing):
     return (mask, speakers, lengths, *[torch.randn(b, u, d, generator=gen) * 3 + 1 for d in DIMS.values()])
 
 
-def test_mmin_student_exports_with_parity(tmp_path):
-    cls = method_class("mmin")
-    method = cls(cls.Options(blocks=2, block_hidden=[24, 8]), TrainingMissing())
+@pytest.mark.parametrize(
+    "name,options,cls",
+    [("mmin", {"blocks": 2, "block_hidden": [24, 8]}, MMINModel), ("gcnet", {"window_past": 2}, GCNetModel)],
+)
+def test_imputation_student_exports_with_parity(tmp_path, name, options, cls):
+    method_cls = method_class(name)
+    method = method_cls(method_cls.Options(**options), TrainingMissing())
     model = init_model(ModelConfig(hidden=16, heads=2), DIMS, 4, 0, "student", build=method.build_model)
-    assert isinstance(model, MMINModel)
+    assert isinstance(model, cls)
     save_checkpoint(model, tmp_path / "ckpt", {"labels": ["w", "x", "y", "z"], "task": "classification"})
     bundle = read_bundle(bundle_checkpoint(tmp_path / "ckpt", tmp_path / "bundle"))
-    assert isinstance(bundle.model, MMINModel)
+    assert isinstance(bundle.model, cls)
     path = export_onnx(bundle, tmp_path / "m.onnx")
     module = ServingModule(bundle.model, bundle.task).eval()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
