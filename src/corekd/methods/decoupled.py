@@ -141,6 +141,35 @@ def edge_prior(modalities: tuple[str, ...], sources: list[str], temperature: flo
     return torch.nan_to_num(logits.softmax(-1), nan=0.0).view(m, m) if m > 1 else torch.zeros(m, m)
 
 
+def dictionary_similarity(parts: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+    """[..., H] parts, [K, H] atoms -> [..., K]: the cosine similarity of each part to each atom of a dictionary."""
+    return F.normalize(parts, dim=-1) @ F.normalize(atoms, dim=-1).T
+
+
+def dictionary_log_activations(similarity: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[..., K] -> [..., K]: ``log softmax(similarity / temperature)`` over the atoms: a part's activations over the
+    dictionary (fill-in: DHMD speaks of dictionary activations; the softmax of scaled cosines is ours)."""
+    return (similarity / temperature).log_softmax(-1)
+
+
+def activation_matching(target: torch.Tensor, source: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[..., M, K] log-activations (target), [..., M, K] log-activations (source, detached here), [..., M, M] bool ->
+    [...]: the mean over valid edges ``[j, i]`` of ``KL(a_i || a_j) = sum_k a_i,k (log a_i,k - log a_j,k)``, target
+    ``j`` imitating source ``i``; 0 where no edge is valid."""
+    source = source.detach()
+    p = source.exp()[..., None, :, :]  # [..., 1, M, K]: source i
+    kl = (p * (source[..., None, :, :] - target[..., :, None, :])).sum(-1)  # [..., M, M]: [j, i]
+    weights = valid.to(kl.dtype)
+    return (kl * weights).sum((-2, -1)) / weights.sum((-2, -1)).clamp(min=1.0)
+
+
+def teacher_pairs(observed: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """[..., M] bool (the student's view), [..., M] bool (the teacher's complete view) -> [..., M, M] bool: edge
+    ``[j, i]`` from the teacher's modality i to the student's modality j, for every observed j and available i
+    (i = j included)."""
+    return observed[..., :, None] & available[..., None, :]
+
+
 # ------------------------------------------------------------------ the model
 class EdgeScorer(nn.Module):
     """One graph distillation unit's edge scores: [B, U, M, C] logits, [B, U, M, H] parts -> [B, U, M, M] (target, source)."""
@@ -172,10 +201,12 @@ class DecoupledModel(ERCModel):
         num_classes: int,
         kinds: Mapping[str, str] | None = None,
         graph_size: int = 32,
+        dictionary_size: int = 0,
     ):
         super().__init__(cfg, dims, num_classes, kinds)  # first: the base weights are the plain model's
         h = cfg.hidden
         self.graph_size = graph_size
+        self.dictionary_size = dictionary_size
         self.shared = nn.Linear(h, h)  # E_c, one for every modality
         self.exclusive = nn.ModuleDict({m: nn.Linear(h, h) for m in dims})  # E_s^m
         self.decoders = nn.ModuleDict({m: nn.Linear(2 * h, h) for m in dims})  # D_m
@@ -184,9 +215,23 @@ class DecoupledModel(ERCModel):
         self.exclusive_heads = nn.ModuleDict({m: nn.Linear(h, num_classes) for m in dims})
         self.shared_graph = EdgeScorer(h, num_classes, graph_size)
         self.exclusive_graph = EdgeScorer(h, num_classes, graph_size)
+        # DHMD's fine-grained stage: one dictionary of atoms per space, shared by every modality (built last, and only
+        # with the stage on: without it the model, its initial weights and its checkpoint are the coarse model's)
+        if dictionary_size > 0:
+            self.shared_dictionary = nn.Parameter(torch.randn(dictionary_size, h))  # [K, H]
+            self.exclusive_dictionary = nn.Parameter(torch.randn(dictionary_size, h))  # [K, H]
 
     def architecture_options(self) -> dict:
+        if self.dictionary_size > 0:
+            return {"graph_size": self.graph_size, "dictionary_size": self.dictionary_size}
         return {"graph_size": self.graph_size}
+
+    def dictionary_similarities(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, U, M, H] per-modality states (e.g. the teacher's) -> ([B, U, M, K], [B, U, M, K]): the states taken
+        through this model's shared and exclusive encoders, then their cosines to each space's atoms."""
+        c = self.shared(states)  # [B, U, M, H]
+        s = self._per_modality(self.exclusive, states)  # [B, U, M, H]
+        return dictionary_similarity(c, self.shared_dictionary), dictionary_similarity(s, self.exclusive_dictionary)
 
     def _per_modality(self, modules: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
         # x: [B, U, M, D] -> [B, U, M, D']
@@ -212,6 +257,9 @@ class DecoupledModel(ERCModel):
             "shared_edges": self.shared_graph(c_logits, c),
             "exclusive_edges": self.exclusive_graph(s_logits, s),
         }
+        if self.dictionary_size > 0:
+            out.extra["shared_similarity"] = dictionary_similarity(c, self.shared_dictionary)  # [B, U, M, K]
+            out.extra["exclusive_similarity"] = dictionary_similarity(s, self.exclusive_dictionary)  # [B, U, M, K]
         return out
 
 
@@ -256,6 +304,28 @@ class DecoupledOptions(BaseModel):
         0.0, ge=0, description="option, not in DMD: KD from the complete-view teacher on the final logits"
     )
     temperature: float = Field(2.0, gt=0, description="KD temperature, with l_kd")
+    # DHMD's fine-grained stage (seed 004): cross-modal dictionary matching
+    l_dict: float = Field(
+        0.1,
+        ge=0,
+        description="weight of DHMD's cross-modal dictionary matching, both spaces (fill-in weight; "
+        "0 with l_dict_kd 0 = the coarse stage alone, DMD, with its model and records)",
+    )
+    dict_size: int = Field(32, ge=2, description="atoms in each space's dictionary (fill-in)")
+    dict_temperature: float = Field(
+        0.1, gt=0, description="temperature of the softmax over a part's cosines to the atoms (fill-in)"
+    )
+    l_dict_kd: float = Field(
+        0.0,
+        ge=0,
+        description="option, not in DHMD: the teacher's complete-view states, taken through the student's encoders "
+        "and dictionaries (detached), as activation targets for the student's observed modalities",
+    )
+
+    @property
+    def dictionary(self) -> bool:
+        """Whether the fine-grained stage (and so the dictionaries) is on."""
+        return self.l_dict > 0 or self.l_dict_kd > 0
 
 
 @register
@@ -266,12 +336,14 @@ class Decoupled(Method):
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
-        return self.options.l_kd > 0
+        return self.options.l_kd > 0 or self.options.l_dict_kd > 0
 
     def build_model(
         self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None
     ) -> ERCModel:
-        return DecoupledModel(model_cfg, dims, num_classes, kinds, graph_size=self.options.graph_size)
+        o = self.options
+        size = o.dict_size if o.dictionary else 0
+        return DecoupledModel(model_cfg, dims, num_classes, kinds, graph_size=o.graph_size, dictionary_size=size)
 
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
         bad = [m for m in self.options.prior_sources if m not in modalities]
@@ -328,4 +400,38 @@ class Decoupled(Method):
             assert ctx.teacher is not None  # needs_teacher: l_kd > 0
             terms["kd"] = mean(distill_loss(out.logits, ctx.teacher.logits, o.temperature, regression))
             total = total + o.l_kd * terms["kd"]
+        if o.dictionary:
+            total = self.dictionary_matching(ctx, observed, terms, total)
         return total, terms
+
+    def dictionary_matching(
+        self, ctx: StepContext, observed: torch.Tensor, terms: dict[str, torch.Tensor], total: torch.Tensor
+    ) -> torch.Tensor:
+        """DHMD's fine-grained stage: adds its terms to ``terms`` and returns ``total`` with them.
+
+        In each space every observed modality's part has activations over the space's dictionary; with ``l_dict``
+        each observed modality j imitates every other observed modality i (``KL(a_i || a_j)``, source detached, mean
+        over the utterance's edges). With ``l_dict_kd`` each observed j also imitates the activations of every
+        modality i of the teacher's complete view (the teacher's states through this model's encoders and
+        dictionaries, without gradient).
+        """
+        o, e, real = self.options, ctx.output.extra, ctx.batch.utt_mask
+        spaces = ("shared", "exclusive")
+        log_a = {sp: dictionary_log_activations(e[f"{sp}_similarity"], o.dict_temperature) for sp in spaces}
+        if o.l_dict > 0:
+            valid = pair_mask(observed)  # [B, U, M, M]
+            for sp in spaces:
+                terms[f"dict_{sp}"] = masked_mean(activation_matching(log_a[sp], log_a[sp], valid), real)
+                total = total + o.l_dict * terms[f"dict_{sp}"]
+        if o.l_dict_kd > 0:
+            assert ctx.teacher is not None  # needs_teacher: l_dict_kd > 0
+            if not isinstance(ctx.model, DecoupledModel):
+                raise TypeError(f"decoupled's l_dict_kd needs its DecoupledModel, got {type(ctx.model).__name__}")
+            with torch.no_grad():
+                teacher_sim = dict(zip(spaces, ctx.model.dictionary_similarities(ctx.teacher.states), strict=True))
+            valid = teacher_pairs(observed, ctx.batch.avail & real[..., None])  # [B, U, M, M]
+            for sp in spaces:
+                target = dictionary_log_activations(teacher_sim[sp], o.dict_temperature)
+                terms[f"dict_kd_{sp}"] = masked_mean(activation_matching(log_a[sp], target, valid), real)
+                total = total + o.l_dict_kd * terms[f"dict_kd_{sp}"]
+        return total
