@@ -1,4 +1,4 @@
-"""``decoupled``: decoupled multimodal distillation (DMD, and DHMD's first, coarse-grained stage; seed 004).
+"""``decoupled``: decoupled hierarchical distillation (DHMD, seed 004: DMD's coarse stage plus the fine-grained stage).
 
 The student (:class:`DecoupledModel`) splits each modality's encoding ``x_m`` [H] into a
 modality-irrelevant part ``c_m = E_c(x_m)`` (one encoder shared by every modality) and a
@@ -12,8 +12,14 @@ modalities' (logits, part), the scores of an utterance's edges are normalised to
 ``w_{j<-i} + prior_{j<-i}``. The classifier reads the per-modality states ``x_m + W[c_m; s_m]``
 through the shared context, fusion and head.
 
+Stage two (DHMD's cross-modal dictionary matching): each space has a learned dictionary of ``dict_size`` atoms
+``A`` [K, H], shared by the modalities; a part's activations over it are ``a = softmax(cos(part, A_k) / tau)``
+[K], and in each space every observed modality ``j`` imitates every other observed modality ``i``:
+``DM = mean_{edges j<-i} KL(a_i || a_j)`` (source detached, per utterance).
+
 ``L = CE + l_aux_ce * L_aux + l_graph * (GD_c + graph_reg * P_c + GD_s + graph_reg * P_s)
-    + l_rec * L_rec + l_cyc * L_cyc + l_ort * L_ort [+ l_kd * L_kd]``
+    + l_rec * L_rec + l_cyc * L_cyc + l_ort * L_ort + l_dict * (DM_c + DM_s) [+ l_kd * L_kd]
+    [+ l_dict_kd * (DT_c + DT_s)]``
 
 (every term per utterance, over the view's observed modalities; see docs/configuration.md):
 ``L_aux = sum_m CE(f_c^m(c_m)) + CE(f_s^m(s_m))``; ``GD = sum_{j<-i} (w + prior) * d_{j<-i}`` with
@@ -22,14 +28,25 @@ exclusive space, which pushes exclusive parts apart); ``P = sum_e (mean_batch w_
 ``L_rec = sum_m mean_H (x^_m - x_m)^2``; ``L_cyc = sum_m mean_H (s^_m - s_m)^2``;
 ``L_ort = sum_m max(0, cos(c_m, s_m))``. Defaults are the weights of DMD's released training
 (``0.05`` on both graph units, ``gd_reg 10``, ``alpha 1/8``, ``w_losses [1, 10]``, ``(L_cyc + L_rec) * 0.1``,
-``L_ort * 0.01``, prior favouring edges from language with temperature 0.25). DMD uses no
-teacher: KD from the complete-view teacher is an option, off by default.
+``L_ort * 0.01``, prior favouring edges from language with temperature 0.25). DMD and DHMD use no
+teacher: KD from the complete-view teacher is an option, off by default, on the logits (``l_kd``) or on the
+dictionary activations (``l_dict_kd``: ``DT = mean_{j observed, i in the teacher's complete view}
+KL(t_i || a_j)``, ``t_i`` the teacher's state of modality i taken through this student's encoders and
+dictionary without gradient, since the plain teacher has no parts of its own).
 
-Fill-ins (options or stated here): our states are utterance vectors, so the exclusive parts are
+What the seed gives is the stage's shape (a dictionary per decoupled space, activations over it, matching
+across modalities, on top of the coarse stage); its formulas are not in the seed text, so these are fill-ins
+(options, named in docs/configuration.md): the cosine-softmax activations and their temperature (0.1), the
+dictionary size (32 atoms), the KL direction and the mean over edges, the weight ``l_dict`` (0.1), and that the
+dictionaries shape the parts through the loss only (the readout does not use them). ``l_dict 0`` (with
+``l_dict_kd 0``) is the coarse stage alone (DMD), its model built without dictionaries: records bit for bit those
+of the coarse-only ``decoupled``.
+
+Other fill-ins (options or stated here): our states are utterance vectors, so the exclusive parts are
 not enhanced by DMD's cross-modal transformers and the parts are single linear maps; DMD's margin
-loss on the shared parts (weight 0.01 in the release) and DHMD's dictionary matching (stage two)
-are not implemented; edges and their softmax are restricted to pairs of observed modalities
-(distillation only from, and to, what the view observes).
+loss on the shared parts (weight 0.01 in the release) is not implemented; edges, their softmax and the
+dictionary matching are restricted to pairs of observed modalities (distillation only from, and to, what the
+view observes).
 """
 
 from __future__ import annotations
