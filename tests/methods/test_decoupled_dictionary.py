@@ -270,3 +270,14 @@ def test_run_with_teacher_trains_saves_reloads_and_predicts_with_the_dictionarie
     rows = [r for rs in predictor.predict_many(dialogues) for r in rs]
     probs = np.array([[r["probabilities"][name] for name in tiny_corpus.labels] for r in rows])
     assert len(rows) == split.num_utterances and np.abs(probs - reference).max() < 1e-5
+
+
+def test_search_space_names_real_options_within_their_bounds():
+    """Each searched option is a field of the options, and its range's ends are valid values of it."""
+    cls = type(build_method("decoupled"))
+    assert {"l_dict", "dict_size", "dict_temperature"} <= set(cls.search_space)
+    for name, spec in cls.search_space.items():
+        assert name in cls.Options.model_fields
+        values = spec.get("float") or spec.get("int") or spec["choice"]
+        for value in values:
+            cls.Options(**{name: value})  # raises if out of the option's bounds

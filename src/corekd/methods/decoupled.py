@@ -52,7 +52,7 @@ view observes).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -349,6 +349,12 @@ class DecoupledOptions(BaseModel):
 class Decoupled(Method):
     name = "decoupled"
     Options = DecoupledOptions
+    # the dictionary stage's own settings (l_dict_kd is left out: it would add a teacher to some trials only)
+    search_space: ClassVar[dict[str, dict]] = {
+        "l_dict": {"float": [0.01, 1.0], "log": True},
+        "dict_size": {"choice": [8, 16, 32, 64]},
+        "dict_temperature": {"float": [0.05, 1.0], "log": True},
+    }
     options: DecoupledOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
