@@ -40,6 +40,7 @@ from corekd.reporting.figures import (
     rejection_figure,
     tsne_figure,
 )
+from corekd.reporting.diagnostics import diagnostics_tables
 from corekd.reporting.stats import (
     curve_auc,
     format_p,
@@ -593,6 +594,9 @@ def _analyses_blocks(payload: dict, variants: list[str], task: str) -> list[Bloc
             ]
         else:
             blocks.append(Paragraph("No numbers: no flagged utterance in the test split."))
+    diagnostics = diagnostics_tables(payload.get("modality_diagnostics", []), variants)
+    if diagnostics:
+        blocks += [Paragraph("Modality diagnostics:"), *diagnostics]
     notes = list(dict.fromkeys(str(n) for n in payload.get("notes", [])))
     if notes:
         blocks.append(Bullets(tuple(notes)))
