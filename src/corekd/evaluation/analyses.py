@@ -321,11 +321,13 @@ class RunAnalyses:
         """Analyses of one trained model (``teacher``: its seed's teacher, None when the run trains none;
         ``not_applicable``: condition -> reason for the conditions this model is not scored under, beyond the data's;
         ``records``: its results.json records, whose test scores the modality diagnostics read (what they lack is
-        predicted again); ``history``: its training history, for the learning-balance index)."""
+        predicted again; None: no modality diagnostics); ``history``: its training history, for the learning-balance
+        index)."""
         with torch.random.fork_rng(devices=[]):  # nothing here may move a global stream
             self._add(variant, method, seed, model, teacher, not_applicable or {})
-            skip = {**(not_applicable or {}), **getattr(self.masks, "not_applicable", {})}
-            self._diagnose(variant, method, seed, model, skip, records or [], history)
+            if records is not None:  # the modality diagnostics read the model's records
+                skip = {**(not_applicable or {}), **getattr(self.masks, "not_applicable", {})}
+                self._diagnose(variant, method, seed, model, skip, records, history)
 
     def _diagnose(
         self, variant: str, method: str, seed: int, model, skip: dict, records: list[dict], history: list[dict] | None
