@@ -20,8 +20,12 @@ CPU = torch.device("cpu")
 
 
 def test_grad_norms_by_hand():
-    p1, p2, p3, p4 = (nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(1, 1)), nn.Parameter(torch.zeros(3)),
-                      nn.Parameter(torch.zeros(2)))
+    p1, p2, p3, p4 = (
+        nn.Parameter(torch.zeros(2)),
+        nn.Parameter(torch.zeros(1, 1)),
+        nn.Parameter(torch.zeros(3)),
+        nn.Parameter(torch.zeros(2)),
+    )
     p1.grad = torch.tensor([3.0, 4.0])  # norm 5
     p2.grad = torch.tensor([[12.0]])  # norm 12 -> the group's norm sqrt(25 + 144) = 13
     p4.grad = torch.tensor([-1.0, 0.0])
@@ -49,11 +53,13 @@ def test_modality_parameters_are_each_encoders_without_the_missing_token(tiny_co
 def _train(corpus, splits, name="no_kd", grad_clip=1.0, epochs=2):
     cls = method_class(name)
     method = cls(cls.Options(), TrainingMissing())
-    model = init_model(ModelConfig(hidden=16, heads=2), corpus_dims(corpus), len(corpus.labels), 0, "student",
-                       build=method.build_model)
+    model = init_model(
+        ModelConfig(hidden=16, heads=2), corpus_dims(corpus), len(corpus.labels), 0, "student", build=method.build_model
+    )
     cfg = TrainingConfig(epochs=epochs, patience=epochs, batch_size=4, grad_clip=grad_clip)
-    return train_model(method, model, splits["train"], splits["dev"], cfg, seed=0, label_names=corpus.labels,
-                       device=CPU)
+    return train_model(
+        method, model, splits["train"], splits["dev"], cfg, seed=0, label_names=corpus.labels, device=CPU
+    )
 
 
 @pytest.mark.parametrize("name", ["no_kd", "decoupled", "reconstruction"])

@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from corekd.config import TrainingConfig
 from corekd.data.batching import Batch, SplitTensors
 from corekd.errors import CorekdError, from_validation_error
+from corekd.evaluation.analyses import GRAD_NORM_PREFIX  # the history's grad_norm_<modality> fields
 from corekd.evaluation.metrics import (
     LOWER_IS_BETTER,
     classification_metrics,
@@ -70,9 +71,6 @@ class TeacherReference:
             return self.teacher(batch.complete())
 
 
-GRAD_NORM_PREFIX = "grad_norm_"  # history field of a modality's encoder gradient norm: grad_norm_<modality>
-
-
 def modality_parameters(model: ERCModel) -> dict[str, list[torch.nn.Parameter]]:
     """Modality -> the parameters of its encoder that read its features (``model.encoders[m]``), in corpus order.
 
@@ -80,9 +78,7 @@ def modality_parameters(model: ERCModel) -> dict[str, list[torch.nn.Parameter]]:
     so its gradient says nothing about how the modality itself is learned. A method's extra modules (decoupled,
     reconstruction) sit on top of these encoders and are not counted.
     """
-    return {
-        m: [p for name, p in model.encoders[m].named_parameters() if name != "missing"] for m in model.modalities
-    }
+    return {m: [p for name, p in model.encoders[m].named_parameters() if name != "missing"] for m in model.modalities}
 
 
 def grad_norms(params: Mapping[str, list[torch.nn.Parameter]]) -> dict[str, torch.Tensor]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import corekd.evaluation.analyses as A
+from corekd.data.protocols import standard_conditions
 from corekd.evaluation.analyses import (
     RunAnalyses,
     alone_condition,
@@ -19,7 +20,6 @@ from corekd.evaluation.analyses import (
     removed_condition,
 )
 from corekd.evaluation.conditions import evaluate_model, evaluation_masks
-from corekd.data.protocols import standard_conditions
 from corekd.models.model import ModelConfig
 from corekd.training import init_model
 from helpers import corpus_dims
@@ -97,22 +97,29 @@ def test_contributions_missing_scores_and_one_modality():
     partial = {k: v for k, v in SCORES.items() if k != "fixed:lv"}
     out = modality_contributions(partial, LAV, "weighted_f1")
     assert out["a"]["drop"] is None and out["a"]["without"] is None and out["l"]["drop"] == pytest.approx(0.3)
-    assert modality_contributions({k: v for k, v in SCORES.items() if k != "complete"}, LAV, "accuracy")["l"][
-        "drop"
-    ] is None
+    assert (
+        modality_contributions({k: v for k, v in SCORES.items() if k != "complete"}, LAV, "accuracy")["l"]["drop"]
+        is None
+    )
     assert modality_contributions({"complete": 0.7}, ("l",), "weighted_f1") == {
         "l": {"without": None, "drop": None, "alone": None}
     }
 
 
 def test_mean_grad_norms_by_hand():
-    history = [{"epoch": 1, "grad_norm_l": 1.0, "grad_norm_a": 3.0}, {"epoch": 2, "grad_norm_l": 2.0, "grad_norm_a": 5.0}]
+    history = [
+        {"epoch": 1, "grad_norm_l": 1.0, "grad_norm_a": 3.0},
+        {"epoch": 2, "grad_norm_l": 2.0, "grad_norm_a": 5.0},
+    ]
     assert mean_grad_norms(history, LAV) == {"l": 1.5, "a": 4.0, "v": None}
     assert mean_grad_norms([], ("l",)) == {"l": None}
 
 
 def test_diagnostics_row_by_hand():
-    history = [{"grad_norm_l": 1.0, "grad_norm_a": 3.0, "grad_norm_v": 2.0}, {"grad_norm_l": 2.0, "grad_norm_a": 5.0, "grad_norm_v": 2.0}]
+    history = [
+        {"grad_norm_l": 1.0, "grad_norm_a": 3.0, "grad_norm_v": 2.0},
+        {"grad_norm_l": 2.0, "grad_norm_a": 5.0, "grad_norm_v": 2.0},
+    ]
     row = diagnostics_row("kd", "corekd", 3, SCORES, LAV, "weighted_f1", history)
     assert row["variant"] == "kd" and row["method"] == "corekd" and row["seed"] == 3
     assert row["metric"] == "weighted_f1" and row["complete"] == 0.60 and row["modalities"] == ["l", "a", "v"]
@@ -137,9 +144,7 @@ def setting(tiny_corpus, tiny_splits):
     masks = evaluation_masks(conditions, test, test.modalities, 0, "calibrated")
     model = init_model(ModelConfig(hidden=16, heads=2), corpus_dims(tiny_corpus), len(tiny_corpus.labels), 0, "student")
     model.eval()
-    records = [
-        {"split": "test", **r} for r in evaluate_model(model, test, masks, tiny_corpus.labels, 8, CPU)
-    ]
+    records = [{"split": "test", **r} for r in evaluate_model(model, test, masks, tiny_corpus.labels, 8, CPU)]
     return test, masks, model, records, tiny_corpus.labels
 
 
@@ -149,13 +154,16 @@ def collector(test, masks, labels):
 
 def test_run_analyses_reads_the_records_and_predicts_nothing(setting, monkeypatch):
     test, masks, model, records, labels = setting
-    fake = [dict(r, weighted_f1=0.1 * i) if r["condition"] != "complete" else dict(r, weighted_f1=0.9) for i, r in
-            enumerate(records)]
+    fake = [
+        dict(r, weighted_f1=0.1 * i) if r["condition"] != "complete" else dict(r, weighted_f1=0.9)
+        for i, r in enumerate(records)
+    ]
     monkeypatch.setattr(A, "predict", lambda *a, **k: pytest.fail("a record exists: nothing to predict"))
     run = collector(test, masks, labels)
     history = [{"grad_norm_l": 1.0, "grad_norm_a": 1.0, "grad_norm_v": 1.0}]
-    run.add("no_kd", "no_kd", 0, model, None, records=fake + [dict(fake[0], split="dev", weighted_f1=5.0)],
-            history=history)
+    run.add(
+        "no_kd", "no_kd", 0, model, None, records=fake + [dict(fake[0], split="dev", weighted_f1=5.0)], history=history
+    )
     (row,) = run.modality_diagnostics
     by = {r["condition"]: r["weighted_f1"] for r in fake}
     assert row["complete"] == 0.9 and row["predicted"] == []

@@ -44,8 +44,15 @@ def test_tables_by_hand():
     main, norms = tables(diagnostics_tables(rows, variants=["base", "kd"]))
     assert main.headers == HEADERS
     # drop l of kd: 10 and 30 percent -> mean 20, sample std sqrt(200) = 14.14; drop a: one seed of two defined
-    assert main.rows[1] == ("kd", "20.00 ± 14.14", "5.00 (n=1)", "60.00 ± 14.14", "30.00 ± 0.00", "0.500 (n=1)",
-                            "0.500 ± 0.354")
+    assert main.rows[1] == (
+        "kd",
+        "20.00 ± 14.14",
+        "5.00 (n=1)",
+        "60.00 ± 14.14",
+        "30.00 ± 0.00",
+        "0.500 (n=1)",
+        "0.500 ± 0.354",
+    )
     assert main.rows[0] == ("base", "20.00", "0.00", "40.00", "20.00", "0.000", "1.000")
     assert norms.headers == ("method", "grad norm l", "grad norm a")
     assert norms.rows == (("base", "2.0000", "2.0000"), ("kd", "2.0000 ± 1.4142", "2.0000 ± 0.0000"))
@@ -76,8 +83,11 @@ def test_run_writes_the_diagnostics_and_the_report_section(tiny_run):
     rows = payload["modality_diagnostics"]
     assert {(r["variant"], r["seed"]) for r in rows} == {(v, s) for v in ("teacher", "no_kd") for s in (0, 1)}
     results = json.loads((tiny_run / "results.json").read_text())
-    test = {(r["variant"], r["seed"], r["condition"]): r["weighted_f1"] for r in results["records"]
-            if r["split"] == "test" and r.get("applicable", True)}
+    test = {
+        (r["variant"], r["seed"], r["condition"]): r["weighted_f1"]
+        for r in results["records"]
+        if r["split"] == "test" and r.get("applicable", True)
+    }
     for r in rows:
         key = (r["variant"], r["seed"])
         assert r["predicted"] == []  # every score comes from the records

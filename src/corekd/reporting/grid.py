@@ -33,6 +33,7 @@ from corekd.reporting.blocks import (
     Table,
     write_page,
 )
+from corekd.reporting.diagnostics import diagnostics_tables
 from corekd.reporting.figures import (
     curve_figure,
     drift_figure,
@@ -40,7 +41,6 @@ from corekd.reporting.figures import (
     rejection_figure,
     tsne_figure,
 )
-from corekd.reporting.diagnostics import diagnostics_tables
 from corekd.reporting.stats import (
     curve_auc,
     format_p,
