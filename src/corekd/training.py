@@ -25,7 +25,6 @@ from safetensors.torch import save_file
 from corekd.config import TrainingConfig
 from corekd.data.batching import Batch, SplitTensors
 from corekd.errors import CorekdError, from_validation_error
-from corekd.evaluation.analyses import GRAD_NORM_PREFIX  # the history's grad_norm_<modality> fields
 from corekd.evaluation.metrics import (
     LOWER_IS_BETTER,
     classification_metrics,
@@ -69,6 +68,9 @@ class TeacherReference:
             )
         with torch.inference_mode():
             return self.teacher(batch.complete())
+
+
+GRAD_NORM_PREFIX = "grad_norm_"  # the history's per-modality encoder gradient norms: grad_norm_<modality>
 
 
 def modality_parameters(model: ERCModel) -> dict[str, list[torch.nn.Parameter]]:

@@ -53,6 +53,7 @@ from corekd.files import ANALYSES_FILE
 from corekd.methods.losses import state_distance
 from corekd.models.model import Output
 from corekd.seeding import numpy_generator, torch_generator
+from corekd.training import GRAD_NORM_PREFIX
 
 FORMAT = "corekd-analyses"
 CONFLICT_TYPES: dict[str, tuple[str, ...]] = {"a": ("a",), "v": ("v",), "av": ("a", "v")}
@@ -62,7 +63,6 @@ TSNE_POINTS = 600
 FLAG = "nonverbal_conflict"
 # The score the modality diagnostics read, per task (the first metric of the report's tables).
 DIAGNOSTIC_METRIC = {"classification": "weighted_f1", "regression": "mae"}
-GRAD_NORM_PREFIX = "grad_norm_"  # the training history's per-modality encoder gradient norms (corekd.training)
 
 
 # ------------------------------------------------------------------ pure pieces
