@@ -31,6 +31,8 @@ EXPECTED_TERMS = {
         "rec",
         "cyc",
         "ort",
+        "dict_shared",
+        "dict_exclusive",
     },
     "reconstruction": {"ce", "rec"},
     "corrkd": {"ce", "scd", "cpd", "rcd"},
