@@ -18,6 +18,7 @@ HEADERS = ("method", "drop l", "drop a", "alone l", "alone a", "equity", "balanc
 
 def row(variant, seed, drop, alone, norms, equity, balance, metric="weighted_f1"):
     return {
+        "complete": 0.5,
         "variant": variant,
         "method": variant,
         "seed": seed,
@@ -65,6 +66,9 @@ def test_tables_mae_as_it_is_and_empty():
     assert main.rows == (("kd", "0.250", "-0.500", "1.100", "1.400", "–", "–"),)
     assert "mae (as it is)" in next(b.text for b in blocks if isinstance(b, Paragraph))
     assert diagnostics_tables([]) == []
+    unscored = {**rows[0], "complete": None}
+    (line,) = diagnostics_tables([unscored])
+    assert isinstance(line, Paragraph) and line.text.startswith("No modality diagnostics: no model has a test score")
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,20 @@ def _cell(values: list[float | None], scale: float, digits: int) -> str:
 
 
 def diagnostics_tables(rows: list[dict], variants: list[str] | None = None) -> list[Block]:
-    """The explanation, the contributions-and-indices table and the gradient-norm table; [] without rows.
+    """The explanation, the contributions-and-indices table and the gradient-norm table; [] without rows, one line
+    when no row has a complete-view test score (no test number is shown then).
 
     ``variants``: the row order (default: first-seen; any variant not listed comes after).
     """
     if not rows:
         return []
+    if all(r.get("complete") is None for r in rows):  # e.g. a test split where nothing is observed
+        return [
+            Paragraph(
+                "No modality diagnostics: no model has a test score on complete views (the encoders' gradient "
+                "norms are in analyses.json and the training history)."
+            )
+        ]
     modalities = list(dict.fromkeys(m for r in rows for m in r.get("modalities", [])))
     metric = rows[0].get("metric", "weighted_f1")
     lower = metric in LOWER_IS_BETTER
