@@ -33,6 +33,7 @@ from corekd.reporting.blocks import (
     Table,
     write_page,
 )
+from corekd.reporting.diagnostics import diagnostics_tables
 from corekd.reporting.figures import (
     curve_figure,
     drift_figure,
@@ -594,6 +595,9 @@ def _analyses_blocks(payload: dict, variants: list[str], task: str) -> list[Bloc
             ]
         else:
             blocks.append(Paragraph("No numbers: no flagged utterance in the test split."))
+    diagnostics = diagnostics_tables(payload.get("modality_diagnostics", []), variants)
+    if diagnostics:
+        blocks += [Paragraph("Modality diagnostics:"), *diagnostics]
     notes = list(dict.fromkeys(str(n) for n in payload.get("notes", [])))
     if notes:
         blocks.append(Bullets(tuple(notes)))

@@ -28,6 +28,7 @@ from corekd.reporting.blocks import (
     render_markdown,
     write_page,
 )
+from corekd.reporting.diagnostics import diagnostics_tables
 from corekd.reporting.stats import NOT_AVAILABLE, difference_table, format_difference
 from corekd.reporting.tables import (
     FIXED_AVG,
@@ -422,6 +423,9 @@ def analyses_section(payload: dict) -> list[Block]:
             ]
         else:
             blocks.append(Paragraph("No numbers: no flagged utterance in the test split."))
+    diagnostics = diagnostics_tables(payload.get("modality_diagnostics", []))
+    if diagnostics:
+        blocks += [Heading(3, "Modality diagnostics"), *diagnostics]
     if payload.get("notes"):
         blocks.append(Bullets(tuple(str(n) for n in payload["notes"])))
     blocks += [Figure(fig, fig) for fig in payload.get("figures", [])]
