@@ -227,7 +227,9 @@ def random_mask(
     return mask.to(device)
 
 
-def imbalanced_mask(avail: torch.Tensor, rates: Sequence[float] | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def imbalanced_mask(
+    avail: torch.Tensor, rates: Sequence[float] | torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
     """Drop each available entry of modality j independently with probability ``rates[j]``, keeping >= 1 per
     utterance: an utterance left empty keeps one available modality drawn with probability proportional to
     1 - r_j (module docstring). ``avail`` [..., M] bool; ``rates`` [M] (or broadcastable to ``avail``). Draws on the
@@ -413,8 +415,9 @@ def split_frame_keep(
     return frame_keep_masks(present, condition.rate, gen)
 
 
-def frames_mask(mask: torch.Tensor, keep: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
-                modalities: tuple[str, ...]) -> torch.Tensor:
+def frames_mask(
+    mask: torch.Tensor, keep: dict[str, torch.Tensor], present: dict[str, torch.Tensor], modalities: tuple[str, ...]
+) -> torch.Tensor:
     """``mask`` [N, U, M] with every sequence modality that ``keep`` (m -> [N, U, F]) leaves without a frame turned
     off where the data has frames (``present``): such a modality counts as missing for that utterance."""
     out = mask.clone()

@@ -40,6 +40,7 @@ from corekd.reporting.figures import (
     rejection_figure,
     tsne_figure,
 )
+from corekd.reporting.missingness import missingness_blocks
 from corekd.reporting.stats import (
     curve_auc,
     format_p,
@@ -389,6 +390,7 @@ def _test_blocks(task: str, recs: list[dict], n_seeds: int, modalities: int) -> 
                 metric,
             ),
         ]
+    blocks += missingness_blocks(frame, test, n_seeds, TABLE_METRICS[task], [], level=3, prefix="Test, ")
     return blocks
 
 

@@ -28,6 +28,7 @@ from corekd.reporting.blocks import (
     render_markdown,
     write_page,
 )
+from corekd.reporting.missingness import missingness_blocks
 from corekd.reporting.stats import NOT_AVAILABLE, difference_table, format_difference
 from corekd.reporting.tables import (
     FIXED_AVG,
@@ -637,6 +638,14 @@ def _report_blocks(meta: dict, records: list[dict], trainings: list[dict]) -> li
                 + "."
             ),
         ]
+    blocks += missingness_blocks(
+        frame,
+        records,
+        n_seeds,
+        table_metrics,
+        list(meta.get("modalities") or []),
+        burst_length=meta.get("burst_length"),
+    )
     blocks += _headline_blocks(frame, records, n_seeds, regression)
     blocks += training_section(meta, trainings)
     blocks += ablation_section(
