@@ -177,6 +177,16 @@ class TeacherConfig(_Strict):
     MODEL_FIELDS: ClassVar[tuple[str, ...]] = ("dropout", "input_dropout")
 
 
+# The quickstart's realistic-missingness conditions (configs/quickstart.yaml). Not the EvaluationConfig defaults:
+# those stay empty so that a config without the keys evaluates, and records, exactly what it did before.
+QUICKSTART_MISSINGNESS: dict = {
+    "imbalanced_rates": [[0.6, 0.15, 0.15], [0.15, 0.6, 0.15], [0.15, 0.15, 0.6]],
+    "burst_rates": [0.3, 0.5],
+    "burst_length": 4.0,
+    "feature_rates": [0.3, 0.5],
+}
+
+
 class EvaluationConfig(_Strict):
     mask_seed: int = Field(0, description="seed of every evaluation mask (shared by all methods and seeds)")
     random_rates: list[float] = Field(default_factory=lambda: [round(0.1 * k, 1) for k in range(8)])

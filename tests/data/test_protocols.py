@@ -572,7 +572,7 @@ def test_parsed_conditions_are_the_conditions_they_name():
         (
             "dropped:l",
             r"unknown condition 'dropped:l': expected complete, fixed:<modalities>, random:<rate>, frames:<rate>, "
-                r"imbalanced:<rates>, burst:<rate> or features:<rate>",
+            r"imbalanced:<rates>, burst:<rate> or features:<rate>",
         ),
     ],
 )

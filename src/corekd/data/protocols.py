@@ -506,4 +506,4 @@ class TrainingMissing(BaseModel):
             shape = () if per == "batch" else avail.shape[:1] + (1,) * (avail.dim() - 2)
             rate = self.low + (self.high - self.low) * torch.rand(shape, generator=generator, dtype=torch.float64)
             return burst_mask(avail, rate, self.burst_length, generator)
-        return training_rate_masks(avail, self.low, self.high, generator, cast(RandomScheme, self.scheme), per)
+        return training_rate_masks(avail, self.low, self.high, generator, self.scheme, per)

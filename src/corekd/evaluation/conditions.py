@@ -74,7 +74,7 @@ def evaluate_model(
         reason = reasons.get(name)
         rate = round(missing_rate(mask[test.utt_mask], test.avail[test.utt_mask]), 4)
         keep = frames.get(name)
-        extra = (
+        extra: dict[str, object] = (
             {}
             if keep is None or present is None
             else {"frame_missing_rate": round(frame_missing_rate(keep, present), 4)}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from corekd.config import MethodSpec, RunConfig, load_config
+from corekd.config import QUICKSTART_MISSINGNESS, EvaluationConfig, MethodSpec, RunConfig, load_config
 from corekd.data.batching import SplitTensors
 from corekd.data.corpus import Corpus, load_corpus
 from corekd.data.protocols import standard_conditions
@@ -152,7 +152,8 @@ def resolve_config(
     """The run's configuration (file, object or the quickstart) with the command-line overrides applied."""
     config_path = None
     if config is None and not DEFAULT_CONFIG.is_file():
-        config = RunConfig(name="quickstart")  # the built-in defaults are the quickstart
+        # the built-in defaults plus the quickstart's missingness conditions are the quickstart
+        config = RunConfig(name="quickstart", evaluation=EvaluationConfig(**QUICKSTART_MISSINGNESS))
     elif config is None or isinstance(config, (str, Path)):
         config_path = Path(config) if config is not None else DEFAULT_CONFIG
         config = load_config(config_path)

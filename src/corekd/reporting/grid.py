@@ -380,7 +380,8 @@ def _test_blocks(task: str, recs: list[dict], n_seeds: int, modalities: int) -> 
             Heading(3, f"Test, frame missing at rate p ({title})"),
             Paragraph(
                 "Every modality observed, a share p of each sequence modality's frames dropped per "
-                "utterance (the same frames for every method and seed)."
+                "utterance (at p = 1 every frame, and the modality counts as missing; the same frames for every "
+                "method and seed)."
             ),
             table_block(
                 mark_not_applicable(mean_std_table(frame, metric, frame_cols), test),

@@ -626,8 +626,8 @@ def _report_blocks(meta: dict, records: list[dict], trainings: list[dict]) -> li
             Heading(2, f"Frame missing, rate p ({title})"),
             Paragraph(
                 "Intra-modality frame missing: every modality observed, a share p of each sequence "
-                f"modality's frames dropped per utterance ({sequence}; at least one frame kept), the same "
-                "frames for every method and seed."
+                f"modality's frames dropped per utterance ({sequence}; at least one frame kept while p < 1; at "
+                "p = 1 every frame goes and the modality counts as missing), the same frames for every method and seed."
             ),
             table_block(
                 table(metric, frame_cols), [c.split(":")[1] for c in frame_cols], "method \\ p", n_seeds, metric
