@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from corekd.data.protocols import RandomScheme, TrainingMissing, check_burst
+from corekd.data.protocols import FrameScheme, RandomScheme, TrainingMissing, check_burst
 from corekd.data.synth import SynthConfig
 from corekd.errors import CorekdError, from_validation_error
 from corekd.methods import method_class
@@ -196,6 +196,11 @@ class EvaluationConfig(_Strict):
         "modalities",
     )
     scheme: RandomScheme = Field("calibrated", description="random-missing scheme (see corekd.data.protocols)")
+    frame_scheme: FrameScheme = Field(
+        "keep_one",
+        description="frames:p below 1: keep_one (one frame per sequence always kept) or independent (each frame "
+        "dropped with probability p; a sequence may lose every frame and then counts as missing)",
+    )
     imbalanced_rates: list[list[float]] = Field(
         default_factory=list,
         description="imbalanced:r1,r2,... conditions: one list of per-modality missing rates (corpus order) each",

@@ -21,6 +21,8 @@ from corekd.data.protocols import (
     frame_keep_masks,
     frames_mask,
     imbalanced_mask,
+    independent_frame_keep,
+    keep_one_sequence,
     missing_rate_by_modality,
     split_condition_mask,
     split_feature_keep,
@@ -341,3 +343,29 @@ def test_training_missing_burst_scheme_draws_runs():
 def test_training_missing_refusals(fields, match):
     with pytest.raises(ValidationError, match=match):
         TrainingMissing(**fields)
+
+
+# ---------------------------------------------------------------- frame_scheme: independent
+def test_independent_frames_realise_p_for_every_length_and_may_lose_a_whole_sequence():
+    """n = 2 frames at p = 0.7: keep_one drops 1 of 2 (0.5); independent drops 0.7 in expectation and loses both
+    frames with probability 0.49."""
+    present = {"a": torch.ones(40_000, 2, dtype=torch.bool)}
+    keep = independent_frame_keep(present, 0.7, torch_generator("i", 0))["a"]
+    assert float((~keep).float().mean()) == pytest.approx(0.7, abs=0.01)
+    assert float((~keep.any(-1)).float().mean()) == pytest.approx(0.49, abs=0.01)
+    assert not independent_frame_keep(present, 1.0, torch_generator("i", 0))["a"].any()
+
+
+def test_keep_one_sequence_gives_an_emptied_utterance_one_frame_back():
+    """Utterance 1: both sequences lost every frame and nothing else is observed: one frame of one of them returns.
+    Utterance 2: the vector l is observed: nothing returns."""
+    present = {"a": torch.tensor([[[True, True], [True, False]]]), "v": torch.tensor([[[True, False], [True, True]]])}
+    keep = {m: torch.zeros_like(p) for m, p in present.items()}
+    avail = torch.ones(1, 2, 3, dtype=torch.bool)
+    mask = frames_mask(torch.tensor([[[False, True, True], [True, True, True]]]), keep, present, MODS)
+    assert mask.tolist() == [[[False, False, False], [True, False, False]]]
+    mask2, keep2 = keep_one_sequence(mask, keep, present, avail, MODS, torch_generator("k", 0))
+    assert int(mask2[0, 0].sum()) == 1 and mask2[0, 1].tolist() == [True, False, False]
+    back = [m for m in ("a", "v") if keep2[m][0, 0].any()]
+    assert len(back) == 1 and int(keep2[back[0]][0, 0].sum()) == 1
+    assert mask2[0, 0, MODS.index(back[0])] and not keep2["a"][0, 1].any() and not keep2["v"][0, 1].any()

@@ -146,3 +146,19 @@ def test_training_rates_of_the_wrong_arity_are_refused(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["config", "check", str(path)])
     assert result.exit_code == 2 and "training.missing.rates: [0.1, 0.2] gives 2 rate(s)" in result.output
+
+
+def test_independent_frame_scheme_turns_emptied_sequences_off_and_keeps_one_modality(frames_test):
+    corpus, test = frames_test
+    conds = [Condition.parse("frames:0.9")]
+    old = evaluation_masks(conds, test, test.modalities, 0, "calibrated")
+    new = evaluation_masks(conds, test, test.modalities, 0, "calibrated", frame_scheme="independent")
+    valid = test.utt_mask
+    assert torch.equal(old["frames:0.9"], test.avail)  # keep_one: every modality stays observed
+    lost = test.avail[valid] & ~new["frames:0.9"][valid]
+    assert lost[:, :2].any() and not lost[:, 2].any()  # some l / a sequences lost every frame; v is a vector
+    assert new["frames:0.9"][valid].any(-1).all()  # at least one modality per utterance
+    for m in ("l", "a"):  # an observed sequence keeps a frame, a lost one none
+        j = test.modalities.index(m)
+        shown = new.frames["frames:0.9"][m].any(-1)
+        assert torch.equal(shown[valid], new["frames:0.9"][valid][:, j] & test.avail[valid][:, j])

@@ -21,7 +21,10 @@ Every mask is a pure function of its seed parts: the same for every method of a 
 Frame missing (:func:`frame_keep_masks`) uses the calibrated scheme within an utterance: of an
 utterance's n frames one, chosen uniformly, is always kept and every other is kept with probability
 ``(n(1-p) - 1) / (n - 1)``, so the expected share dropped is exactly p while p <= (n-1)/n (above
-that, one frame is kept); an utterance with one frame loses nothing. At p = 1 every frame of every
+that, one frame is kept); an utterance with one frame loses nothing (``frame_scheme: keep_one``, the default).
+``frame_scheme: independent`` drops every frame independently with probability p instead: exactly p in
+expectation for every length, and a sequence may lose all its frames (it then counts as missing); an utterance
+left with no modality at all gets one frame of one of its sequences back. At p = 1 every frame of every
 sequence is dropped and the modality counts as missing for that utterance (:func:`frames_mask`); a
 vector modality is untouched, so on a corpus where every modality is a sequence nothing is observed and
 ``frames:1.0`` is not applicable.
@@ -62,6 +65,7 @@ from corekd.seeding import torch_generator
 
 RandomScheme = Literal["calibrated", "redraw"]
 TrainingScheme = Literal["calibrated", "redraw", "burst"]
+FrameScheme = Literal["keep_one", "independent"]
 ConditionKind = Literal["complete", "fixed", "random", "frames", "imbalanced", "burst", "features"]
 RATE_KINDS = ("random", "frames", "burst", "features")  # conditions named <kind>:<one rate>
 # Conditions added with issue 32: their masks are seeded by (seed, split, name) only, not by the random scheme.
@@ -404,13 +408,66 @@ def frame_keep_masks(
     return out
 
 
+def independent_frame_keep(
+    present: dict[str, torch.Tensor], rate: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Frame missing with ``frame_scheme: independent``: every present frame dropped independently with probability
+    ``rate`` (m -> [..., F] bool, the frames kept). The expected share dropped is ``rate`` for every length, and a
+    sequence of n frames loses all of them with probability rate^n (it then counts as missing: :func:`frames_mask`)."""
+    if not 0 <= rate <= 1:
+        raise CorekdError(f"frame missing rate must lie in [0, 1], got {rate}")
+    out = {}
+    for m, has in present.items():
+        draw = torch.rand(has.shape, generator=generator, dtype=torch.float64)
+        out[m] = has.detach().cpu() & (draw >= rate)
+    return out
+
+
+def keep_one_sequence(
+    mask: torch.Tensor,
+    keep: dict[str, torch.Tensor],
+    present: dict[str, torch.Tensor],
+    avail: torch.Tensor,
+    modalities: tuple[str, ...],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """An utterance that the frame draw left with no observed modality (``mask`` [N, U, M] after :func:`frames_mask`)
+    although the data has one (``avail``) gets one frame back: of one of its sequence modalities with frames, drawn
+    uniformly, one present frame drawn uniformly. Returns the new (mask, keep)."""
+    seqs = list(present)
+    if not seqs:
+        return mask, keep
+    empty = avail.any(-1) & ~mask.any(-1)  # [N, U]
+    has_frames = torch.stack([present[m].any(-1) for m in seqs], -1)  # [N, U, S]
+    pick = torch.rand(has_frames.shape, generator=generator, dtype=torch.float64).masked_fill(~has_frames, -1.0)
+    chosen = pick.argmax(-1)  # [N, U]
+    mask, keep = mask.clone(), dict(keep)
+    for s, m in enumerate(seqs):
+        has = present[m]
+        score = torch.rand(has.shape, generator=generator, dtype=torch.float64).masked_fill(~has, -1.0)
+        one = torch.nn.functional.one_hot(score.argmax(-1), has.shape[-1]).bool() & has  # [N, U, F]
+        back = empty & (chosen == s) & has.any(-1)  # [N, U]
+        keep[m] = keep[m].clone()
+        keep[m][..., : has.shape[-1]] |= one & back[..., None]
+        mask[..., modalities.index(m)] |= back.to(mask.device)
+    return mask, keep
+
+
 def split_frame_keep(
-    condition: Condition, present: dict[str, torch.Tensor], mask_seed: int, split: str
+    condition: Condition,
+    present: dict[str, torch.Tensor],
+    mask_seed: int,
+    split: str,
+    frame_scheme: FrameScheme = "keep_one",
 ) -> dict[str, torch.Tensor]:
     """The frames a ``frames:p`` condition keeps on one split: m -> [N, U, F] bool, a function of (seed, split,
-    condition) only (``present``: ``SplitTensors.frame_presence()``), so every method sees the same frames."""
+    condition) only (``present``: ``SplitTensors.frame_presence()``), so every method sees the same frames.
+    ``frame_scheme``: ``keep_one`` (:func:`frame_keep_masks`) or ``independent`` (:func:`independent_frame_keep`)."""
     if condition.kind != "frames":
         raise ValueError(f"condition {condition.name} drops no frames")
+    if frame_scheme == "independent":
+        gen = torch_generator("eval-frames", mask_seed, split, condition.name, frame_scheme)
+        return independent_frame_keep(present, condition.rate, gen)
     gen = torch_generator("eval-frames", mask_seed, split, condition.name)
     return frame_keep_masks(present, condition.rate, gen)
 

@@ -7,10 +7,12 @@ import torch
 
 from corekd.data.batching import SplitTensors
 from corekd.data.protocols import (
+    FrameScheme,
     RandomScheme,
     feature_missing_rate,
     frame_missing_rate,
     frames_mask,
+    keep_one_sequence,
     missing_rate,
     missing_rate_by_modality,
     split_condition_mask,
@@ -20,6 +22,7 @@ from corekd.data.protocols import (
 from corekd.evaluation.metrics import task_metrics
 from corekd.evaluation.predict import predict
 from corekd.models.model import ERCModel
+from corekd.seeding import torch_generator
 
 
 def not_applicable(
@@ -148,6 +151,7 @@ def evaluation_masks(
     mask_seed: int,
     scheme: RandomScheme,
     burst_length: float = 4.0,
+    frame_scheme: FrameScheme = "keep_one",
 ) -> ConditionMasks:
     """Condition name -> mask on ``split`` (named ``split.name``): a function of (mask_seed, split, condition).
 
@@ -159,9 +163,20 @@ def evaluation_masks(
         for c in conditions
     }
     present = split.frame_presence()
-    frames = {c.name: split_frame_keep(c, present, mask_seed, split.name) for c in conditions if c.kind == "frames"}
-    for name, keep in frames.items():
-        masks[name] = frames_mask(masks[name], keep, present, modalities)
+    frames = {
+        c.name: split_frame_keep(c, present, mask_seed, split.name, frame_scheme)
+        for c in conditions
+        if c.kind == "frames"
+    }
+    for c in conditions:
+        if c.kind != "frames":
+            continue
+        masks[c.name] = frames_mask(masks[c.name], frames[c.name], present, modalities)
+        if frame_scheme == "independent" and c.rate < 1:  # below 1 an utterance keeps at least one modality
+            gen = torch_generator("eval-frames-keep-one", mask_seed, split.name, c.name)
+            masks[c.name], frames[c.name] = keep_one_sequence(
+                masks[c.name], frames[c.name], present, split.avail, modalities, gen
+            )
     vectors = {m: x for m, x in split.features.items() if m not in split.sequence_modalities}
     features = {
         c.name: split_feature_keep(c, vectors, mask_seed, split.name)

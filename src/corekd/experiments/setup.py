@@ -262,8 +262,9 @@ def prepare_run(config: RunConfig, config_path: Path | None, device: torch.devic
     train, dev_split, test = (SplitTensors.from_corpus(corpus, s, task) for s in ("train", "dev", "test"))
     ev = config.evaluation
     conditions = run_conditions(config, corpus, config_path)
-    test_masks = evaluation_masks(conditions, test, corpus.modality_names, ev.mask_seed, ev.scheme, ev.burst_length)
-    dev_masks = evaluation_masks(conditions, dev_split, corpus.modality_names, ev.mask_seed, ev.scheme, ev.burst_length)
+    mods = corpus.modality_names
+    test_masks = evaluation_masks(conditions, test, mods, ev.mask_seed, ev.scheme, ev.burst_length, ev.frame_scheme)
+    dev_masks = evaluation_masks(conditions, dev_split, mods, ev.mask_seed, ev.scheme, ev.burst_length, ev.frame_scheme)
     input_stats = train_statistics(train) if config.data.standardize else None
 
     methods, order, reported = method_order(config)
@@ -291,6 +292,7 @@ def prepare_run(config: RunConfig, config_path: Path | None, device: torch.devic
         "mask_seed": ev.mask_seed,
         "random_scheme": ev.scheme,
         **({"burst_length": ev.burst_length} if ev.burst_rates else {}),
+        **({"frame_scheme": ev.frame_scheme} if ev.frame_scheme != "keep_one" else {}),
         **({"sequence_modalities": corpus.sequence_modalities()} if corpus.sequence_modalities() else {}),
         "selection": (
             f"TEST split (legacy training.select_on: test), {config.training.select_metric}"
