@@ -383,11 +383,12 @@ class RunAnalyses:
                 variant, method, f"state drift under the {len(own)} condition(s) it is not scored under", first
             )
         frames = getattr(self.masks, "frames", {})
+        features = getattr(self.masks, "features", {})
         outputs = {}
         for name, mask in self.masks.items():
             if name in skip:
                 continue
-            out = run_model(model, self.test, mask, self.batch_size, self.device, frames.get(name))
+            out = run_model(model, self.test, mask, self.batch_size, self.device, frames.get(name), features.get(name))
             outputs[name] = out
             if t_out is not None:
                 normalized, raw = drift(out.fused.cpu(), t_out.fused.cpu(), valid)

@@ -41,6 +41,7 @@ from corekd.reporting.figures import (
     rejection_figure,
     tsne_figure,
 )
+from corekd.reporting.missingness import missingness_blocks
 from corekd.reporting.realistic import realistic_blocks
 from corekd.reporting.stats import (
     curve_auc,
@@ -381,7 +382,8 @@ def _test_blocks(task: str, recs: list[dict], n_seeds: int, modalities: int) -> 
             Heading(3, f"Test, frame missing at rate p ({title})"),
             Paragraph(
                 "Every modality observed, a share p of each sequence modality's frames dropped per "
-                "utterance (the same frames for every method and seed)."
+                "utterance (at p = 1 every frame, and the modality counts as missing; the same frames for every "
+                "method and seed)."
             ),
             table_block(
                 mark_not_applicable(mean_std_table(frame, metric, frame_cols), test),
@@ -391,6 +393,7 @@ def _test_blocks(task: str, recs: list[dict], n_seeds: int, modalities: int) -> 
                 metric,
             ),
         ]
+    blocks += missingness_blocks(frame, test, n_seeds, TABLE_METRICS[task], [], level=3, prefix="Test, ")
     return blocks
 
 
