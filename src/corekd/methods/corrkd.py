@@ -29,7 +29,7 @@ head has no target/non-target split), so ``check_task`` refuses ``l_rcd > 0`` th
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import ClassVar, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -103,6 +103,12 @@ class Critics(nn.Module):
 @register
 class CorrKD(Method):
     name = "corrkd"
+    search_space: ClassVar[dict[str, dict]] = {
+        "l_scd": {"float": [0.25, 4.0], "log": True},
+        "l_cpd": {"float": [0.25, 4.0], "log": True},
+        "l_rcd": {"float": [0.25, 4.0], "log": True},
+        "eta": {"choice": [1.0, 1.2, 1.4]},  # the paper's per-dataset values (MOSEI, MOSI, IEMOCAP)
+    }
     Options = CorrKDOptions
     options: CorrKDOptions  # narrows Method.options (an instance of Options) for the type checker
 

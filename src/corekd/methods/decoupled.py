@@ -35,7 +35,7 @@ are not implemented; edges and their softmax are restricted to pairs of observed
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -261,6 +261,12 @@ class DecoupledOptions(BaseModel):
 @register
 class Decoupled(Method):
     name = "decoupled"
+    search_space: ClassVar[dict[str, dict]] = {
+        "l_aux_ce": {"float": [0.25, 2.0], "log": True},
+        "l_graph": {"float": [0.01, 0.2], "log": True},
+        "l_rec": {"float": [0.03, 0.3], "log": True},
+        "l_cyc": {"float": [0.03, 0.3], "log": True},
+    }
     Options = DecoupledOptions
     options: DecoupledOptions  # narrows Method.options (an instance of Options) for the type checker
 
