@@ -309,7 +309,9 @@ def compare(
 @app.command()
 @_guarded
 def tune(
-    config: Path = typer.Argument(..., help="A run config or a grid config (YAML); a grid is tuned on its first corpus."),
+    config: Path = typer.Argument(
+        ..., help="A run config or a grid config (YAML); a grid is tuned on its first corpus."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder: new or empty, or an earlier tuning with --resume."),
     trials: int | None = typer.Option(
         None, "--trials", help="Trials per method, the same for every method (overrides tune.trials; default 20)."

@@ -262,7 +262,9 @@ class SweepConfig(_Strict):
 class TuneConfig(_Strict):
     """``corekd tune``'s settings (docs/tune.md); read by that command only."""
 
-    trials: int = Field(20, ge=1, description="trials per method (the same budget for every method; --trials overrides)")
+    trials: int = Field(
+        20, ge=1, description="trials per method (the same budget for every method; --trials overrides)"
+    )
     seeds: list[int] | None = Field(
         None, min_length=1, description="seeds each trial trains (its dev score: their mean); null = the first seed"
     )

@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
+from pydantic import BaseModel
 
 from corekd.config import (
     MethodModel,
@@ -181,8 +183,9 @@ def check_search(cfg: RunConfig, tune: TuneConfig, source: str | Path | None = N
                 raise CorekdError(problem, path=source, field=field)
             if key in SHARED_KEYS:
                 section, name = key.split(".")
-                model = MethodTraining if section == "training" else MethodModel
-                check = lambda v, m=model, n=name: m.model_validate({n: v})  # noqa: E731
+                model: type[BaseModel] = MethodTraining if section == "training" else MethodModel
+                checked, fixed = model, {}
+                key_name = name
             elif "." in key or key not in cls.Options.model_fields:
                 known = [*SHARED_KEYS, *cls.Options.model_fields]
                 raise CorekdError(
@@ -192,11 +195,11 @@ def check_search(cfg: RunConfig, tune: TuneConfig, source: str | Path | None = N
                     field=field,
                 )
             else:
-                base = cfg.method_options(spec).model_dump(mode="json") if spec.name != "teacher" else {}
-                check = lambda v, c=cls, b=base, k=key: c.Options.model_validate({**b, k: v})  # noqa: E731
+                checked, key_name = cls.Options, key
+                fixed = cfg.method_options(spec).model_dump(mode="json") if spec.name != "teacher" else {}
             for value_ in _candidates(value):
                 try:
-                    check(value_)
+                    checked.model_validate({**fixed, key_name: value_})
                 except Exception as exc:  # noqa: BLE001 - a pydantic error: one line naming the value
                     detail = str(exc).splitlines()[-2].strip() if "\n" in str(exc) else str(exc)
                     raise CorekdError(f"value {value_!r} is not allowed: {detail}", path=source, field=field) from None
@@ -308,7 +311,7 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def _study(storage, label: str, direction: str, pruning: bool, patience: int):
+def _study(storage, label: str, direction: Literal["minimize", "maximize"], pruning: bool, patience: int):
     import optuna
 
     pruner = (
@@ -409,7 +412,7 @@ def tune(
         base = prepare_run(cfg, source, device, command)
         metric = base.config.training.select_metric  # settled by the corpus's task
         base.test, base.test_masks = SealedSplit(), ConditionMasks({}, {})  # type: ignore[assignment]
-        direction = "minimize" if metric in LOWER_IS_BETTER else "maximize"
+        direction: Literal["minimize", "maximize"] = "minimize" if metric in LOWER_IS_BETTER else "maximize"
         storage = optuna.storages.RDBStorage(f"sqlite:///{(out / STORAGE_FILE).resolve()}")
         raw = yaml.safe_load(dump_config(cfg))
         studies: dict[str, object] = {}
@@ -424,8 +427,19 @@ def tune(
             if spec.name != "teacher" and base.methods[spec.label].needs_teacher and not teachers:
                 teachers = _tuned_teachers(base, raw, order, studies, direction, seeds, device, source, say)
             _run_trials(
-                study, base, raw, spec, spaces[spec.label], settings, seeds, teachers, device, source, say,
-                before_trial, direction,
+                study,
+                base,
+                raw,
+                spec,
+                spaces[spec.label],
+                settings,
+                seeds,
+                teachers,
+                device,
+                source,
+                say,
+                before_trial,
+                direction,
             )
     except KeyboardInterrupt:
         done = sum(len(_counted(s)) for s in studies.values()) if "studies" in locals() else 0

@@ -60,8 +60,10 @@ def tuning_blocks(payload: dict) -> list[Block]:
         blocks.append(Paragraph(f"**{md(label)}** (method `{m['method']}`)"))
         blocks.append(Bullets(tuple(items) or ("nothing to tune",)))
     blocks.append(
-        Paragraph("Every trial (parameters, dev score, seconds, state) is in `tuning.json`; `tuned.yaml` holds the config "
-                  "with each method's best parameters.")
+        Paragraph(
+            "Every trial (parameters, dev score, seconds, state) is in `tuning.json`; `tuned.yaml` holds the config "
+            "with each method's best parameters."
+        )
     )
     return blocks
 
