@@ -124,7 +124,7 @@ def test_sigterm_prints_what_was_kept_and_how_to_resume(tmp_path, config_file, u
     _wait_for(out / "checkpoints" / "teacher" / "seed0" / "complete.json", proc)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]  # once seen as 1 in CI: keep what it said
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("interrupted: kept ") and f"--out {out} --resume" in last and "Traceback" not in stderr
     payload = json.loads((out / "results.json").read_text())

@@ -158,7 +158,9 @@ def resolve_config(
     overrides = {k: v for k, v in {"seeds": seeds, "device": device}.items() if v is not None}
     if overrides:
         try:
-            config = RunConfig.model_validate({**config.model_dump(), **overrides})
+            # only what was set (in the file, or by a validator) travels, so the overridden config still tells a
+            # default from a choice (setup warnings read model_fields_set)
+            config = RunConfig.model_validate({**config.model_dump(exclude_unset=True), **overrides})
         except ValidationError as exc:
             err = from_validation_error(exc, None, model=RunConfig)
             root = (err.field or "").split("[")[0].split(".")[0]

@@ -40,6 +40,7 @@ from corekd.reporting.figures import (
     rejection_figure,
     tsne_figure,
 )
+from corekd.reporting.realistic import realistic_blocks
 from corekd.reporting.stats import (
     curve_auc,
     format_p,
@@ -761,6 +762,8 @@ def build_blocks(
         conditions, aucs, auc_notes = curve_aucs(test_recs, _primary(task))
         blocks += _auc_blocks(task, aucs, conditions, auc_notes, grid.variants, n_seeds)
         blocks += _paired_blocks(grid, task, records_frame(test_recs), aucs)
+        metric = _primary(task)
+        blocks += realistic_blocks(test_recs, metric, metric in LOWER_IS_BETTER, grid.variants)
         payload = (grid.analyses or {}).get("corpora", {}).get(key)
         if grid.analyses is not None and payload is None:
             blocks += [Heading(3, "Mechanism analyses"), Paragraph(f"{ANALYSES_FILE} holds no analyses for `{key}`.")]
