@@ -15,6 +15,7 @@ import corekd.experiments.tune as tune_module
 from corekd.cli import app
 from corekd.config import MethodSpec, dump_config, load_config, validate_config
 from corekd.errors import CorekdError
+from corekd.experiments import compare as compare_grid
 from corekd.experiments import run as run_experiment
 from corekd.experiments.tune import (
     SHARED_SPACE,
@@ -96,6 +97,8 @@ def test_a_grid_is_tuned_on_its_first_corpus_and_tuned_yaml_stays_a_grid(tmp_pat
     raw = yaml.safe_load(result.tuned.read_text())
     assert set(raw["corpora"]) == {"one", "two"}
     assert raw["methods"][0]["training"]["lr"] == result.payload["methods"]["no_kd"]["best"]["params"]["training.lr"]
+    grid = compare_grid(result.tuned, tmp_path / "cmp", report=False)  # `corekd compare` takes it as written
+    assert grid.cells == 2 and grid.ran == 2 and not grid.failed
 
 
 # ------------------------------------------------------------------ kill and resume
