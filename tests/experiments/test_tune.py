@@ -282,3 +282,11 @@ def test_a_config_without_overrides_dumps_as_before():
 def test_the_teacher_takes_its_overrides_in_its_own_section():
     with pytest.raises(CorekdError, match="teacher"):
         validate_config({"methods": [{"name": "teacher", "training": {"lr": 0.01}}]})
+
+
+def test_a_corpus_that_cannot_load_leaves_no_folder(tmp_path):
+    cfg = tiny_tune_config(methods=[{"name": "no_kd"}], data={"path": str(tmp_path / "missing")})
+    out = tmp_path / "t"
+    result = runner.invoke(app, ["tune", str(write(tmp_path, cfg)), "--out", str(out), "--trials", "1"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert not out.exists()

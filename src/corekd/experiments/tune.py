@@ -325,7 +325,10 @@ def _study(storage, label: str, direction: Literal["minimize", "maximize"], prun
 
 
 def _settle_interrupted(study) -> None:
-    """Trials left running by a killed tuning: marked failed (``interrupted``), so their budget slot is re-run."""
+    """Trials left running by a killed tuning: marked failed (``interrupted``), so their budget slot is re-run.
+
+    Optuna has no public call to change a past trial's state; the study's storage does it (as Optuna's own
+    ``fail_stale_trials`` does for heartbeats)."""
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
@@ -403,13 +406,16 @@ def tune(
         "tuned_on": inp.corpus_key,
         "command": command,
     }
+    refuse_inside_experiment(out)
+    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+        _open_folder(out, marker, resume, overwrite)  # refuses, naming --resume and --overwrite
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    base = prepare_run(cfg, source, device, command)  # before the folder is made: a bad corpus leaves nothing behind
     resumed = _open_folder(out, marker, resume, overwrite)
     lock = FolderLock(out, command).acquire()
     try:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        device = resolve_device(cfg.device)
-        base = prepare_run(cfg, source, device, command)
         metric = base.config.training.select_metric  # settled by the corpus's task
         base.test, base.test_masks = SealedSplit(), ConditionMasks({}, {})  # type: ignore[assignment]
         direction: Literal["minimize", "maximize"] = "minimize" if metric in LOWER_IS_BETTER else "maximize"
