@@ -49,6 +49,8 @@ ONE_STEP_CASES = {
     "decoupled": {},
     "reconstruction": {},
     "decoupled+kd": {"l_kd": 1.0},
+    "decoupled+coarse": {"l_dict": 0.0},
+    "decoupled+dict_kd": {"l_dict_kd": 1.0},
     "reconstruction+attached": {"rec_target": "attached", "rec_over": "missing"},
 }
 

@@ -31,8 +31,12 @@ EXPECTED_TERMS = {
         "rec",
         "cyc",
         "ort",
+        "dict_shared",
+        "dict_exclusive",
     },
     "reconstruction": {"ce", "rec"},
+    "mmin": {"ce", "forward", "cycle"},
+    "gcnet": {"ce", "rec"},
     "corrkd": {"ce", "scd", "cpd", "rcd"},
     "contrastive_view": {"ce", "contrast"},
 }
@@ -243,6 +247,8 @@ ONE_STEP_CASES = {
     "contrastive_view": {},
     "decoupled": {},
     "reconstruction": {},
+    "mmin": {"blocks": 2, "block_hidden": [16, 8]},
+    "gcnet": {},
 }
 
 

@@ -192,7 +192,7 @@ def test_corrkd_scd_sum_reduction_with_two_utterances():
     """eq. 1 as printed: the per-utterance mean times N (N - 1) = 2 * 1 for N = 2 (not 2 * 2).
     Normalised states s = (1, 0), (0, 1); t = (1, 0), (1, 0); eta 1.4:
     u0: D(s0, t0)^2 = 0, hinge (1.4 - D(s0, t1) = 0)^2 = 1.96;  u1: D(s1, t1)^2 = 2, hinge (1.4 - sqrt 2 < 0) = 0.
-    Kills corrkd.CorrKD.loss `max(n - 1, 2)`."""
+    Kills corrkd.CorrKD.loss `n * (n - 2)`."""
     method = build_method("corrkd", l_cpd=0.0, l_rcd=0.0, scd_reduction="sum", l_scd=1.0)
     ctx = made_up_context(method, None)
     ctx.batch.utt_mask[1, 0] = False  # only row 0: N = 2

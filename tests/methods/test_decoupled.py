@@ -280,6 +280,7 @@ def test_decoupled_loss_by_hand_every_term():
         l_ort=0.7,
         l_kd=0.5,
         temperature=2.0,
+        l_dict=0.0,
     )
     assert set(terms) == {
         "ce",
@@ -344,7 +345,7 @@ def test_decoupled_loss_by_hand_every_term():
 def test_decoupled_zero_weights_switch_their_terms_off():
     """Every weight 0: only the CE is computed. Kills decoupled.Decoupled.loss `l_aux_ce >= 0`; Decoupled.loss `l_graph
     >= 0`; Decoupled.loss `l_rec >= 0`; Decoupled.loss `l_cyc >= 0`; Decoupled.loss `l_ort >= 0`."""
-    total, terms = _decoupled_loss(l_aux_ce=0.0, l_graph=0.0, l_rec=0.0, l_cyc=0.0, l_ort=0.0, l_kd=0.0)
+    total, terms = _decoupled_loss(l_aux_ce=0.0, l_graph=0.0, l_rec=0.0, l_cyc=0.0, l_ort=0.0, l_kd=0.0, l_dict=0.0)
     assert set(terms) == {"ce"}
     assert total.item() == pytest.approx((py_ce(D_LOGITS[0], 1) + py_ce(D_LOGITS[1], 0)) / 2, abs=1e-6)
 
@@ -367,6 +368,7 @@ def test_decoupled_kd_on_regression_is_the_squared_error_by_hand():
         l_cyc=0.0,
         l_ort=0.0,
         l_kd=0.5,
+        l_dict=0.0,
     )
     assert terms["ce"].item() == pytest.approx(0.75) and terms["kd"].item() == pytest.approx(2.5)
     assert total.item() == pytest.approx(0.75 + 0.5 * 2.5)

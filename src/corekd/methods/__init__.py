@@ -9,6 +9,8 @@ from corekd.methods import (  # noqa: F401  (registers the methods)  # noqa: F40
     corekd,
     corrkd,
     decoupled,
+    gcnet,
+    mmin,
     no_kd,
     reconstruction,
     teacher,

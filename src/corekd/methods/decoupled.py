@@ -1,4 +1,4 @@
-"""``decoupled``: decoupled multimodal distillation (DMD, and DHMD's first, coarse-grained stage; seed 004).
+"""``decoupled``: decoupled hierarchical distillation (DHMD, seed 004: DMD's coarse stage plus the fine-grained stage).
 
 The student (:class:`DecoupledModel`) splits each modality's encoding ``x_m`` [H] into a
 modality-irrelevant part ``c_m = E_c(x_m)`` (one encoder shared by every modality) and a
@@ -12,8 +12,14 @@ modalities' (logits, part), the scores of an utterance's edges are normalised to
 ``w_{j<-i} + prior_{j<-i}``. The classifier reads the per-modality states ``x_m + W[c_m; s_m]``
 through the shared context, fusion and head.
 
+Stage two (DHMD's cross-modal dictionary matching): each space has a learned dictionary of ``dict_size`` atoms
+``A`` [K, H], shared by the modalities; a part's activations over it are ``a = softmax(cos(part, A_k) / tau)``
+[K], and in each space every observed modality ``j`` imitates every other observed modality ``i``:
+``DM = mean_{edges j<-i} KL(a_i || a_j)`` (source detached, per utterance).
+
 ``L = CE + l_aux_ce * L_aux + l_graph * (GD_c + graph_reg * P_c + GD_s + graph_reg * P_s)
-    + l_rec * L_rec + l_cyc * L_cyc + l_ort * L_ort [+ l_kd * L_kd]``
+    + l_rec * L_rec + l_cyc * L_cyc + l_ort * L_ort + l_dict * (DM_c + DM_s) [+ l_kd * L_kd]
+    [+ l_dict_kd * (DT_c + DT_s)]``
 
 (every term per utterance, over the view's observed modalities; see docs/configuration.md):
 ``L_aux = sum_m CE(f_c^m(c_m)) + CE(f_s^m(s_m))``; ``GD = sum_{j<-i} (w + prior) * d_{j<-i}`` with
@@ -22,14 +28,25 @@ exclusive space, which pushes exclusive parts apart); ``P = sum_e (mean_batch w_
 ``L_rec = sum_m mean_H (x^_m - x_m)^2``; ``L_cyc = sum_m mean_H (s^_m - s_m)^2``;
 ``L_ort = sum_m max(0, cos(c_m, s_m))``. Defaults are the weights of DMD's released training
 (``0.05`` on both graph units, ``gd_reg 10``, ``alpha 1/8``, ``w_losses [1, 10]``, ``(L_cyc + L_rec) * 0.1``,
-``L_ort * 0.01``, prior favouring edges from language with temperature 0.25). DMD uses no
-teacher: KD from the complete-view teacher is an option, off by default.
+``L_ort * 0.01``, prior favouring edges from language with temperature 0.25). DMD and DHMD use no
+teacher: KD from the complete-view teacher is an option, off by default, on the logits (``l_kd``) or on the
+dictionary activations (``l_dict_kd``: ``DT = mean_{j observed, i in the teacher's complete view}
+KL(t_i || a_j)``, ``t_i`` the teacher's state of modality i taken through this student's encoders and
+dictionary without gradient, since the plain teacher has no parts of its own).
 
-Fill-ins (options or stated here): our states are utterance vectors, so the exclusive parts are
+What the seed gives is the stage's shape (a dictionary per decoupled space, activations over it, matching
+across modalities, on top of the coarse stage); its formulas are not in the seed text, so these are fill-ins
+(options, named in docs/configuration.md): the cosine-softmax activations and their temperature (0.1), the
+dictionary size (32 atoms), the KL direction and the mean over edges, the weight ``l_dict`` (0.1), and that the
+dictionaries shape the parts through the loss only (the readout does not use them). ``l_dict 0`` (with
+``l_dict_kd 0``) is the coarse stage alone (DMD), its model built without dictionaries: records bit for bit those
+of the coarse-only ``decoupled``.
+
+Other fill-ins (options or stated here): our states are utterance vectors, so the exclusive parts are
 not enhanced by DMD's cross-modal transformers and the parts are single linear maps; DMD's margin
-loss on the shared parts (weight 0.01 in the release) and DHMD's dictionary matching (stage two)
-are not implemented; edges and their softmax are restricted to pairs of observed modalities
-(distillation only from, and to, what the view observes).
+loss on the shared parts (weight 0.01 in the release) is not implemented; edges, their softmax and the
+dictionary matching are restricted to pairs of observed modalities (distillation only from, and to, what the
+view observes).
 """
 
 from __future__ import annotations
@@ -141,6 +158,35 @@ def edge_prior(modalities: tuple[str, ...], sources: list[str], temperature: flo
     return torch.nan_to_num(logits.softmax(-1), nan=0.0).view(m, m) if m > 1 else torch.zeros(m, m)
 
 
+def dictionary_similarity(parts: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+    """[..., H] parts, [K, H] atoms -> [..., K]: the cosine similarity of each part to each atom of a dictionary."""
+    return F.normalize(parts, dim=-1) @ F.normalize(atoms, dim=-1).T
+
+
+def dictionary_log_activations(similarity: torch.Tensor, temperature: float) -> torch.Tensor:
+    """[..., K] -> [..., K]: ``log softmax(similarity / temperature)`` over the atoms: a part's activations over the
+    dictionary (fill-in: DHMD speaks of dictionary activations; the softmax of scaled cosines is ours)."""
+    return (similarity / temperature).log_softmax(-1)
+
+
+def activation_matching(target: torch.Tensor, source: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[..., M, K] log-activations (target), [..., M, K] log-activations (source, detached here), [..., M, M] bool ->
+    [...]: the mean over valid edges ``[j, i]`` of ``KL(a_i || a_j) = sum_k a_i,k (log a_i,k - log a_j,k)``, target
+    ``j`` imitating source ``i``; 0 where no edge is valid."""
+    source = source.detach()
+    p = source.exp()[..., None, :, :]  # [..., 1, M, K]: source i
+    kl = (p * (source[..., None, :, :] - target[..., :, None, :])).sum(-1)  # [..., M, M]: [j, i]
+    weights = valid.to(kl.dtype)
+    return (kl * weights).sum((-2, -1)) / weights.sum((-2, -1)).clamp(min=1.0)
+
+
+def teacher_pairs(observed: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """[..., M] bool (the student's view), [..., M] bool (the teacher's complete view) -> [..., M, M] bool: edge
+    ``[j, i]`` from the teacher's modality i to the student's modality j, for every observed j and available i
+    (i = j included)."""
+    return observed[..., :, None] & available[..., None, :]
+
+
 # ------------------------------------------------------------------ the model
 class EdgeScorer(nn.Module):
     """One graph distillation unit's edge scores: [B, U, M, C] logits, [B, U, M, H] parts -> [B, U, M, M] (target, source)."""
@@ -172,10 +218,12 @@ class DecoupledModel(ERCModel):
         num_classes: int,
         kinds: Mapping[str, str] | None = None,
         graph_size: int = 32,
+        dictionary_size: int = 0,
     ):
         super().__init__(cfg, dims, num_classes, kinds)  # first: the base weights are the plain model's
         h = cfg.hidden
         self.graph_size = graph_size
+        self.dictionary_size = dictionary_size
         self.shared = nn.Linear(h, h)  # E_c, one for every modality
         self.exclusive = nn.ModuleDict({m: nn.Linear(h, h) for m in dims})  # E_s^m
         self.decoders = nn.ModuleDict({m: nn.Linear(2 * h, h) for m in dims})  # D_m
@@ -184,9 +232,23 @@ class DecoupledModel(ERCModel):
         self.exclusive_heads = nn.ModuleDict({m: nn.Linear(h, num_classes) for m in dims})
         self.shared_graph = EdgeScorer(h, num_classes, graph_size)
         self.exclusive_graph = EdgeScorer(h, num_classes, graph_size)
+        # DHMD's fine-grained stage: one dictionary of atoms per space, shared by every modality (built last, and only
+        # with the stage on: without it the model, its initial weights and its checkpoint are the coarse model's)
+        if dictionary_size > 0:
+            self.shared_dictionary = nn.Parameter(torch.randn(dictionary_size, h))  # [K, H]
+            self.exclusive_dictionary = nn.Parameter(torch.randn(dictionary_size, h))  # [K, H]
 
     def architecture_options(self) -> dict:
+        if self.dictionary_size > 0:
+            return {"graph_size": self.graph_size, "dictionary_size": self.dictionary_size}
         return {"graph_size": self.graph_size}
+
+    def dictionary_similarities(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, U, M, H] per-modality states (e.g. the teacher's) -> ([B, U, M, K], [B, U, M, K]): the states taken
+        through this model's shared and exclusive encoders, then their cosines to each space's atoms."""
+        c = self.shared(states)  # [B, U, M, H]
+        s = self._per_modality(self.exclusive, states)  # [B, U, M, H]
+        return dictionary_similarity(c, self.shared_dictionary), dictionary_similarity(s, self.exclusive_dictionary)
 
     def _per_modality(self, modules: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
         # x: [B, U, M, D] -> [B, U, M, D']
@@ -212,6 +274,9 @@ class DecoupledModel(ERCModel):
             "shared_edges": self.shared_graph(c_logits, c),
             "exclusive_edges": self.exclusive_graph(s_logits, s),
         }
+        if self.dictionary_size > 0:
+            out.extra["shared_similarity"] = dictionary_similarity(c, self.shared_dictionary)  # [B, U, M, K]
+            out.extra["exclusive_similarity"] = dictionary_similarity(s, self.exclusive_dictionary)  # [B, U, M, K]
         return out
 
 
@@ -256,6 +321,28 @@ class DecoupledOptions(BaseModel):
         0.0, ge=0, description="option, not in DMD: KD from the complete-view teacher on the final logits"
     )
     temperature: float = Field(2.0, gt=0, description="KD temperature, with l_kd")
+    # DHMD's fine-grained stage (seed 004): cross-modal dictionary matching
+    l_dict: float = Field(
+        0.1,
+        ge=0,
+        description="weight of DHMD's cross-modal dictionary matching, both spaces (fill-in weight; "
+        "0 with l_dict_kd 0 = the coarse stage alone, DMD, with its model and records)",
+    )
+    dict_size: int = Field(32, ge=2, description="atoms in each space's dictionary (fill-in)")
+    dict_temperature: float = Field(
+        0.1, gt=0, description="temperature of the softmax over a part's cosines to the atoms (fill-in)"
+    )
+    l_dict_kd: float = Field(
+        0.0,
+        ge=0,
+        description="option, not in DHMD: the teacher's complete-view states, taken through the student's encoders "
+        "and dictionaries (detached), as activation targets for the student's observed modalities",
+    )
+
+    @property
+    def dictionary(self) -> bool:
+        """Whether the fine-grained stage (and so the dictionaries) is on."""
+        return self.l_dict > 0 or self.l_dict_kd > 0
 
 
 @register
@@ -268,16 +355,24 @@ class Decoupled(Method):
         "l_cyc": {"float": [0.03, 0.3], "log": True},
     }
     Options = DecoupledOptions
+    # the dictionary stage's own settings (l_dict_kd is left out: it would add a teacher to some trials only)
+    search_space: ClassVar[dict[str, dict]] = {
+        "l_dict": {"float": [0.01, 1.0], "log": True},
+        "dict_size": {"choice": [8, 16, 32, 64]},
+        "dict_temperature": {"float": [0.05, 1.0], "log": True},
+    }
     options: DecoupledOptions  # narrows Method.options (an instance of Options) for the type checker
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
-        return self.options.l_kd > 0
+        return self.options.l_kd > 0 or self.options.l_dict_kd > 0
 
     def build_model(
         self, model_cfg: ModelConfig, dims: dict[str, int], num_classes: int, kinds: Mapping[str, str] | None = None
     ) -> ERCModel:
-        return DecoupledModel(model_cfg, dims, num_classes, kinds, graph_size=self.options.graph_size)
+        o = self.options
+        size = o.dict_size if o.dictionary else 0
+        return DecoupledModel(model_cfg, dims, num_classes, kinds, graph_size=o.graph_size, dictionary_size=size)
 
     def check_modalities(self, modalities: tuple[str, ...]) -> tuple[str, str] | None:
         bad = [m for m in self.options.prior_sources if m not in modalities]
@@ -334,4 +429,38 @@ class Decoupled(Method):
             assert ctx.teacher is not None  # needs_teacher: l_kd > 0
             terms["kd"] = mean(distill_loss(out.logits, ctx.teacher.logits, o.temperature, regression))
             total = total + o.l_kd * terms["kd"]
+        if o.dictionary:
+            total = self.dictionary_matching(ctx, observed, terms, total)
         return total, terms
+
+    def dictionary_matching(
+        self, ctx: StepContext, observed: torch.Tensor, terms: dict[str, torch.Tensor], total: torch.Tensor
+    ) -> torch.Tensor:
+        """DHMD's fine-grained stage: adds its terms to ``terms`` and returns ``total`` with them.
+
+        In each space every observed modality's part has activations over the space's dictionary; with ``l_dict``
+        each observed modality j imitates every other observed modality i (``KL(a_i || a_j)``, source detached, mean
+        over the utterance's edges). With ``l_dict_kd`` each observed j also imitates the activations of every
+        modality i of the teacher's complete view (the teacher's states through this model's encoders and
+        dictionaries, without gradient).
+        """
+        o, e, real = self.options, ctx.output.extra, ctx.batch.utt_mask
+        spaces = ("shared", "exclusive")
+        log_a = {sp: dictionary_log_activations(e[f"{sp}_similarity"], o.dict_temperature) for sp in spaces}
+        if o.l_dict > 0:
+            valid = pair_mask(observed)  # [B, U, M, M]
+            for sp in spaces:
+                terms[f"dict_{sp}"] = masked_mean(activation_matching(log_a[sp], log_a[sp], valid), real)
+                total = total + o.l_dict * terms[f"dict_{sp}"]
+        if o.l_dict_kd > 0:
+            assert ctx.teacher is not None  # needs_teacher: l_dict_kd > 0
+            if not isinstance(ctx.model, DecoupledModel):
+                raise TypeError(f"decoupled's l_dict_kd needs its DecoupledModel, got {type(ctx.model).__name__}")
+            with torch.no_grad():
+                teacher_sim = dict(zip(spaces, ctx.model.dictionary_similarities(ctx.teacher.states), strict=True))
+            valid = teacher_pairs(observed, ctx.batch.avail & real[..., None])  # [B, U, M, M]
+            for sp in spaces:
+                target = dictionary_log_activations(teacher_sim[sp], o.dict_temperature)
+                terms[f"dict_kd_{sp}"] = masked_mean(activation_matching(log_a[sp], target, valid), real)
+                total = total + o.l_dict_kd * terms[f"dict_kd_{sp}"]
+        return total

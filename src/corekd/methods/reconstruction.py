@@ -1,11 +1,15 @@
-"""``reconstruction``: impute the missing modalities' states, then classify the completed view (MMIN/GCNet family).
+"""``reconstruction``: a one-hidden-layer MLP imputer of the missing modalities' states, then the completed view.
+
+What it is: a reduced stand-in for the imputation family CoRe-KD argues against (MMIN, GCNet), kept as the
+cheapest member of that family; ``mmin`` (:mod:`corekd.methods.mmin`) is MMIN's imagination itself (cascaded
+residual autoencoders, forward and backward) and ``gcnet`` (:mod:`corekd.methods.gcnet`) GCNet's graph
+completion over the dialogue. Reports name it "MLP imputer".
 
 The student (:class:`ReconstructionModel`) encodes the observed modalities as the plain model does
-(``x`` [B, U, M, H]); a learned decoder (an MLP over the observed encodings, missing ones zeroed,
-and the observation mask) predicts every modality's encoding ``x^`` [B, U, M, H]; the completed view
-keeps the observed encodings and takes ``x^`` for the missing ones, and the shared context, fusion
-and head read it as if every modality were observed. It does so at inference too: this is the
-family CoRe-KD argues against (imputing what is absent instead of anchoring the incomplete view).
+(``x`` [B, U, M, H]); one MLP (``Linear -> GELU -> dropout -> Linear``, per utterance, no dialogue context)
+over the observed encodings, missing ones zeroed, and the observation mask predicts every modality's encoding
+``x^`` [B, U, M, H]; the completed view keeps the observed encodings and takes ``x^`` for the missing ones, and
+the shared context, fusion and head read it as if every modality were observed, at inference too.
 
 ``L = CE + l_rec * L_rec [+ l_kd * L_kd]``, ``L_rec`` per utterance the mean over the imputed
 modalities (``rec_over``) of ``mean_H (x^_m - t_m)^2``, where the target ``t`` is the model's own
@@ -13,11 +17,9 @@ encoding of the complete view (a second pass of the encoders on ``batch.complete
 train mode, dropout included), detached by default (``rec_target``): the imputation learns to hit
 the encoder, the encoder is not pulled towards what the decoder can predict.
 
-Fill-ins (options or stated here): imputation of the per-modality states rather than the raw
-features (MMIN imagines a joint latent, GCNet features through a graph); one hidden layer
-(``imputer_hidden``, default 2H); ``rec_over: all`` (every modality the data has, as MMIN's
-imagination of the whole joint vector) or ``missing`` (only those the view hides); MMIN's backward
-cycle and GCNet's graph over the dialogue are not implemented; no teacher unless ``l_kd`` > 0.
+Not from a paper (all fill-ins): one hidden layer (``imputer_hidden``, default 2H); ``rec_over: all``
+(every modality the data has) or ``missing`` (only those the view hides); no cascade, no backward cycle,
+no graph over the dialogue; no teacher unless ``l_kd`` > 0.
 """
 
 from __future__ import annotations
