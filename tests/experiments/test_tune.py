@@ -26,6 +26,7 @@ from corekd.experiments.tune import (
     method_space,
     tune,
 )
+from corekd.methods import registered
 from corekd.methods.base import spec_problem
 from helpers import quick_config
 
@@ -233,7 +234,10 @@ def test_the_same_sampler_seed_gives_the_same_params_and_another_seed_others(tmp
 
 # ------------------------------------------------------------------ spaces, variants, overrides
 def test_every_method_space_is_well_formed_and_names_its_own_options():
-    methods = ["teacher", "no_kd", "vanilla_kd", "corekd", "corrkd", "contrastive_view", "decoupled", "reconstruction"]
+    methods = ["teacher", *(n for n in registered() if n != "teacher")]
+    assert {"no_kd", "vanilla_kd", "corekd", "corrkd", "contrastive_view", "decoupled", "reconstruction"} <= set(
+        methods
+    )
     cfg = validate_config({"methods": [{"name": n} for n in methods]})
     order = tune_module.check_search(cfg, tune_module.tune_settings(cfg, None))
     assert [s.label for s in order] == methods
@@ -290,3 +294,12 @@ def test_a_corpus_that_cannot_load_leaves_no_folder(tmp_path):
     result = runner.invoke(app, ["tune", str(write(tmp_path, cfg)), "--out", str(out), "--trials", "1"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert not out.exists()
+
+
+def test_a_trial_that_asks_for_a_teacher_gets_one_even_when_the_config_needs_none(tmp_path):
+    search = {"decoupled": {"l_kd": {"choice": [0.5]}}}  # every trial distils; the config's decoupled does not
+    cfg = tiny_tune_config(methods=[{"name": "decoupled"}], tune={"search": search})
+    payload = tune(write(tmp_path, cfg), tmp_path / "t", trials=1).payload
+    assert list(payload["methods"]) == ["decoupled"]
+    [row] = payload["methods"]["decoupled"]["trials"]
+    assert row["state"] == "complete" and row["params"]["l_kd"] == 0.5

@@ -265,6 +265,9 @@ def dev_score(setup: RunSetup, label: str, model, device) -> float | None:
 def trial_setup(base: RunSetup, cfg: RunConfig, label: str) -> tuple[RunSetup, MethodSpec]:
     """The prepared run with ``cfg`` (one trial's config) and the trial's method rebuilt from it (nothing reloaded)."""
     methods, order, _ = method_order(cfg)
+    if label == "teacher" and label not in methods:  # a teacher only some trials' options ask for
+        order = [MethodSpec(name="teacher")]
+        methods = {label: method_class("teacher")(cfg.method_options(order[0]), cfg.training.missing)}
     spec = next(s for s in order if s.label == label)
     method = methods[label]
     modalities = base.corpus.modality_names
@@ -426,12 +429,16 @@ def tune(
         if resumed:
             say(f"resuming {out}")
         teachers: dict[int, TeacherReference] = {}
+
+        def teachers_now() -> dict[int, TeacherReference]:  # the tuned teacher, trained when a trial first needs it
+            if not teachers:
+                teachers.update(_tuned_teachers(base, raw, order, studies, direction, seeds, device, source, say))
+            return teachers
+
         for spec in order:
             study = _study(storage, spec.label, direction, settings.pruning, cfg.training.patience)
             studies[spec.label] = study
             _settle_interrupted(study)
-            if spec.name != "teacher" and base.methods[spec.label].needs_teacher and not teachers:
-                teachers = _tuned_teachers(base, raw, order, studies, direction, seeds, device, source, say)
             _run_trials(
                 study,
                 base,
@@ -440,7 +447,7 @@ def tune(
                 spaces[spec.label],
                 settings,
                 seeds,
-                teachers,
+                teachers_now,
                 device,
                 source,
                 say,
@@ -463,7 +470,7 @@ def tune(
 
 def _tuned_teachers(base, raw, order, studies, direction, seeds, device, source, say) -> dict[int, TeacherReference]:
     """The frozen teacher of each tuning seed, trained once with its best parameters (defaults when untuned)."""
-    teacher_spec = next(s for s in order if s.name == "teacher")
+    teacher_spec = next((s for s in order if s.name == "teacher"), MethodSpec(name="teacher"))
     study = studies.get(teacher_spec.label)
     best = _best(study, direction) if study is not None else None
     params = best["params"] if best else {}
@@ -480,7 +487,7 @@ def _tuned_teachers(base, raw, order, studies, direction, seeds, device, source,
 
 
 def _run_trials(
-    study, base, raw, spec, space, settings, seeds, teachers, device, source, say, before_trial, direction
+    study, base, raw, spec, space, settings, seeds, teachers_now, device, source, say, before_trial, direction
 ) -> None:
     import optuna
     from optuna.trial import TrialState
@@ -503,6 +510,7 @@ def _run_trials(
         try:
             cfg = validate_config(apply_params(raw, spec, params), source)
             setup, tspec = trial_setup(base, cfg, label)
+            teachers = teachers_now() if setup.methods[label].needs_teacher else {}
             for i, seed in enumerate(seeds):
                 hook = _pruning_hook(trial) if i == 0 else None
                 result = train_unit(setup, tspec, seed, device, teachers.get(seed), on_epoch=hook)
