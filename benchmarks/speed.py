@@ -11,7 +11,7 @@ training settings (``TrainingConfig()``), on one device chosen by ``--device``:
 - training: ``corekd.training.Trainer.epoch`` (the step ``train_model`` trains with), over the
   train split in shuffled batches, for ``no_kd``, ``corekd`` (default options: the training view and its
   conflict copy in one stacked forward), ``corekd`` with ``nce_mode: inline`` (one view), and the
-  baselines (``BASELINE_METHODS``: corrkd, contrastive_view, decoupled, reconstruction; default options,
+  baselines (``BASELINE_METHODS``: corrkd, contrastive_view, decoupled, reconstruction, mmin, gcnet; default options,
   each on its own ``Method.build_model``); the teacher is a freshly initialised model, since weights
   do not matter for speed. Epochs of all methods are interleaved so that a slow patch of the
   machine hits all of them; the median epoch is reported, and each baseline as its step time
@@ -65,7 +65,7 @@ from corekd.training import TeacherReference, Trainer, init_model
 SEED = 0
 LATENCY_UTTERANCES = 50
 # Issue-14 baselines: training step relative to no_kd, same run, same interleaved epochs (default options).
-BASELINE_METHODS: tuple[str, ...] = ("corrkd", "contrastive_view", "decoupled", "reconstruction")
+BASELINE_METHODS: tuple[str, ...] = ("corrkd", "contrastive_view", "decoupled", "reconstruction", "mmin", "gcnet")
 BASELINE_RATIO_LIMIT = 3.0  # issue 14: none above 3x no_kd without a written reason
 TARGETS = {
     # name: (threshold, comparison); "value <= threshold" / "value >= threshold" / "value < threshold"

@@ -19,11 +19,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from corekd.data.protocols import RandomScheme, TrainingMissing
+from corekd.data.protocols import FrameScheme, RandomScheme, TrainingMissing, check_burst
 from corekd.data.synth import SynthConfig
 from corekd.errors import CorekdError, from_validation_error
 from corekd.methods import method_class
@@ -176,6 +177,16 @@ class TeacherConfig(_Strict):
     MODEL_FIELDS: ClassVar[tuple[str, ...]] = ("dropout", "input_dropout")
 
 
+# The quickstart's realistic-missingness conditions (configs/quickstart.yaml). Not the EvaluationConfig defaults:
+# those stay empty so that a config without the keys evaluates, and records, exactly what it did before.
+QUICKSTART_MISSINGNESS: dict = {
+    "imbalanced_rates": [[0.6, 0.15, 0.15], [0.15, 0.6, 0.15], [0.15, 0.15, 0.6]],
+    "burst_rates": [0.3, 0.5],
+    "burst_length": 4.0,
+    "feature_rates": [0.3, 0.5],
+}
+
+
 class EvaluationConfig(_Strict):
     mask_seed: int = Field(0, description="seed of every evaluation mask (shared by all methods and seeds)")
     random_rates: list[float] = Field(default_factory=lambda: [round(0.1 * k, 1) for k in range(8)])
@@ -185,21 +196,57 @@ class EvaluationConfig(_Strict):
         "modalities",
     )
     scheme: RandomScheme = Field("calibrated", description="random-missing scheme (see corekd.data.protocols)")
+    frame_scheme: FrameScheme = Field(
+        "keep_one",
+        description="frames:p below 1: keep_one (one frame per sequence always kept) or independent (each frame "
+        "dropped with probability p; a sequence may lose every frame and then counts as missing)",
+    )
+    imbalanced_rates: list[list[float]] = Field(
+        default_factory=list,
+        description="imbalanced:r1,r2,... conditions: one list of per-modality missing rates (corpus order) each",
+    )
+    burst_length: float = Field(4.0, ge=1, description="burst:p conditions' mean missing-run length, in utterances")
+    burst_rates: list[float] = Field(
+        default_factory=list, description="burst:p conditions (missing runs over consecutive utterances)"
+    )
+    feature_rates: list[float] = Field(
+        default_factory=list,
+        description="features:p conditions (a share p of each observed vector modality's dimensions zeroed)",
+    )
     batch_size: int = Field(32, ge=1, description="dialogues per evaluation batch")
     analyses: bool = Field(
         True, description="mechanism analyses (analyses.json, report section; docs/configuration.md)"
     )
     figures: bool = Field(True, description="with analyses: the t-SNE and score-vs-missing-rate figures")
 
-    @field_validator("random_rates", "frame_rates")
+    @field_validator("random_rates", "frame_rates", "burst_rates", "feature_rates")
     @classmethod
-    def _rates(cls, value: list[float]) -> list[float]:
+    def _rates(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        top_ok = info.field_name == "frame_rates"  # frames:1.0 drops every frame
         for r in value:
-            if not 0 <= r < 1:
-                raise ValueError(f"missing rate {r} is outside [0, 1)")
+            if not (0 <= r <= 1 if top_ok else 0 <= r < 1):
+                raise ValueError(f"missing rate {r} is outside [0, 1{']' if top_ok else ')'}")
         rounded = [round(r, 6) for r in value]
         if len(set(rounded)) != len(rounded):
             raise ValueError("missing rates must not repeat")
+        if info.field_name == "burst_rates" and "burst_length" in info.data:
+            for r in rounded:
+                if (problem := check_burst(r, info.data["burst_length"])) is not None:
+                    raise ValueError(problem + " (evaluation.burst_length)")
+        return rounded
+
+    @field_validator("imbalanced_rates")
+    @classmethod
+    def _rate_lists(cls, value: list[list[float]]) -> list[list[float]]:
+        for i, rates in enumerate(value):
+            if not rates:
+                raise ValueError(f"[{i}] is empty: expected one missing rate per corpus modality")
+            for r in rates:
+                if not 0 <= r < 1:
+                    raise ValueError(f"[{i}]: missing rate {r} is outside [0, 1)")
+        rounded = [[round(r, 6) for r in rates] for rates in value]
+        if len({tuple(r) for r in rounded}) != len(rounded):
+            raise ValueError("rate lists must not repeat")
         return rounded
 
 

@@ -70,6 +70,37 @@ class TeacherReference:
             return self.teacher(batch.complete())
 
 
+GRAD_NORM_PREFIX = "grad_norm_"  # the history's per-modality encoder gradient norms: grad_norm_<modality>
+
+
+def modality_parameters(model: ERCModel) -> dict[str, list[torch.nn.Parameter]]:
+    """Modality -> the parameters of its encoder that read its features (``model.encoders[m]``), in corpus order.
+
+    The learned missing-modality token is left out: it is trained on the utterances where the modality is absent,
+    so its gradient says nothing about how the modality itself is learned. A method's extra modules (decoupled,
+    reconstruction) sit on top of these encoders and are not counted.
+    """
+    return {m: [p for name, p in model.encoders[m].named_parameters() if name != "missing"] for m in model.modalities}
+
+
+def grad_norms(params: Mapping[str, list[torch.nn.Parameter]]) -> dict[str, torch.Tensor]:
+    """``grad_norm_<m>``: the L2 norm of modality m's encoder gradients as they are now (0-dim tensors, no sync).
+
+    Read-only: called after ``backward`` and before clipping and the optimiser step, it changes no gradient and draws
+    no random number. A parameter without a gradient (its modality unused this step) counts as zero.
+    """
+    out = {}
+    for m, group in params.items():
+        grads = [p.grad.detach() for p in group if p.grad is not None]
+        norm = (
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            if grads
+            else torch.zeros((), device=group[0].device if group else None)
+        )
+        out[GRAD_NORM_PREFIX + m] = norm
+    return out
+
+
 @dataclass
 class TrainResult:
     model: ERCModel  # with the selected weights, in eval mode
@@ -77,7 +108,8 @@ class TrainResult:
     best_score: float | None  # the raw dev score of the selected epoch (None: undefined on dev, see train_model)
     epochs_run: int
     seconds: float
-    history: list[dict] = field(default_factory=list)  # per epoch: mean loss terms and the dev score
+    # per epoch: mean loss terms, step diagnostics, each modality's mean encoder gradient norm and the dev score
+    history: list[dict] = field(default_factory=list)
     selected_epoch: int = 0  # the epoch whose weights were kept (= best_epoch unless training.select_window > 1)
 
 
@@ -138,6 +170,7 @@ class Trainer:
         self.shuffle_gen = torch_generator("shuffle", seed)
         self.mask_gen = torch_generator("train-mask", seed)
         self.method_gen = torch_generator("method", seed, method.name)
+        self.modality_params = modality_parameters(self.model)  # read for the history's grad_norm_<m>
 
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The method's loss on ``batch`` (complete view) under the view it draws from the trainer's streams."""
@@ -164,6 +197,7 @@ class Trainer:
         total, terms = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        norms = grad_norms(self.modality_params)  # before clipping: the gradients the loss gave
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
             if self.auxiliary is not None:  # clipped on its own: the model's clipping is what it is for every method
@@ -172,7 +206,7 @@ class Trainer:
         self.steps_done += 1
         if self.ema_model is not None:
             self._update_average()
-        return {k: v.detach() for k, v in {"loss": total, **terms, **self.last_stats}.items()}
+        return {k: v.detach() for k, v in {"loss": total, **terms, **self.last_stats, **norms}.items()}
 
     @property
     def eval_model(self) -> ERCModel:
@@ -198,7 +232,8 @@ class Trainer:
                 group["lr"] = lr
 
     def epoch(self, train: SplitTensors) -> dict[str, float]:
-        """One shuffled pass over ``train``; the mean of every loss term (one device sync, at the end)."""
+        """One shuffled pass over ``train``; the mean of every loss term and of each modality's encoder gradient
+        norm ``grad_norm_<m>`` over the steps (one device sync, at the end)."""
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
         steps = 0

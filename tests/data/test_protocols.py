@@ -426,16 +426,16 @@ def test_rate_zero_keeps_every_present_frame():
     assert frame_missing_rate(keep, present) == 0.0
 
 
-@pytest.mark.parametrize("rate", [1.0, 1.5, -0.1])
+@pytest.mark.parametrize("rate", [1.0001, 1.5, -0.1])
 def test_rates_outside_zero_one_are_refused(rate):
-    """Kills protocols.frame_keep_masks `bool(None)`, `(rate_t < 0) & (...)`, `rate_t > 1`, `rate_t >= 2`;
-    frame_keep_masks `CorekdError(None)`."""
-    with pytest.raises(CorekdError, match=r"frame missing rate must lie in \[0, 1\)"):
+    """Kills protocols.frame_keep_masks `bool(None)`, `(rate_t < 0) & (...)`, `rate_t >= 2`;
+    frame_keep_masks `CorekdError(None)`. Rate 1 is valid: every frame dropped (issue 31)."""
+    with pytest.raises(CorekdError, match=r"frame missing rate must lie in \[0, 1\]"):
         frame_keep_masks(_present([[3]], 3), rate, torch_generator("t", 0))
 
 
 def test_per_row_rates_are_checked_too():
-    rates = torch.tensor([0.2, 1.0])  # one rate per row; the second is out of range
+    rates = torch.tensor([0.2, 1.5])  # one rate per row; the second is out of range
     with pytest.raises(CorekdError, match="frame missing rate"):
         frame_keep_masks(_present([[3, 2], [4, 1]], 4), rates, torch_generator("t", 0))
 
@@ -571,7 +571,8 @@ def test_parsed_conditions_are_the_conditions_they_name():
         ("random:0.5:1", r"bad condition 'random:0.5:1': expected random:<rate"),
         (
             "dropped:l",
-            r"unknown condition 'dropped:l': expected complete, fixed:<modalities>, random:<rate> or frames:<rate>",
+            r"unknown condition 'dropped:l': expected complete, fixed:<modalities>, random:<rate>, frames:<rate>, "
+            r"imbalanced:<rates>, burst:<rate> or features:<rate>",
         ),
     ],
 )

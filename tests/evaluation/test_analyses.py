@@ -745,10 +745,12 @@ def test_payload_by_hand(calls, tmp_path):
         "mstate_drift",
         "rejection",
         "natural_conflicts",
+        "modality_diagnostics",  # empty here: add() was given no records
         "notes",
         "figures",
     ]
     assert payload["format"] == "corekd-analyses" and payload["version"] == 1
+    assert payload["modality_diagnostics"] == []
     assert payload["pairs"] == {"seed": 3, "targets": 2, "types": ["a", "v", "av"], "share_per_dialogue": 0.2}
     assert payload["task"] == "classification"
     # no_kd raw at fixed:l: |(8, -6) - (3, 4)| = sqrt(125); kd: |(4, -3) - (3, 4)| = sqrt(50); normalised both 2.0

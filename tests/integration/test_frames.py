@@ -205,8 +205,9 @@ def test_condition_frames_parses_and_names():
     c = Condition.parse("frames:0.3")
     assert c.kind == "frames" and c.rate == 0.3 and c.name == "frames:0.3"
     assert Condition.parse(c.name) == c
-    with pytest.raises(CorekdError, match=r"frames:<rate in \[0, 1\)>"):
-        Condition.parse("frames:1.0")
+    assert Condition.parse("frames:1.0").name == "frames:1.0"  # every frame dropped (issue 31)
+    with pytest.raises(CorekdError, match=r"frames:<rate in \[0, 1\]>"):
+        Condition.parse("frames:1.5")
 
 
 def test_frame_keep_masks_realise_the_rate_and_keep_one_frame():

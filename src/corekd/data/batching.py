@@ -90,6 +90,27 @@ class Batch:
             features[m] = x.sum(2) / kept.sum(-1, keepdim=True).clamp(min=1).to(x.dtype)  # [B, U, D]
         return replace(self, features=features, frames=frames, frame_mask=frame_mask)
 
+    def hide_features(self, keep: dict[str, torch.Tensor], fill: dict[str, torch.Tensor] | None = None) -> Batch:
+        """The same view with some feature dimensions of vector modalities hidden (feature missing, ``features:p``).
+
+        ``keep``: m -> [B, U, D_m] bool, the dimensions kept (vector modalities only); hidden dimensions take
+        ``fill[m]`` [D_m] (the model's standardisation mean, so the standardised input is 0 there; default 0).
+        Entries the view does not observe stay 0; ``mask`` and ``avail`` do not change.
+        """
+        unknown = set(keep) - set(self.features)
+        if unknown or set(keep) & set(self.frames):
+            raise ValueError(f"hide_features: {sorted(set(keep))} must be vector modalities of this batch")
+        features = dict(self.features)
+        for m, k in keep.items():
+            x = self.features[m]  # [B, U, D]
+            k = k.to(x.device, torch.bool)
+            if k.shape != x.shape:
+                raise ValueError(f"hide_features: keep['{m}'] has shape {list(k.shape)}; expected {list(x.shape)}")
+            value = torch.zeros((), dtype=x.dtype, device=x.device) if fill is None else fill[m].to(x)
+            shown = self.mask[..., self.modalities.index(m), None]  # [B, U, 1]
+            features[m] = torch.where(k | ~shown, x, value)
+        return replace(self, features=features)
+
     @staticmethod
     def stack(batches: list[Batch]) -> Batch:
         """Several views of the same rows, one after another along B: [k*B, U, ...] (one forward for all)."""

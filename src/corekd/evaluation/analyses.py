@@ -18,6 +18,12 @@ seed of a run is measured on the same views:
   Regression runs are skipped: a sentiment score has no "label of the donor" to reject.
 - **natural conflicts** (synthetic corpora): accuracy and weighted F1 on the test utterances whose
   nonverbal channels show another emotion, complete view and random:0.5. Classification only.
+- **modality diagnostics** (every model, classification and regression): per modality m, the score lost on complete
+  views when only m is removed (``complete`` minus ``fixed:<all but m>``) and the score kept when only m is present
+  (``fixed:m``), from the model's test records (re-predicted only where a record is missing); an equity index over
+  the losses and a learning-balance index over the mean gradient norms of each modality's encoder in the training
+  history (``grad_norm_<m>``); both indices are ``1 - normalised Gini`` (:func:`evenness`; docs/configuration.md,
+  "Modality diagnostics").
 - embeddings for the figures: fused states at random:0.5 (first seed); the figures themselves (t-SNE, the test
   score against the random missing rate) are drawn by ``corekd.reporting.figures``.
 
@@ -39,13 +45,15 @@ import torch
 
 from corekd.data.batching import SplitTensors
 from corekd.data.corpus import Corpus
+from corekd.data.protocols import Condition, fixed_mask
 from corekd.errors import CorekdError
-from corekd.evaluation.metrics import classification_metrics
-from corekd.evaluation.predict import run_model
+from corekd.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, task_metrics
+from corekd.evaluation.predict import predict, run_model
 from corekd.files import ANALYSES_FILE
 from corekd.methods.losses import state_distance
 from corekd.models.model import Output
 from corekd.seeding import numpy_generator, torch_generator
+from corekd.training import GRAD_NORM_PREFIX
 
 FORMAT = "corekd-analyses"
 CONFLICT_TYPES: dict[str, tuple[str, ...]] = {"a": ("a",), "v": ("v",), "av": ("a", "v")}
@@ -53,6 +61,8 @@ TARGET_SHARE = 0.2  # at most this share of a dialogue's utterances are conflict
 TSNE_CONDITION = "random:0.5"
 TSNE_POINTS = 600
 FLAG = "nonverbal_conflict"
+# The score the modality diagnostics read, per task (the first metric of the report's tables).
+DIAGNOSTIC_METRIC = {"classification": "weighted_f1", "regression": "mae"}
 
 
 # ------------------------------------------------------------------ pure pieces
@@ -176,6 +186,94 @@ def conflict_flags(corpus: Corpus, split: str) -> torch.Tensor | None:
     return flags
 
 
+# ------------------------------------------------------------------ modality diagnostics (pure pieces)
+def evenness(values: list[float | None]) -> float | None:
+    """``1 - G * n / (n - 1)`` in [0, 1], where G is the Gini coefficient of ``values`` after clipping them at 0:
+    1 when every value is equal, 0 when one value holds everything. None for fewer than two values, a missing or
+    non-finite value, or values that are all 0 (nothing to share out).
+
+    ``G = sum_i sum_j |c_i - c_j| / (2 n^2 mean(c))``; its largest value on n values is ``(n - 1) / n``, hence the
+    rescaling. A fill-in standing for MissBench's indices (we have no copy of their formulas): docs/configuration.md,
+    "Modality diagnostics".
+    """
+    if len(values) < 2 or any(v is None or not np.isfinite(v) for v in values):
+        return None
+    c = np.clip(np.asarray(values, dtype=np.float64), 0.0, None)  # [n]
+    n = len(c)
+    if c.sum() <= 0:
+        return None
+    gini = np.abs(c[:, None] - c[None, :]).sum() / (2 * n * n * c.mean())
+    return float(min(1.0, max(0.0, 1.0 - gini * n / (n - 1))))
+
+
+def removed_condition(modalities: tuple[str, ...], m: str) -> str:
+    """The condition that removes only ``m``: ``fixed:<every other modality, corpus order>``."""
+    return Condition("fixed", keep=tuple(k for k in modalities if k != m)).name
+
+
+def alone_condition(m: str) -> str:
+    """The condition that keeps only ``m``: ``fixed:m``."""
+    return Condition("fixed", keep=(m,)).name
+
+
+def modality_contributions(
+    scores: dict[str, float | None], modalities: tuple[str, ...], metric: str
+) -> dict[str, dict[str, float | None]]:
+    """m -> ``{"without": s(fixed:<all but m>), "drop": ..., "alone": s(fixed:m)}`` from condition -> score.
+
+    ``drop`` is the score lost when only m is removed from complete views, ``s(complete) - s(without)`` (for a
+    lower-is-better metric, MAE: ``s(without) - s(complete)``), so a positive drop always means m helps. None where a
+    score is missing (a condition not scored); with one modality there is nothing to remove (every value None).
+    """
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    complete = scores.get("complete")
+    out: dict[str, dict[str, float | None]] = {}
+    for m in modalities:
+        without = scores.get(removed_condition(modalities, m)) if len(modalities) > 1 else None
+        alone = scores.get(alone_condition(m)) if len(modalities) > 1 else None
+        drop = None if complete is None or without is None else sign * (complete - without)
+        out[m] = {"without": without, "drop": drop, "alone": alone}
+    return out
+
+
+def mean_grad_norms(history: list[dict], modalities: tuple[str, ...]) -> dict[str, float | None]:
+    """m -> the mean over epochs of the history's ``grad_norm_<m>`` (each an epoch's mean over steps); None when the
+    history does not record it (a model trained before gradient norms were recorded)."""
+    out: dict[str, float | None] = {}
+    for m in modalities:
+        values = [h[GRAD_NORM_PREFIX + m] for h in history if h.get(GRAD_NORM_PREFIX + m) is not None]
+        out[m] = float(np.mean(values)) if values else None
+    return out
+
+
+def diagnostics_row(
+    variant: str,
+    method: str,
+    seed: int,
+    scores: dict[str, float | None],
+    modalities: tuple[str, ...],
+    metric: str,
+    history: list[dict] | None,
+) -> dict:
+    """One model's ``modality_diagnostics`` row (see :func:`modality_contributions`, :func:`evenness`)."""
+    contrib = modality_contributions(scores, modalities, metric)
+    norms = mean_grad_norms(history, modalities) if history is not None else {m: None for m in modalities}
+    return {
+        "variant": variant,
+        "method": method,
+        "seed": seed,
+        "metric": metric,
+        "complete": scores.get("complete"),
+        "modalities": list(modalities),
+        "drop": {m: contrib[m]["drop"] for m in modalities},
+        "without": {m: contrib[m]["without"] for m in modalities},
+        "alone": {m: contrib[m]["alone"] for m in modalities},
+        "grad_norm": norms,
+        "equity": evenness([contrib[m]["drop"] for m in modalities]),
+        "balance": evenness(list(norms.values())),
+    }
+
+
 # ------------------------------------------------------------------ a run's analyses
 @dataclass
 class RunAnalyses:
@@ -195,6 +293,7 @@ class RunAnalyses:
     mstate_drift: list[dict] = field(default_factory=list)
     rejection: list[dict] = field(default_factory=list)
     natural: list[dict] = field(default_factory=list)
+    modality_diagnostics: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # variant -> (fused, labels)
     _teacher: tuple[int, Output] | None = None
@@ -209,12 +308,59 @@ class RunAnalyses:
         return self._teacher[1]
 
     def add(
-        self, variant: str, method: str, seed: int, model, teacher, not_applicable: dict[str, str] | None = None
+        self,
+        variant: str,
+        method: str,
+        seed: int,
+        model,
+        teacher,
+        not_applicable: dict[str, str] | None = None,
+        records: list[dict] | None = None,
+        history: list[dict] | None = None,
     ) -> None:
         """Analyses of one trained model (``teacher``: its seed's teacher, None when the run trains none;
-        ``not_applicable``: condition -> reason for the conditions this model is not scored under, beyond the data's)."""
+        ``not_applicable``: condition -> reason for the conditions this model is not scored under, beyond the data's;
+        ``records``: its results.json records, whose test scores the modality diagnostics read (what they lack is
+        predicted again; None: no modality diagnostics); ``history``: its training history, for the learning-balance
+        index)."""
         with torch.random.fork_rng(devices=[]):  # nothing here may move a global stream
             self._add(variant, method, seed, model, teacher, not_applicable or {})
+            if records is not None:  # the modality diagnostics read the model's records
+                skip = {**(not_applicable or {}), **getattr(self.masks, "not_applicable", {})}
+                self._diagnose(variant, method, seed, model, skip, records, history)
+
+    def _diagnose(
+        self, variant: str, method: str, seed: int, model, skip: dict, records: list[dict], history: list[dict] | None
+    ) -> None:
+        """The model's ``modality_diagnostics`` row: scores from its test records, predicted here only when missing."""
+        mods = self.test.modalities
+        metric = DIAGNOSTIC_METRIC["regression" if self.task == "regression" else "classification"]
+        tested = {r["condition"]: r for r in records if r.get("split", "test") == "test"}
+        needed: dict[str, tuple[str, ...]] = {"complete": mods}  # condition -> the modalities it keeps
+        if len(mods) > 1:
+            for m in mods:
+                needed[removed_condition(mods, m)] = tuple(k for k in mods if k != m)
+                needed[alone_condition(m)] = (m,)
+        scores: dict[str, float | None] = {}
+        computed = []
+        for name, keep in needed.items():
+            record = tested.get(name)
+            if record is not None:
+                scores[name] = record.get(metric) if record.get("applicable", True) else None
+                continue
+            if name in skip:
+                scores[name] = None
+                continue
+            mask = self.masks[name] if name in self.masks else fixed_mask(self.test.avail, keep, mods)  # [N, U, M]
+            if not bool(mask[self.test.utt_mask].any()):
+                scores[name] = None
+                continue
+            preds = predict(model, self.test, mask, self.batch_size, self.device)
+            scores[name] = task_metrics(preds.y_true, preds.y_pred, self.labels, preds.task)[metric]
+            computed.append(name)
+        row = diagnostics_row(variant, method, seed, scores, mods, metric, history)
+        row["predicted"] = computed  # the conditions without a record, scored here
+        self.modality_diagnostics.append(row)
 
     def _skipped(self, variant: str, method: str, what: str, reason: str) -> None:
         note = f"{variant} ({method}): {what} skipped: {reason}"
@@ -237,11 +383,12 @@ class RunAnalyses:
                 variant, method, f"state drift under the {len(own)} condition(s) it is not scored under", first
             )
         frames = getattr(self.masks, "frames", {})
+        features = getattr(self.masks, "features", {})
         outputs = {}
         for name, mask in self.masks.items():
             if name in skip:
                 continue
-            out = run_model(model, self.test, mask, self.batch_size, self.device, frames.get(name))
+            out = run_model(model, self.test, mask, self.batch_size, self.device, frames.get(name), features.get(name))
             outputs[name] = out
             if t_out is not None:
                 normalized, raw = drift(out.fused.cpu(), t_out.fused.cpu(), valid)
@@ -348,6 +495,7 @@ class RunAnalyses:
             "mstate_drift": add_relative_to_no_kd([dict(r) for r in self.mstate_drift]),
             "rejection": self.rejection,
             "natural_conflicts": {"flagged": flagged, "utterances": flagged_utterances, "records": self.natural},
+            "modality_diagnostics": self.modality_diagnostics,
             "notes": self.notes + self._notes(),
             "figures": figures or [],
         }
@@ -397,6 +545,7 @@ def merge_parts(parts: list[dict]) -> dict:
             **first["natural_conflicts"],
             "records": [r for part in parts for r in part["natural_conflicts"]["records"]],
         },
+        "modality_diagnostics": [r for part in parts for r in part.get("modality_diagnostics", [])],
         "notes": notes,
     }
 

@@ -33,12 +33,20 @@ def run_model(
     batch_size: int,
     device: torch.device | str,
     frame_keep: dict[str, torch.Tensor] | None = None,
+    feature_keep: dict[str, torch.Tensor] | None = None,
 ) -> Output:
     """Outputs on the whole split, padded like the split: logits [N, U, C], fused [N, U, H], states [N, U, M, H].
 
     ``masks`` [N, U, M] is the view (None = complete); ``frame_keep`` (m -> [N, U, F] bool, a ``frames:p``
-    condition's frames) hides frames of sequence modalities on top of it. The model is put in eval mode.
+    condition's frames) hides frames of sequence modalities on top of it, ``feature_keep`` (m -> [N, U, D] bool, a
+    ``features:p`` condition's dimensions) feature dimensions of vector modalities, filled with the model's
+    standardisation mean so that its standardised input is 0 there. The model is put in eval mode.
     """
+    fill = None
+    if feature_keep:
+        standardizer = getattr(model, "standardizer", None)
+        stats = standardizer.statistics() if standardizer is not None else {}
+        fill = {m: stats[m][0] if m in stats else torch.zeros(k.shape[-1]) for m, k in feature_keep.items()}
     model.eval()
     n, u_max = split.utt_mask.shape
     parts: list[tuple[torch.Tensor, Output]] = []
@@ -49,6 +57,9 @@ def run_model(
         if frame_keep:
             u = batch.utt_mask.shape[1]
             batch = batch.drop_frames({m: k[index, :u].to(device) for m, k in frame_keep.items()})
+        if feature_keep:
+            u = batch.utt_mask.shape[1]
+            batch = batch.hide_features({m: k[index, :u].to(device) for m, k in feature_keep.items()}, fill)
         parts.append((index, model(batch)))
     first = parts[0][1]
 
@@ -70,8 +81,9 @@ def predict(
     batch_size: int,
     device,
     frame_keep: dict[str, torch.Tensor] | None = None,
+    feature_keep: dict[str, torch.Tensor] | None = None,
 ) -> Predictions:
-    out = run_model(model, split, masks, batch_size, device, frame_keep)
+    out = run_model(model, split, masks, batch_size, device, frame_keep, feature_keep)
     valid = split.utt_mask
     if split.targets is not None:  # regression: the one-output head is the prediction
         value = out.logits.float()[..., 0].cpu()[valid]

@@ -481,7 +481,17 @@ def _analyse_saved(folder: ExperimentFolder, part: Part, unit: Unit, done: dict,
         tdir = folder.unit_dir(unit.part, "teacher", unit.seed)
         teacher = model_from_files({n: (tdir / n).read_bytes() for n in CHECKPOINT_FILES}, dev).eval()
         teacher.requires_grad_(False)
-    analyses, points = analyse(setup, spec, unit.seed, model, teacher, dev, embedding)
+    analyses, points = analyse(
+        setup,
+        spec,
+        unit.seed,
+        model,
+        teacher,
+        dev,
+        embedding,
+        done.get("records"),
+        done.get("training", {}).get("history"),
+    )
     if points is not None:
         atomic_write(where / EMBEDDING_FILE, lambda p: Path(p).write_bytes(points))
     return {**done, "analyses": analyses}

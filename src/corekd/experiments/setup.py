@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from corekd.config import MethodSpec, RunConfig, load_config
+from corekd.config import QUICKSTART_MISSINGNESS, EvaluationConfig, MethodSpec, RunConfig, load_config
 from corekd.data.batching import SplitTensors
 from corekd.data.corpus import Corpus, load_corpus
 from corekd.data.protocols import standard_conditions
@@ -73,6 +73,7 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
         if problem:
             option, text = problem
             raise CorekdError(f"{text} (corpus '{corpus.name}')", path=source, field=f"methods[{i}].options.{option}")
+    check_modality_rates(cfg, corpus, source)
     return corpus
 
 
@@ -151,7 +152,8 @@ def resolve_config(
     """The run's configuration (file, object or the quickstart) with the command-line overrides applied."""
     config_path = None
     if config is None and not DEFAULT_CONFIG.is_file():
-        config = RunConfig(name="quickstart")  # the built-in defaults are the quickstart
+        # the built-in defaults plus the quickstart's missingness conditions are the quickstart
+        config = RunConfig(name="quickstart", evaluation=EvaluationConfig(**QUICKSTART_MISSINGNESS))
     elif config is None or isinstance(config, (str, Path)):
         config_path = Path(config) if config is not None else DEFAULT_CONFIG
         config = load_config(config_path)
@@ -166,6 +168,38 @@ def resolve_config(
             root = (err.field or "").split("[")[0].split(".")[0]
             raise CorekdError(err.detail, field=f"--{root}" if root in overrides else err.field) from None
     return config, config_path
+
+
+def check_modality_rates(config: RunConfig, corpus: Corpus, source: str | Path | None = None) -> None:
+    """Per-modality rate lists (``evaluation.imbalanced_rates``, ``training.missing.rates``) must give one rate per
+    corpus modality: a :class:`CorekdError` naming the field otherwise."""
+    mods = corpus.modality_names
+    lists = [(f"evaluation.imbalanced_rates[{i}]", r) for i, r in enumerate(config.evaluation.imbalanced_rates)]
+    if config.training.missing.rates is not None:
+        lists.append(("training.missing.rates", config.training.missing.rates))
+    for field, rates in lists:
+        if len(rates) != len(mods):
+            raise CorekdError(
+                f"{rates} gives {len(rates)} rate(s); corpus '{corpus.name}' has {len(mods)} modalities "
+                f"({', '.join(mods)}): expected one rate per modality, in that order",
+                path=source,
+                field=field,
+            )
+
+
+def run_conditions(config: RunConfig, corpus: Corpus, source: str | Path | None = None) -> list:
+    """The conditions a run evaluates on ``corpus``: complete, the fixed subsets, ``random:p``, ``frames:p`` (corpora
+    with sequence modalities), ``imbalanced:...``, ``burst:p`` and ``features:p`` (from ``config.evaluation``)."""
+    check_modality_rates(config, corpus, source)
+    ev = config.evaluation
+    return standard_conditions(
+        corpus.modality_names,
+        ev.random_rates,
+        ev.frame_rates if corpus.sequence_modalities() else [],
+        ev.imbalanced_rates,
+        ev.burst_rates,
+        ev.feature_rates,
+    )
 
 
 @dataclass
@@ -227,11 +261,10 @@ def prepare_run(config: RunConfig, config_path: Path | None, device: torch.devic
     task = config.task or corpus.task  # settled by load_data
     train, dev_split, test = (SplitTensors.from_corpus(corpus, s, task) for s in ("train", "dev", "test"))
     ev = config.evaluation
-    conditions = standard_conditions(
-        corpus.modality_names, ev.random_rates, ev.frame_rates if corpus.sequence_modalities() else []
-    )
-    test_masks = evaluation_masks(conditions, test, corpus.modality_names, ev.mask_seed, ev.scheme)
-    dev_masks = evaluation_masks(conditions, dev_split, corpus.modality_names, ev.mask_seed, ev.scheme)
+    conditions = run_conditions(config, corpus, config_path)
+    mods = corpus.modality_names
+    test_masks = evaluation_masks(conditions, test, mods, ev.mask_seed, ev.scheme, ev.burst_length, ev.frame_scheme)
+    dev_masks = evaluation_masks(conditions, dev_split, mods, ev.mask_seed, ev.scheme, ev.burst_length, ev.frame_scheme)
     input_stats = train_statistics(train) if config.data.standardize else None
 
     methods, order, reported = method_order(config)
@@ -258,6 +291,8 @@ def prepare_run(config: RunConfig, config_path: Path | None, device: torch.devic
         "methods": [s.label for s in config.methods],
         "mask_seed": ev.mask_seed,
         "random_scheme": ev.scheme,
+        **({"burst_length": ev.burst_length} if ev.burst_rates else {}),
+        **({"frame_scheme": ev.frame_scheme} if ev.frame_scheme != "keep_one" else {}),
         **({"sequence_modalities": corpus.sequence_modalities()} if corpus.sequence_modalities() else {}),
         "selection": (
             f"TEST split (legacy training.select_on: test), {config.training.select_metric}"

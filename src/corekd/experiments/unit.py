@@ -37,7 +37,7 @@ from corekd.training import (
 )
 
 CHECKPOINT_FILES = (MODEL_META_FILE, WEIGHTS_FILE)
-ANALYSES_PARTS = ("pairs", "task", "drift", "mstate_drift", "rejection", "notes")
+ANALYSES_PARTS = ("pairs", "task", "drift", "mstate_drift", "rejection", "modality_diagnostics", "notes")
 
 
 @dataclass(frozen=True, order=True)
@@ -189,10 +189,19 @@ def embedding_bytes(fused: np.ndarray, target: np.ndarray) -> bytes:
 
 
 def analyse(
-    setup: RunSetup, spec: MethodSpec, seed: int, model, teacher, device: torch.device, embedding: bool
+    setup: RunSetup,
+    spec: MethodSpec,
+    seed: int,
+    model,
+    teacher,
+    device: torch.device,
+    embedding: bool,
+    records: list[dict] | None = None,
+    history: list[dict] | None = None,
 ) -> tuple[dict, bytes | None]:
     """The mechanism analyses of one reported model (its part of analyses.json) and, with ``embedding``, its t-SNE
-    points as ``embedding.npz`` bytes."""
+    points as ``embedding.npz`` bytes (``records``, ``history``: the model's records and training history, read by the
+    modality diagnostics)."""
     ev = setup.config.evaluation
     method = setup.methods[spec.label]
     collect = RunAnalyses(
@@ -207,7 +216,14 @@ def analyse(
         figures=ev.figures and embedding,
     )
     collect.add(
-        spec.label, method.name, seed, model, teacher, not_applicable=setup.scored[spec.label]["test"].not_applicable
+        spec.label,
+        method.name,
+        seed,
+        model,
+        teacher,
+        not_applicable=setup.scored[spec.label]["test"].not_applicable,
+        records=records,
+        history=history,
     )
     payload = collect.payload()
     part = {k: payload[k] for k in ANALYSES_PARTS}
@@ -243,7 +259,9 @@ def run_unit(task: dict, on_epoch=None) -> dict:
             teacher = model.eval().requires_grad_(False)
         analyses, embedding = None, None
         if ev.analyses and spec.label in setup.reported:
-            analyses, embedding = analyse(setup, spec, seed, model, teacher, device, task["embedding"])
+            analyses, embedding = analyse(
+                setup, spec, seed, model, teacher, device, task["embedding"], unit.records, unit.result.history
+            )
         return {
             "records": unit.records,
             "training": unit.training,

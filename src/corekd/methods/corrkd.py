@@ -107,10 +107,10 @@ class CorrKDOptions(BaseModel):
     frame_missing: float = Field(
         0.7,
         ge=0,
-        lt=1,
+        le=1,
         description="MRM's intra-modality missing on sequence modalities: each batch drops a share "
         "of the observed frames drawn uniformly from [0, frame_missing) (fill-in; 0 = no frame missing; no effect on "
-        "vector features)",
+        "vector features; up to 1, CorrKD's highest evaluation rate)",
     )
     critic_hidden: int = Field(
         32,

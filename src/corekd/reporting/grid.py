@@ -33,6 +33,7 @@ from corekd.reporting.blocks import (
     Table,
     write_page,
 )
+from corekd.reporting.diagnostics import diagnostics_tables
 from corekd.reporting.figures import (
     curve_figure,
     drift_figure,
@@ -40,6 +41,7 @@ from corekd.reporting.figures import (
     rejection_figure,
     tsne_figure,
 )
+from corekd.reporting.missingness import missingness_blocks
 from corekd.reporting.realistic import realistic_blocks
 from corekd.reporting.stats import (
     curve_auc,
@@ -380,7 +382,8 @@ def _test_blocks(task: str, recs: list[dict], n_seeds: int, modalities: int) -> 
             Heading(3, f"Test, frame missing at rate p ({title})"),
             Paragraph(
                 "Every modality observed, a share p of each sequence modality's frames dropped per "
-                "utterance (the same frames for every method and seed)."
+                "utterance (at p = 1 every frame, and the modality counts as missing; the same frames for every "
+                "method and seed)."
             ),
             table_block(
                 mark_not_applicable(mean_std_table(frame, metric, frame_cols), test),
@@ -390,6 +393,7 @@ def _test_blocks(task: str, recs: list[dict], n_seeds: int, modalities: int) -> 
                 metric,
             ),
         ]
+    blocks += missingness_blocks(frame, test, n_seeds, TABLE_METRICS[task], [], level=3, prefix="Test, ")
     return blocks
 
 
@@ -594,6 +598,9 @@ def _analyses_blocks(payload: dict, variants: list[str], task: str) -> list[Bloc
             ]
         else:
             blocks.append(Paragraph("No numbers: no flagged utterance in the test split."))
+    diagnostics = diagnostics_tables(payload.get("modality_diagnostics", []), variants)
+    if diagnostics:
+        blocks += [Paragraph("Modality diagnostics:"), *diagnostics]
     notes = list(dict.fromkeys(str(n) for n in payload.get("notes", [])))
     if notes:
         blocks.append(Bullets(tuple(notes)))

@@ -28,6 +28,8 @@ from corekd.reporting.blocks import (
     render_markdown,
     write_page,
 )
+from corekd.reporting.diagnostics import diagnostics_tables
+from corekd.reporting.missingness import missingness_blocks
 from corekd.reporting.stats import NOT_AVAILABLE, difference_table, format_difference
 from corekd.reporting.tables import (
     FIXED_AVG,
@@ -422,6 +424,9 @@ def analyses_section(payload: dict) -> list[Block]:
             ]
         else:
             blocks.append(Paragraph("No numbers: no flagged utterance in the test split."))
+    diagnostics = diagnostics_tables(payload.get("modality_diagnostics", []))
+    if diagnostics:
+        blocks += [Heading(3, "Modality diagnostics"), *diagnostics]
     if payload.get("notes"):
         blocks.append(Bullets(tuple(str(n) for n in payload["notes"])))
     blocks += [Figure(fig, fig) for fig in payload.get("figures", [])]
@@ -625,8 +630,8 @@ def _report_blocks(meta: dict, records: list[dict], trainings: list[dict]) -> li
             Heading(2, f"Frame missing, rate p ({title})"),
             Paragraph(
                 "Intra-modality frame missing: every modality observed, a share p of each sequence "
-                f"modality's frames dropped per utterance ({sequence}; at least one frame kept), the same "
-                "frames for every method and seed."
+                f"modality's frames dropped per utterance ({sequence}; at least one frame kept while p < 1; at "
+                "p = 1 every frame goes and the modality counts as missing), the same frames for every method and seed."
             ),
             table_block(
                 table(metric, frame_cols), [c.split(":")[1] for c in frame_cols], "method \\ p", n_seeds, metric
@@ -637,6 +642,14 @@ def _report_blocks(meta: dict, records: list[dict], trainings: list[dict]) -> li
                 + "."
             ),
         ]
+    blocks += missingness_blocks(
+        frame,
+        records,
+        n_seeds,
+        table_metrics,
+        list(meta.get("modalities") or []),
+        burst_length=meta.get("burst_length"),
+    )
     blocks += _headline_blocks(frame, records, n_seeds, regression)
     blocks += training_section(meta, trainings)
     blocks += ablation_section(

@@ -76,11 +76,40 @@ def fixed_header(condition: str) -> str:
 
 
 def condition_order(conditions: Iterable[str]) -> list[str]:
-    """complete, the fixed conditions, their average, random then frame rates, then any other (sorted)."""
+    """complete, the fixed conditions, their average, random then frame rates, the imbalanced conditions (sorted),
+    burst then feature rates, then any other (sorted)."""
     present = set(conditions)
     order = [c for c in ["complete", *FIXED_ORDER, FIXED_AVG] if c in present]
     order += rate_columns(present, "random") + rate_columns(present, "frames")
+    order += sorted(c for c in present if c.startswith("imbalanced:") and c != "imbalanced:avg")
+    order += rate_columns(present, "burst") + rate_columns(present, "features")
     return order + sorted(present - set(order))
+
+
+def kind_columns(conditions: Iterable[str], kind: str) -> list[str]:
+    """The ``<kind>:...`` conditions among ``conditions`` (an average such as ``burst:avg`` left out): by rate for a
+    one-rate kind, in the given order for ``imbalanced`` (one rate list each)."""
+    named = [c for c in dict.fromkeys(conditions) if c.startswith(kind + ":") and not c.endswith(":avg")]
+    return named if kind == "imbalanced" else rate_columns(named, kind)
+
+
+def kind_average_frame(frame: pd.DataFrame, records: list[dict], conditions: list[str], label: str) -> pd.DataFrame:
+    """Rows of ``label`` (e.g. ``burst:avg``): per (method, variant, seed) the mean of every score column over
+    ``conditions``, like the fixed average. A variant not scored under one of them (not applicable) gets none."""
+    if frame.empty or not conditions:
+        return pd.DataFrame()
+    numeric = [c for c in SCORE_COLUMNS if c in frame]
+    sub = frame[frame.condition.isin(conditions)]
+    missing = {r["variant"] for r in records if r["condition"] in conditions and not r.get("applicable", True)}
+    sub = sub[~sub.variant.isin(missing)]
+    if sub.empty:
+        return pd.DataFrame()
+    groups = sub.groupby(["method", "variant", "seed"], as_index=False, sort=False)
+    avg = groups[numeric].mean()
+    complete = groups.size()["size"].to_numpy() == len(conditions)  # every condition has a record for that seed
+    avg = avg[complete]
+    avg["condition"] = label
+    return avg
 
 
 # ------------------------------------------------------------------ frames and mean ± std tables
