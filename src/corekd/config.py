@@ -257,12 +257,6 @@ class MethodTraining(_Strict):
     weight_decay: float | None = Field(None, ge=0)
 
 
-class MethodModel(_Strict):
-    """One method's own model settings (``corekd tune`` writes them; null = the shared setting)."""
-
-    dropout: float | None = Field(None, ge=0, lt=1)
-
-
 class MethodSpec(_Strict):
     name: str = Field(description="a registered method (corekd.methods.registered())")
     variant: str | None = Field(
@@ -274,11 +268,26 @@ class MethodSpec(_Strict):
     training: MethodTraining | None = Field(
         None, description="this method's own lr / weight_decay (absent = the shared training settings)"
     )
-    model: MethodModel | None = Field(None, description="this method's own dropout (absent = the shared model setting)")
+    model: dict | None = Field(
+        None,
+        description="this method's own model settings, any keys of the `model` section (absent = the shared ones), "
+        "e.g. {dropout: 0.3} (corekd tune writes it) or {context: none}",
+    )
 
     @property
     def label(self) -> str:
         return self.variant or self.name
+
+    @field_validator("model")
+    @classmethod
+    def _model_keys(cls, value: dict | None) -> dict | None:
+        unknown = sorted(set(value or {}) - set(ModelConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown model setting(s) {', '.join(map(str, unknown))} (expected keys of the model section: "
+                f"{', '.join(ModelConfig.model_fields)})"
+            )
+        return value
 
     @model_validator(mode="after")
     def _teacher_overrides(self) -> MethodSpec:
@@ -288,8 +297,9 @@ class MethodSpec(_Strict):
 
     def overrides(self, section: str) -> dict:
         """This method's own settings of ``section`` ("training" or "model"), the unset ones left out."""
-        own = self.training if section == "training" else self.model
-        return {} if own is None else {k: v for k, v in own.model_dump().items() if v is not None}
+        if section == "model":
+            return {k: v for k, v in (self.model or {}).items() if v is not None}
+        return {} if self.training is None else {k: v for k, v in self.training.model_dump().items() if v is not None}
 
 
 class SweepConfig(_Strict):
@@ -393,7 +403,7 @@ class RunConfig(_Strict):
         a student's own (``methods[].model``, the spec of ``label``) for a student."""
         if method_name != "teacher":
             own = self._spec_overrides(label, "model")
-            return self.model.model_copy(update=own) if own else self.model
+            return ModelConfig.model_validate({**self.model.model_dump(), **own}) if own else self.model
         changes = {
             k: getattr(self.teacher, k) for k in TeacherConfig.MODEL_FIELDS if getattr(self.teacher, k) is not None
         }
@@ -445,6 +455,11 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
         except ValidationError as exc:
             raise from_validation_error(exc, source, model=cls.Options, prefix=("methods", i, "options")) from None
         spec.options = options.model_dump(mode="json")
+        if spec.model:  # a method's own model settings: valid values of the model section
+            try:
+                ModelConfig.model_validate({**cfg.model.model_dump(), **spec.model})
+            except ValidationError as exc:
+                raise from_validation_error(exc, source, model=ModelConfig, prefix=("methods", i, "model")) from None
         problem = cls(options, cfg.training.missing).check_model(cfg.model_for(spec.name, spec.label))
         if problem:
             raise CorekdError(problem[1], path=source, field=f"methods[{i}].options.{problem[0]}")

@@ -303,3 +303,17 @@ def test_a_trial_that_asks_for_a_teacher_gets_one_even_when_the_config_needs_non
     assert list(payload["methods"]) == ["decoupled"]
     [row] = payload["methods"]["decoupled"]["trials"]
     assert row["state"] == "complete" and row["params"]["l_kd"] == 0.5
+
+
+def test_a_method_may_carry_any_model_setting_of_its_own():
+    cfg = validate_config(
+        {"methods": [{"name": "no_kd"}, {"name": "no_kd", "variant": "flat", "model": {"context": "none"}}]}
+    )
+    assert cfg.model_for("no_kd", "flat").context == "none" and cfg.model_for("no_kd", "no_kd").context == "gru"
+    assert cfg.model_for("no_kd", "flat").hidden == cfg.model.hidden  # the rest is shared
+    with pytest.raises(CorekdError, match="unknown model setting") as unknown:
+        validate_config({"methods": [{"name": "no_kd", "model": {"contxt": "none"}}]})
+    assert unknown.value.field == "methods[0].model"
+    with pytest.raises(CorekdError) as bad:
+        validate_config({"methods": [{"name": "no_kd", "model": {"dropout": 1.5}}]})
+    assert bad.value.field == "methods[0].model.dropout"

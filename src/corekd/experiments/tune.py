@@ -34,7 +34,6 @@ import yaml
 from pydantic import BaseModel
 
 from corekd.config import (
-    MethodModel,
     MethodSpec,
     MethodTraining,
     RunConfig,
@@ -54,6 +53,7 @@ from corekd.experiments.unit import train_unit
 from corekd.files import atomic_write, check_new_or_empty, move_aside
 from corekd.methods import method_class
 from corekd.methods.base import spec_problem
+from corekd.models.model import ModelConfig
 from corekd.reporting.tune import write_tuning_report
 from corekd.seeding import derive_seed
 from corekd.training import TeacherReference
@@ -183,7 +183,7 @@ def check_search(cfg: RunConfig, tune: TuneConfig, source: str | Path | None = N
                 raise CorekdError(problem, path=source, field=field)
             if key in SHARED_KEYS:
                 section, name = key.split(".")
-                model: type[BaseModel] = MethodTraining if section == "training" else MethodModel
+                model: type[BaseModel] = MethodTraining if section == "training" else ModelConfig
                 checked, fixed = model, {}
                 key_name = name
             elif "." in key or key not in cls.Options.model_fields:
