@@ -308,6 +308,50 @@ def compare(
 
 @app.command()
 @_guarded
+def tune(
+    config: Path = typer.Argument(
+        ..., help="A run config or a grid config (YAML); a grid is tuned on its first corpus."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output folder: new or empty, or an earlier tuning with --resume."),
+    trials: int | None = typer.Option(
+        None, "--trials", help="Trials per method, the same for every method (overrides tune.trials; default 20)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted tuning in --out (same config): finished trials are kept."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start again: an earlier folder at --out is first moved aside to <out>.old-<time>."
+    ),
+) -> None:
+    """Tune every method of CONFIG with the same dev-only budget (docs/tune.md).
+
+    Writes tuning.json (every trial), tuning.md/.html (the report) and tuned.yaml (the config with each method's best
+    parameters, for `corekd run` or `corekd compare`) into --out. The test split is never read.
+    """
+    from corekd.experiments.tune import TuneInterrupted
+    from corekd.experiments.tune import tune as run_tuning
+
+    words = ["corekd", "tune", str(config), "--out", str(out), *(["--trials", str(trials)] if trials else [])]
+    command = " ".join(shlex.quote(w) for w in words)
+    with _sigterm_as_interrupt() as received:
+        try:
+            result = run_tuning(
+                config,
+                out,
+                trials=trials,
+                resume=resume,
+                overwrite=overwrite,
+                progress=lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True),
+                command=command,
+            )
+        except TuneInterrupted as stop:
+            _one_line(f"{stop}; continue with: {command} --resume")
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
+    print(f"tuned config: {result.tuned}; report: {result.report}")
+
+
+@app.command()
+@_guarded
 def report(
     run_dir: Path = typer.Argument(
         ..., help="A folder written by `corekd run` or `corekd compare` (holds results.json)."

@@ -250,6 +250,13 @@ class EvaluationConfig(_Strict):
         return rounded
 
 
+class MethodTraining(_Strict):
+    """One method's own training settings (``corekd tune`` writes them; null = the shared setting)."""
+
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+
+
 class MethodSpec(_Strict):
     name: str = Field(description="a registered method (corekd.methods.registered())")
     variant: str | None = Field(
@@ -258,10 +265,41 @@ class MethodSpec(_Strict):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._+=,-]{0,63}$",
     )
     options: dict = Field(default_factory=dict)
+    training: MethodTraining | None = Field(
+        None, description="this method's own lr / weight_decay (absent = the shared training settings)"
+    )
+    model: dict | None = Field(
+        None,
+        description="this method's own model settings, any keys of the `model` section (absent = the shared ones), "
+        "e.g. {dropout: 0.3} (corekd tune writes it) or {context: none}",
+    )
 
     @property
     def label(self) -> str:
         return self.variant or self.name
+
+    @field_validator("model")
+    @classmethod
+    def _model_keys(cls, value: dict | None) -> dict | None:
+        unknown = sorted(set(value or {}) - set(ModelConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown model setting(s) {', '.join(map(str, unknown))} (expected keys of the model section: "
+                f"{', '.join(ModelConfig.model_fields)})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _teacher_overrides(self) -> MethodSpec:
+        if self.name == "teacher" and (self.training is not None or self.model is not None):
+            raise ValueError("the teacher's own settings go in the `teacher` section (lr, weight_decay, dropout)")
+        return self
+
+    def overrides(self, section: str) -> dict:
+        """This method's own settings of ``section`` ("training" or "model"), the unset ones left out."""
+        if section == "model":
+            return {k: v for k, v in (self.model or {}).items() if v is not None}
+        return {} if self.training is None else {k: v for k, v in self.training.model_dump().items() if v is not None}
 
 
 class SweepConfig(_Strict):
@@ -276,6 +314,24 @@ class SweepConfig(_Strict):
         if len(set(value)) != len(value):
             raise ValueError("sweep values must not repeat")
         return value
+
+
+class TuneConfig(_Strict):
+    """``corekd tune``'s settings (docs/tune.md); read by that command only."""
+
+    trials: int = Field(
+        20, ge=1, description="trials per method (the same budget for every method; --trials overrides)"
+    )
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="seeds each trial trains (its dev score: their mean); null = the first seed"
+    )
+    seed: int = Field(0, ge=0, description="seed of the TPE samplers (each method's derived from it and its label)")
+    pruning: bool = Field(True, description="stop unpromising trials early (median rule on the per-epoch dev score)")
+    search: dict[str, dict[str, dict | None]] = Field(
+        default_factory=dict,
+        description="per method label: option -> spec (or null to leave it out), replacing the method's own search "
+        "space entry; keys training.lr, training.weight_decay, model.dropout change the shared settings' ranges",
+    )
 
 
 class RunConfig(_Strict):
@@ -299,6 +355,7 @@ class RunConfig(_Strict):
     sweep: SweepConfig | None = Field(
         None, description="run the configuration once per value of one numeric setting (sub-runs OUT/<name>=<value>/)"
     )
+    tune: TuneConfig | None = Field(None, description="`corekd tune`'s settings (docs/tune.md)")
 
     @field_validator("device")
     @classmethod
@@ -341,23 +398,31 @@ class RunConfig(_Strict):
             raise ValueError(f"task '{task}': expected classification or regression")
         self.task = cast(Task, task)
 
-    def model_for(self, method_name: str) -> ModelConfig:
-        """The model settings of a method's model: the shared ones, with the teacher's overrides for the teacher."""
+    def model_for(self, method_name: str, label: str | None = None) -> ModelConfig:
+        """The model settings of a method's model: the shared ones, with the teacher's overrides for the teacher and
+        a student's own (``methods[].model``, the spec of ``label``) for a student."""
         if method_name != "teacher":
-            return self.model
+            own = self._spec_overrides(label, "model")
+            return ModelConfig.model_validate({**self.model.model_dump(), **own}) if own else self.model
         changes = {
             k: getattr(self.teacher, k) for k in TeacherConfig.MODEL_FIELDS if getattr(self.teacher, k) is not None
         }
         return self.model.model_copy(update=changes)
 
-    def training_for(self, method_name: str) -> TrainingConfig:
-        """The training settings of a method: the shared ones, with the teacher's overrides for the teacher."""
+    def training_for(self, method_name: str, label: str | None = None) -> TrainingConfig:
+        """The training settings of a method: the shared ones, with the teacher's overrides for the teacher and a
+        student's own (``methods[].training``, the spec of ``label``) for a student."""
         if method_name != "teacher":
-            return self.training
+            own = self._spec_overrides(label, "training")
+            return self.training.model_copy(update=own) if own else self.training
         changes = {
             k: v for k, v in self.teacher.model_dump().items() if v is not None and k not in TeacherConfig.MODEL_FIELDS
         }
         return self.training.model_copy(update=changes)
+
+    def _spec_overrides(self, label: str | None, section: str) -> dict:
+        spec = next((s for s in self.methods if s.label == label), None) if label is not None else None
+        return spec.overrides(section) if spec is not None else {}
 
     def method_options(self, spec: MethodSpec) -> BaseModel:
         return method_class(spec.name).Options.model_validate(spec.options)
@@ -390,7 +455,12 @@ def validate_config(raw: object, source: str | Path | None = None) -> RunConfig:
         except ValidationError as exc:
             raise from_validation_error(exc, source, model=cls.Options, prefix=("methods", i, "options")) from None
         spec.options = options.model_dump(mode="json")
-        problem = cls(options, cfg.training.missing).check_model(cfg.model_for(spec.name))
+        if spec.model:  # a method's own model settings: valid values of the model section
+            try:
+                ModelConfig.model_validate({**cfg.model.model_dump(), **spec.model})
+            except ValidationError as exc:
+                raise from_validation_error(exc, source, model=ModelConfig, prefix=("methods", i, "model")) from None
+        problem = cls(options, cfg.training.missing).check_model(cfg.model_for(spec.name, spec.label))
         if problem:
             raise CorekdError(problem[1], path=source, field=f"methods[{i}].options.{problem[0]}")
         if spec.label == "teacher" and spec.name != "teacher":
@@ -445,6 +515,12 @@ def dump_config(cfg: RunConfig) -> str:
     data = cfg.model_dump(mode="json")
     if data.get("sweep") is None:
         data.pop("sweep", None)  # runs without a sweep keep the config.yaml of earlier versions (resume compares it)
+    if data.get("tune") is None:
+        data.pop("tune", None)  # likewise without a tune section
+    for spec in data.get("methods") or []:  # and methods without their own training/model settings
+        for key in ("training", "model"):
+            if spec.get(key) is None:
+                spec.pop(key, None)
     return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -80,7 +80,7 @@ def train_unit(
     dims = {m: s.dim for m, s in corpus.modalities.items()}
     kinds = {m: s.kind for m, s in corpus.modalities.items()}
     outputs = 1 if task == "regression" else len(labels)  # regression: a one-output head
-    model_cfg, train_cfg = config.model_for(method.name), config.training_for(method.name)
+    model_cfg, train_cfg = config.model_for(method.name, label), config.training_for(method.name, label)
     model = init_model(
         model_cfg,
         dims,

@@ -51,6 +51,10 @@ class Method:
     name: ClassVar[str]
     needs_teacher: bool = False  # a method may make this a property of its options
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # ``corekd tune``'s search space over this method's own options: option name -> one spec in the YAML format of
+    # docs/tune.md ({"float": [low, high]} with optional "log": true, {"int": [low, high]}, {"choice": [...]}).
+    # Settings every method shares (training.lr, model.dropout) are the tuner's, not a method's.
+    search_space: ClassVar[dict[str, dict]] = {}
 
     def __init__(self, options: BaseModel, missing: TrainingMissing):
         self.options = options
@@ -119,3 +123,44 @@ class Method:
         """Diagnostics of one step (scalars, not optimised), averaged per epoch into the training history beside the
         loss terms (e.g. CoRe-KD's realised NCE share). None by default."""
         return {}
+
+
+# ------------------------------------------------------------------ search-space specs (``corekd tune``)
+SPEC_KINDS = ("float", "int", "choice")
+
+
+def spec_problem(spec: object) -> str | None:
+    """What is wrong with one search-space spec (None: it is well formed).
+
+    A spec is ``{"float": [low, high]}`` (optionally ``"log": true``, then low > 0), ``{"int": [low, high]}`` (optionally
+    ``"log": true``) or ``{"choice": [v1, v2, ...]}`` (at least one value; values may be lists).
+    """
+    if not isinstance(spec, dict):
+        return f"expected a mapping like {{float: [low, high]}}, got {type(spec).__name__}"
+    kinds = [k for k in spec if k in SPEC_KINDS]
+    extra = sorted(str(k) for k in spec if k not in (*SPEC_KINDS, "log"))
+    if extra or len(kinds) != 1:
+        return f"expected exactly one of float, int, choice (and optionally log), got keys {sorted(map(str, spec))}"
+    kind, value = kinds[0], spec[kinds[0]]
+    if kind == "choice":
+        if "log" in spec:
+            return "log applies to float and int ranges, not to a choice"
+        if not isinstance(value, list) or not value:
+            return "choice: expected a non-empty list of values"
+        return None
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        return f"log: expected true or false, got {log!r}"
+    number = int if kind == "int" else (int, float)
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or any(isinstance(v, bool) or not isinstance(v, number) for v in value)
+    ):
+        return f"{kind}: expected [low, high] ({'integers' if kind == 'int' else 'numbers'}), got {value!r}"
+    low, high = value
+    if low > high:
+        return f"{kind}: low {low} > high {high}"
+    if log and low <= 0:
+        return f"{kind}: a log range needs low > 0, got {low}"
+    return None

@@ -16,6 +16,8 @@ other condition is recorded and reported as not applicable (``Method.not_applica
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -54,6 +56,10 @@ class ContrastiveViewOptions(BaseModel):
 @register
 class ContrastiveView(Method):
     name = "contrastive_view"
+    search_space: ClassVar[dict[str, dict]] = {
+        "l_contrast": {"float": [0.25, 4.0], "log": True},
+        "temperature": {"float": [0.05, 0.5], "log": True},
+    }
     Options = ContrastiveViewOptions
     options: ContrastiveViewOptions  # narrows Method.options (an instance of Options) for the type checker
 

@@ -28,7 +28,7 @@ over the targets and divided by the real utterances, so a target weighs what a c
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +119,13 @@ class CoReKDOptions(BaseModel):
 @register
 class CoReKD(Method):
     name = "corekd"
+    search_space: ClassVar[dict[str, dict]] = {
+        "l_kd": {"float": [0.25, 4.0], "log": True},
+        "l_state": {"float": [0.1, 2.0], "log": True},
+        "l_mstate": {"float": [0.1, 2.0], "log": True},
+        "l_nce": {"float": [0.25, 4.0], "log": True},
+        "nce_prob": {"float": [0.05, 0.5]},
+    }
     Options = CoReKDOptions
     options: CoReKDOptions  # narrows Method.options (an instance of Options) for the type checker
 

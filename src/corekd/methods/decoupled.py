@@ -349,8 +349,12 @@ class DecoupledOptions(BaseModel):
 class Decoupled(Method):
     name = "decoupled"
     Options = DecoupledOptions
-    # the dictionary stage's own settings (l_dict_kd is left out: it would add a teacher to some trials only)
+    # corekd tune's search space: the coarse stage's graph and reconstruction weights (DMD's values in the middle of
+    # each range) and the dictionary stage's own settings (l_dict_kd is left out: it would add a teacher to some
+    # trials only)
     search_space: ClassVar[dict[str, dict]] = {
+        "l_graph": {"float": [0.01, 0.2], "log": True},
+        "l_rec": {"float": [0.03, 0.3], "log": True},
         "l_dict": {"float": [0.01, 1.0], "log": True},
         "dict_size": {"choice": [8, 16, 32, 64]},
         "dict_temperature": {"float": [0.05, 1.0], "log": True},

@@ -25,7 +25,7 @@ no graph over the dialogue; no teacher unless ``l_kd`` > 0.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,6 +120,10 @@ class ReconstructionOptions(BaseModel):
 @register
 class Reconstruction(Method):
     name = "reconstruction"
+    search_space: ClassVar[dict[str, dict]] = {
+        "l_rec": {"float": [0.25, 4.0], "log": True},
+        "rec_over": {"choice": ["all", "missing"]},
+    }
     Options = ReconstructionOptions
     options: ReconstructionOptions  # narrows Method.options (an instance of Options) for the type checker
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from corekd.data.batching import Batch
@@ -13,6 +15,7 @@ from corekd.methods.registry import register
 @register
 class Teacher(Method):
     name = "teacher"
+    search_space: ClassVar[dict[str, dict]] = {}  # no options of its own: the shared lr and dropout only
 
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
         return TrainView(batch.complete())

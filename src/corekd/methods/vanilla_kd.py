@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from corekd.methods.base import Method, StepContext
@@ -19,6 +21,10 @@ class VanillaKDOptions(BaseModel):
 @register
 class VanillaKD(Method):
     name = "vanilla_kd"
+    search_space: ClassVar[dict[str, dict]] = {
+        "l_kd": {"float": [0.25, 4.0], "log": True},
+        "temperature": {"float": [1.0, 8.0], "log": True},
+    }
     Options = VanillaKDOptions
     options: VanillaKDOptions  # narrows Method.options (an instance of Options) for the type checker
 
