@@ -317,3 +317,30 @@ def test_a_method_may_carry_any_model_setting_of_its_own():
     with pytest.raises(CorekdError) as bad:
         validate_config({"methods": [{"name": "no_kd", "model": {"dropout": 1.5}}]})
     assert bad.value.field == "methods[0].model.dropout"
+
+
+def test_the_first_trial_of_every_method_is_the_config_s_own_settings(tmp_path):
+    cfg = tiny_tune_config(
+        training={"epochs": 2, "patience": 1, "batch_size": 4, "lr": 0.002},
+        methods=[{"name": "teacher"}, {"name": "vanilla_kd", "options": {"l_kd": 0.5, "temperature": 3.0}}],
+    )
+    payload = tune(write(tmp_path, cfg), tmp_path / "out", trials=2).payload
+    first = {label: rows[0]["params"] for label, rows in trial_rows(payload).items()}
+    assert first["vanilla_kd"] == {"training.lr": 0.002, "model.dropout": 0.2, "l_kd": 0.5, "temperature": 3.0}
+    assert first["teacher"]["training.lr"] == 0.002
+    assert all(rows[1]["params"] != first[label] for label, rows in trial_rows(payload).items())
+
+
+def test_starting_params_take_a_choice_by_index_and_leave_out_what_the_space_cannot_hold():
+    cfg = validate_config(
+        tiny_tune_config(
+            training={"lr": 0.01}, methods=[{"name": "reconstruction", "options": {"rec_over": "missing"}}]
+        )
+    )
+    spec = cfg.methods[0]
+    space = {
+        "training.lr": {"float": [1e-4, 3e-3], "log": True},  # 0.01 is outside: drawn instead
+        "model.dropout": {"float": [0.0, 0.5]},
+        "rec_over": {"choice": ["all", "missing"]},
+    }
+    assert tune_module.starting_params(cfg, spec, space) == {"model.dropout": cfg.model.dropout, "rec_over": 1}

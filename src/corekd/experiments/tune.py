@@ -219,6 +219,31 @@ def suggest(trial, key: str, spec: dict):
     return trial.suggest_float(key, float(low), float(high), log=bool(spec.get("log", False)))
 
 
+def starting_params(cfg: RunConfig, spec: MethodSpec, space: dict[str, dict]) -> dict:
+    """The config's own values of the searched keys, as Optuna's parameters (a choice by its index), for the first
+    trial of every method: the tuned result is then never one the config's settings beat on dev. A value outside its
+    range (or not among the choices) is left out and drawn instead."""
+    own = cfg.method_options(spec).model_dump(mode="json") if spec.name != "teacher" else {}
+    training, model = cfg.training_for(spec.name, spec.label), cfg.model_for(spec.name, spec.label)
+    out: dict = {}
+    for key, value_spec in space.items():
+        section, _, name = key.partition(".")
+        if key in SHARED_KEYS:
+            value = getattr(training if section == "training" else model, name)
+        elif key in own:
+            value = own[key]
+        else:
+            continue
+        if "choice" in value_spec:
+            if value in value_spec["choice"]:
+                out[key] = value_spec["choice"].index(value)
+            continue
+        low, high = value_spec["int" if "int" in value_spec else "float"]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
+            out[key] = value
+    return out
+
+
 def apply_params(raw: dict, spec: MethodSpec, params: dict) -> dict:
     """A copy of a resolved config mapping with ``params`` set for the method ``spec`` only (the teacher's in the
     ``teacher`` section, a student's in its ``methods`` entry: options, ``training``, ``model``)."""
@@ -501,6 +526,8 @@ def _run_trials(
         )
         if before_trial is not None:
             before_trial(label, done)
+        if done == 0:  # the first counted trial: the config's own settings (the baseline every later trial must beat)
+            study.enqueue_trial(starting_params(validate_config(raw, source), spec, space))
         trial = study.ask()
         params = {key: suggest(trial, key, s) for key, s in space.items()}
         trial.set_user_attr("params", params)
