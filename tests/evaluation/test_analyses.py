@@ -282,6 +282,7 @@ PATTERN = {
     "random:0.5": (True, False, True),
     "fixed:a": (False, True, False),
     "frames:0.5": (True, True, True),
+    "features:0.5": (True, True, True),
 }
 W = {"l": 1.0, "a": 2.0, "v": 0.5}  # a conflict view's logits: 10 * sum_m W[m] * one-hot feature of m
 
@@ -324,10 +325,12 @@ class CallLog(list):
 
 @pytest.fixture()
 def calls(monkeypatch):
-    """Replaces ``run_model`` in the analyses module; records (model, view, batch_size, device, frame_keep)."""
+    """Replaces ``run_model`` in the analyses module; records (model, view, batch_size, device, frame_keep), and each
+    call's feature_keep in ``made.features``."""
     made = CallLog()
+    made.features = []
 
-    def fake_run_model(model, split, masks, batch_size, device, frame_keep=None):
+    def fake_run_model(model, split, masks, batch_size, device, frame_keep=None, feature_keep=None):
         test = fake_run_model.test
         if split is test:
             view = "complete" if masks is None else next(n for n, m in fake_run_model.masks.items() if m is masks)
@@ -335,6 +338,7 @@ def calls(monkeypatch):
             assert masks is None
             view = "conflict"
         made.append((model.name, view, batch_size, device, frame_keep))
+        made.features.append(feature_keep)
         return model.outputs(split, test, None if masks is None else view)
 
     fake_run_model.test, fake_run_model.masks = None, {}
@@ -673,6 +677,14 @@ def test_run_analyses_frames_reach_run_model(calls, tmp_path):
     run = build(calls, tmp_path, conditions=("complete", "frames:0.5"), frames={"frames:0.5": keep})
     run.add("kd", "corekd", 0, FakeModel("S"), None)
     assert calls == [("S", "complete", 4, DEVICE, None), ("S", "frames:0.5", 4, DEVICE, keep)]
+
+
+def test_run_analyses_feature_corruption_reaches_run_model(calls, tmp_path):
+    """Drift under features:p is measured on the corrupted features, not on the complete view's."""
+    keep = {"l": torch.ones(2, 3, 5, dtype=torch.bool)}
+    run = build(calls, tmp_path, conditions=("complete", "features:0.5"), features={"features:0.5": keep})
+    run.add("kd", "corekd", 0, FakeModel("S"), None)
+    assert [c[1] for c in calls] == ["complete", "features:0.5"] and calls.features == [None, keep]
 
 
 def test_run_analyses_without_teacher(calls, tmp_path):
