@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from corekd.reporting.blocks import Heading, Table
+from corekd.reporting.blocks import Heading, Paragraph, Table
 from corekd.reporting.realistic import (
     context_gains,
     family_scores,
@@ -96,8 +96,10 @@ def test_the_section_appears_only_with_a_realistic_family_at_a_random_rate():
     plain = _records({"A": {c: [0.5, 0.5, 0.5] for c in (*FIXED_ORDER, "random:0.3")}})
     assert realistic_blocks(plain, "weighted_f1", False, ["A"]) == []
     records = _records({"A": _variant(0.7, 0.40), "B": _variant(0.6, 0.50), "C": _variant(0.5, 0.30)})
-    blocks = realistic_blocks(records, "weighted_f1", False, ["A", "B", "C"])
+    only_a = _records({"D": {"fixed:a": [0.4, 0.4, 0.4], "burst:0.3": [0.3, 0.3, 0.3]}})
+    blocks = realistic_blocks(records + only_a, "weighted_f1", False, ["A", "B", "C", "D"])
     assert isinstance(blocks[0], Heading)
+    assert any(isinstance(b, Paragraph) and "no standard score" in b.text and "`D`" in b.text for b in blocks)
     tables = [b for b in blocks if isinstance(b, Table)]
     assert tables[0].headers[-3:] == ("random @ 0.3", "imbalanced @ 0.3", "burst @ 0.3")
     assert tables[0].rows[0][1] == "70.00 ± 1.00"

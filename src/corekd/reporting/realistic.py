@@ -160,6 +160,14 @@ def realistic_blocks(test_records: list[dict], metric: str, lower_is_better: boo
         ),
         Table(headers, tuple(rows)),
     ]
+    unranked = [v for v in variants if v not in standard]
+    if unranked:
+        blocks.append(
+            Paragraph(
+                "Not in this section (no standard score: not scored under every fixed subset and random rate, e.g. a "
+                "student restricted to one modality): " + ", ".join(f"`{v}`" for v in unranked) + "."
+            )
+        )
     tau_rows, flip_rows = [], []
     for key in columns[1:]:
         family_ranking = ranking(scores[key], lower_is_better)
