@@ -70,7 +70,9 @@ def main() -> int:
     args = ap.parse_args()
     before, after = per_seed_scores(args.untuned), per_seed_scores(args.tuned)
     variants = [v for v in after if v in before]
-    seeds = sorted(set.intersection(*(set(before[v]["fixed"]) & set(after[v]["fixed"]) for v in variants)))
+    # the seeds every variant with a fixed Avg (not a one-modality student) has in both grids
+    ranked = [v for v in variants if before[v]["fixed"] and after[v]["fixed"]]
+    seeds = sorted(set.intersection(*(set(before[v]["fixed"]) & set(after[v]["fixed"]) for v in ranked)))
     for scores in (before, after):
         for v in variants:
             for fam in scores[v].values():
@@ -120,7 +122,7 @@ def main() -> int:
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=1))
     head = (
         "| variant | fixed Avg untuned | fixed Avg tuned | tuned - untuned (paired) | random Avg untuned | "
-        "random Avg tuned | rank untuned -> tuned | vs corekd untuned | vs corekd tuned |"
+        "random Avg tuned | rank untuned -> tuned | minus corekd, untuned | minus corekd, tuned |"
     )
     lines = [head, "|" + "---|" * 9]
     for r in rows:
