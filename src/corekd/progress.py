@@ -31,6 +31,14 @@ class Reporter(AbstractContextManager):
         return None
 
 
+def write_line(stream, text: str) -> None:
+    """``text`` and its newline in ONE write: ``print`` writes them separately, and a signal (SIGTERM raises
+    KeyboardInterrupt in the CLI) landing between the two leaves the line open, so the "interrupted:" line that
+    follows would be glued to it."""
+    stream.write(text + "\n")
+    stream.flush()
+
+
 class LineReporter(Reporter):
     """Plain lines on stderr: for logs, pipes and CI (no bars)."""
 
@@ -38,10 +46,10 @@ class LineReporter(Reporter):
         self.stream = stream or sys.stderr
 
     def end_model(self, summary: str) -> None:
-        print(summary, file=self.stream, flush=True)
+        write_line(self.stream, summary)
 
     def message(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        write_line(self.stream, text)
 
 
 class _LiveProgress(AbstractContextManager):
@@ -136,7 +144,7 @@ class LineGridProgress(GridProgress):
         self.message(f"FAILED {cell}: {error}")
 
     def message(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        write_line(self.stream, text)
 
 
 class RichGridProgress(_LiveProgress, GridProgress):
