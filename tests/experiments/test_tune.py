@@ -344,3 +344,15 @@ def test_starting_params_take_a_choice_by_index_and_leave_out_what_the_space_can
         "rec_over": {"choice": ["all", "missing"]},
     }
     assert tune_module.starting_params(cfg, spec, space) == {"model.dropout": cfg.model.dropout, "rec_over": 1}
+
+
+def test_options_that_cannot_act_are_not_searched():
+    """DMD alone (decoupled with l_dict 0) has no dictionaries: their size and temperature are left out of its space."""
+    cfg = validate_config(
+        tiny_tune_config(
+            methods=[{"name": "decoupled"}, {"name": "decoupled", "variant": "dmd", "options": {"l_dict": 0}}]
+        )
+    )
+    full, dmd = (method_space(cfg, spec, cfg.tune or tune_module.TuneConfig()) for spec in cfg.methods)
+    assert {"dict_size", "dict_temperature", "l_dict"} <= set(full)
+    assert not {"dict_size", "dict_temperature", "l_dict"} & set(dmd) and {"l_graph", "l_rec"} <= set(dmd)

@@ -142,10 +142,11 @@ def fixed_options(cfg: RunConfig, spec: MethodSpec) -> list[str]:
 
 
 def method_space(cfg: RunConfig, spec: MethodSpec, tune: TuneConfig) -> dict[str, dict]:
-    """A method label's search space: the shared settings, the method's own space, less a variant's defining options,
-    with ``tune.search[label]`` applied (a spec replaces or adds an entry, null removes it)."""
-    space = {**SHARED_SPACE, **copy.deepcopy(method_class(spec.name).search_space)}
-    for option in fixed_options(cfg, spec):
+    """A method label's search space: the shared settings, the method's own space, less a variant's defining options
+    and the options inert under its settings (``Method.inert_options``), with ``tune.search[label]`` applied (a spec replaces or adds an entry, null removes it)."""
+    cls = method_class(spec.name)
+    space = {**SHARED_SPACE, **copy.deepcopy(cls.search_space)}
+    for option in [*fixed_options(cfg, spec), *cls.inert_options(cfg.method_options(spec))]:
         space.pop(option, None)
     for key, value in (tune.search.get(spec.label) or {}).items():
         if value is None:

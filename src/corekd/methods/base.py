@@ -56,6 +56,12 @@ class Method:
     # Settings every method shares (training.lr, model.dropout) are the tuner's, not a method's.
     search_space: ClassVar[dict[str, dict]] = {}
 
+    @classmethod
+    def inert_options(cls, options: BaseModel) -> set[str]:
+        """Options that cannot act under ``options`` (e.g. a stage's sizes when its weight is 0): the tuner does not
+        search them, so no trial spends its budget on a setting that changes nothing."""
+        return set()
+
     def __init__(self, options: BaseModel, missing: TrainingMissing):
         self.options = options
         self.missing = missing

@@ -52,7 +52,7 @@ view observes).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -360,6 +360,12 @@ class Decoupled(Method):
         "dict_temperature": {"float": [0.05, 1.0], "log": True},
     }
     options: DecoupledOptions  # narrows Method.options (an instance of Options) for the type checker
+
+    @classmethod
+    def inert_options(cls, options: BaseModel) -> set[str]:
+        o = cast(DecoupledOptions, options)
+        # without the dictionary stage (DMD alone) the model has no dictionaries: their size and temperature do nothing
+        return {"dict_size", "dict_temperature"} if o.l_dict == 0 and o.l_dict_kd == 0 else set()
 
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
