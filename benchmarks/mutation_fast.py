@@ -1,6 +1,6 @@
 """The fast stage of mutation testing: mutmut's own mutants, tested against the fast unit tests only.
 
-    python benchmarks/mutation_fast.py [--jobs N] [--timeout S] [--only GLOB ...]
+    python benchmarks/mutation_fast.py [--jobs N] [--timeout S] [--only GLOB ...] [--order module|random]
 
 Why: mutmut runs, for each mutant, every test that covers the mutated function, fastest first by
 the test's own recorded time. A test's fixtures are not part of that time, so a test reading a
@@ -94,6 +94,13 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="mutants tested at once (forked workers); default 2")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per mutant before it is left undecided")
     ap.add_argument("--only", nargs="+", metavar="GLOB", default=None, help="only mutants whose names match")
+    ap.add_argument(
+        "--order",
+        choices=("module", "random"),
+        default="module",
+        help="the order mutants are tried in: by module, or shuffled (seed 0), so that a run stopped early has decided "
+        "a uniform sample of them",
+    )
     args = ap.parse_args()
 
     import tomllib
@@ -160,6 +167,10 @@ def main() -> int:
         if not (results.get(t[0], {}).get("status") == "killed" and results[t[0]]["function_hash"] == t[1])
     ]
     print(f"{len(todo)} of them not already killed by an earlier fast stage", flush=True)
+    if args.order == "random":
+        import random
+
+        random.Random(0).shuffle(todo)
     started, running, queue, done = time.time(), {}, list(todo), 0
     while queue or running:
         while queue and len(running) < args.jobs:

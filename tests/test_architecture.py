@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("methods", ("corekd.methods.*",)),
     ("scoring", ("corekd.evaluation.metrics", "corekd.evaluation.predict")),
     ("config", ("corekd.config",)),
-    ("training", ("corekd.training",)),
+    ("training", ("corekd.training", "corekd.ensemble")),
     ("evaluation", ("corekd.evaluation.*",)),
     ("reporting", ("corekd.reporting.*",)),
     (

@@ -152,6 +152,12 @@ class TrainingConfig(_Strict):
         description="select on the trailing mean of this many epochs' dev scores "
         "(1 = the raw dev score); early stopping follows the same curve",
     )
+    ensemble: Literal["none", "seeds"] = Field(
+        "none",
+        description="seeds: train the seeds of each method as one batched model (stacked weights, one forward and "
+        "one optimiser step for all; each seed keeps its own batches, masks, draws, early stopping and dev "
+        "selection; results within seed noise of separate training, docs/ensemble.md); none: one model at a time",
+    )
     select_on: Literal["dev", "test"] = Field(
         "dev",
         description="LEGACY 'test' selects epochs on the test split, as much of the literature does, to show "

@@ -97,8 +97,9 @@ class RichReporter(_LiveProgress, Reporter):
         self.progress.update(self.current, completed=epoch, info="dev n/a" if score is None else f"dev {score:.4f}")
 
     def end_model(self, summary: str) -> None:
-        assert self.current is not None
-        self.progress.remove_task(self.current)
+        if self.current is not None:  # the members of an ensemble end one after another: one bar for all
+            self.progress.remove_task(self.current)
+            self.current = None
         self.progress.console.print(summary)
         if self.overall is not None:
             self.progress.advance(self.overall)

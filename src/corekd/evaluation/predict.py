@@ -9,6 +9,7 @@ import torch
 
 from corekd.data.batching import SplitTensors
 from corekd.models.model import ERCModel, Output
+from corekd.models.stacked import StackedModels
 
 
 @dataclass
@@ -74,6 +75,53 @@ def run_model(
     return Output(logits=gather("logits"), fused=gather("fused"), states=gather("states"))
 
 
+@torch.inference_mode()
+def run_stacked(
+    models: StackedModels,
+    split: SplitTensors,
+    masks: list[torch.Tensor | None],
+    batch_size: int,
+    device: torch.device | str,
+    params: dict[str, torch.Tensor] | None = None,
+) -> list[Output]:
+    """:func:`run_model` for every member of an ensemble at once: member k under ``masks[k]`` (None = complete), one
+    batched forward per batch of dialogues (the same dialogues for every member, so nothing is padded). ``params``:
+    stacked weights to use instead of the ensemble's (e.g. their moving average). Puts the ensemble in eval mode."""
+    models.eval()
+    n, u_max = split.utt_mask.shape
+    parts: list[tuple[torch.Tensor, list[Output]]] = []
+    for index in length_sorted_batches(split, batch_size):
+        batch = split.batch(index, device)
+        u = batch.utt_mask.shape[1]
+        views = [batch if m is None else batch.view(m[index, :u].to(device)) for m in masks]
+        parts.append((index, models.forward(views, params)))
+
+    def gather(k: int, field: str) -> torch.Tensor:
+        ref = getattr(parts[0][1][k], field)
+        full = ref.new_zeros((n, u_max, *ref.shape[2:]))
+        for index, outs in parts:
+            value = getattr(outs[k], field)
+            full[index.to(full.device), : value.shape[1]] = value
+        return full
+
+    return [
+        Output(logits=gather(k, "logits"), fused=gather(k, "fused"), states=gather(k, "states"))
+        for k in range(len(masks))
+    ]
+
+
+def predictions(out: Output, split: SplitTensors) -> Predictions:
+    """The predictions of ``out`` (a whole split's outputs, :func:`run_model`'s) on the split's real utterances."""
+    valid = split.utt_mask
+    if split.targets is not None:  # regression: the one-output head is the prediction
+        value = out.logits.float()[..., 0].cpu()[valid]
+        return Predictions(
+            y_true=split.targets[valid].numpy(), y_pred=value.numpy(), probs=value[:, None].numpy(), task="regression"
+        )
+    probs = out.logits.float().softmax(-1).cpu()[valid]
+    return Predictions(y_true=split.labels[valid].numpy(), y_pred=probs.argmax(-1).numpy(), probs=probs.numpy())
+
+
 def predict(
     model: ERCModel,
     split: SplitTensors,
@@ -83,12 +131,4 @@ def predict(
     frame_keep: dict[str, torch.Tensor] | None = None,
     feature_keep: dict[str, torch.Tensor] | None = None,
 ) -> Predictions:
-    out = run_model(model, split, masks, batch_size, device, frame_keep, feature_keep)
-    valid = split.utt_mask
-    if split.targets is not None:  # regression: the one-output head is the prediction
-        value = out.logits.float()[..., 0].cpu()[valid]
-        return Predictions(
-            y_true=split.targets[valid].numpy(), y_pred=value.numpy(), probs=value[:, None].numpy(), task="regression"
-        )
-    probs = out.logits.float().softmax(-1).cpu()[valid]
-    return Predictions(y_true=split.labels[valid].numpy(), y_pred=probs.argmax(-1).numpy(), probs=probs.numpy())
+    return predictions(run_model(model, split, masks, batch_size, device, frame_keep, feature_keep), split)

@@ -179,48 +179,80 @@ def finished_before(folder: ExperimentFolder, units: list[Unit], *, analyses: bo
     return True
 
 
+def group_units(units: list[Unit], configs: dict[str, RunConfig]) -> list[tuple[Unit, ...]]:
+    """The jobs that run ``units`` (plan order): one unit each, except where a variant trains as an ensemble
+    (``training.ensemble: seeds``): then its seeds of a part are one job, placed where its first seed was planned."""
+    jobs: dict[tuple, list[Unit]] = {}
+    for u in units:
+        ensemble = configs[u.part].training_for(u.method, u.variant).ensemble == "seeds"
+        jobs.setdefault((u.part, u.variant) if ensemble else (u,), []).append(u)
+    return [tuple(members) for members in jobs.values()]
+
+
 def unit_task(
-    part: Part, unit: Unit, folder: ExperimentFolder, *, device: str, threads: int | None, embedding: bool
+    part: Part,
+    job: Unit | tuple[Unit, ...],
+    folder: ExperimentFolder,
+    *,
+    device: str,
+    threads: int | None,
+    embedding: bool | int,
 ) -> dict:
-    """The plain-data input of :func:`corekd.experiments.unit.run_unit` (a student carries its teacher's files)."""
-    spec = next(s for s in part.setup.order if s.label == unit.variant)
-    teacher = None
-    if uses_teacher(part.config, unit):
+    """The plain-data input of :func:`corekd.experiments.unit.run_unit` (a student carries its teacher's files).
+
+    ``job``: one unit, or the seeds of one variant trained as an ensemble (then ``seeds`` and ``teachers`` are lists
+    and ``embedding_seed`` says which seed's t-SNE points to keep); ``embedding``: keep the t-SNE points (a unit),
+    or the seed whose points to keep (an ensemble)."""
+    units = job if isinstance(job, tuple) else (job,)
+    first = units[0]
+    spec = next(s for s in part.setup.order if s.label == first.variant)
+
+    def teacher_files(unit: Unit) -> dict | None:
+        if not uses_teacher(part.config, unit):
+            return None
         where = folder.unit_dir(unit.part, "teacher", unit.seed)
-        teacher = {name: (where / name).read_bytes() for name in CHECKPOINT_FILES}
-    return {
-        "cell": unit.id,
+        return {name: (where / name).read_bytes() for name in CHECKPOINT_FILES}
+
+    task = {
+        "cell": first.id,
         "config": part.config.model_dump_json(),
         "config_path": str(part.config_path) if part.config_path else None,
         "spec": spec.model_dump(mode="json"),
-        "seed": unit.seed,
         "device": device,
         "threads": threads,
-        "teacher": teacher,
-        "embedding": embedding,
     }
+    if isinstance(job, tuple):
+        return {
+            **task,
+            "cell": ", ".join(u.id for u in units),
+            "seeds": [u.seed for u in units],
+            "teachers": [teacher_files(u) for u in units],
+            "embedding_seed": embedding,
+        }
+    return {**task, "seed": first.seed, "teacher": teacher_files(first), "embedding": embedding}
 
 
 def execute(
-    units: list[Unit],
+    jobs: list[tuple[Unit, ...]],
     *,
     ready: Callable[[Unit], bool],
-    task: Callable[[Unit], dict],
+    task: Callable[[tuple[Unit, ...]], dict],
     runner,
-    started: Callable[[Unit, int], None],
+    started: Callable[[tuple[Unit, ...], int], None],
     finished: Callable[[Unit, dict, int], None],
     failed: Callable[[Unit, BaseException], list[Unit]],
 ) -> None:
-    """Run ``units`` (plan order) on ``runner``: at most ``runner.capacity`` at once, each as soon as it is
-    ``ready`` (its teacher finished), the earliest in plan order first. ``failed`` returns the units that cannot run
-    any more (a failed teacher's students); ``started`` and ``finished`` get the number of units running. A
-    KeyboardInterrupt (or any error of the driver itself) stops the runner's units and propagates."""
-    todo = list(units)
+    """Run ``jobs`` (plan order; a job is one unit, or an ensemble's units) on ``runner``: at most
+    ``runner.capacity`` at once, each as soon as all its units are ``ready`` (their teachers finished), the earliest
+    in plan order first. ``failed`` returns the units that cannot run any more (a failed teacher's students), which
+    leave their jobs; ``started`` is called per job, ``finished`` per unit, with the number of jobs running. A
+    KeyboardInterrupt (or any error of the driver itself) stops the runner's jobs and propagates."""
+    todo = [job for job in jobs if job]
     pending: dict = {}
     try:
         while todo or pending:
             while len(pending) < runner.capacity:
-                nxt = next((u for u in todo if ready(u)), None)
+                nxt = next((job for job in todo if all(ready(u) for u in job)), None)
                 if nxt is None:
                     break
                 todo.remove(nxt)
@@ -229,16 +261,29 @@ def execute(
             if not pending:
                 break
             for handle, outcome in runner.wait(list(pending)):
-                unit = pending.pop(handle)
+                job = pending.pop(handle)
                 if isinstance(outcome, BaseException):
-                    blocked = set(failed(unit, outcome))
-                    todo = [u for u in todo if u not in blocked]
+                    blocked: set[Unit] = set()
+                    for u in job:
+                        blocked |= set(failed(u, outcome))
+                    todo = [kept for kept in (tuple(u for u in j if u not in blocked) for j in todo) if kept]
                 else:
-                    finished(unit, outcome, len(pending))
+                    members = outcome["members"] if "members" in outcome else [outcome]
+                    for u, member in zip(job, members, strict=True):
+                        finished(u, member, len(pending))
     except BaseException:  # interrupted, or the driver itself failed (a full disk): stop the workers, keep the saved
         runner.close(kill=True, pending=list(pending))
         raise
     runner.close()
+
+
+def _task(
+    part: Part, job: tuple[Unit, ...], folder: ExperimentFolder, *, device: str, threads: int | None, first_seed: int
+) -> dict:
+    """A job's task: a unit's (its t-SNE points kept for the first seed), or an ensemble's."""
+    if len(job) == 1 and part.config.training_for(job[0].method, job[0].variant).ensemble != "seeds":
+        return unit_task(part, job[0], folder, device=device, threads=threads, embedding=job[0].seed == first_seed)
+    return unit_task(part, job, folder, device=device, threads=threads, embedding=first_seed)
 
 
 def read_embedding(path: Path):
@@ -397,8 +442,12 @@ def _execute_run(
         kept.append(f"{unit.variant} seed {unit.seed}")
         reporter.end_model(f"{unit.variant} seed {unit.seed}: kept from the earlier attempt")
 
-    def started(unit: Unit, running: int) -> None:
-        reporter.start_model(f"{unit.variant} seed {unit.seed}", config.training_for(unit.method).epochs)
+    def started(job: tuple[Unit, ...], running: int) -> None:
+        first = job[0]
+        label = f"{first.variant} seed {first.seed}"
+        if config.training_for(first.method, first.variant).ensemble == "seeds":
+            label = f"{first.variant} seeds {', '.join(str(u.seed) for u in job)} (one ensemble)"
+        reporter.start_model(label, config.training_for(first.method, first.variant).epochs)
 
     def finished(unit: Unit, outcome: dict, running: int) -> None:
         payload = {
@@ -437,12 +486,10 @@ def _execute_run(
                 else:
                     todo.append(unit)
             execute(
-                todo,
+                group_units(todo, {"": config}),
                 ready=lambda u: True,
                 runner=SequentialRunner(on_epoch=reporter.epoch),
-                task=lambda u: unit_task(
-                    part, u, folder, device=dev_name, threads=None, embedding=u.seed == first_seed
-                ),
+                task=lambda job: _task(part, job, folder, device=dev_name, threads=None, first_seed=first_seed),
                 started=started,
                 finished=finished,
                 failed=failed,
@@ -770,7 +817,7 @@ def _execute_grid(
     def ready(u: Unit) -> bool:  # a cell that reads a teacher waits for its corpus and seed's teacher
         return u not in readers or Unit(u.part, u.seed, "teacher", "teacher") in saved
 
-    def started(u: Unit, running: int) -> None:
+    def started(job: tuple[Unit, ...], running: int) -> None:
         progress.running(running)
 
     def finished(u: Unit, outcome: dict, running: int) -> None:
@@ -821,11 +868,11 @@ def _execute_grid(
             progress.plan(len(units), before)
             write()
             execute(
-                todo,
+                group_units(todo, {p.key: p.config for p in parts}),
                 ready=ready,
                 runner=runner,
-                task=lambda u: unit_task(
-                    by_key[u.part], u, folder, device=device, threads=threads, embedding=u.seed == first_seed
+                task=lambda job: _task(
+                    by_key[job[0].part], job, folder, device=device, threads=threads, first_seed=first_seed
                 ),
                 started=started,
                 finished=finished,

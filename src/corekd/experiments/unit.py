@@ -22,6 +22,7 @@ import torch
 
 from corekd.config import MethodSpec, validate_config
 from corekd.device import resolve_device
+from corekd.ensemble import train_ensemble
 from corekd.evaluation.analyses import RunAnalyses, conflict_flags
 from corekd.evaluation.conditions import evaluate_model
 from corekd.experiments.setup import RunSetup, prepare_run
@@ -62,6 +63,32 @@ class UnitResult:
     checkpoint_meta: dict  # what model.json records beside the architecture
 
 
+def _init_unit(setup: RunSetup, spec: MethodSpec, seed: int):
+    """The freshly initialised model of ``spec`` at ``seed`` (input statistics set) and its training settings."""
+    config, corpus = setup.config, setup.corpus
+    method = setup.methods[spec.label]
+    dims = {m: s.dim for m, s in corpus.modalities.items()}
+    kinds = {m: s.kind for m, s in corpus.modalities.items()}
+    outputs = 1 if config.task == "regression" else len(corpus.labels)  # regression: a one-output head
+    model_cfg, train_cfg = config.model_for(method.name, spec.label), config.training_for(method.name, spec.label)
+    model = init_model(
+        model_cfg,
+        dims,
+        outputs,
+        seed,
+        "teacher" if method.name == "teacher" else "student",
+        kinds=kinds,
+        build=method.build_model,
+    )
+    if setup.input_stats is not None:
+        model.set_input_statistics(setup.input_stats)
+    return model, train_cfg
+
+
+def _selection_split(setup: RunSetup):
+    return setup.test if setup.config.training.select_on == "test" else setup.dev
+
+
 def train_unit(
     setup: RunSetup,
     spec: MethodSpec,
@@ -74,38 +101,60 @@ def train_unit(
 
     ``teacher_ref``: the seed's frozen teacher (for the methods that need one). Nothing is written here.
     """
-    config, corpus = setup.config, setup.corpus
-    label, method = spec.label, setup.methods[spec.label]
-    task, labels, ev = config.task, corpus.labels, config.evaluation
-    dims = {m: s.dim for m, s in corpus.modalities.items()}
-    kinds = {m: s.kind for m, s in corpus.modalities.items()}
-    outputs = 1 if task == "regression" else len(labels)  # regression: a one-output head
-    model_cfg, train_cfg = config.model_for(method.name, label), config.training_for(method.name, label)
-    model = init_model(
-        model_cfg,
-        dims,
-        outputs,
-        seed,
-        "teacher" if method.name == "teacher" else "student",
-        kinds=kinds,
-        build=method.build_model,
-    )
-    if setup.input_stats is not None:
-        model.set_input_statistics(setup.input_stats)
-    select_test = config.training.select_on == "test"
+    method = setup.methods[spec.label]
+    model, train_cfg = _init_unit(setup, spec, seed)
     result = train_model(
         method,
         model,
         setup.train,
-        setup.test if select_test else setup.dev,
+        _selection_split(setup),
         train_cfg,
         seed=seed,
-        label_names=labels,
+        label_names=setup.labels,
         device=device,
         teacher=teacher_ref if method.needs_teacher else None,
-        eval_batch_size=ev.batch_size,
+        eval_batch_size=setup.config.evaluation.batch_size,
         on_epoch=on_epoch,
     )
+    return _score_unit(setup, spec, seed, device, result)
+
+
+def train_units(
+    setup: RunSetup,
+    spec: MethodSpec,
+    seeds: list[int],
+    device: torch.device,
+    teacher_refs: list[TeacherReference | None],
+    on_epoch=None,
+) -> list[UnitResult]:
+    """:func:`train_unit` for every seed of ``seeds`` at once, trained as one batched ensemble
+    (:func:`corekd.ensemble.train_ensemble`, ``training.ensemble: seeds``); one result per seed, in order."""
+    method = setup.methods[spec.label]
+    inits = [_init_unit(setup, spec, seed) for seed in seeds]
+    results = train_ensemble(
+        method,
+        [model for model, _ in inits],
+        setup.train,
+        _selection_split(setup),
+        inits[0][1],
+        seeds=seeds,
+        label_names=setup.labels,
+        device=device,
+        teachers=teacher_refs if method.needs_teacher else None,
+        eval_batch_size=setup.config.evaluation.batch_size,
+        on_epoch=on_epoch,
+    )
+    return [_score_unit(setup, spec, seed, device, result, ensemble=len(seeds)) for seed, result in zip(seeds, results)]
+
+
+def _score_unit(
+    setup: RunSetup, spec: MethodSpec, seed: int, device: torch.device, result: TrainResult, ensemble: int = 0
+) -> UnitResult:
+    """A trained model's checkpoint meta, training entry and records (dev, then test, once). ``ensemble``: the
+    number of members it was trained with (0: trained alone)."""
+    config, corpus = setup.config, setup.corpus
+    label, method = spec.label, setup.methods[spec.label]
+    task, labels, ev = config.task, corpus.labels, config.evaluation
     metric = config.training.select_metric
     checkpoint_meta = {
         "method": method.name,
@@ -132,6 +181,8 @@ def train_unit(
         "seconds": round(result.seconds, 2),
         "history": result.history,
     }
+    if ensemble:  # seconds: the ensemble's wall time shared out over its members
+        training["ensemble"] = ensemble
     records = []
     if label in setup.reported:  # dev under the same conditions; the test split, once, after this model's training
         for split_name, split in (("dev", setup.dev), ("test", setup.test)):
@@ -234,7 +285,11 @@ def analyse(
 
 
 def run_unit(task: dict, on_epoch=None) -> dict:
-    """Train and evaluate one unit (``task``: see :func:`corekd.experiments.engine.unit_task`); return its outcome."""
+    """Train and evaluate one unit (``task``: see :func:`corekd.experiments.engine.unit_task`); return its outcome.
+
+    A task with ``seeds`` (a list) and ``teachers`` (one per seed) is an ensemble of units (``training.ensemble:
+    seeds``): its outcome is ``{"members": [one unit's outcome per seed]}``.
+    """
     started = time.perf_counter()
     threads_before = torch.get_num_threads()
     if task.get("threads"):
@@ -243,38 +298,58 @@ def run_unit(task: dict, on_epoch=None) -> dict:
         setup = unit_setup(task["config"], task["config_path"], task["device"])
         device = resolve_device(task["device"])
         spec = MethodSpec.model_validate(task["spec"])
-        seed, ev = task["seed"], setup.config.evaluation
-        teacher = model_from_files(task["teacher"], device) if task["teacher"] is not None else None
         method = setup.methods[spec.label]
-        teacher_ref = (
+        ev = setup.config.evaluation
+        group = "seeds" in task
+        seeds = task["seeds"] if group else [task["seed"]]
+        teacher_files = task["teachers"] if group else [task["teacher"]]
+        teachers = [model_from_files(f, device) if f is not None else None for f in teacher_files]
+        refs = [
             TeacherReference(
-                teacher, setup.train, cache=setup.config.training.teacher_cache, batch_size=ev.batch_size, device=device
+                t, setup.train, cache=setup.config.training.teacher_cache, batch_size=ev.batch_size, device=device
             )
-            if teacher is not None and method.needs_teacher
+            if t is not None and method.needs_teacher
             else None
-        )
-        unit = train_unit(setup, spec, seed, device, teacher_ref, on_epoch=on_epoch)
-        model = unit.result.model
-        if method.name == "teacher":  # analysed against itself, frozen first
-            teacher = model.eval().requires_grad_(False)
-        analyses, embedding = None, None
-        if ev.analyses and spec.label in setup.reported:
-            analyses, embedding = analyse(
-                setup, spec, seed, model, teacher, device, task["embedding"], unit.records, unit.result.history
+            for t in teachers
+        ]
+        if group:
+            units = train_units(setup, spec, seeds, device, refs, on_epoch=on_epoch)
+        else:
+            units = [train_unit(setup, spec, seeds[0], device, refs[0], on_epoch=on_epoch)]
+        outcomes = []
+        for seed, unit, teacher in zip(seeds, units, teachers):
+            model = unit.result.model
+            if method.name == "teacher":  # analysed against itself, frozen first
+                teacher = model.eval().requires_grad_(False)
+            analyses, embedding = None, None
+            if ev.analyses and spec.label in setup.reported:
+                analyses, embedding = analyse(
+                    setup,
+                    spec,
+                    seed,
+                    model,
+                    teacher,
+                    device,
+                    task["embedding"] if not group else seed == task["embedding_seed"],
+                    unit.records,
+                    unit.result.history,
+                )
+            outcomes.append(
+                {
+                    "records": unit.records,
+                    "training": unit.training,
+                    "checkpoint": files_from_model(model, unit.checkpoint_meta),
+                    "analyses": analyses,
+                    "embedding": embedding,
+                    "seconds": round((time.perf_counter() - started) / len(seeds), 2),
+                    "summary": {
+                        "selected_epoch": unit.result.selected_epoch,
+                        "epochs_run": unit.result.epochs_run,
+                        "best_score": unit.result.best_score,
+                        "seconds": unit.result.seconds,
+                    },
+                }
             )
-        return {
-            "records": unit.records,
-            "training": unit.training,
-            "checkpoint": files_from_model(model, unit.checkpoint_meta),
-            "analyses": analyses,
-            "embedding": embedding,
-            "seconds": round(time.perf_counter() - started, 2),
-            "summary": {
-                "selected_epoch": unit.result.selected_epoch,
-                "epochs_run": unit.result.epochs_run,
-                "best_score": unit.result.best_score,
-                "seconds": unit.result.seconds,
-            },
-        }
+        return {"members": outcomes} if group else outcomes[0]
     finally:
         torch.set_num_threads(threads_before)

@@ -91,9 +91,19 @@ class Method:
         return None
 
     def forward(self, model: ERCModel, view: TrainView) -> Output:
-        """The model on ``view.batch`` (``StepContext.output``). A method with extra views (NCE's conflict copy) may run
-        them in the same forward and keep their outputs in ``view.extra``."""
-        return model(view.batch)
+        """The model on the view (``StepContext.output``): :meth:`forward_input` in, :meth:`forward_output` out."""
+        return self.forward_output(model(self.forward_input(view)), view)
+
+    def forward_input(self, view: TrainView) -> Batch:
+        """What the model reads this step (default ``view.batch``). A method with extra views (NCE's conflict copy)
+        may stack them into the same forward and split the output in :meth:`forward_output`: an ensemble runs every
+        member's input in one batched forward, so a method never calls the model here."""
+        return view.batch
+
+    def forward_output(self, output: Output, view: TrainView) -> Output:
+        """``StepContext.output`` from the model's output on :meth:`forward_input` (extra views' outputs may go into
+        ``view.extra``)."""
+        return output
 
     def train_view(self, batch: Batch, mask_generator: torch.Generator, generator: torch.Generator) -> TrainView:
         """The incomplete view this method trains on (default: random missing from ``missing``)."""

@@ -47,7 +47,7 @@ from corekd.methods.losses import (
 )
 from corekd.methods.nce import nce_view
 from corekd.methods.registry import register
-from corekd.models.model import ERCModel, ModelConfig, Output, states_depend_on_view
+from corekd.models.model import ModelConfig, Output, states_depend_on_view
 
 
 class CoReKDOptions(BaseModel):
@@ -182,11 +182,16 @@ class CoReKD(Method):
             return TrainView(conflict.batch, {"conflict": conflict})
         return TrainView(view.batch, {"conflict": conflict})
 
-    def forward(self, model: ERCModel, view: TrainView) -> Output:
+    def forward_input(self, view: TrainView) -> Batch:
         conflict = view.extra.get("conflict")
         if conflict is None or self.options.nce_mode == "inline":
-            return model(view.batch)
-        clean, with_conflicts = model(Batch.stack([view.batch, conflict.batch])).split(view.batch.size)
+            return view.batch
+        return Batch.stack([view.batch, conflict.batch])  # one forward for both views
+
+    def forward_output(self, output: Output, view: TrainView) -> Output:
+        if output.logits.shape[0] == view.batch.size:  # the view alone
+            return output
+        clean, with_conflicts = output.split(view.batch.size)
         view.extra["conflict_output"] = with_conflicts
         return clean
 
