@@ -139,8 +139,9 @@ def _sigterm_as_interrupt():
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def parse_seeds(values: list[str] | None) -> list[int] | None:
-    """``--seeds 0,1,2``, ``--seeds "0 1 2"`` or ``--seeds 0 --seeds 1``."""
+def parse_seeds(values: list[str] | None, also: str = "") -> list[int] | None:
+    """``--seeds 0,1,2``, ``--seeds "0 1 2"`` or ``--seeds 0 --seeds 1``; ``also``: what else the option takes
+    (e.g. ``"all or "``), for the message."""
     if not values:
         return None
     seeds = []
@@ -149,7 +150,7 @@ def parse_seeds(values: list[str] | None) -> list[int] | None:
             if not part:
                 continue
             if not re.fullmatch(r"-?\d+", part):
-                raise CorekdError(f"expected integers like 0,1,2, got '{value}'", field="--seeds")
+                raise CorekdError(f"expected {also}integers like 0,1,2, got '{value}'", field="--seeds")
             seeds.append(int(part))
     return seeds
 
@@ -702,18 +703,37 @@ def export_bundle_cmd(
         ..., "--method", help="The model to bundle: a method's name (label) in the run, e.g. corekd."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Which seed's model (default: the run's first seed)."),
+    seeds: str | None = typer.Option(
+        None,
+        "--seeds",
+        help="An ensemble bundle instead: 'all' (every finished seed) or a comma list (0,2); not with --seed.",
+    ),
     out: Path = typer.Option(..., "--out", help="New or empty folder to write the bundle into."),
 ) -> None:
-    """Save one trained model of a run as a bundle folder: weights + model.json (labels, dims, cards, statistics)."""
-    from corekd.serving.bundle import export_bundle, read_bundle
+    """Save one trained model of a run as a bundle folder: weights + model.json (labels, dims, cards, statistics);
+    with --seeds, several seeds' models as one ensemble bundle (docs/serving.md, "Ensemble bundles")."""
+    from corekd.serving.bundle import export_bundle, export_ensemble_bundle, read_bundle
 
+    if seeds is not None and seed is not None:
+        raise CorekdError(
+            "give --seed S (one model) or --seeds all|S,S (an ensemble bundle), not both", field="--seed/--seeds"
+        )
+    chosen = None if seeds is None or seeds.strip().lower() == "all" else parse_seeds([seeds], "all or ")
     refuse_inside_experiment(out)
 
-    path = export_bundle(run_dir, method, out, seed)
+    if seeds is not None:
+        path = export_ensemble_bundle(run_dir, method, out, chosen)
+    else:
+        path = export_bundle(run_dir, method, out, seed)
     b = read_bundle(path)
     dims = ", ".join(f"{m} {s['dim']}" for m, s in b.modalities.items())
+    which = (
+        f"ensemble of {len(b.members)} (seeds {', '.join(map(str, b.seeds))})"
+        if b.is_ensemble
+        else f"seed {b.meta['source']['seed']}"
+    )
     print(
-        f"wrote {path}: {b.meta['source']['variant']} seed {b.meta['source']['seed']}, {b.task}, "
+        f"wrote {path}: {b.meta['source']['variant']} {which}, {b.task}, "
         f"{len(b.labels) if b.task == 'classification' else 1} outputs, modalities {dims}"
     )
 

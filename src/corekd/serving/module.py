@@ -3,11 +3,13 @@
 The same module runs under PyTorch (the predictor's torch runtime) and is what
 :mod:`corekd.serving.onnx_export` exports, so both runtimes compute the same function. Its inputs, in
 order, are :func:`input_names`; :func:`frame_inputs` says which modalities a model reads frame by frame.
+:class:`EnsembleModule` runs an ensemble bundle's members on the same inputs, as one stacked forward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -15,6 +17,7 @@ from torch import nn
 from corekd.data.batching import Batch
 from corekd.models.encoders import masked_frame_mean
 from corekd.models.model import ERCModel
+from corekd.models.stacked import StackedModels, stack_problem
 from corekd.serving.dialogue import reads_frames
 
 
@@ -61,6 +64,11 @@ class ServingModule(nn.Module):
         self.classify = task == "classification"
 
     def forward(self, mask: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor, *inputs: torch.Tensor):
+        logits = self.model(self.batch(mask, speakers, lengths, *inputs)).logits  # [B, U, C]
+        return logits.softmax(-1) if self.classify else logits
+
+    def batch(self, mask: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor, *inputs: torch.Tensor) -> Batch:
+        """The plain tensors (:meth:`forward`'s arguments) as the :class:`Batch` the model reads."""
         u = mask.shape[1]
         utt_mask = torch.arange(u, device=mask.device)[None, :] < lengths[:, None]  # [B, U]
         observed = mask & utt_mask[..., None]  # [B, U, M]
@@ -94,5 +102,38 @@ class ServingModule(nn.Module):
             frames=frames,
             frame_mask=frame_mask,
         )
-        logits = self.model(batch).logits  # [B, U, C]
+        return batch
+
+
+class EnsembleModule:
+    """K models of one architecture behind :class:`ServingModule`'s plain tensors: ``[K, B, U, C]``, member k's
+    probabilities (regression: values) in row k, every member on the same dialogues.
+
+    The members run as one forward through :class:`~corekd.models.stacked.StackedModels` (parameters stacked
+    ``[K, ...]``, ``torch.func.vmap``); a model that cannot be stacked (:func:`~corekd.models.stacked.stack_problem`:
+    it reads frames with a sequence encoder) runs member by member instead. ``functional_call`` puts the members'
+    weights into one shared template module for the length of a forward, so forwards are serialised by a lock
+    (concurrent callers, e.g. the service's worker threads, take turns).
+    """
+
+    def __init__(self, models: Sequence[ERCModel], task: str):
+        self.members = [ServingModule(model, task).eval() for model in models]
+        self.input_names = self.members[0].input_names
+        self.classify = task == "classification"
+        self.stacked = StackedModels(models).eval() if stack_problem(models[0]) is None else None
+        self.lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def __call__(
+        self, mask: torch.Tensor, speakers: torch.Tensor, lengths: torch.Tensor, *inputs: torch.Tensor
+    ) -> torch.Tensor:
+        if self.stacked is None:
+            return torch.stack([member(mask, speakers, lengths, *inputs) for member in self.members])
+        batch = self.members[0].batch(mask, speakers, lengths, *inputs)
+        with self.lock:
+            outs = self.stacked.forward([batch] * self.size)
+        logits = torch.stack([out.logits for out in outs])  # [K, B, U, C]
         return logits.softmax(-1) if self.classify else logits

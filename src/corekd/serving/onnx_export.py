@@ -72,6 +72,14 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = OPSET) -> Path:
     import onnx
 
     out = Path(out)
+    if bundle.is_ensemble:
+        raise CorekdError(
+            f"an ensemble bundle ({len(bundle.members)} members) has no one graph to export; the torch runtime "
+            "serves ensembles (corekd predict/serve --runtime torch), and each member's folder "
+            f"({bundle.meta['members'][0]['path']}, ...) is a single-model bundle that exports",
+            path=bundle.path / "model.json",
+            field="bundle.kind",
+        )
     if out.is_dir():
         raise CorekdError("expected a file name (e.g. student.onnx), got a folder", path=out, field="--out")
     out.parent.mkdir(parents=True, exist_ok=True)

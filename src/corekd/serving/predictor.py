@@ -38,7 +38,7 @@ from corekd.serving.dialogue import (
 )
 from corekd.serving.inputs import predict_stream
 from corekd.serving.media import ManifestPredictions, ManifestReader
-from corekd.serving.module import ServingModule, input_names
+from corekd.serving.module import EnsembleModule, ServingModule, input_names
 from corekd.serving.onnx_export import OnnxRuntime
 
 Z_LIMIT = 1e9  # the largest |standardised value| accepted (see the module docstring)
@@ -47,6 +47,8 @@ __all__ = [
     "ID_KEYS",
     "Z_LIMIT",
     "DialogueInput",
+    "EnsembleModule",
+    "EnsembleRuntime",
     "Predictor",
     "ServingModule",
     "TorchRuntime",
@@ -72,8 +74,26 @@ class TorchRuntime:
             return out.float().cpu().numpy()
 
 
+class EnsembleRuntime:
+    """An ensemble bundle's members under PyTorch (:class:`~corekd.serving.module.EnsembleModule`): ``[K, B, U, C]``."""
+
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, device: torch.device):
+        self.device = device
+        self.module = EnsembleModule([model.to(device) for model in bundle.models], bundle.task)
+
+    def __call__(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.module(*(torch.from_numpy(arrays[n]).to(self.device) for n in self.module.input_names))
+            return out.float().cpu().numpy()
+
+
 class Predictor:
-    """A loaded bundle that predicts; thread-safe for concurrent calls (the model is only read)."""
+    """A loaded bundle that predicts; thread-safe for concurrent calls (the model is only read).
+
+    An ensemble bundle's members answer together (:class:`EnsembleRuntime`): each row gives the mean of their
+    outputs, its ``spread`` (the std over the members, ddof 0) and the number of ``members``."""
 
     def __init__(
         self,
@@ -85,18 +105,32 @@ class Predictor:
     ):
         self.bundle = bundle
         self.device = torch.device(device)
-        self.runtime: TorchRuntime | OnnxRuntime
-        if runtime == "torch":
-            self.runtime = TorchRuntime(bundle, self.device)
-        elif runtime == "onnx":
-            self.runtime = OnnxRuntime(bundle, onnx_path)
-        else:
+        self.runtime: TorchRuntime | EnsembleRuntime | OnnxRuntime
+        if runtime not in ("torch", "onnx"):
             raise CorekdError(f"expected torch or onnx, got '{runtime}'", field="--runtime")
-        # m -> (mean [D_m], std [D_m]) float32: the training standardisation, to check inputs against
-        self.statistics = {
-            m: (mean.detach().cpu().numpy(), std.detach().cpu().numpy())
-            for m, (mean, std) in bundle.model.standardizer.statistics().items()
-        }
+        if runtime == "onnx" and bundle.is_ensemble:
+            raise CorekdError(
+                f"{bundle.path} is an ensemble bundle ({len(bundle.members)} members); the onnx runtime runs one "
+                "model's graph: the torch runtime serves ensembles (--runtime torch), or give one member's folder "
+                f"({bundle.meta['members'][0]['path']}) for onnx",
+                field="--runtime",
+            )
+        if runtime == "onnx":
+            self.runtime = OnnxRuntime(bundle, onnx_path)
+        elif bundle.is_ensemble:
+            self.runtime = EnsembleRuntime(bundle, self.device)
+        else:
+            self.runtime = TorchRuntime(bundle, self.device)
+        # per model (an ensemble: per member), m -> (mean [D_m], std [D_m]) float32: the training standardisation,
+        # to check inputs against
+        self.member_statistics = [
+            {
+                m: (mean.detach().cpu().numpy(), std.detach().cpu().numpy())
+                for m, (mean, std) in model.standardizer.statistics().items()
+            }
+            for model in bundle.models
+        ]
+        self.statistics = self.member_statistics[0]
 
     @property
     def task(self) -> str:
@@ -109,6 +143,11 @@ class Predictor:
     @property
     def modalities(self) -> dict[str, dict]:
         return self.bundle.modalities
+
+    @property
+    def members(self) -> int:
+        """How many models answer: an ensemble bundle's members, else 1."""
+        return len(self.bundle.members) or 1
 
     @property
     def frame_modalities(self) -> tuple[str, ...]:
@@ -131,11 +170,14 @@ class Predictor:
             given = [(t, np.atleast_2d(x)) for t, x in enumerate(rows) if x is not None]  # [1, D] or frames [F, D]
             if not given:
                 continue
-            mean, std = self.statistics[m]
             x = np.concatenate([v for _, v in given])  # [R, D]: every given vector or frame of m
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                z = (x - mean) / std  # float32, as the model computes it
-            bad = ~(np.abs(z) <= Z_LIMIT)  # NaN included
+            for statistics in self.member_statistics:  # an ensemble: every member's standardisation
+                mean, std = statistics[m]
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    z = (x - mean) / std  # float32, as the model computes it
+                bad = ~(np.abs(z) <= Z_LIMIT)  # NaN included
+                if bad.any():
+                    break
             if not bad.any():
                 continue
             r, j = (int(i) for i in np.argwhere(bad)[0])
@@ -157,9 +199,12 @@ class Predictor:
         """Per modality, the largest |value| that :meth:`check` accepts in every column (what the request schema states):
         ``min_j (Z_LIMIT * std_j - |mean_j|)``, a hair inside it (float32 rounding), at most float32's largest."""
         out = {}
-        for m, (mean, std) in self.statistics.items():
-            room = Z_LIMIT * np.asarray(std, dtype=np.float64) - np.abs(np.asarray(mean, dtype=np.float64))  # [D]
-            bound: Any = min(np.finfo(np.float32).max, max(0.0, float(room.min()) * (1 - 1e-6)))
+        for m in self.statistics:
+            rooms = [
+                Z_LIMIT * np.asarray(s[m][1], dtype=np.float64) - np.abs(np.asarray(s[m][0], dtype=np.float64))
+                for s in self.member_statistics
+            ]  # [D] per model (an ensemble: every member's, the tightest counts)
+            bound: Any = min(np.finfo(np.float32).max, max(0.0, min(float(r.min()) for r in rooms) * (1 - 1e-6)))
             out[m] = float(bound)
         return out
 
@@ -190,9 +235,14 @@ class Predictor:
             {"dialogue_id", "utterance_id", "prediction": label name (regression: the value),
              "probabilities": {label: p} (classification only), "modalities": observed modalities}
 
+        An ensemble bundle's rows give the members' mean (``prediction``: the argmax of the mean probabilities,
+        regression the mean value) and, after ``probabilities`` (regression: ``prediction``), ``"spread"``: the std
+        over the members (ddof 0; per label for classification, one number for regression) and ``"members"``: K.
+
         A :class:`DialogueInput`'s ``skipped`` utterances (no modality) get, in their place,
         ``{"dialogue_id", "utterance_id", "prediction": None, "probabilities": None (classification),
-        "modalities": [], "error": reason}``; the model runs on the dialogue without them.
+        "modalities": [], "error": reason}`` (an ensemble's: ``"spread": None`` and ``"members"`` too); the model
+        runs on the dialogue without them.
         """
         parsed = [
             self.check(d, f"dialogue '{d.id}'")
@@ -204,13 +254,19 @@ class Predictor:
             return []
         present = [d for d in parsed if len(d)]  # a dialogue whose every utterance was skipped has nothing to run
         # [B, U, C]; with no dialogue to run, an empty batch (nothing reads it: only present dialogues have rows)
-        out = (
-            self.runtime(encode(present, self.bundle.dims, self.frame_modalities))
-            if present
-            else np.zeros((0, 0, 0), np.float32)
-        )
+        ensemble = self.bundle.is_ensemble
+        spread: np.ndarray | None = None
+        if not present:
+            out = np.zeros((0, 0, 0), np.float32)
+        elif ensemble:
+            each = self.runtime(encode(present, self.bundle.dims, self.frame_modalities)).astype(np.float64)
+            out, spread = each.mean(0), each.std(0)  # [B, U, C] each: the members' mean and population std
+        else:
+            out = self.runtime(encode(present, self.bundle.dims, self.frame_modalities))
         for i, d in enumerate(present):
             bad = ~np.isfinite(out[i, : len(d)]).all(-1)  # [U_i]
+            if spread is not None:
+                bad |= ~np.isfinite(spread[i, : len(d)]).all(-1)
             if bad.any():
                 t = int(np.argmax(bad))
                 raise CorekdError(
@@ -228,12 +284,20 @@ class Predictor:
                     p = out[i, t]
                     row["prediction"] = self.labels[int(np.argmax(p))]
                     row["probabilities"] = {name: float(v) for name, v in zip(self.labels, p)}
+                    if spread is not None:
+                        row["spread"] = {name: float(v) for name, v in zip(self.labels, spread[i, t])}
                 else:
                     row["prediction"] = float(out[i, t, 0])
+                    if spread is not None:
+                        row["spread"] = float(spread[i, t, 0])
+                if ensemble:
+                    row["members"] = self.members
                 row["modalities"] = d.observed(t)
                 rows.append(row)
             for pos, uid, reason in sorted(d.skipped):
-                empty: dict[str, None] = {"probabilities": None} if self.task == "classification" else {}
+                empty: dict[str, Any] = {"probabilities": None} if self.task == "classification" else {}
+                if ensemble:
+                    empty.update(spread=None, members=self.members)
                 rows.insert(
                     pos,
                     {

@@ -176,9 +176,31 @@ def prediction_models(task: str, labels: list[str]):
     }
     if task == "classification":
         row_fields["prediction"] = (str, Field(..., description="the most probable label, one of " + ", ".join(labels)))
-        row_fields["probabilities"] = (dict[str, float], Field(..., description="label -> probability"))
+        row_fields["probabilities"] = (
+            dict[str, float],
+            Field(..., description="label -> probability (an ensemble bundle: the mean over its members)"),
+        )
+        row_fields["spread"] = (
+            dict[str, float] | None,
+            Field(
+                None,
+                description="ensemble bundles only: label -> the std of that probability over the members "
+                "(population std, ddof 0)",
+            ),
+        )
     else:
-        row_fields["prediction"] = (float, Field(..., description="the predicted sentiment score"))
+        row_fields["prediction"] = (
+            float,
+            Field(..., description="the predicted sentiment score (an ensemble bundle: the mean over its members)"),
+        )
+        row_fields["spread"] = (
+            float | None,
+            Field(None, description="ensemble bundles only: the std of the score over the members (ddof 0)"),
+        )
+    row_fields["members"] = (
+        int | None,
+        Field(None, description="ensemble bundles only: how many models answered (the bundle's members)"),
+    )
     row = create_model("PredictionRow", **row_fields)
     answer = create_model("DialoguePrediction", dialogue_id=(str, ...), utterances=(list[row], ...))
     return row, answer
