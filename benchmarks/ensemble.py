@@ -17,7 +17,7 @@ Parts (each keeps the others' last figures in the JSON):
 - ``quickstart``: ``corekd run configs/quickstart.yaml`` separate and as ensembles (2 threads), into
   ``RUNS/quickstart-separate`` and ``RUNS/quickstart-ensemble``.
 - ``equivalence``: from those folders, the ensemble's test records against the separate ones, paired by (variant,
-  seed, condition), per record family (the condition's kind: complete, subset, random, imbalanced, burst, features):
+  seed, condition), per record family (the condition's kind: complete, fixed, random, imbalanced, burst, features):
   the mean paired difference of the headline metric with its 95% interval over seeds, the mean and the largest
   absolute difference, and the seed noise (the separate route's standard deviation over seeds, averaged over
   variants and conditions). Rule, fixed before any run: a family is "within seed noise" when the mean paired
@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -126,7 +127,7 @@ def speed(device: str) -> dict:
         for seeds in ([0], [0, 1, 2, 3, 4]):
             pair = {}
             for route in ("separate", "ensemble"):
-                before = load_average()
+                before, cpu = load_average(), child_cpu()
                 command = [
                     sys.executable, str(Path(__file__).resolve()), "--part", "_train", "--route", route,
                     "--threads", str(threads), "--seeds", ",".join(map(str, seeds)), "--device", device,
@@ -135,6 +136,7 @@ def speed(device: str) -> dict:
                 done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
                 pair[route] = {
                     **json.loads(done.stdout.strip().splitlines()[-1]),
+                    "cpu_seconds": round(child_cpu() - cpu, 2),
                     "load_average": [before, load_average()],
                 }
                 print(f"  {pair[route]['seconds']} s", flush=True)
@@ -145,6 +147,9 @@ def speed(device: str) -> dict:
                     "separate_s": pair["separate"]["seconds"],
                     "ensemble_s": pair["ensemble"]["seconds"],
                     "ratio_separate_over_ensemble": round(pair["separate"]["seconds"] / pair["ensemble"]["seconds"], 2),
+                    "separate_cpu_s": pair["separate"]["cpu_seconds"],
+                    "ensemble_cpu_s": pair["ensemble"]["cpu_seconds"],
+                    "ratio_cpu": round(pair["separate"]["cpu_seconds"] / pair["ensemble"]["cpu_seconds"], 2),
                     "detail": pair,
                 }
             )
@@ -246,14 +251,22 @@ def config_copy(config: Path, folder: Path, route: str, threads: int | None) -> 
     return path
 
 
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(command: list[str]) -> dict:
-    before = load_average()
+    """Wall and CPU seconds (user + system, every process and thread of the command: close to the wall time of a
+    quiet machine for single-thread work, even when other work shares the cores)."""
+    before, cpu = load_average(), child_cpu()
     print("running:", " ".join(command), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
     return {
         "command": " ".join(["corekd", *command[3:]]),
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": round(child_cpu() - cpu, 1),
         "load_average": [before, load_average()],
     }
 
@@ -274,17 +287,18 @@ def end_to_end(kind: str, runs: Path, device: str) -> dict:
         if device != "cpu":
             command += ["--device", device] + (["--workers", "1"] if kind == "grid" else [])
         out[route] = timed(command)
-    out["ratio_separate_over_ensemble"] = round(out["separate"]["wall_seconds"] / out["ensemble"]["wall_seconds"], 2)
+    for unit in ("wall_seconds", "cpu_seconds"):
+        out[f"ratio_{unit}"] = round(out["separate"][unit] / out["ensemble"][unit], 2)
     return out
 
 
 # ------------------------------------------------------------------ equivalence
-FAMILIES = ("complete", "subset", "random", "imbalanced", "burst", "features", "frames")
+FAMILIES = ("complete", "fixed", "random", "imbalanced", "burst", "features", "frames")
 
 
 def family(condition: str) -> str:
-    head = condition.split(":", 1)[0]
-    return head if head in FAMILIES else "subset" if condition not in ("complete",) else "complete"
+    """The kind of a condition: its name before the colon (``fixed:la`` -> fixed, ``complete`` -> complete)."""
+    return condition.split(":", 1)[0]
 
 
 def headline(records: list[dict]) -> str:
@@ -322,14 +336,60 @@ def equivalence(separate: Path, ensemble: Path) -> dict:
             "seed_noise": round(noise, 4),
             "within_seed_noise": abs(mean) < noise,
         }
+    # Per variant: ensemble minus separate on each family's per-seed average, paired over seeds, Holm over all tests.
+    from corekd.reporting.stats import holm, paired_difference
+
+    tests = []
+    for variant in sorted({k[1] for k in shared}):
+        for fam in FAMILIES:
+            per_route = []
+            for values in (b, a):
+                seeds: dict[int, list[float]] = {}
+                for k in shared:
+                    if k[1] == variant and family(k[3]) == fam:
+                        seeds.setdefault(k[2], []).append(values[k])
+                per_route.append({s: float(np.mean(v)) for s, v in seeds.items()})
+            if per_route[0]:
+                d = paired_difference(per_route[0], per_route[1])
+                if d is not None:
+                    tests.append({"variant": variant, "family": fam, "difference": round(d.mean, 4), "p": d.p})
+    for t, adjusted in zip(tests, holm([t["p"] for t in tests])):
+        t["p_holm"] = None if adjusted is None else round(adjusted, 4)
+        t["p"] = None if t["p"] is None else round(t["p"], 4)
+    by_method = {}
+    for variant in sorted({k[1] for k in shared}):
+        row = {}
+        for route, values in (("separate", a), ("ensemble", b)):
+            complete = [values[k] for k in shared if k[1] == variant and k[3] == "complete"]
+            per_seed: dict[int, list[float]] = {}
+            for k in shared:
+                if k[1] == variant and family(k[3]) == "random":
+                    per_seed.setdefault(k[2], []).append(values[k])
+            random_avg = [float(np.mean(v)) for v in per_seed.values()]
+            row[route] = {
+                "complete": [round(float(np.mean(complete)), 4), round(float(np.std(complete, ddof=1)), 4)]
+                if len(complete) > 1
+                else None,
+                "random_average": [round(float(np.mean(random_avg)), 4), round(float(np.std(random_avg, ddof=1)), 4)]
+                if len(random_avg) > 1
+                else None,
+            }
+        by_method[variant] = row
     return {
         "separate": str(separate),
         "ensemble": str(ensemble),
+        "by_method": by_method,
+        "by_method_note": "test weighted_f1, mean and std over seeds: the complete view, and the mean over the random "
+        "rates (the protocol's average)",
         "metric": f"test {metric}, ensemble minus separate, paired by (variant, seed, condition)",
         "pairs": len(shared),
         "unpaired": len(set(a) ^ set(b)),
         "families": out,
         "all_within_seed_noise": all(f["within_seed_noise"] for f in out.values()),
+        "per_variant": sorted(tests, key=lambda t: (t["p"] is None, t["p"] or 1.0)),
+        "per_variant_note": "ensemble minus separate on each family's average per seed, paired t-test over seeds, "
+        "Holm's adjustment over every (variant, family) test; sorted by p",
+        "per_variant_significant_after_holm": [t for t in tests if t["p_holm"] is not None and t["p_holm"] < 0.05],
     }
 
 

@@ -10,6 +10,7 @@ import torch
 from corekd.config import TrainingConfig, validate_config
 from corekd.data.protocols import TrainingMissing
 from corekd.ensemble import train_ensemble
+from corekd.errors import CorekdError
 from corekd.evaluation.metrics import classification_metrics
 from corekd.evaluation.predict import predict
 from corekd.experiments import run
@@ -17,7 +18,7 @@ from corekd.methods import method_class
 from corekd.models.model import ModelConfig
 from corekd.seeding import torch_generator
 from corekd.training import TeacherReference, init_model, train_model
-from helpers import corpus_dims
+from helpers import TINY_FRAMES, corpus_dims, quick_config
 
 # No dropout: the only difference left between ensemble and separate training is the order of float sums.
 MODEL = ModelConfig(hidden=16, heads=2, dropout=0.0)
@@ -174,3 +175,14 @@ def test_a_run_trained_as_ensembles_writes_what_a_separate_run_writes(tmp_path, 
     )
     config = (tmp_path / "ensemble" / "config.yaml").read_text()
     assert "ensemble: seeds" in config
+
+
+def test_a_run_refuses_an_ensemble_of_models_that_read_frames(tmp_path):
+    raw = quick_config(data={"source": "synthetic", "synth": dict(TINY_FRAMES)})
+    raw["training"] = dict(raw["training"], ensemble="seeds")
+    with pytest.raises(CorekdError, match="sequence_encoder") as err:
+        run(validate_config(raw), tmp_path / "run")
+    assert err.value.field == "training.ensemble"
+    assert not (tmp_path / "run").exists()
+    raw["model"] = dict(raw["model"], sequence_encoder="mean")
+    assert len(run(validate_config(raw), tmp_path / "mean").records) > 0

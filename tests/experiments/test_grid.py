@@ -308,3 +308,19 @@ def test_a_grid_on_a_corpus_folder_continues_with_the_same_config(tmp_path, tiny
     again = run_grid(validate_grid(raw), out, device="cpu", report=False)
     assert (first.ran, again.ran) == (1, 0)
     assert yaml.safe_load((out / "config.yaml").read_text())["task"] is None
+
+
+def test_a_grid_trains_each_variants_seeds_as_one_ensemble_when_asked(smoke, tmp_path):
+    """training.ensemble: seeds: the same cells and records (conditions, seeds) as separate cells, each seed's cell
+    saying it was an ensemble member; an ensemble whose teacher failed is not run."""
+    reference, _ = smoke
+    raw = _grid_dict(corpora={"vectors": {}})
+    raw["training"] = {**raw.get("training", {}), "ensemble": "seeds"}
+    out = tmp_path / "grid"
+    result = run_grid(validate_grid(raw, SMOKE), out, workers=2, device="cpu", report=False)
+    assert result.failed == []
+    key = lambda r: (r["variant"], r["seed"], r["split"], r["condition"])  # noqa: E731
+    theirs = [r for r in _records(reference) if r["corpus"] == "vectors"]
+    assert sorted(map(key, _records(out))) == sorted(map(key, theirs))
+    seeds = len(validate_grid(raw, SMOKE).seeds)
+    assert all(t["ensemble"] == seeds for t in _untimed(out))

@@ -25,6 +25,8 @@ from corekd.evaluation.provenance import defaults_in_effect
 from corekd.experiments.folder import corpus_fingerprint
 from corekd.features.extract import features_record
 from corekd.methods import method_class
+from corekd.models.model import ERCModel
+from corekd.models.stacked import stack_problem
 
 DEFAULT_CONFIG = Path("configs/quickstart.yaml")
 
@@ -74,7 +76,22 @@ def load_data(cfg: RunConfig, source: str | Path | None = None) -> Corpus:
             option, text = problem
             raise CorekdError(f"{text} (corpus '{corpus.name}')", path=source, field=f"methods[{i}].options.{option}")
     check_modality_rates(cfg, corpus, source)
+    check_ensembles(cfg, corpus, source)
     return corpus
+
+
+def check_ensembles(cfg: RunConfig, corpus: Corpus, source: str | Path | None) -> None:
+    """Refuse ``training.ensemble: seeds`` for a model that cannot be stacked on this corpus (one line, the reason)."""
+    kinds = {m: s.kind for m, s in corpus.modalities.items()}
+    dims = {m: s.dim for m, s in corpus.modalities.items()}
+    for spec in [*cfg.methods, MethodSpec(name="teacher")]:
+        if cfg.training_for(spec.name, spec.label).ensemble != "seeds":
+            continue
+        with torch.device("meta"):  # shapes and options only: nothing allocated
+            model = ERCModel(cfg.model_for(spec.name, spec.label), dims, 2, kinds=kinds)
+        problem = stack_problem(model)
+        if problem:
+            raise CorekdError(f"{problem} (method '{spec.label}')", path=source, field="training.ensemble")
 
 
 def _required(value: str | None, field: str, source: str | Path | None) -> str:
