@@ -22,22 +22,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import cast
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from corekd.config import TrainingConfig
 from corekd.data.batching import Batch, SplitTensors
-from corekd.errors import CorekdError
-from corekd.evaluation.metrics import LOWER_IS_BETTER, classification_metrics, regression_metrics
 from corekd.evaluation.predict import predictions, run_stacked
 from corekd.methods.base import Method, StepContext
 from corekd.models.model import ERCModel
 from corekd.models.stacked import StackedModels
 from corekd.seeding import derive_seed, torch_generator
-from corekd.training import GRAD_NORM_PREFIX, TeacherReference, TrainResult
+from corekd.training import GRAD_NORM_PREFIX, Selection, TeacherReference, TrainResult, dev_score
 
 
 @dataclass
@@ -52,15 +49,8 @@ class _Member:
     mask_gen: torch.Generator
     method_gen: torch.Generator
     dev_masks: torch.Tensor
-    history: list[dict] = field(default_factory=list)
-    scores: list[float | None] = field(default_factory=list)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_score: float | None = None
-    best_epoch: int = 0
-    raw_best: float = -np.inf
-    raw_best_epoch: int = 0
-    selected_curve: float = -np.inf
-    stopped: bool = False
+    selection: Selection
+    score: float | None = None  # the last epoch's dev score
 
 
 def _per_member_norms(grads: Sequence[torch.Tensor | None], k: int, device: torch.device) -> torch.Tensor:
@@ -79,15 +69,6 @@ def _clip_members(grads: Sequence[torch.Tensor | None], max_norm: float, k: int,
     for g in grads:
         if g is not None:
             g.mul_(coef.to(g.dtype).view(k, *([1] * (g.dim() - 1))))
-
-
-def _score(preds, label_names: list[str], metric: str) -> float | None:
-    scores = (
-        regression_metrics(preds.y_true, preds.y_pred)
-        if preds.task == "regression"
-        else classification_metrics(preds.y_true, preds.y_pred, label_names)
-    )
-    return scores[metric]
 
 
 def train_ensemble(
@@ -132,6 +113,7 @@ def train_ensemble(
                 mask_gen=torch_generator("train-mask", seed),
                 method_gen=torch_generator("method", seed, method.name),
                 dev_masks=method.dev_masks(dev.avail, torch_generator("dev-mask", seed), dev.modalities),
+                selection=Selection(cfg, f"method {method.name}, seed {seed}"),
             )
         )
     stacked = StackedModels([m.to(device) for m in models])
@@ -142,7 +124,6 @@ def train_ensemble(
         m: [n for n in stacked.params if n.startswith(f"encoders.{m}.") and n != f"encoders.{m}.missing"]
         for m in models[0].modalities
     }
-    sign = -1.0 if cfg.select_metric in LOWER_IS_BETTER else 1.0
     steps_done = 0
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
@@ -182,35 +163,17 @@ def train_ensemble(
             outs = run_stacked(stacked, dev, [m.dev_masks for m in group], eval_batch_size, device, ema)
             stopping = []
             for pos, (m, s, out) in enumerate(zip(group, sums, outs)):
-                score = _score(predictions(out, dev), label_names, cfg.select_metric)
-                record: dict[str, float | None] = {"epoch": epoch, **{key: float(v) / steps for key, v in s.items()}}
-                record[f"dev_{cfg.select_metric}"] = score
-                m.scores.append(score)
-                window = m.scores[-cfg.select_window :]
-                curve = None if None in window else float(np.mean(cast(list[float], window)))
-                if cfg.select_window > 1:
-                    record[f"dev_{cfg.select_metric}_smoothed"] = curve
-                if not all(v is None or np.isfinite(v) for v in record.values()):
-                    raise CorekdError(
-                        f"training diverged at epoch {epoch} ({record}); lower training.lr or check the features",
-                        field=f"method {method.name}, seed {m.seed}",
-                    )
-                m.history.append(record)
-                if score is not None and sign * score > m.raw_best:
-                    m.raw_best, m.raw_best_epoch = sign * score, epoch
-                if m.best_state is None or (curve is not None and sign * curve > m.selected_curve):
-                    m.selected_curve = -np.inf if curve is None else sign * curve
-                    m.best_score, m.best_epoch = (None if score is None else float(score)), epoch
-                    m.best_state = (
-                        stacked.state_dict(pos)
-                        if ema is None
-                        else {**stacked.state_dict(pos), **{n: t[pos].clone() for n, t in ema.items()}}
-                    )
-                elif epoch - m.best_epoch >= cfg.patience:
-                    m.stopped = True
+                m.score = dev_score(predictions(out, dev), label_names, cfg.select_metric)
+                means = {key: float(v) / steps for key, v in s.items()}
+
+                def state(pos: int = pos, avg: dict | None = ema) -> dict[str, torch.Tensor]:
+                    weights = stacked.state_dict(pos)
+                    return weights if avg is None else {**weights, **{n: t[pos].clone() for n, t in avg.items()}}
+
+                if m.selection.epoch_done(epoch, means, m.score, state):
                     stopping.append(pos)
             if on_epoch:
-                defined = [m.scores[-1] for m in group if m.scores[-1] is not None]
+                defined = [m.score for m in group if m.score is not None]
                 on_epoch(epoch, float(np.mean(defined)) if defined else None)
             if stopping:
                 keep = [pos for pos in range(k) if pos not in stopping]
@@ -223,23 +186,7 @@ def train_ensemble(
                     index = torch.tensor(keep, device=device)
                     ema = {n: t.index_select(0, index) for n, t in ema.items()}
     seconds = (time.perf_counter() - start) / k_all  # the ensemble's time, shared out
-    results = []
-    for m in members:
-        assert m.best_state is not None  # kept at the first epoch (epochs >= 1)
-        m.model.load_state_dict(m.best_state)
-        m.model.eval()
-        results.append(
-            TrainResult(
-                m.model,
-                m.raw_best_epoch or m.best_epoch,
-                m.best_score,
-                len(m.history),
-                seconds,
-                m.history,
-                selected_epoch=m.best_epoch,
-            )
-        )
-    return results
+    return [m.selection.result(m.model, seconds) for m in members]
 
 
 def _optimizer(

@@ -248,6 +248,77 @@ class Trainer:
         return {k: float(v) / steps for k, v in sums.items()}
 
 
+class Selection:
+    """Dev-set selection and early stopping over one model's epochs (the rules :func:`train_model` states).
+
+    :meth:`epoch_done` records an epoch (its history record, checked finite), keeps the weights ``state()`` gives when
+    the epoch is selected, and says whether training stops now.
+    """
+
+    def __init__(self, cfg: TrainingConfig, where: str):
+        self.cfg, self.where = cfg, where  # where: "method M, seed S", named in a divergence error
+        self.sign = -1.0 if cfg.select_metric in LOWER_IS_BETTER else 1.0  # sign * score: higher is always better
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_score: float | None = None
+        self.best_epoch = 0
+        self.raw_best, self.raw_best_epoch, self.selected_curve = -np.inf, 0, -np.inf
+        self.scores: list[float | None] = []
+        self.history: list[dict] = []
+
+    def epoch_done(
+        self, epoch: int, terms: Mapping[str, float], score: float | None, state: Callable[[], dict]
+    ) -> bool:
+        """Record ``epoch`` (mean loss terms, raw dev ``score``: None where undefined); True: stop training."""
+        cfg, sign = self.cfg, self.sign
+        record = {"epoch": epoch, **terms, f"dev_{cfg.select_metric}": score}
+        self.scores.append(score)
+        window = self.scores[-cfg.select_window :]
+        # An undefined score is the worst: it, and any trailing mean over it, is never selected.
+        curve = None if None in window else float(np.mean(cast(list[float], window)))
+        if cfg.select_window > 1:
+            record[f"dev_{cfg.select_metric}_smoothed"] = curve
+        if not all(v is None or np.isfinite(v) for v in record.values()):
+            raise CorekdError(
+                f"training diverged at epoch {epoch} ({record}); lower training.lr or check the features",
+                field=self.where,
+            )
+        self.history.append(record)
+        if score is not None and sign * score > self.raw_best:
+            self.raw_best, self.raw_best_epoch = sign * score, epoch
+        if self.best_state is None or (curve is not None and sign * curve > self.selected_curve):
+            # The first epoch is kept until a defined score beats it (all undefined: the first, as on ties).
+            self.selected_curve = -np.inf if curve is None else sign * curve
+            self.best_score, self.best_epoch = (None if score is None else float(score)), epoch
+            self.best_state = state()
+            return False
+        return epoch - self.best_epoch >= cfg.patience
+
+    def result(self, model: ERCModel, seconds: float) -> TrainResult:
+        """``model`` with the selected weights, in eval mode, and the training's record."""
+        assert self.best_state is not None  # kept at the first epoch (epochs >= 1)
+        model.load_state_dict(self.best_state)
+        model.eval()
+        return TrainResult(
+            model,
+            self.raw_best_epoch or self.best_epoch,
+            self.best_score,
+            len(self.history),
+            seconds,
+            self.history,
+            selected_epoch=self.best_epoch,
+        )
+
+
+def dev_score(preds, label_names: list[str], metric: str) -> float | None:
+    """The dev ``metric`` of predictions (None where undefined on the split, e.g. corr with a constant side)."""
+    scores = (
+        regression_metrics(preds.y_true, preds.y_pred)
+        if preds.task == "regression"
+        else classification_metrics(preds.y_true, preds.y_pred, label_names)
+    )
+    return scores[metric]
+
+
 def train_model(
     method: Method,
     model: ERCModel,
@@ -260,7 +331,7 @@ def train_model(
     device: torch.device,
     teacher: TeacherReference | None = None,
     eval_batch_size: int = 32,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float | None], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` with ``method`` on ``train``; select the epoch by ``cfg.select_metric`` on ``dev``.
 
@@ -273,60 +344,20 @@ def train_model(
     start = time.perf_counter()
     trainer = Trainer(method, model, cfg, seed=seed, device=device, teacher=teacher)
     dev_masks = method.dev_masks(dev.avail, torch_generator("dev-mask", seed), dev.modalities)
-    sign = -1.0 if cfg.select_metric in LOWER_IS_BETTER else 1.0  # compare sign * score: higher is always better
-    best_state, best_score, best_epoch = None, None, 0
-    raw_best, raw_best_epoch, selected_curve = -np.inf, 0, -np.inf
-    scores: list[float | None] = []
-    history: list[dict] = []
+    selection = Selection(cfg, f"method {method.name}, seed {seed}")
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):  # dropout draws from here, not the caller's RNG
         torch.manual_seed(derive_seed("dropout", seed, method.name))
         for epoch in range(1, cfg.epochs + 1):
             terms = trainer.epoch(train)
             preds = predict(trainer.eval_model, dev, dev_masks, eval_batch_size, device)
-            scores_now = (
-                regression_metrics(preds.y_true, preds.y_pred)
-                if preds.task == "regression"
-                else classification_metrics(preds.y_true, preds.y_pred, label_names)
-            )
-            score = scores_now[cfg.select_metric]  # None where undefined on the dev split (e.g. corr, constant side)
-            record = {"epoch": epoch, **terms, f"dev_{cfg.select_metric}": score}
-            scores.append(score)
-            window = scores[-cfg.select_window :]
-            # An undefined score is the worst: it, and any trailing mean over it, is never selected.
-            curve = None if None in window else float(np.mean(cast(list[float], window)))
-            if cfg.select_window > 1:
-                record[f"dev_{cfg.select_metric}_smoothed"] = curve
-            if not all(v is None or np.isfinite(v) for v in record.values()):
-                raise CorekdError(
-                    f"training diverged at epoch {epoch} ({record}); lower training.lr or check the features",
-                    field=f"method {method.name}, seed {seed}",
-                )
-            history.append(record)
+            score = dev_score(preds, label_names, cfg.select_metric)
+            stop = selection.epoch_done(epoch, terms, score, lambda: copy.deepcopy(trainer.eval_model.state_dict()))
             if on_epoch:
                 on_epoch(epoch, score)
-            if score is not None and sign * score > raw_best:
-                raw_best, raw_best_epoch = sign * score, epoch
-            if best_state is None or (curve is not None and sign * curve > selected_curve):
-                # The first epoch is kept until a defined score beats it (all undefined: the first, as on ties).
-                selected_curve = -np.inf if curve is None else sign * curve
-                best_score, best_epoch = (None if score is None else float(score)), epoch
-                best_state = copy.deepcopy(trainer.eval_model.state_dict())
-            elif epoch - best_epoch >= cfg.patience:
+            if stop:
                 break
-    assert best_state is not None  # kept at the first epoch (epochs >= 1)
-    model = trainer.model
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(
-        model,
-        raw_best_epoch or best_epoch,
-        best_score,
-        len(history),
-        time.perf_counter() - start,
-        history,
-        selected_epoch=best_epoch,
-    )
+    return selection.result(trainer.model, time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------ checkpoints
