@@ -121,13 +121,17 @@ def _sigterm_as_interrupt():
 
     Only the first signal interrupts: a second one while the interrupted work writes what it keeps is recorded,
     not raised (the exit code still names the first)."""
+    from corekd.experiments.engine import note_signal  # here: the engine (and torch) load with the command
+
     received: list[int] = []
 
     def on_term(signum, frame):
         received.append(signum)
         if len(received) == 1:
+            note_signal(signum)  # an interrupt torch turns into another error is still this signal (by_signal)
             raise KeyboardInterrupt
 
+    note_signal(None)
     try:
         previous, installed = signal.signal(signal.SIGTERM, on_term), True
     except ValueError:  # not the main thread (an embedding application): leave its signal handling alone
@@ -135,6 +139,7 @@ def _sigterm_as_interrupt():
     try:
         yield received
     finally:
+        note_signal(None)
         if installed:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
@@ -191,6 +196,7 @@ def run(
     """
     from corekd.experiments import Interrupted
     from corekd.experiments import run as run_experiment
+    from corekd.experiments.engine import by_signal
     from corekd.progress import default_reporter
 
     seed_list = parse_seeds(seeds)
@@ -213,7 +219,9 @@ def run(
         except Interrupted as stop:
             _one_line(stop.line())
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
-        except KeyboardInterrupt:  # before any model was finished
+        except (KeyboardInterrupt, Exception) as exc:  # before any model was finished
+            if not by_signal(exc):
+                raise
             _one_line(
                 f"interrupted: no model finished; start again with: {command}"
                 + (" --resume" if out is not None and out.exists() else "")
@@ -265,6 +273,7 @@ def compare(
     """
     from corekd.experiments import Interrupted
     from corekd.experiments import compare as run_grid
+    from corekd.experiments.engine import by_signal
     from corekd.progress import default_grid_progress
 
     words = ["corekd", "compare", str(config), *(["--out", str(out)] if out else [])]
@@ -292,7 +301,9 @@ def compare(
         except Interrupted as stop:
             _one_line(stop.line())
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
-        except KeyboardInterrupt:  # before any cell was finished
+        except (KeyboardInterrupt, Exception) as exc:  # before any cell was finished
+            if not by_signal(exc):
+                raise
             _one_line(f"interrupted: no cell finished; start again with: {command}")
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     print(

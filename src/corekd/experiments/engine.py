@@ -109,6 +109,25 @@ class GridResult:
 
 
 # ------------------------------------------------------------------ signals
+_NOTED: list[int] = []  # signals a handler raised as KeyboardInterrupt during this experiment (note_signal)
+
+
+def note_signal(signum: int | None) -> None:
+    """Record that ``signum`` interrupted the experiment (the CLI's handler does, then raises KeyboardInterrupt);
+    None forgets every noted signal (a new experiment starts)."""
+    if signum is None:
+        _NOTED.clear()
+    else:
+        _NOTED.append(signum)
+
+
+def by_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` is the interruption: a KeyboardInterrupt, or any error after a noted signal. torch's C++ code
+    turns a KeyboardInterrupt raised inside Python code it calls back (e.g. while it reads a sequence into a tensor)
+    into another exception (a ValueError naming ``UntypedStorage``); that is still the signal, not a bug."""
+    return isinstance(exc, KeyboardInterrupt) or bool(_NOTED)
+
+
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[list[int]]:
     """While the block runs (writing what an interrupted experiment keeps), SIGINT and SIGTERM are recorded, not
@@ -497,7 +516,9 @@ def _execute_run(
             meta["status"] = "complete"
             meta["seconds"] = round(time.perf_counter() - clock, 1)
             _finish_run(folder, part, units, saved, meta)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as exc:
+        if not by_signal(exc):
+            raise
         with signals_deferred():
             meta["status"] = "interrupted"
             meta.pop("seconds", None)
@@ -883,7 +904,9 @@ def _execute_grid(
             atomic_write(out / RESULTS_FILE, lambda p: Path(p).write_text(json.dumps(results, indent=1)))
             atomic_write(out / ANALYSES_FILE, lambda p: Path(p).write_text(json.dumps(analyses, indent=1)))
             report_path = write_grid_report(out)[0] if report else None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as exc:
+        if not by_signal(exc):
+            raise
         with signals_deferred():
             write()
         raise Interrupted(
