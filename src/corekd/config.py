@@ -426,6 +426,10 @@ class RunConfig(_Strict):
         }
         return self.training.model_copy(update=changes)
 
+    def ensembles(self, method_name: str, label: str | None = None) -> bool:
+        """Whether the seeds of this method variant train as one ensemble (``training.ensemble: seeds``)."""
+        return self.training_for(method_name, label).ensemble == "seeds"
+
     def _spec_overrides(self, label: str | None, section: str) -> dict:
         spec = next((s for s in self.methods if s.label == label), None) if label is not None else None
         return spec.overrides(section) if spec is not None else {}

@@ -34,7 +34,15 @@ from corekd.methods.base import Method, StepContext
 from corekd.models.model import ERCModel
 from corekd.models.stacked import StackedModels
 from corekd.seeding import derive_seed, torch_generator
-from corekd.training import GRAD_NORM_PREFIX, Selection, TeacherReference, TrainResult, dev_score
+from corekd.training import (
+    GRAD_NORM_PREFIX,
+    Selection,
+    TeacherReference,
+    TrainResult,
+    dev_score,
+    ema_decay,
+    set_lr,
+)
 
 
 @dataclass
@@ -142,15 +150,11 @@ def train_ensemble(
                 for m in group
             ]
             for batches in zip(*streams, strict=True):  # every member draws the same number of batches per epoch
-                if cfg.schedule == "cosine":
-                    total_steps = max(1, cfg.epochs * steps_per_epoch)
-                    lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * min(steps_done, total_steps) / total_steps))
-                    for g in optimizer.param_groups:
-                        g["lr"] = lr
+                set_lr(optimizer, cfg, steps_done, steps_per_epoch)
                 terms = _step(method, stacked, group, list(batches), cfg, optimizer, encoder_params, device)
                 steps_done += 1
                 if ema is not None:
-                    decay = min(cfg.ema, (1 + steps_done) / (10 + steps_done))
+                    decay = ema_decay(cfg, steps_done)
                     with torch.no_grad():
                         names = list(ema)
                         torch._foreach_lerp_(

@@ -132,6 +132,21 @@ def init_model(
         return (build or ERCModel)(model_cfg, dims, num_classes, kinds=kinds)
 
 
+def set_lr(optimizer: torch.optim.Optimizer, cfg: TrainingConfig, steps_done: int, steps_per_epoch: int) -> None:
+    """``training.schedule``: cosine sets every group's learning rate for the next step; constant leaves it."""
+    if cfg.schedule == "cosine":
+        total = max(1, cfg.epochs * steps_per_epoch)
+        lr = 0.5 * cfg.lr * (1 + math.cos(math.pi * min(steps_done, total) / total))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
+def ema_decay(cfg: TrainingConfig, steps_done: int) -> float:
+    """The weight average's decay after ``steps_done`` steps (warm-up: it grows with the step count, so the average
+    leaves the initial weights quickly)."""
+    return min(cfg.ema, (1 + steps_done) / (10 + steps_done))
+
+
 class Trainer:
     """One model, its method, optimiser and named random streams; :meth:`epoch` is one pass over the train split.
 
@@ -214,9 +229,8 @@ class Trainer:
         return self.ema_model if self.ema_model is not None else self.model
 
     def _update_average(self) -> None:
-        # Warm-up: the effective decay grows with the step count, so the average leaves the initial weights quickly.
         assert self.ema_model is not None  # step() averages only when training.ema > 0
-        decay = min(self.cfg.ema, (1 + self.steps_done) / (10 + self.steps_done))
+        decay = ema_decay(self.cfg, self.steps_done)
         with torch.no_grad():
             ema: list[torch.Tensor] = [p for p in self.ema_model.parameters()]
             cur = [p.detach() for p in self.model.parameters()]
@@ -225,11 +239,7 @@ class Trainer:
                 b_ema.copy_(b)
 
     def _set_lr(self, steps_per_epoch: int) -> None:
-        if self.cfg.schedule == "cosine":
-            total = max(1, self.cfg.epochs * steps_per_epoch)
-            lr = 0.5 * self.cfg.lr * (1 + math.cos(math.pi * min(self.steps_done, total) / total))
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+        set_lr(self.optimizer, self.cfg, self.steps_done, steps_per_epoch)
 
     def epoch(self, train: SplitTensors) -> dict[str, float]:
         """One shuffled pass over ``train``; the mean of every loss term and of each modality's encoder gradient

@@ -203,8 +203,7 @@ def group_units(units: list[Unit], configs: dict[str, RunConfig]) -> list[tuple[
     (``training.ensemble: seeds``): then its seeds of a part are one job, placed where its first seed was planned."""
     jobs: dict[tuple, list[Unit]] = {}
     for u in units:
-        ensemble = configs[u.part].training_for(u.method, u.variant).ensemble == "seeds"
-        jobs.setdefault((u.part, u.variant) if ensemble else (u,), []).append(u)
+        jobs.setdefault((u.part, u.variant) if configs[u.part].ensembles(u.method, u.variant) else (u,), []).append(u)
     return [tuple(members) for members in jobs.values()]
 
 
@@ -300,7 +299,7 @@ def _task(
     part: Part, job: tuple[Unit, ...], folder: ExperimentFolder, *, device: str, threads: int | None, first_seed: int
 ) -> dict:
     """A job's task: a unit's (its t-SNE points kept for the first seed), or an ensemble's."""
-    if len(job) == 1 and part.config.training_for(job[0].method, job[0].variant).ensemble != "seeds":
+    if len(job) == 1 and not part.config.ensembles(job[0].method, job[0].variant):
         return unit_task(part, job[0], folder, device=device, threads=threads, embedding=job[0].seed == first_seed)
     return unit_task(part, job, folder, device=device, threads=threads, embedding=first_seed)
 
@@ -464,7 +463,7 @@ def _execute_run(
     def started(job: tuple[Unit, ...], running: int) -> None:
         first = job[0]
         label = f"{first.variant} seed {first.seed}"
-        if config.training_for(first.method, first.variant).ensemble == "seeds":
+        if config.ensembles(first.method, first.variant):
             label = f"{first.variant} seeds {', '.join(str(u.seed) for u in job)} (one ensemble)"
         reporter.start_model(label, config.training_for(first.method, first.variant).epochs)
 

@@ -85,7 +85,7 @@ def check_ensembles(cfg: RunConfig, corpus: Corpus, source: str | Path | None) -
     kinds = {m: s.kind for m, s in corpus.modalities.items()}
     dims = {m: s.dim for m, s in corpus.modalities.items()}
     for spec in [*cfg.methods, MethodSpec(name="teacher")]:
-        if cfg.training_for(spec.name, spec.label).ensemble != "seeds":
+        if not cfg.ensembles(spec.name, spec.label):
             continue
         with torch.device("meta"):  # shapes and options only: nothing allocated
             model = ERCModel(cfg.model_for(spec.name, spec.label), dims, 2, kinds=kinds)

@@ -160,8 +160,6 @@ class StackedModels:
             )
         return outs
 
-    __call__ = forward
-
     def member_tensors(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's parameters and buffers by name (slices: gradients reach the stacked leaves)."""
         return {**{n: p[k] for n, p in self.params.items()}, **{n: b[k] for n, b in self.buffers.items()}}
